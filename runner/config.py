@@ -1,0 +1,130 @@
+"""The runner's configuration, read once from environment variables.
+
+The operator sets these on the Job's container. Everything is validated up front so a
+misconfigured Job fails at once with `ConfigurationError` (exit 3) listing every
+problem, instead of failing half way through.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from schedgen.errors import ConfigurationError
+
+SCHEDULE_TYPES = ("auto", "lecture", "test", "exam")
+LOG_FORMATS = ("json", "text")
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    job_namespace: str
+    """`SCHEDGEN_JOB_NAMESPACE` (required): namespace of the ParseJob."""
+    job_name: str
+    """`SCHEDGEN_JOB_NAME` (required): name of the ParseJob."""
+    job_uid: str
+    """`SCHEDGEN_JOB_UID` (required): the ParseJob's metadata.uid (a UUID); key of its rows."""
+    tenant: str
+    """`SCHEDGEN_TENANT` (required): tenant that owns the job, recorded on the parse_jobs row."""
+    s3_bucket: str
+    """`SCHEDGEN_S3_BUCKET` (required): bucket holding the uploaded PDF."""
+    s3_key: str
+    """`SCHEDGEN_S3_KEY` (required): object key of the uploaded PDF."""
+    database_url: str
+    """`SCHEDGEN_DATABASE_URL` (required): Postgres DSN (libpq URL or key=value) for the events."""
+    s3_endpoint_url: str | None = None
+    """`SCHEDGEN_S3_ENDPOINT_URL` (optional): S3-compatible endpoint (MinIO, moto); unset = AWS.
+    Credentials come from the usual AWS variables (`AWS_ACCESS_KEY_ID`, ...)."""
+    aws_region: str = "us-east-1"
+    """`AWS_REGION` (default `us-east-1`): region for the S3 client."""
+    schedule_type: str = "auto"
+    """`SCHEDGEN_SCHEDULE_TYPE` (`auto`|`lecture`|`test`|`exam`, default `auto`): expected
+    schedule kind; `auto` detects it from the first page."""
+    max_bytes: int = 10 * 1024 * 1024
+    """`SCHEDGEN_MAX_BYTES` (default 10485760 = 10 MiB): larger objects are rejected
+    (`TooLarge`) before download, and the download is cut off past it."""
+    max_pages: int = 100
+    """`SCHEDGEN_MAX_PAGES` (default 100): more pages fail with `TooManyPages`."""
+    parse_timeout_seconds: float = 60.0
+    """`SCHEDGEN_PARSE_TIMEOUT_SECONDS` (default 60): parse time budget (`ParseTimeout`);
+    also enforced by a hard SIGALRM guard in case the PDF library hangs in one page."""
+    max_memory_mb: int = 512
+    """`SCHEDGEN_MAX_MEMORY_MB` (default 512, 0 disables): address-space limit (RLIMIT_AS)
+    of the runner process, so a pathological PDF fails with `MemoryLimitExceeded`
+    instead of pushing the node into OOM."""
+    termination_log: str = DEFAULT_TERMINATION_LOG
+    """`SCHEDGEN_TERMINATION_LOG`, else `TERMINATION_MESSAGE_PATH`, else
+    `/dev/termination-log`: file receiving the JSON result summary (at most 4096 bytes)."""
+    log_format: str = "json"
+    """`SCHEDGEN_LOG_FORMAT` (`json`|`text`, default `json`): stderr log format; json is
+    one object per line with ts, level, msg, job, code."""
+
+
+def termination_log_path(env: Mapping[str, str] | None = None) -> str:
+    """Resolved separately from `load` so even a config error can be reported there."""
+    env = os.environ if env is None else env
+    return (env.get("SCHEDGEN_TERMINATION_LOG") or env.get("TERMINATION_MESSAGE_PATH")
+            or DEFAULT_TERMINATION_LOG)
+
+
+def load(env: Mapping[str, str] | None = None) -> RunnerConfig:
+    """Build the config from `env` (default: os.environ); raises ConfigurationError."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    def text(name: str, required: bool = True) -> str:
+        value = env.get(name, "").strip()
+        if required and not value:
+            problems.append(f"{name} is required")
+        return value
+
+    def number(name: str, default: float, kind: type, minimum: float) -> float:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            problems.append(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number")
+            return default
+        if not math.isfinite(value) or value < minimum:
+            problems.append(f"{name}={raw!r} must be >= {minimum}")
+        return value
+
+    def choice(name: str, options: tuple[str, ...], default: str) -> str:
+        value = env.get(name, "").strip().lower() or default
+        if value not in options:
+            problems.append(f"{name}={value!r} must be one of {', '.join(options)}")
+        return value
+
+    uid = text("SCHEDGEN_JOB_UID")
+    if uid:
+        try:
+            uid = str(uuid.UUID(uid))
+        except ValueError:
+            problems.append(f"SCHEDGEN_JOB_UID={uid!r} is not a UUID")
+    config = RunnerConfig(
+        job_namespace=text("SCHEDGEN_JOB_NAMESPACE"),
+        job_name=text("SCHEDGEN_JOB_NAME"),
+        job_uid=uid,
+        tenant=text("SCHEDGEN_TENANT"),
+        s3_bucket=text("SCHEDGEN_S3_BUCKET"),
+        s3_key=text("SCHEDGEN_S3_KEY"),
+        database_url=text("SCHEDGEN_DATABASE_URL"),
+        s3_endpoint_url=text("SCHEDGEN_S3_ENDPOINT_URL", required=False) or None,
+        aws_region=text("AWS_REGION", required=False) or "us-east-1",
+        schedule_type=choice("SCHEDGEN_SCHEDULE_TYPE", SCHEDULE_TYPES, "auto"),
+        max_bytes=int(number("SCHEDGEN_MAX_BYTES", 10 * 1024 * 1024, int, 1)),
+        max_pages=int(number("SCHEDGEN_MAX_PAGES", 100, int, 1)),
+        parse_timeout_seconds=float(number("SCHEDGEN_PARSE_TIMEOUT_SECONDS", 60.0, float, 0.1)),
+        max_memory_mb=int(number("SCHEDGEN_MAX_MEMORY_MB", 512, int, 0)),
+        termination_log=termination_log_path(env),
+        log_format=choice("SCHEDGEN_LOG_FORMAT", LOG_FORMATS, "json"),
+    )
+    if problems:
+        raise ConfigurationError("invalid runner configuration: " + "; ".join(problems))
+    return config

@@ -1,0 +1,197 @@
+"""Parse a schedule PDF into events, within limits, or fail with a typed error.
+
+One pass over the document: each page is read once (pdfplumber), its ruled tables are
+found once, and its words are binned into table cells by position (not by filtering
+every character per cell), then released before the next page. The rules that turn
+rows into events live in `parser_rules.py`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pdfplumber
+from pdfplumber.utils import text as text_utils
+from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
+from pdfminer.pdftypes import resolve1
+
+from schedgen.errors import (
+    CorruptPDF,
+    EncryptedPDF,
+    NoTables,
+    NotAPDF,
+    ParseTimeout,
+    SchedgenError,
+    TooLarge,
+    TooManyPages,
+    UnknownScheduleType,
+)
+from schedgen.models import ParseResult, ScheduleKind
+
+from . import parser_rules as rules
+
+MAGIC_WINDOW = 1024  # PDF readers accept the %PDF- header within the first KiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pages: int = 100
+    max_seconds: float = 60.0
+    max_chars_per_page: int = 100_000
+
+
+def parse_pdf(path: Path | str, schedule_type: str = "auto", limits: Limits | None = None) -> ParseResult:
+    """Events of the schedule in `path`; `schedule_type` is auto, lecture, test or exam."""
+    limits = limits or Limits()
+    path = Path(path)
+    wanted = None if schedule_type in (None, "", "auto") else ScheduleKind(schedule_type)
+    started = time.monotonic()
+    check_file(path)
+    with _hard_deadline(limits.max_seconds):
+        header, rows, pages = _read_tables(path, wanted, limits, started + limits.max_seconds)
+        records = rules.to_records(rows, header)
+        events = rules.events_for(header.kind, records)
+    return ParseResult(kind=header.kind, events=events, pages=pages,
+                       seconds=time.monotonic() - started)
+
+
+def check_file(path: Path) -> None:
+    """Cheap checks before any parsing: the PDF signature and a complete trailer."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(MAGIC_WINDOW)
+        if b"%PDF-" not in head:
+            raise NotAPDF("the file does not start with a PDF header (%PDF-)")
+        fh.seek(max(0, size - MAGIC_WINDOW))
+        tail = fh.read()
+    if b"%%EOF" not in tail:
+        raise CorruptPDF("the PDF has no end-of-file marker: it is truncated or damaged")
+
+
+def _read_tables(path: Path, wanted: ScheduleKind | None, limits: Limits, deadline: float):
+    header: rules.Header | None = None
+    rows: list[rules.Row] = []
+    found_table = False
+    with _open(path) as pdf:
+        pages = _page_count(pdf)
+        if pages > limits.max_pages:
+            raise TooManyPages(f"the PDF has {pages} pages; the limit is {limits.max_pages}")
+        if pages == 0:
+            raise NoTables("the PDF has no pages")
+        for number, page in enumerate(pdf.pages, 1):
+            if time.monotonic() > deadline:
+                raise ParseTimeout(f"parsing took longer than {limits.max_seconds:g} s (at page {number})")
+            for table_rows in _page_tables(page, number, limits):
+                found_table = True
+                for row in table_rows:
+                    texts = [" ".join(line.text for line in cell) for cell in row]
+                    candidate = rules.recognise_header(texts, only=wanted or (header and header.kind))
+                    if candidate is not None:
+                        header = header or candidate  # a repeated header row is skipped
+                    elif header is not None:
+                        rows.append(row)
+            page.close()
+    if not found_table:
+        raise NoTables("no ruled table was found in the PDF")
+    if header is None:
+        what = f"a {wanted.value} schedule" if wanted else "a UP lecture, test or exam schedule"
+        raise UnknownScheduleType(f"no table header of {what} was found")
+    return header, rows, pages
+
+
+@contextlib.contextmanager
+def _open(path: Path):
+    try:
+        pdf = pdfplumber.open(path)
+    except (PDFPasswordIncorrect, PDFEncryptionError) as exc:
+        raise EncryptedPDF("the PDF is password-protected or uses unsupported encryption") from exc
+    except Exception as exc:  # pdfminer raises many types for damaged files
+        raise CorruptPDF(f"the PDF cannot be read ({type(exc).__name__})") from exc
+    try:
+        yield pdf
+    finally:
+        pdf.close()
+
+
+def _page_count(pdf) -> int:
+    try:
+        return int(resolve1(resolve1(pdf.doc.catalog["Pages"])["Count"]))
+    except Exception:  # fall back to walking the page tree
+        try:
+            return len(pdf.pages)
+        except Exception as exc:
+            raise CorruptPDF(f"the page tree cannot be read ({type(exc).__name__})") from exc
+
+
+def _page_tables(page, number: int, limits: Limits) -> list[list[rules.Row]]:
+    """Each ruled table on the page as rows of cells of positioned lines."""
+    try:
+        chars = page.chars
+        if len(chars) > limits.max_chars_per_page:
+            raise TooLarge(f"page {number} holds {len(chars)} characters; "
+                           f"the limit is {limits.max_chars_per_page}")
+        tables = page.find_tables()
+        return [_table_rows(table, chars) for table in tables]
+    except SchedgenError:
+        raise
+    except Exception as exc:
+        raise CorruptPDF(f"page {number} cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
+def _table_rows(table, chars: list[dict]) -> list[rules.Row]:
+    """Bin characters into cells by their centre, then read each cell's lines.
+
+    Characters, not words, are binned: header text that overlaps a neighbouring cell
+    would otherwise merge into one word across two columns.
+    """
+    col_edges = [column.bbox[0] for column in table.columns][1:]
+    row_edges = [row.bbox[1] for row in table.rows][1:]
+    x0, top, x1, bottom = table.bbox
+    grid: list[list[list[dict]]] = [[[] for _ in table.columns] for _ in table.rows]
+    for char in chars:
+        cx, cy = (char["x0"] + char["x1"]) / 2, (char["top"] + char["bottom"]) / 2
+        if x0 <= cx <= x1 and top <= cy <= bottom:
+            grid[bisect.bisect_right(row_edges, cy)][bisect.bisect_right(col_edges, cx)].append(char)
+    return [[_cell_lines(cell) for cell in row] for row in grid]
+
+
+def _cell_lines(chars: list[dict], tolerance: float = 2.0) -> rules.Cell:
+    """Lines of a cell, positioned by `doctop` so that continued rows keep page order."""
+    if not chars:
+        return []
+    lines: list[tuple[float, list[dict]]] = []
+    for word in sorted(text_utils.extract_words(chars), key=lambda w: (w["doctop"], w["x0"])):
+        if lines and abs(word["doctop"] - lines[-1][0]) <= tolerance:
+            lines[-1][1].append(word)
+        else:
+            lines.append((word["doctop"], [word]))
+    return [rules.Line(" ".join(w["text"] for w in sorted(ws, key=lambda w: w["x0"])), top)
+            for top, ws in lines]
+
+
+@contextlib.contextmanager
+def _hard_deadline(seconds: float):
+    """Interrupt a parse stuck inside one page (pdfminer loops) with ParseTimeout.
+
+    Only possible in the main thread; elsewhere the per-page deadline check applies.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise ParseTimeout(f"parsing took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -1,0 +1,34 @@
+"""`schedgen` command line: parse a PDF locally, manage the database schema."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="schedgen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from schedgen.runner import cli_parse  # local import keeps `schedgen db` light
+
+    cli_parse.add_arguments(sub.add_parser("parse", help="parse a schedule PDF into events"))
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
+    migrate.add_argument("--dsn", help="Postgres DSN (default: $SCHEDGEN_DATABASE_URL)")
+
+    args = parser.parse_args(argv)
+    if args.command == "parse":
+        return cli_parse.run(args)
+    if args.command == "db" and args.db_command == "migrate":
+        from schedgen import db as dbmod
+
+        return dbmod.migrate_command(args.dsn)
+    parser.error("unknown command")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Postgres access: connections, versioned migrations, and the runner's event writes.
+
+Errors that mean "the database is not reachable right now" surface as
+`DatabaseUnavailable` (transient, exit 1) so a Job retry can succeed later; messages
+never contain the DSN's password.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+from psycopg import conninfo
+from psycopg.types.json import Jsonb
+
+from schedgen.errors import ConfigurationError, DatabaseUnavailable
+from schedgen.models import Event, ParseResult
+
+# Any constant works as long as every migrator uses the same one ("schedgen" in ASCII).
+MIGRATION_LOCK_KEY = 0x73636865646765
+_MIGRATION_FILE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+# Event fields without their own column; stored in events.details (camelCase keys).
+_DETAIL_FIELDS = (
+    "offered", "language", "study_programme", "paper", "status",
+    "module_campus", "exam_campus", "comments",
+)
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Identity of the ParseJob whose events are written (from the runner's config)."""
+
+    uid: str
+    namespace: str
+    name: str
+    tenant: str
+    source_bucket: str | None
+    source_key: str
+    schedule_type: str = "auto"
+
+
+# --- connections -------------------------------------------------------------------
+
+
+def describe_dsn(dsn: str) -> str:
+    """`user@host:port/dbname` for messages: never the password."""
+    try:
+        parts = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    return "{}@{}:{}/{}".format(
+        parts.get("user", "?"), parts.get("host", "localhost"),
+        parts.get("port", 5432), parts.get("dbname", "?"),
+    )
+
+
+def _scrub(message: str, dsn: str) -> str:
+    try:
+        password = conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    message = " ".join(str(message).split())  # libpq messages are multi-line
+    return message.replace(str(password), "***") if password else message
+
+
+def connect(dsn: str, *, timeout: float = 5) -> psycopg.Connection:
+    """Open an autocommit connection; callers open transactions explicitly."""
+    if not dsn:
+        raise ConfigurationError("no database DSN given (set SCHEDGEN_DATABASE_URL)")
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ConfigurationError("the database DSN is not a valid connection string") from None
+    try:
+        return psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to Postgres at {describe_dsn(dsn)}: {_scrub(str(exc), dsn)}"
+        ) from None
+
+
+def _unavailable(exc: psycopg.OperationalError, conn: psycopg.Connection) -> DatabaseUnavailable:
+    dsn = conn.info.dsn if not conn.closed else ""
+    return DatabaseUnavailable(f"lost the Postgres connection: {_scrub(str(exc), dsn)}")
+
+
+# --- migrations --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The packaged `schedgen/migrations/NNNN_name.sql` files, in version order."""
+    found: dict[int, Migration] = {}
+    for entry in resources.files("schedgen").joinpath("migrations").iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if not match:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise ConfigurationError(f"two migrations share version {version:04d}")
+        found[version] = Migration(version, match.group(2), entry.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+def applied_versions(conn: psycopg.Connection) -> list[int]:
+    rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    return [row[0] for row in rows]
+
+
+def migrate(conn: psycopg.Connection, *, log=lambda message: None) -> list[Migration]:
+    """Apply pending migrations, each in its own transaction; returns those applied.
+
+    A session-level advisory lock serialises concurrent migrators (several API or
+    operator replicas starting at once): the second waits, then finds nothing to do.
+    """
+    if not conn.autocommit:
+        raise ValueError("migrate() needs an autocommit connection (each migration is its own transaction)")
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = set(applied_versions(conn))
+            applied = []
+            for migration in migrations():
+                if migration.version in done:
+                    continue
+                log(f"applying {migration.version:04d}_{migration.name}")
+                with conn.transaction():
+                    conn.execute(migration.sql)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                applied.append(migration)
+            return applied
+        finally:
+            if not conn.closed and not conn.broken:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    except psycopg.OperationalError as exc:
+        raise _unavailable(exc, conn) from None
+
+
+def migrate_command(dsn: str | None = None) -> int:
+    """`schedgen db migrate`: returns a process exit code (0, or the error's exit_code)."""
+    dsn = dsn or os.environ.get("SCHEDGEN_DATABASE_URL", "")
+    try:
+        with connect(dsn) as conn:
+            print(f"migrating {describe_dsn(dsn)}", flush=True)
+            applied = migrate(conn, log=lambda m: print(m, flush=True))
+            version = max(applied_versions(conn), default=0)
+    except (ConfigurationError, DatabaseUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except psycopg.Error as exc:
+        print(f"error: migration failed: {_scrub(str(exc), dsn)}", file=sys.stderr)
+        return 1
+    if applied:
+        print(f"applied {len(applied)} migration(s); schema at version {version:04d}")
+    else:
+        print(f"nothing to do: schema already at version {version:04d}")
+    return 0
+
+
+# --- events ------------------------------------------------------------------------
+
+
+def _event_row(job_uid: str, ordinal: int, e: Event) -> tuple:
+    details = {_camel(f): getattr(e, f) for f in _DETAIL_FIELDS if getattr(e, f) is not None}
+    return (
+        job_uid, ordinal, e.module, e.activity, e.group, e.day,
+        dt.date.fromisoformat(e.date) if e.date else None,
+        _time(e.start_time), _time(e.end_time),
+        list(e.venues), e.campus, Jsonb(details),
+    )
+
+
+def _time(value: str | None) -> dt.time | None:
+    """"HH:MM" (the model's format); tolerate "H:MM" and seconds."""
+    if not value:
+        return None
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", value.strip())
+    if not match:
+        raise ValueError(f"event time {value!r} is not HH:MM")
+    return dt.time(int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
+
+
+_COLUMNS = ("job_uid", "ordinal", "module", "activity", "group_name", "day", "date",
+            "start_time", "end_time", "venues", "campus", "details")
+_TYPES = ("uuid", "int4", "text", "text", "text", "text", "date",
+          "time", "time", "text[]", "text", "jsonb")
+
+
+def write_events(conn: psycopg.Connection, job: JobRef, result: ParseResult) -> None:
+    """Replace the job's events with `result`'s, atomically; safe to re-run (Job retries).
+
+    The parse_jobs row is created if the operator has not written it yet; its phase
+    stays the operator's business. The row lock serialises two runners of one job.
+    """
+    rows = [_event_row(job.uid, i, e) for i, e in enumerate(result.events)]
+    try:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO parse_jobs (uid, namespace, name, tenant, schedule_type,"
+                " source_bucket, source_key) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (uid) DO NOTHING",
+                (job.uid, job.namespace, job.name, job.tenant, job.schedule_type,
+                 job.source_bucket, job.source_key),
+            )
+            conn.execute("SELECT 1 FROM parse_jobs WHERE uid = %s FOR UPDATE", (job.uid,))
+            conn.execute("DELETE FROM events WHERE job_uid = %s", (job.uid,))
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+                    copy.set_types(list(_TYPES))
+                    for row in rows:
+                        copy.write_row(row)
+            conn.execute(
+                "UPDATE parse_jobs SET kind = %s, event_count = %s, pages = %s,"
+                " parse_seconds = %s, updated_at = now() WHERE uid = %s",
+                (result.kind.value, len(rows), result.pages, result.seconds, job.uid),
+            )
+    except psycopg.OperationalError as exc:
+        raise _unavailable(exc, conn) from None
+
+
+def read_events(conn: psycopg.Connection, uid: str) -> list[Event]:
+    """The job's events in parse order (empty if none were written)."""
+    return list(_read_events(conn, uid))
+
+
+def _read_events(conn: psycopg.Connection, uid: str) -> Iterator[Event]:
+    cur = conn.execute(
+        "SELECT module, activity, group_name, day, date, start_time, end_time, venues,"
+        " campus, details FROM events WHERE job_uid = %s ORDER BY ordinal",
+        (uid,),
+    )
+    for module, activity, group, day, date, start, end, venues, campus, details in cur:
+        extra = {f: details.get(_camel(f)) for f in _DETAIL_FIELDS}
+        yield Event(
+            module=module, activity=activity, group=group, day=day,
+            date=date.isoformat() if date else None,
+            start_time=start.strftime("%H:%M") if start else None,
+            end_time=end.strftime("%H:%M") if end else None,
+            venues=tuple(venues or ()), campus=campus, **extra,
+        )
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
