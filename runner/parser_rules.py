@@ -83,6 +83,8 @@ KEY_COLUMNS: dict[ScheduleKind, tuple[str, ...]] = {
 }
 
 FUZZY_THRESHOLD = 0.6
+MIN_EXACT_HEADERS = 3  # a header row names at least this many columns exactly
+KNOWN_HEADERS = frozenset(c.header for columns in COLUMNS.values() for c in columns)
 
 
 def letters(text: str) -> str:
@@ -110,6 +112,8 @@ def recognise_header(cells: list[str], only: ScheduleKind | None = None) -> Head
     `pEuxsam Camp` still finds `Exam Campus`.
     """
     normalised = [letters(c) for c in cells]
+    if len(KNOWN_HEADERS.intersection(normalised)) < MIN_EXACT_HEADERS:
+        return None  # a data row: cheap to rule out before any fuzzy matching
     best: Header | None = None
     best_score = 0
     for kind, columns in COLUMNS.items():

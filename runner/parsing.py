@@ -44,6 +44,7 @@ class Limits:
     max_pages: int = 100
     max_seconds: float = 60.0
     max_chars_per_page: int = 100_000
+    max_content_bytes_per_page: int = 2 * 1024 * 1024
 
 
 def parse_pdf(path: Path | str, schedule_type: str = "auto", limits: Limits | None = None) -> ParseResult:
@@ -109,10 +110,8 @@ def _read_tables(path: Path, wanted: ScheduleKind | None, limits: Limits, deadli
 def _open(path: Path):
     try:
         pdf = pdfplumber.open(path)
-    except (PDFPasswordIncorrect, PDFEncryptionError) as exc:
-        raise EncryptedPDF("the PDF is password-protected or uses unsupported encryption") from exc
     except Exception as exc:  # pdfminer raises many types for damaged files
-        raise CorruptPDF(f"the PDF cannot be read ({type(exc).__name__})") from exc
+        raise _typed(exc, "the PDF cannot be read") from exc
     try:
         yield pdf
     finally:
@@ -132,16 +131,40 @@ def _page_count(pdf) -> int:
 def _page_tables(page, number: int, limits: Limits) -> list[list[rules.Row]]:
     """Each ruled table on the page as rows of cells of positioned lines."""
     try:
+        content = _content_bytes(page)
+        if content > limits.max_content_bytes_per_page:
+            raise TooLarge(f"page {number} has {content} bytes of drawing instructions; "
+                           f"the limit is {limits.max_content_bytes_per_page}")
         chars = page.chars
         if len(chars) > limits.max_chars_per_page:
             raise TooLarge(f"page {number} holds {len(chars)} characters; "
                            f"the limit is {limits.max_chars_per_page}")
         tables = page.find_tables()
         return [_table_rows(table, chars) for table in tables]
-    except SchedgenError:
-        raise
     except Exception as exc:
-        raise CorruptPDF(f"page {number} cannot be read ({type(exc).__name__}: {exc})") from exc
+        raise _typed(exc, f"page {number} cannot be read") from exc
+
+
+def _content_bytes(page) -> int:
+    """Size of the page's decoded content streams: a cheap bound before interpreting them."""
+    streams = resolve1(page.page_obj.attrs.get("Contents"))
+    if streams is None:
+        return 0
+    if not isinstance(streams, list):
+        streams = [streams]
+    return sum(len(resolve1(stream).get_data()) for stream in streams)
+
+
+def _typed(exc: BaseException, context: str) -> SchedgenError:
+    """The typed error behind a pdfminer/pdfplumber failure (they wrap their causes)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, SchedgenError):
+            return cause
+        if isinstance(cause, (PDFPasswordIncorrect, PDFEncryptionError)):
+            return EncryptedPDF("the PDF is password-protected or uses unsupported encryption")
+        cause = cause.__cause__ or cause.__context__
+    return CorruptPDF(f"{context} ({type(exc).__name__}: {str(exc)[:200]})")
 
 
 def _table_rows(table, chars: list[dict]) -> list[rules.Row]:

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import re
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -181,7 +182,7 @@ def migrate_command(dsn: str | None = None) -> int:
 # --- events ------------------------------------------------------------------------
 
 
-def _event_row(job_uid: str, ordinal: int, e: Event) -> tuple:
+def _event_row(job_uid: uuid.UUID, ordinal: int, e: Event) -> tuple:
     details = {_camel(f): getattr(e, f) for f in _DETAIL_FIELDS if getattr(e, f) is not None}
     return (
         job_uid, ordinal, e.module, e.activity, e.group, e.day,
@@ -213,7 +214,8 @@ def write_events(conn: psycopg.Connection, job: JobRef, result: ParseResult) -> 
     The parse_jobs row is created if the operator has not written it yet; its phase
     stays the operator's business. The row lock serialises two runners of one job.
     """
-    rows = [_event_row(job.uid, i, e) for i, e in enumerate(result.events)]
+    job_uid = uuid.UUID(str(job.uid))
+    rows = [_event_row(job_uid, i, e) for i, e in enumerate(result.events)]
     try:
         with conn.transaction():
             conn.execute(

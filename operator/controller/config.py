@@ -1,0 +1,179 @@
+"""Operator configuration: static settings from the environment, runtime settings
+from the environment overridden by the operator's ConfigMap.
+
+Static settings (image, credentials, resource defaults) need a restart to change.
+Runtime settings (`RuntimeConfig`: concurrency, rate, capacity guard, retention) are
+re-read on every scheduling tick from the ConfigMap `SCHEDGEN_OPERATOR_CONFIGMAP` in
+`SCHEDGEN_OPERATOR_NAMESPACE`, so `kubectl edit configmap` takes effect within a tick.
+See docs/operator.md for the table of settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+GROUP = "schedgen.io"
+VERSION = "v1alpha1"
+PLURAL = "parsejobs"
+KIND = "ParseJob"
+MANAGED_BY = "schedgen-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PARSEJOB = "schedgen.io/parsejob"
+LABEL_PARSEJOB_UID = "schedgen.io/parsejob-uid"
+LABEL_TENANT = "schedgen.io/tenant"
+LABEL_PRIORITY = "schedgen.io/priority"
+RUNNER_CONTAINER = "runner"
+
+PRIORITIES = ("high", "normal", "low")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Settings read on every tick (ConfigMap keys are the camelCase field names)."""
+
+    max_concurrent: int = 10
+    max_per_tenant: int = 5
+    admissions_per_second: float = 20.0
+    admission_burst: int = 20
+    # Capacity guard: stop admitting while more than `guard_max_unschedulable` runner
+    # pods have been Pending-Unschedulable for longer than `guard_unschedulable_seconds`.
+    # A negative `guard_max_unschedulable` disables the guard.
+    guard_max_unschedulable: int = 0
+    guard_unschedulable_seconds: float = 30.0
+    retention_succeeded_seconds: float = 3600.0
+    retention_failed_seconds: float = 86400.0
+    retention_succeeded_count: int = 1000
+    retention_failed_count: int = 5000
+    # status.queuePosition is refreshed at most this often, and only for this many
+    # objects per refresh (writes are the operator's scarcest resource).
+    queue_position_interval_seconds: float = 5.0
+    queue_position_max_writes: int = 50
+
+    @classmethod
+    def from_sources(cls, env: Mapping[str, str], data: Mapping[str, str] | None = None) -> "RuntimeConfig":
+        values: dict[str, Any] = {}
+        data = data or {}
+        for f in dataclasses.fields(cls):
+            env_name = "SCHEDGEN_" + f.name.upper()
+            cm_name = _camel(f.name)
+            raw = data.get(cm_name, env.get(env_name))
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _coerce(f.type, raw)
+            except ValueError:
+                log.warning("ignoring invalid setting %s=%r", cm_name, raw)
+        cfg = cls(**values)
+        return cfg.clamped()
+
+    def clamped(self) -> "RuntimeConfig":
+        return dataclasses.replace(
+            self,
+            max_concurrent=max(0, self.max_concurrent),
+            max_per_tenant=max(0, self.max_per_tenant),
+            admissions_per_second=max(0.0, self.admissions_per_second),
+            admission_burst=max(1, self.admission_burst),
+            queue_position_interval_seconds=max(0.5, self.queue_position_interval_seconds),
+        )
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Static settings (environment only)."""
+
+    namespace: str = "schedgen-system"
+    configmap: str = "schedgen-operator"
+    runner_image: str = "schedgen-runner:0.1.0"
+    runner_command: tuple[str, ...] = ()  # empty: the image's default command
+    image_pull_policy: str = "IfNotPresent"
+    default_bucket: str = "schedgen-uploads"
+    s3_endpoint_url: str = ""
+    aws_region: str = "us-east-1"
+    # Secrets in the ParseJob's namespace, referenced (never copied) by the Job.
+    s3_secret: str = "schedgen-runner"
+    database_secret: str = "schedgen-runner"
+    database_url: str = ""  # the operator's own DSN (records)
+    log_format: str = "json"
+    max_bytes: int = 10 * 1024 * 1024
+    max_pages: int = 100
+    parse_timeout_seconds: float = 60.0  # capped to the ParseJob's deadlineSeconds
+    # RLIMIT_AS for the runner; 0 leaves memory to the container limit, so a PDF too
+    # big for it ends OOMKilled (classified from the container state).
+    runner_max_memory_mb: int = 0
+    job_ttl_seconds: int = 300
+    cpu_request: str = "250m"
+    memory_request: str = "256Mi"
+    cpu_limit: str = "1"
+    memory_limit: str = "512Mi"
+    max_cpu: str = "2"
+    max_memory: str = "2Gi"
+    priority_classes: dict[str, str] = field(default_factory=dict)
+    metrics_port: int = 9090
+    liveness_port: int = 8080
+    peering_name: str = "schedgen-operator"
+    peering_lifetime: int = 15
+    standalone: bool = False
+    tick_seconds: float = 0.5
+    records_interval_seconds: float = 1.0
+    retention_interval_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        special = {
+            "namespace": "SCHEDGEN_OPERATOR_NAMESPACE",
+            "configmap": "SCHEDGEN_OPERATOR_CONFIGMAP",
+            "s3_endpoint_url": "SCHEDGEN_S3_ENDPOINT_URL",
+            "aws_region": "AWS_REGION",
+            "database_url": "SCHEDGEN_DATABASE_URL",
+            "log_format": "SCHEDGEN_LOG_FORMAT",
+        }
+        for f in dataclasses.fields(cls):
+            name = special.get(f.name, "SCHEDGEN_" + f.name.upper())
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            if f.name == "runner_command":
+                raw = raw.strip()
+                values[f.name] = tuple(json.loads(raw) if raw.startswith("[") else shlex.split(raw))
+            elif f.name == "priority_classes":
+                values[f.name] = _parse_pairs(raw)
+            else:
+                values[f.name] = _coerce(f.type, raw)
+        return cls(**values)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    t = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    if t == "bool":
+        return str(raw).strip().lower() in ("1", "true", "yes", "on")
+    if t == "int":
+        return int(str(raw).strip())
+    if t == "float":
+        return float(str(raw).strip())
+    return str(raw)
+
+
+def _parse_pairs(raw: str) -> dict[str, str]:
+    """`high=schedgen-high,low=schedgen-low` -> dict."""
+    out: dict[str, str] = {}
+    for part in raw.split(","):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            if k.strip() and v.strip():
+                out[k.strip()] = v.strip()
+    return out

@@ -1,0 +1,350 @@
+"""The scheduling tick: follow Running ParseJobs, admit waiting ones, publish the queue.
+
+One `Controller` lives in the active replica; the `scheduler` daemon calls `tick()`
+whenever an index changes (or every `SCHEDGEN_TICK_SECONDS`). A tick is level-based:
+it reads the kopf indexes (ParseJobs, runner Jobs, runner pods), decides from them
+alone, and writes only what differs. Each step is one concern:
+
+    follow_running  the Job reconciler: Job and pods -> Succeeded/Failed/JobLost
+    admit           queue_policy.order + admission.decide -> create Job, mark Running
+    publish_queue   mark new ParseJobs Queued, refresh status.queuePosition (budgeted)
+
+Status writes are conditional on status.transitionSeq (a JSON-patch `test`), so a
+stale view or a second replica can never record a transition twice. Until the watch
+delivers our own write back, the written body is kept as an overlay on the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from . import admission, metrics, queue_policy
+from . import status as st
+from .config import OperatorConfig, RuntimeConfig
+from .job_template import build_job, job_name, priority_of, tenant_of
+from .kube import Conflict, Kube, NotFound
+from .outcome import Outcome, attempts, classify, job_lost, parse_time
+
+log = logging.getLogger(__name__)
+
+JOB_LOST_GRACE_SECONDS = 15.0
+POD_VIEW_GRACE_SECONDS = 5.0
+WRITE_CONCURRENCY = 8
+MARK_QUEUED_PER_TICK = 100
+
+
+def _seq(body: Mapping[str, Any]) -> int:
+    return int((body.get("status") or {}).get("transitionSeq") or 0)
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return body["metadata"]["uid"]
+
+
+def _deleting(body: Mapping[str, Any]) -> bool:
+    return bool(body["metadata"].get("deletionTimestamp"))
+
+
+def entry_of(body: Mapping[str, Any]) -> queue_policy.QueueEntry:
+    meta = body["metadata"]
+    return queue_policy.QueueEntry(
+        key=(meta["namespace"], meta["name"]), tenant=tenant_of(body), priority=priority_of(body),
+        arrival=meta.get("creationTimestamp") or "",
+        enqueued_at=(body.get("status") or {}).get("enqueuedAt") or "", uid=meta["uid"],
+    )
+
+
+@dataclass
+class Snapshot:
+    """What the indexes say right now, with our own not-yet-watched writes on top."""
+
+    parsejobs: list[dict[str, Any]]
+    jobs: dict[tuple[str, str], dict[str, Any]]  # (namespace, parsejob uid) -> job view
+    pods: dict[tuple[str, str], list[dict[str, Any]]]  # (namespace, job name) -> pod views
+    by_phase: Counter = field(default_factory=Counter)
+
+
+class Controller:
+    def __init__(self, cfg: OperatorConfig, kube: Kube, clock=time.monotonic, wall=time.time):
+        self.cfg = cfg
+        self.kube = kube
+        self.clock = clock
+        self.wall = wall
+        self.bucket = admission.TokenBucket(20.0, 20, clock=clock)
+        self.overlay: dict[str, dict[str, Any]] = {}
+        self.job_created: dict[str, float] = {}
+        self.finish_seen: dict[str, float] = {}
+        self.attempts_written: dict[str, int] = {}
+        self.positions: dict[str, int] = {}
+        self.last_positions_publish = 0.0
+        self.freed_slots: deque[float] = deque(maxlen=10000)
+        self.changed = asyncio.Event()
+        self.last_tick = 0.0
+        self.guard_tripped = False
+        self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def kick(self) -> None:
+        self.changed.set()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self.changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        self.changed.clear()
+
+    def snapshot(self, pj_index: Mapping, job_index: Mapping, pod_index: Mapping) -> Snapshot:
+        parsejobs = []
+        live_uids = set()
+        for _, store in list(pj_index.items()):
+            for body in store:
+                uid = _uid(body)
+                live_uids.add(uid)
+                mine = self.overlay.get(uid)
+                if mine is not None:
+                    if _seq(mine) > _seq(body):
+                        body = {**body, "status": mine["status"]}
+                    else:
+                        del self.overlay[uid]
+                parsejobs.append(body)
+        for uid in list(self.overlay):
+            if uid not in live_uids:
+                del self.overlay[uid]
+        for d in (self.job_created, self.finish_seen, self.attempts_written, self.positions):
+            for uid in [u for u in d if u not in live_uids]:
+                del d[uid]
+        jobs = {}
+        for key, store in list(job_index.items()):
+            for view in store:
+                jobs[key] = view
+        pods: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for key, store in list(pod_index.items()):
+            pods[key] = list(store)
+        by_phase = Counter((b.get("status") or {}).get("phase") or st.QUEUED for b in parsejobs)
+        return Snapshot(parsejobs, jobs, pods, by_phase)
+
+    async def _bounded(self, coros: Iterable) -> list:
+        async def run(c):
+            async with self._sem:
+                try:
+                    return await c
+                except (Conflict, NotFound) as exc:
+                    log.debug("write skipped: %s", exc)
+                except Exception:  # noqa: BLE001 - next tick retries, level-based
+                    log.exception("write failed")
+                return None
+
+        return await asyncio.gather(*(run(c) for c in coros))
+
+    async def _write_status(self, body: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        await self.kube.replace_status(meta["namespace"], meta["name"], new_status, _seq(body),
+                                       meta.get("resourceVersion"))
+        written = {**body, "status": dict(new_status)}
+        self.overlay[_uid(body)] = written
+        return written
+
+    # --- the tick -------------------------------------------------------------------
+
+    async def tick(self, runtime: RuntimeConfig, pj_index: Mapping, job_index: Mapping, pod_index: Mapping) -> None:
+        started = self.clock()
+        self.bucket.configure(runtime.admissions_per_second, runtime.admission_burst)
+        snap = self.snapshot(pj_index, job_index, pod_index)
+        waiting = [b for b in snap.parsejobs if (st.phase_of(b) in (None, st.QUEUED)) and not _deleting(b)]
+        running = [b for b in snap.parsejobs if st.phase_of(b) == st.RUNNING and not _deleting(b)]
+        finished = await self.follow_running(running, snap, has_waiting=bool(waiting))
+        running = [b for b in running if _uid(b) not in finished]
+        admitted = await self.admit(waiting, running, snap, runtime)
+        waiting = [b for b in waiting if _uid(b) not in admitted]
+        await self.publish_queue(waiting, running, snap, runtime)
+        self._export_gauges(snap)
+        self.last_tick = self.wall()
+        metrics.TICK_SECONDS.observe(self.clock() - started)
+
+    def _export_gauges(self, snap: Snapshot) -> None:
+        for phase in (st.QUEUED, st.RUNNING, st.SUCCEEDED, st.FAILED, st.CANCELLED):
+            metrics.PARSEJOBS.labels(phase=phase).set(snap.by_phase.get(phase, 0))
+        waiting = Counter(priority_of(b) for b in snap.parsejobs if st.phase_of(b) in (None, st.QUEUED))
+        for p in queue_policy.PRIORITY_RANK:
+            metrics.WAITING_BY_PRIORITY.labels(priority=p).set(waiting.get(p, 0))
+
+    # --- Job reconciler -------------------------------------------------------------
+
+    async def follow_running(self, running: list[dict[str, Any]], snap: Snapshot, has_waiting: bool) -> set[str]:
+        decisions = []
+        for body in running:
+            outcome = await self._observe(body, snap)
+            if isinstance(outcome, Outcome):
+                decisions.append(self._finish(body, outcome, has_waiting))
+            elif isinstance(outcome, int):
+                decisions.append(self._record_attempts(body, outcome))
+        results = await self._bounded(decisions)
+        return {uid for uid in results if isinstance(uid, str)}
+
+    async def _observe(self, body: Mapping[str, Any], snap: Snapshot) -> Outcome | int | None:
+        """An Outcome when finished, an int when attempts changed, else None."""
+        meta, status = body["metadata"], body.get("status") or {}
+        uid = meta["uid"]
+        job = snap.jobs.get((meta["namespace"], uid))
+        if job is None:
+            return await self._maybe_lost(body)
+        pods = snap.pods.get((meta["namespace"], job["name"]), [])
+        outcome = classify(job, pods)
+        if outcome is None:
+            tries = attempts(job, pods)
+            return tries if tries > max(int(status.get("attempts") or 0), self.attempts_written.get(uid, 0)) else None
+        if not any(p.get("terminated") for p in pods):
+            first = self.finish_seen.setdefault(uid, self.clock())
+            if self.clock() - first < POD_VIEW_GRACE_SECONDS:
+                return None  # the pods' final states are still on their way through the watch
+        return outcome
+
+    async def _maybe_lost(self, body: Mapping[str, Any]) -> Outcome | None:
+        meta, status = body["metadata"], body.get("status") or {}
+        created = self.job_created.get(meta["uid"])
+        if created is not None and self.clock() - created < JOB_LOST_GRACE_SECONDS:
+            return None
+        started = parse_time(status.get("startedAt"))
+        if started is not None and self.wall() - started < JOB_LOST_GRACE_SECONDS:
+            return None
+        name = status.get("jobName") or job_name(meta["name"], meta["uid"])
+        if await self.kube.job_exists(meta["namespace"], name):
+            return None  # the Job exists, the index is lagging
+        return job_lost(f"Job {name} disappeared before it finished", int(status.get("attempts") or 0))
+
+    async def _record_attempts(self, body: Mapping[str, Any], tries: int) -> None:
+        meta = body["metadata"]
+        await self.kube.set_status_field(meta["namespace"], meta["name"], _seq(body), "attempts", tries)
+        self.attempts_written[meta["uid"]] = tries
+
+    async def _finish(self, body: Mapping[str, Any], outcome: Outcome, has_waiting: bool) -> str:
+        patch = st.finished(body, outcome)
+        written = await self._write_status(body, st.merged(body, patch)["status"])
+        now = self.wall()
+        if has_waiting:
+            self.freed_slots.append(self.clock())
+        s = written["status"]
+        kind = (s.get("result") or {}).get("kind") or "unknown"
+        metrics.COMPLETED.labels(kind=kind, outcome=outcome.phase, reason=outcome.reason).inc()
+        for hist, since in ((metrics.RUN_TIME, s.get("startedAt")),
+                            (metrics.END_TO_END, body["metadata"].get("creationTimestamp"))):
+            t = parse_time(since)
+            if t is not None:
+                hist.observe(max(0.0, now - t))
+        if outcome.phase == st.SUCCEEDED:
+            r = outcome.result or {}
+            self.kube.emit(body, "Normal", "Succeeded",
+                           f"parsed {r.get('kind', '?')} schedule: {r.get('events', '?')} events, "
+                           f"{r.get('pages', '?')} pages in {r.get('parseSeconds', '?')} s")
+        else:
+            code = f" ({outcome.code})" if outcome.code else ""
+            self.kube.emit(body, "Warning", outcome.reason, f"{outcome.reason}{code}: {outcome.message}")
+        return _uid(body)
+
+    # --- admission ------------------------------------------------------------------
+
+    def running_per_tenant(self, running: list[dict[str, Any]], waiting: list[dict[str, Any]],
+                           snap: Snapshot) -> Counter:
+        counts: Counter = Counter(tenant_of(b) for b in running)
+        # A waiting ParseJob whose Job already runs (the operator stopped between creating
+        # the Job and recording Running) occupies a slot all the same.
+        for b in waiting:
+            job = snap.jobs.get((b["metadata"]["namespace"], _uid(b)))
+            if job and not any(c.get("status") == "True" for t, c in job["conditions"].items()
+                               if t in ("Complete", "Failed")):
+                counts[tenant_of(b)] += 1
+        return counts
+
+    def pending_unschedulable(self, snap: Snapshot) -> list[admission.PendingPod]:
+        out = []
+        for pods in snap.pods.values():
+            for p in pods:
+                if p.get("unschedulableSince") is not None:
+                    out.append(admission.PendingPod(p["name"], p["unschedulableSince"]))
+        return out
+
+    async def admit(self, waiting: list[dict[str, Any]], running: list[dict[str, Any]], snap: Snapshot,
+                    runtime: RuntimeConfig) -> set[str]:
+        if not waiting:
+            return set()
+        per_tenant = self.running_per_tenant(running, waiting, snap)
+        by_uid = {_uid(b): b for b in waiting}
+        ordered = queue_policy.order([entry_of(b) for b in waiting], per_tenant)
+        self.guard_tripped = admission.capacity_guard_tripped(self.pending_unschedulable(snap), runtime, self.wall())
+        metrics.CAPACITY_GUARD.set(1 if self.guard_tripped else 0)
+        decision = admission.decide(ordered, per_tenant, runtime, self.bucket, self.guard_tripped)
+        if decision.blocked == "rate":
+            metrics.RATE_LIMITED.inc()
+            # wake up when the next token is due rather than at the next idle tick
+            delay = self.bucket.seconds_until_token()
+            if delay != float("inf"):
+                asyncio.get_running_loop().call_later(delay, self.kick)
+        if decision.blocked and not decision.admit:
+            metrics.ADMISSION_BLOCKED.labels(reason=decision.blocked).inc()
+        results = await self._bounded(self._admit_one(by_uid[e.uid]) for e in decision.admit)
+        return {uid for uid in results if isinstance(uid, str)}
+
+    async def _admit_one(self, body: Mapping[str, Any]) -> str:
+        meta = body["metadata"]
+        job = build_job(body, self.cfg)
+        name = job["metadata"]["name"]
+        await self.kube.create_job(job)  # False: it already exists (a retry), fine
+        self.job_created[meta["uid"]] = self.clock()
+        base = body if st.phase_of(body) else st.merged(body, st.queued(body))
+        new_status = st.merged(base, st.running(base, name))["status"]
+        written = await self._write_status(body, new_status)
+        if self.freed_slots:
+            metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
+        metrics.ADMITTED.labels(priority=priority_of(body)).inc()
+        created = parse_time(meta.get("creationTimestamp"))
+        if created is not None:
+            metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
+        self.positions.pop(meta["uid"], None)
+        self.kube.emit(written, "Normal", "Admitted", f"Job {name} created")
+        return meta["uid"]
+
+    # --- queue status ---------------------------------------------------------------
+
+    async def publish_queue(self, waiting: list[dict[str, Any]], running: list[dict[str, Any]],
+                            snap: Snapshot, runtime: RuntimeConfig) -> None:
+        if not waiting:
+            return
+        per_tenant = self.running_per_tenant(running, waiting, snap)
+        ordered = queue_policy.order([entry_of(b) for b in waiting], per_tenant)
+        position = {e.uid: i + 1 for i, e in enumerate(ordered)}
+        by_uid = {_uid(b): b for b in waiting}
+        fresh = [by_uid[e.uid] for e in ordered if not st.phase_of(by_uid[e.uid])][:MARK_QUEUED_PER_TICK]
+        writes = [self._mark_queued(b, position[_uid(b)]) for b in fresh]
+        now = self.clock()
+        if now - self.last_positions_publish >= runtime.queue_position_interval_seconds:
+            self.last_positions_publish = now
+            budget = runtime.queue_position_max_writes
+            for e in ordered:
+                if budget <= 0:
+                    break
+                b = by_uid[e.uid]
+                if not st.phase_of(b):
+                    continue
+                current = self.positions.get(e.uid, (b.get("status") or {}).get("queuePosition"))
+                if current != position[e.uid]:
+                    writes.append(self._set_position(b, position[e.uid]))
+                    budget -= 1
+        await self._bounded(writes)
+
+    async def _mark_queued(self, body: Mapping[str, Any], position: int) -> None:
+        new_status = st.merged(body, st.queued(body))["status"]
+        new_status["queuePosition"] = position
+        await self._write_status(body, new_status)
+        self.positions[_uid(body)] = position
+
+    async def _set_position(self, body: Mapping[str, Any], position: int) -> None:
+        meta = body["metadata"]
+        await self.kube.set_status_field(meta["namespace"], meta["name"], _seq(body), "queuePosition", position)
+        self.positions[meta["uid"]] = position

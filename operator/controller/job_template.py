@@ -1,0 +1,231 @@
+"""The Job template: the one batch/v1 Job the operator makes for an admitted ParseJob.
+
+Everything a reader needs to audit what runs in the cluster is in `build_job`:
+deterministic name, owner reference, resources (defaults, a spec may ask less, never
+more than the operator's maximum), deadline, retries, pod failure policy, TTL,
+restricted security context, no service-account token, credentials only by Secret
+reference, optional PriorityClass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping
+
+import kopf
+
+from .config import (
+    LABEL_MANAGED_BY,
+    LABEL_PARSEJOB,
+    LABEL_PARSEJOB_UID,
+    LABEL_PRIORITY,
+    LABEL_TENANT,
+    MANAGED_BY,
+    RUNNER_CONTAINER,
+    OperatorConfig,
+)
+
+EXIT_BAD_INPUT = 2
+EXIT_MISCONFIGURED = 3
+RUN_AS_ID = 65532
+
+
+# --- names and effective spec values -----------------------------------------------
+
+
+def job_name(parsejob_name: str, uid: str) -> str:
+    """Deterministic and unique per ParseJob object: a retried handler, a restarted or
+    a second operator replica all arrive at the same name (the create is idempotent),
+    while a ParseJob deleted and recreated under the same name gets a new Job."""
+    base = re.sub(r"[^a-z0-9-]", "-", parsejob_name.lower()).strip("-")[:48].rstrip("-") or "pj"
+    suffix = uid.replace("-", "")[:8] if uid else hashlib.sha1(parsejob_name.encode()).hexdigest()[:8]
+    return f"{base}-{suffix}"
+
+
+def tenant_of(body: Mapping[str, Any]) -> str:
+    spec = body.get("spec") or {}
+    return spec.get("tenant") or body["metadata"]["namespace"]
+
+
+def priority_of(body: Mapping[str, Any]) -> str:
+    return (body.get("spec") or {}).get("priority") or "normal"
+
+
+def bucket_of(body: Mapping[str, Any], cfg: OperatorConfig) -> str:
+    s3 = ((body.get("spec") or {}).get("source") or {}).get("s3") or {}
+    return s3.get("bucket") or cfg.default_bucket
+
+
+def key_of(body: Mapping[str, Any]) -> str:
+    return (((body.get("spec") or {}).get("source") or {}).get("s3") or {}).get("key", "")
+
+
+# --- quantities ---------------------------------------------------------------------
+
+_SUFFIXES = {
+    "Ki": Decimal(1024), "Mi": Decimal(1024**2), "Gi": Decimal(1024**3), "Ti": Decimal(1024**4),
+    "Pi": Decimal(1024**5), "Ei": Decimal(1024**6),
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
+    "P": Decimal(10**15), "E": Decimal(10**18),
+}
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+
+
+def parse_quantity(value: str | int | float) -> Decimal:
+    """A Kubernetes resource quantity in base units (cores, bytes)."""
+    text = str(value).strip()
+    match = _QUANTITY.match(text)
+    if not match:
+        raise ValueError(f"invalid quantity {value!r}")
+    try:
+        number = Decimal(match.group(1))
+    except InvalidOperation as exc:
+        raise ValueError(f"invalid quantity {value!r}") from exc
+    return number * _SUFFIXES[match.group(2) or ""]
+
+
+def _min_quantity(*values: str) -> str:
+    return min(values, key=parse_quantity)
+
+
+def effective_resources(spec_resources: Mapping[str, Any] | None, cfg: OperatorConfig) -> dict[str, dict[str, str]]:
+    """Defaults, overridden by the spec downwards only: limits are capped at the
+    operator's maximum, requests at the limits."""
+    spec_resources = spec_resources or {}
+    asked_limits = spec_resources.get("limits") or {}
+    asked_requests = spec_resources.get("requests") or {}
+    maximum = {"cpu": cfg.max_cpu, "memory": cfg.max_memory}
+    default_limits = {"cpu": cfg.cpu_limit, "memory": cfg.memory_limit}
+    default_requests = {"cpu": cfg.cpu_request, "memory": cfg.memory_request}
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    for res in ("cpu", "memory"):
+        limit = _valid(asked_limits.get(res)) or default_limits[res]
+        limits[res] = _min_quantity(limit, maximum[res])
+        request = _valid(asked_requests.get(res)) or default_requests[res]
+        requests[res] = _min_quantity(request, limits[res])
+    return {"requests": requests, "limits": limits}
+
+
+def _valid(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_quantity(value)
+    except ValueError:
+        return None
+    return str(value)
+
+
+# --- the Job ------------------------------------------------------------------------
+
+
+def build_job(body: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
+    meta = body["metadata"]
+    spec = body.get("spec") or {}
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    tenant = tenant_of(body)
+    priority = priority_of(body)
+    deadline = int(spec.get("deadlineSeconds") or 300)
+    resources = effective_resources(spec.get("resources"), cfg)
+    labels = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_PARSEJOB: name[:63].rstrip("-_."),
+        LABEL_PARSEJOB_UID: uid,
+        LABEL_TENANT: _label_value(tenant),
+        LABEL_PRIORITY: priority,
+    }
+    env = [
+        {"name": "SCHEDGEN_JOB_NAMESPACE", "value": namespace},
+        {"name": "SCHEDGEN_JOB_NAME", "value": name},
+        {"name": "SCHEDGEN_JOB_UID", "value": uid},
+        {"name": "SCHEDGEN_TENANT", "value": tenant},
+        {"name": "SCHEDGEN_S3_BUCKET", "value": bucket_of(body, cfg)},
+        {"name": "SCHEDGEN_S3_KEY", "value": key_of(body)},
+        {"name": "AWS_REGION", "value": cfg.aws_region},
+        _secret_env("AWS_ACCESS_KEY_ID", cfg.s3_secret),
+        _secret_env("AWS_SECRET_ACCESS_KEY", cfg.s3_secret),
+        _secret_env("SCHEDGEN_DATABASE_URL", cfg.database_secret),
+        {"name": "SCHEDGEN_SCHEDULE_TYPE", "value": spec.get("scheduleType") or "auto"},
+        {"name": "SCHEDGEN_MAX_BYTES", "value": str(cfg.max_bytes)},
+        {"name": "SCHEDGEN_MAX_PAGES", "value": str(cfg.max_pages)},
+        {"name": "SCHEDGEN_PARSE_TIMEOUT_SECONDS", "value": f"{min(cfg.parse_timeout_seconds, deadline):g}"},
+        {"name": "SCHEDGEN_MAX_MEMORY_MB", "value": str(cfg.runner_max_memory_mb)},
+        {"name": "SCHEDGEN_LOG_FORMAT", "value": cfg.log_format},
+    ]
+    if cfg.s3_endpoint_url:
+        env.insert(6, {"name": "SCHEDGEN_S3_ENDPOINT_URL", "value": cfg.s3_endpoint_url})
+    container: dict[str, Any] = {
+        "name": RUNNER_CONTAINER,
+        "image": cfg.runner_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "env": env,
+        "resources": resources,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if cfg.runner_command:
+        container["command"] = list(cfg.runner_command)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_ID,
+            "runAsGroup": RUN_AS_ID,
+            "fsGroup": RUN_AS_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+    }
+    if priority in cfg.priority_classes:
+        pod_spec["priorityClassName"] = cfg.priority_classes[priority]
+    job: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(name, uid), "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "backoffLimit": int(spec.get("maxRetries", 3)),
+            "activeDeadlineSeconds": deadline,
+            "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    # Bad input never gets better: fail the Job after this one pod.
+                    {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER,
+                                                          "operator": "In", "values": [EXIT_BAD_INPUT]}},
+                    # Neither does a misconfigured runner (wrong Secret, bad env).
+                    {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER,
+                                                          "operator": "In", "values": [EXIT_MISCONFIGURED]}},
+                    # Evictions, preemption, node drains: not the runner's fault, retry free.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+    kopf.adopt(job, owner=dict(body), nested=None)  # ownerReference (controller), namespace
+    # kopf.adopt copies the owner's labels too; ours must win.
+    job["metadata"]["labels"].update(labels)
+    return job
+
+
+def _secret_env(key: str, secret: str) -> dict[str, Any]:
+    return {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _label_value(value: str) -> str:
+    value = re.sub(r"[^A-Za-z0-9._-]", "-", value)[:63]
+    return value.strip("-_.")

@@ -1,0 +1,36 @@
+"""Prometheus metrics (served on `SCHEDGEN_METRICS_PORT`, path /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_TIME_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+PARSEJOBS = Gauge("schedgen_parsejobs", "ParseJobs known to the operator, by phase", ["phase"])
+WAITING_BY_PRIORITY = Gauge("schedgen_parsejobs_waiting", "Queued ParseJobs by priority", ["priority"])
+ADMITTED = Counter("schedgen_parsejobs_admitted_total", "ParseJobs admitted (Job created)", ["priority"])
+COMPLETED = Counter("schedgen_parsejobs_completed_total", "ParseJobs finished",
+                    ["kind", "outcome", "reason"])
+RATE_LIMITED = Counter("schedgen_admissions_rate_limited_total",
+                       "Scheduling ticks in which the token bucket held admissions back")
+ADMISSION_BLOCKED = Counter("schedgen_admission_blocked_total",
+                            "Ticks with work waiting that could not admit, by reason", ["reason"])
+CAPACITY_GUARD = Gauge("schedgen_capacity_guard_tripped",
+                       "1 while admission is paused because runner pods are unschedulable")
+QUEUE_WAIT = Histogram("schedgen_parsejob_queue_wait_seconds", "Creation to admission", buckets=_TIME_BUCKETS)
+RUN_TIME = Histogram("schedgen_parsejob_run_seconds", "Admission to completion", buckets=_TIME_BUCKETS)
+END_TO_END = Histogram("schedgen_parsejob_end_to_end_seconds", "Creation to completion", buckets=_TIME_BUCKETS)
+ADMISSION_LATENCY = Histogram(
+    "schedgen_admission_latency_seconds",
+    "From a running slot freeing (its ParseJob finishing) to the next admission",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+RECORDS_PENDING = Gauge("schedgen_records_pending", "ParseJobs whose Postgres row is behind their status")
+RECORDS_ERRORS = Counter("schedgen_records_errors_total", "Failed attempts to write ParseJob rows")
+RECORDS_WRITTEN = Counter("schedgen_records_written_total", "ParseJob rows brought up to date")
+RETENTION_DELETED = Counter("schedgen_retention_deleted_total", "Finished ParseJobs deleted by retention",
+                            ["phase"])
+API_REQUESTS = Counter("schedgen_operator_api_requests_total", "Kubernetes API requests made by the operator",
+                       ["client", "method"])
+TICK_SECONDS = Histogram("schedgen_scheduler_tick_seconds", "Duration of one scheduling tick",
+                         buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+ACTIVE = Gauge("schedgen_operator_active", "1 while this replica runs the scheduler (holds the peering lead)")

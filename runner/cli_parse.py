@@ -1,0 +1,55 @@
+"""`schedgen parse FILE.pdf [--format json|ics]`: the parser on a laptop, no cluster needed."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+
+from schedgen.errors import BadInput, SchedgenError
+from schedgen.ics import CalendarRangeRequired, to_ics
+
+from .parsing import Limits, parse_pdf
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the schedule PDF")
+    parser.add_argument("--format", choices=("json", "ics"), default="json")
+    parser.add_argument("--type", dest="schedule_type", default="auto",
+                        choices=("auto", "lecture", "test", "exam"))
+    parser.add_argument("--from", dest="first_day", type=dt.date.fromisoformat,
+                        help="first day of the lecture calendar (ISO date; ics for lectures)")
+    parser.add_argument("--until", dest="last_day", type=dt.date.fromisoformat,
+                        help="last day of the lecture calendar (ISO date; ics for lectures)")
+    parser.add_argument("--exam-hours", type=float, default=3.0,
+                        help="assumed exam duration in the calendar (default 3)")
+    parser.add_argument("--max-pages", type=int, default=Limits.max_pages)
+    parser.add_argument("--timeout", type=float, default=Limits.max_seconds, help="seconds")
+    parser.add_argument("-o", "--output", help="write here instead of standard output")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = parse_pdf(args.file, args.schedule_type,
+                           Limits(max_pages=args.max_pages, max_seconds=args.timeout))
+        if args.format == "json":
+            payload = (json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n").encode()
+        else:
+            payload = to_ics(result.kind, result.events, first_day=args.first_day,
+                             last_day=args.last_day, exam_hours=args.exam_hours)
+    except FileNotFoundError as exc:
+        print(f"error: NotFound: {exc.filename}: no such file", file=sys.stderr)
+        return 2
+    except SchedgenError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, BadInput) else 1
+    except CalendarRangeRequired as exc:
+        print(f"error: CalendarRangeRequired: {exc}", file=sys.stderr)
+        return 2
+    if args.output:
+        with open(args.output, "wb") as fh:
+            fh.write(payload)
+    else:
+        sys.stdout.buffer.write(payload)
+    return 0

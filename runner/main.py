@@ -1,0 +1,221 @@
+"""`schedgen-runner`: the container entrypoint of one ParseJob's Kubernetes Job.
+
+Steps: config -> S3 head + download -> parse (time, page and memory bounded) -> write
+events to Postgres -> JSON summary in the termination-message file. The exit code tells
+the Job's pod failure policy what to do: 0 ok, 2 bad input (never retry), 1 transient
+(retry), 3 misconfigured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from schedgen import db
+from schedgen.errors import BadInput, ParseTimeout, SchedgenError
+from schedgen.models import ParseResult
+from schedgen.runner import config as configmod
+from schedgen.runner import parsing  # before the memory limit: loading code maps memory
+from schedgen.runner import storage
+
+log = logging.getLogger("schedgen.runner")
+TERMINATION_LIMIT = 4096
+# The parser checks its own time budget between pages; the alarm is the backstop for a
+# PDF library stuck inside one page, so give the cooperative check a head start.
+HARD_TIMEOUT_GRACE_SECONDS = 2.0
+
+
+class MemoryLimitExceeded(BadInput):
+    """TODO(lead): move to schedgen/errors.py; the PDF needed more than the memory limit."""
+
+    code = "MemoryLimitExceeded"
+
+
+class InternalError(SchedgenError):
+    code = "InternalError"
+
+
+# --- logging -----------------------------------------------------------------------
+
+
+class _JsonFormatter(logging.Formatter):
+    def __init__(self, job_uid: str | None):
+        super().__init__()
+        self.job_uid = job_uid
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+            "job": self.job_uid,
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
+        return super().format(record) + (f" [{fields}]" if fields else "")
+
+
+def _setup_logging(log_format: str, job_uid: str | None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "text":
+        handler.setFormatter(_TextFormatter())
+    else:
+        handler.setFormatter(_JsonFormatter(job_uid))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("botocore", "boto3", "urllib3", "pdfminer", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _info(msg: str, **fields: object) -> None:
+    log.info(msg, extra={"fields": fields})
+
+
+# --- termination message -----------------------------------------------------------
+
+
+def termination_message(payload: dict, limit: int = TERMINATION_LIMIT) -> str:
+    """JSON of `payload` in at most `limit` UTF-8 bytes, shortening its "message"."""
+    payload = dict(payload)
+    text = json.dumps(payload, ensure_ascii=False)
+    while len(text.encode()) > limit and payload.get("message"):
+        excess = len(text.encode()) - limit
+        message = payload["message"].removesuffix("…")
+        # Dropping n characters drops at least n bytes; "…" costs 3.
+        payload["message"] = message[: max(0, len(message) - excess - 3)] + "…"
+        text = json.dumps(payload, ensure_ascii=False)
+    return text
+
+
+def write_termination(path: str, payload: dict) -> None:
+    try:
+        Path(path).write_text(termination_message(payload), encoding="utf-8")
+    except OSError as exc:  # e.g. run outside Kubernetes: the log line still has it
+        log.warning("cannot write termination message to %s: %s", path, exc)
+
+
+# --- limits ------------------------------------------------------------------------
+
+
+def limit_memory(max_mb: int) -> None:
+    """Cap the address space (soft limit only, so the error path can lift it again)."""
+    if max_mb <= 0:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = max_mb * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _lift_memory_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+
+
+@contextlib.contextmanager
+def hard_timeout(seconds: float) -> Iterator[None]:
+    """Raise ParseTimeout in the main thread after `seconds` (SIGALRM), whatever runs."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise ParseTimeout(f"parsing took longer than {seconds:g} seconds")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# --- the run -----------------------------------------------------------------------
+
+
+def run(cfg: configmod.RunnerConfig) -> ParseResult:
+    job = db.JobRef(
+        uid=cfg.job_uid, namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant,
+        source_bucket=cfg.s3_bucket, source_key=cfg.s3_key, schedule_type=cfg.schedule_type,
+    )
+    with tempfile.TemporaryDirectory(prefix="schedgen-runner-") as tmp:
+        pdf = Path(tmp) / "source.pdf"
+        client = storage.make_client(cfg.s3_endpoint_url, cfg.aws_region)
+        size = storage.download(client, cfg.s3_bucket, cfg.s3_key, pdf, cfg.max_bytes)
+        _info("downloaded source", bucket=cfg.s3_bucket, key=cfg.s3_key, bytes=size)
+
+        limits = parsing.Limits(max_pages=cfg.max_pages, max_seconds=cfg.parse_timeout_seconds)
+        started = time.monotonic()
+        with hard_timeout(cfg.parse_timeout_seconds + HARD_TIMEOUT_GRACE_SECONDS):
+            result = parsing.parse_pdf(pdf, cfg.schedule_type, limits)
+        if not result.seconds:
+            result.seconds = time.monotonic() - started
+        _info("parsed", **result.summary(), warnings=len(result.warnings))
+
+    with db.connect(cfg.database_url) as conn:
+        db.write_events(conn, job, result)
+    _info("events written", events=len(result.events))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit code."""
+    termination_path = configmod.termination_log_path()
+    cfg: configmod.RunnerConfig | None = None
+    try:
+        cfg = configmod.load()
+        _setup_logging(cfg.log_format, cfg.job_uid)
+        _info("starting", namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant)
+        limit_memory(cfg.max_memory_mb)
+        result = run(cfg)
+    except Exception as exc:  # noqa: BLE001 - every outcome must reach the termination file
+        _lift_memory_limit()
+        if cfg is None:
+            _setup_logging(_env_log_format(), None)
+        error = _as_error(exc)
+        level = logging.ERROR if isinstance(error, InternalError) else logging.WARNING
+        log.log(level, "failed: %s", error.message, exc_info=isinstance(error, InternalError),
+                extra={"fields": {"code": error.code, "exit_code": error.exit_code}})
+        write_termination(termination_path, {"ok": False, **error.as_dict()})
+        return error.exit_code
+    _lift_memory_limit()
+    write_termination(termination_path, {"ok": True, **result.summary()})
+    _info("succeeded", code="OK", **result.summary())
+    return 0
+
+
+def _env_log_format() -> str:
+    value = os.environ.get("SCHEDGEN_LOG_FORMAT", "").strip().lower()
+    return value if value in configmod.LOG_FORMATS else "json"
+
+
+def _as_error(exc: BaseException) -> SchedgenError:
+    if isinstance(exc, SchedgenError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return MemoryLimitExceeded("the PDF needed more memory than the runner's limit (SCHEDGEN_MAX_MEMORY_MB)")
+    return InternalError(f"unexpected {type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Events to an iCalendar file (RFC 5545) with the `icalendar` library.
+
+Dated events (tests, exams) are placed in Africa/Johannesburg local time. Lectures are
+weekly: each becomes a recurring event from the first matching weekday on or after
+`first_day` until `last_day`. Exams list no end time, so one is assumed
+(`exam_hours`) and the description says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from zoneinfo import ZoneInfo
+
+import icalendar
+
+from schedgen.models import Event, ScheduleKind
+
+TIMEZONE = ZoneInfo("Africa/Johannesburg")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+PRODID = "-//schedgen//UP schedule//EN"
+
+
+class CalendarRangeRequired(ValueError):
+    """Lectures recur weekly: a calendar needs the first and last day of the term."""
+
+
+def to_ics(kind: ScheduleKind, events: list[Event], *, first_day: dt.date | None = None,
+           last_day: dt.date | None = None, exam_hours: float = 3.0,
+           stamp: dt.datetime | None = None) -> bytes:
+    if kind is ScheduleKind.LECTURE and (first_day is None or last_day is None):
+        raise CalendarRangeRequired("lecture calendars need a first and last day (--from/--until)")
+    if first_day and last_day and last_day < first_day:
+        raise CalendarRangeRequired("the last day is before the first day")
+    stamp = stamp or dt.datetime.now(dt.timezone.utc)
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("x-wr-timezone", str(TIMEZONE))
+    for event in events:
+        component = _component(kind, event, first_day, last_day, exam_hours)
+        if component is not None:
+            component.add("dtstamp", stamp)
+            calendar.add_component(component)
+    calendar.add_missing_timezones()
+    return calendar.to_ical()
+
+
+def _component(kind, event: Event, first_day, last_day, exam_hours) -> icalendar.Event | None:
+    component = icalendar.Event()
+    component.add("uid", _uid(event))
+    component.add("summary", f"{event.module} {event.activity}")
+    location = "; ".join(event.venues)
+    if event.campus:
+        location = f"{location} ({event.campus})" if location else event.campus
+    if location:
+        component.add("location", location)
+    description = [f"Group {event.group}"] if event.group else []
+    if kind is ScheduleKind.LECTURE:
+        day = _first_weekday(first_day, event.day)
+        if day > last_day:
+            return None
+        start, end = _at(day, event.start_time), _at(day, event.end_time)
+        until = dt.datetime.combine(last_day, dt.time(23, 59, 59), TIMEZONE).astimezone(dt.timezone.utc)
+        component.add("rrule", {"freq": "weekly", "until": until})
+    else:
+        day = dt.date.fromisoformat(event.date)
+        start = _at(day, event.start_time)
+        if event.end_time:
+            end = _at(day, event.end_time)
+        else:
+            end = start + dt.timedelta(hours=exam_hours)
+            description.append(f"The schedule gives no end time; {exam_hours:g} hours are assumed.")
+    component.add("dtstart", start)
+    component.add("dtend", end)
+    if description:
+        component.add("description", "\n".join(description))
+    return component
+
+
+def _first_weekday(first_day: dt.date, day_name: str) -> dt.date:
+    offset = (WEEKDAYS.index(day_name) - first_day.weekday()) % 7
+    return first_day + dt.timedelta(days=offset)
+
+
+def _at(day: dt.date, hhmm: str) -> dt.datetime:
+    hours, minutes = (int(part) for part in hhmm.split(":"))
+    return dt.datetime.combine(day, dt.time(hours, minutes), TIMEZONE)
+
+
+def _uid(event: Event) -> str:
+    key = "|".join(str(part) for part in (event.module, event.offered, event.group, event.activity,
+                                          event.day, event.date, event.start_time, event.end_time))
+    return hashlib.sha256(key.encode()).hexdigest()[:32] + "@schedgen"

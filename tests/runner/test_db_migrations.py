@@ -1,0 +1,76 @@
+"""Versioned, idempotent, lock-protected migrations against a real Postgres."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from schedgen import db
+
+
+def test_migrate_applies_each_version_once(empty_database, capsys):
+    assert db.migrate_command(empty_database) == 0
+    first = capsys.readouterr().out
+    assert "applying 0001_initial" in first and "applied 1 migration" in first
+
+    assert db.migrate_command(empty_database) == 0
+    second = capsys.readouterr().out
+    assert "nothing to do" in second and "applying" not in second
+
+    with psycopg.connect(empty_database) as conn:
+        rows = conn.execute("SELECT version, name, applied_at FROM schema_migrations").fetchall()
+        tables = {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert [(v, n) for v, n, _ in rows] == [(m.version, m.name) for m in db.migrations()]
+    assert rows[0][0] == 1 and rows[0][2] is not None
+    assert {"parse_jobs", "parse_job_transitions", "events", "schema_migrations"} <= tables
+
+
+def test_migration_files_are_versioned_in_order():
+    found = db.migrations()
+    assert [m.version for m in found] == sorted({m.version for m in found})
+    assert found[0].version == 1 and "CREATE TABLE parse_jobs" in found[0].sql
+
+
+def test_concurrent_migrators_do_not_collide(empty_database):
+    applied: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def migrator() -> None:
+        try:
+            with db.connect(empty_database) as conn:
+                barrier.wait()
+                applied.extend(m.version for m in db.migrate(conn))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrator) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(applied) == [m.version for m in db.migrations()]  # each applied exactly once
+
+
+def test_migrate_command_database_down(closed_port, capsys):
+    dsn = f"postgresql://schedgen:s3cr3t-pw@127.0.0.1:{closed_port}/schedgen"
+    assert db.migrate_command(dsn) == 1
+    err = capsys.readouterr().err
+    assert "DatabaseUnavailable" in err and f"127.0.0.1:{closed_port}" in err
+    assert "s3cr3t-pw" not in err
+
+
+def test_migrate_command_without_dsn_is_misconfigured(monkeypatch, capsys):
+    monkeypatch.delenv("SCHEDGEN_DATABASE_URL", raising=False)
+    assert db.migrate_command(None) == 3
+    assert "SCHEDGEN_DATABASE_URL" in capsys.readouterr().err
+
+
+def test_connect_error_hides_password(closed_port):
+    with pytest.raises(db.DatabaseUnavailable) as info:
+        db.connect(f"host=127.0.0.1 port={closed_port} user=u password=hunter2 dbname=x", timeout=1)
+    assert "hunter2" not in str(info.value) and info.value.exit_code == 1

@@ -1,0 +1,177 @@
+"""`schedgen-runner` end to end, as a subprocess, against real Postgres and moto S3."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+
+from runner_testlib import FIXTURES, event_rows, job_row
+
+UP = FIXTURES / "up"
+
+
+@pytest.mark.parametrize(
+    ("pdf", "kind", "count", "first"),
+    [
+        ("UP_MOD_XLS.pdf", "lecture", 30,
+         ("COS 214", "L1", "G01", "Monday", None, dt.time(8, 30), dt.time(9, 20), ["Centenary 6"], "HATFIELD")),
+        ("UP_TST_PDF.pdf", "test", 12,
+         ("COS 284", "Test1", None, "Saturday", dt.date(2025, 8, 23), dt.time(10), dt.time(11, 30), None, "HATFIELD")),
+        ("UP_EXAM_SS.pdf", "exam", 5,
+         ("COS 284", "Exam Written", None, None, dt.date(2025, 11, 12), dt.time(7, 30), None,
+          ["IT Building CBT Labs 1,2,3"], "HATFIELD")),
+    ],
+)
+def test_real_pdfs(pdf, kind, count, first, runner_env, run_runner, s3, pg_conn):
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(UP / pdf)
+    result = run_runner(runner_env)
+
+    assert result.returncode == 0, result.stderr
+    term = result.termination
+    assert term["ok"] is True and term["kind"] == kind and term["events"] == count
+    assert term["pages"] >= 1 and term["seconds"] > 0
+    rows = event_rows(pg_conn, result.uid)
+    assert [r[0] for r in rows] == list(range(count))
+    expected = tuple(rows[0][1:10])
+    assert expected[:7] == first[:7] and expected[8] == first[8]
+    if first[7] is not None:
+        assert expected[7] == first[7]
+    row = job_row(pg_conn, result.uid)
+    assert (row["kind"], row["event_count"], row["tenant"], row["source_key"]) == (
+        kind, count, "tenant-a", runner_env["SCHEDGEN_S3_KEY"])
+    assert row["name"] == runner_env["SCHEDGEN_JOB_NAME"] and row["phase"] == "Queued"
+    if kind == "exam":
+        assert rows[0][10]["status"] == "FINAL" and rows[0][10]["paper"] == "1"
+    logs = result.logs
+    assert all({"ts", "level", "msg", "job"} <= set(line) for line in logs)
+    assert logs[-1]["msg"] == "succeeded" and logs[-1]["job"] == result.uid
+
+
+def test_rerun_replaces_without_duplicates(runner_env, run_runner, s3, pg_conn):
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(UP / "UP_TST_PDF.pdf")
+    assert run_runner(runner_env).returncode == 0
+    before = event_rows(pg_conn, runner_env["SCHEDGEN_JOB_UID"])
+    second = run_runner(runner_env)
+    assert second.returncode == 0 and second.termination["events"] == 12
+    assert event_rows(pg_conn, second.uid) == before and len(before) == 12
+
+
+def assert_failed(result, code: str, exit_code: int, pg_conn=None) -> None:
+    assert result.returncode == exit_code, result.stderr
+    assert result.termination["ok"] is False and result.termination["code"] == code
+    assert result.termination["message"]
+    assert result.logs[-1]["code"] == code and result.logs[-1]["level"] in ("warning", "error")
+    if pg_conn is not None:
+        assert event_rows(pg_conn, result.uid) == [] and job_row(pg_conn, result.uid) is None
+
+
+def test_unknown_format_is_bad_input(runner_env, run_runner, s3, pg_conn):
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(FIXTURES / "synthetic" / "invalid-format.pdf")
+    assert_failed(run_runner(runner_env), "UnknownScheduleType", 2, pg_conn)
+
+
+def test_random_bytes_are_not_a_pdf(runner_env, run_runner, s3, pg_conn):
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(os.urandom(4096))
+    assert_failed(run_runner(runner_env), "NotAPDF", 2, pg_conn)
+
+
+def test_oversized_object_rejected_before_download(runner_env, run_runner, s3, pg_conn):
+    key = runner_env["SCHEDGEN_S3_KEY"] = s3.put(UP / "UP_MOD_XLS.pdf")
+    runner_env["SCHEDGEN_MAX_BYTES"] = "1000"
+    result = run_runner(runner_env)
+    assert_failed(result, "TooLarge", 2, pg_conn)
+    assert "limit is 1000" in result.termination["message"]
+    assert f"GET /{s3.bucket}/{key}" not in s3.server.log_file.read_text()
+
+
+def test_missing_object(runner_env, run_runner, pg_conn):
+    runner_env["SCHEDGEN_S3_KEY"] = "uploads/never-uploaded.pdf"
+    assert_failed(run_runner(runner_env), "SourceNotFound", 2, pg_conn)
+
+
+def test_storage_down_is_transient(runner_env, run_runner, closed_port, pg_conn):
+    runner_env["SCHEDGEN_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{closed_port}"
+    runner_env["SCHEDGEN_S3_KEY"] = "uploads/x.pdf"
+    assert_failed(run_runner(runner_env), "StorageUnavailable", 1, pg_conn)
+
+
+def test_database_down_is_transient(runner_env, run_runner, s3, closed_port, pg_conn):
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(UP / "UP_EXAM_SS.pdf")
+    runner_env["SCHEDGEN_DATABASE_URL"] = f"postgresql://postgres:pw-not-logged@127.0.0.1:{closed_port}/schedgen"
+    result = run_runner(runner_env)
+    assert_failed(result, "DatabaseUnavailable", 1, pg_conn)
+    assert "pw-not-logged" not in result.stderr + result.termination["message"]
+
+
+@pytest.mark.slow
+def test_database_stopped_then_restarted(runner_env, run_runner, s3, tmp_path_factory):
+    """A retry after Postgres comes back succeeds: the failure really was transient."""
+    import tempfile
+
+    import devservices
+    from schedgen import db
+
+    server = devservices.PostgresServer(tempfile.mkdtemp(prefix="schedgen-test-pg-restart-"))
+    try:
+        server.start()
+        with db.connect(server.dsn) as conn:
+            db.migrate(conn)
+        server.stop()
+        runner_env["SCHEDGEN_DATABASE_URL"] = server.dsn
+        runner_env["SCHEDGEN_S3_KEY"] = s3.put(UP / "UP_EXAM_SS.pdf")
+        assert_failed(run_runner(runner_env), "DatabaseUnavailable", 1)
+
+        server.start()
+        assert run_runner(runner_env).returncode == 0
+        with db.connect(server.dsn) as conn:
+            assert len(db.read_events(conn, runner_env["SCHEDGEN_JOB_UID"])) == 5
+    finally:
+        server.kill()
+        import shutil
+
+        shutil.rmtree(server.base_dir, ignore_errors=True)
+
+
+def test_missing_config_is_misconfiguration(runner_env, run_runner):
+    for name in ("SCHEDGEN_JOB_UID", "SCHEDGEN_DATABASE_URL", "SCHEDGEN_S3_BUCKET"):
+        del runner_env[name]
+    result = run_runner(runner_env)
+    assert_failed(result, "ConfigurationError", 3)
+    for name in ("SCHEDGEN_JOB_UID", "SCHEDGEN_DATABASE_URL", "SCHEDGEN_S3_BUCKET"):
+        assert name in result.termination["message"]
+
+
+def test_invalid_config_values(runner_env, run_runner):
+    runner_env.update(SCHEDGEN_JOB_UID="not-a-uuid", SCHEDGEN_SCHEDULE_TYPE="timetable",
+                      SCHEDGEN_MAX_BYTES="ten", SCHEDGEN_LOG_FORMAT="text")
+    result = run_runner(runner_env)
+    assert result.returncode == 3 and result.termination["code"] == "ConfigurationError"
+    for fragment in ("not a UUID", "SCHEDGEN_SCHEDULE_TYPE", "SCHEDGEN_MAX_BYTES"):
+        assert fragment in result.termination["message"]
+    assert "ConfigurationError" in result.stderr and not result.stderr.lstrip().startswith("{")
+
+
+def test_huge_message_fits_termination_limit(runner_env, run_runner):
+    runner_env["SCHEDGEN_SCHEDULE_TYPE"] = "é\"\\" * 5000  # escaping and multi-byte text
+    result = run_runner(runner_env)
+    assert result.returncode == 3
+    assert result.termination_bytes <= 4096
+    assert result.termination["code"] == "ConfigurationError"
+    assert result.termination["message"].endswith("…")
+
+
+def test_termination_message_path_from_node_agent(runner_env, run_runner, tmp_path):
+    del runner_env["SCHEDGEN_TERMINATION_LOG"]
+    runner_env["TERMINATION_MESSAGE_PATH"] = str(tmp_path / "from-agent")
+    del runner_env["SCHEDGEN_JOB_UID"]
+    result = run_runner(runner_env)
+    assert result.termination["code"] == "ConfigurationError"
+
+
+def test_memory_limit_is_a_clear_bad_input(runner_env, run_runner, s3):
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(UP / "UP_MOD_XLS.pdf")
+    runner_env["SCHEDGEN_MAX_MEMORY_MB"] = "40"  # below what the parser needs to load
+    result = run_runner(runner_env)
+    assert_failed(result, "MemoryLimitExceeded", 2)
