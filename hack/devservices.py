@@ -32,6 +32,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def pid_alive(pid: int | None) -> bool:
     """True if `pid` runs (zombies count as dead: PID 1 in a container may not reap)."""
     if not pid:
@@ -196,7 +205,8 @@ class PostgresServer(_Server):
                  "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
                 check=True, capture_output=True, cwd="/", **self._as_user(),
             )
-        self.port = self.port or free_port()
+        if not (self.port and port_free(self.port)):  # keep the port (and DSN) on restart
+            self.port = free_port()
         self._spawn(
             [str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.socket_dir}",
@@ -245,7 +255,8 @@ class S3Server(_Server):
     def start(self, timeout: float = 30) -> "S3Server":
         if self.running:
             return self
-        self.port = self.port or free_port()
+        if not (self.port and port_free(self.port)):  # keep the port (and DSN) on restart
+            self.port = free_port()
         self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)])
         self._wait_ready(self._answers, timeout)
         return self

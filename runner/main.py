@@ -8,21 +8,18 @@ the Job's pod failure policy what to do: 0 ok, 2 bad input (never retry), 1 tran
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import resource
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 from schedgen import db
-from schedgen.errors import BadInput, ParseTimeout, SchedgenError
+from schedgen.errors import InternalError, MemoryLimitExceeded, SchedgenError
 from schedgen.models import ParseResult
 from schedgen.runner import config as configmod
 from schedgen.runner import parsing  # before the memory limit: loading code maps memory
@@ -30,19 +27,6 @@ from schedgen.runner import storage
 
 log = logging.getLogger("schedgen.runner")
 TERMINATION_LIMIT = 4096
-# The parser checks its own time budget between pages; the alarm is the backstop for a
-# PDF library stuck inside one page, so give the cooperative check a head start.
-HARD_TIMEOUT_GRACE_SECONDS = 2.0
-
-
-class MemoryLimitExceeded(BadInput):
-    """TODO(lead): move to schedgen/errors.py; the PDF needed more than the memory limit."""
-
-    code = "MemoryLimitExceeded"
-
-
-class InternalError(SchedgenError):
-    code = "InternalError"
 
 
 # --- logging -----------------------------------------------------------------------
@@ -134,22 +118,6 @@ def _lift_memory_limit() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
 
 
-@contextlib.contextmanager
-def hard_timeout(seconds: float) -> Iterator[None]:
-    """Raise ParseTimeout in the main thread after `seconds` (SIGALRM), whatever runs."""
-
-    def expired(signum: int, frame: object) -> None:
-        raise ParseTimeout(f"parsing took longer than {seconds:g} seconds")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 # --- the run -----------------------------------------------------------------------
 
 
@@ -166,8 +134,7 @@ def run(cfg: configmod.RunnerConfig) -> ParseResult:
 
         limits = parsing.Limits(max_pages=cfg.max_pages, max_seconds=cfg.parse_timeout_seconds)
         started = time.monotonic()
-        with hard_timeout(cfg.parse_timeout_seconds + HARD_TIMEOUT_GRACE_SECONDS):
-            result = parsing.parse_pdf(pdf, cfg.schedule_type, limits)
+        result = parsing.parse_pdf(pdf, cfg.schedule_type, limits)  # bounds its own time
         if not result.seconds:
             result.seconds = time.monotonic() - started
         _info("parsed", **result.summary(), warnings=len(result.warnings))
@@ -191,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every outcome must reach the termination file
         _lift_memory_limit()
         if cfg is None:
-            _setup_logging(_env_log_format(), None)
+            _setup_logging(_env_log_format(), os.environ.get("SCHEDGEN_JOB_UID"))
         error = _as_error(exc)
         level = logging.ERROR if isinstance(error, InternalError) else logging.WARNING
         log.log(level, "failed: %s", error.message, exc_info=isinstance(error, InternalError),
@@ -213,7 +180,8 @@ def _as_error(exc: BaseException) -> SchedgenError:
     if isinstance(exc, SchedgenError):
         return exc
     if isinstance(exc, MemoryError):
-        return MemoryLimitExceeded("the PDF needed more memory than the runner's limit (SCHEDGEN_MAX_MEMORY_MB)")
+        return MemoryLimitExceeded(
+            "the PDF needs more memory than the runner's limit (SCHEDGEN_MAX_MEMORY_MB)")
     return InternalError(f"unexpected {type(exc).__name__}: {exc}")
 
 

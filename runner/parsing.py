@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pdfplumber
-from pdfplumber.utils import text as text_utils
+import pdfplumber.page
+from pdfminer.layout import LTChar
 from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
+from pdfminer.pdfpage import PDFPage
 from pdfminer.pdftypes import resolve1
 
 from schedgen.errors import (
     CorruptPDF,
     EncryptedPDF,
+    MemoryLimitExceeded,
     NoTables,
     NotAPDF,
     ParseTimeout,
@@ -54,7 +57,7 @@ def parse_pdf(path: Path | str, schedule_type: str = "auto", limits: Limits | No
     wanted = None if schedule_type in (None, "", "auto") else ScheduleKind(schedule_type)
     started = time.monotonic()
     check_file(path)
-    with _hard_deadline(limits.max_seconds):
+    with hard_deadline(limits.max_seconds):
         header, rows, pages = _read_tables(path, wanted, limits, started + limits.max_seconds)
         records = rules.to_records(rows, header)
         events = rules.events_for(header.kind, records)
@@ -85,7 +88,7 @@ def _read_tables(path: Path, wanted: ScheduleKind | None, limits: Limits, deadli
             raise TooManyPages(f"the PDF has {pages} pages; the limit is {limits.max_pages}")
         if pages == 0:
             raise NoTables("the PDF has no pages")
-        for number, page in enumerate(pdf.pages, 1):
+        for number, page in enumerate(_pages(pdf), 1):
             if time.monotonic() > deadline:
                 raise ParseTimeout(f"parsing took longer than {limits.max_seconds:g} s (at page {number})")
             for table_rows in _page_tables(page, number, limits):
@@ -116,6 +119,37 @@ def _open(path: Path):
         yield pdf
     finally:
         pdf.close()
+
+
+class _LeanPage(pdfplumber.page.Page):
+    """A pdfplumber page that keeps only what table finding and word reading use.
+
+    pdfplumber copies and resolves every attribute of every character (colours, matrix,
+    marked content); for a schedule that is about half of the time spent per page.
+    Lines and rectangles, the table rules, go through pdfplumber unchanged.
+    """
+
+    def process_object(self, obj):
+        if not isinstance(obj, LTChar):
+            return super().process_object(obj)
+        top = self.height - obj.y1 + self.mediabox[1]
+        x_shift = self.mediabox[0]
+        return {
+            "object_type": "char", "page_number": self.page_number, "text": obj.get_text(),
+            "x0": obj.x0 + x_shift, "x1": obj.x1 + x_shift, "y0": obj.y0, "y1": obj.y1,
+            "top": top, "bottom": top + obj.height, "doctop": self.initial_doctop + top,
+            "width": obj.width, "height": obj.height, "size": obj.size,
+            "upright": obj.upright, "fontname": obj.fontname,
+        }
+
+
+def _pages(pdf):
+    """Pages one at a time (pdfplumber's `pdf.pages` builds them all up front)."""
+    doctop = 0.0
+    for number, page_obj in enumerate(PDFPage.create_pages(pdf.doc), 1):
+        page = _LeanPage(pdf, page_obj, page_number=number, initial_doctop=doctop)
+        doctop += page.height
+        yield page
 
 
 def _page_count(pdf) -> int:
@@ -161,6 +195,8 @@ def _typed(exc: BaseException, context: str) -> SchedgenError:
     while cause is not None:
         if isinstance(cause, SchedgenError):
             return cause
+        if isinstance(cause, MemoryError):
+            return MemoryLimitExceeded("the PDF needs more memory than the parser may use")
         if isinstance(cause, (PDFPasswordIncorrect, PDFEncryptionError)):
             return EncryptedPDF("the PDF is password-protected or uses unsupported encryption")
         cause = cause.__cause__ or cause.__context__
@@ -184,25 +220,39 @@ def _table_rows(table, chars: list[dict]) -> list[rules.Row]:
     return [[_cell_lines(cell) for cell in row] for row in grid]
 
 
-def _cell_lines(chars: list[dict], tolerance: float = 2.0) -> rules.Cell:
-    """Lines of a cell, positioned by `doctop` so that continued rows keep page order."""
-    if not chars:
-        return []
+def _cell_lines(chars: list[dict], tolerance: float = 2.0, gap: float = 3.0) -> rules.Cell:
+    """Lines of a cell, positioned by `doctop` so that continued rows keep page order.
+
+    Characters on one line are joined left to right; a horizontal gap wider than `gap`
+    points starts a new word (pdfplumber's default x tolerance).
+    """
     lines: list[tuple[float, list[dict]]] = []
-    for word in sorted(text_utils.extract_words(chars), key=lambda w: (w["doctop"], w["x0"])):
-        if lines and abs(word["doctop"] - lines[-1][0]) <= tolerance:
-            lines[-1][1].append(word)
+    for char in sorted(chars, key=lambda c: (c["doctop"], c["x0"])):
+        if lines and abs(char["doctop"] - lines[-1][0]) <= tolerance:
+            lines[-1][1].append(char)
         else:
-            lines.append((word["doctop"], [word]))
-    return [rules.Line(" ".join(w["text"] for w in sorted(ws, key=lambda w: w["x0"])), top)
-            for top, ws in lines]
+            lines.append((char["doctop"], [char]))
+    out = []
+    for top, line_chars in lines:
+        line_chars.sort(key=lambda c: c["x0"])
+        parts, right = [], None
+        for char in line_chars:
+            if right is not None and char["x0"] - right > gap:
+                parts.append(" ")
+            parts.append(char["text"])
+            right = char["x1"]
+        text = " ".join("".join(parts).split())
+        if text:
+            out.append(rules.Line(text, top))
+    return out
 
 
 @contextlib.contextmanager
-def _hard_deadline(seconds: float):
-    """Interrupt a parse stuck inside one page (pdfminer loops) with ParseTimeout.
+def hard_deadline(seconds: float):
+    """Interrupt work stuck inside one page (pdfminer loops) with ParseTimeout (SIGALRM).
 
-    Only possible in the main thread; elsewhere the per-page deadline check applies.
+    Only possible in the main thread; elsewhere the per-page deadline check applies. An
+    outer timer that was running is put back, less the time spent here.
     """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
@@ -211,6 +261,8 @@ def _hard_deadline(seconds: float):
     def expire(signum, frame):
         raise ParseTimeout(f"parsing took longer than {seconds:g} s")
 
+    outer_remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -218,3 +270,5 @@ def _hard_deadline(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_remaining:
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, outer_remaining - (time.monotonic() - started)))

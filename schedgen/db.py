@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
+import psycopg.errors
 from psycopg import conninfo
 from psycopg.types.json import Jsonb
 
@@ -237,6 +238,9 @@ def write_events(conn: psycopg.Connection, job: JobRef, result: ParseResult) -> 
                 " parse_seconds = %s, updated_at = now() WHERE uid = %s",
                 (result.kind.value, len(rows), result.pages, result.seconds, job.uid),
             )
+    except psycopg.errors.UndefinedTable:
+        raise ConfigurationError(
+            "the database has no schedgen schema: run `schedgen db migrate`") from None
     except psycopg.OperationalError as exc:
         raise _unavailable(exc, conn) from None
 

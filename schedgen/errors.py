@@ -29,6 +29,12 @@ class SchedgenError(Exception):
         return {"code": self.code, "message": self.message}
 
 
+class InternalError(SchedgenError):
+    """A bug or an unforeseen failure; retried like a transient error."""
+
+    code = "InternalError"
+
+
 class BadInput(SchedgenError):
     """The uploaded file can never be parsed; retrying is pointless."""
 

@@ -116,6 +116,7 @@ class OperatorConfig:
     max_cpu: str = "2"
     max_memory: str = "2Gi"
     priority_classes: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)  # e.g. a dedicated runner pool
     metrics_port: int = 9090
     liveness_port: int = 8080
     peering_name: str = "schedgen-operator"
@@ -145,7 +146,7 @@ class OperatorConfig:
             if f.name == "runner_command":
                 raw = raw.strip()
                 values[f.name] = tuple(json.loads(raw) if raw.startswith("[") else shlex.split(raw))
-            elif f.name == "priority_classes":
+            elif f.name in ("priority_classes", "node_selector"):
                 values[f.name] = _parse_pairs(raw)
             else:
                 values[f.name] = _coerce(f.type, raw)

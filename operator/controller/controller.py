@@ -145,8 +145,7 @@ class Controller:
 
     async def _write_status(self, body: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
-        await self.kube.replace_status(meta["namespace"], meta["name"], new_status, _seq(body),
-                                       meta.get("resourceVersion"))
+        await self.kube.replace_status(meta["namespace"], meta["name"], new_status, _seq(body))
         written = {**body, "status": dict(new_status)}
         self.overlay[_uid(body)] = written
         return written
@@ -274,6 +273,13 @@ class Controller:
                     runtime: RuntimeConfig) -> set[str]:
         if not waiting:
             return set()
+        # A waiting ParseJob whose Job exists already (the operator stopped between
+        # creating the Job and recording Running) is adopted as Running, no admission.
+        orphans = [b for b in waiting if (b["metadata"]["namespace"], _uid(b)) in snap.jobs]
+        adopted = {uid for uid in await self._bounded(self._admit_one(b, adopted=True) for b in orphans)
+                   if isinstance(uid, str)}
+        running = running + [b for b in orphans if _uid(b) in adopted]
+        waiting = [b for b in waiting if _uid(b) not in adopted]
         per_tenant = self.running_per_tenant(running, waiting, snap)
         by_uid = {_uid(b): b for b in waiting}
         ordered = queue_policy.order([entry_of(b) for b in waiting], per_tenant)
@@ -289,25 +295,27 @@ class Controller:
         if decision.blocked and not decision.admit:
             metrics.ADMISSION_BLOCKED.labels(reason=decision.blocked).inc()
         results = await self._bounded(self._admit_one(by_uid[e.uid]) for e in decision.admit)
-        return {uid for uid in results if isinstance(uid, str)}
+        return adopted | {uid for uid in results if isinstance(uid, str)}
 
-    async def _admit_one(self, body: Mapping[str, Any]) -> str:
+    async def _admit_one(self, body: Mapping[str, Any], adopted: bool = False) -> str:
         meta = body["metadata"]
         job = build_job(body, self.cfg)
         name = job["metadata"]["name"]
-        await self.kube.create_job(job)  # False: it already exists (a retry), fine
-        self.job_created[meta["uid"]] = self.clock()
+        if not adopted:
+            await self.kube.create_job(job)  # False: it already exists (a retry), fine
+            self.job_created[meta["uid"]] = self.clock()
         base = body if st.phase_of(body) else st.merged(body, st.queued(body))
         new_status = st.merged(base, st.running(base, name))["status"]
         written = await self._write_status(body, new_status)
-        if self.freed_slots:
-            metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
-        metrics.ADMITTED.labels(priority=priority_of(body)).inc()
-        created = parse_time(meta.get("creationTimestamp"))
-        if created is not None:
-            metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
+        if not adopted:
+            if self.freed_slots:
+                metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
+            metrics.ADMITTED.labels(priority=priority_of(body)).inc()
+            created = parse_time(meta.get("creationTimestamp"))
+            if created is not None:
+                metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
         self.positions.pop(meta["uid"], None)
-        self.kube.emit(written, "Normal", "Admitted", f"Job {name} created")
+        self.kube.emit(written, "Normal", "Admitted", f"Job {name} {'adopted' if adopted else 'created'}")
         return meta["uid"]
 
     # --- queue status ---------------------------------------------------------------

@@ -191,6 +191,8 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
+    if cfg.node_selector:
+        pod_spec["nodeSelector"] = dict(cfg.node_selector)
     if priority in cfg.priority_classes:
         pod_spec["priorityClassName"] = cfg.priority_classes[priority]
     job: dict[str, Any] = {

@@ -94,9 +94,12 @@ class Kube:
 
     async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any],
                              expect_seq: int, resource_version: str | None = None) -> dict:
-        """Write the whole status, only if nobody moved the ParseJob on meanwhile:
-        a JSON-patch `test` of status.transitionSeq (or, for the first status, the
-        object's resourceVersion)."""
+        """Write the whole status, only if nobody moved the ParseJob on meanwhile: a
+        JSON-patch `test` of status.transitionSeq. The first status (expect_seq 0) has
+        nothing to test; it is written unconditionally unless `resource_version` is
+        given (not by default: kopf's finalizer patch right after creation would make
+        almost every first write conflict). The single active replica and the
+        controller's overlay keep first writes from racing each other."""
         if expect_seq > 0:
             body: Any = [
                 {"op": "test", "path": "/status/transitionSeq", "value": expect_seq},

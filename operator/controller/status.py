@@ -86,7 +86,8 @@ def running(body: Mapping[str, Any], job_name: str, at: str | None = None) -> di
     gen = (body.get("metadata") or {}).get("generation")
     message = f"Job {job_name} created"
     patch = _transition(body, RUNNING, "Admitted", message, at)
-    patch.update({"startedAt": at, "jobName": job_name, "queuePosition": None})
+    # attempts counts pods; the first one is on its way (retries raise it)
+    patch.update({"startedAt": at, "jobName": job_name, "queuePosition": None, "attempts": 1})
     conditions = list((body.get("status") or {}).get("conditions") or [])
     patch["conditions"] = set_condition(conditions, _condition("Admitted", True, "Admitted", message, at, gen))
     return patch

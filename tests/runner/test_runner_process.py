@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
+import tempfile
+import zlib
 
+import devservices
 import pytest
 
+from schedgen import db
 from runner_testlib import FIXTURES, event_rows, job_row
 
 UP = FIXTURES / "up"
@@ -106,13 +111,8 @@ def test_database_down_is_transient(runner_env, run_runner, s3, closed_port, pg_
 
 
 @pytest.mark.slow
-def test_database_stopped_then_restarted(runner_env, run_runner, s3, tmp_path_factory):
+def test_database_stopped_then_restarted(runner_env, run_runner, s3):
     """A retry after Postgres comes back succeeds: the failure really was transient."""
-    import tempfile
-
-    import devservices
-    from schedgen import db
-
     server = devservices.PostgresServer(tempfile.mkdtemp(prefix="schedgen-test-pg-restart-"))
     try:
         server.start()
@@ -129,8 +129,6 @@ def test_database_stopped_then_restarted(runner_env, run_runner, s3, tmp_path_fa
             assert len(db.read_events(conn, runner_env["SCHEDGEN_JOB_UID"])) == 5
     finally:
         server.kill()
-        import shutil
-
         shutil.rmtree(server.base_dir, ignore_errors=True)
 
 
@@ -170,8 +168,50 @@ def test_termination_message_path_from_node_agent(runner_env, run_runner, tmp_pa
     assert result.termination["code"] == "ConfigurationError"
 
 
-def test_memory_limit_is_a_clear_bad_input(runner_env, run_runner, s3):
-    runner_env["SCHEDGEN_S3_KEY"] = s3.put(UP / "UP_MOD_XLS.pdf")
-    runner_env["SCHEDGEN_MAX_MEMORY_MB"] = "40"  # below what the parser needs to load
+def compression_bomb_pdf(decompressed_mb: int) -> bytes:
+    """A one-page PDF whose content stream inflates to `decompressed_mb` MiB of spaces."""
+    packer = zlib.compressobj(9)
+    chunk = b" " * (1 << 20)
+    stream = b"".join(packer.compress(chunk) for _ in range(decompressed_mb)) + packer.flush()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+@pytest.mark.slow
+def test_memory_limit_is_a_clear_bad_input(runner_env, run_runner, s3, pg_conn):
+    bomb = compression_bomb_pdf(320)  # ~300 KiB on the wire, 320 MiB inflated
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(bomb)
+    runner_env["SCHEDGEN_MAX_MEMORY_MB"] = "256"
     result = run_runner(runner_env)
-    assert_failed(result, "MemoryLimitExceeded", 2)
+    assert_failed(result, "MemoryLimitExceeded", 2, pg_conn)
+    assert "memory" in result.termination["message"]
+
+
+def test_unmigrated_database_is_misconfiguration(runner_env, run_runner, s3, empty_database):
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(UP / "UP_EXAM_SS.pdf")
+    runner_env["SCHEDGEN_DATABASE_URL"] = empty_database
+    result = run_runner(runner_env)
+    assert_failed(result, "ConfigurationError", 3)
+    assert "schedgen db migrate" in result.termination["message"]
+
+
+def test_text_logs(runner_env, run_runner, s3):
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(UP / "UP_EXAM_SS.pdf")
+    runner_env["SCHEDGEN_LOG_FORMAT"] = "text"
+    result = run_runner(runner_env)
+    assert result.returncode == 0
+    assert "INFO succeeded" in result.stderr and "code=OK" in result.stderr
+    assert not result.stderr.lstrip().startswith("{")

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from schedgen.errors import ConfigurationError, ParseTimeout
 from schedgen.runner import config
-from schedgen.runner.main import hard_timeout, termination_message
+from schedgen.runner.main import termination_message
+from schedgen.runner.parsing import hard_deadline as hard_timeout
 
 
 @settings(max_examples=200, deadline=None)
@@ -69,3 +70,22 @@ def test_termination_path_precedence():
 def test_config_rejects(name, value):
     with pytest.raises(ConfigurationError, match=name):
         config.load(dict(REQUIRED, **{name: value}))
+
+
+def test_error_mapping():
+    from schedgen.errors import CorruptPDF
+    from schedgen.runner.main import _as_error
+    from schedgen.runner.parsing import _typed
+
+    unexpected = _as_error(RuntimeError("boom"))
+    assert (unexpected.code, unexpected.exit_code) == ("InternalError", 1)
+    assert (_as_error(MemoryError()).code, _as_error(MemoryError()).exit_code) == ("MemoryLimitExceeded", 2)
+    try:
+        try:
+            raise MemoryError()
+        except MemoryError as exc:
+            raise RuntimeError("pdfminer failed") from exc
+    except RuntimeError as wrapped:
+        mapped = _typed(wrapped, "page 1 cannot be read")
+    assert (mapped.code, mapped.exit_code) == ("MemoryLimitExceeded", 2)
+    assert _as_error(CorruptPDF("x")).code == "CorruptPDF"

@@ -1,0 +1,254 @@
+"""Operator throughput on the local control plane (hack/localkube) with a stub runner.
+
+    .venv/bin/python bench/operator_throughput.py [--count 1000] [--max-concurrent 50]
+
+Starts a local control plane (its own state dir), Postgres (hack/devservices), and the
+operator (`python -m schedgen.operator`, standalone) with SCHEDGEN_RUNNER_COMMAND set to
+a stub that writes a success summary to the termination-message file and exits at once.
+Submits N ParseJobs and prints:
+
+* ParseJobs/s completed (first creation to last completion);
+* admission latency once capacity frees, p50/p99: for the k-th admission beyond the
+  first `maxConcurrent`, its startedAt minus the completedAt of the (k - maxConcurrent)-th
+  completion (the slot it took), from the statuses; plus the operator's own histogram;
+* API requests per ParseJob (the operator's `schedgen_operator_api_requests_total`,
+  writes = non-GET), including kopf's watches;
+* the operator's peak RSS and CPU seconds (psutil).
+
+Targets: p99 admission latency < 1 s, <= 10 API writes per ParseJob, peak RSS < 200 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "hack"))
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+STUB = ('printf \'{"ok": true, "kind": "lecture", "events": 30, "pages": 2, "seconds": 0.01}\' '
+        '> "${TERMINATION_MESSAGE_PATH:-/dev/termination-log}"')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def scrape(port: int) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def histogram_quantile(metrics: dict, name: str, q: float) -> float:
+    buckets = sorted((float(dict(lab)["le"]), v) for (n, lab), v in metrics.items() if n == f"{name}_bucket")
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    target = q * buckets[-1][1]
+    for le, count in buckets:
+        if count >= target:
+            return le
+    return float("inf")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--max-concurrent", type=int, default=50)
+    ap.add_argument("--rate", type=float, default=200.0, help="admissionsPerSecond")
+    ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="leave the cluster running")
+    args = ap.parse_args()
+
+    import psutil
+    from kubernetes import client
+
+    import devservices
+    from localkube.cluster import LocalCluster, default_image_map
+
+    base = Path(tempfile.mkdtemp(prefix="schedgen-bench-"))
+    cluster = LocalCluster(state_dir=base / "cluster", image_map=default_image_map())
+    pg = None if args.no_postgres else devservices.PostgresServer(base / "pg")
+    op_proc = None
+    try:
+        print("starting the local control plane ...", flush=True)
+        cluster.start()
+        cluster.add_node("bench-1", cpu="8", memory="32Gi", pods=max(110, args.count + 50))
+        dsn = ""
+        if pg:
+            pg.start()
+            from schedgen import db
+            with db.connect(pg.dsn) as conn:
+                db.migrate(conn)
+            dsn = pg.dsn
+        for f in ("kopf-peering.yaml", "parsejobs.schedgen.io.yaml"):
+            cluster.kubectl("apply", "-f", str(ROOT / "crds" / f))
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/parsejobs.schedgen.io")
+        api = cluster.api_client()
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        core.create_namespace({"metadata": {"name": "schedgen-system"}})
+        core.create_namespaced_config_map("schedgen-system", {"metadata": {"name": "schedgen-operator"}, "data": {
+            "maxConcurrent": str(args.max_concurrent), "maxPerTenant": str(args.max_concurrent),
+            "admissionsPerSecond": str(args.rate), "admissionBurst": str(int(args.rate)),
+            "guardMaxUnschedulable": "-1"}})
+        tenants = ["bench-a", "bench-b", "bench-c"]
+        for ns in tenants:
+            core.create_namespace({"metadata": {"name": ns}})
+            core.create_namespaced_secret(ns, {"metadata": {"name": "schedgen-runner"}, "stringData": {
+                "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "SCHEDGEN_DATABASE_URL": dsn or "unused"}})
+
+        metrics_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDGEN_")}
+        env.update({"KUBECONFIG": str(cluster.kubeconfig), "SCHEDGEN_STANDALONE": "1",
+                    "SCHEDGEN_METRICS_PORT": str(metrics_port), "SCHEDGEN_LIVENESS_PORT": str(free_port()),
+                    "SCHEDGEN_DATABASE_URL": dsn, "SCHEDGEN_RUNNER_IMAGE": "busybox",
+                    "SCHEDGEN_RUNNER_COMMAND": json.dumps(["sh", "-c", STUB]),
+                    "SCHEDGEN_CPU_REQUEST": "10m", "SCHEDGEN_MEMORY_REQUEST": "8Mi",
+                    "SCHEDGEN_MEMORY_LIMIT": "64Mi", "SCHEDGEN_JOB_TTL_SECONDS": "3600"})
+        log = open(base / "operator.log", "wb")
+        op_proc = subprocess.Popen([PYTHON, "-m", "schedgen.operator"], env=env, stdout=log, stderr=log,
+                                   start_new_session=True, cwd=str(ROOT))
+        proc = psutil.Process(op_proc.pid)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if scrape(metrics_port).get(("schedgen_operator_active", ())) == 1.0:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise RuntimeError("operator did not become active; see " + str(base / "operator.log"))
+
+        peak_rss = [proc.memory_info().rss]
+        sampling = threading.Event()
+
+        def sample_rss():
+            while not sampling.is_set():
+                try:
+                    peak_rss[0] = max(peak_rss[0], proc.memory_info().rss)
+                except psutil.Error:
+                    return
+                time.sleep(0.2)
+
+        threading.Thread(target=sample_rss, daemon=True).start()
+        before = scrape(metrics_port)
+        cpu_before = sum(proc.cpu_times()[:2])
+
+        print(f"submitting {args.count} ParseJobs ...", flush=True)
+        t0 = time.time()
+
+        def submit(i: int) -> None:
+            ns = tenants[i % len(tenants)]
+            custom.create_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", {
+                "apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob", "metadata": {"name": f"pj-{i:05d}"},
+                "spec": {"source": {"s3": {"bucket": "bench", "key": f"k{i}.pdf"}}}})
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(submit, range(args.count)))
+        t_submitted = time.time()
+        print(f"submitted in {t_submitted - t0:.1f}s", flush=True)
+
+        def all_items():
+            return [pj for ns in tenants
+                    for pj in custom.list_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs")["items"]]
+
+        while True:
+            items = all_items()
+            done = [pj for pj in items if (pj.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+            print(f"  {time.time() - t0:6.1f}s: {len(done)}/{args.count} finished", flush=True)
+            if len(done) >= args.count:
+                break
+            if op_proc.poll() is not None:
+                raise RuntimeError("operator died; see " + str(base / "operator.log"))
+            time.sleep(2)
+        time.sleep(3)  # let events and trailing writes land
+        after = scrape(metrics_port)
+        cpu_seconds = sum(proc.cpu_times()[:2]) - cpu_before
+        sampling.set()
+
+        failed = [pj for pj in items if pj["status"]["phase"] != "Succeeded"]
+        created = min(ts(pj["metadata"]["creationTimestamp"]) for pj in items)
+        completions = sorted(ts(pj["status"]["completedAt"]) for pj in items)
+        starts = sorted(ts(pj["status"]["startedAt"]) for pj in items)
+        c = args.max_concurrent
+        latencies = [max(0.0, starts[k] - completions[k - c]) for k in range(c, len(starts))]
+
+        def delta(pred) -> float:
+            return sum(v - before.get(k, 0.0) for k, v in after.items() if pred(k))
+
+        api_total = delta(lambda k: k[0] == "schedgen_operator_api_requests_total")
+        api_writes = delta(lambda k: k[0] == "schedgen_operator_api_requests_total" and dict(k[1])["method"] != "GET")
+        by_method = {f"{dict(k[1])['client']}:{dict(k[1])['method']}": v - before.get(k, 0.0)
+                     for k, v in after.items() if k[0] == "schedgen_operator_api_requests_total"}
+        n = len(items)
+        result = {
+            "parsejobs": n,
+            "failed": len(failed),
+            "maxConcurrent": c,
+            "parsejobs_per_second": round(n / (completions[-1] - created), 2),
+            "admission_latency_p50_s": round(percentile(latencies, 0.5), 3),
+            "admission_latency_p99_s": round(percentile(latencies, 0.99), 3),
+            "operator_admission_latency_p50_le_s": histogram_quantile(after, "schedgen_admission_latency_seconds", 0.5),
+            "operator_admission_latency_p99_le_s": histogram_quantile(after, "schedgen_admission_latency_seconds", 0.99),
+            "api_requests_per_parsejob": round(api_total / n, 2),
+            "api_writes_per_parsejob": round(api_writes / n, 2),
+            "api_requests_by_client_method": {k: int(v) for k, v in sorted(by_method.items())},
+            "operator_peak_rss_mib": round(peak_rss[0] / 2**20, 1),
+            "operator_cpu_seconds": round(cpu_seconds, 1),
+        }
+        print(json.dumps(result, indent=2))
+        ok = (result["admission_latency_p99_s"] < 1.0 and result["api_writes_per_parsejob"] <= 10
+              and result["operator_peak_rss_mib"] < 200 and not failed)
+        print("targets met" if ok else "TARGETS MISSED")
+        return 0 if ok else 1
+    finally:
+        if op_proc and op_proc.poll() is None:
+            os.killpg(op_proc.pid, signal.SIGTERM)
+            try:
+                op_proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(op_proc.pid, signal.SIGKILL)
+        if args.keep:
+            print(f"kept: {base}, KUBECONFIG={cluster.kubeconfig}")
+        else:
+            cluster.stop()
+            if pg:
+                pg.stop()
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The kopf app: `kopf run -m schedgen.operator.handlers -A` (or `schedgen-operator`).
+
+Registrations only; each handler does one thing and delegates to a pure module:
+
+    indexes      parsejob_index, runner_job_index, runner_pod_index (in-memory views)
+    daemons      scheduler  (controller.Controller.tick: Job reconciler + admission + queue)
+                 records    (records.sync: Postgres rows catch up with statuses)
+                 retention  (retention.select_expired: delete old finished ParseJobs)
+                 They accompany the operator's ConfigMap, so they run once per cluster and
+                 only in the replica that holds the kopf peering lead (kopf stops daemons
+                 while paused); the ConfigMap's data is the run-time configuration.
+    on.delete    finalize: cancel (delete the Job) and record the final row before the
+                 object goes (the finalizer `schedgen.io/record`)
+    on.probe     liveness details; on.startup/on.cleanup wiring
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from . import metrics, records
+from . import status as st
+from .config import (
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_PARSEJOB_UID,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+    OperatorConfig,
+    RuntimeConfig,
+)
+from .controller import Controller
+from .job_template import job_name
+from .kube import Conflict, Kube, NotFound
+from .outcome import job_view, parse_time, pod_view
+from .retention import Finished, select_expired
+
+CFG = OperatorConfig.from_env()
+RECORDS_BATCH = 500
+STUCK_TICK_SECONDS = 60.0
+
+
+@dataclass
+class _State:
+    kube: Kube | None = None
+    controller: Controller | None = None
+    book: records.RecordBook | None = None
+    active: bool = False
+
+
+STATE = _State()
+
+
+def _kick() -> None:
+    if STATE.controller is not None:
+        STATE.controller.kick()
+
+
+class NoDiffBaseStorage(kopf.DiffBaseStorage):
+    """ParseJobs have no on.create/on.update handlers (the scheduler is level-based), so
+    kopf need not write its last-handled-configuration annotation: one API write less
+    per ParseJob. Deletion handling does not depend on the diff base."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+# --- wiring ------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    settings.persistence.finalizer = "schedgen.io/record"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="schedgen.io")
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()
+    settings.posting.enabled = False  # our own Events only (kube.emit), not kopf's log lines
+    settings.peering.lifetime = CFG.peering_lifetime
+    settings.watching.server_timeout = 300
+    settings.batching.error_delays = (1, 2, 5, 10)
+    STATE.kube = Kube()
+    STATE.controller = Controller(CFG, STATE.kube)
+    STATE.book = records.RecordBook()
+    if CFG.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(CFG.metrics_port)
+    await STATE.kube.ensure_configmap(CFG.namespace, CFG.configmap, {LABEL_MANAGED_BY: MANAGED_BY})
+    logger.info("schedgen operator configured: image=%s configmap=%s/%s",
+                CFG.runner_image, CFG.namespace, CFG.configmap)
+
+
+@kopf.on.cleanup()
+async def close(**_: Any) -> None:
+    if STATE.kube is not None:
+        STATE.kube.close()
+
+
+@kopf.on.probe(id="scheduler")
+def scheduler_probe(**_: Any) -> dict[str, Any]:
+    ctl = STATE.controller
+    last = ctl.last_tick if ctl else 0.0
+    age = time.time() - last if last else None
+    if STATE.active and age is not None and age > STUCK_TICK_SECONDS:
+        raise kopf.PermanentError(f"scheduler has not ticked for {age:.0f}s")
+    return {"active": STATE.active, "lastTickAgeSeconds": age}
+
+
+# --- indexes (what the daemons read) -------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def parsejob_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+    _kick()
+    meta = body.metadata
+    view = {
+        "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "resourceVersion",
+                                                "creationTimestamp", "deletionTimestamp")},
+        "spec": copy.deepcopy(dict(body.spec)),
+        "status": copy.deepcopy(dict(body.status)),
+    }
+    return {(namespace, name): view}
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def runner_job_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
+    _kick()
+    return {(namespace, labels.get(LABEL_PARSEJOB_UID, "")): job_view(body)}
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def runner_pod_index(body: kopf.Body, namespace: str, **_: Any) -> dict:
+    _kick()
+    view = pod_view(body)
+    return {(namespace, view["job"] or ""): view}
+
+
+# --- the singleton loops ---------------------------------------------------------------
+
+
+def is_operator_configmap(name: str, namespace: str, **_: Any) -> bool:
+    return name == CFG.configmap and namespace == CFG.namespace
+
+
+def runtime_config(body: kopf.Body) -> RuntimeConfig:
+    return RuntimeConfig.from_sources(os.environ, dict(body.get("data") or {}))
+
+
+@kopf.daemon("", "v1", "configmaps", id="scheduler", when=is_operator_configmap, cancellation_timeout=10)
+async def scheduler(stopped: kopf.DaemonStopped, body: kopf.Body, logger: kopf.Logger,
+                    parsejob_index: kopf.Index, runner_job_index: kopf.Index,
+                    runner_pod_index: kopf.Index, **_: Any) -> None:
+    ctl = STATE.controller
+    assert ctl is not None
+    STATE.active = True
+    metrics.ACTIVE.set(1)
+    logger.info("scheduler active")
+    try:
+        while not stopped:
+            try:
+                await ctl.tick(runtime_config(body), parsejob_index, runner_job_index, runner_pod_index)
+            except Exception:  # noqa: BLE001 - level-based: the next tick tries again
+                logger.exception("scheduling tick failed")
+                await asyncio.sleep(1)
+            await ctl.wait(CFG.tick_seconds)
+    finally:
+        STATE.active = False
+        metrics.ACTIVE.set(0)
+
+
+@kopf.daemon("", "v1", "configmaps", id="records", when=is_operator_configmap, cancellation_timeout=10)
+async def records_daemon(stopped: kopf.DaemonStopped, logger: kopf.Logger,
+                         parsejob_index: kopf.Index, **_: Any) -> None:
+    if not CFG.database_url:
+        logger.warning("SCHEDGEN_DATABASE_URL is not set: ParseJob rows are not recorded")
+        return
+    import psycopg
+
+    book = STATE.book or records.RecordBook()
+    conn = None
+    delay = CFG.records_interval_seconds
+    while not stopped:
+        try:
+            if conn is None or conn.closed:
+                conn = await psycopg.AsyncConnection.connect(CFG.database_url, autocommit=True, connect_timeout=5)
+                book.reset()  # after an outage: replay everything, the upsert is idempotent
+                logger.info("records: connected to Postgres")
+            bodies = [b for _, store in list(parsejob_index.items()) for b in store]
+            current = [r for r in (records.record_of(b, CFG) for b in bodies) if r is not None]
+            behind = book.behind(current)
+            metrics.RECORDS_PENDING.set(len(behind))
+            for i in range(0, len(behind), RECORDS_BATCH):
+                chunk = behind[i:i + RECORDS_BATCH]
+                await records.sync(conn, chunk)
+                book.mark(chunk)
+                metrics.RECORDS_WRITTEN.inc(len(chunk))
+            book.forget_except({r.uid for r in current})
+            metrics.RECORDS_PENDING.set(0)
+            delay = CFG.records_interval_seconds
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            metrics.RECORDS_ERRORS.inc()
+            logger.warning("records: Postgres unavailable (%s); retrying in %.0fs", str(exc).strip()[:200], delay)
+            if conn is not None:
+                try:
+                    await conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            conn = None
+            delay = min(max(delay * 2, 1.0), 10.0)
+        await stopped.wait(delay)
+    if conn is not None:
+        await conn.close()
+
+
+@kopf.daemon("", "v1", "configmaps", id="retention", when=is_operator_configmap, cancellation_timeout=10)
+async def retention_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, logger: kopf.Logger,
+                           parsejob_index: kopf.Index, **_: Any) -> None:
+    kube = STATE.kube
+    assert kube is not None
+    while not stopped:
+        finished = []
+        for _key, store in list(parsejob_index.items()):
+            for b in store:
+                s = b.get("status") or {}
+                done = parse_time(s.get("completedAt"))
+                if s.get("phase") in st.FINAL_PHASES and done and not b["metadata"].get("deletionTimestamp"):
+                    finished.append(Finished((b["metadata"]["namespace"], b["metadata"]["name"]),
+                                             b["metadata"]["uid"], s["phase"], done))
+        expired = select_expired(finished, runtime_config(body), time.time())
+        sem = asyncio.Semaphore(8)
+
+        async def delete(f: Finished) -> None:
+            async with sem:
+                await kube.delete_parsejob(f.key[0], f.key[1], f.uid)
+                metrics.RETENTION_DELETED.labels(phase=f.phase).inc()
+
+        if expired:
+            logger.info("retention: deleting %d finished ParseJobs", len(expired))
+            await asyncio.gather(*(delete(f) for f in expired), return_exceptions=True)
+        await stopped.wait(CFG.retention_interval_seconds)
+
+
+# --- cancellation and the last record ----------------------------------------------------
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize")
+async def finalize(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Stop the Job of an unfinished ParseJob, mark it Cancelled, and make sure its
+    Postgres row has every transition before the finalizer lets the object go."""
+    kube = STATE.kube
+    assert kube is not None
+    current: dict[str, Any] = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                               "metadata": dict(body.metadata), "spec": dict(body.spec),
+                               "status": dict(body.status)}
+    if st.phase_of(current) not in st.FINAL_PHASES:
+        meta = current["metadata"]
+        await kube.delete_job(meta["namespace"], current["status"].get("jobName") or job_name(meta["name"], meta["uid"]))
+        base = current if st.phase_of(current) else st.merged(current, st.queued(current))
+        final = st.merged(base, st.cancelled(base))
+        try:
+            seq = int(current["status"].get("transitionSeq") or 0)
+            await kube.replace_status(meta["namespace"], meta["name"], final["status"], seq)
+        except Conflict:
+            raise kopf.TemporaryError("the status moved on meanwhile; re-reading", delay=1) from None
+        except NotFound:
+            pass
+        kube.emit(final, "Normal", "Cancelled", "deleted before it finished; its Job is stopped")
+        metrics.COMPLETED.labels(kind="unknown", outcome=st.CANCELLED, reason="Cancelled").inc()
+        current = final
+    if not CFG.database_url:
+        return
+    import psycopg
+
+    record = records.record_of(current, CFG)
+    if record is None:
+        return
+    try:
+        async with await psycopg.AsyncConnection.connect(CFG.database_url, autocommit=True,
+                                                         connect_timeout=5) as conn:
+            await records.sync(conn, [record])
+    except (psycopg.OperationalError, OSError) as exc:
+        raise kopf.TemporaryError(f"Postgres unavailable, the row must be written first: {exc}", delay=5) from None
+    if STATE.book is not None:
+        STATE.book.mark([record])
+    logger.info("recorded %s (transition %d)", record.phase, record.seq)

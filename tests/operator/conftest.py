@@ -1,0 +1,76 @@
+"""Fixtures for the operator's end-to-end tests: the local control plane (hack/localkube),
+the real runner (image map), Postgres and S3 (tests/conftest.py), and the operator itself
+as a subprocess (operator_e2e.OperatorProcess)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from operator_e2e import (  # noqa: E402
+    CONFIGMAP,
+    OPERATOR_NS,
+    ROOT,
+    Cluster,
+    OperatorProcess,
+    operator_env,
+)
+
+try:  # same fixture functions as tests/cluster/conftest.py (one cluster per process)
+    from localkube.pytest_plugin import k8s_api_client, local_cluster  # noqa: F401
+except ImportError:  # hack/localkube not there yet: only the cluster tests will error
+    pass
+
+
+@pytest.fixture(scope="session")
+def operator_cluster(local_cluster, k8s_api_client, postgres, s3):
+    """The control plane with the CRDs, the operator namespace and ConfigMap."""
+    from kubernetes import client
+
+    for f in ("kopf-peering.yaml", "parsejobs.schedgen.io.yaml"):
+        local_cluster.kubectl("apply", "-f", str(ROOT / "crds" / f))
+    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/parsejobs.schedgen.io")
+    core = client.CoreV1Api(k8s_api_client)
+    try:
+        core.create_namespace({"metadata": {"name": OPERATOR_NS}})
+    except client.rest.ApiException as exc:
+        if exc.status != 409:
+            raise
+    try:
+        core.create_namespaced_config_map(OPERATOR_NS, {"metadata": {"name": CONFIGMAP}, "data": {}})
+    except client.rest.ApiException as exc:
+        if exc.status != 409:
+            raise
+    return Cluster(local_cluster, k8s_api_client, postgres, s3)
+
+
+@pytest.fixture
+def start_operator(operator_cluster, tmp_path):
+    """Factory: start an operator process with env overrides; all stopped at teardown,
+    after the test's ParseJobs are cleaned up (their finalizers need an operator)."""
+    started: list[OperatorProcess] = []
+
+    def start(wait: bool = True, **overrides) -> OperatorProcess:
+        env = operator_env(operator_cluster, **overrides)
+        op = OperatorProcess(operator_cluster.cluster, env, tmp_path / f"operator-{len(started)}.log")
+        started.append(op)
+        return op.start(wait=wait)
+
+    operator_cluster.set_runtime(maxConcurrent=10, maxPerTenant=10, admissionsPerSecond=50, admissionBurst=50,
+                                 guardMaxUnschedulable=-1)
+    yield start
+    try:
+        if not any(op.proc and op.proc.poll() is None for op in started):
+            start()
+        operator_cluster.cleanup()
+    finally:
+        for op in started:
+            op.stop()
+        for op in started:
+            print(f"--- operator log {op.log_path} ---\n{op.log_tail(40)}")

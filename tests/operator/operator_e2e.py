@@ -1,0 +1,247 @@
+"""Helpers for the operator's end-to-end tests: the operator as a subprocess
+(`python -m schedgen.operator`, stopped by pid) and API/Postgres helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+_HACK = str(ROOT / "hack")
+if _HACK not in sys.path:  # until pytest's pythonpath = ["hack"] is configured
+    sys.path.insert(0, _HACK)
+
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+GROUP, VERSION, PLURAL = "schedgen.io", "v1alpha1", "parsejobs"
+OPERATOR_NS = "schedgen-system"
+CONFIGMAP = "schedgen-operator"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(fn, timeout: float = 60.0, interval: float = 0.25, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - transient API errors while polling
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else ""))
+
+
+class OperatorProcess:
+    """The operator as a child process (own session, stopped by its pid)."""
+
+    def __init__(self, cluster, env: dict[str, str], log_path: Path):
+        self.cluster = cluster
+        self.env = env
+        self.log_path = log_path
+        self.metrics_port = int(env["SCHEDGEN_METRICS_PORT"])
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> "OperatorProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([PYTHON, "-m", "schedgen.operator"], env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log, start_new_session=True, cwd=str(ROOT))
+        log.close()
+        if wait:
+            wait_for(lambda: self.metric("schedgen_operator_active") == 1.0 or self._dead(), 60,
+                     what="operator scheduler to become active")
+            if self._dead():
+                raise RuntimeError(f"operator exited:\n{self.log_tail()}")
+        return self
+
+    def _dead(self) -> bool:
+        return self.proc is None or self.proc.poll() is not None
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def metric(self, name: str, **labels) -> float | None:
+        try:
+            values = self.metrics()
+        except OSError:
+            return None
+        key = (name, tuple(sorted(labels.items())))
+        if key in values:
+            return values[key]
+        matching = [v for (n, lab), v in values.items() if n == name and set(labels.items()) <= set(lab)]
+        return sum(matching) if matching else None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed node would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class Cluster:
+    """Helpers around the API for the tests."""
+
+    def __init__(self, cluster, api_client, postgres, s3):
+        from kubernetes import client
+
+        self.cluster = cluster
+        self.api = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.postgres = postgres
+        self.s3 = s3
+        self.namespaces: list[str] = []
+
+    # --- namespaces with the runner's Secret ------------------------------------------
+    def tenant_namespace(self, prefix: str, database_url: str | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:5]}"
+        self.core.create_namespace({"metadata": {"name": name, "labels": {"schedgen.test": "true"}}})
+        self.core.create_namespaced_secret(name, {
+            "metadata": {"name": "schedgen-runner"},
+            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "SCHEDGEN_DATABASE_URL": database_url or self.postgres.dsn}})
+        self.namespaces.append(name)
+        return name
+
+    def cleanup(self, timeout: float = 60) -> None:
+        """Delete ParseJobs (the operator must still run, to release finalizers), then namespaces."""
+        for ns in self.namespaces:
+            try:
+                self.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+            except Exception:  # noqa: BLE001
+                pass
+        deadline = time.monotonic() + timeout
+        for ns in self.namespaces:
+            while time.monotonic() < deadline and self.parsejobs(ns):
+                time.sleep(0.5)
+            try:
+                self.core.delete_namespace(ns)
+            except Exception:  # noqa: BLE001
+                pass
+        self.namespaces.clear()
+
+    # --- ParseJobs --------------------------------------------------------------------
+    def submit(self, ns: str, name: str, key: str, **spec) -> dict:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob", "metadata": {"name": name},
+                "spec": {"source": {"s3": {"bucket": self.s3.bucket, "key": key}}, **spec}}
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+    def get(self, ns: str, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+    def parsejobs(self, ns: str) -> list[dict]:
+        return self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+
+    def all_parsejobs(self) -> list[dict]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+
+    def wait_phase(self, ns: str, name: str, phases=("Succeeded", "Failed", "Cancelled"), timeout: float = 120) -> dict:
+        def done():
+            pj = self.get(ns, name)
+            return pj if (pj.get("status") or {}).get("phase") in phases else None
+        return wait_for(done, timeout, what=f"{ns}/{name} to reach {phases}")
+
+    def wait_all_finished(self, namespaces: list[str], timeout: float = 600, on_sample=None) -> list[dict]:
+        def done():
+            items = [pj for ns in namespaces for pj in self.parsejobs(ns)]
+            if on_sample:
+                on_sample(items)
+            unfinished = [pj for pj in items if (pj.get("status") or {}).get("phase")
+                          not in ("Succeeded", "Failed", "Cancelled")]
+            return items if not unfinished else None
+        return wait_for(done, timeout, interval=0.5, what="all ParseJobs to finish")
+
+    def pods_of(self, ns: str, job_name: str) -> list:
+        return self.core.list_namespaced_pod(ns, label_selector=f"batch.kubernetes.io/job-name={job_name}").items
+
+    def events_for(self, ns: str, name: str) -> list:
+        return [e for e in self.core.list_namespaced_event(ns).items if e.involved_object.name == name]
+
+    def set_runtime(self, **data) -> None:
+        self.core.patch_namespaced_config_map(CONFIGMAP, OPERATOR_NS, {"data": {k: str(v) for k, v in data.items()}})
+
+    # --- Postgres ---------------------------------------------------------------------
+    def row(self, uid: str):
+        import psycopg
+
+        with psycopg.connect(self.postgres.dsn, autocommit=True) as conn:
+            return conn.execute("SELECT phase, transition_seq, attempts, kind, event_count, error_reason"
+                                " FROM parse_jobs WHERE uid = %s", (uid,)).fetchone()
+
+    def event_rows(self, uid: str) -> int:
+        import psycopg
+
+        with psycopg.connect(self.postgres.dsn, autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM events WHERE job_uid = %s", (uid,)).fetchone()[0]
+
+    def transitions(self, uid: str) -> list[tuple[int, str]]:
+        import psycopg
+
+        with psycopg.connect(self.postgres.dsn, autocommit=True) as conn:
+            return conn.execute("SELECT seq, phase FROM parse_job_transitions WHERE job_uid = %s ORDER BY seq",
+                                (uid,)).fetchall()
+
+
+def operator_env(operator_cluster: Cluster, **overrides) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDGEN_")}
+    env.update({
+        "KUBECONFIG": str(operator_cluster.cluster.kubeconfig),
+        "SCHEDGEN_OPERATOR_NAMESPACE": OPERATOR_NS,
+        "SCHEDGEN_OPERATOR_CONFIGMAP": CONFIGMAP,
+        "SCHEDGEN_DATABASE_URL": operator_cluster.postgres.dsn,
+        "SCHEDGEN_S3_ENDPOINT_URL": operator_cluster.s3.endpoint_url,
+        "SCHEDGEN_DEFAULT_BUCKET": operator_cluster.s3.bucket,
+        "SCHEDGEN_METRICS_PORT": str(free_port()),
+        "SCHEDGEN_LIVENESS_PORT": str(free_port()),
+        "SCHEDGEN_STANDALONE": "1",
+        "SCHEDGEN_LOG_FORMAT": "text",
+        "SCHEDGEN_CPU_REQUEST": "100m",
+        "SCHEDGEN_MEMORY_REQUEST": "64Mi",
+        "SCHEDGEN_MEMORY_LIMIT": "768Mi",
+        "SCHEDGEN_JOB_TTL_SECONDS": "600",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def summary(items: list[dict]) -> str:
+    return json.dumps({pj["metadata"]["name"]: (pj.get("status") or {}).get("phase") for pj in items})

@@ -1,0 +1,237 @@
+"""The scheduling tick against an in-memory API (the cluster tests use the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+
+import pytest
+
+from schedgen.operator import status as st
+from schedgen.operator.config import OperatorConfig, RuntimeConfig
+from schedgen.operator.controller import Controller
+from schedgen.operator.kube import Conflict, NotFound
+from schedgen.operator.outcome import job_view, pod_view
+
+_rv = itertools.count(1)
+
+
+class FakeKube:
+    """Just enough of kube.Kube: ParseJobs, Jobs, status preconditions, events."""
+
+    def __init__(self) -> None:
+        self.parsejobs: dict[tuple[str, str], dict] = {}
+        self.jobs: dict[tuple[str, str], dict] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.writes = 0
+
+    def add(self, name: str, tenant: str = "t", priority: str = "normal", ns: str = "ns", t: int = 0) -> dict:
+        body = {"apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob",
+                "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "generation": 1,
+                             "resourceVersion": str(next(_rv)),
+                             "creationTimestamp": f"2026-01-01T00:{t // 60:02d}:{t % 60:02d}Z"},
+                "spec": {"source": {"s3": {"key": f"{name}.pdf"}}, "tenant": tenant, "priority": priority,
+                         "deadlineSeconds": 60, "maxRetries": 1}, "status": {}}
+        self.parsejobs[(ns, name)] = body
+        return body
+
+    async def create_job(self, job: dict) -> bool:
+        self.writes += 1
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        if key in self.jobs:
+            return False
+        self.jobs[key] = copy.deepcopy(job)
+        return True
+
+    async def job_exists(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self.jobs
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.jobs.pop((namespace, name), None)
+
+    async def replace_status(self, namespace, name, status, expect_seq, resource_version=None):
+        self.writes += 1
+        body = self.parsejobs.get((namespace, name))
+        if body is None:
+            raise NotFound(name)
+        if int(body["status"].get("transitionSeq") or 0) != expect_seq:
+            raise Conflict("seq")
+        body["status"] = copy.deepcopy(dict(status))
+        body["metadata"]["resourceVersion"] = str(next(_rv))
+        return body
+
+    async def set_status_field(self, namespace, name, expect_seq, field, value):
+        self.writes += 1
+        body = self.parsejobs[(namespace, name)]
+        if int(body["status"].get("transitionSeq") or 0) != expect_seq:
+            raise Conflict("seq")
+        body["status"][field] = value
+
+    def emit(self, obj, type_, reason, message):
+        self.events.append((obj["metadata"]["name"], type_, reason))
+
+    # --- what the kopf indexes would hold -----------------------------------------
+    def indexes(self, stale: dict | None = None):
+        pj = {k: [copy.deepcopy((stale or {}).get(k, v))] for k, v in self.parsejobs.items()}
+        jobs, pods = {}, {}
+        for (ns, name), job in self.jobs.items():
+            uid = job["metadata"]["labels"]["schedgen.io/parsejob-uid"]
+            jobs[(ns, uid)] = [job_view(job)]
+            pods[(ns, name)] = [pod_view(p) for p in job.get("_pods", [])]
+        return pj, jobs, pods
+
+    def finish_job(self, name: str, exit_code: int = 0, message: str | None = None, reason: str | None = None,
+                   job_reason: str | None = None) -> None:
+        key, job = next((k, j) for k, j in self.jobs.items() if j["metadata"]["labels"]["schedgen.io/parsejob"] == name)
+        msg = message if message is not None else json.dumps({"ok": True, "kind": "lecture", "events": 30,
+                                                              "pages": 2, "seconds": 0.1})
+        job.setdefault("_pods", []).append({
+            "metadata": {"name": f"{key[1]}-p", "labels": {"batch.kubernetes.io/job-name": key[1]},
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"phase": "Succeeded" if exit_code == 0 else "Failed",
+                       "containerStatuses": [{"name": "runner", "state": {"terminated": {
+                           "exitCode": exit_code, "reason": reason or "Completed", "message": msg,
+                           "finishedAt": "2026-01-01T00:00:05Z"}}}]}})
+        cond = ("Complete", "Completed") if exit_code == 0 else ("Failed", job_reason or "PodFailurePolicy")
+        job["status"] = {"succeeded": int(exit_code == 0), "failed": int(exit_code != 0),
+                         "conditions": [{"type": cond[0], "status": "True", "reason": cond[1], "message": ""}]}
+
+
+def runtime(**kw) -> RuntimeConfig:
+    base = dict(max_concurrent=2, max_per_tenant=2, admissions_per_second=1000.0, admission_burst=1000,
+                queue_position_interval_seconds=0.5)
+    base.update(kw)
+    return RuntimeConfig(**base)
+
+
+def phases(kube: FakeKube) -> dict[str, str]:
+    return {k[1]: v["status"].get("phase") for k, v in kube.parsejobs.items()}
+
+
+@pytest.fixture
+def setup():
+    kube = FakeKube()
+    loop = asyncio.new_event_loop()
+    ctl = Controller(OperatorConfig(), kube)  # type: ignore[arg-type]
+    yield kube, ctl, loop
+    loop.close()
+
+
+def tick(loop, ctl, kube, rt=None, stale=None):
+    loop.run_until_complete(ctl.tick(rt or runtime(), *kube.indexes(stale)))
+
+
+def test_admits_up_to_the_cap_then_follows_to_success(setup):
+    kube, ctl, loop = setup
+    for i in range(4):
+        kube.add(f"pj{i}", t=i)
+    tick(loop, ctl, kube)
+    assert phases(kube) == {"pj0": "Running", "pj1": "Running", "pj2": "Queued", "pj3": "Queued"}
+    assert len(kube.jobs) == 2
+    assert kube.parsejobs[("ns", "pj2")]["status"]["queuePosition"] == 1
+    # admitted straight from nothing: one status write holds both transitions
+    assert [h["phase"] for h in kube.parsejobs[("ns", "pj0")]["status"]["history"]] == ["Queued", "Running"]
+    kube.finish_job("pj0")
+    tick(loop, ctl, kube)
+    p = phases(kube)
+    assert p["pj0"] == "Succeeded" and p["pj2"] == "Running" and p["pj3"] == "Queued"
+    assert kube.parsejobs[("ns", "pj0")]["status"]["result"]["events"] == 30
+    assert ("pj0", "Normal", "Succeeded") in kube.events
+
+
+def test_stale_index_never_admits_or_records_twice(setup):
+    kube, ctl, loop = setup
+    kube.add("a")
+    stale = {("ns", "a"): copy.deepcopy(kube.parsejobs[("ns", "a")])}
+    tick(loop, ctl, kube)
+    first = copy.deepcopy(kube.parsejobs[("ns", "a")]["status"])
+    tick(loop, ctl, kube, stale=stale)  # the watch has not delivered our write yet
+    tick(loop, ctl, kube, stale=stale)
+    assert kube.parsejobs[("ns", "a")]["status"] == first and len(kube.jobs) == 1
+
+
+def test_restart_between_job_creation_and_status_adopts_the_job(setup):
+    kube, ctl, loop = setup
+    kube.add("a")
+    tick(loop, ctl, kube)
+    kube.parsejobs[("ns", "a")]["status"] = {}  # as if the status write was lost
+    ctl2 = Controller(OperatorConfig(), kube)  # a new operator process
+    loop.run_until_complete(ctl2.tick(runtime(max_concurrent=1), *kube.indexes()))
+    assert phases(kube)["a"] == "Running" and len(kube.jobs) == 1
+
+
+def test_a_queued_parsejob_with_a_live_job_occupies_a_slot(setup):
+    kube, ctl, loop = setup
+    kube.add("a", t=0)
+    kube.add("b", t=1)
+    tick(loop, ctl, kube, runtime(max_concurrent=1))
+    kube.parsejobs[("ns", "a")]["status"] = {}  # status lost, Job still running
+    ctl2 = Controller(OperatorConfig(), kube)
+    loop.run_until_complete(ctl2.tick(runtime(max_concurrent=1), *kube.indexes()))
+    running = [n for n, p in phases(kube).items() if p == "Running"]
+    assert running == ["a"]
+
+
+def test_failure_classification_reaches_the_status(setup):
+    kube, ctl, loop = setup
+    kube.add("bad")
+    tick(loop, ctl, kube)
+    kube.finish_job("bad", 2, json.dumps({"ok": False, "code": "NotAPDF", "message": "not a PDF"}))
+    tick(loop, ctl, kube)
+    s = kube.parsejobs[("ns", "bad")]["status"]
+    assert s["phase"] == "Failed" and s["error"] == {"reason": "InvalidPDF", "code": "NotAPDF", "message": "not a PDF"}
+    assert ("bad", "Warning", "InvalidPDF") in kube.events
+
+
+def test_job_lost(setup):
+    kube, ctl, loop = setup
+    kube.add("a")
+    tick(loop, ctl, kube)
+    kube.jobs.clear()
+    ctl.job_created.clear()
+    kube.parsejobs[("ns", "a")]["status"]["startedAt"] = "2020-01-01T00:00:00.000000Z"
+    tick(loop, ctl, kube)
+    assert kube.parsejobs[("ns", "a")]["status"]["error"]["reason"] == "JobLost"
+
+
+def test_priorities_and_tenant_turns(setup):
+    kube, ctl, loop = setup
+    for i in range(5):
+        kube.add(f"flood{i}", tenant="flood", t=i)
+    kube.add("lone", tenant="lone", t=30)
+    kube.add("urgent", tenant="flood", priority="high", t=59)
+    tick(loop, ctl, kube, runtime(max_concurrent=2, max_per_tenant=5))
+    running = sorted(n for n, p in phases(kube).items() if p == "Running")
+    assert running == ["flood0", "urgent"]
+    kube.finish_job("urgent")
+    tick(loop, ctl, kube, runtime(max_concurrent=2, max_per_tenant=5))
+    assert phases(kube)["lone"] == "Running"  # the lone tenant's turn before flood1
+
+
+def test_deleting_parsejobs_are_left_to_the_finalizer(setup):
+    kube, ctl, loop = setup
+    b = kube.add("a")
+    b["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    tick(loop, ctl, kube)
+    assert phases(kube)["a"] is None and not kube.jobs
+
+
+def test_write_budget_per_parsejob(setup):
+    kube, ctl, loop = setup
+    for i in range(20):
+        kube.add(f"pj{i}", tenant=f"t{i % 3}", t=i)
+    rt = runtime(max_concurrent=4, max_per_tenant=4, queue_position_interval_seconds=1000)
+    for _ in range(200):
+        tick(loop, ctl, kube, rt)
+        for name, phase in phases(kube).items():
+            if phase == "Running" and not any(j["metadata"]["labels"]["schedgen.io/parsejob"] == name
+                                              and j.get("status") for j in kube.jobs.values()):
+                kube.finish_job(name)
+        if all(p == "Succeeded" for p in phases(kube).values()):
+            break
+    assert all(p == "Succeeded" for p in phases(kube).values())
+    loop.run_until_complete(asyncio.sleep(0))
+    writes_per_job = (kube.writes + len(kube.events)) / 20
+    assert writes_per_job <= 6, writes_per_job

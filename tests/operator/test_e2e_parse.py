@@ -1,0 +1,191 @@
+"""ParseJobs end to end: S3 -> operator -> Job -> real runner -> Postgres -> status."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from operator_e2e import FIXTURES, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+REAL = [("UP_MOD_XLS.pdf", "lecture", 30), ("UP_TST_PDF.pdf", "test", 12), ("UP_EXAM_SS.pdf", "exam", 5)]
+
+
+class BlackHole:
+    """A TCP port that accepts connections and never answers (a hung database)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.conns.append(conn)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop = True
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_real_pdfs_succeed_with_their_events_in_postgres(operator_cluster, start_operator):
+    c = operator_cluster
+    start_operator()
+    ns = c.tenant_namespace("parse")
+    for pdf, _, _ in REAL:
+        key = c.s3.put(FIXTURES / "up" / pdf)
+        c.submit(ns, pdf.lower().replace("_", "-").removesuffix(".pdf"), key)
+    for pdf, kind, events in REAL:
+        name = pdf.lower().replace("_", "-").removesuffix(".pdf")
+        pj = c.wait_phase(ns, name, timeout=180)
+        s = pj["status"]
+        assert s["phase"] == "Succeeded", s
+        assert s["result"]["kind"] == kind and s["result"]["events"] == events, s
+        assert s["attempts"] == 1 and s["observedGeneration"] == 1
+        assert {x["type"]: x["status"] for x in s["conditions"]} == {"Admitted": "True", "Complete": "True",
+                                                                       "Failed": "False"}
+        uid = pj["metadata"]["uid"]
+        assert c.event_rows(uid) == events
+        wait_for(lambda: (c.row(uid) or (None,))[0] == "Succeeded", 30, what="row Succeeded")
+        assert c.row(uid)[:5] == ("Succeeded", 3, 1, kind, events)
+        assert c.transitions(uid) == [(1, "Queued"), (2, "Running"), (3, "Succeeded")]
+        reasons = {e.reason for e in c.events_for(ns, name)}
+        assert {"Admitted", "Succeeded"} <= reasons
+        job = c.batch.read_namespaced_job(s["jobName"], ns)
+        assert job.metadata.owner_references[0].uid == uid
+
+
+def test_invalid_pdf_fails_after_exactly_one_pod(operator_cluster, start_operator):
+    c = operator_cluster
+    start_operator()
+    ns = c.tenant_namespace("invalid")
+    key = c.s3.put(FIXTURES / "synthetic" / "invalid-format.pdf")
+    c.submit(ns, "invalid", key, maxRetries=3)
+    pj = c.wait_phase(ns, "invalid", timeout=120)
+    s = pj["status"]
+    assert s["phase"] == "Failed" and s["error"]["reason"] == "InvalidPDF", s
+    assert s["error"].get("code") and s["error"].get("message")
+    assert s["attempts"] == 1
+    assert len(c.pods_of(ns, s["jobName"])) == 1
+    assert "InvalidPDF" in {e.reason for e in c.events_for(ns, "invalid")}
+
+
+def test_transient_failures_are_retried_up_to_max_retries(operator_cluster, start_operator):
+    c = operator_cluster
+    start_operator()
+    # The runner exits 1 (DatabaseUnavailable) when its database is unreachable.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    ns = c.tenant_namespace("retry", database_url=f"postgresql://x@127.0.0.1:{port}/x?connect_timeout=2")
+    key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
+    c.submit(ns, "flaky", key, maxRetries=1, deadlineSeconds=300)
+    pj = c.wait_phase(ns, "flaky", timeout=240)
+    s = pj["status"]
+    assert s["phase"] == "Failed" and s["error"]["reason"] == "BackoffLimitExceeded", s
+    assert s["error"].get("code") == "DatabaseUnavailable"
+    assert s["attempts"] == 2
+    assert len(c.pods_of(ns, s["jobName"])) == 2
+
+
+def test_deadline_exceeded(operator_cluster, start_operator):
+    c = operator_cluster
+    start_operator()
+    hole = BlackHole()
+    try:
+        ns = c.tenant_namespace("deadline",
+                                database_url=f"postgresql://x@127.0.0.1:{hole.port}/x?connect_timeout=60")
+        key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
+        # each attempt hangs ~5 s on the database, then the Job's backoff outlasts the deadline
+        c.submit(ns, "slow", key, deadlineSeconds=10, maxRetries=5)
+        pj = c.wait_phase(ns, "slow", timeout=120)
+    finally:
+        hole.close()
+    s = pj["status"]
+    assert s["phase"] == "Failed" and s["error"]["reason"] == "DeadlineExceeded", s
+
+
+def test_memory_limit_too_small_is_oomkilled(operator_cluster, start_operator):
+    c = operator_cluster
+    start_operator()
+    ns = c.tenant_namespace("oom")
+    key = c.s3.put(FIXTURES / "up" / "UP_MOD_XLS.pdf")
+    c.submit(ns, "tight", key, maxRetries=0, resources={"limits": {"memory": "24Mi"}, "requests": {"memory": "24Mi"}})
+    pj = c.wait_phase(ns, "tight", timeout=120)
+    s = pj["status"]
+    assert s["phase"] == "Failed" and s["error"]["reason"] == "OOMKilled", s
+
+
+def test_deleting_a_running_parsejob_cancels_it(operator_cluster, start_operator):
+    c = operator_cluster
+    start_operator()
+    hole = BlackHole()
+    try:
+        ns = c.tenant_namespace("cancel",
+                                database_url=f"postgresql://x@127.0.0.1:{hole.port}/x?connect_timeout=120")
+        key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
+        pj = c.submit(ns, "doomed", key)
+        uid = pj["metadata"]["uid"]
+        running = c.wait_phase(ns, "doomed", phases=("Running",), timeout=60)
+        job_name = running["status"]["jobName"]
+        wait_for(lambda: c.pods_of(ns, job_name), 60, what="a pod")
+        c.custom.delete_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", "doomed")
+
+        def gone():
+            try:
+                c.get(ns, "doomed")
+                return False
+            except Exception:  # noqa: BLE001 - 404
+                return True
+        wait_for(gone, 60, what="ParseJob gone")
+        assert c.row(uid)[0] == "Cancelled"
+        assert [p for _, p in c.transitions(uid)] == ["Queued", "Running", "Cancelled"]
+        wait_for(lambda: not c.pods_of(ns, job_name), 60, what="pods gone")
+    finally:
+        hole.close()
+
+
+def test_invalid_specs_are_rejected_by_the_api_server(operator_cluster):
+    from kubernetes.client.rest import ApiException
+
+    c = operator_cluster
+    ns = c.tenant_namespace("schema")
+    with pytest.raises(ApiException) as bad_priority:
+        c.submit(ns, "p", "k.pdf", priority="urgent")
+    assert bad_priority.value.status == 422
+    with pytest.raises(ApiException):
+        c.submit(ns, "d", "k.pdf", deadlineSeconds=100000)
+    with pytest.raises(ApiException):
+        c.custom.create_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", {
+            "apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob", "metadata": {"name": "nokey"},
+            "spec": {"source": {"s3": {}}}})
+    pj = c.submit(ns, "ok", "k.pdf")
+    assert pj["spec"]["priority"] == "normal" and pj["spec"]["deadlineSeconds"] == 300
+    assert pj["spec"]["maxRetries"] == 3 and pj["spec"]["scheduleType"] == "auto"
+    with pytest.raises(ApiException) as immutable:
+        c.custom.patch_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", "ok",
+                                                {"spec": {"source": {"s3": {"key": "other.pdf"}}}})
+    assert "immutable" in str(immutable.value.body)
+    c.custom.patch_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", "ok",
+                                            {"spec": {"priority": "high"}})  # priority may change
+    # no operator runs here: remove the ParseJobs' finalizers ourselves, if any were added
+    for pj in c.parsejobs(ns):
+        c.custom.delete_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", pj["metadata"]["name"])
+    time.sleep(0.5)
+    c.namespaces.remove(ns)
+    c.core.delete_namespace(ns)

@@ -1,0 +1,81 @@
+"""60 ParseJobs from 3 tenants through maxConcurrent 4: caps, priorities, fairness."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from operator_e2e import FIXTURES, summary, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+def started_at(pj: dict) -> str:
+    return pj["status"]["startedAt"]
+
+
+def test_sixty_parsejobs_three_tenants_max_four(operator_cluster, start_operator):
+    c = operator_cluster
+    op = start_operator()
+    c.set_runtime(maxConcurrent=0, maxPerTenant=4, admissionsPerSecond=50, admissionBurst=50,
+                  queuePositionIntervalSeconds=1, queuePositionMaxWrites=100)
+    key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
+    alpha, beta, gamma = (c.tenant_namespace(t) for t in ("alpha", "beta", "gamma"))
+    plan = ([(alpha, f"a{i:02d}", "normal") for i in range(30)]
+            + [(beta, f"b{i:02d}", "low") for i in range(18)] + [(beta, f"bh{i}", "high") for i in range(2)]
+            + [(gamma, f"g{i:02d}", "normal") for i in range(7)] + [(gamma, f"gh{i}", "high") for i in range(3)])
+    for ns, name, prio in plan:
+        c.submit(ns, name, key, priority=prio, scheduleType="exam")
+    namespaces = [alpha, beta, gamma]
+
+    # Nothing may start yet; all are Queued with their place in the queue.
+    def queued_with_positions():
+        items = [pj for ns in namespaces for pj in c.parsejobs(ns)]
+        return items if (len(items) == 60 and all((pj.get("status") or {}).get("queuePosition") for pj in items)
+                         and all(pj["status"]["phase"] == "Queued" for pj in items)) else None
+    items = wait_for(queued_with_positions, 60, what="60 Queued ParseJobs with queue positions")
+    positions = {pj["metadata"]["name"]: pj["status"]["queuePosition"] for pj in items}
+    assert sorted(positions.values()) == list(range(1, 61))
+    assert {n for n, p in positions.items() if p <= 5} == {"bh0", "bh1", "gh0", "gh1", "gh2"}
+    assert all(positions[f"b{i:02d}"] > 42 for i in range(18))  # low last
+
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                running = [pj for pj in c.all_parsejobs() if (pj.get("status") or {}).get("phase") == "Running"]
+                samples.append(len(running))
+            except Exception:  # noqa: BLE001
+                pass
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    c.set_runtime(maxConcurrent=4)  # run-time configuration: admission opens
+    try:
+        items = c.wait_all_finished(namespaces, timeout=900)
+    finally:
+        stop.set()
+        sampler.join(5)
+    assert all(pj["status"]["phase"] == "Succeeded" for pj in items), summary(items)
+    assert max(samples) <= 4 and max(samples) >= 3, samples
+    assert all(pj["status"]["result"]["events"] == 5 for pj in items)
+
+    order = sorted(items, key=started_at)
+    names = [pj["metadata"]["name"] for pj in order]
+    # priorities: the five high ones start first; every low one after every normal one
+    assert set(names[:5]) == {"bh0", "bh1", "gh0", "gh1", "gh2"}, names[:8]
+    last_normal = max(started_at(pj) for pj in items if pj["spec"]["priority"] == "normal")
+    first_low = min(started_at(pj) for pj in items if pj["spec"]["priority"] == "low")
+    assert first_low >= last_normal[:19]  # same second at worst (one admission tick)
+    # tenants take turns: gamma's 7 normal ones do not wait behind alpha's 30
+    normal = [n for n in names if n[0] in "ag" and not n.startswith(("bh", "gh"))]
+    assert max(normal.index(f"g{i:02d}") for i in range(7)) < 18, normal
+    # and every tenant progressed early on
+    first20 = {n[0] for n in names[:20]}
+    assert {"a", "g", "b"} <= first20
+    assert op.metric("schedgen_parsejobs_completed_total", outcome="Succeeded") >= 60

@@ -1,0 +1,93 @@
+"""The Job built for an admitted ParseJob."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from schedgen.operator.config import OperatorConfig
+from schedgen.operator.job_template import build_job, effective_resources, job_name, parse_quantity
+
+UID = "0b5c9a3e-1111-2222-3333-444455556666"
+
+
+def parsejob(**spec) -> dict:
+    base = {"source": {"s3": {"key": "uploads/a.pdf"}}, "scheduleType": "lecture", "priority": "high",
+            "deadlineSeconds": 120, "maxRetries": 2}
+    base.update(spec)
+    return {"apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob",
+            "metadata": {"name": "my.upload", "namespace": "team-a", "uid": UID, "labels": {"x": "y"}},
+            "spec": base}
+
+
+def env_of(job: dict) -> dict:
+    return {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_name_is_deterministic_and_valid():
+    assert job_name("my.upload", UID) == job_name("my.upload", UID) == "my-upload-0b5c9a3e"
+    assert job_name("my.upload", UID) != job_name("my.upload", "ffffffff-0000")
+    long = job_name("x" * 253, UID)
+    assert len(long) <= 63 and long.endswith("-0b5c9a3e")
+
+
+def test_job_shape():
+    cfg = OperatorConfig(priority_classes={"high": "schedgen-high"}, s3_endpoint_url="http://s3:9000")
+    job = build_job(parsejob(), cfg)
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    c = pod["containers"][0]
+    assert job["metadata"]["name"] == "my-upload-0b5c9a3e" and job["metadata"]["namespace"] == "team-a"
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == UID and owner["controller"] is True and owner["kind"] == "ParseJob"
+    assert spec["activeDeadlineSeconds"] == 120 and spec["backoffLimit"] == 2
+    assert spec["ttlSecondsAfterFinished"] == cfg.job_ttl_seconds
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "runner", "operator": "In", "values": [2]}}
+    assert any(r["action"] == "Ignore" and r["onPodConditions"][0]["type"] == "DisruptionTarget" for r in rules)
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["priorityClassName"] == "schedgen-high"
+    assert c["image"] == cfg.runner_image and "command" not in c
+    env = env_of(job)
+    assert env["SCHEDGEN_JOB_UID"]["value"] == UID and env["SCHEDGEN_JOB_NAME"]["value"] == "my.upload"
+    assert env["SCHEDGEN_TENANT"]["value"] == "team-a"  # defaults to the namespace
+    assert env["SCHEDGEN_S3_BUCKET"]["value"] == cfg.default_bucket
+    assert env["SCHEDGEN_S3_ENDPOINT_URL"]["value"] == "http://s3:9000"
+    assert env["SCHEDGEN_SCHEDULE_TYPE"]["value"] == "lecture"
+    for secret_var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "SCHEDGEN_DATABASE_URL"):
+        assert "value" not in env[secret_var]
+        assert env[secret_var]["valueFrom"]["secretKeyRef"]["key"] == secret_var
+    labels = job["metadata"]["labels"]
+    assert labels["schedgen.io/parsejob-uid"] == UID and labels["app.kubernetes.io/managed-by"] == "schedgen-operator"
+    assert spec["template"]["metadata"]["labels"]["schedgen.io/parsejob-uid"] == UID
+
+
+def test_no_priority_class_unless_configured_and_runner_command_override():
+    job = build_job(parsejob(priority="low", tenant="t1"), OperatorConfig(runner_command=("stub", "--ok")))
+    pod = job["spec"]["template"]["spec"]
+    assert "priorityClassName" not in pod
+    assert pod["containers"][0]["command"] == ["stub", "--ok"]
+    assert env_of(job)["SCHEDGEN_TENANT"]["value"] == "t1"
+
+
+@pytest.mark.parametrize("text,value", [("250m", Decimal("0.25")), ("2", Decimal(2)), ("1Gi", Decimal(2**30)),
+                                         ("512M", Decimal(512 * 10**6)), (1, Decimal(1)), ("1e3", Decimal(1000))])
+def test_parse_quantity(text, value):
+    assert parse_quantity(text) == value
+
+
+def test_resources_spec_may_ask_less_never_more():
+    cfg = OperatorConfig(cpu_request="250m", memory_request="256Mi", cpu_limit="1", memory_limit="512Mi",
+                         max_cpu="2", max_memory="1Gi")
+    assert effective_resources(None, cfg) == {"requests": {"cpu": "250m", "memory": "256Mi"},
+                                              "limits": {"cpu": "1", "memory": "512Mi"}}
+    asked = {"requests": {"cpu": "4", "memory": "64Mi"}, "limits": {"cpu": 8, "memory": "100Gi"}}
+    assert effective_resources(asked, cfg) == {"requests": {"cpu": "2", "memory": "64Mi"},
+                                               "limits": {"cpu": "2", "memory": "1Gi"}}
+    small = {"limits": {"memory": "32Mi"}}
+    got = effective_resources(small, cfg)
+    assert got["limits"]["memory"] == "32Mi" and got["requests"]["memory"] == "32Mi"  # request <= limit

@@ -1,0 +1,75 @@
+"""The ICS export and the `schedgen parse` command."""
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import icalendar
+import pytest
+
+from schedule_pdfs import FIXTURES
+from schedgen.ics import CalendarRangeRequired, to_ics
+from schedgen.runner.parsing import parse_pdf
+
+SCHEDGEN = [str(Path(sys.executable).with_name("schedgen"))]
+
+
+def events_of(ics: bytes):
+    return [c for c in icalendar.Calendar.from_ical(ics).walk("VEVENT")]
+
+
+def test_lectures_recur_weekly_in_the_term():
+    result = parse_pdf(FIXTURES / "up" / "UP_MOD_XLS.pdf")
+    ics = to_ics(result.kind, result.events, first_day=dt.date(2025, 7, 21), last_day=dt.date(2025, 10, 31))
+    vevents = events_of(ics)
+    assert len(vevents) == 30
+    first = vevents[0]
+    assert str(first["summary"]) == "COS 214 L1"
+    start = first.decoded("dtstart")
+    assert (start.date(), start.hour, start.minute) == (dt.date(2025, 7, 21), 8, 30)  # a Monday
+    assert str(start.tzinfo) == "Africa/Johannesburg"
+    assert first["rrule"]["FREQ"] == ["WEEKLY"]
+    assert len({str(v["uid"]) for v in vevents}) == 30
+    with pytest.raises(CalendarRangeRequired):
+        to_ics(result.kind, result.events)
+
+
+def test_exams_get_an_assumed_duration_that_is_said():
+    result = parse_pdf(FIXTURES / "up" / "UP_EXAM_SS.pdf")
+    vevent = events_of(to_ics(result.kind, result.events, exam_hours=2.5))[0]
+    assert vevent.decoded("dtend") - vevent.decoded("dtstart") == dt.timedelta(hours=2.5)
+    assert "assumed" in str(vevent["description"])
+    assert "IT Building CBT Labs 1,2,3" in str(vevent["location"])
+
+
+def test_tests_are_dated_events():
+    result = parse_pdf(FIXTURES / "up" / "UP_TST_PDF.pdf")
+    vevents = events_of(to_ics(result.kind, result.events))
+    assert len(vevents) == 12
+    assert vevents[0].decoded("dtstart").isoformat() == "2025-08-23T10:00:00+02:00"
+    assert vevents[0].decoded("dtend").isoformat() == "2025-08-23T11:30:00+02:00"
+
+
+def test_cli_json_and_errors(tmp_path):
+    out = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_TST_PDF.pdf")],
+                         capture_output=True, text=True, check=True)
+    doc = json.loads(out.stdout)
+    assert doc["kind"] == "test" and len(doc["events"]) == 12
+    assert set(doc["events"][0]) >= {"module", "activity", "group", "day", "date", "startTime", "endTime",
+                                      "venues", "campus"}
+    bad = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "synthetic" / "invalid-format.pdf")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: UnknownScheduleType: ")
+
+
+def test_cli_ics_for_lectures(tmp_path):
+    target = tmp_path / "lectures.ics"
+    subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "--format", "ics",
+                               "--from", "2025-07-21", "--until", "2025-10-31", "-o", str(target)], check=True)
+    assert len(events_of(target.read_bytes())) == 30
+    missing = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "--format", "ics"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "CalendarRangeRequired" in missing.stderr
