@@ -22,7 +22,7 @@ from psycopg import conninfo
 from psycopg.types.json import Jsonb
 
 from schedgen.errors import ConfigurationError, DatabaseUnavailable
-from schedgen.models import Event, ParseResult
+from schedgen.models import Event, ParseResult, camel_case
 
 # Any constant works as long as every migrator uses the same one ("schedgen" in ASCII).
 MIGRATION_LOCK_KEY = 0x73636865646765
@@ -184,7 +184,7 @@ def migrate_command(dsn: str | None = None) -> int:
 
 
 def _event_row(job_uid: uuid.UUID, ordinal: int, e: Event) -> tuple:
-    details = {_camel(f): getattr(e, f) for f in _DETAIL_FIELDS if getattr(e, f) is not None}
+    details = {camel_case(f): getattr(e, f) for f in _DETAIL_FIELDS if getattr(e, f) is not None}
     return (
         job_uid, ordinal, e.module, e.activity, e.group, e.day,
         dt.date.fromisoformat(e.date) if e.date else None,
@@ -257,7 +257,7 @@ def _read_events(conn: psycopg.Connection, uid: str) -> Iterator[Event]:
         (uid,),
     )
     for module, activity, group, day, date, start, end, venues, campus, details in cur:
-        extra = {f: details.get(_camel(f)) for f in _DETAIL_FIELDS}
+        extra = {f: details.get(camel_case(f)) for f in _DETAIL_FIELDS}
         yield Event(
             module=module, activity=activity, group=group, day=day,
             date=date.isoformat() if date else None,
@@ -265,8 +265,3 @@ def _read_events(conn: psycopg.Connection, uid: str) -> Iterator[Event]:
             end_time=end.strftime("%H:%M") if end else None,
             venues=tuple(venues or ()), campus=campus, **extra,
         )
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)

@@ -38,15 +38,15 @@ class Event:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[_camel(f.name)] = list(value) if isinstance(value, tuple) else value
+            out[camel_case(f.name)] = list(value) if isinstance(value, tuple) else value
         return out
 
     @classmethod
     def from_json(cls, data: dict) -> "Event":
         kwargs = {}
         for f in fields(cls):
-            if _camel(f.name) in data:
-                value = data[_camel(f.name)]
+            if camel_case(f.name) in data:
+                value = data[camel_case(f.name)]
                 kwargs[f.name] = tuple(value) if f.name == "venues" else value
         return cls(**kwargs)
 
@@ -71,6 +71,7 @@ class ParseResult:
         }
 
 
-def _camel(name: str) -> str:
+def camel_case(name: str) -> str:
+    """`start_time` -> `startTime`: JSON keys are camelCase."""
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
