@@ -8,7 +8,6 @@ the tests that need them loudly (they are part of the CI setup), never skip.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,8 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
-if str(ROOT / "hack") not in sys.path:  # until pyproject sets pythonpath = ["hack"]
-    sys.path.insert(0, str(ROOT / "hack"))
+pytest_plugins = ["localkube.pytest_plugin"]  # the local control plane (hack/ is on pythonpath)
 
 import devservices  # noqa: E402
 

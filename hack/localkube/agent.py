@@ -77,17 +77,32 @@ def now_micro() -> str:
 
 # --------------------------------------------------------------------------- image map
 class ImageMap:
-    def __init__(self, data: dict | None):
+    """image -> {command, args, env, path_prepend}; reloaded when its file changes."""
+
+    def __init__(self, data: dict | None, path: str | None = None):
         self.data = data or {}
+        self.path = path
+        self.mtime = None
 
     @classmethod
     def load(cls, path: str | None) -> "ImageMap":
-        if not path:
-            return cls({})
-        text = Path(path).read_text()
-        return cls(yaml.safe_load(text) or {})
+        m = cls({}, path)
+        m._reload()
+        return m
+
+    def _reload(self) -> None:
+        if not self.path:
+            return
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+            if mtime != self.mtime:
+                self.data = yaml.safe_load(Path(self.path).read_text()) or {}
+                self.mtime = mtime
+        except (OSError, yaml.YAMLError) as e:
+            log.warning("cannot (re)load image map %s: %s", self.path, e)
 
     def lookup(self, image: str) -> dict | None:
+        self._reload()
         if not image:
             return None
         candidates = [image]
@@ -542,6 +557,8 @@ class ContainerRun:
             env["KUBERNETES_SERVICE_PORT"] = str(w.agent.args.apiserver_port)
         tpath = self.termination_path()
         env["TERMINATION_MESSAGE_PATH"] = str(tpath)
+        if w.sa_kubeconfig:
+            env["KUBECONFIG"] = str(w.sa_kubeconfig)
         # envFrom, then env (env wins), with $(VAR) expansion against what is defined so far
         for src in self.spec.get("envFrom") or []:
             prefix = src.get("prefix", "")
@@ -778,6 +795,40 @@ class PodWorker(threading.Thread):
         self.start_time = now_ts()
         self.phase = "Pending"
         self.init_done = False
+        self.sa_kubeconfig: Path | None = None
+
+    def write_service_account_credentials(self) -> None:
+        """Stand-in for the projected service-account volume: a TokenRequest token for the pod's
+        ServiceAccount in <pod dir>/serviceaccount/ and a kubeconfig using it ($KUBECONFIG)."""
+        spec = self.pod.get("spec") or {}
+        if spec.get("automountServiceAccountToken") is False:
+            return
+        sa = spec.get("serviceAccountName") or "default"
+        try:
+            resp = self.agent.core.create_namespaced_service_account_token(
+                sa, self.ns, {"spec": {"audiences": [], "expirationSeconds": 3600,
+                                       "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name,
+                                                          "uid": self.uid}}},
+                _preload_content=False)
+            token = json.loads(resp.data)["status"]["token"]
+        except Exception as e:  # noqa: BLE001
+            log.warning("no service account token for %s (%s)", self.key, e)
+            return
+        d = self.dir / "serviceaccount"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "token").write_text(token)
+        (d / "namespace").write_text(self.ns)
+        ca = self.agent.api.configuration.ssl_ca_cert
+        if ca:
+            shutil.copyfile(ca, d / "ca.crt")
+        cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "pod",
+               "clusters": [{"name": "local", "cluster": {"server": self.agent.api.configuration.host,
+                                                          "certificate-authority": str(d / "ca.crt")}}],
+               "users": [{"name": f"system:serviceaccount:{self.ns}:{sa}", "user": {"token": token}}],
+               "contexts": [{"name": "pod", "context": {"cluster": "local", "namespace": self.ns,
+                                                        "user": f"system:serviceaccount:{self.ns}:{sa}"}}]}
+        (d / "kubeconfig").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.sa_kubeconfig = d / "kubeconfig"
 
     # events from the watch thread (agent lock held)
     def update(self, pod: dict) -> None:
@@ -969,6 +1020,7 @@ class PodWorker(threading.Thread):
     def _run(self) -> None:
         for d in (self.dir, self.tmp, self.home):
             d.mkdir(parents=True, exist_ok=True)
+        self.write_service_account_credentials()
         spec = self.pod.get("spec") or {}
         policy = spec.get("restartPolicy", "Always")
         self.push_status()

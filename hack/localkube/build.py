@@ -122,12 +122,41 @@ def _kube_gomod_text(steps: _Steps, env: dict, version: str) -> str:
 
 def build(version: str = K8S_VERSION, etcd_version: str = ETCD_VERSION, force: bool = False,
           jobs: int = 2) -> Path:
-    """Build or reuse the binaries; return the bin directory."""
+    """Build or reuse the binaries; return the bin directory.
+
+    Concurrent callers (several pytest sessions, a CLI) serialise on a lock file; the
+    later ones reuse what the first one built.
+    """
+    import fcntl
     steps = _Steps()
     bdir = bin_dir(version)
     if is_built(version) and not force:
-        steps.log(f"reusing {bdir} (built {stamp_path(version).read_text().strip()})")
+        steps.log(f"reusing {bdir} ({_stamp_summary(version)})")
         return bdir
+    version_dir(version).mkdir(parents=True, exist_ok=True)
+    with open(version_dir(version) / ".build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            steps.log("another process is building these binaries; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_built(version) and not force:
+            steps.log(f"reusing {bdir} ({_stamp_summary(version)})")
+            return bdir
+        return _build_locked(steps, version, etcd_version, jobs)
+
+
+def _stamp_summary(version: str) -> str:
+    try:
+        st = json.loads(stamp_path(version).read_text())
+        return f"kubernetes {st['kubernetes']}, etcd {st['etcd']}, built {st['built_at']} in {st['seconds']:.0f}s"
+    except (OSError, ValueError, KeyError):
+        return "stamp unreadable"
+
+
+def _build_locked(steps: "_Steps", version: str, etcd_version: str, jobs: int) -> Path:
+    bdir = bin_dir(version)
+    stamp_path(version).unlink(missing_ok=True)
     if shutil.which("go") is None:
         raise RuntimeError("Go toolchain not found on PATH")
     vdir = version_dir(version)

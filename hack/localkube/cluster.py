@@ -251,14 +251,17 @@ class LocalCluster:
             self._wait("etcd", lambda: self._tcp_ok(ports["etcd"]), 30, ("etcd",))
             self.log(f"etcd listening after {time.monotonic() - t1:.1f}s")
             self._start_apiserver(ports)
-            self._start_controller_manager(ports)
             t1 = time.monotonic()
             self._wait("kube-apiserver /readyz", lambda: self._get("/readyz")[0] == 200, timeout,
                        ("etcd", "kube-apiserver"))
             self.log(f"kube-apiserver ready after {time.monotonic() - t1:.1f}s")
+            # controller-manager exits if the apiserver is not reachable at startup
+            self._start_controller_manager(ports)
+            t1 = time.monotonic()
             self._wait("default serviceaccount", lambda: self._get(
                 "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, timeout,
                 ("etcd", "kube-apiserver", "kube-controller-manager"))
+            self.log(f"default serviceaccount after {time.monotonic() - t1:.1f}s")
         except BaseException:
             self.stop()
             raise
@@ -344,9 +347,26 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ nodes
     def image_map_file(self) -> Path:
+        """Write ``self.image_map`` to the file all node agents read (they reload it on change)."""
         f = self.state_dir / "image-map.yaml"
-        f.write_text(yaml.safe_dump(self.image_map, sort_keys=True))
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(self.image_map, sort_keys=True))
+        tmp.replace(f)
         return f
+
+    def set_image(self, image: str, command: list[str], args: list[str] | None = None,
+                  env: dict | None = None, path_prepend: list[str] | None = None) -> None:
+        """Map ``image`` (with or without tag, or a glob) to a local command, for running agents too."""
+        entry: dict = {"command": list(command)}
+        if args:
+            entry["args"] = list(args)
+        if env:
+            entry["env"] = {str(k): str(v) for k, v in env.items()}
+        if path_prepend:
+            entry["path_prepend"] = list(path_prepend)
+        self.image_map[image] = entry
+        if self.state_dir.exists():
+            self.image_map_file()
 
     def add_node(self, name: str, cpu: str = "2", memory: str = "4Gi", pods: int = 110,
                  labels: dict | None = None, wait: float = 30.0) -> int:
@@ -459,13 +479,15 @@ class LocalCluster:
                         pass
             except OSError:
                 pass
-        for d in sorted([root, *root.rglob("*")], key=lambda p: -len(p.parts)):
+        for d in sorted([root.parent, root, *root.rglob("*")], key=lambda p: -len(p.parts)):
             if d.is_dir():
-                for _ in range(20):
+                for _ in range(1 if d == root.parent else 20):
                     try:
                         d.rmdir()
                         break
-                    except OSError:
+                    except FileNotFoundError:
+                        break
+                    except OSError:  # busy, or (parent) another cluster's cgroups are in it
                         time.sleep(0.05)
 
     def status(self) -> dict:

@@ -11,7 +11,8 @@ Fixtures
     ``~/.cache/schedgen``. Everything is stopped by pid at session end. Attributes:
     ``kubeconfig`` (Path), ``server``, ``add_node(name, cpu=, memory=, pods=)``,
     ``image_map`` (dict image -> {command, args, env, path_prepend}), ``api_client()``,
-    ``kubectl(*args)``, ``agent_pid(node)``, ``state_dir``.
+    ``kubectl(*args)``, ``agent_pid(node)``, ``bin(name)``, ``state_dir``,
+    ``set_image(image, command, args=None, env=None, path_prepend=None)`` (running agents reload it).
 ``k8s_api_client`` (session)
     ``kubernetes.client.ApiClient`` authenticated as cluster admin.
 ``k8s_namespace`` (function)

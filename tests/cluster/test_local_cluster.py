@@ -224,7 +224,7 @@ def test_pod_security_restricted_rejects_privileged(k8s_api_client):
 def test_many_jobs(k8s_api_client, k8s_namespace):
     ns = k8s_namespace
     batch = _batch(k8s_api_client)
-    n = 30
+    n = 60
     for i in range(n):
         batch.create_namespaced_job(ns, job_manifest(f"j{i}", ["sh", "-c", f"sleep 0.{i % 10}; exit {i % 2}"],
                                                      resources={"requests": {"cpu": "50m", "memory": "32Mi"}}))
@@ -237,3 +237,37 @@ def test_many_jobs(k8s_api_client, k8s_namespace):
     jobs = wait_for(done, 120, interval=0.5, what="all jobs finished")
     ok = sorted(int(j.metadata.name[1:]) for j in jobs if j.status.succeeded == 1)
     assert ok == [i for i in range(n) if i % 2 == 0]
+
+
+def test_init_container_and_on_failure_restart(k8s_api_client, k8s_namespace):
+    ns = k8s_namespace
+    job = job_manifest("retry", ["sh", "-c", 'test "$(cat "$HOME/init")" = ready || exit 9; '
+                                             'if [ -f "$HOME/tried" ]; then exit 0; fi; touch "$HOME/tried"; exit 1'],
+                       restart_policy="OnFailure", backoff_limit=3)
+    job["spec"]["template"]["spec"]["initContainers"] = [
+        {"name": "init", "image": "busybox", "command": ["sh", "-c", 'echo ready > "$HOME/init"']}]
+    _batch(k8s_api_client).create_namespaced_job(ns, job)
+    cond = wait_job_finished(k8s_api_client, ns, "retry", 60)
+    assert cond["type"] == "Complete", cond
+    (pod,) = job_pods(k8s_api_client, ns, "retry")
+    cs = pod.status.container_statuses[0]
+    assert cs.restart_count == 1
+    assert cs.last_state.terminated.exit_code == 1
+    assert cs.state.terminated.exit_code == 0
+    assert pod.status.init_container_statuses[0].state.terminated.reason == "Completed"
+
+
+def test_pod_gets_service_account_kubeconfig_and_image_map_updates(local_cluster, k8s_api_client, k8s_namespace):
+    ns = k8s_namespace
+    kubectl = local_cluster.bin("kubectl")
+    local_cluster.set_image("whoami-tool", [kubectl, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+    job = job_manifest("who", [], image="whoami-tool:1.0")
+    job["spec"]["template"]["spec"]["containers"][0].pop("command")
+    job["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    job["spec"]["template"]["spec"]["containers"][0]["args"] = []
+    _batch(k8s_api_client).create_namespaced_job(ns, job)
+    cond = wait_job_finished(k8s_api_client, ns, "who", 60)
+    (pod,) = job_pods(k8s_api_client, ns, "who")
+    assert cond["type"] == "Complete", _terminated(pod)
+    log = (next((local_cluster.state_dir / "nodes").glob(f"*/pods/{ns}_{pod.metadata.name}_*/main.log"))).read_text()
+    assert f"system:serviceaccount:{ns}:default" in log
