@@ -209,10 +209,11 @@ def _table_rows(table, chars: list[dict]) -> list[rules.Row]:
     Characters, not words, are binned: header text that overlaps a neighbouring cell
     would otherwise merge into one word across two columns.
     """
-    col_edges = [column.bbox[0] for column in table.columns][1:]
-    row_edges = [row.bbox[1] for row in table.rows][1:]
+    columns, rows = table.columns, table.rows  # computed properties: read once
+    col_edges = [column.bbox[0] for column in columns][1:]
+    row_edges = [row.bbox[1] for row in rows][1:]
     x0, top, x1, bottom = table.bbox
-    grid: list[list[list[dict]]] = [[[] for _ in table.columns] for _ in table.rows]
+    grid: list[list[list[dict]]] = [[[] for _ in columns] for _ in rows]
     for char in chars:
         cx, cy = (char["x0"] + char["x1"]) / 2, (char["top"] + char["bottom"]) / 2
         if x0 <= cx <= x1 and top <= cy <= bottom:
