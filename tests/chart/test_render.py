@@ -1,0 +1,229 @@
+"""The chart offline: render (helm-python-sdk, the Helm v4 engine), lint, values schema,
+one source of truth for the CRDs, restricted pods, least-privilege RBAC."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from chartlib import CHART, REPO_CRDS, chart, find, notes, one, pod_specs, render
+
+# Non-default value sets the tests render (and the cluster tests apply).
+VALUE_SETS = {
+    "default": {},
+    "namespaced": {"watch": {"namespaces": ["team-a", "team-b"]}},
+    "single-operator-no-api": {"operator": {"replicas": 1, "standalone": True}, "api": {"enabled": False}},
+    "everything-on": {
+        "priorityClasses": {"create": True},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "postgres": {"existingSecret": "schedgen-postgres"},
+        "s3": {"existingSecret": "schedgen-s3", "endpointUrl": "http://minio.storage:9000", "bucket": "uploads"},
+        "runner": {"nodeSelector": {"pool": "runners"},
+                   "tolerations": [{"key": "pool", "value": "runners", "effect": "NoSchedule"}],
+                   "image": {"repository": "ghcr.io/up/schedgen-runner", "tag": "1.2.3",
+                             "digest": "sha256:" + "a" * 64, "pullPolicy": "Always"}},
+        "api": {"autoscaling": {"enabled": False}, "replicas": 3, "podDisruptionBudget": {"enabled": False}},
+        "networkPolicy": {"runnerNamespaces": ["team-a"], "apiFrom": [{"namespaceSelector": {}}]},
+        "jobDefaults": {"deadlineSeconds": 600, "maxRetries": 1, "ttlSecondsAfterFinished": 60,
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                      "limits": {"cpu": 2, "memory": "1Gi"}}},
+    },
+    "no-networkpolicy": {"networkPolicy": {"enabled": False}},
+}
+
+BAD_VALUES = [
+    ({"operator": {"replicas": 0}}, "/operator/replicas"),
+    ({"operator": {"replicas": "two"}}, "/operator/replicas"),
+    ({"operator": {"standalone": True}}, "/operator/replicas"),  # standalone with 2 replicas
+    ({"jobDefaults": {"deadlineSeconds": 5}}, "/jobDefaults/deadlineSeconds"),
+    ({"jobDefaults": {"maxRetries": 11}}, "/jobDefaults/maxRetries"),
+    ({"jobDefaults": {"resources": {"limits": {"memory": "lots"}}}}, "/jobDefaults/resources/limits/memory"),
+    ({"queue": {"maxConcurrent": -1}}, "/queue/maxConcurrent"),
+    ({"queue": {"maxConcurent": 3}}, "maxConcurent"),  # typo: unknown keys are rejected
+    ({"s3": {"bucket": "Not_A_Bucket"}}, "/s3/bucket"),
+    ({"s3": {"endpointUrl": "minio:9000"}}, "/s3/endpointUrl"),
+    ({"watch": {"namespaces": ["Team_A"]}}, "/watch/namespaces/0"),
+    ({"watch": {"namespaces": "team-a"}}, "/watch/namespaces"),
+    ({"operator": {"image": {"pullPolicy": "Sometimes"}}}, "/operator/image/pullPolicy"),
+    ({"runner": {"image": {"digest": "sha256:nope"}}}, "/runner/image/digest"),
+    ({"api": {"service": {"type": "Ingress"}}}, "/api/service/type"),
+    ({"postgres": {"password": "hunter2"}}, "password"),  # no credentials in values
+]
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_renders_and_lints(name):
+    import helm_python as helm
+
+    values = VALUE_SETS[name]
+    docs = render(values)
+    assert docs, "nothing rendered"
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "ServiceAccount", "ConfigMap", "ClusterRole"} <= kinds
+    for d in docs:
+        assert d["metadata"]["name"], d
+        assert d["apiVersion"] and d["kind"]
+    report = helm.lint(str(CHART), values, strict=True, namespace="schedgen-system")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + list(report["errors"])
+    assert not problems, problems
+
+
+def test_default_objects():
+    docs = render()
+    op = one(docs, "Deployment", "schedgen-operator")
+    assert op["spec"]["replicas"] == 2
+    api = one(docs, "Deployment", "schedgen-api")
+    assert "replicas" not in api["spec"]  # the HPA owns it
+    assert api["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        op["spec"]["template"]["spec"]["containers"][0]["image"] == "schedgen-operator:0.1.0"
+    assert api["spec"]["template"]["spec"]["containers"][0]["command"] == ["schedgen-api"]
+    one(docs, "Service", "schedgen-api")
+    hpa = one(docs, "HorizontalPodAutoscaler", "schedgen-api")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "schedgen-api"
+    one(docs, "PodDisruptionBudget", "schedgen-api")
+    one(docs, "ClusterKopfPeering", "schedgen")
+    assert not find(docs, "PriorityClass") and not find(docs, "ServiceMonitor")
+    assert not find(docs, "Secret"), "the chart must not carry credentials"
+    cm = one(docs, "ConfigMap", "schedgen-operator")
+    assert cm["data"]["maxConcurrent"] == "10" and cm["data"]["retentionFailedSeconds"] == "86400"
+    env = {e["name"]: e.get("value") for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SCHEDGEN_OPERATOR_CONFIGMAP"] == "schedgen-operator"
+    assert env["SCHEDGEN_RUNNER_IMAGE"] == "schedgen-runner:0.1.0"
+    assert env["SCHEDGEN_MAX_BYTES"] == "10485760"  # integers stay integers (no 1.048576e+07)
+    assert env["SCHEDGEN_STANDALONE"] == "0" and env["SCHEDGEN_PEERING_NAME"] == "schedgen"
+    assert "SCHEDGEN_DATABASE_URL" not in env  # no existingSecret by default
+    assert "schedgen.io/v1alpha1" in notes() and "kubectl" in notes()
+
+
+def test_values_reach_the_operator_and_the_configmap():
+    docs = render(VALUE_SETS["everything-on"])
+    op = one(docs, "Deployment", "schedgen-operator")
+    env = {e["name"]: e for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SCHEDGEN_RUNNER_IMAGE"]["value"] == "ghcr.io/up/schedgen-runner@sha256:" + "a" * 64
+    assert env["SCHEDGEN_IMAGE_PULL_POLICY"]["value"] == "Always"
+    assert env["SCHEDGEN_PRIORITY_CLASSES"]["value"] == \
+        "high=schedgen-high,normal=schedgen-normal,low=schedgen-low"
+    assert env["SCHEDGEN_NODE_SELECTOR"]["value"] == "pool=runners"
+    assert json.loads(env["SCHEDGEN_RUNNER_TOLERATIONS"]["value"])[0]["key"] == "pool"
+    assert env["SCHEDGEN_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == \
+        {"name": "schedgen-postgres", "key": "SCHEDGEN_DATABASE_URL"}
+    assert env["SCHEDGEN_JOB_TTL_SECONDS"]["value"] == "60"
+    assert env["SCHEDGEN_CPU_LIMIT"]["value"] == "2" and env["SCHEDGEN_MEMORY_LIMIT"]["value"] == "1Gi"
+    assert env["SCHEDGEN_S3_ENDPOINT_URL"]["value"] == "http://minio.storage:9000"
+    assert env["SCHEDGEN_DEFAULT_BUCKET"]["value"] == "uploads"
+    api = one(docs, "Deployment", "schedgen-api")
+    assert api["spec"]["replicas"] == 3
+    aenv = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert aenv["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "schedgen-s3"
+    assert aenv["SCHEDGEN_API_DEFAULT_DEADLINE_SECONDS"]["value"] == "600"
+    assert not find(docs, "HorizontalPodAutoscaler") and not find(docs, "PodDisruptionBudget")
+    pcs = {d["metadata"]["name"]: d["value"] for d in find(docs, "PriorityClass")}
+    assert pcs == {"schedgen-high": 1000, "schedgen-normal": 0, "schedgen-low": -100}
+    sm = one(docs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    assert {d["metadata"]["namespace"] for d in find(docs, "NetworkPolicy", "schedgen-runner")} == \
+        {"team-a", "schedgen-system"}
+
+
+def test_chart_crds_are_the_repository_crds_byte_for_byte():
+    """One source of truth: charts/schedgen/crds/ holds byte-identical copies of crds/."""
+    chart_crds = {p.name: p.read_bytes() for p in (CHART / "crds").iterdir()}
+    repo_crds = {p.name: p.read_bytes() for p in REPO_CRDS.glob("*.yaml")}
+    assert chart_crds == repo_crds, (
+        "charts/schedgen/crds/ drifted from crds/: run `cp crds/*.yaml charts/schedgen/crds/`")
+    loaded = {c["filename"].split("/")[-1] for c in chart().crds}
+    assert loaded == set(repo_crds)
+    names = {d["metadata"]["name"] for p in (CHART / "crds").iterdir()
+             for d in yaml.safe_load_all(p.read_text()) if d and d["kind"] == "CustomResourceDefinition"}
+    assert {"parsejobs.schedgen.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= names
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_every_pod_meets_the_restricted_standard(name):
+    specs = pod_specs(render(VALUE_SETS[name]))
+    assert specs
+    for obj, spec in specs:
+        psc = spec.get("securityContext") or {}
+        assert psc.get("runAsNonRoot") is True, obj
+        assert (psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", obj
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), obj
+        for vol in spec.get("volumes") or []:
+            assert set(vol) - {"name"} <= {"emptyDir", "configMap", "secret", "projected"}, (obj, vol)
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c.get("securityContext") or {}
+            assert sc.get("allowPrivilegeEscalation") is False, (obj, c["name"])
+            assert sc.get("readOnlyRootFilesystem") is True, (obj, c["name"])
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], (obj, c["name"])
+            assert not sc.get("capabilities", {}).get("add"), (obj, c["name"])
+            assert sc.get("privileged") in (None, False), (obj, c["name"])
+            assert c.get("resources", {}).get("limits"), (obj, c["name"])
+            assert any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])), (obj, "writable /tmp")
+
+
+def _rules(docs, kind, name_prefix):
+    return [(d["metadata"].get("namespace"), r) for d in docs if d["kind"] == kind
+            and d["metadata"]["name"].startswith(name_prefix) for r in d["rules"]]
+
+
+@pytest.mark.parametrize("name", ["default", "namespaced"])
+def test_rbac_is_least_privilege(name):
+    docs = render(VALUE_SETS[name])
+    rules = _rules(docs, "ClusterRole", "schedgen") + _rules(docs, "Role", "schedgen")
+    for _, r in rules:
+        assert "*" not in r["verbs"] and "*" not in r["resources"] and "*" not in r.get("apiGroups", []), r
+        assert "secrets" not in r["resources"], r
+        assert not {"escalate", "bind", "impersonate"} & set(r["verbs"]), r
+    api_rules = _rules(docs, "ClusterRole", "schedgen-api") + _rules(docs, "Role", "schedgen-api")
+    assert api_rules and all(r["resources"] == ["parsejobs"] and set(r["verbs"]) == {"create", "get", "list", "watch"}
+                             for _, r in api_rules)
+    # the API works in one namespace: a Role there, never a ClusterRole
+    assert not find(docs, "ClusterRole", "schedgen-api-schedgen-system")
+    op_cluster = _rules(docs, "ClusterRole", "schedgen-operator")
+    if name == "namespaced":
+        # only CRD discovery is cluster-wide; everything else is per served namespace
+        assert [r["resources"] for _, r in op_cluster] == [["customresourcedefinitions"]]
+        served = {d["metadata"]["namespace"] for d in find(docs, "Role", "schedgen-operator")}
+        assert served == {"team-a", "team-b", "schedgen-system"}
+        assert {d["metadata"]["namespace"] for d in find(docs, "KopfPeering")} == served
+        assert not find(docs, "ClusterKopfPeering")
+        assert {d["metadata"]["namespace"] for d in find(docs, "Role", "schedgen-api")} == {"schedgen-system"}
+        op = one(docs, "Deployment", "schedgen-operator")
+        env = {e["name"]: e.get("value") for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["SCHEDGEN_WATCH_NAMESPACES"] == "team-a,team-b,schedgen-system"
+    else:
+        groups = {g for _, r in op_cluster for g in r["apiGroups"]}
+        assert groups == {"apiextensions.k8s.io", "kopf.dev", "schedgen.io", "batch", ""}
+
+
+@pytest.mark.parametrize("values,where", BAD_VALUES, ids=[w for _, w in BAD_VALUES])
+def test_schema_rejects_bad_values_with_a_clear_message(values, where):
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmValuesError) as err:
+        render(values)
+    message = str(err.value)
+    assert where in message, message
+
+
+def test_api_namespace_is_served_and_the_only_api_grant():
+    docs = render({"watch": {"namespaces": ["team-a"]}, "api": {"namespace": "uploads"}})
+    assert {d["metadata"]["namespace"] for d in find(docs, "Role", "schedgen-api")} == {"uploads"}
+    assert {d["metadata"]["namespace"] for d in find(docs, "Role", "schedgen-operator")} == \
+        {"team-a", "uploads", "schedgen-system"}
+    api = one(docs, "Deployment", "schedgen-api")
+    c = api["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["SCHEDGEN_API_NAMESPACE"] == "uploads"
+    assert c["args"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]  # no DSN: no --migrate
+    docs = render({"postgres": {"existingSecret": "pg"}})
+    c = one(docs, "Deployment", "schedgen-api")["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"][-1] == "--migrate"
+    assert {e["name"] for e in c["env"]} >= {"SCHEDGEN_DATABASE_URL", "SCHEDGEN_S3_BUCKET", "SCHEDGEN_API_NAMESPACE"}
+
+
+def test_example_parsejob_matches_the_crd():
+    example = yaml.safe_load((CHART / "examples" / "parsejob.yaml").read_text())
+    assert example["apiVersion"] == "schedgen.io/v1alpha1" and example["kind"] == "ParseJob"
+    assert example["spec"]["source"]["s3"]["key"]
