@@ -1,0 +1,233 @@
+"""Blocking clients for S3 and the Kubernetes API (called from a thread pool).
+
+Both use short timeouts and at most one retry so an outage turns into a quick 503;
+every failure to reach them becomes `BackendUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any, BinaryIO
+
+from .config import ApiConfig
+
+GROUP, VERSION, PLURAL = "schedgen.io", "v1alpha1", "parsejobs"
+LABEL_TENANT = "schedgen.io/tenant"
+LABEL_CREATED_BY = "app.kubernetes.io/created-by"
+CREATED_BY = "schedgen-api"
+ANN_IDEMPOTENCY = "schedgen.io/idempotency-key-sha256"
+ANN_CONTENT = "schedgen.io/content-sha256"
+ANN_FILENAME = "schedgen.io/original-filename"
+K8S_TIMEOUT = (3, 10)  # connect, read
+
+
+class BackendUnavailable(Exception):
+    def __init__(self, backend: str, message: str):
+        super().__init__(message)
+        self.backend = backend
+        self.message = message
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+# --- S3 ---------------------------------------------------------------------------------
+
+
+class Storage:
+    def __init__(self, cfg: ApiConfig):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = cfg.s3_bucket
+        self.client = boto3.session.Session().client(
+            "s3", endpoint_url=cfg.s3_endpoint_url or None, region_name=cfg.aws_region,
+            config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"},
+                          max_pool_connections=32, request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"))
+
+    def put(self, key: str, body: BinaryIO, size: int, sha256_hex: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body.seek(0)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
+                                   ContentType="application/pdf", Metadata={"sha256": sha256_hex})
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise BackendUnavailable("s3", f"cannot store the upload in S3: {_one_line(exc)}") from None
+
+    def ping(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise BackendUnavailable("s3", f"S3 bucket {self.bucket!r} unreachable: {_one_line(exc)}") from None
+
+
+# --- Kubernetes -----------------------------------------------------------------------
+
+
+def api_client(cfg: ApiConfig):
+    import kubernetes
+
+    configuration = kubernetes.client.Configuration()
+    path = cfg.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if os.path.exists(path.split(os.pathsep)[0]):
+        kubernetes.config.load_kube_config(config_file=path.split(os.pathsep)[0],
+                                           client_configuration=configuration, persist_config=False)
+    else:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = 32
+    configuration.retries = 1
+    return kubernetes.client.ApiClient(configuration)
+
+
+class ParseJobs:
+    """ParseJob calls, plus (optionally) a watch-fed cache of the namespace's ParseJobs so
+    status reads and the queue summary cost no API request. The cache answers only while
+    its watch is healthy; otherwise every read goes to the API server directly."""
+
+    def __init__(self, cfg: ApiConfig, client=None):
+        import kubernetes
+
+        self.namespace = cfg.namespace
+        self.api_client = client or api_client(cfg)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+        self._cache: dict[str, dict] = {}
+        self._synced = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the watch cache ------------------------------------------------------------------
+
+    def start_cache(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run_cache, name="parsejob-watch", daemon=True)
+            self._thread.start()
+
+    def _run_cache(self) -> None:
+        import kubernetes
+        from kubernetes.client.rest import ApiException
+
+        delay = 0.5
+        rv = None
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    page = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
+                                                                     _request_timeout=(3, 30))
+                    rv = page["metadata"]["resourceVersion"]
+                    with self._lock:
+                        self._cache = {o["metadata"]["name"]: o for o in page.get("items") or []}
+                        self._synced = True
+                w = kubernetes.watch.Watch()
+                for event in w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
+                                      PLURAL, resource_version=rv, timeout_seconds=60, allow_watch_bookmarks=True,
+                                      _request_timeout=(3, 75)):
+                    if self._stop.is_set():
+                        w.stop()
+                        break
+                    kind, obj = event["type"], event["object"]
+                    if kind == "ERROR":
+                        raise ApiException(status=(obj or {}).get("code", 500))
+                    rv = obj["metadata"].get("resourceVersion") or rv
+                    if kind == "BOOKMARK":
+                        continue
+                    name = obj["metadata"]["name"]
+                    with self._lock:
+                        if kind == "DELETED":
+                            self._cache.pop(name, None)
+                        else:
+                            self._cache[name] = obj
+                rv = w.resource_version or rv
+                delay = 0.5
+            except Exception:  # noqa: BLE001 - 410 Gone, connection loss: relist
+                with self._lock:
+                    self._synced = False
+                rv = None
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10)
+
+    def cached(self, name: str) -> dict | None:
+        with self._lock:
+            return self._cache.get(name) if self._synced else None
+
+    def _remember(self, obj: dict) -> None:
+        with self._lock:
+            if self._synced:
+                current = self._cache.get(obj["metadata"]["name"])
+                if current is None or current["metadata"].get("uid") != obj["metadata"].get("uid"):
+                    self._cache[obj["metadata"]["name"]] = obj
+
+    def _call(self, fn, *args, **kwargs) -> Any:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return fn(*args, _request_timeout=K8S_TIMEOUT, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound() from None
+            if exc.status == 409:
+                raise AlreadyExists() from None
+            message = _api_message(exc)
+            raise BackendUnavailable("kubernetes", f"Kubernetes API error {exc.status}: {message}") from None
+        except Exception as exc:  # noqa: BLE001 - urllib3 connection/timeouts errors
+            raise BackendUnavailable("kubernetes", f"Kubernetes API unreachable: {_one_line(exc)}") from None
+
+    def create(self, body: dict) -> dict:
+        obj = self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, body)
+        self._remember(obj)  # read-your-write before the watch event arrives
+        return obj
+
+    def get(self, name: str, cached: bool = True) -> dict:
+        obj = self.cached(name) if cached else None
+        if obj is not None:
+            return obj
+        return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def list_all(self) -> list[dict]:
+        with self._lock:
+            if self._synced:
+                return list(self._cache.values())
+        items: list[dict] = []
+        token = None
+        while True:
+            kwargs = {"limit": 500}
+            if token:
+                kwargs["_continue"] = token
+            page = self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
+                              PLURAL, **kwargs)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def ping(self) -> None:
+        self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, limit=1)
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self.api_client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _api_message(exc) -> str:
+    try:
+        return json.loads(exc.body).get("message") or exc.reason
+    except Exception:  # noqa: BLE001
+        return str(exc.reason)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

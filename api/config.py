@@ -1,0 +1,112 @@
+"""API configuration: one frozen dataclass read from the environment (docs/api.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from schedgen.errors import ConfigurationError
+
+TENANT_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    database_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_bucket: str = "schedgen-uploads"
+    aws_region: str = "us-east-1"
+    namespace: str = "default"
+    kubeconfig: str = ""  # empty: $KUBECONFIG / ~/.kube/config, else in-cluster
+    max_upload_bytes: int = 10 * 1024 * 1024
+    uploads_per_minute: int = 5
+    reads_per_minute: int = 100
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    default_tenant: str = "default"
+    request_timeout_seconds: float = 30.0
+    require_key: bool = False
+    log_format: str = "json"
+    db_pool_size: int = 10
+    idempotency_ttl_seconds: int = 86400
+    queue_cache_seconds: float = 2.0
+    key_cache_seconds: float = 30.0
+    spool_memory_bytes: int = 1024 * 1024
+    watch_cache: bool = True
+
+    ENV = {
+        "database_url": "SCHEDGEN_DATABASE_URL",
+        "s3_endpoint_url": "SCHEDGEN_S3_ENDPOINT_URL",
+        "s3_bucket": "SCHEDGEN_S3_BUCKET",
+        "aws_region": "AWS_REGION",
+        "namespace": "SCHEDGEN_API_NAMESPACE",
+        "kubeconfig": "KUBECONFIG",
+        "max_upload_bytes": "SCHEDGEN_API_MAX_UPLOAD_BYTES",
+        "uploads_per_minute": "SCHEDGEN_API_UPLOADS_PER_MINUTE",
+        "reads_per_minute": "SCHEDGEN_API_READS_PER_MINUTE",
+        "trusted_proxies": "SCHEDGEN_API_TRUSTED_PROXIES",
+        "default_tenant": "SCHEDGEN_API_DEFAULT_TENANT",
+        "request_timeout_seconds": "SCHEDGEN_API_REQUEST_TIMEOUT_SECONDS",
+        "require_key": "SCHEDGEN_API_REQUIRE_KEY",
+        "log_format": "SCHEDGEN_LOG_FORMAT",
+        "db_pool_size": "SCHEDGEN_API_DB_POOL_SIZE",
+        "idempotency_ttl_seconds": "SCHEDGEN_API_IDEMPOTENCY_TTL_SECONDS",
+        "queue_cache_seconds": "SCHEDGEN_API_QUEUE_CACHE_SECONDS",
+        "key_cache_seconds": "SCHEDGEN_API_KEY_CACHE_SECONDS",
+        "watch_cache": "SCHEDGEN_API_WATCH_CACHE",
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "ApiConfig":
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in dataclasses.fields(cls):
+            name = cls.ENV.get(f.name)
+            raw = env.get(name) if name else None
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _coerce(f.name, f.type, raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"{name}={raw!r} is invalid: {exc}") from None
+        values.update(overrides)
+        if isinstance(values.get("trusted_proxies"), str):
+            values["trusted_proxies"] = parse_networks(values["trusted_proxies"])
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not TENANT_PATTERN.match(self.default_tenant) or len(self.default_tenant) > 63:
+            raise ConfigurationError("SCHEDGEN_API_DEFAULT_TENANT must be a DNS label")
+        if self.max_upload_bytes < 1024:
+            raise ConfigurationError("SCHEDGEN_API_MAX_UPLOAD_BYTES must be at least 1024")
+        if self.uploads_per_minute < 1 or self.reads_per_minute < 1:
+            raise ConfigurationError("rate limits must be at least 1 per minute")
+        if self.request_timeout_seconds <= 0:
+            raise ConfigurationError("SCHEDGEN_API_REQUEST_TIMEOUT_SECONDS must be positive")
+
+
+def parse_networks(raw: str) -> tuple:
+    out = []
+    for part in raw.replace(";", ",").split(","):
+        part = part.strip()
+        if part:
+            out.append(ipaddress.ip_network(part, strict=False))
+    return tuple(out)
+
+
+def _coerce(name: str, type_name, raw: str):
+    t = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    if name == "trusted_proxies":
+        return parse_networks(raw)
+    if t == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if t == "int":
+        return int(raw.strip())
+    if t == "float":
+        return float(raw.strip())
+    return raw

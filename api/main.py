@@ -1,0 +1,102 @@
+"""`schedgen-api`: serve the upload API, or manage API keys.
+
+    schedgen-api [serve] [--host 0.0.0.0] [--port 8000] [--migrate] [--access-log]
+    schedgen-api add-key --tenant T [--description TEXT]     # prints the key once
+    schedgen-api revoke-key KEY_OR_PREFIX
+
+Configuration: environment variables (docs/api.md), e.g. SCHEDGEN_DATABASE_URL,
+SCHEDGEN_S3_ENDPOINT_URL, SCHEDGEN_S3_BUCKET, SCHEDGEN_API_NAMESPACE, KUBECONFIG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from schedgen.errors import SchedgenError
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "serve")
+    parser = argparse.ArgumentParser(prog="schedgen-api", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server (default)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--migrate", action="store_true", help="apply database migrations first")
+    serve.add_argument("--access-log", action="store_true")
+    add = sub.add_parser("add-key", help="create an API key for a tenant (printed once)")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--description")
+    revoke = sub.add_parser("revoke-key", help="revoke an API key (the key or its 12-character prefix)")
+    revoke.add_argument("key")
+    args = parser.parse_args(argv)
+
+    from .config import TENANT_PATTERN, ApiConfig
+
+    try:
+        cfg = ApiConfig.from_env()
+        if args.command == "serve":
+            return _serve(cfg, args)
+        from schedgen import db
+
+        from . import store
+
+        if args.command == "add-key" and (not TENANT_PATTERN.fullmatch(args.tenant) or len(args.tenant) > 63):
+            print("error: the tenant must be a DNS label (a-z, 0-9, -)", file=sys.stderr)
+            return 2
+        with db.connect(cfg.database_url) as conn:
+            if args.command == "add-key":
+                print(store.add_key_sync(conn, args.tenant, args.description))
+                return 0
+            n = store.revoke_key_sync(conn, args.key)
+            print(f"revoked {n} key(s)")
+            return 0 if n else 1
+    except SchedgenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _serve(cfg, args) -> int:
+    import uvicorn
+
+    from .app import asgi
+
+    setup_logging(cfg.log_format)
+    if args.migrate:
+        from schedgen import db
+
+        with db.connect(cfg.database_url) as conn:
+            db.migrate(conn, log=lambda m: logging.getLogger("schedgen.api").info(m))
+    app = asgi(cfg)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_config=None,
+                h11_max_incomplete_event_size=16 * 1024, limit_concurrency=1000, backlog=1024,
+                timeout_keep_alive=30, lifespan="on", proxy_headers=False, server_header=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

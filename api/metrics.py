@@ -1,0 +1,12 @@
+"""Prometheus metrics of the API (served on GET /metrics)."""
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter("schedgen_api_requests_total", "HTTP requests answered", ["method", "route", "status"])
+LATENCY = Histogram("schedgen_api_request_duration_seconds", "Time to answer a request", ["method", "route", "status"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5, 10, 30))
+UPLOADS = Counter("schedgen_api_uploads_total", "Uploads accepted (ParseJobs created or replayed)", ["outcome"])
+UPLOAD_BYTES = Counter("schedgen_api_upload_bytes_total", "Bytes of accepted uploads")
+REJECTIONS = Counter("schedgen_api_rejections_total", "Requests refused, by reason (error code)", ["reason"])
+RATE_LIMITED = Counter("schedgen_api_rate_limited_total", "Requests refused by the rate limit", ["route_class"])
+BACKEND_ERRORS = Counter("schedgen_api_backend_errors_total", "Failures to reach a backend", ["backend"])

@@ -1,0 +1,200 @@
+"""The API's Postgres statements: rate limits, API keys, idempotency keys, job records."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .pool import AsyncPool
+
+WINDOW_SECONDS = 60
+KEY_PREFIX = "sgk_"
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    limit: int
+    count: int
+    reset_seconds: int
+
+    @property
+    def allowed(self) -> bool:
+        return self.count <= self.limit
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.count)
+
+
+_RATE = """
+INSERT INTO rate_limit_windows AS w (client_key, route_class, window_start, count)
+VALUES (%(client)s, %(cls)s, to_timestamp(floor(extract(epoch FROM clock_timestamp()) / %(win)s) * %(win)s), 1)
+ON CONFLICT (client_key, route_class, window_start) DO UPDATE SET count = w.count + 1
+RETURNING count, extract(epoch FROM (window_start + make_interval(secs => %(win)s) - clock_timestamp()))
+"""
+
+
+async def hit_rate_limit(pool: AsyncPool, client: str, route_class: str, limit: int) -> RateDecision:
+    """Count one request in the client's current fixed window (shared by all replicas)."""
+    async with pool.connection() as conn:
+        row = await (await conn.execute(_RATE, {"client": client, "cls": route_class, "win": WINDOW_SECONDS})).fetchone()
+    count, reset = row
+    return RateDecision(limit=limit, count=int(count), reset_seconds=max(1, math.ceil(float(reset))))
+
+
+async def purge(pool: AsyncPool, idempotency_ttl_seconds: int) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("DELETE FROM rate_limit_windows WHERE window_start < now() - interval '5 minutes'")
+        await conn.execute("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %s)",
+                           (idempotency_ttl_seconds,))
+
+
+# --- API keys --------------------------------------------------------------------------
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class KeyCache:
+    """key hash -> tenant (or None for unknown/revoked), kept `ttl` seconds."""
+
+    def __init__(self, ttl: float, max_entries: int = 10000):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, str | None]] = {}
+
+    def get(self, key_hash: str) -> tuple[bool, str | None]:
+        entry = self._entries.get(key_hash)
+        if entry and entry[0] > time.monotonic():
+            return True, entry[1]
+        return False, None
+
+    def put(self, key_hash: str, tenant: str | None) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key_hash] = (time.monotonic() + self.ttl, tenant)
+
+
+async def key_tenant(pool: AsyncPool, key_hash: str) -> str | None:
+    async with pool.connection() as conn:
+        row = await (await conn.execute(
+            "SELECT tenant FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (key_hash,))).fetchone()
+    return row[0] if row else None
+
+
+def add_key_sync(conn: Any, tenant: str, description: str | None = None) -> str:
+    key = new_key()
+    conn.execute("INSERT INTO api_keys (key_hash, key_prefix, tenant, description) VALUES (%s, %s, %s, %s)",
+                 (hash_key(key), key[:12], tenant, description))
+    return key
+
+
+def revoke_key_sync(conn: Any, prefix_or_key: str) -> int:
+    cur = conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE revoked_at IS NULL AND (key_hash = %s OR key_prefix = %s)",
+        (hash_key(prefix_or_key), prefix_or_key[:12]))
+    return cur.rowcount
+
+
+# --- idempotency keys -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    new: bool
+    content_sha256: str
+    job_name: str
+    job_uid: str | None
+
+
+async def claim_idempotency(pool: AsyncPool, tenant: str, key_hash: str, content_sha256: str,
+                            namespace: str, job_name: str) -> Claim:
+    async with pool.connection() as conn:
+        row = await (await conn.execute(
+            "INSERT INTO idempotency_keys (tenant, key_hash, content_sha256, namespace, job_name)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant, key_hash) DO NOTHING RETURNING job_name",
+            (tenant, key_hash, content_sha256, namespace, job_name))).fetchone()
+        if row:
+            return Claim(True, content_sha256, job_name, None)
+        row = await (await conn.execute(
+            "SELECT content_sha256, job_name, job_uid FROM idempotency_keys WHERE tenant = %s AND key_hash = %s",
+            (tenant, key_hash))).fetchone()
+    if row is None:  # purged between the two statements: claim again
+        return await claim_idempotency(pool, tenant, key_hash, content_sha256, namespace, job_name)
+    return Claim(False, row[0], row[1], str(row[2]) if row[2] else None)
+
+
+async def complete_idempotency(pool: AsyncPool, tenant: str, key_hash: str, uid: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE idempotency_keys SET job_uid = %s WHERE tenant = %s AND key_hash = %s",
+                           (uid, tenant, key_hash))
+
+
+async def release_idempotency(pool: AsyncPool, tenant: str, key_hash: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("DELETE FROM idempotency_keys WHERE tenant = %s AND key_hash = %s AND job_uid IS NULL",
+                           (tenant, key_hash))
+
+
+# --- job records (written by the operator) and events (by the runner) ------------------
+
+_RECORD_COLUMNS = ("uid", "name", "tenant", "priority", "schedule_type", "phase", "attempts", "kind",
+                   "event_count", "pages", "parse_seconds", "error_reason", "error_message",
+                   "created_at", "enqueued_at", "started_at", "completed_at")
+
+
+async def job_record(pool: AsyncPool, namespace: str, name: str) -> dict | None:
+    async with pool.connection() as conn:
+        row = await (await conn.execute(
+            f"SELECT {', '.join(_RECORD_COLUMNS)} FROM parse_jobs WHERE namespace = %s AND name = %s"
+            " ORDER BY created_at DESC LIMIT 1", (namespace, name))).fetchone()
+    return dict(zip(_RECORD_COLUMNS, row)) if row else None
+
+
+async def read_events(pool: AsyncPool, uid: str) -> list:
+    """The job's events in parse order, as the runner wrote them (schedgen.db's layout:
+    own columns plus the remaining fields in `details` under their camelCase names)."""
+    from schedgen.models import Event
+
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT module, activity, group_name, day, date, start_time, end_time, venues,"
+            " campus, details FROM events WHERE job_uid = %s ORDER BY ordinal", (uid,))
+        rows = await cur.fetchall()
+    out = []
+    for module, activity, group, day, date, start, end, venues, campus, details in rows:
+        data = dict(details or {})
+        data.update({
+            "module": module, "activity": activity, "group": group, "day": day,
+            "date": date.isoformat() if date else None,
+            "startTime": start.strftime("%H:%M") if start else None,
+            "endTime": end.strftime("%H:%M") if end else None,
+            "venues": list(venues or ()), "campus": campus})
+        out.append(Event.from_json(data))
+    return out
+
+
+async def finished_counts(pool: AsyncPool, namespace: str) -> dict[str, dict[str, int]]:
+    """tenant -> {succeeded, failed, cancelled} from the records (they outlive the objects)."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT tenant, phase, count(*) FROM parse_jobs WHERE namespace = %s"
+            " AND phase IN ('Succeeded', 'Failed', 'Cancelled') GROUP BY tenant, phase", (namespace,))).fetchall()
+    out: dict[str, dict[str, int]] = {}
+    for tenant, phase, count in rows:
+        out.setdefault(tenant, {})[phase.lower()] = int(count)
+    return out
+
+
+async def ping(pool: AsyncPool) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("SELECT 1")

@@ -1,0 +1,115 @@
+"""Fixtures for the upload API tests: the real local control plane (hack/localkube),
+Postgres and S3 (tests/conftest.py), the API in-process (Starlette TestClient) or as a
+uvicorn subprocess, and the operator with the real runner (tests/operator)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parents[1]
+for _p in (str(_HERE), str(_ROOT / "hack"), str(_ROOT / "tests" / "operator")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+# Same fixture functions as tests/cluster/conftest.py (one cluster per process).
+from localkube.pytest_plugin import k8s_api_client, local_cluster  # noqa: E402,F401
+
+
+def _operator_conftest():
+    """tests/operator/conftest.py under another module name, for its operator fixtures."""
+    name = "schedgen_operator_test_fixtures"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, _ROOT / "tests" / "operator" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_op = _operator_conftest()
+operator_cluster = _op.operator_cluster
+start_operator = _op.start_operator
+
+
+@pytest.fixture(scope="session")
+def crds(local_cluster):
+    root = _ROOT / "crds"
+    for args in (("apply", "-f", str(root)),
+                 ("wait", "--for=condition=Established", "--timeout=60s", "crd/parsejobs.schedgen.io")):
+        done = local_cluster.kubectl(*args, check=False)
+        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+    return root
+
+
+@pytest.fixture(scope="session")
+def api_namespace(local_cluster, k8s_api_client, crds):
+    """A namespace for the in-process API tests (no operator: ParseJobs just wait)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s_api_client)
+    name = f"api-fast-{uuid.uuid4().hex[:5]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"schedgen.test": "true"}}})
+    yield name
+    try:
+        client.CustomObjectsApi(k8s_api_client).delete_collection_namespaced_custom_object(
+            "schedgen.io", "v1alpha1", name, "parsejobs")
+        core.delete_namespace(name)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@pytest.fixture
+def api_config(postgres, s3, local_cluster, api_namespace, monkeypatch):
+    """Factory: an ApiConfig on the session services; keyword overrides."""
+    from schedgen.api.config import ApiConfig
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    def make(**overrides) -> ApiConfig:
+        values = dict(database_url=postgres.dsn, s3_endpoint_url=s3.endpoint_url, s3_bucket=s3.bucket,
+                      namespace=api_namespace, kubeconfig=str(local_cluster.kubeconfig),
+                      uploads_per_minute=1000, reads_per_minute=10000, log_format="text")
+        values.update(overrides)
+        return ApiConfig.from_env({}, **values)
+
+    return make
+
+
+@pytest.fixture
+def fresh_limits(pg_conn):
+    pg_conn.execute("TRUNCATE rate_limit_windows")
+    pg_conn.execute("TRUNCATE idempotency_keys")
+
+
+@pytest.fixture
+def make_client(api_config, fresh_limits):
+    """Factory: a TestClient on a new app (config overrides); all closed at teardown."""
+    from starlette.testclient import TestClient
+
+    from schedgen.api.app import asgi
+
+    clients = []
+
+    def make(**overrides) -> TestClient:
+        client = TestClient(asgi(api_config(**overrides)), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
