@@ -76,7 +76,7 @@ def cluster(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
 
 
 def kubeconfig() -> str:
-    return str(STATE / "cluster" / "kubeconfig")
+    return str(STATE / "cluster" / "admin.kubeconfig")
 
 
 def install(env: dict[str, str]) -> None:
