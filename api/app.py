@@ -427,7 +427,8 @@ async def _upload(svc: Services, request: Request, idempotency_key: str | None) 
                                 **({ANN_FILENAME: upload.filename} if upload.filename else {})},
             },
             "spec": {"source": {"s3": {"bucket": cfg.s3_bucket, "key": s3_key}},
-                     "scheduleType": schedule_type, "priority": priority, "tenant": tenant},
+                     "scheduleType": schedule_type, "priority": priority, "tenant": tenant,
+                     "deadlineSeconds": cfg.default_deadline_seconds, "maxRetries": cfg.default_max_retries},
         }
         replayed = False
         try:

@@ -27,6 +27,8 @@ class ApiConfig:
     reads_per_minute: int = 100
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     default_tenant: str = "default"
+    default_deadline_seconds: int = 300  # spec.deadlineSeconds of uploaded ParseJobs
+    default_max_retries: int = 3  # spec.maxRetries of uploaded ParseJobs
     request_timeout_seconds: float = 30.0
     require_key: bool = False
     log_format: str = "json"
@@ -49,6 +51,8 @@ class ApiConfig:
         "reads_per_minute": "SCHEDGEN_API_READS_PER_MINUTE",
         "trusted_proxies": "SCHEDGEN_API_TRUSTED_PROXIES",
         "default_tenant": "SCHEDGEN_API_DEFAULT_TENANT",
+        "default_deadline_seconds": "SCHEDGEN_API_DEFAULT_DEADLINE_SECONDS",
+        "default_max_retries": "SCHEDGEN_API_DEFAULT_MAX_RETRIES",
         "request_timeout_seconds": "SCHEDGEN_API_REQUEST_TIMEOUT_SECONDS",
         "require_key": "SCHEDGEN_API_REQUIRE_KEY",
         "log_format": "SCHEDGEN_LOG_FORMAT",

@@ -61,10 +61,18 @@ def test_upload_stores_pdf_and_creates_parsejob(client, s3, k8s_api_client, api_
     assert pj["spec"]["source"]["s3"] == {"bucket": s3.bucket, "key": f"uploads/sha256/{sha}.pdf"}
     assert pj["spec"]["priority"] == "high" and pj["spec"]["scheduleType"] == "exam"
     assert pj["spec"]["tenant"] == "default"
+    assert (pj["spec"]["deadlineSeconds"], pj["spec"]["maxRetries"]) == (300, 3)
     assert pj["metadata"]["labels"]["schedgen.io/tenant"] == "default"
     assert pj["metadata"]["annotations"]["schedgen.io/original-filename"] == "My Schedule.pdf"
     for name in ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"):
         assert name in r.headers
+
+
+def test_job_defaults_come_from_the_configuration(make_client, k8s_api_client, api_namespace):
+    client = make_client(default_deadline_seconds=120, default_max_retries=1)
+    body = upload(client, unique_pdf()).json()
+    spec = parsejob(k8s_api_client, api_namespace, body["id"])["spec"]
+    assert (spec["deadlineSeconds"], spec["maxRetries"]) == (120, 1)
 
 
 def test_status_of_new_job_and_unknown_job(client):
