@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,6 +98,7 @@ def main() -> int:
     from localkube.cluster import LocalCluster, default_image_map
 
     base = Path(tempfile.mkdtemp(prefix="schedgen-bench-"))
+    base.chmod(0o711)  # Postgres runs as user postgres and must traverse it
     cluster = LocalCluster(state_dir=base / "cluster", image_map=default_image_map())
     pg = None if args.no_postgres else devservices.PostgresServer(base / "pg")
     op_proc = None
@@ -113,8 +113,7 @@ def main() -> int:
             with db.connect(pg.dsn) as conn:
                 db.migrate(conn)
             dsn = pg.dsn
-        for f in ("kopf-peering.yaml", "parsejobs.schedgen.io.yaml"):
-            cluster.kubectl("apply", "-f", str(ROOT / "crds" / f))
+        cluster.kubectl("apply", "-f", str(ROOT / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/parsejobs.schedgen.io")
         api = cluster.api_client()
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)

@@ -54,8 +54,8 @@ class RuntimeConfig:
     retention_failed_count: int = 5000
     # status.queuePosition is refreshed at most this often, and only for this many
     # objects per refresh (writes are the operator's scarcest resource).
-    queue_position_interval_seconds: float = 5.0
-    queue_position_max_writes: int = 50
+    queue_position_interval_seconds: float = 10.0
+    queue_position_max_writes: int = 20
 
     @classmethod
     def from_sources(cls, env: Mapping[str, str], data: Mapping[str, str] | None = None) -> "RuntimeConfig":

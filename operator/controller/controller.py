@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 JOB_LOST_GRACE_SECONDS = 15.0
 POD_VIEW_GRACE_SECONDS = 5.0
-WRITE_CONCURRENCY = 8
+WRITE_CONCURRENCY = 16
 MARK_QUEUED_PER_TICK = 100
+MIN_TICK_GAP_SECONDS = 0.1
 
 
 def _seq(body: Mapping[str, Any]) -> int:
@@ -85,6 +86,7 @@ class Controller:
         self.freed_slots: deque[float] = deque(maxlen=10000)
         self.changed = asyncio.Event()
         self.last_tick = 0.0
+        self._tick_started = 0.0
         self.guard_tripped = False
         self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
 
@@ -93,11 +95,16 @@ class Controller:
     def kick(self) -> None:
         self.changed.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, min_gap: float = MIN_TICK_GAP_SECONDS) -> None:
+        """Until something changed (or `timeout`), but not sooner than `min_gap` after the
+        last tick: a burst of watch events becomes one tick, not hundreds."""
         try:
             await asyncio.wait_for(self.changed.wait(), timeout)
         except asyncio.TimeoutError:
             pass
+        gap = min_gap - (self.clock() - self._tick_started)
+        if gap > 0:
+            await asyncio.sleep(gap)
         self.changed.clear()
 
     def snapshot(self, pj_index: Mapping, job_index: Mapping, pod_index: Mapping) -> Snapshot:
@@ -153,14 +160,20 @@ class Controller:
     # --- the tick -------------------------------------------------------------------
 
     async def tick(self, runtime: RuntimeConfig, pj_index: Mapping, job_index: Mapping, pod_index: Mapping) -> None:
-        started = self.clock()
+        started = self._tick_started = self.clock()
         self.bucket.configure(runtime.admissions_per_second, runtime.admission_burst)
         snap = self.snapshot(pj_index, job_index, pod_index)
         waiting = [b for b in snap.parsejobs if (st.phase_of(b) in (None, st.QUEUED)) and not _deleting(b)]
         running = [b for b in snap.parsejobs if st.phase_of(b) == st.RUNNING and not _deleting(b)]
-        finished = await self.follow_running(running, snap, has_waiting=bool(waiting))
-        running = [b for b in running if _uid(b) not in finished]
-        admitted = await self.admit(waiting, running, snap, runtime)
+        observed = await self.observe_running(running, snap)
+        finishing = {_uid(b) for b, o in observed if isinstance(o, Outcome)}
+        if waiting:
+            now = self.clock()
+            self.freed_slots.extend(now for _ in finishing)
+        running = [b for b in running if _uid(b) not in finishing]
+        # A finished Job no longer holds its slot: record the outcomes and fill the slots
+        # at the same time (admission latency is one Job create, not the finishing writes).
+        _, admitted = await asyncio.gather(self.follow_running(observed), self.admit(waiting, running, snap, runtime))
         waiting = [b for b in waiting if _uid(b) not in admitted]
         await self.publish_queue(waiting, running, snap, runtime)
         self._export_gauges(snap)
@@ -176,14 +189,18 @@ class Controller:
 
     # --- Job reconciler -------------------------------------------------------------
 
-    async def follow_running(self, running: list[dict[str, Any]], snap: Snapshot, has_waiting: bool) -> set[str]:
-        decisions = []
+    async def observe_running(self, running: list[dict[str, Any]], snap: Snapshot) -> list[tuple[dict, Outcome | int]]:
+        """(body, Outcome) for finished ones, (body, attempts) where attempts changed."""
+        observed = []
         for body in running:
             outcome = await self._observe(body, snap)
-            if isinstance(outcome, Outcome):
-                decisions.append(self._finish(body, outcome, has_waiting))
-            elif isinstance(outcome, int):
-                decisions.append(self._record_attempts(body, outcome))
+            if outcome is not None:
+                observed.append((body, outcome))
+        return observed
+
+    async def follow_running(self, observed: list[tuple[dict, Outcome | int]]) -> set[str]:
+        decisions = [self._finish(body, o) if isinstance(o, Outcome) else self._record_attempts(body, o)
+                     for body, o in observed]
         results = await self._bounded(decisions)
         return {uid for uid in results if isinstance(uid, str)}
 
@@ -223,12 +240,10 @@ class Controller:
         await self.kube.set_status_field(meta["namespace"], meta["name"], _seq(body), "attempts", tries)
         self.attempts_written[meta["uid"]] = tries
 
-    async def _finish(self, body: Mapping[str, Any], outcome: Outcome, has_waiting: bool) -> str:
+    async def _finish(self, body: Mapping[str, Any], outcome: Outcome) -> str:
         patch = st.finished(body, outcome)
         written = await self._write_status(body, st.merged(body, patch)["status"])
         now = self.wall()
-        if has_waiting:
-            self.freed_slots.append(self.clock())
         s = written["status"]
         kind = (s.get("result") or {}).get("kind") or "unknown"
         metrics.COMPLETED.labels(kind=kind, outcome=outcome.phase, reason=outcome.reason).inc()

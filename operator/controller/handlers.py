@@ -69,6 +69,9 @@ class NoDiffBaseStorage(kopf.DiffBaseStorage):
     kopf need not write its last-handled-configuration annotation: one API write less
     per ParseJob. Deletion handling does not depend on the diff base."""
 
+    def build(self, *, body: kopf.Body, extra_fields=None) -> kopf.BodyEssence:  # type: ignore[override]
+        return kopf.BodyEssence()  # no deep copy of every object on every event
+
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return None
 
@@ -197,15 +200,15 @@ async def records_daemon(stopped: kopf.DaemonStopped, logger: kopf.Logger,
                 book.reset()  # after an outage: replay everything, the upsert is idempotent
                 logger.info("records: connected to Postgres")
             bodies = [b for _, store in list(parsejob_index.items()) for b in store]
-            current = [r for r in (records.record_of(b, CFG) for b in bodies) if r is not None]
-            behind = book.behind(current)
+            behind = [r for r in (records.record_of(b, CFG) for b in bodies if book.may_be_behind(b)) if r is not None]
+            behind = book.behind(behind)
             metrics.RECORDS_PENDING.set(len(behind))
             for i in range(0, len(behind), RECORDS_BATCH):
                 chunk = behind[i:i + RECORDS_BATCH]
                 await records.sync(conn, chunk)
                 book.mark(chunk)
                 metrics.RECORDS_WRITTEN.inc(len(chunk))
-            book.forget_except({r.uid for r in current})
+            book.forget_except({b["metadata"]["uid"] for b in bodies})
             metrics.RECORDS_PENDING.set(0)
             delay = CFG.records_interval_seconds
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:

@@ -39,24 +39,26 @@ def load_client_config() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
     conf = kubernetes.client.Configuration.get_default_copy()
-    conf.connection_pool_maxsize = 16
+    conf.connection_pool_maxsize = 24
     return kubernetes.client.ApiClient(conf)
 
 
 class Kube:
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None, workers: int = 8):
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None, workers: int = 16):
         self.api_client = api_client or load_client_config()
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        # Events are best effort: their own small pool, never ahead of a Job or a status
+        self.event_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kube-events")
         self._event_tasks: set[asyncio.Task] = set()
 
-    async def _call(self, verb: str, fn, *args, **kwargs) -> Any:
+    async def _call(self, verb: str, fn, *args, _pool: ThreadPoolExecutor | None = None, **kwargs) -> Any:
         metrics.API_REQUESTS.labels(client="operator", method=verb).inc()
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+            return await loop.run_in_executor(_pool or self.pool, lambda: fn(*args, **kwargs))
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFound(str(exc.reason)) from None
@@ -168,12 +170,14 @@ class Kube:
             "reportingComponent": "schedgen-operator", "reportingInstance": "schedgen-operator",
         }
         try:
-            await self._call("POST", self.core.create_namespaced_event, meta["namespace"], event)
+            await self._call("POST", self.core.create_namespaced_event, meta["namespace"], event,
+                             _pool=self.event_pool)
         except Exception as exc:  # noqa: BLE001 - an event is best effort
             log.debug("event %s for %s not posted: %s", reason, meta["name"], exc)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.event_pool.shutdown(wait=False, cancel_futures=True)
         try:
             self.api_client.close()
         except Exception:  # noqa: BLE001

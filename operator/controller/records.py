@@ -146,6 +146,12 @@ class RecordBook:
     def __init__(self) -> None:
         self.recorded: dict[str, tuple[int, int]] = {}
 
+    def may_be_behind(self, body: Mapping[str, Any]) -> bool:
+        """Cheap pre-check on a ParseJob body, before building its Record."""
+        status = body.get("status") or {}
+        version = (int(status.get("transitionSeq") or 0), int(status.get("attempts") or 0))
+        return version[0] > 0 and self.recorded.get(body["metadata"]["uid"], (0, -1)) < version
+
     def behind(self, records: Iterable[Record]) -> list[Record]:
         return [r for r in records if self.recorded.get(r.uid, (0, -1)) < r.version]
 

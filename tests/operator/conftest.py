@@ -33,9 +33,11 @@ def operator_cluster(local_cluster, k8s_api_client, postgres, s3):
     """The control plane with the CRDs, the operator namespace and ConfigMap."""
     from kubernetes import client
 
-    for f in ("kopf-peering.yaml", "parsejobs.schedgen.io.yaml"):
-        local_cluster.kubectl("apply", "-f", str(ROOT / "crds" / f))
-    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/parsejobs.schedgen.io")
+    for args in (("apply", "-f", str(ROOT / "crds")),
+                 ("wait", "--for=condition=Established", "--timeout=60s", "crd/parsejobs.schedgen.io",
+                  "crd/clusterkopfpeerings.kopf.dev")):
+        done = local_cluster.kubectl(*args, check=False)
+        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
     core = client.CoreV1Api(k8s_api_client)
     try:
         core.create_namespace({"metadata": {"name": OPERATOR_NS}})
@@ -62,8 +64,10 @@ def start_operator(operator_cluster, tmp_path):
         started.append(op)
         return op.start(wait=wait)
 
+    # defaults for each test; a test may set_runtime() before start() to begin differently
     operator_cluster.set_runtime(maxConcurrent=10, maxPerTenant=10, admissionsPerSecond=50, admissionBurst=50,
-                                 guardMaxUnschedulable=-1)
+                                 guardMaxUnschedulable=-1, queuePositionIntervalSeconds=5,
+                                 queuePositionMaxWrites=50)
     yield start
     try:
         if not any(op.proc and op.proc.poll() is None for op in started):

@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-from schedgen.operator import status as st
 from schedgen.operator.config import OperatorConfig, RuntimeConfig
 from schedgen.operator.controller import Controller
 from schedgen.operator.kube import Conflict, NotFound

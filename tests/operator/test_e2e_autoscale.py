@@ -16,11 +16,11 @@ def test_capacity_guard_waits_for_the_autoscaler(operator_cluster, start_operato
     c = operator_cluster
     pool = f"pool-{uuid.uuid4().hex[:6]}"
     c.cluster.add_node(f"small-{pool}", cpu="1", memory="2Gi", pods=20, labels={"schedgen.test/pool": pool})
-    op = start_operator(SCHEDGEN_NODE_SELECTOR=f"schedgen.test/pool={pool}", SCHEDGEN_CPU_REQUEST="400m")
     # two runner pods fit on the small node; admission 2/s; the guard trips when more than
     # 3 pods have been unschedulable for over 2 seconds
     c.set_runtime(maxConcurrent=20, maxPerTenant=20, admissionsPerSecond=2, admissionBurst=2,
                   guardMaxUnschedulable=3, guardUnschedulableSeconds=2)
+    op = start_operator(SCHEDGEN_NODE_SELECTOR=f"schedgen.test/pool={pool}", SCHEDGEN_CPU_REQUEST="400m")
     ns = c.tenant_namespace("autoscale")
     key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
     for i in range(20):

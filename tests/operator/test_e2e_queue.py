@@ -18,9 +18,10 @@ def started_at(pj: dict) -> str:
 
 def test_sixty_parsejobs_three_tenants_max_four(operator_cluster, start_operator):
     c = operator_cluster
-    op = start_operator()
+    # closed for admission while we submit (set before the operator reads it)
     c.set_runtime(maxConcurrent=0, maxPerTenant=4, admissionsPerSecond=50, admissionBurst=50,
                   queuePositionIntervalSeconds=1, queuePositionMaxWrites=100)
+    op = start_operator()
     key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
     alpha, beta, gamma = (c.tenant_namespace(t) for t in ("alpha", "beta", "gamma"))
     plan = ([(alpha, f"a{i:02d}", "normal") for i in range(30)]
@@ -33,11 +34,17 @@ def test_sixty_parsejobs_three_tenants_max_four(operator_cluster, start_operator
     # Nothing may start yet; all are Queued with their place in the queue.
     def queued_with_positions():
         items = [pj for ns in namespaces for pj in c.parsejobs(ns)]
-        return items if (len(items) == 60 and all((pj.get("status") or {}).get("queuePosition") for pj in items)
-                         and all(pj["status"]["phase"] == "Queued" for pj in items)) else None
-    items = wait_for(queued_with_positions, 60, what="60 Queued ParseJobs with queue positions")
+        if len(items) != 60 or not all((pj.get("status") or {}).get("phase") == "Queued" for pj in items):
+            return None
+        # positions are refreshed every queuePositionIntervalSeconds: wait until settled
+        return items if sorted(pj["status"].get("queuePosition", 0) for pj in items) == list(range(1, 61)) else None
+    try:
+        items = wait_for(queued_with_positions, 60, what="60 Queued ParseJobs with settled queue positions")
+    except TimeoutError:
+        now = [pj for ns in namespaces for pj in c.parsejobs(ns)]
+        raise AssertionError(sorted((str((pj.get("status") or {}).get("queuePosition")), pj["metadata"]["name"],
+                                     str((pj.get("status") or {}).get("phase"))) for pj in now))
     positions = {pj["metadata"]["name"]: pj["status"]["queuePosition"] for pj in items}
-    assert sorted(positions.values()) == list(range(1, 61))
     assert {n for n, p in positions.items() if p <= 5} == {"bh0", "bh1", "gh0", "gh1", "gh2"}
     assert all(positions[f"b{i:02d}"] > 42 for i in range(18))  # low last
 

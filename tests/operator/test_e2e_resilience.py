@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -34,8 +35,8 @@ def submit_batch(c, namespaces, per_ns: int, **spec) -> None:
 
 def test_operator_sigkill_mid_run_loses_nothing_and_runs_nothing_twice(operator_cluster, start_operator):
     c = operator_cluster
-    op = start_operator()
     c.set_runtime(maxConcurrent=4, maxPerTenant=4)
+    op = start_operator()
     namespaces = [c.tenant_namespace("kill-a"), c.tenant_namespace("kill-b")]
     submit_batch(c, namespaces, 15)
     wait_for(lambda: finished_count(c, namespaces) >= 8, 300, what="8 finished")
@@ -56,10 +57,26 @@ def test_operator_sigkill_mid_run_loses_nothing_and_runs_nothing_twice(operator_
         assert c.event_rows(pj["metadata"]["uid"]) == 5
 
 
-def test_postgres_down_for_20s_mid_run(operator_cluster, start_operator):
+def _port_free_reuse(port: int) -> bool:
+    """devservices.port_free without SO_REUSEADDR reports a port in TIME_WAIT (clients
+    were connected) as taken, and Postgres would come back on a new port (new DSN)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def test_postgres_down_for_20s_mid_run(operator_cluster, start_operator, monkeypatch):
+    import devservices
+
+    monkeypatch.setattr(devservices, "port_free", _port_free_reuse)  # TODO(lead): fix in hack/devservices.py
     c = operator_cluster
-    op = start_operator()
+    dsn = c.postgres.dsn
     c.set_runtime(maxConcurrent=4, maxPerTenant=4)
+    op = start_operator()
     namespaces = [c.tenant_namespace("pgdown-a"), c.tenant_namespace("pgdown-b")]
     submit_batch(c, namespaces, 12, maxRetries=6)
     wait_for(lambda: finished_count(c, namespaces) >= 4, 300, what="4 finished")
@@ -69,6 +86,7 @@ def test_postgres_down_for_20s_mid_run(operator_cluster, start_operator):
         assert (op.metric("schedgen_records_errors_total") or 0) >= 1
     finally:
         c.postgres.start()
+    assert c.postgres.dsn == dsn, "Postgres came back on another port"
     items = c.wait_all_finished(namespaces, timeout=900)
     assert len(items) == 24
     assert all(pj["status"]["phase"] == "Succeeded" for pj in items), summary(items)
@@ -80,13 +98,13 @@ def test_postgres_down_for_20s_mid_run(operator_cluster, start_operator):
 
 def test_two_replicas_one_leads_and_failover_loses_nothing(operator_cluster, start_operator):
     c = operator_cluster
+    c.set_runtime(maxConcurrent=4, maxPerTenant=4)
     first = start_operator(SCHEDGEN_STANDALONE="0", SCHEDGEN_PEERING_LIFETIME="10")
     second = start_operator(wait=False, SCHEDGEN_STANDALONE="0", SCHEDGEN_PEERING_LIFETIME="10")
     wait_for(lambda: second.metric("schedgen_operator_active") is not None, 60, what="second replica up")
     time.sleep(3)
     assert first.metric("schedgen_operator_active") == 1.0
     assert not second.metric("schedgen_operator_active")  # paused: the older replica leads
-    c.set_runtime(maxConcurrent=4, maxPerTenant=4)
     namespaces = [c.tenant_namespace("ha")]
     submit_batch(c, namespaces, 12)
     wait_for(lambda: finished_count(c, namespaces) >= 3, 300, what="3 finished")
