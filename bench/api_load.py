@@ -4,7 +4,7 @@
 
 Starts its own stack: Postgres and S3 (hack/devservices), the local control plane
 (hack/localkube), the API as a uvicorn subprocess (`python -m schedgen.api`) with the
-rate limits raised, and the operator with the real runner (tests/operator/operator_e2e).
+rate limits raised, and the operator with the real runner (tests/support/operator_e2e).
 
 1. End to end: uploads the three real PDFs (../shared/fixtures/up) through HTTP and
    prints, per file, the time from sending the upload to the job being Succeeded
@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT / "hack", ROOT / "tests" / "api", ROOT / "tests" / "operator"):
+for p in (ROOT / "hack", ROOT / "tests" / "support"):
     sys.path.insert(0, str(p))
 
 import devservices  # noqa: E402

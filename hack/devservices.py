@@ -33,7 +33,10 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on `port` now. SO_REUSEADDR as servers use it, so a
+    port whose old connections linger in TIME_WAIT (a restarted Postgres) counts as free."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True

@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
-pytest_plugins = ["localkube.pytest_plugin"]  # the local control plane (hack/ is on pythonpath)
+# The local control plane (hack/localkube) and the operator e2e fixtures (tests/support).
+pytest_plugins = ["localkube.pytest_plugin", "operator_fixtures"]
 
 import devservices  # noqa: E402
 

@@ -54,7 +54,7 @@ def default_image_map() -> dict:
     py = str(venv_bin / "python") if (venv_bin / "python").exists() else sys.executable
     return {
         "schedgen-runner": {"command": [str(venv_bin / "schedgen-runner")], "path_prepend": [str(venv_bin)]},
-        "schedgen-operator": {"command": [py, "-m", "kopf", "run", "-m", "schedgen.operator", "--all-namespaces"],
+        "schedgen-operator": {"command": [str(venv_bin / "schedgen-operator")],
                               "path_prepend": [str(venv_bin)]},
         "schedgen": {"command": [str(venv_bin / "schedgen")], "path_prepend": [str(venv_bin)]},
         "busybox": {"command": ["sh"]},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 
 def wait_for(fn, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):
@@ -17,7 +16,7 @@ def wait_for(fn, timeout: float = 60.0, interval: float = 0.2, what: str = "cond
             v = fn()
             if v:
                 return v
-        except ApiException as e:  # transient API errors
+        except Exception as e:  # noqa: BLE001 - transient errors while polling
             last_exc = e
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error {last_exc})" if last_exc else ""))

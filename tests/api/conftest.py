@@ -1,41 +1,14 @@
 """Fixtures for the upload API tests: the real local control plane (hack/localkube),
 Postgres and S3 (tests/conftest.py), the API in-process (Starlette TestClient) or as a
-uvicorn subprocess, and the operator with the real runner (tests/operator)."""
+uvicorn subprocess, and the operator with the real runner (tests/support)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parents[1]
-for _p in (str(_HERE), str(_ROOT / "hack"), str(_ROOT / "tests" / "operator")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-# Same fixture functions as tests/cluster/conftest.py (one cluster per process).
-from localkube.pytest_plugin import k8s_api_client, local_cluster  # noqa: E402,F401
-
-
-def _operator_conftest():
-    """tests/operator/conftest.py under another module name, for its operator fixtures."""
-    name = "schedgen_operator_test_fixtures"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _ROOT / "tests" / "operator" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_op = _operator_conftest()
-operator_cluster = _op.operator_cluster
-start_operator = _op.start_operator
+from child_process import ROOT as _ROOT
 
 
 @pytest.fixture(scope="session")

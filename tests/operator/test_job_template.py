@@ -91,3 +91,42 @@ def test_resources_spec_may_ask_less_never_more():
     small = {"limits": {"memory": "32Mi"}}
     got = effective_resources(small, cfg)
     assert got["limits"]["memory"] == "32Mi" and got["requests"]["memory"] == "32Mi"  # request <= limit
+
+
+TOLERATIONS = [{"key": "pool", "operator": "Equal", "value": "runners", "effect": "NoSchedule"}]
+AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["runners"]}]}]}}}
+
+
+def test_runner_placement_from_the_charts_environment():
+    import json
+
+    cfg = OperatorConfig.from_env({"SCHEDGEN_NODE_SELECTOR": "pool=runners",
+                                   "SCHEDGEN_RUNNER_TOLERATIONS": json.dumps(TOLERATIONS),
+                                   "SCHEDGEN_RUNNER_AFFINITY": json.dumps(AFFINITY)})
+    pod = build_job(parsejob(), cfg)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "runners"}
+    assert pod["tolerations"] == TOLERATIONS
+    assert pod["affinity"] == AFFINITY
+    # the Job gets copies: mutating one Job never leaks into the config or the next Job
+    pod["tolerations"][0]["value"] = "changed"
+    pod["affinity"]["nodeAffinity"].clear()
+    again = build_job(parsejob(), cfg)["spec"]["template"]["spec"]
+    assert again["tolerations"] == TOLERATIONS and again["affinity"] == AFFINITY
+
+
+@pytest.mark.parametrize("env", [{}, {"SCHEDGEN_RUNNER_TOLERATIONS": "[]", "SCHEDGEN_RUNNER_AFFINITY": "{}"},
+                                 {"SCHEDGEN_RUNNER_TOLERATIONS": "null", "SCHEDGEN_RUNNER_AFFINITY": "null"},
+                                 {"SCHEDGEN_RUNNER_TOLERATIONS": "", "SCHEDGEN_RUNNER_AFFINITY": ""}])
+def test_no_placement_unless_configured(env):
+    pod = build_job(parsejob(), OperatorConfig.from_env(env))["spec"]["template"]["spec"]
+    assert not {"nodeSelector", "tolerations", "affinity"} & set(pod)
+
+
+@pytest.mark.parametrize("name,raw", [("SCHEDGEN_RUNNER_TOLERATIONS", "{not json"),
+                                      ("SCHEDGEN_RUNNER_TOLERATIONS", '{"key": "pool"}'),
+                                      ("SCHEDGEN_RUNNER_TOLERATIONS", '["pool"]'),
+                                      ("SCHEDGEN_RUNNER_AFFINITY", "[]")])
+def test_invalid_placement_is_a_startup_error(name, raw):
+    with pytest.raises(ValueError, match=name):
+        OperatorConfig.from_env({name: raw})

@@ -1,19 +1,12 @@
-"""Fixtures for the operator's end-to-end tests: the local control plane (hack/localkube),
+"""Fixtures (a pytest plugin, registered in tests/conftest.py) for end-to-end tests: the local control plane (hack/localkube),
 the real runner (image map), Postgres and S3 (tests/conftest.py), and the operator itself
 as a subprocess (operator_e2e.OperatorProcess)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from operator_e2e import (  # noqa: E402
+from operator_e2e import (
     CONFIGMAP,
     OPERATOR_NS,
     ROOT,
@@ -21,12 +14,6 @@ from operator_e2e import (  # noqa: E402
     OperatorProcess,
     operator_env,
 )
-
-try:  # same fixture functions as tests/cluster/conftest.py (one cluster per process)
-    from localkube.pytest_plugin import k8s_api_client, local_cluster  # noqa: F401
-except ImportError:  # hack/localkube not there yet: only the cluster tests will error
-    pass
-
 
 @pytest.fixture(scope="session")
 def operator_cluster(local_cluster, k8s_api_client, postgres, s3):
@@ -70,7 +57,7 @@ def start_operator(operator_cluster, tmp_path):
                                  queuePositionMaxWrites=50)
     yield start
     try:
-        if not any(op.proc and op.proc.poll() is None for op in started):
+        if not any(op.running for op in started):
             start()
         operator_cluster.cleanup()
     finally:

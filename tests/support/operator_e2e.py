@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-_HACK = str(ROOT / "hack")
-if _HACK not in sys.path:  # until pytest's pythonpath = ["hack"] is configured
-    sys.path.insert(0, _HACK)
+from child_process import ChildProcess
+from devservices import free_port
+from localkube.testing import wait_for
 
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 GROUP, VERSION, PLURAL = "schedgen.io", "v1alpha1", "parsejobs"
@@ -25,52 +23,22 @@ OPERATOR_NS = "schedgen-system"
 CONFIGMAP = "schedgen-operator"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(fn, timeout: float = 60.0, interval: float = 0.25, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - transient API errors while polling
-            last = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else ""))
-
-
-class OperatorProcess:
+class OperatorProcess(ChildProcess):
     """The operator as a child process (own session, stopped by its pid)."""
 
     def __init__(self, cluster, env: dict[str, str], log_path: Path):
+        super().__init__([PYTHON, "-m", "schedgen.operator"], env, log_path)
         self.cluster = cluster
-        self.env = env
-        self.log_path = log_path
         self.metrics_port = int(env["SCHEDGEN_METRICS_PORT"])
-        self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "OperatorProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([PYTHON, "-m", "schedgen.operator"], env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=log, start_new_session=True, cwd=str(ROOT))
-        log.close()
+        self.spawn()
         if wait:
-            wait_for(lambda: self.metric("schedgen_operator_active") == 1.0 or self._dead(), 60,
+            wait_for(lambda: self.metric("schedgen_operator_active") == 1.0 or not self.running, 60,
                      what="operator scheduler to become active")
-            if self._dead():
+            if not self.running:
                 raise RuntimeError(f"operator exited:\n{self.log_tail()}")
         return self
-
-    def _dead(self) -> bool:
-        return self.proc is None or self.proc.poll() is not None
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         from prometheus_client.parser import text_string_to_metric_families
@@ -92,27 +60,6 @@ class OperatorProcess:
             return values[key]
         matching = [v for (n, lab), v in values.items() if n == name and set(labels.items()) <= set(lab)]
         return sum(matching) if matching else None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crashed node would."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 class Cluster:
