@@ -117,6 +117,12 @@ class OperatorConfig:
     max_memory: str = "2Gi"
     priority_classes: dict[str, str] = field(default_factory=dict)
     node_selector: dict[str, str] = field(default_factory=dict)  # e.g. a dedicated runner pool
+    # Runner pod placement next to node_selector (JSON in the environment, as the chart
+    # passes them): a list of tolerations and an affinity object, copied verbatim.
+    runner_tolerations: tuple[dict[str, Any], ...] = ()
+    runner_affinity: dict[str, Any] = field(default_factory=dict)
+    # Namespaces the operator serves (comma-separated); empty: all namespaces.
+    watch_namespaces: tuple[str, ...] = ()
     metrics_port: int = 9090
     liveness_port: int = 8080
     peering_name: str = "schedgen-operator"
@@ -148,6 +154,12 @@ class OperatorConfig:
                 values[f.name] = tuple(json.loads(raw) if raw.startswith("[") else shlex.split(raw))
             elif f.name in ("priority_classes", "node_selector"):
                 values[f.name] = _parse_pairs(raw)
+            elif f.name == "runner_tolerations":
+                values[f.name] = tuple(_parse_json(name, raw, list))
+            elif f.name == "runner_affinity":
+                values[f.name] = _parse_json(name, raw, dict)
+            elif f.name == "watch_namespaces":
+                values[f.name] = parse_namespaces(raw)
             else:
                 values[f.name] = _coerce(f.type, raw)
         return cls(**values)
@@ -167,6 +179,30 @@ def _coerce(type_name: Any, raw: str) -> Any:
     if t == "float":
         return float(str(raw).strip())
     return str(raw)
+
+
+def parse_namespaces(raw: str) -> tuple[str, ...]:
+    """`team-a, team-b` -> ("team-a", "team-b"): order kept, blanks and repeats dropped."""
+    out: list[str] = []
+    for part in raw.split(","):
+        ns = part.strip()
+        if ns and ns not in out:
+            out.append(ns)
+    return tuple(out)
+
+
+def _parse_json(name: str, raw: str, kind: type) -> Any:
+    """A JSON list/object setting (tolerations, affinity); `null` means unset."""
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not valid JSON: {exc}") from None
+    if value is None:
+        return kind()
+    if not isinstance(value, kind) or (kind is list and not all(isinstance(v, dict) for v in value)):
+        expected = "a JSON list of objects" if kind is list else "a JSON object"
+        raise ValueError(f"{name} must be {expected}, got {raw[:200]!r}")
+    return value
 
 
 def _parse_pairs(raw: str) -> dict[str, str]:

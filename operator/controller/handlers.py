@@ -1,4 +1,5 @@
-"""The kopf app: `kopf run -m schedgen.operator.handlers -A` (or `schedgen-operator`).
+"""The kopf app: `kopf run -m schedgen.operator.handlers -A` (or `schedgen-operator`;
+`-n NS ...` when namespace-scoped, see main.py).
 
 Registrations only; each handler does one thing and delegates to a pure module:
 
@@ -91,6 +92,12 @@ async def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: A
     settings.peering.lifetime = CFG.peering_lifetime
     settings.watching.server_timeout = 300
     settings.batching.error_delays = (1, 2, 5, 10)
+    if CFG.watch_namespaces:
+        # Namespace-scoped (SCHEDGEN_WATCH_NAMESPACES): serve exactly those namespaces.
+        # Without this kopf first lists/watches all Namespaces (forbidden by the chart's
+        # Roles: ~1 min of retries and errors at every start); resources are then
+        # discovered once at startup (the CRDs are installed before the operator).
+        settings.scanning.disabled = True
     STATE.kube = Kube()
     STATE.controller = Controller(CFG, STATE.kube)
     STATE.book = records.RecordBook()

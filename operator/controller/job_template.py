@@ -4,11 +4,12 @@ Everything a reader needs to audit what runs in the cluster is in `build_job`:
 deterministic name, owner reference, resources (defaults, a spec may ask less, never
 more than the operator's maximum), deadline, retries, pod failure policy, TTL,
 restricted security context, no service-account token, credentials only by Secret
-reference, optional PriorityClass.
+reference, optional PriorityClass and placement (nodeSelector, tolerations, affinity).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from decimal import Decimal, InvalidOperation
@@ -193,6 +194,10 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
     }
     if cfg.node_selector:
         pod_spec["nodeSelector"] = dict(cfg.node_selector)
+    if cfg.runner_tolerations:
+        pod_spec["tolerations"] = copy.deepcopy(list(cfg.runner_tolerations))
+    if cfg.runner_affinity:
+        pod_spec["affinity"] = copy.deepcopy(dict(cfg.runner_affinity))
     if priority in cfg.priority_classes:
         pod_spec["priorityClassName"] = cfg.priority_classes[priority]
     job: dict[str, Any] = {

@@ -1,10 +1,15 @@
-"""`schedgen-operator`: run the ParseJob operator (kopf, cluster-wide).
+"""`schedgen-operator`: run the ParseJob operator (kopf).
 
 Equivalent to `kopf run -m schedgen.operator.handlers --all-namespaces
 --peering=schedgen-operator --liveness=http://0.0.0.0:8080/healthz` plus: a peering
 priority that lets the oldest live replica lead (so a restarted replica does not take
 over from a healthy leader mid-tick), the peering object created if missing, and
 kopf's own API requests counted in `schedgen_operator_api_requests_total`.
+
+Watch scope: `SCHEDGEN_WATCH_NAMESPACES` (comma-separated) limits the operator to those
+namespaces (`kopf run -n a -n b`; the ConfigMap's namespace is always added) and
+peers through a namespaced `KopfPeering` in each of them; empty (the default) serves
+all namespaces and peers through the `ClusterKopfPeering`.
 Configuration: environment variables and the ConfigMap (docs/operator.md).
 """
 
@@ -34,20 +39,66 @@ def _count_kopf_requests() -> None:
     aiohttp.ClientSession._request = counted  # type: ignore[method-assign]
 
 
-def _ensure_peering_object(name: str) -> None:
-    import kubernetes
+def watch_namespaces(cfg) -> list[str]:  # type: ignore[no-untyped-def]
+    """The namespaces to serve; [] = all. The operator's ConfigMap carries the daemons,
+    so its namespace is always served in namespace-scoped mode."""
+    namespaces = list(cfg.watch_namespaces)
+    if namespaces and cfg.namespace not in namespaces:
+        namespaces.append(cfg.namespace)
+    return namespaces
 
-    from .kube import load_client_config
 
+def _ensure_peering_object(name: str, namespaces: list[str] | None = None, api=None) -> None:  # type: ignore[no-untyped-def]
+    """Make sure the peering object exists: the ClusterKopfPeering (cluster-wide), or a
+    KopfPeering in every served namespace. Read first and create only when missing: the
+    chart creates these objects itself and grants no `create`, so a 403 is expected
+    there and only logged at debug level."""
+    log = logging.getLogger(__name__)
     try:
-        api = kubernetes.client.CustomObjectsApi(load_client_config())
-        api.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings",
-                                         {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
-                                          "metadata": {"name": name}})
-    except Exception as exc:  # noqa: BLE001 - 409 (exists) is the usual answer
-        status = getattr(exc, "status", None)
-        if status != 409:
-            logging.getLogger(__name__).warning("cannot ensure ClusterKopfPeering %s: %s", name, exc)
+        if api is None:
+            import kubernetes
+
+            from .kube import load_client_config
+
+            api = kubernetes.client.CustomObjectsApi(load_client_config())
+    except Exception as exc:  # noqa: BLE001 - kopf reports the real connection problem
+        log.warning("cannot ensure the peering object %s: %s", name, exc)
+        return
+
+    def ensure(kind: str, what: str, read, create) -> None:  # type: ignore[no-untyped-def]
+        body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
+        try:
+            read()
+            return
+        except Exception as exc:  # noqa: BLE001
+            status = getattr(exc, "status", None)
+            if status == 403:
+                log.debug("not allowed to read %s %s (%s); assuming it exists", kind, what, exc)
+                return
+            if status != 404:
+                log.warning("cannot read %s %s: %s", kind, what, exc)
+                return
+        try:
+            create(body)
+            log.info("created %s %s", kind, what)
+        except Exception as exc:  # noqa: BLE001
+            status = getattr(exc, "status", None)
+            if status == 409:
+                return
+            if status == 403:
+                log.debug("not allowed to create %s %s: %s", kind, what, exc)
+                return
+            log.warning("cannot create %s %s: %s", kind, what, exc)
+
+    if not namespaces:
+        ensure("ClusterKopfPeering", name,
+               lambda: api.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name),
+               lambda body: api.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body))
+        return
+    for ns in namespaces:
+        ensure("KopfPeering", f"{ns}/{name}",
+               lambda ns=ns: api.get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", name),
+               lambda body, ns=ns: api.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", body))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,13 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     # equal priorities would make kopf freeze both replicas).
     priority = args.priority if args.priority is not None else (
         2**52 - (int(time.time() * 1000) * 1000 + random.randrange(1000)))
+    namespaces = watch_namespaces(cfg)
     _count_kopf_requests()
-    if not standalone:
-        _ensure_peering_object(cfg.peering_name)
-    liveness = f"http://0.0.0.0:{cfg.liveness_port}/healthz" if cfg.liveness_port else None
     kopf.configure(verbose=args.verbose)
+    if not standalone:
+        _ensure_peering_object(cfg.peering_name, namespaces)
+    liveness = f"http://0.0.0.0:{cfg.liveness_port}/healthz" if cfg.liveness_port else None
+    if namespaces:
+        logging.getLogger(__name__).info("serving namespaces: %s", ", ".join(namespaces))
     kopf.run(
-        clusterwide=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
         standalone=standalone,
         priority=priority,
         peering_name=None if standalone else cfg.peering_name,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from devservices import free_port
+from localkube.testing import wait_for
 
 from chartlib import (
     CHART,
@@ -43,28 +45,6 @@ REAL = [("UP_MOD_XLS.pdf", "lecture", 30), ("UP_TST_PDF.pdf", "test", 12), ("UP_
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
               "pod-security.kubernetes.io/warn": "restricted", "schedgen.test": "true"}
 OPERATOR_BIN = str(ROOT / ".venv" / "bin" / "schedgen-operator")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(fn, timeout: float = 60.0, interval: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - transient errors while polling
-            last = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last!r})" if last else ""))
 
 
 def status_of(exc_call) -> int | None:
@@ -402,7 +382,7 @@ def namespaced_release(local_cluster, k8s_api_client, postgres, s3, tmp_path_fac
     served = [f"team-a-{suffix}", f"team-b-{suffix}"]
     outside = f"team-z-{suffix}"
     values = {"watch": {"namespaces": served},
-              "operator": {"metricsPort": free_port(), "livenessPort": free_port(), "replicas": 1, "standalone": True},
+              "operator": {"metricsPort": free_port(), "livenessPort": free_port(), "replicas": 1},
               "s3": {"bucket": s3.bucket, "endpointUrl": s3.endpoint_url},
               "postgres": {"existingSecret": "sgns-postgres"},
               "jobDefaults": {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
@@ -453,9 +433,6 @@ def test_namespaced_install_is_accepted_and_scoped(namespaced_release):
                                      "metadata": {"name": "x"}, "spec": {"source": {"s3": {"key": "k"}}}})) == 403
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the operator does not read SCHEDGEN_WATCH_NAMESPACES yet: schedgen.operator.main runs "
-    "kopf.run(clusterwide=True), which needs cluster-wide RBAC (lead: operator change pending)"))
 def test_namespaced_operator_parses_in_its_namespaces(namespaced_release, s3):
     rel = namespaced_release
     from kubernetes import client
@@ -473,6 +450,10 @@ def test_namespaced_operator_parses_in_its_namespaces(namespaced_release, s3):
         pj = wait_for(lambda: (lambda p: p if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None)(
             api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "exam")), 120, what="exam ParseJob")
         assert pj["status"]["phase"] == "Succeeded" and pj["status"]["result"]["events"] == 5
+        # the chart's KopfPeerings are read, never re-created (no `create` granted): no warnings
+        log = operator.log_tail(400)
+        assert not [line for line in log.splitlines() if "WARNING" in line and "Peering" in line], log
+        assert "Falling back to a list of namespaces" not in log, log
         _cleanup_parsejobs(rel.custom, [ns])
     finally:
         operator.stop()
