@@ -18,6 +18,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from schedgen.models import camel_case
+
 log = logging.getLogger(__name__)
 
 GROUP = "schedgen.io"
@@ -63,7 +65,7 @@ class RuntimeConfig:
         data = data or {}
         for f in dataclasses.fields(cls):
             env_name = "SCHEDGEN_" + f.name.upper()
-            cm_name = _camel(f.name)
+            cm_name = camel_case(f.name)
             raw = data.get(cm_name, env.get(env_name))
             if raw is None or raw == "":
                 continue
@@ -164,10 +166,6 @@ class OperatorConfig:
                 values[f.name] = _coerce(f.type, raw)
         return cls(**values)
 
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 def _coerce(type_name: Any, raw: str) -> Any:
