@@ -21,9 +21,12 @@ def crds(local_cluster):
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api_namespace(local_cluster, k8s_api_client, crds):
-    """A namespace for the in-process API tests (no operator: ParseJobs just wait)."""
+    """A namespace for the in-process API tests (no operator: ParseJobs just wait).
+
+    Per module, so its ParseJobs are gone before later tests start an operator, which
+    would otherwise run them (they have no runner Secret) and skew those tests' counts."""
     from kubernetes import client
 
     core = client.CoreV1Api(k8s_api_client)

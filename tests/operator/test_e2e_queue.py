@@ -63,6 +63,9 @@ def test_sixty_parsejobs_three_tenants_max_four(operator_cluster, start_operator
                 pass
             time.sleep(0.2)
 
+    # The cap is cluster-wide: start from a cluster where nothing else is running.
+    wait_for(lambda: not [pj for pj in c.all_parsejobs() if (pj.get("status") or {}).get("phase") == "Running"],
+             300, what="no Running ParseJobs left over from other tests")
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     c.set_runtime(maxConcurrent=4)  # run-time configuration: admission opens
@@ -82,9 +85,13 @@ def test_sixty_parsejobs_three_tenants_max_four(operator_cluster, start_operator
     last_normal = max(started_at(pj) for pj in items if pj["spec"]["priority"] == "normal")
     first_low = min(started_at(pj) for pj in items if pj["spec"]["priority"] == "low")
     assert first_low >= last_normal[:19]  # same second at worst (one admission tick)
-    # tenants take turns: gamma's 7 normal ones do not wait behind alpha's 30
+    # tenants take turns: gamma's 7 normal ones do not wait behind alpha's 30 (without
+    # turns they would start at places 30-36). A tenant's turn counts its running jobs,
+    # so gamma's three high ones still running give alpha a few extra early places, and
+    # jobs admitted in the same tick share a startedAt second: allow alpha at most two
+    # places per gamma job.
     normal = [n for n in names if n[0] in "ag" and not n.startswith(("bh", "gh"))]
-    assert max(normal.index(f"g{i:02d}") for i in range(7)) < 18, normal
+    assert max(normal.index(f"g{i:02d}") for i in range(7)) < 21, normal
     # and every tenant progressed early on
     first20 = {n[0] for n in names[:20]}
     assert {"a", "g", "b"} <= first20
