@@ -7,6 +7,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# Go is preinstalled on these machines, not always on a non-interactive PATH.
+command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
