@@ -18,7 +18,7 @@ Fixtures
 ``k8s_namespace`` (function)
     Name of a fresh namespace (its default ServiceAccount exists); deleted afterwards.
 
-Environment: ``SCHEDGEN_CLUSTER_SKIP=1`` skips cluster tests; ``SCHEDGEN_CLUSTER_IMAGE_MAP``
+Run without the cluster: ``pytest -m "not cluster"``. Environment: ``SCHEDGEN_CLUSTER_IMAGE_MAP``
 names a YAML file merged over the default image map; ``SCHEDGEN_CLUSTER_KEEP=1`` leaves the
 cluster running after the session (state dir printed) for debugging.
 """
@@ -38,8 +38,6 @@ def _session_cluster(request, tmp_path_factory):
     global _CLUSTER
     if _CLUSTER is not None:
         return _CLUSTER
-    if os.environ.get("SCHEDGEN_CLUSTER_SKIP"):
-        pytest.skip("SCHEDGEN_CLUSTER_SKIP is set")
     from .cluster import LocalCluster, default_image_map
 
     image_map = default_image_map()
