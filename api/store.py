@@ -161,26 +161,12 @@ async def job_record(pool: AsyncPool, namespace: str, name: str) -> dict | None:
 
 
 async def read_events(pool: AsyncPool, uid: str) -> list:
-    """The job's events in parse order, as the runner wrote them (schedgen.db's layout:
-    own columns plus the remaining fields in `details` under their camelCase names)."""
-    from schedgen.models import Event
+    """The job's events in parse order, as the runner wrote them."""
+    from schedgen.db import EVENTS_QUERY, event_from_row
 
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT module, activity, group_name, day, date, start_time, end_time, venues,"
-            " campus, details FROM events WHERE job_uid = %s ORDER BY ordinal", (uid,))
-        rows = await cur.fetchall()
-    out = []
-    for module, activity, group, day, date, start, end, venues, campus, details in rows:
-        data = dict(details or {})
-        data.update({
-            "module": module, "activity": activity, "group": group, "day": day,
-            "date": date.isoformat() if date else None,
-            "startTime": start.strftime("%H:%M") if start else None,
-            "endTime": end.strftime("%H:%M") if end else None,
-            "venues": list(venues or ()), "campus": campus})
-        out.append(Event.from_json(data))
-    return out
+        cur = await conn.execute(EVENTS_QUERY, (uid,))
+        return [event_from_row(row) for row in await cur.fetchall()]
 
 
 async def finished_counts(pool: AsyncPool, namespace: str) -> dict[str, dict[str, int]]:

@@ -250,18 +250,24 @@ def read_events(conn: psycopg.Connection, uid: str) -> list[Event]:
     return list(_read_events(conn, uid))
 
 
-def _read_events(conn: psycopg.Connection, uid: str) -> Iterator[Event]:
-    cur = conn.execute(
-        "SELECT module, activity, group_name, day, date, start_time, end_time, venues,"
-        " campus, details FROM events WHERE job_uid = %s ORDER BY ordinal",
-        (uid,),
+# The events of one job in parse order; rows go through `event_from_row` (the API reads
+# them with its async pool, so the query and the row mapping are shared, not the call).
+EVENTS_QUERY = ("SELECT module, activity, group_name, day, date, start_time, end_time, venues,"
+                " campus, details FROM events WHERE job_uid = %s ORDER BY ordinal")
+
+
+def event_from_row(row: tuple) -> Event:
+    module, activity, group, day, date, start, end, venues, campus, details = row
+    extra = {f: (details or {}).get(camel_case(f)) for f in _DETAIL_FIELDS}
+    return Event(
+        module=module, activity=activity, group=group, day=day,
+        date=date.isoformat() if date else None,
+        start_time=start.strftime("%H:%M") if start else None,
+        end_time=end.strftime("%H:%M") if end else None,
+        venues=tuple(venues or ()), campus=campus, **extra,
     )
-    for module, activity, group, day, date, start, end, venues, campus, details in cur:
-        extra = {f: details.get(camel_case(f)) for f in _DETAIL_FIELDS}
-        yield Event(
-            module=module, activity=activity, group=group, day=day,
-            date=date.isoformat() if date else None,
-            start_time=start.strftime("%H:%M") if start else None,
-            end_time=end.strftime("%H:%M") if end else None,
-            venues=tuple(venues or ()), campus=campus, **extra,
-        )
+
+
+def _read_events(conn: psycopg.Connection, uid: str) -> Iterator[Event]:
+    for row in conn.execute(EVENTS_QUERY, (uid,)):
+        yield event_from_row(row)
