@@ -309,10 +309,14 @@ class Controller:
                 asyncio.get_running_loop().call_later(delay, self.kick)
         if decision.blocked and not decision.admit:
             metrics.ADMISSION_BLOCKED.labels(reason=decision.blocked).inc()
-        results = await self._bounded(self._admit_one(by_uid[e.uid]) for e in decision.admit)
+        # Stamp startedAt at the decision, in admission order (a microsecond apart), not
+        # when each concurrent Job create returns: status then shows the queue's order.
+        decided = self.wall()
+        results = await self._bounded(self._admit_one(by_uid[e.uid], at=st.now_rfc3339(decided + i * 1e-6))
+                                      for i, e in enumerate(decision.admit))
         return adopted | {uid for uid in results if isinstance(uid, str)}
 
-    async def _admit_one(self, body: Mapping[str, Any], adopted: bool = False) -> str:
+    async def _admit_one(self, body: Mapping[str, Any], adopted: bool = False, at: str | None = None) -> str:
         meta = body["metadata"]
         job = build_job(body, self.cfg)
         name = job["metadata"]["name"]
@@ -320,7 +324,7 @@ class Controller:
             await self.kube.create_job(job)  # False: it already exists (a retry), fine
             self.job_created[meta["uid"]] = self.clock()
         base = body if st.phase_of(body) else st.merged(body, st.queued(body))
-        new_status = st.merged(base, st.running(base, name))["status"]
+        new_status = st.merged(base, st.running(base, name, at))["status"]
         written = await self._write_status(body, new_status)
         if not adopted:
             if self.freed_slots:
