@@ -30,6 +30,9 @@ KUBE_BINARIES = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
 }
 ETCD_BINARIES = {"etcd": "go.etcd.io/etcd/server/v3"}
 ALL_BINARIES = tuple(KUBE_BINARIES) + tuple(ETCD_BINARIES)
@@ -191,7 +194,7 @@ def _build_locked(steps: "_Steps", version: str, etcd_version: str, jobs: int) -
     pkgs = list(KUBE_BINARIES.values())
     steps.run("step 2/4: go get (download kubernetes dependencies)",
               ["go", "get", *(f"{p}@{version}" for p in pkgs)], kdir, env)
-    steps.run("step 3/4: go build kube-apiserver, kube-controller-manager, kubectl",
+    steps.run("step 3/4: go build " + ", ".join(KUBE_BINARIES),
               ["go", "build", "-v", "-p", str(jobs), "-trimpath", "-ldflags", ldflags, "-o", str(bdir) + "/",
                *pkgs], kdir, env, verbose_count=True)
 
