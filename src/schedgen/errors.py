@@ -8,10 +8,7 @@ retry can help: 2 = bad input (never retry), 1 = transient (retry), 3 = misconfi
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_TRANSIENT = 1
-EXIT_BAD_INPUT = 2
-EXIT_MISCONFIGURED = 3
+from schedgen.parsejob import EXIT_BAD_INPUT, EXIT_MISCONFIGURED, EXIT_TRANSIENT
 
 
 class SchedgenError(Exception):
@@ -107,5 +104,3 @@ class ConfigurationError(SchedgenError):
     code = "ConfigurationError"
     exit_code = EXIT_MISCONFIGURED
 
-
-BAD_INPUT_CODES = frozenset(cls.code for cls in BadInput.__subclasses__())

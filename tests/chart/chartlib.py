@@ -19,7 +19,7 @@ CHART = ROOT / "charts" / "schedgen"
 REPO_CRDS = ROOT / "crds"
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-GROUP, VERSION, PLURAL = "schedgen.io", "v1alpha1", "parsejobs"
+from schedgen.parsejob import GROUP, PLURAL, VERSION  # noqa: E402,F401
 
 
 def chart():

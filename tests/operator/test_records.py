@@ -106,3 +106,15 @@ def test_record_book():
 
 def test_no_record_without_status():
     assert records.record_of(new_body(), CFG) is None
+
+
+def test_error_code_has_its_own_column(postgres, pg_conn):
+    b = new_body()
+    q = st.merged(b, st.queued(b))
+    r = st.merged(q, st.running(q, "pj-1"))
+    failed = st.merged(r, st.finished(r, Outcome("Failed", "InvalidPDF", "no table on any page",
+                                                  code="NoTables", attempts=1)))
+    run_sync(postgres.dsn, [failed])
+    got = pg_conn.execute("SELECT error_reason, error_code, error_message FROM parse_jobs WHERE uid = %s",
+                          (b["metadata"]["uid"],)).fetchone()
+    assert got == ("InvalidPDF", "NoTables", "no table on any page")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from schedgen import parsejob as pj
 from schedgen.operator.config import RuntimeConfig
 from schedgen.operator.retention import Finished, select_expired
 
@@ -25,7 +26,8 @@ def test_retention_by_age_and_count():
 
 def test_crd_is_structural_and_complete():
     crd = yaml.safe_load((ROOT / "crds" / "parsejobs.schedgen.io.yaml").read_text())
-    assert crd["metadata"]["name"] == "parsejobs.schedgen.io"
+    assert crd["metadata"]["name"] == f"{pj.PLURAL}.{pj.GROUP}"
+    assert crd["spec"]["group"] == pj.GROUP and crd["spec"]["names"]["kind"] == pj.KIND
     assert crd["spec"]["names"]["shortNames"] == ["pj"] and crd["spec"]["scope"] == "Namespaced"
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
@@ -33,14 +35,17 @@ def test_crd_is_structural_and_complete():
     assert {"Phase", "Kind", "Events", "Attempts", "Age"} <= columns
     schema = version["schema"]["openAPIV3Schema"]
     spec = schema["properties"]["spec"]["properties"]
-    assert spec["priority"]["enum"] == ["high", "normal", "low"] and spec["priority"]["default"] == "normal"
-    assert spec["scheduleType"]["enum"] == ["auto", "lecture", "test", "exam"]
+    assert spec["priority"]["enum"] == list(pj.PRIORITIES) and spec["priority"]["default"] == pj.DEFAULT_PRIORITY
+    assert spec["scheduleType"]["enum"] == list(pj.SCHEDULE_TYPES)
     assert spec["deadlineSeconds"]["default"] == 300 and spec["deadlineSeconds"]["maximum"] == 3600
     assert spec["maxRetries"]["default"] == 3 and spec["maxRetries"]["maximum"] == 10
     assert spec["source"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
     assert spec["source"]["properties"]["s3"]["required"] == ["key"]
     status = schema["properties"]["status"]["properties"]
-    assert status["phase"]["enum"] == ["Queued", "Running", "Succeeded", "Failed", "Cancelled"]
+    assert status["phase"]["enum"] == list(pj.PHASES)
+    assert status["result"]["properties"]["kind"]["enum"] == list(pj.SCHEDULE_KINDS)
+    assert status["conditions"]["items"]["properties"]["type"]["enum"] == list(pj.CONDITION_TYPES)
+    assert version["name"] == pj.VERSION
     for field in ("queuePosition", "attempts", "jobName", "enqueuedAt", "startedAt", "completedAt", "result",
                   "error", "conditions", "observedGeneration"):
         assert field in status

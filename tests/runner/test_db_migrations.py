@@ -76,3 +76,18 @@ def test_connect_error_hides_password(closed_port):
     with pytest.raises(db.DatabaseUnavailable) as info:
         db.connect(f"host=127.0.0.1 port={closed_port} user=u password=hunter2 dbname=x", timeout=1)
     assert "hunter2" not in str(info.value) and info.value.exit_code == 1
+
+
+def test_error_code_migration_splits_legacy_messages(empty_database):
+    """Rows written before 0003 held "Code: message" in error_message."""
+    by_version = {m.version: m for m in db.migrations()}
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for version in (1, 2):
+            conn.execute(by_version[version].sql)
+        for uid, message in (("00000000-0000-0000-0000-000000000001", "NoTables: no table on any page"),
+                             ("00000000-0000-0000-0000-000000000002", "the Job disappeared: gone")):
+            conn.execute("INSERT INTO parse_jobs (uid, namespace, name, tenant, source_key, error_message)"
+                         " VALUES (%s, 'ns', %s, 't', 'k', %s)", (uid, uid[-1], message))
+        conn.execute(by_version[3].sql)
+        rows = conn.execute("SELECT error_code, error_message FROM parse_jobs ORDER BY uid").fetchall()
+    assert rows == [("NoTables", "no table on any page"), (None, "the Job disappeared: gone")]

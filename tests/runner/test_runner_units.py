@@ -11,15 +11,16 @@ from hypothesis import strategies as st
 
 from schedgen.errors import ConfigurationError, ParseTimeout
 from schedgen.runner import config
-from schedgen.runner.main import termination_message
+from schedgen.parsejob import RunnerSummary
 from schedgen.runner.parsing import hard_deadline as hard_timeout
 
 
 @settings(max_examples=200, deadline=None)
 @given(message=st.text(max_size=6000), code=st.text(max_size=40))
 def test_termination_message_always_fits(message, code):
-    text = termination_message({"ok": False, "code": code, "message": message})
+    text = RunnerSummary(ok=False, code=code, message=message).to_json()
     assert len(text.encode()) <= 4096
+    assert RunnerSummary.from_message(text).code == code
     decoded = json.loads(text)
     assert decoded["code"] == code
     if len(message.encode()) < 3000:

@@ -29,15 +29,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from schedgen.errors import DatabaseUnavailable
 
 from . import metrics, store
-from .backends import (
+from schedgen.parsejob import (
     ANN_CONTENT,
     ANN_FILENAME,
     ANN_IDEMPOTENCY,
-    CREATED_BY,
-    GROUP,
+    API_VERSION,
+    CREATED_BY_API,
+    KIND,
     LABEL_CREATED_BY,
     LABEL_TENANT,
-    VERSION,
+    PRIORITIES,
+    SCHEDULE_TYPES,
+)
+
+from .backends import (
     AlreadyExists,
     BackendUnavailable,
     NotFound,
@@ -56,8 +61,6 @@ JOB_ID = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _JOB_ID = re.compile(JOB_ID)
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,255}$"
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY)
-PRIORITIES = ("high", "normal", "low")
-SCHEDULE_TYPES = ("auto", "lecture", "test", "exam")
 UNLIMITED_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
 
@@ -418,10 +421,10 @@ async def _upload(svc: Services, request: Request, idempotency_key: str | None) 
             name = _job_name(upload.sha256, secrets.token_hex(6))
         s3_key = f"uploads/sha256/{upload.sha256}.pdf"
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob",
+            "apiVersion": API_VERSION, "kind": KIND,
             "metadata": {
                 "name": name,
-                "labels": {LABEL_TENANT: tenant, LABEL_CREATED_BY: CREATED_BY},
+                "labels": {LABEL_TENANT: tenant, LABEL_CREATED_BY: CREATED_BY_API},
                 "annotations": {ANN_CONTENT: upload.sha256,
                                 **({ANN_IDEMPOTENCY: key_hash} if key_hash else {}),
                                 **({ANN_FILENAME: upload.filename} if upload.filename else {})},
@@ -518,10 +521,7 @@ def _status_from_record(name: str, r: dict) -> dict:
         result = {"kind": r["kind"], "events": r["event_count"], "pages": r["pages"], "parseSeconds": r["parse_seconds"]}
     error = None
     if r["error_reason"] or r["error_message"]:
-        code, message = None, r["error_message"]
-        if message and ": " in message and re.match(r"^[A-Za-z]+: ", message):
-            code, message = message.split(": ", 1)
-        error = {"reason": r["error_reason"], "code": code, "message": message}
+        error = {"reason": r["error_reason"], "code": r["error_code"], "message": r["error_message"]}
     return {
         "id": name, "uid": str(r["uid"]), "tenant": r["tenant"], "priority": r["priority"],
         "scheduleType": r["schedule_type"], "phase": r["phase"], "queuePosition": None,

@@ -11,15 +11,10 @@ import os
 import threading
 from typing import Any, BinaryIO
 
+from schedgen.parsejob import GROUP, PLURAL, VERSION
+
 from .config import ApiConfig
 
-GROUP, VERSION, PLURAL = "schedgen.io", "v1alpha1", "parsejobs"
-LABEL_TENANT = "schedgen.io/tenant"
-LABEL_CREATED_BY = "app.kubernetes.io/created-by"
-CREATED_BY = "schedgen-api"
-ANN_IDEMPOTENCY = "schedgen.io/idempotency-key-sha256"
-ANN_CONTENT = "schedgen.io/content-sha256"
-ANN_FILENAME = "schedgen.io/original-filename"
 K8S_TIMEOUT = (3, 10)  # connect, read
 
 

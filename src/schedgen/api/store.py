@@ -148,7 +148,7 @@ async def release_idempotency(pool: AsyncPool, tenant: str, key_hash: str) -> No
 # --- job records (written by the operator) and events (by the runner) ------------------
 
 _RECORD_COLUMNS = ("uid", "name", "tenant", "priority", "schedule_type", "phase", "attempts", "kind",
-                   "event_count", "pages", "parse_seconds", "error_reason", "error_message",
+                   "event_count", "pages", "parse_seconds", "error_reason", "error_code", "error_message",
                    "created_at", "enqueued_at", "started_at", "completed_at")
 
 

@@ -22,21 +22,6 @@ from schedgen.models import camel_case
 
 log = logging.getLogger(__name__)
 
-GROUP = "schedgen.io"
-VERSION = "v1alpha1"
-PLURAL = "parsejobs"
-KIND = "ParseJob"
-MANAGED_BY = "schedgen-operator"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_PARSEJOB = "schedgen.io/parsejob"
-LABEL_PARSEJOB_UID = "schedgen.io/parsejob-uid"
-LABEL_TENANT = "schedgen.io/tenant"
-LABEL_PRIORITY = "schedgen.io/priority"
-RUNNER_CONTAINER = "runner"
-
-PRIORITIES = ("high", "normal", "low")
-
-
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Settings read on every tick (ConfigMap keys are the camelCase field names)."""

@@ -28,13 +28,9 @@ import kopf
 
 from . import metrics, records
 from . import status as st
+from schedgen.parsejob import FINALIZER, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_MANAGED_BY, LABEL_PARSEJOB_UID, MANAGED_BY, PLURAL, VERSION
+
 from .config import (
-    GROUP,
-    LABEL_MANAGED_BY,
-    LABEL_PARSEJOB_UID,
-    MANAGED_BY,
-    PLURAL,
-    VERSION,
     OperatorConfig,
     RuntimeConfig,
 )
@@ -85,8 +81,8 @@ class NoDiffBaseStorage(kopf.DiffBaseStorage):
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-    settings.persistence.finalizer = "schedgen.io/record"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="schedgen.io")
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = NoDiffBaseStorage()
     settings.posting.enabled = False  # our own Events only (kube.emit), not kopf's log lines
     settings.peering.lifetime = CFG.peering_lifetime

@@ -17,20 +17,21 @@ from typing import Any, Mapping
 
 import kopf
 
-from .config import (
+from schedgen.parsejob import (
+    EXIT_BAD_INPUT,
+    EXIT_MISCONFIGURED,
     LABEL_MANAGED_BY,
     LABEL_PARSEJOB,
     LABEL_PARSEJOB_UID,
     LABEL_PRIORITY,
     LABEL_TENANT,
     MANAGED_BY,
+    RUN_AS_ID,
     RUNNER_CONTAINER,
-    OperatorConfig,
+    priority_of,
 )
 
-EXIT_BAD_INPUT = 2
-EXIT_MISCONFIGURED = 3
-RUN_AS_ID = 65532
+from .config import OperatorConfig
 
 
 # --- names and effective spec values -----------------------------------------------
@@ -48,10 +49,6 @@ def job_name(parsejob_name: str, uid: str) -> str:
 def tenant_of(body: Mapping[str, Any]) -> str:
     spec = body.get("spec") or {}
     return spec.get("tenant") or body["metadata"]["namespace"]
-
-
-def priority_of(body: Mapping[str, Any]) -> str:
-    return (body.get("spec") or {}).get("priority") or "normal"
 
 
 def bucket_of(body: Mapping[str, Any], cfg: OperatorConfig) -> str:

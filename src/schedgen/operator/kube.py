@@ -16,7 +16,8 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 from . import metrics
-from .config import GROUP, PLURAL, VERSION
+from schedgen.parsejob import GROUP, PLURAL, VERSION
+
 from .status import now_rfc3339
 
 log = logging.getLogger(__name__)

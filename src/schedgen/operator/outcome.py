@@ -20,10 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .config import RUNNER_CONTAINER
-
-EXIT_BAD_INPUT = 2
-EXIT_MISCONFIGURED = 3
+from schedgen.parsejob import EXIT_BAD_INPUT, EXIT_MISCONFIGURED, FAILED, RUNNER_CONTAINER, SUCCEEDED, RunnerSummary
 
 
 @dataclass(frozen=True)
@@ -34,13 +31,6 @@ class Outcome:
     code: str | None = None  # the runner's stable error code, when it reported one
     result: dict[str, Any] | None = None
     attempts: int = 0
-
-
-@dataclass(frozen=True)
-class RunningState:
-    attempts: int
-    pending_unschedulable: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- views kept by the indexes --------------------------------------------------------
@@ -114,32 +104,6 @@ def pod_view(body: Mapping[str, Any]) -> dict[str, Any]:
 # --- classification -----------------------------------------------------------------
 
 
-def runner_summary(message: str) -> dict[str, Any] | None:
-    """The runner's JSON summary from a termination message (None if it is not one)."""
-    text = (message or "").strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _result(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if not summary or not summary.get("ok"):
-        return None
-    out: dict[str, Any] = {}
-    if summary.get("kind"):
-        out["kind"] = str(summary["kind"])
-    for src, dst in (("events", "events"), ("pages", "pages")):
-        if isinstance(summary.get(src), int):
-            out[dst] = summary[src]
-    if isinstance(summary.get("seconds"), (int, float)):
-        out["parseSeconds"] = round(float(summary["seconds"]), 3)
-    return out
-
-
 def _failed_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     done = [p for p in pods if p.get("terminated") and p["terminated"].get("exitCode") not in (None, 0)]
     return sorted(done, key=lambda p: (p["terminated"].get("finishedAt") or "", p.get("created") or ""))
@@ -166,8 +130,9 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
     complete = conditions.get("Complete") or {}
     if complete.get("status") == "True":
         succeeded = [p for p in pods if p.get("terminated") and p["terminated"].get("exitCode") == 0]
-        summary = runner_summary(succeeded[-1]["terminated"]["message"]) if succeeded else None
-        return Outcome("Succeeded", "Completed", "parsed", result=_result(summary) or {}, attempts=tries)
+        summary = RunnerSummary.from_message(succeeded[-1]["terminated"]["message"]) if succeeded else None
+        result = summary.result() if summary and summary.ok else {}
+        return Outcome(SUCCEEDED, "Completed", "parsed", result=result, attempts=tries)
     failed = conditions.get("Failed") or {}
     if failed.get("status") != "True":
         return None
@@ -175,9 +140,9 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
     job_message = failed.get("message") or ""
     failures = _failed_pods(pods)
     last = failures[-1]["terminated"] if failures else None
-    summary = runner_summary(last["message"]) if last else None
-    code = summary.get("code") if summary else None
-    runner_message = (summary.get("message") if summary else None) or (last["message"] if last else "")
+    summary = RunnerSummary.from_message(last["message"]) if last else None
+    code = summary.code if summary else None
+    runner_message = (summary.message if summary else None) or (last["message"] if last else "")
 
     if job_reason == "DeadlineExceeded":
         return Outcome("Failed", "DeadlineExceeded", _short(job_message or "the job ran past deadlineSeconds"),
@@ -185,12 +150,11 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
     by_exit = [p["terminated"] for p in failures if p["terminated"].get("exitCode") in (EXIT_BAD_INPUT, EXIT_MISCONFIGURED)]
     if job_reason == "PodFailurePolicy" or by_exit:
         term = by_exit[-1] if by_exit else last
-        s = runner_summary(term["message"]) if term else None
-        msg = (s or {}).get("message") or (term or {}).get("message") or job_message
+        s = (RunnerSummary.from_message(term["message"]) if term else None) or RunnerSummary(ok=False)
+        msg = s.message or (term or {}).get("message") or job_message
         if term and term.get("exitCode") == EXIT_MISCONFIGURED:
-            return Outcome("Failed", "Misconfigured", _short(msg), code=(s or {}).get("code") or "ConfigurationError",
-                           attempts=tries)
-        return Outcome("Failed", "InvalidPDF", _short(msg), code=(s or {}).get("code") or "BadInput", attempts=tries)
+            return Outcome(FAILED, "Misconfigured", _short(msg), code=s.code or "ConfigurationError", attempts=tries)
+        return Outcome(FAILED, "InvalidPDF", _short(msg), code=s.code or "BadInput", attempts=tries)
     if last and (last.get("reason") == "OOMKilled"):
         return Outcome("Failed", "OOMKilled", "the runner exceeded its memory limit", code=code, attempts=tries)
     if job_reason == "BackoffLimitExceeded":

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
+from schedgen.parsejob import SCHEDULE_KINDS
+
 from .config import OperatorConfig
 from .job_template import bucket_of, key_of, priority_of, tenant_of
 
@@ -46,6 +48,7 @@ class Record:
     started_at: str | None
     completed_at: str | None
     error_reason: str | None
+    error_code: str | None
     error_message: str | None
     kind: str | None
     event_count: int | None
@@ -67,7 +70,7 @@ def record_of(body: Mapping[str, Any], cfg: OperatorConfig) -> Record | None:
     spec = body.get("spec") or {}
     result = status.get("result") or {}
     error = status.get("error") or {}
-    kind = result.get("kind") if result.get("kind") in ("lecture", "test", "exam") else None
+    kind = result.get("kind") if result.get("kind") in SCHEDULE_KINDS else None
     seconds = result.get("parseSeconds")
     history = tuple(
         Transition(int(h["seq"]), h["phase"], h.get("reason") or "", h.get("message") or "", h["at"])
@@ -83,7 +86,7 @@ def record_of(body: Mapping[str, Any], cfg: OperatorConfig) -> Record | None:
         enqueued_at=status.get("enqueuedAt"), started_at=status.get("startedAt"),
         completed_at=status.get("completedAt"),
         error_reason=error.get("reason"),
-        error_message=(f"{error['code']}: {error.get('message', '')}" if error.get("code") else error.get("message")),
+        error_code=error.get("code"), error_message=error.get("message"),
         kind=kind, event_count=result.get("events"), pages=result.get("pages"),
         parse_seconds=float(seconds) if seconds not in (None, "") else None,
         history=history,
@@ -99,8 +102,8 @@ def _ts(value: str | None) -> datetime | None:
 _UPSERT = """
 INSERT INTO parse_jobs AS p (uid, namespace, name, tenant, priority, schedule_type, source_bucket,
     source_key, phase, transition_seq, attempts, job_name, kind, event_count, pages, parse_seconds,
-    error_reason, error_message, enqueued_at, started_at, completed_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+    error_reason, error_code, error_message, enqueued_at, started_at, completed_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
 ON CONFLICT (uid) DO UPDATE SET
     tenant = EXCLUDED.tenant, priority = EXCLUDED.priority, schedule_type = EXCLUDED.schedule_type,
     source_bucket = EXCLUDED.source_bucket, source_key = EXCLUDED.source_key,
@@ -108,7 +111,8 @@ ON CONFLICT (uid) DO UPDATE SET
     job_name = EXCLUDED.job_name,
     kind = COALESCE(p.kind, EXCLUDED.kind), event_count = COALESCE(p.event_count, EXCLUDED.event_count),
     pages = COALESCE(p.pages, EXCLUDED.pages), parse_seconds = COALESCE(p.parse_seconds, EXCLUDED.parse_seconds),
-    error_reason = EXCLUDED.error_reason, error_message = EXCLUDED.error_message,
+    error_reason = EXCLUDED.error_reason, error_code = EXCLUDED.error_code,
+    error_message = EXCLUDED.error_message,
     enqueued_at = EXCLUDED.enqueued_at, started_at = EXCLUDED.started_at,
     completed_at = EXCLUDED.completed_at, updated_at = now()
 WHERE (p.transition_seq, p.attempts) < (EXCLUDED.transition_seq, EXCLUDED.attempts)
@@ -123,7 +127,7 @@ VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_uid, seq) DO NOTHING
 def _row(r: Record) -> tuple:
     return (r.uid, r.namespace, r.name, r.tenant, r.priority, r.schedule_type, r.source_bucket,
             r.source_key, r.phase, r.seq, r.attempts, r.job_name, r.kind, r.event_count, r.pages,
-            r.parse_seconds, r.error_reason, r.error_message, _ts(r.enqueued_at), _ts(r.started_at),
+            r.parse_seconds, r.error_reason, r.error_code, r.error_message, _ts(r.enqueued_at), _ts(r.started_at),
             _ts(r.completed_at))
 
 

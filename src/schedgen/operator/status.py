@@ -14,9 +14,7 @@ from typing import Any, Mapping
 
 from .outcome import Outcome
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "Queued", "Running", "Succeeded", "Failed", "Cancelled"
-FINAL_PHASES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-CONDITION_TYPES = ("Admitted", "Complete", "Failed")
+from schedgen.parsejob import CANCELLED, CONDITION_TYPES, FAILED, FINAL_PHASES, QUEUED, RUNNING, SUCCEEDED  # noqa: F401
 
 
 def now_rfc3339(ts: float | None = None) -> str:

@@ -21,12 +21,12 @@ from pathlib import Path
 from schedgen import db
 from schedgen.errors import InternalError, MemoryLimitExceeded, SchedgenError
 from schedgen.models import ParseResult
+from schedgen.parsejob import RunnerSummary
 from schedgen.runner import config as configmod
 from schedgen.runner import parsing  # before the memory limit: loading code maps memory
 from schedgen.runner import storage
 
 log = logging.getLogger("schedgen.runner")
-TERMINATION_LIMIT = 4096
 
 
 # --- logging -----------------------------------------------------------------------
@@ -79,22 +79,9 @@ def _info(msg: str, **fields: object) -> None:
 # --- termination message -----------------------------------------------------------
 
 
-def termination_message(payload: dict, limit: int = TERMINATION_LIMIT) -> str:
-    """JSON of `payload` in at most `limit` UTF-8 bytes, shortening its "message"."""
-    payload = dict(payload)
-    text = json.dumps(payload, ensure_ascii=False)
-    while len(text.encode()) > limit and payload.get("message"):
-        excess = len(text.encode()) - limit
-        message = payload["message"].removesuffix("…")
-        # Dropping n characters drops at least n bytes; "…" costs 3.
-        payload["message"] = message[: max(0, len(message) - excess - 3)] + "…"
-        text = json.dumps(payload, ensure_ascii=False)
-    return text
-
-
-def write_termination(path: str, payload: dict) -> None:
+def write_termination(path: str, summary: RunnerSummary) -> None:
     try:
-        Path(path).write_text(termination_message(payload), encoding="utf-8")
+        Path(path).write_text(summary.to_json(), encoding="utf-8")
     except OSError as exc:  # e.g. run outside Kubernetes: the log line still has it
         log.warning("cannot write termination message to %s: %s", path, exc)
 
@@ -163,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.ERROR if isinstance(error, InternalError) else logging.WARNING
         log.log(level, "failed: %s", error.message, exc_info=isinstance(error, InternalError),
                 extra={"fields": {"code": error.code, "exit_code": error.exit_code}})
-        write_termination(termination_path, {"ok": False, **error.as_dict()})
+        write_termination(termination_path, RunnerSummary(ok=False, code=error.code, message=error.message))
         return error.exit_code
     _lift_memory_limit()
-    write_termination(termination_path, {"ok": True, **result.summary()})
+    write_termination(termination_path, RunnerSummary(ok=True, **result.summary()))
     _info("succeeded", code="OK", **result.summary())
     return 0
 

@@ -1,0 +1,151 @@
+"""The ParseJob contract: the one place its names and shapes are written down.
+
+Every component imports these instead of spelling them out: the API creates ParseJobs
+with these labels and annotations, the operator admits and labels their Jobs, the
+runner exits with these codes and writes this summary, and the CRD
+(`crds/parsejobs.schedgen.io.yaml`) declares the same phases, priorities and schedule
+types (a test holds the CRD to this module).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# --- the resource ------------------------------------------------------------------------
+
+GROUP = "schedgen.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+PLURAL = "parsejobs"
+KIND = "ParseJob"
+
+# --- labels and annotations ------------------------------------------------------------------
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "schedgen-operator"  # on the runner Jobs and Pods the operator creates
+LABEL_CREATED_BY = "app.kubernetes.io/created-by"
+CREATED_BY_API = "schedgen-api"  # on ParseJobs the upload API creates
+LABEL_PARSEJOB = "schedgen.io/parsejob"
+LABEL_PARSEJOB_UID = "schedgen.io/parsejob-uid"
+LABEL_TENANT = "schedgen.io/tenant"
+LABEL_PRIORITY = "schedgen.io/priority"
+
+ANN_IDEMPOTENCY = "schedgen.io/idempotency-key-sha256"
+ANN_CONTENT = "schedgen.io/content-sha256"
+ANN_FILENAME = "schedgen.io/original-filename"
+
+FINALIZER = "schedgen.io/record"  # the operator records the final row before deletion
+KOPF_ANNOTATION_PREFIX = "schedgen.io"
+
+# --- spec values ------------------------------------------------------------------------
+
+PRIORITIES = ("high", "normal", "low")  # most urgent first
+DEFAULT_PRIORITY = "normal"
+SCHEDULE_KINDS = ("lecture", "test", "exam")
+SCHEDULE_TYPES = ("auto", *SCHEDULE_KINDS)  # spec.scheduleType: auto-detect or force one
+
+# --- status -----------------------------------------------------------------------------
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "Queued", "Running", "Succeeded", "Failed", "Cancelled"
+PHASES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINAL_PHASES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+CONDITION_TYPES = ("Admitted", "Complete", "Failed")
+
+# --- the runner ---------------------------------------------------------------------------
+
+RUNNER_CONTAINER = "runner"
+RUN_AS_ID = 65532  # the images' unprivileged user and group
+
+# Exit codes: the Job's pod failure policy and the operator's classification read them.
+EXIT_OK = 0
+EXIT_TRANSIENT = 1  # storage/database trouble: retried
+EXIT_BAD_INPUT = 2  # the file can never be parsed: fail at once
+EXIT_MISCONFIGURED = 3  # the environment is wrong: fail at once
+
+SUMMARY_MAX_BYTES = 4096  # the kubelet keeps at most 4 KiB of a termination message
+
+
+@dataclass(frozen=True)
+class RunnerSummary:
+    """What the runner writes to its termination message, one JSON object.
+
+    Success: `{"ok": true, "kind", "events", "pages", "seconds"}`;
+    failure: `{"ok": false, "code", "message"}`.
+    """
+
+    ok: bool
+    kind: str | None = None
+    events: int | None = None
+    pages: int | None = None
+    seconds: float | None = None
+    code: str | None = None
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.ok:
+            return {"ok": True, "kind": self.kind, "events": self.events, "pages": self.pages,
+                    "seconds": self.seconds}
+        return {"ok": False, "code": self.code, "message": self.message or ""}
+
+    def to_json(self, limit: int = SUMMARY_MAX_BYTES) -> str:
+        """The JSON in at most `limit` UTF-8 bytes, shortening the message if need be."""
+        payload = self.as_dict()
+        text = json.dumps(payload, ensure_ascii=False)
+        while len(text.encode()) > limit and payload.get("message"):
+            excess = len(text.encode()) - limit
+            message = payload["message"].removesuffix("…")
+            # Dropping n characters drops at least n bytes; "…" costs 3.
+            payload["message"] = message[: max(0, len(message) - excess - 3)] + "…"
+            text = json.dumps(payload, ensure_ascii=False)
+        return text
+
+    @classmethod
+    def from_message(cls, message: str | None) -> "RunnerSummary | None":
+        """Read a termination message; None when it is not a summary (a crash's stderr)."""
+        text = (message or "").strip()
+        if not text.startswith("{"):
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+            return None
+        return cls(
+            ok=data["ok"],
+            kind=_str_or_none(data.get("kind")),
+            events=_int_or_none(data.get("events")),
+            pages=_int_or_none(data.get("pages")),
+            seconds=float(data["seconds"]) if isinstance(data.get("seconds"), (int, float))
+            and not isinstance(data.get("seconds"), bool) else None,
+            code=_str_or_none(data.get("code")),
+            message=_str_or_none(data.get("message")),
+        )
+
+    def result(self) -> dict[str, Any]:
+        """The `status.result` of a successful run (camelCase, only what is known)."""
+        out: dict[str, Any] = {}
+        if self.kind:
+            out["kind"] = self.kind
+        if self.events is not None:
+            out["events"] = self.events
+        if self.pages is not None:
+            out["pages"] = self.pages
+        if self.seconds is not None:
+            out["parseSeconds"] = round(self.seconds, 3)
+        return out
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def priority_of(body: Mapping[str, Any]) -> str:
+    """A ParseJob's priority (the CRD admits only PRIORITIES); missing: the default."""
+    return (body.get("spec") or {}).get("priority") or DEFAULT_PRIORITY
