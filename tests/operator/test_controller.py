@@ -12,7 +12,7 @@ import pytest
 from schedgen.operator.config import OperatorConfig, RuntimeConfig
 from schedgen.operator.controller import Controller
 from schedgen.operator.kube import Conflict, NotFound
-from schedgen.operator.outcome import job_view, pod_view
+from schedgen.operator.views import job_view, pod_view
 
 _rv = itertools.count(1)
 

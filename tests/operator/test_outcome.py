@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from schedgen.operator.outcome import classify, job_view, parse_time, pod_view
+from schedgen.operator.outcome import classify
+from schedgen.operator.views import epoch_of, job_view, pod_view
 
 
 def job(conditions=(), active=0, succeeded=0, failed=0) -> dict:
@@ -83,5 +84,5 @@ def test_garbage_termination_message_is_tolerated():
 
 def test_pod_view_unschedulable_and_time_parsing():
     p = pod(scheduled="2026-01-01T00:00:10Z")
-    assert p["unschedulableSince"] == parse_time("2026-01-01T00:00:10Z")
-    assert parse_time("2026-01-01T00:00:10.5Z") - parse_time("2026-01-01T00:00:10Z") == 0.5
+    assert p["unschedulableSince"] == epoch_of("2026-01-01T00:00:10Z")
+    assert epoch_of("2026-01-01T00:00:10.5Z") - epoch_of("2026-01-01T00:00:10Z") == 0.5

@@ -32,7 +32,7 @@ def lifecycle(b: dict) -> list[dict]:
 def run_sync(dsn: str, bodies: list[dict]) -> None:
     async def go():
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            await records.sync(conn, [records.record_of(b, CFG) for b in bodies])
+            await records.sync(conn, [records.row_of(b, CFG) for b in bodies])
     asyncio.run(go())
 
 
@@ -95,7 +95,7 @@ def test_attempts_update_without_a_phase_change(postgres, pg_conn):
 
 def test_record_book():
     b = new_body()
-    q, r, done = (records.record_of(x, CFG) for x in lifecycle(b))
+    q, r, done = (records.row_of(x, CFG) for x in lifecycle(b))
     book = records.RecordBook()
     assert book.behind([q]) == [q]
     book.mark([r])
@@ -105,7 +105,7 @@ def test_record_book():
 
 
 def test_no_record_without_status():
-    assert records.record_of(new_body(), CFG) is None
+    assert records.row_of(new_body(), CFG) is None
 
 
 def test_error_code_has_its_own_column(postgres, pg_conn):

@@ -28,7 +28,8 @@ from . import status as st
 from .config import OperatorConfig, RuntimeConfig
 from .job_template import build_job, job_name, priority_of, tenant_of
 from .kube import Conflict, Kube, NotFound
-from .outcome import Outcome, attempts, classify, job_lost, parse_time
+from .outcome import Outcome, attempts, classify, job_lost
+from .views import epoch_of
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ class Controller:
         created = self.job_created.get(meta["uid"])
         if created is not None and self.clock() - created < JOB_LOST_GRACE_SECONDS:
             return None
-        started = parse_time(status.get("startedAt"))
+        started = epoch_of(status.get("startedAt"))
         if started is not None and self.wall() - started < JOB_LOST_GRACE_SECONDS:
             return None
         name = status.get("jobName") or job_name(meta["name"], meta["uid"])
@@ -249,7 +250,7 @@ class Controller:
         metrics.COMPLETED.labels(kind=kind, outcome=outcome.phase, reason=outcome.reason).inc()
         for hist, since in ((metrics.RUN_TIME, s.get("startedAt")),
                             (metrics.END_TO_END, body["metadata"].get("creationTimestamp"))):
-            t = parse_time(since)
+            t = epoch_of(since)
             if t is not None:
                 hist.observe(max(0.0, now - t))
         if outcome.phase == st.SUCCEEDED:
@@ -330,7 +331,7 @@ class Controller:
             if self.freed_slots:
                 metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
             metrics.ADMITTED.labels(priority=priority_of(body)).inc()
-            created = parse_time(meta.get("creationTimestamp"))
+            created = epoch_of(meta.get("creationTimestamp"))
             if created is not None:
                 metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
         self.positions.pop(meta["uid"], None)

@@ -37,7 +37,7 @@ from .config import (
 from .controller import Controller
 from .job_template import job_name
 from .kube import Conflict, Kube, NotFound
-from .outcome import job_view, parse_time, pod_view
+from .views import epoch_of, job_view, pod_view
 from .retention import Finished, select_expired
 
 CFG = OperatorConfig.from_env()
@@ -203,7 +203,7 @@ async def records_daemon(stopped: kopf.DaemonStopped, logger: kopf.Logger,
                 book.reset()  # after an outage: replay everything, the upsert is idempotent
                 logger.info("records: connected to Postgres")
             bodies = [b for _, store in list(parsejob_index.items()) for b in store]
-            behind = [r for r in (records.record_of(b, CFG) for b in bodies if book.may_be_behind(b)) if r is not None]
+            behind = [r for r in (records.row_of(b, CFG) for b in bodies if book.may_be_behind(b)) if r is not None]
             behind = book.behind(behind)
             metrics.RECORDS_PENDING.set(len(behind))
             for i in range(0, len(behind), RECORDS_BATCH):
@@ -239,7 +239,7 @@ async def retention_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, logger:
         for _key, store in list(parsejob_index.items()):
             for b in store:
                 s = b.get("status") or {}
-                done = parse_time(s.get("completedAt"))
+                done = epoch_of(s.get("completedAt"))
                 if s.get("phase") in st.FINAL_PHASES and done and not b["metadata"].get("deletionTimestamp"):
                     finished.append(Finished((b["metadata"]["namespace"], b["metadata"]["name"]),
                                              b["metadata"]["uid"], s["phase"], done))
@@ -288,7 +288,7 @@ async def finalize(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         return
     import psycopg
 
-    record = records.record_of(current, CFG)
+    record = records.row_of(current, CFG)
     if record is None:
         return
     try:

@@ -1,7 +1,7 @@
 """What happened to a ParseJob's Job: classify a finished Job from the Job and its pods.
 
-Input are the small views the indexes keep (`job_view`, `pod_view`, plain dicts), so
-this module is pure and testable with hand-written objects.
+Input are the small views the indexes keep (views.job_view, views.pod_view: plain
+dicts), so this module is pure and testable with hand-written objects.
 
 Reasons (status.error.reason):
     InvalidPDF            runner exit 2 (bad input); status.error.code = the runner's code
@@ -14,13 +14,10 @@ Reasons (status.error.reason):
 
 from __future__ import annotations
 
-import calendar
-import json
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from schedgen.parsejob import EXIT_BAD_INPUT, EXIT_MISCONFIGURED, FAILED, RUNNER_CONTAINER, SUCCEEDED, RunnerSummary
+from schedgen.parsejob import EXIT_BAD_INPUT, EXIT_MISCONFIGURED, FAILED, SUCCEEDED, RunnerSummary
 
 
 @dataclass(frozen=True)
@@ -31,74 +28,6 @@ class Outcome:
     code: str | None = None  # the runner's stable error code, when it reported one
     result: dict[str, Any] | None = None
     attempts: int = 0
-
-
-# --- views kept by the indexes --------------------------------------------------------
-
-
-def parse_time(value: str | None) -> float | None:
-    """RFC 3339 (as the API server writes it) -> epoch seconds."""
-    if not value:
-        return None
-    text = value.rstrip("Z")
-    frac = 0.0
-    if "." in text:
-        text, fraction = text.split(".", 1)
-        frac = float("0." + "".join(ch for ch in fraction if ch.isdigit()) or "0")
-    text = text.split("+")[0]
-    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S")) + frac
-
-
-def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
-    status = body.get("status") or {}
-    conditions = {
-        c.get("type"): {"status": c.get("status"), "reason": c.get("reason") or "", "message": c.get("message") or ""}
-        for c in status.get("conditions") or []
-    }
-    meta = body.get("metadata") or {}
-    return {
-        "name": meta.get("name"),
-        "uid": meta.get("uid"),
-        "active": status.get("active") or 0,
-        "succeeded": status.get("succeeded") or 0,
-        "failed": status.get("failed") or 0,
-        "conditions": conditions,
-        "deleting": bool(meta.get("deletionTimestamp")),
-    }
-
-
-def pod_view(body: Mapping[str, Any]) -> dict[str, Any]:
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-    unschedulable_since = None
-    disrupted = False
-    for c in status.get("conditions") or []:
-        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
-            unschedulable_since = parse_time(c.get("lastTransitionTime")) or time.time()
-        if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
-            disrupted = True
-    terminated = None
-    for cs in status.get("containerStatuses") or []:
-        if cs.get("name") != RUNNER_CONTAINER:
-            continue
-        state = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
-        if state:
-            terminated = {
-                "exitCode": state.get("exitCode"),
-                "reason": state.get("reason") or "",
-                "message": state.get("message") or "",
-                "finishedAt": state.get("finishedAt") or "",
-            }
-    labels = meta.get("labels") or {}
-    return {
-        "name": meta.get("name"),
-        "job": labels.get("batch.kubernetes.io/job-name") or labels.get("job-name"),
-        "phase": status.get("phase") or "Pending",
-        "created": meta.get("creationTimestamp") or "",
-        "unschedulableSince": unschedulable_since if status.get("phase", "Pending") == "Pending" else None,
-        "disrupted": disrupted,
-        "terminated": terminated,
-    }
 
 
 # --- classification -----------------------------------------------------------------

@@ -31,7 +31,9 @@ class Transition:
 
 
 @dataclass(frozen=True)
-class Record:
+class ParseJobRow:
+    """The parse_jobs row of one ParseJob and its transitions, as its status tells them."""
+
     uid: str
     namespace: str
     name: str
@@ -61,7 +63,7 @@ class Record:
         return (self.seq, self.attempts)
 
 
-def record_of(body: Mapping[str, Any], cfg: OperatorConfig) -> Record | None:
+def row_of(body: Mapping[str, Any], cfg: OperatorConfig) -> ParseJobRow | None:
     status = body.get("status") or {}
     seq = int(status.get("transitionSeq") or 0)
     if seq <= 0 or not status.get("phase"):
@@ -76,7 +78,7 @@ def record_of(body: Mapping[str, Any], cfg: OperatorConfig) -> Record | None:
         Transition(int(h["seq"]), h["phase"], h.get("reason") or "", h.get("message") or "", h["at"])
         for h in status.get("history") or [] if h.get("seq") and h.get("phase") and h.get("at")
     )
-    return Record(
+    return ParseJobRow(
         uid=meta["uid"], namespace=meta["namespace"], name=meta["name"],
         tenant=tenant_of(body), priority=priority_of(body),
         schedule_type=spec.get("scheduleType") or "auto",
@@ -124,22 +126,22 @@ VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_uid, seq) DO NOTHING
 """
 
 
-def _row(r: Record) -> tuple:
+def _values(r: ParseJobRow) -> tuple:
     return (r.uid, r.namespace, r.name, r.tenant, r.priority, r.schedule_type, r.source_bucket,
             r.source_key, r.phase, r.seq, r.attempts, r.job_name, r.kind, r.event_count, r.pages,
             r.parse_seconds, r.error_reason, r.error_code, r.error_message, _ts(r.enqueued_at), _ts(r.started_at),
             _ts(r.completed_at))
 
 
-async def sync(conn: Any, records: Sequence[Record]) -> None:
-    """Bring the rows of `records` up to date in one transaction (psycopg AsyncConnection)."""
-    if not records:
+async def sync(conn: Any, rows: Sequence[ParseJobRow]) -> None:
+    """Bring `rows` up to date in one transaction (psycopg AsyncConnection)."""
+    if not rows:
         return
     async with conn.transaction():
         async with conn.cursor() as cur:
-            await cur.executemany(_UPSERT, [_row(r) for r in records])
+            await cur.executemany(_UPSERT, [_values(r) for r in rows])
             transitions = [(r.uid, t.seq, t.phase, t.reason, t.message[:2000], _ts(t.at))
-                           for r in records for t in r.history]
+                           for r in rows for t in r.history]
             if transitions:
                 await cur.executemany(_TRANSITION, transitions)
 
@@ -151,16 +153,16 @@ class RecordBook:
         self.recorded: dict[str, tuple[int, int]] = {}
 
     def may_be_behind(self, body: Mapping[str, Any]) -> bool:
-        """Cheap pre-check on a ParseJob body, before building its Record."""
+        """Cheap pre-check on a ParseJob body, before building its row."""
         status = body.get("status") or {}
         version = (int(status.get("transitionSeq") or 0), int(status.get("attempts") or 0))
         return version[0] > 0 and self.recorded.get(body["metadata"]["uid"], (0, -1)) < version
 
-    def behind(self, records: Iterable[Record]) -> list[Record]:
-        return [r for r in records if self.recorded.get(r.uid, (0, -1)) < r.version]
+    def behind(self, rows: Iterable[ParseJobRow]) -> list[ParseJobRow]:
+        return [r for r in rows if self.recorded.get(r.uid, (0, -1)) < r.version]
 
-    def mark(self, records: Iterable[Record]) -> None:
-        for r in records:
+    def mark(self, rows: Iterable[ParseJobRow]) -> None:
+        for r in rows:
             if self.recorded.get(r.uid, (0, -1)) < r.version:
                 self.recorded[r.uid] = r.version
 
