@@ -4,7 +4,7 @@
 Registrations only; each handler does one thing and delegates to a pure module:
 
     indexes      parsejob_index, runner_job_index, runner_pod_index (in-memory views)
-    daemons      scheduler  (controller.Controller.tick: Job reconciler + admission + queue)
+    daemons      scheduler  (scheduler.Scheduler.tick: Job reconciler + admission + queue)
                  records    (records.sync: Postgres rows catch up with statuses)
                  retention  (retention.select_expired: delete old finished ParseJobs)
                  They accompany the operator's ConfigMap, so they run once per cluster and
@@ -34,7 +34,7 @@ from .config import (
     OperatorConfig,
     RuntimeConfig,
 )
-from .controller import Controller
+from .scheduler import Scheduler
 from .job_template import job_name
 from .kube import Conflict, Kube, NotFound
 from .views import epoch_of, job_view, pod_view
@@ -48,7 +48,7 @@ STUCK_TICK_SECONDS = 60.0
 @dataclass
 class _State:
     kube: Kube | None = None
-    controller: Controller | None = None
+    controller: Scheduler | None = None
     book: records.RecordBook | None = None
     active: bool = False
 
@@ -95,7 +95,7 @@ async def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: A
         # discovered once at startup (the CRDs are installed before the operator).
         settings.scanning.disabled = True
     STATE.kube = Kube()
-    STATE.controller = Controller(CFG, STATE.kube)
+    STATE.controller = Scheduler(CFG, STATE.kube)
     STATE.book = records.RecordBook()
     if CFG.metrics_port:
         from prometheus_client import start_http_server

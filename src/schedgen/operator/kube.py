@@ -102,7 +102,7 @@ class Kube:
         nothing to test; it is written unconditionally unless `resource_version` is
         given (not by default: kopf's finalizer patch right after creation would make
         almost every first write conflict). The single active replica and the
-        controller's overlay keep first writes from racing each other."""
+        scheduler's overlay keep first writes from racing each other."""
         if expect_seq > 0:
             body: Any = [
                 {"op": "test", "path": "/status/transitionSeq", "value": expect_seq},

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from schedgen.operator.config import OperatorConfig, RuntimeConfig
-from schedgen.operator.controller import Controller
+from schedgen.operator.scheduler import Scheduler
 from schedgen.operator.kube import Conflict, NotFound
 from schedgen.operator.views import job_view, pod_view
 
@@ -113,27 +113,27 @@ def phases(kube: FakeKube) -> dict[str, str]:
 def setup():
     kube = FakeKube()
     loop = asyncio.new_event_loop()
-    ctl = Controller(OperatorConfig(), kube)  # type: ignore[arg-type]
-    yield kube, ctl, loop
+    sched = Scheduler(OperatorConfig(), kube)  # type: ignore[arg-type]
+    yield kube, sched, loop
     loop.close()
 
 
-def tick(loop, ctl, kube, rt=None, stale=None):
-    loop.run_until_complete(ctl.tick(rt or runtime(), *kube.indexes(stale)))
+def tick(loop, sched, kube, rt=None, stale=None):
+    loop.run_until_complete(sched.tick(rt or runtime(), *kube.indexes(stale)))
 
 
 def test_admits_up_to_the_cap_then_follows_to_success(setup):
-    kube, ctl, loop = setup
+    kube, sched, loop = setup
     for i in range(4):
         kube.add(f"pj{i}", t=i)
-    tick(loop, ctl, kube)
+    tick(loop, sched, kube)
     assert phases(kube) == {"pj0": "Running", "pj1": "Running", "pj2": "Queued", "pj3": "Queued"}
     assert len(kube.jobs) == 2
     assert kube.parsejobs[("ns", "pj2")]["status"]["queuePosition"] == 1
     # admitted straight from nothing: one status write holds both transitions
     assert [h["phase"] for h in kube.parsejobs[("ns", "pj0")]["status"]["history"]] == ["Queued", "Running"]
     kube.finish_job("pj0")
-    tick(loop, ctl, kube)
+    tick(loop, sched, kube)
     p = phases(kube)
     assert p["pj0"] == "Succeeded" and p["pj2"] == "Running" and p["pj3"] == "Queued"
     assert kube.parsejobs[("ns", "pj0")]["status"]["result"]["events"] == 30
@@ -141,89 +141,90 @@ def test_admits_up_to_the_cap_then_follows_to_success(setup):
 
 
 def test_stale_index_never_admits_or_records_twice(setup):
-    kube, ctl, loop = setup
+    kube, sched, loop = setup
     kube.add("a")
     stale = {("ns", "a"): copy.deepcopy(kube.parsejobs[("ns", "a")])}
-    tick(loop, ctl, kube)
+    tick(loop, sched, kube)
     first = copy.deepcopy(kube.parsejobs[("ns", "a")]["status"])
-    tick(loop, ctl, kube, stale=stale)  # the watch has not delivered our write yet
-    tick(loop, ctl, kube, stale=stale)
+    tick(loop, sched, kube, stale=stale)  # the watch has not delivered our write yet
+    tick(loop, sched, kube, stale=stale)
     assert kube.parsejobs[("ns", "a")]["status"] == first and len(kube.jobs) == 1
 
 
 def test_restart_between_job_creation_and_status_adopts_the_job(setup):
-    kube, ctl, loop = setup
+    kube, sched, loop = setup
     kube.add("a")
-    tick(loop, ctl, kube)
+    tick(loop, sched, kube)
     kube.parsejobs[("ns", "a")]["status"] = {}  # as if the status write was lost
-    ctl2 = Controller(OperatorConfig(), kube)  # a new operator process
-    loop.run_until_complete(ctl2.tick(runtime(max_concurrent=1), *kube.indexes()))
+    sched2 = Scheduler(OperatorConfig(), kube)  # a new operator process
+    loop.run_until_complete(sched2.tick(runtime(max_concurrent=1), *kube.indexes()))
     assert phases(kube)["a"] == "Running" and len(kube.jobs) == 1
 
 
 def test_a_queued_parsejob_with_a_live_job_occupies_a_slot(setup):
-    kube, ctl, loop = setup
+    kube, sched, loop = setup
     kube.add("a", t=0)
     kube.add("b", t=1)
-    tick(loop, ctl, kube, runtime(max_concurrent=1))
+    tick(loop, sched, kube, runtime(max_concurrent=1))
     kube.parsejobs[("ns", "a")]["status"] = {}  # status lost, Job still running
-    ctl2 = Controller(OperatorConfig(), kube)
-    loop.run_until_complete(ctl2.tick(runtime(max_concurrent=1), *kube.indexes()))
+    sched2 = Scheduler(OperatorConfig(), kube)
+    loop.run_until_complete(sched2.tick(runtime(max_concurrent=1), *kube.indexes()))
     running = [n for n, p in phases(kube).items() if p == "Running"]
     assert running == ["a"]
 
 
 def test_failure_classification_reaches_the_status(setup):
-    kube, ctl, loop = setup
+    kube, sched, loop = setup
     kube.add("bad")
-    tick(loop, ctl, kube)
+    tick(loop, sched, kube)
     kube.finish_job("bad", 2, json.dumps({"ok": False, "code": "NotAPDF", "message": "not a PDF"}))
-    tick(loop, ctl, kube)
+    tick(loop, sched, kube)
     s = kube.parsejobs[("ns", "bad")]["status"]
     assert s["phase"] == "Failed" and s["error"] == {"reason": "InvalidPDF", "code": "NotAPDF", "message": "not a PDF"}
     assert ("bad", "Warning", "InvalidPDF") in kube.events
 
 
 def test_job_lost(setup):
-    kube, ctl, loop = setup
+    kube, sched, loop = setup
     kube.add("a")
-    tick(loop, ctl, kube)
+    tick(loop, sched, kube)
     kube.jobs.clear()
-    ctl.job_created.clear()
+    for tracked in sched.tracked.values():
+        tracked.job_created = None  # as if a new operator process
     kube.parsejobs[("ns", "a")]["status"]["startedAt"] = "2020-01-01T00:00:00.000000Z"
-    tick(loop, ctl, kube)
+    tick(loop, sched, kube)
     assert kube.parsejobs[("ns", "a")]["status"]["error"]["reason"] == "JobLost"
 
 
 def test_priorities_and_tenant_turns(setup):
-    kube, ctl, loop = setup
+    kube, sched, loop = setup
     for i in range(5):
         kube.add(f"flood{i}", tenant="flood", t=i)
     kube.add("lone", tenant="lone", t=30)
     kube.add("urgent", tenant="flood", priority="high", t=59)
-    tick(loop, ctl, kube, runtime(max_concurrent=2, max_per_tenant=5))
+    tick(loop, sched, kube, runtime(max_concurrent=2, max_per_tenant=5))
     running = sorted(n for n, p in phases(kube).items() if p == "Running")
     assert running == ["flood0", "urgent"]
     kube.finish_job("urgent")
-    tick(loop, ctl, kube, runtime(max_concurrent=2, max_per_tenant=5))
+    tick(loop, sched, kube, runtime(max_concurrent=2, max_per_tenant=5))
     assert phases(kube)["lone"] == "Running"  # the lone tenant's turn before flood1
 
 
 def test_deleting_parsejobs_are_left_to_the_finalizer(setup):
-    kube, ctl, loop = setup
+    kube, sched, loop = setup
     b = kube.add("a")
     b["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    tick(loop, ctl, kube)
+    tick(loop, sched, kube)
     assert phases(kube)["a"] is None and not kube.jobs
 
 
 def test_write_budget_per_parsejob(setup):
-    kube, ctl, loop = setup
+    kube, sched, loop = setup
     for i in range(20):
         kube.add(f"pj{i}", tenant=f"t{i % 3}", t=i)
     rt = runtime(max_concurrent=4, max_per_tenant=4, queue_position_interval_seconds=1000)
     for _ in range(200):
-        tick(loop, ctl, kube, rt)
+        tick(loop, sched, kube, rt)
         for name, phase in phases(kube).items():
             if phase == "Running" and not any(j["metadata"]["labels"]["schedgen.io/parsejob"] == name
                                               and j.get("status") for j in kube.jobs.values()):
@@ -234,3 +235,28 @@ def test_write_budget_per_parsejob(setup):
     loop.run_until_complete(asyncio.sleep(0))
     writes_per_job = (kube.writes + len(kube.events)) / 20
     assert writes_per_job <= 6, writes_per_job
+
+
+def test_cancel_stops_the_job_and_records_cancelled_once(setup):
+    kube, sched, loop = setup
+    kube.add("a")
+    tick(loop, sched, kube)
+    running = copy.deepcopy(kube.parsejobs[("ns", "a")])
+    final = loop.run_until_complete(sched.cancel(running))
+    s = kube.parsejobs[("ns", "a")]["status"]
+    assert not kube.jobs and s == final["status"]
+    assert [h["phase"] for h in s["history"]] == ["Queued", "Running", "Cancelled"]
+    assert s["error"]["reason"] == "Cancelled" and ("a", "Normal", "Cancelled") in kube.events
+    with pytest.raises(Conflict):  # a stale body: the status moved on meanwhile
+        loop.run_until_complete(sched.cancel(running))
+    writes = kube.writes
+    assert loop.run_until_complete(sched.cancel(kube.parsejobs[("ns", "a")]))["status"] == s
+    assert kube.writes == writes  # a finished ParseJob is left as it is
+
+
+def test_cancel_before_the_first_tick_records_queued_then_cancelled(setup):
+    kube, sched, loop = setup
+    body = kube.add("new")
+    final = loop.run_until_complete(sched.cancel(copy.deepcopy(body)))
+    assert [h["phase"] for h in final["status"]["history"]] == ["Queued", "Cancelled"]
+    assert kube.parsejobs[("ns", "new")]["status"]["phase"] == "Cancelled"

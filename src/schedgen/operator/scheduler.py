@@ -1,6 +1,6 @@
-"""The scheduling tick: follow Running ParseJobs, admit waiting ones, publish the queue.
+"""The scheduler: follow Running ParseJobs, admit waiting ones, publish the queue.
 
-One `Controller` lives in the active replica; the `scheduler` daemon calls `tick()`
+One `Scheduler` lives in the active replica; the `scheduler` daemon calls `tick()`
 whenever an index changes (or every `SCHEDGEN_TICK_SECONDS`). A tick is level-based:
 it reads the kopf indexes (ParseJobs, runner Jobs, runner pods), decides from them
 alone, and writes only what differs. Each step is one concern:
@@ -8,6 +8,9 @@ alone, and writes only what differs. Each step is one concern:
     follow_running  the Job reconciler: Job and pods -> Succeeded/Failed/JobLost
     admit           queue_policy.order + admission.decide -> create Job, mark Running
     publish_queue   mark new ParseJobs Queued, refresh status.queuePosition (budgeted)
+
+`cancel` is the other way out: the finalizer calls it for a ParseJob deleted before
+it finished.
 
 Status writes are conditional on status.transitionSeq (a JSON-patch `test`), so a
 stale view or a second replica can never record a transition twice. Until the watch
@@ -62,6 +65,17 @@ def entry_of(body: Mapping[str, Any]) -> queue_policy.QueueEntry:
 
 
 @dataclass
+class Tracked:
+    """What the scheduler remembers about one ParseJob between ticks (dropped with it)."""
+
+    overlay: dict[str, Any] | None = None  # our last status write, until the watch brings it
+    job_created: float | None = None  # clock() when we created its Job
+    finish_seen: float | None = None  # clock() when its Job was first seen finished
+    attempts_written: int = 0
+    position: int | None = None  # the queuePosition we last wrote
+
+
+@dataclass
 class Snapshot:
     """What the indexes say right now, with our own not-yet-watched writes on top."""
 
@@ -71,18 +85,14 @@ class Snapshot:
     by_phase: Counter = field(default_factory=Counter)
 
 
-class Controller:
+class Scheduler:
     def __init__(self, cfg: OperatorConfig, kube: Kube, clock=time.monotonic, wall=time.time):
         self.cfg = cfg
         self.kube = kube
         self.clock = clock
         self.wall = wall
         self.bucket = admission.TokenBucket(20.0, 20, clock=clock)
-        self.overlay: dict[str, dict[str, Any]] = {}
-        self.job_created: dict[str, float] = {}
-        self.finish_seen: dict[str, float] = {}
-        self.attempts_written: dict[str, int] = {}
-        self.positions: dict[str, int] = {}
+        self.tracked: dict[str, Tracked] = {}  # by ParseJob uid
         self.last_positions_publish = 0.0
         self.freed_slots: deque[float] = deque(maxlen=10000)
         self.changed = asyncio.Event()
@@ -92,6 +102,14 @@ class Controller:
         self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
 
     # --- plumbing -------------------------------------------------------------------
+
+    def track(self, uid: str) -> Tracked:
+        """The record to write to (created on first use)."""
+        return self.tracked.setdefault(uid, Tracked())
+
+    def recall(self, uid: str) -> Tracked:
+        """The record to read (an empty one if there is none: reading creates nothing)."""
+        return self.tracked.get(uid) or Tracked()
 
     def kick(self) -> None:
         self.changed.set()
@@ -115,19 +133,15 @@ class Controller:
             for body in store:
                 uid = _uid(body)
                 live_uids.add(uid)
-                mine = self.overlay.get(uid)
-                if mine is not None:
-                    if _seq(mine) > _seq(body):
-                        body = {**body, "status": mine["status"]}
+                mine = self.tracked.get(uid)
+                if mine is not None and mine.overlay is not None:
+                    if _seq(mine.overlay) > _seq(body):
+                        body = {**body, "status": mine.overlay["status"]}
                     else:
-                        del self.overlay[uid]
+                        mine.overlay = None
                 parsejobs.append(body)
-        for uid in list(self.overlay):
-            if uid not in live_uids:
-                del self.overlay[uid]
-        for d in (self.job_created, self.finish_seen, self.attempts_written, self.positions):
-            for uid in [u for u in d if u not in live_uids]:
-                del d[uid]
+        for uid in self.tracked.keys() - live_uids:
+            del self.tracked[uid]
         jobs = {}
         for key, store in list(job_index.items()):
             for view in store:
@@ -155,7 +169,7 @@ class Controller:
         meta = body["metadata"]
         await self.kube.replace_status(meta["namespace"], meta["name"], new_status, _seq(body))
         written = {**body, "status": dict(new_status)}
-        self.overlay[_uid(body)] = written
+        self.track(_uid(body)).overlay = written
         return written
 
     # --- the tick -------------------------------------------------------------------
@@ -216,16 +230,18 @@ class Controller:
         outcome = classify(job, pods)
         if outcome is None:
             tries = attempts(job, pods)
-            return tries if tries > max(int(status.get("attempts") or 0), self.attempts_written.get(uid, 0)) else None
+            return tries if tries > max(int(status.get("attempts") or 0), self.recall(uid).attempts_written) else None
         if not any(p.get("terminated") for p in pods):
-            first = self.finish_seen.setdefault(uid, self.clock())
-            if self.clock() - first < POD_VIEW_GRACE_SECONDS:
+            tracked = self.track(uid)
+            if tracked.finish_seen is None:
+                tracked.finish_seen = self.clock()
+            if self.clock() - tracked.finish_seen < POD_VIEW_GRACE_SECONDS:
                 return None  # the pods' final states are still on their way through the watch
         return outcome
 
     async def _maybe_lost(self, body: Mapping[str, Any]) -> Outcome | None:
         meta, status = body["metadata"], body.get("status") or {}
-        created = self.job_created.get(meta["uid"])
+        created = self.recall(meta["uid"]).job_created
         if created is not None and self.clock() - created < JOB_LOST_GRACE_SECONDS:
             return None
         started = epoch_of(status.get("startedAt"))
@@ -239,7 +255,7 @@ class Controller:
     async def _record_attempts(self, body: Mapping[str, Any], tries: int) -> None:
         meta = body["metadata"]
         await self.kube.set_status_field(meta["namespace"], meta["name"], _seq(body), "attempts", tries)
-        self.attempts_written[meta["uid"]] = tries
+        self.track(meta["uid"]).attempts_written = tries
 
     async def _finish(self, body: Mapping[str, Any], outcome: Outcome) -> str:
         patch = st.finished(body, outcome)
@@ -323,7 +339,7 @@ class Controller:
         name = job["metadata"]["name"]
         if not adopted:
             await self.kube.create_job(job)  # False: it already exists (a retry), fine
-            self.job_created[meta["uid"]] = self.clock()
+            self.track(meta["uid"]).job_created = self.clock()
         base = body if st.phase_of(body) else st.merged(body, st.queued(body))
         new_status = st.merged(base, st.running(base, name, at))["status"]
         written = await self._write_status(body, new_status)
@@ -334,7 +350,7 @@ class Controller:
             created = epoch_of(meta.get("creationTimestamp"))
             if created is not None:
                 metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
-        self.positions.pop(meta["uid"], None)
+        self.track(meta["uid"]).position = None
         self.kube.emit(written, "Normal", "Admitted", f"Job {name} {'adopted' if adopted else 'created'}")
         return meta["uid"]
 
@@ -360,7 +376,8 @@ class Controller:
                 b = by_uid[e.uid]
                 if not st.phase_of(b):
                     continue
-                current = self.positions.get(e.uid, (b.get("status") or {}).get("queuePosition"))
+                mine = self.recall(e.uid).position
+                current = mine if mine is not None else (b.get("status") or {}).get("queuePosition")
                 if current != position[e.uid]:
                     writes.append(self._set_position(b, position[e.uid]))
                     budget -= 1
@@ -370,9 +387,29 @@ class Controller:
         new_status = st.merged(body, st.queued(body))["status"]
         new_status["queuePosition"] = position
         await self._write_status(body, new_status)
-        self.positions[_uid(body)] = position
+        self.track(_uid(body)).position = position
 
     async def _set_position(self, body: Mapping[str, Any], position: int) -> None:
         meta = body["metadata"]
         await self.kube.set_status_field(meta["namespace"], meta["name"], _seq(body), "queuePosition", position)
-        self.positions[meta["uid"]] = position
+        self.track(meta["uid"]).position = position
+
+    # --- cancellation ---------------------------------------------------------------
+
+    async def cancel(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Stop the Job of a ParseJob deleted before it finished and record Cancelled; the
+        body as it ends (unchanged if it had finished). Raises Conflict when the status
+        moved on meanwhile: the caller re-reads and tries again."""
+        if st.phase_of(body) in st.FINAL_PHASES:
+            return dict(body)
+        meta, status = body["metadata"], body.get("status") or {}
+        await self.kube.delete_job(meta["namespace"], status.get("jobName") or job_name(meta["name"], meta["uid"]))
+        base = body if st.phase_of(body) else st.merged(body, st.queued(body))
+        final = st.merged(base, st.cancelled(base))
+        try:
+            await self.kube.replace_status(meta["namespace"], meta["name"], final["status"], _seq(body))
+        except NotFound:
+            pass
+        self.kube.emit(final, "Normal", "Cancelled", "deleted before it finished; its Job is stopped")
+        metrics.COMPLETED.labels(kind="unknown", outcome=st.CANCELLED, reason="Cancelled").inc()
+        return final
