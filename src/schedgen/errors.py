@@ -92,6 +92,12 @@ class Transient(SchedgenError):
     exit_code = EXIT_TRANSIENT
 
 
+class Interrupted(Transient):
+    """SIGTERM before the run finished (pod deleted, evicted, node drained): run it again."""
+
+    code = "Interrupted"
+
+
 class StorageUnavailable(Transient):
     code = "StorageUnavailable"
 

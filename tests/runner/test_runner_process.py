@@ -215,3 +215,45 @@ def test_text_logs(runner_env, run_runner, s3):
     assert result.returncode == 0
     assert "INFO succeeded" in result.stderr and "code=OK" in result.stderr
     assert not result.stderr.lstrip().startswith("{")
+
+
+def test_sigterm_mid_run_writes_a_retryable_summary(runner_env, tmp_path):
+    """A pod deleted mid-run gets SIGTERM: the runner still says why, and asks for a retry."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    runner = Path(sys.executable).with_name("schedgen-runner")
+
+    silent = socket.socket()  # accepts connections, never answers: the download hangs
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    runner_env["SCHEDGEN_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    runner_env["SCHEDGEN_S3_KEY"] = "never-answered.pdf"
+    term = tmp_path / "termination-log"
+    proc = subprocess.Popen([str(runner)], env=runner_env, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _has_waiting_connection(silent):
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=10)[1]
+    finally:
+        proc.kill()
+        silent.close()
+    assert proc.returncode == 1, stderr
+    summary = json.loads(term.read_text())
+    assert summary["ok"] is False and summary["code"] == "Interrupted"
+    assert "SIGTERM" in summary["message"]
+
+
+def _has_waiting_connection(server) -> bool:
+    import select
+
+    return bool(select.select([server], [], [], 0)[0])

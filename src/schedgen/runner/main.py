@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from schedgen import db
-from schedgen.errors import InternalError, MemoryLimitExceeded, SchedgenError
+from schedgen.errors import InternalError, Interrupted, MemoryLimitExceeded, SchedgenError
 from schedgen.models import ParseResult
 from schedgen.parsejob import RunnerSummary
 from schedgen.runner import config as configmod
@@ -132,17 +133,29 @@ def run(cfg: configmod.RunnerConfig) -> ParseResult:
     return result
 
 
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler. A BaseException, like KeyboardInterrupt, so that
+    libraries which retry on any Exception (botocore, pdfminer's fallbacks) let it through."""
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    # The kubelet sends SIGTERM when the pod is deleted or evicted; raising here unwinds
+    # the run (and its open transaction) so the summary below still gets written.
+    raise _Terminated(f"stopped by {signal.Signals(signum).name} before finishing (pod deleted or evicted)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     termination_path = configmod.termination_log_path()
     cfg: configmod.RunnerConfig | None = None
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cfg = configmod.load()
         _setup_logging(cfg.log_format, cfg.job_uid)
         _info("starting", namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant)
         limit_memory(cfg.max_memory_mb)
         result = run(cfg)
-    except Exception as exc:  # noqa: BLE001 - every outcome must reach the termination file
+    except (Exception, _Terminated) as exc:  # noqa: BLE001 - every outcome must reach the termination file
         _lift_memory_limit()
         if cfg is None:
             _setup_logging(_env_log_format(), os.environ.get("SCHEDGEN_JOB_UID"))
@@ -166,6 +179,8 @@ def _env_log_format() -> str:
 def _as_error(exc: BaseException) -> SchedgenError:
     if isinstance(exc, SchedgenError):
         return exc
+    if isinstance(exc, _Terminated):
+        return Interrupted(str(exc))
     if isinstance(exc, MemoryError):
         return MemoryLimitExceeded(
             "the PDF needs more memory than the runner's limit (SCHEDGEN_MAX_MEMORY_MB)")
