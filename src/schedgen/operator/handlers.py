@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from . import metrics, records
+from . import metrics
 from . import status as st
 from schedgen.parsejob import FINALIZER, GROUP, KOPF_ANNOTATION_PREFIX, LABEL_MANAGED_BY, LABEL_PARSEJOB_UID, MANAGED_BY, PLURAL, VERSION
 
@@ -37,7 +37,8 @@ from .config import (
 from .scheduler import Scheduler
 from .job_template import job_name
 from .kube import Conflict, Kube, NotFound
-from .views import epoch_of, job_view, pod_view
+from .recorder import PostgresUnavailable, Recorder
+from .views import epoch_of, index_objects, job_view, pod_view
 from .retention import Finished, select_expired
 
 CFG = OperatorConfig.from_env()
@@ -49,7 +50,7 @@ STUCK_TICK_SECONDS = 60.0
 class _State:
     kube: Kube | None = None
     controller: Scheduler | None = None
-    book: records.RecordBook | None = None
+    recorder: Recorder | None = None
     active: bool = False
 
 
@@ -96,7 +97,7 @@ async def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: A
         settings.scanning.disabled = True
     STATE.kube = Kube()
     STATE.controller = Scheduler(CFG, STATE.kube)
-    STATE.book = records.RecordBook()
+    STATE.recorder = Recorder(CFG.database_url, CFG) if CFG.database_url else None
     if CFG.metrics_port:
         from prometheus_client import start_http_server
 
@@ -188,45 +189,10 @@ async def scheduler(stopped: kopf.DaemonStopped, body: kopf.Body, logger: kopf.L
 @kopf.daemon("", "v1", "configmaps", id="records", when=is_operator_configmap, cancellation_timeout=10)
 async def records_daemon(stopped: kopf.DaemonStopped, logger: kopf.Logger,
                          parsejob_index: kopf.Index, **_: Any) -> None:
-    if not CFG.database_url:
+    if STATE.recorder is None:
         logger.warning("SCHEDGEN_DATABASE_URL is not set: ParseJob rows are not recorded")
         return
-    import psycopg
-
-    book = STATE.book or records.RecordBook()
-    conn = None
-    delay = CFG.records_interval_seconds
-    while not stopped:
-        try:
-            if conn is None or conn.closed:
-                conn = await psycopg.AsyncConnection.connect(CFG.database_url, autocommit=True, connect_timeout=5)
-                book.reset()  # after an outage: replay everything, the upsert is idempotent
-                logger.info("records: connected to Postgres")
-            bodies = [b for _, store in list(parsejob_index.items()) for b in store]
-            behind = [r for r in (records.row_of(b, CFG) for b in bodies if book.may_be_behind(b)) if r is not None]
-            behind = book.behind(behind)
-            metrics.RECORDS_PENDING.set(len(behind))
-            for i in range(0, len(behind), RECORDS_BATCH):
-                chunk = behind[i:i + RECORDS_BATCH]
-                await records.sync(conn, chunk)
-                book.mark(chunk)
-                metrics.RECORDS_WRITTEN.inc(len(chunk))
-            book.forget_except({b["metadata"]["uid"] for b in bodies})
-            metrics.RECORDS_PENDING.set(0)
-            delay = CFG.records_interval_seconds
-        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-            metrics.RECORDS_ERRORS.inc()
-            logger.warning("records: Postgres unavailable (%s); retrying in %.0fs", str(exc).strip()[:200], delay)
-            if conn is not None:
-                try:
-                    await conn.close()
-                except Exception:  # noqa: BLE001
-                    pass
-            conn = None
-            delay = min(max(delay * 2, 1.0), 10.0)
-        await stopped.wait(delay)
-    if conn is not None:
-        await conn.close()
+    await STATE.recorder.run(stopped, lambda: index_objects(parsejob_index), logger)
 
 
 @kopf.daemon("", "v1", "configmaps", id="retention", when=is_operator_configmap, cancellation_timeout=10)
@@ -284,19 +250,11 @@ async def finalize(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         kube.emit(final, "Normal", "Cancelled", "deleted before it finished; its Job is stopped")
         metrics.COMPLETED.labels(kind="unknown", outcome=st.CANCELLED, reason="Cancelled").inc()
         current = final
-    if not CFG.database_url:
-        return
-    import psycopg
-
-    record = records.row_of(current, CFG)
-    if record is None:
+    if STATE.recorder is None:
         return
     try:
-        async with await psycopg.AsyncConnection.connect(CFG.database_url, autocommit=True,
-                                                         connect_timeout=5) as conn:
-            await records.sync(conn, [record])
-    except (psycopg.OperationalError, OSError) as exc:
+        record = await STATE.recorder.record_now(current)
+    except PostgresUnavailable as exc:
         raise kopf.TemporaryError(f"Postgres unavailable, the row must be written first: {exc}", delay=5) from None
-    if STATE.book is not None:
-        STATE.book.mark([record])
-    logger.info("recorded %s (transition %d)", record.phase, record.seq)
+    if record is not None:
+        logger.info("recorded %s (transition %d)", record.phase, record.seq)

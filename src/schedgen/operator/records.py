@@ -1,4 +1,4 @@
-"""Postgres records of ParseJobs: catch the rows up with the statuses, level-based.
+"""Postgres rows of ParseJobs: what a row says, and bringing rows up to date, level-based.
 
 The ParseJob status is the source of truth; its `transitionSeq` and `history` say
 which phase changes happened. `sync` upserts the parse_jobs row only where the row's
@@ -6,14 +6,14 @@ transition_seq (or attempts) is behind, and inserts the history entries into
 parse_job_transitions with ON CONFLICT DO NOTHING. So it can run any number of times,
 after any outage, from any replica: nothing is lost, nothing recorded twice, a row
 never goes backwards. The runner's result columns (kind, event_count, ...) win over
-the operator's copy (COALESCE).
+the operator's copy (COALESCE). recorder.py decides when and which rows to sync.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from schedgen.parsejob import SCHEDULE_KINDS
 
@@ -144,32 +144,3 @@ async def sync(conn: Any, rows: Sequence[ParseJobRow]) -> None:
                            for r in rows for t in r.history]
             if transitions:
                 await cur.executemany(_TRANSITION, transitions)
-
-
-class RecordBook:
-    """Which (transitionSeq, attempts) of each ParseJob is known to be in Postgres."""
-
-    def __init__(self) -> None:
-        self.recorded: dict[str, tuple[int, int]] = {}
-
-    def may_be_behind(self, body: Mapping[str, Any]) -> bool:
-        """Cheap pre-check on a ParseJob body, before building its row."""
-        status = body.get("status") or {}
-        version = (int(status.get("transitionSeq") or 0), int(status.get("attempts") or 0))
-        return version[0] > 0 and self.recorded.get(body["metadata"]["uid"], (0, -1)) < version
-
-    def behind(self, rows: Iterable[ParseJobRow]) -> list[ParseJobRow]:
-        return [r for r in rows if self.recorded.get(r.uid, (0, -1)) < r.version]
-
-    def mark(self, rows: Iterable[ParseJobRow]) -> None:
-        for r in rows:
-            if self.recorded.get(r.uid, (0, -1)) < r.version:
-                self.recorded[r.uid] = r.version
-
-    def forget_except(self, uids: set[str]) -> None:
-        for uid in list(self.recorded):
-            if uid not in uids:
-                del self.recorded[uid]
-
-    def reset(self) -> None:
-        self.recorded.clear()
