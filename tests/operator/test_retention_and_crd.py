@@ -1,14 +1,15 @@
-"""Retention selection and the CRD's schema."""
+"""Retention (what is finished, what expired, the sweep) and the CRD's schema."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import yaml
 
 from schedgen import parsejob as pj
 from schedgen.operator.config import RuntimeConfig
-from schedgen.operator.retention import Finished, select_expired
+from schedgen.operator.retention import Finished, finished, select_expired, sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +23,42 @@ def test_retention_by_age_and_count():
     assert expired == {"s0", "s1"}  # beyond the newest two
     expired = {f.uid for f in select_expired(done + failed, cfg, now=1600.0)}
     assert expired == {"s0", "s1", "s2", "s3", "f0"}
+
+
+def view(name: str, phase: str | None, completed: str | None = None, deleting: bool = False) -> dict:
+    meta = {"name": name, "namespace": "n", "uid": f"u-{name}",
+            "deletionTimestamp": "2026-01-01T00:00:00Z" if deleting else None}
+    return {"metadata": meta, "status": {k: v for k, v in (("phase", phase), ("completedAt", completed)) if v}}
+
+
+VIEWS = [view("ok", "Succeeded", "2026-01-01T00:00:10Z"), view("bad", "Failed", "2026-01-01T00:00:20.5Z"),
+         view("gone", "Cancelled", "2026-01-01T00:00:30Z", deleting=True), view("run", "Running"),
+         view("new", None)]
+
+
+def test_finished_is_read_from_the_index_views():
+    assert finished(VIEWS) == [Finished(("n", "ok"), "u-ok", "Succeeded", 1767225610.0),
+                               Finished(("n", "bad"), "u-bad", "Failed", 1767225620.5)]
+
+
+class Deletions:
+    """kube.Kube's delete_parsejob, remembered; one ParseJob refuses to go."""
+
+    def __init__(self) -> None:
+        self.deleted: list[tuple[str, str, str]] = []
+
+    async def delete_parsejob(self, namespace: str, name: str, uid: str) -> None:
+        if name == "bad":
+            raise OSError("the API server is away")
+        self.deleted.append((namespace, name, uid))
+
+
+def test_sweep_deletes_what_expired_and_carries_on_past_a_failure():
+    kube = Deletions()
+    cfg = RuntimeConfig(retention_succeeded_seconds=5, retention_failed_seconds=5)
+    swept = asyncio.run(sweep(kube, VIEWS, cfg, now=1767225700.0))
+    assert {f.uid for f in swept} == {"u-ok", "u-bad"} and kube.deleted == [("n", "ok", "u-ok")]
+    assert asyncio.run(sweep(kube, VIEWS, RuntimeConfig(), now=1767225700.0)) == []
 
 
 def test_crd_is_structural_and_complete():

@@ -1,16 +1,28 @@
-"""Retention: which finished ParseJobs to delete (their Postgres rows and events stay).
+"""Retention: delete old finished ParseJobs (their Postgres rows and events stay).
 
 Succeeded ones go after `retentionSucceededSeconds` or beyond the newest
 `retentionSucceededCount`; Failed and Cancelled ones likewise with the failed
-settings. Pure: the retention daemon deletes what this returns.
+settings. `finished` and `select_expired` are pure; `sweep` (the retention daemon's
+pass) deletes what they select. A deletion goes through the finalizer like any other,
+so the last transition is recorded before the object goes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
+from schedgen.parsejob import FINAL_PHASES
+
+from . import metrics
 from .config import RuntimeConfig
+from .views import epoch_of
+
+log = logging.getLogger(__name__)
+
+DELETE_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -19,6 +31,17 @@ class Finished:
     uid: str
     phase: str
     completed_at: float  # epoch seconds
+
+
+def finished(parsejobs: Iterable[Mapping[str, Any]]) -> list[Finished]:
+    """The finished ParseJobs among the index views, except those already going."""
+    out = []
+    for b in parsejobs:
+        meta, status = b["metadata"], b.get("status") or {}
+        done = epoch_of(status.get("completedAt"))
+        if status.get("phase") in FINAL_PHASES and done and not meta.get("deletionTimestamp"):
+            out.append(Finished((meta["namespace"], meta["name"]), meta["uid"], status["phase"], done))
+    return out
 
 
 def select_expired(finished: Iterable[Finished], cfg: RuntimeConfig, now: float) -> list[Finished]:
@@ -37,3 +60,22 @@ def select_expired(finished: Iterable[Finished], cfg: RuntimeConfig, now: float)
             if i >= max(0, max_count) or now - f.completed_at > max_age:
                 out.append(f)
     return out
+
+
+async def sweep(kube: Any, parsejobs: Iterable[Mapping[str, Any]], cfg: RuntimeConfig, now: float,
+                logger: logging.Logger | logging.LoggerAdapter = log) -> list[Finished]:
+    """Delete the expired ParseJobs (a few at a time; a failed delete is retried next
+    sweep); the ones selected. `kube` is a kube.Kube."""
+    expired = select_expired(finished(parsejobs), cfg, now)
+    if not expired:
+        return expired
+    logger.info("retention: deleting %d finished ParseJobs", len(expired))
+    sem = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+    async def delete(f: Finished) -> None:
+        async with sem:
+            await kube.delete_parsejob(f.key[0], f.key[1], f.uid)
+            metrics.RETENTION_DELETED.labels(phase=f.phase).inc()
+
+    await asyncio.gather(*(delete(f) for f in expired), return_exceptions=True)
+    return expired
