@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import RuntimeConfig
 from .queue_policy import QueueEntry
@@ -71,6 +71,11 @@ class PendingPod:
 
     name: str
     unschedulable_since: float  # epoch seconds
+
+
+def unschedulable(pods: Iterable[Mapping[str, Any]]) -> list[PendingPod]:
+    """The runner pods (views.pod_view) that are Pending-Unschedulable."""
+    return [PendingPod(p["name"], p["unschedulableSince"]) for p in pods if p.get("unschedulableSince") is not None]
 
 
 def capacity_guard_tripped(pending: Iterable[PendingPod], cfg: RuntimeConfig, now: float) -> bool:

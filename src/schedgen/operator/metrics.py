@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from typing import Any, Iterable, Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from schedgen.parsejob import PHASES, PRIORITIES, QUEUED, priority_of
 
 _TIME_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -34,3 +39,14 @@ API_REQUESTS = Counter("schedgen_operator_api_requests_total", "Kubernetes API r
 TICK_SECONDS = Histogram("schedgen_scheduler_tick_seconds", "Duration of one scheduling tick",
                          buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
 ACTIVE = Gauge("schedgen_operator_active", "1 while this replica runs the scheduler (holds the peering lead)")
+
+
+def count_parsejobs(parsejobs: Iterable[Mapping[str, Any]]) -> None:
+    """Set the ParseJob gauges (by phase, waiting by priority) from the index views."""
+    phases = [(b, (b.get("status") or {}).get("phase")) for b in parsejobs]
+    by_phase = Tally(phase or QUEUED for _, phase in phases)
+    for phase in PHASES:
+        PARSEJOBS.labels(phase=phase).set(by_phase.get(phase, 0))
+    waiting = Tally(priority_of(b) for b, phase in phases if phase in (None, QUEUED))
+    for priority in PRIORITIES:
+        WAITING_BY_PRIORITY.labels(priority=priority).set(waiting.get(priority, 0))

@@ -29,6 +29,15 @@ class Outcome:
     result: dict[str, Any] | None = None
     attempts: int = 0
 
+    def event(self) -> tuple[str, str, str]:
+        """The Event that tells it: (type, reason, message)."""
+        if self.phase == SUCCEEDED:
+            r = self.result or {}
+            return ("Normal", "Succeeded", f"parsed {r.get('kind', '?')} schedule: {r.get('events', '?')} events, "
+                                           f"{r.get('pages', '?')} pages in {r.get('parseSeconds', '?')} s")
+        code = f" ({self.code})" if self.code else ""
+        return "Warning", self.reason, f"{self.reason}{code}: {self.message}"
+
 
 # --- classification -----------------------------------------------------------------
 

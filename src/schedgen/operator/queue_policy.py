@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
+
+from .job_template import priority_of, tenant_of
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 
@@ -35,6 +37,16 @@ class QueueEntry:
     arrival: str  # RFC 3339 creationTimestamp (sorts lexically)
     enqueued_at: str = ""  # finer-grained tie breaker set by the operator
     uid: str = ""
+
+
+def entry_of(body: Mapping[str, Any]) -> QueueEntry:
+    """A waiting ParseJob (its index view) as the queue sees it."""
+    meta = body["metadata"]
+    return QueueEntry(
+        key=(meta["namespace"], meta["name"]), tenant=tenant_of(body), priority=priority_of(body),
+        arrival=meta.get("creationTimestamp") or "",
+        enqueued_at=(body.get("status") or {}).get("enqueuedAt") or "", uid=meta["uid"],
+    )
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
 
 from . import admission, metrics, queue_policy
 from . import status as st
@@ -41,6 +41,11 @@ POD_VIEW_GRACE_SECONDS = 5.0
 WRITE_CONCURRENCY = 16
 MARK_QUEUED_PER_TICK = 100
 MIN_TICK_GAP_SECONDS = 0.1
+STUCK_TICK_SECONDS = 60.0
+
+
+class Stuck(Exception):
+    """The active scheduler has not ticked for too long (the liveness probe fails)."""
 
 
 def _seq(body: Mapping[str, Any]) -> int:
@@ -53,15 +58,6 @@ def _uid(body: Mapping[str, Any]) -> str:
 
 def _deleting(body: Mapping[str, Any]) -> bool:
     return bool(body["metadata"].get("deletionTimestamp"))
-
-
-def entry_of(body: Mapping[str, Any]) -> queue_policy.QueueEntry:
-    meta = body["metadata"]
-    return queue_policy.QueueEntry(
-        key=(meta["namespace"], meta["name"]), tenant=tenant_of(body), priority=priority_of(body),
-        arrival=meta.get("creationTimestamp") or "",
-        enqueued_at=(body.get("status") or {}).get("enqueuedAt") or "", uid=meta["uid"],
-    )
 
 
 @dataclass
@@ -82,7 +78,6 @@ class Snapshot:
     parsejobs: list[dict[str, Any]]
     jobs: dict[tuple[str, str], dict[str, Any]]  # (namespace, parsejob uid) -> job view
     pods: dict[tuple[str, str], list[dict[str, Any]]]  # (namespace, job name) -> pod views
-    by_phase: Counter = field(default_factory=Counter)
 
 
 class Scheduler:
@@ -98,7 +93,7 @@ class Scheduler:
         self.changed = asyncio.Event()
         self.last_tick = 0.0
         self._tick_started = 0.0
-        self.guard_tripped = False
+        self.active = False  # while the scheduler daemon runs here (this replica leads)
         self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
 
     # --- plumbing -------------------------------------------------------------------
@@ -142,15 +137,9 @@ class Scheduler:
                 parsejobs.append(body)
         for uid in self.tracked.keys() - live_uids:
             del self.tracked[uid]
-        jobs = {}
-        for key, store in list(job_index.items()):
-            for view in store:
-                jobs[key] = view
-        pods: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for key, store in list(pod_index.items()):
-            pods[key] = list(store)
-        by_phase = Counter((b.get("status") or {}).get("phase") or st.QUEUED for b in parsejobs)
-        return Snapshot(parsejobs, jobs, pods, by_phase)
+        jobs = {key: view for key, store in list(job_index.items()) for view in store}
+        pods = {key: list(store) for key, store in list(pod_index.items())}
+        return Snapshot(parsejobs, jobs, pods)
 
     async def _bounded(self, coros: Iterable) -> list:
         async def run(c):
@@ -172,6 +161,34 @@ class Scheduler:
         self.track(_uid(body)).overlay = written
         return written
 
+    # --- the daemon's loop ------------------------------------------------------------
+
+    async def run(self, stopped: Any, runtime: Callable[[], RuntimeConfig], pj_index: Mapping,
+                  job_index: Mapping, pod_index: Mapping, logger: logging.Logger | logging.LoggerAdapter = log) -> None:
+        """Tick on every index change (at least every `tick_seconds`) until `stopped` (a
+        kopf.DaemonStopped); `runtime()` re-reads the ConfigMap's settings each time."""
+        self.active = True
+        metrics.ACTIVE.set(1)
+        logger.info("scheduler active")
+        try:
+            while not stopped:
+                try:
+                    await self.tick(runtime(), pj_index, job_index, pod_index)
+                except Exception:  # noqa: BLE001 - level-based: the next tick tries again
+                    logger.exception("scheduling tick failed")
+                    await asyncio.sleep(1)
+                await self.wait(self.cfg.tick_seconds)
+        finally:
+            self.active = False
+            metrics.ACTIVE.set(0)
+
+    def health(self, stuck_after: float = STUCK_TICK_SECONDS) -> dict[str, Any]:
+        """For the liveness probe: raises Stuck when the active scheduler stopped ticking."""
+        age = self.wall() - self.last_tick if self.last_tick else None
+        if self.active and age is not None and age > stuck_after:
+            raise Stuck(f"scheduler has not ticked for {age:.0f}s")
+        return {"active": self.active, "lastTickAgeSeconds": age}
+
     # --- the tick -------------------------------------------------------------------
 
     async def tick(self, runtime: RuntimeConfig, pj_index: Mapping, job_index: Mapping, pod_index: Mapping) -> None:
@@ -191,16 +208,9 @@ class Scheduler:
         _, admitted = await asyncio.gather(self.follow_running(observed), self.admit(waiting, running, snap, runtime))
         waiting = [b for b in waiting if _uid(b) not in admitted]
         await self.publish_queue(waiting, running, snap, runtime)
-        self._export_gauges(snap)
+        metrics.count_parsejobs(snap.parsejobs)
         self.last_tick = self.wall()
         metrics.TICK_SECONDS.observe(self.clock() - started)
-
-    def _export_gauges(self, snap: Snapshot) -> None:
-        for phase in (st.QUEUED, st.RUNNING, st.SUCCEEDED, st.FAILED, st.CANCELLED):
-            metrics.PARSEJOBS.labels(phase=phase).set(snap.by_phase.get(phase, 0))
-        waiting = Counter(priority_of(b) for b in snap.parsejobs if st.phase_of(b) in (None, st.QUEUED))
-        for p in queue_policy.PRIORITY_RANK:
-            metrics.WAITING_BY_PRIORITY.labels(priority=p).set(waiting.get(p, 0))
 
     # --- Job reconciler -------------------------------------------------------------
 
@@ -269,14 +279,7 @@ class Scheduler:
             t = epoch_of(since)
             if t is not None:
                 hist.observe(max(0.0, now - t))
-        if outcome.phase == st.SUCCEEDED:
-            r = outcome.result or {}
-            self.kube.emit(body, "Normal", "Succeeded",
-                           f"parsed {r.get('kind', '?')} schedule: {r.get('events', '?')} events, "
-                           f"{r.get('pages', '?')} pages in {r.get('parseSeconds', '?')} s")
-        else:
-            code = f" ({outcome.code})" if outcome.code else ""
-            self.kube.emit(body, "Warning", outcome.reason, f"{outcome.reason}{code}: {outcome.message}")
+        self.kube.emit(body, *outcome.event())
         return _uid(body)
 
     # --- admission ------------------------------------------------------------------
@@ -293,14 +296,6 @@ class Scheduler:
                 counts[tenant_of(b)] += 1
         return counts
 
-    def pending_unschedulable(self, snap: Snapshot) -> list[admission.PendingPod]:
-        out = []
-        for pods in snap.pods.values():
-            for p in pods:
-                if p.get("unschedulableSince") is not None:
-                    out.append(admission.PendingPod(p["name"], p["unschedulableSince"]))
-        return out
-
     async def admit(self, waiting: list[dict[str, Any]], running: list[dict[str, Any]], snap: Snapshot,
                     runtime: RuntimeConfig) -> set[str]:
         if not waiting:
@@ -314,10 +309,11 @@ class Scheduler:
         waiting = [b for b in waiting if _uid(b) not in adopted]
         per_tenant = self.running_per_tenant(running, waiting, snap)
         by_uid = {_uid(b): b for b in waiting}
-        ordered = queue_policy.order([entry_of(b) for b in waiting], per_tenant)
-        self.guard_tripped = admission.capacity_guard_tripped(self.pending_unschedulable(snap), runtime, self.wall())
-        metrics.CAPACITY_GUARD.set(1 if self.guard_tripped else 0)
-        decision = admission.decide(ordered, per_tenant, runtime, self.bucket, self.guard_tripped)
+        ordered = queue_policy.order([queue_policy.entry_of(b) for b in waiting], per_tenant)
+        pods = (p for views in snap.pods.values() for p in views)
+        guard_tripped = admission.capacity_guard_tripped(admission.unschedulable(pods), runtime, self.wall())
+        metrics.CAPACITY_GUARD.set(1 if guard_tripped else 0)
+        decision = admission.decide(ordered, per_tenant, runtime, self.bucket, guard_tripped)
         if decision.blocked == "rate":
             metrics.RATE_LIMITED.inc()
             # wake up when the next token is due rather than at the next idle tick
@@ -361,7 +357,7 @@ class Scheduler:
         if not waiting:
             return
         per_tenant = self.running_per_tenant(running, waiting, snap)
-        ordered = queue_policy.order([entry_of(b) for b in waiting], per_tenant)
+        ordered = queue_policy.order([queue_policy.entry_of(b) for b in waiting], per_tenant)
         position = {e.uid: i + 1 for i, e in enumerate(ordered)}
         by_uid = {_uid(b): b for b in waiting}
         fresh = [by_uid[e.uid] for e in ordered if not st.phase_of(by_uid[e.uid])][:MARK_QUEUED_PER_TICK]
