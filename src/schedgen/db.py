@@ -62,7 +62,8 @@ def describe_dsn(dsn: str) -> str:
     )
 
 
-def _scrub(message: str, dsn: str) -> str:
+def scrub(message: str, dsn: str) -> str:
+    """One line, without the DSN's password (libpq may echo connection parameters)."""
     try:
         password = conninfo.conninfo_to_dict(dsn).get("password")
     except psycopg.ProgrammingError:
@@ -83,13 +84,13 @@ def connect(dsn: str, *, timeout: float = 5) -> psycopg.Connection:
         return psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=True)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(
-            f"cannot connect to Postgres at {describe_dsn(dsn)}: {_scrub(str(exc), dsn)}"
+            f"cannot connect to Postgres at {describe_dsn(dsn)}: {scrub(str(exc), dsn)}"
         ) from None
 
 
 def _unavailable(exc: psycopg.OperationalError, conn: psycopg.Connection) -> DatabaseUnavailable:
     dsn = conn.info.dsn if not conn.closed else ""
-    return DatabaseUnavailable(f"lost the Postgres connection: {_scrub(str(exc), dsn)}")
+    return DatabaseUnavailable(f"lost the Postgres connection: {scrub(str(exc), dsn)}")
 
 
 # --- migrations --------------------------------------------------------------------
@@ -171,7 +172,7 @@ def migrate_command(dsn: str | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except psycopg.Error as exc:
-        print(f"error: migration failed: {_scrub(str(exc), dsn)}", file=sys.stderr)
+        print(f"error: migration failed: {scrub(str(exc), dsn)}", file=sys.stderr)
         return 1
     if applied:
         print(f"applied {len(applied)} migration(s); schema at version {version:04d}")

@@ -45,6 +45,7 @@ PRIORITIES = ("high", "normal", "low")  # most urgent first
 DEFAULT_PRIORITY = "normal"
 SCHEDULE_KINDS = ("lecture", "test", "exam")
 SCHEDULE_TYPES = ("auto", *SCHEDULE_KINDS)  # spec.scheduleType: auto-detect or force one
+DEFAULT_SCHEDULE_TYPE = "auto"
 
 # --- status -----------------------------------------------------------------------------
 
