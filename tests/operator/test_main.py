@@ -112,7 +112,6 @@ def test_kopf_runs_for_the_served_namespaces(monkeypatch):
     seen = {}
     monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
     monkeypatch.setattr(kopf, "configure", lambda **kw: None)
-    monkeypatch.setattr(op_main, "_count_kopf_requests", lambda: None)
     ensured = []
     monkeypatch.setattr(op_main, "_ensure_peering_object", lambda name, ns: ensured.append((name, ns)))
     monkeypatch.setenv("SCHEDGEN_WATCH_NAMESPACES", "team-a")

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from schedgen.operator.config import OperatorConfig, RuntimeConfig
-from schedgen.operator.scheduler import Scheduler
+from schedgen.operator.scheduler import Scheduler, Stuck
 from schedgen.operator.kube import Conflict, NotFound
 from schedgen.operator.views import job_view, pod_view
 
@@ -50,7 +50,7 @@ class FakeKube:
     async def delete_job(self, namespace: str, name: str) -> None:
         self.jobs.pop((namespace, name), None)
 
-    async def replace_status(self, namespace, name, status, expect_seq, resource_version=None):
+    async def replace_status(self, namespace, name, status, expect_seq):
         self.writes += 1
         body = self.parsejobs.get((namespace, name))
         if body is None:
@@ -260,3 +260,35 @@ def test_cancel_before_the_first_tick_records_queued_then_cancelled(setup):
     final = loop.run_until_complete(sched.cancel(copy.deepcopy(body)))
     assert [h["phase"] for h in final["status"]["history"]] == ["Queued", "Cancelled"]
     assert kube.parsejobs[("ns", "new")]["status"]["phase"] == "Cancelled"
+
+
+class Stopped:
+    """Like kopf.DaemonStopped for the loop: truthy once set."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def __bool__(self) -> bool:
+        return self.flag
+
+
+def test_run_ticks_until_stopped_and_reports_its_liveness(setup):
+    kube, sched, loop = setup
+    kube.add("a")
+    stopped = Stopped()
+
+    async def go():
+        task = asyncio.create_task(sched.run(stopped, runtime, *kube.indexes()))
+        while phases(kube)["a"] != "Running":
+            await asyncio.sleep(0.01)
+        health = sched.health()
+        assert health["active"] and 0 <= health["lastTickAgeSeconds"] < 5
+        sched.last_tick -= 120  # as if no tick for two minutes
+        with pytest.raises(Stuck):
+            sched.health()
+        stopped.flag = True
+        sched.kick()
+        await asyncio.wait_for(task, 5)
+
+    loop.run_until_complete(go())
+    assert sched.health()["active"] is False

@@ -61,6 +61,11 @@ class RuntimeConfig:
         cfg = cls(**values)
         return cfg.clamped()
 
+    @classmethod
+    def of_configmap(cls, body: Mapping[str, Any]) -> "RuntimeConfig":
+        """The operator's ConfigMap (its `data`) over the environment."""
+        return cls.from_sources(os.environ, dict(body.get("data") or {}))
+
     def clamped(self) -> "RuntimeConfig":
         return dataclasses.replace(
             self,

@@ -1,26 +1,26 @@
 """The few Kubernetes API calls the operator makes itself (kopf makes the watches).
 
 A thin async facade over the official client (run in a small thread pool), so the
-reconcilers read as "create this Job", "replace this status", and every request is
-counted (`schedgen_operator_api_requests_total`).
+reconcilers read as "create this Job", "replace this status". Every API request of
+the operator is counted in `schedgen_operator_api_requests_total`: ours here
+(client="operator"), kopf's through the aiohttp session `counted_session` gives it
+at login (client="kopf": watches, patches, peering, and the Events `emit` queues).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
+import aiohttp
+import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 
+from schedgen.parsejob import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
 from . import metrics
-from schedgen.parsejob import GROUP, PLURAL, VERSION
-
-from .status import now_rfc3339
-
-log = logging.getLogger(__name__)
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -51,15 +51,12 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
-        # Events are best effort: their own small pool, never ahead of a Job or a status
-        self.event_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kube-events")
-        self._event_tasks: set[asyncio.Task] = set()
 
-    async def _call(self, verb: str, fn, *args, _pool: ThreadPoolExecutor | None = None, **kwargs) -> Any:
+    async def _call(self, verb: str, fn, *args, **kwargs) -> Any:
         metrics.API_REQUESTS.labels(client="operator", method=verb).inc()
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(_pool or self.pool, lambda: fn(*args, **kwargs))
+            return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFound(str(exc.reason)) from None
@@ -95,14 +92,13 @@ class Kube:
 
     # --- ParseJobs ------------------------------------------------------------------
 
-    async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any],
-                             expect_seq: int, resource_version: str | None = None) -> dict:
+    async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any], expect_seq: int) -> dict:
         """Write the whole status, only if nobody moved the ParseJob on meanwhile: a
         JSON-patch `test` of status.transitionSeq. The first status (expect_seq 0) has
-        nothing to test; it is written unconditionally unless `resource_version` is
-        given (not by default: kopf's finalizer patch right after creation would make
-        almost every first write conflict). The single active replica and the
-        scheduler's overlay keep first writes from racing each other."""
+        nothing to test and is written unconditionally (a resourceVersion precondition
+        would make almost every first write conflict with kopf's finalizer patch right
+        after creation). The single active replica and the scheduler's overlay keep
+        first writes from racing each other."""
         if expect_seq > 0:
             body: Any = [
                 {"op": "test", "path": "/status/transitionSeq", "value": expect_seq},
@@ -111,8 +107,6 @@ class Kube:
             ctype = JSON_PATCH
         else:
             body = {"status": dict(status)}
-            if resource_version:
-                body["metadata"] = {"resourceVersion": resource_version}
             ctype = MERGE
         return await self._call(
             "PATCH", self.custom.patch_namespaced_custom_object_status,
@@ -149,37 +143,38 @@ class Kube:
         except Conflict:
             pass
 
-    # --- Events (fire and forget: never delays a reconcile) -----------------------------
+    # --- Events ------------------------------------------------------------------------
 
     def emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._emit(obj, type_, reason, message))
-        self._event_tasks.add(task)
-        task.add_done_callback(self._event_tasks.discard)
-
-    async def _emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event on a ParseJob, queued to kopf's poster (`kopf.event`, so only inside
+        the operator): posted in the background, never delaying a reconcile, in order per
+        object, retried with backoff."""
         meta = obj["metadata"]
-        now = now_rfc3339()
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": obj.get("apiVersion") or f"{GROUP}/{VERSION}",
-                               "kind": obj.get("kind") or "ParseJob", "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta.get("uid")},
-            "reason": reason, "message": message[:1024], "type": type_,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-            "source": {"component": "schedgen-operator"},
-            "reportingComponent": "schedgen-operator", "reportingInstance": "schedgen-operator",
-        }
-        try:
-            await self._call("POST", self.core.create_namespaced_event, meta["namespace"], event,
-                             _pool=self.event_pool)
-        except Exception as exc:  # noqa: BLE001 - an event is best effort
-            log.debug("event %s for %s not posted: %s", reason, meta["name"], exc)
+        ref = {"apiVersion": obj.get("apiVersion") or API_VERSION, "kind": obj.get("kind") or KIND,
+               "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")}}
+        kopf.event(ref, type=type_, reason=reason, message=message)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.event_pool.shutdown(wait=False, cancel_futures=True)
         try:
             self.api_client.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+def counted_session(info: kopf.ConnectionInfo) -> kopf.AiohttpSession:
+    """kopf's connection (`info`, from its usual login) as an aiohttp session that counts
+    each request kopf makes through it (aiohttp's public request tracing)."""
+    async def count(_session: aiohttp.ClientSession, _ctx: Any, params: aiohttp.TraceRequestStartParams) -> None:
+        metrics.API_REQUESTS.labels(client="kopf", method=params.method.upper()).inc()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(count)
+    # The same session kopf would make from `info` (kopf._cogs.clients.auth.APIContext).
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env,
+        trace_configs=[trace],
+    )
+    return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace, priority=info.priority,
+                               expiration=info.expiration, aiohttp_session=session)

@@ -3,8 +3,7 @@
 Equivalent to `kopf run -m schedgen.operator.handlers --all-namespaces
 --peering=schedgen-operator --liveness=http://0.0.0.0:8080/healthz` plus: a peering
 priority that lets the oldest live replica lead (so a restarted replica does not take
-over from a healthy leader mid-tick), the peering object created if missing, and
-kopf's own API requests counted in `schedgen_operator_api_requests_total`.
+over from a healthy leader mid-tick) and the peering object created if missing.
 
 Watch scope: `SCHEDGEN_WATCH_NAMESPACES` (comma-separated) limits the operator to those
 namespaces (`kopf run -n a -n b`; the ConfigMap's namespace is always added) and
@@ -20,23 +19,6 @@ import logging
 import random
 import sys
 import time
-
-
-def _count_kopf_requests() -> None:
-    import aiohttp
-
-    from . import metrics
-
-    original = aiohttp.ClientSession._request
-    if getattr(original, "_schedgen_counted", False):
-        return
-
-    async def counted(self, method, *args, **kwargs):  # type: ignore[no-untyped-def]
-        metrics.API_REQUESTS.labels(client="kopf", method=str(method).upper()).inc()
-        return await original(self, method, *args, **kwargs)
-
-    counted._schedgen_counted = True  # type: ignore[attr-defined]
-    aiohttp.ClientSession._request = counted  # type: ignore[method-assign]
 
 
 def watch_namespaces(cfg) -> list[str]:  # type: ignore[no-untyped-def]
@@ -126,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     priority = args.priority if args.priority is not None else (
         2**52 - (int(time.time() * 1000) * 1000 + random.randrange(1000)))
     namespaces = watch_namespaces(cfg)
-    _count_kopf_requests()
     kopf.configure(verbose=args.verbose)
     if not standalone:
         _ensure_peering_object(cfg.peering_name, namespaces)

@@ -182,10 +182,10 @@ class Scheduler:
             self.active = False
             metrics.ACTIVE.set(0)
 
-    def health(self, stuck_after: float = STUCK_TICK_SECONDS) -> dict[str, Any]:
+    def health(self) -> dict[str, Any]:
         """For the liveness probe: raises Stuck when the active scheduler stopped ticking."""
         age = self.wall() - self.last_tick if self.last_tick else None
-        if self.active and age is not None and age > stuck_after:
+        if self.active and age is not None and age > STUCK_TICK_SECONDS:
             raise Stuck(f"scheduler has not ticked for {age:.0f}s")
         return {"active": self.active, "lastTickAgeSeconds": age}
 

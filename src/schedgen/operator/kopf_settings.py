@@ -1,0 +1,53 @@
+"""How kopf itself is set up for this operator (applied in the startup handler).
+
+* Persistence: our finalizer name and annotation prefix; no diff-base annotation
+  (ParseJobs have no create/update handlers), one API write less per ParseJob.
+* Posting: on, because `kopf.event` posts the operator's Events (kube.Kube.emit);
+  kopf's own log lines never become Events (`loggers` off, and `level` above
+  CRITICAL for kopf versions that post by level alone). `kopf.event` ignores the
+  level, so only the Events we choose are posted.
+* Peering, watching and error delays; namespace-scoped runs skip cluster scanning.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from schedgen.parsejob import FINALIZER, KOPF_ANNOTATION_PREFIX, MANAGED_BY
+
+from .config import OperatorConfig
+
+
+class NoDiffBaseStorage(kopf.DiffBaseStorage):
+    """No last-handled-configuration annotation: deletion handling does not need it."""
+
+    def build(self, *, body: kopf.Body, extra_fields=None) -> kopf.BodyEssence:  # type: ignore[override]
+        return kopf.BodyEssence()  # no deep copy of every object on every event
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+def apply(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()
+    settings.posting.enabled = True
+    settings.posting.loggers = False
+    settings.posting.level = logging.CRITICAL + 1
+    settings.posting.reporting_component = MANAGED_BY  # `kubectl describe`'s "From"
+    settings.posting.reporting_instance = MANAGED_BY
+    settings.peering.lifetime = cfg.peering_lifetime
+    settings.watching.server_timeout = 300
+    settings.batching.error_delays = (1, 2, 5, 10)
+    if cfg.watch_namespaces:
+        # Namespace-scoped (SCHEDGEN_WATCH_NAMESPACES): serve exactly those namespaces.
+        # Without this kopf first lists/watches all Namespaces (forbidden by the chart's
+        # Roles: ~1 min of retries and errors at every start); resources are then
+        # discovered once at startup (the CRDs are installed before the operator).
+        settings.scanning.disabled = True
