@@ -16,7 +16,7 @@ rate limits raised, and the operator with the real runner (tests/support/operato
    requests/s and the error rate (anything but 202/200).
 
 Targets: p95 acceptance < 200 ms with zero errors. The load generator, the API,
-Postgres, moto and the control plane all share this machine's cores.
+Postgres, MinIO and the control plane all share this machine's cores.
 """
 
 from __future__ import annotations
@@ -191,8 +191,8 @@ def _cpu_by_process() -> dict[str, float]:
             continue
         if "schedgen.api" in cmd:
             kind = "api"
-        elif "moto.server" in cmd:
-            kind = "s3(moto)"
+        elif "minio" in cmd:
+            kind = "s3(minio)"
         elif "kube-apiserver" in cmd:
             kind = "kube-apiserver"
         elif "etcd" in cmd:
@@ -234,7 +234,7 @@ def main() -> int:
             db.migrate(conn)
         import boto3
 
-        os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+        os.environ.update(s3srv.credentials)
         bucket = "schedgen-bench"
         boto3.client("s3", endpoint_url=s3srv.endpoint_url, region_name="us-east-1").create_bucket(Bucket=bucket)
         cluster.start()
@@ -250,12 +250,13 @@ def main() -> int:
         for ns in ("bench-e2e", "bench-load", "schedgen-system"):
             core.create_namespace({"metadata": {"name": ns}})
         core.create_namespaced_secret("bench-e2e", {"metadata": {"name": "schedgen-runner"}, "stringData": {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "SCHEDGEN_DATABASE_URL": pg.dsn}})
+            **s3srv.credentials, "SCHEDGEN_DATABASE_URL": pg.dsn}})
         core.create_namespaced_config_map("schedgen-system", {"metadata": {"name": "schedgen-operator"}, "data": {
             "maxConcurrent": "10", "maxPerTenant": "10", "admissionsPerSecond": "50", "admissionBurst": "50",
             "guardMaxUnschedulable": "-1"}})
 
-        common = dict(database_url=pg.dsn, s3_endpoint_url=s3srv.endpoint_url, bucket=bucket,
+        common = dict(database_url=pg.dsn, s3_endpoint_url=s3srv.endpoint_url, s3_credentials=s3srv.credentials,
+                      bucket=bucket,
                       kubeconfig=str(cluster.kubeconfig))
         if not args.skip_e2e:
             shim = type("C", (), {})()

@@ -30,7 +30,7 @@ PDFS = sorted((ROOT.parent / "shared" / "fixtures" / "up").glob("*.pdf"))
 NAMESPACE = "demo"
 OPERATOR_NS = "schedgen-system"
 BUCKET = "schedgen-uploads"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo-secret", "AWS_REGION": "us-east-1"}
+REGION = "us-east-1"
 
 
 def say(message: str) -> None:
@@ -53,21 +53,18 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def services_up() -> dict[str, str]:
     out = run(str(VENV_BIN / "python"), str(ROOT / "hack" / "devservices.py"), "up",
               "--state-dir", str(STATE / "services"), "--migrate", capture_output=True).stdout
-    env = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("SCHEDGEN_"))
+    # SCHEDGEN_DATABASE_URL, SCHEDGEN_S3_ENDPOINT_URL and the S3 server's AWS_* credentials
+    env = dict(line.split("=", 1) for line in out.splitlines() if line.startswith(("SCHEDGEN_", "AWS_")))
+    env["AWS_REGION"] = REGION
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=env["SCHEDGEN_S3_ENDPOINT_URL"], **_boto_credentials())
+    s3 = boto3.client("s3", endpoint_url=env["SCHEDGEN_S3_ENDPOINT_URL"], region_name=REGION,
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
     try:
         s3.create_bucket(Bucket=BUCKET)
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
     return env
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {"aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            "region_name": CREDENTIALS["AWS_REGION"]}
 
 
 def cluster(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
@@ -92,9 +89,8 @@ def install(env: dict[str, str]) -> None:
                                                                        "namespace": OPERATOR_NS},
               "data": {"maxConcurrent": "4", "maxPerTenant": "4"}}
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "schedgen-runner", "namespace": NAMESPACE},
-              "stringData": {"AWS_ACCESS_KEY_ID": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                             "AWS_SECRET_ACCESS_KEY": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                             "SCHEDGEN_DATABASE_URL": env["SCHEDGEN_DATABASE_URL"]}}
+              "stringData": {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                  "SCHEDGEN_DATABASE_URL")}}
     for manifest in (config, secret):
         subprocess.run([str(ROOT / "hack" / "cluster"), "--state-dir", str(STATE / "cluster"),
                         "kubectl", "apply", "-f", "-"], input=json.dumps(manifest), text=True, check=True,
@@ -142,13 +138,13 @@ def wait_http(url: str, what: str, timeout: float = 60) -> None:
 
 def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
-    say("starting Postgres and the S3 server (moto) ...")
+    say("starting Postgres and the S3 server (MinIO) ...")
     env = services_up()
     say(f"  Postgres {env['SCHEDGEN_DATABASE_URL'].split('@')[-1]}, S3 {env['SCHEDGEN_S3_ENDPOINT_URL']}")
     say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager, node agent) ...")
     cluster("up", "--nodes", "1")
     install(env)
-    common = {**env, **CREDENTIALS, "KUBECONFIG": kubeconfig(), "SCHEDGEN_LOG_FORMAT": "json",
+    common = {**env, "KUBECONFIG": kubeconfig(), "SCHEDGEN_LOG_FORMAT": "json",
               "SCHEDGEN_DEFAULT_BUCKET": BUCKET, "SCHEDGEN_S3_BUCKET": BUCKET, "PYTHONUNBUFFERED": "1"}
     metrics_port, api_port = free_port(), free_port()
     say("starting the operator ...")

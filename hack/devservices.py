@@ -1,9 +1,10 @@
-"""Real Postgres and S3 (moto) server processes for tests and the local demo.
+"""Real Postgres and S3 (MinIO) server processes for tests and the local demo.
 
 Each server keeps its state (pid, port) in a JSON file under its base dir, so another
 process (`python hack/devservices.py down`) can stop it later. Ports are picked free at
 first start and reused on restart (so a DSN stays valid); processes are stopped by pid.
 
+    python hack/devservices.py build                            # build MinIO once (Go module proxy)
     python hack/devservices.py up --state-dir DIR [--migrate]   # prints the env to export
     python hack/devservices.py status --state-dir DIR
     python hack/devservices.py down --state-dir DIR
@@ -15,6 +16,7 @@ import argparse
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,19 +28,19 @@ import urllib.request
 from pathlib import Path
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
-def port_free(port: int) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a server could listen on `port` now. SO_REUSEADDR as servers use it, so a
     port whose old connections linger in TIME_WAIT (a restarted Postgres) counts as free."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
             return True
         except OSError:
             return False
@@ -243,43 +245,106 @@ class PostgresServer(_Server):
         super().stop(sig, timeout)
 
 
+MINIO_MODULE = "github.com/minio/minio"
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"  # the newest the Go module proxy serves
+
+
+def minio_binary() -> Path:
+    from localkube.build import cache_root
+
+    return cache_root() / "minio" / MINIO_VERSION / "minio"
+
+
+def build_minio() -> Path:
+    """Build (once) MinIO from the Go module proxy into the cache outside the repo."""
+    binary = minio_binary()
+    if binary.exists():
+        return binary
+    env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOFLAGS="-mod=mod", GOBIN=str(binary.parent))
+    env["PATH"] = env.get("PATH", "") + ":/usr/local/go/bin"
+    started = time.monotonic()
+    print(f"building MinIO {MINIO_VERSION} from the Go module proxy (about 4 minutes the first time)",
+          file=sys.stderr, flush=True)
+    work = binary.parent / "src"
+    work.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["go", "install", "-trimpath", "-ldflags", "-s -w", f"{MINIO_MODULE}@{MINIO_VERSION}"],
+                   cwd=work, env=env, check=True)
+    print(f"MinIO built in {time.monotonic() - started:.0f}s: {binary}", file=sys.stderr, flush=True)
+    return binary
+
+
 class S3Server(_Server):
-    """moto's standalone S3 server (any credentials are accepted)."""
+    """MinIO: a real S3 server that checks signatures, credentials and presigned URLs.
+
+    Its root credentials are made at first start and kept in the state file, so a
+    restart (or `down` then `up`) keeps them, like the port. `host` is the address it
+    listens on: loopback, or the bridge address pods of the local cluster reach.
+    """
 
     name = "s3"
 
+    def __init__(self, base_dir: Path | str, host: str = "127.0.0.1"):
+        super().__init__(base_dir)
+        state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        self.host = state.get("host") or host
+        self.access_key: str = state.get("access_key") or f"schedgen-{secrets.token_hex(4)}"
+        self.secret_key: str = state.get("secret_key") or secrets.token_urlsafe(24)
+
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The root credentials as the usual AWS_* environment variables."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
     def info(self) -> dict:
-        return {"endpoint_url": self.endpoint_url}
+        return {"endpoint_url": self.endpoint_url, "host": self.host,
+                "access_key": self.access_key, "secret_key": self.secret_key}
 
-    def start(self, timeout: float = 30) -> "S3Server":
+    def start(self, timeout: float = 60) -> "S3Server":
         if self.running:
             return self
-        if not (self.port and port_free(self.port)):  # keep the port (and DSN) on restart
-            self.port = free_port()
-        self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)])
+        if not (self.port and port_free(self.port, self.host)):  # keep the port on restart
+            self.port = free_port(self.host)
+        data = self.base_dir / "s3-data"
+        data.mkdir(exist_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.base_dir),
+               "MINIO_ROOT_USER": self.access_key, "MINIO_ROOT_PASSWORD": self.secret_key,
+               "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CI_CD": "1",
+               "MINIO_PROMETHEUS_AUTH_TYPE": "public"}  # request counts for tests
+        self._spawn([str(build_minio()), "server", "--quiet", "--anonymous",
+                     "--address", f"{self.host}:{self.port}", str(data)], env=env)
         self._wait_ready(self._answers, timeout)
         return self
 
+    def requests(self, api: str) -> int:
+        """How many S3 requests of one kind (`GetObject`, `HeadObject`...) were answered."""
+        with urllib.request.urlopen(self.endpoint_url + "/minio/metrics/v3/api/requests", timeout=5) as answer:
+            text = answer.read().decode()
+        needle = f'minio_api_requests_total{{name="{api}",'
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith(needle))
+
     def _answers(self) -> bool:
         try:
-            urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1).close()
-            return True
-        except urllib.error.HTTPError:
-            return True
+            with urllib.request.urlopen(self.endpoint_url + "/minio/health/live", timeout=1) as answer:
+                return answer.status == 200
         except OSError:
             return False
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("command", choices=["build", "up", "down", "status"])
+    parser.add_argument("--state-dir", type=Path, help="required except for build")
     parser.add_argument("--migrate", action="store_true", help="up: also apply the schema")
     args = parser.parse_args(argv)
+    if args.command == "build":
+        print(build_minio())
+        return 0
+    if args.state_dir is None:
+        parser.error(f"{args.command} needs --state-dir")
     pg, s3 = PostgresServer(args.state_dir), S3Server(args.state_dir)
     if args.command == "up":
         pg.start()
@@ -291,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         print(f"SCHEDGEN_DATABASE_URL={pg.dsn}")
         print(f"SCHEDGEN_S3_ENDPOINT_URL={s3.endpoint_url}")
+        for name, value in s3.credentials.items():
+            print(f"{name}={value}")
     elif args.command == "down":
         s3.stop()
         pg.stop()

@@ -3,7 +3,9 @@
 #   1. Debian packages: PostgreSQL server (the real one the tests and demo start).
 #   2. .venv/ with the project and its test dependencies.
 #   3. The local Kubernetes control plane binaries, built once from the Go module
-#      proxy into ~/.cache/schedgen/ (about 25 minutes on 2 cores the first time).
+#      proxy into ~/.cache/schedgen/ (8 to 25 minutes on 2 cores the first time).
+#   4. MinIO, the S3 server of the tests and the demo, also from the Go module proxy
+#      (about 2 to 4 minutes the first time).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -33,4 +35,6 @@ fi
 
 step "building or reusing the local Kubernetes binaries"
 hack/cluster build
+step "building or reusing the S3 server (MinIO, from the Go module proxy)"
+.venv/bin/python hack/devservices.py build
 step "setup done"

@@ -1,4 +1,4 @@
-"""Shared fixtures: real Postgres and real S3 (moto server) processes for the session.
+"""Shared fixtures: real Postgres and real S3 (MinIO) server processes for the session.
 
 No in-process mocks: the services are the ones in hack/devservices.py, started once per
 session on free ports and stopped by pid at the end. Missing Postgres binaries fail
@@ -23,7 +23,6 @@ pytest_plugins = ["localkube.pytest_plugin", "operator_fixtures"]
 import devservices  # noqa: E402
 
 TEST_BUCKET = "schedgen-test"
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 @pytest.fixture(scope="session")
@@ -66,18 +65,21 @@ def empty_database(postgres) -> Iterator[str]:
 
 
 class S3:
-    """The running moto server, a client for it and the test bucket."""
+    """The running S3 server, a client with its credentials and the test bucket."""
 
     def __init__(self, server: devservices.S3Server):
         import boto3
+        from botocore.config import Config
 
         self.server = server
         self.endpoint_url = server.endpoint_url
         self.bucket = TEST_BUCKET
         self.client = boto3.client(
             "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
+            aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
+            config=Config(signature_version="s3v4"),
         )
+        self.credentials = server.credentials  # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
 
     def put(self, data: bytes | Path, key: str | None = None) -> str:
         """Upload bytes or a file under a unique key (default) and return the key."""

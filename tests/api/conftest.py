@@ -46,8 +46,8 @@ def api_config(postgres, s3, local_cluster, api_namespace, monkeypatch):
     """Factory: an ApiConfig on the session services; keyword overrides."""
     from schedgen.api.config import ApiConfig
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    for name, value in s3.credentials.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
     def make(**overrides) -> ApiConfig:

@@ -26,7 +26,8 @@ def stack(operator_cluster, start_operator, tmp_path, pg_conn):
     started = []
 
     def api(**overrides) -> ApiProcess:
-        env = api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url, bucket=c.s3.bucket,
+        env = api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url,
+                      s3_credentials=c.s3.credentials, bucket=c.s3.bucket,
                       namespace=ns, kubeconfig=str(c.cluster.kubeconfig), **overrides)
         proc = ApiProcess(env, tmp_path / f"api-{len(started)}.log")
         started.append(proc)

@@ -219,14 +219,13 @@ def cluster_release(local_cluster, k8s_api_client, postgres, s3, tmp_path_factor
     # S3 credentials in the release namespace, the runner's Secret in the tenant namespace.
     secrets = {
         "sg-postgres": {"SCHEDGEN_DATABASE_URL": postgres.dsn},
-        "sg-s3": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        "sg-s3": s3.credentials,
     }
     for name, data in secrets.items():
         rel.core.create_namespaced_secret(rel.namespace, {"metadata": {"name": name}, "stringData": data})
     for ns in (rel.namespace, tenant, other):
         rel.core.create_namespaced_secret(ns, {"metadata": {"name": "schedgen-runner"}, "stringData": {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "SCHEDGEN_DATABASE_URL": postgres.dsn}})
+            **s3.credentials, "SCHEDGEN_DATABASE_URL": postgres.dsn}})
     rel.applied = rel.install()
     rel.tenant, rel.other, rel.secrets = tenant, other, secrets
     yield rel
@@ -394,7 +393,7 @@ def namespaced_release(local_cluster, k8s_api_client, postgres, s3, tmp_path_fac
                                                       "stringData": rel.secrets["sgns-postgres"]})
     for ns in [rel.namespace, *served, outside]:
         rel.core.create_namespaced_secret(ns, {"metadata": {"name": "schedgen-runner"}, "stringData": {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "SCHEDGEN_DATABASE_URL": postgres.dsn}})
+            **s3.credentials, "SCHEDGEN_DATABASE_URL": postgres.dsn}})
     rel.applied = rel.install()
     rel.outside = outside
     yield rel

@@ -17,8 +17,8 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 REAL = [("UP_MOD_XLS.pdf", "lecture", 30), ("UP_TST_PDF.pdf", "test", 12), ("UP_EXAM_SS.pdf", "exam", 5)]
 
 
-def api_env(*, database_url: str, s3_endpoint_url: str, bucket: str, namespace: str, kubeconfig: str,
-            **overrides) -> dict[str, str]:
+def api_env(*, database_url: str, s3_endpoint_url: str, s3_credentials: dict[str, str], bucket: str,
+            namespace: str, kubeconfig: str, **overrides) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDGEN_")}
     env.update({
         "SCHEDGEN_DATABASE_URL": database_url,
@@ -26,8 +26,7 @@ def api_env(*, database_url: str, s3_endpoint_url: str, bucket: str, namespace: 
         "SCHEDGEN_S3_BUCKET": bucket,
         "SCHEDGEN_API_NAMESPACE": namespace,
         "KUBECONFIG": kubeconfig,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        **s3_credentials,
         "AWS_EC2_METADATA_DISABLED": "true",
         "SCHEDGEN_LOG_FORMAT": "text",
         "PYTHONUNBUFFERED": "1",

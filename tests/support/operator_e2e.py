@@ -83,7 +83,7 @@ class Cluster:
         self.core.create_namespace({"metadata": {"name": name, "labels": {"schedgen.test": "true"}}})
         self.core.create_namespaced_secret(name, {
             "metadata": {"name": "schedgen-runner"},
-            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "stringData": {**self.s3.credentials,
                            "SCHEDGEN_DATABASE_URL": database_url or self.postgres.dsn}})
         self.namespaces.append(name)
         return name
