@@ -32,10 +32,13 @@ existing CONTAINERS_CONF in the environment wins.
 Lock files (`lock`): compiled by uv from pyproject.toml, universal (any platform),
 Python 3.11, binary wheels only, with hashes:
 
-    runner/requirements.txt     core dependencies (the runner image)
-    operator/requirements.txt   core + extras operator, api (the operator/API image)
     requirements-dev.txt        core + extras test (the test venv, hack/setup.sh)
     requirements-build.txt      [build-system] requires (building the project wheel)
+    runner/requirements.txt     core dependencies (the runner image)
+    operator/requirements.txt   core + extras operator, api (the operator/API image)
+
+The image locks are compiled with requirements-dev.txt as constraints, so the images
+carry exactly the versions the tests run with.
 
 Existing pins are kept while they satisfy pyproject.toml (`--upgrade` re-resolves to the
 newest versions); `--check` recompiles into a temporary directory and reports drift.
@@ -528,6 +531,8 @@ def save(directory: Path, names: Sequence[str], fmt: str = "docker-archive", **b
 class Lock:
     path: str
     extras: tuple[str, ...] | None  # None: pyproject [build-system] requires
+    # compiled with the test venv's lock as constraints: the images run the tested versions
+    constrained: bool = False
 
     def requirements(self, root: Path = ROOT) -> list[str]:
         """The top-level requirements this lock is compiled from."""
@@ -550,11 +555,12 @@ class Lock:
         return reqs
 
 
-LOCKS = (
-    Lock("runner/requirements.txt", ()),
-    Lock("operator/requirements.txt", ("operator", "api")),
-    Lock("requirements-dev.txt", ("test",)),
+DEV_LOCK = "requirements-dev.txt"
+LOCKS = (  # in compile order: the image locks are constrained by the dev lock
+    Lock(DEV_LOCK, ("test",)),
     Lock("requirements-build.txt", None),
+    Lock("runner/requirements.txt", (), constrained=True),
+    Lock("operator/requirements.txt", ("operator", "api"), constrained=True),
 )
 UV_ARGS = ("pip", "compile", "--quiet", "--no-config", "--universal", "--python-version", PYTHON_VERSION,
            "--generate-hashes", "--only-binary", ":all:", "--custom-compile-command", "hack/images lock")
@@ -578,6 +584,8 @@ def compile_lock(lock: Lock, root: Path, output: Path, *, offline: bool = False,
         cmd.append("--offline")
     if upgrade:
         cmd.append("--upgrade")
+    if lock.constrained:
+        cmd += ["--constraint", DEV_LOCK]
     stdin = None
     if lock.extras is None:
         cmd.append("-")
@@ -616,12 +624,12 @@ def check_locks(root: Path = ROOT) -> list[str]:
     return problems
 
 
-def lock(upgrade: bool = False) -> None:
+def lock(upgrade: bool = False, root: Path = ROOT) -> None:
     for lk in LOCKS:
         with timed(f"compiling {lk.path}" + (" (upgrade)" if upgrade else "")):
-            out = ROOT / lk.path
+            out = root / lk.path
             out.parent.mkdir(parents=True, exist_ok=True)
-            proc = compile_lock(lk, ROOT, out, offline=False, upgrade=upgrade)
+            proc = compile_lock(lk, root, out, offline=False, upgrade=upgrade)
             if proc.returncode != 0:
                 raise Failure(f"uv pip compile for {lk.path} failed:\n{proc.stderr.strip()}")
             pins = sum(1 for line in out.read_text().splitlines() if line[:1].isalnum())
