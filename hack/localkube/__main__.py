@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 from . import build as _build
 from .cluster import LocalCluster, default_state_dir
@@ -21,12 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build or reuse the pinned binaries")
     b.add_argument("--force", action="store_true")
     b.add_argument("-j", "--jobs", type=int, default=2)
-    u = sub.add_parser("up", help="start the control plane (and node agents)")
-    u.add_argument("--nodes", type=int, default=1, help="node agents to start (node-1..N); 0 for none")
+    u = sub.add_parser("up", help="start the control plane and nodes")
+    u.add_argument("--mode", choices=("kubelet", "agent"), default=None,
+                   help="real nodes (containerd + kubelet; default) or process agents "
+                        "(default from SCHEDGEN_NODE_MODE, else kubelet)")
+    u.add_argument("--nodes", type=int, default=1, help="nodes to start (node-1..N); 0 for none")
     u.add_argument("--node-cpu", default="2")
     u.add_argument("--node-memory", default="4Gi")
     u.add_argument("--fresh", action="store_true", help="wipe the state dir (etcd data, certs) first")
-    u.add_argument("--image-map", help="YAML file merged over the default image map")
+    u.add_argument("--image-map", help="agent mode: YAML file merged over the default image map")
+    u.add_argument("--image", action="append", default=[], metavar="ARCHIVE",
+                   help="real nodes: image archive (docker-archive/OCI tar, or a directory of *.tar) to "
+                        "import into every node; repeatable")
     d = sub.add_parser("down", help="stop everything started by 'up' (by pid)")
     d.add_argument("--purge", action="store_true", help="also delete the state dir")
     sub.add_parser("status")
@@ -36,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--cpu", default="2")
     a.add_argument("--memory", default="4Gi")
     a.add_argument("--pods", type=int, default=110)
+    a.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    im = sub.add_parser("import-image", help="import image archives into every node (and nodes added later)")
+    im.add_argument("archives", nargs="+")
+    sub.add_parser("test-images", help="build (or reuse) the pause and busybox test image archives; print paths")
     k = sub.add_parser("kubectl", help="run kubectl against the cluster")
     k.add_argument("args", nargs=argparse.REMAINDER)
     ns = ap.parse_args(argv)
@@ -46,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         du = sum(f.stat().st_size for f in _build.version_dir().rglob("*") if f.is_file())
         print(f"binaries in {bdir} ({time.monotonic() - t0:.1f}s; cache dir {du / 1e6:.0f} MB)")
         return 0
-    cluster = LocalCluster(state_dir=ns.state_dir)
+    if ns.cmd == "test-images":
+        from .images import busybox_archive, pause_archive
+        print(pause_archive())
+        print(busybox_archive())
+        return 0
+    cluster = LocalCluster(state_dir=ns.state_dir, mode=getattr(ns, "mode", None))
     if ns.cmd == "up":
         t0 = time.monotonic()
         _build.build()
@@ -58,10 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         cluster.fresh = ns.fresh
         t1 = time.monotonic()
         cluster.start(build=False)
+        for arg in ns.image:
+            p = Path(arg)
+            for archive in (sorted(p.glob("*.tar")) if p.is_dir() else [p]):
+                cluster.import_image(archive)
         for i in range(1, ns.nodes + 1):
             cluster.add_node(f"node-{i}", cpu=ns.node_cpu, memory=ns.node_memory)
         print(f"cluster up: control plane ready in {cluster.state['ready_seconds']:.1f}s, "
               f"total {time.monotonic() - t1:.1f}s (+{t_build:.1f}s build check)")
+        if cluster.mode == "kubelet":
+            print(f"pods reach this machine at {cluster.host_address}")
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0
     if ns.cmd == "down":
@@ -78,7 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0
     if ns.cmd == "add-node":
-        cluster.add_node(ns.name, cpu=ns.cpu, memory=ns.memory, pods=ns.pods)
+        labels = dict(kv.split("=", 1) for kv in ns.label)
+        cluster.add_node(ns.name, cpu=ns.cpu, memory=ns.memory, pods=ns.pods, labels=labels)
+        return 0
+    if ns.cmd == "import-image":
+        for arg in ns.archives:
+            p = Path(arg)
+            for archive in (sorted(p.glob("*.tar")) if p.is_dir() else [p]):
+                for node, out in cluster.import_image(archive).items():
+                    print(f"{node}: {out.strip()}")
         return 0
     if ns.cmd == "kubectl":
         args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args

@@ -90,25 +90,67 @@ def make_sa_keypair(d: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def generate_pki(d: Path, service_ip: str = "10.0.0.1") -> None:
-    """Create CA, serving/client certs and the service-account key pair in ``d`` (idempotent)."""
+def load_ca(d: Path):
+    key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate((d / "ca.crt").read_bytes())
+    return key, cert
+
+
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+_APISERVER_DNS = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                  "kubernetes.default.svc.cluster.local")
+
+
+def generate_pki(d: Path, service_ip: str = "10.0.0.1", apiserver_ips: tuple[str, ...] = ()) -> None:
+    """Create CA, serving/client certs and the service-account key pair in ``d`` (idempotent:
+    existing files are kept, missing ones are added).
+
+    ``apiserver_ips`` are extra IP SANs of the apiserver's serving cert (besides 127.0.0.1 and
+    the ``kubernetes`` Service IP); when they change on a later call (a restarted cluster got
+    another host address) only that cert is reissued.
+    """
     d.mkdir(parents=True, exist_ok=True)
-    if (d / "complete").exists():
-        return
-    ca_key, ca_cert = make_ca(d)
+    if (d / "ca.key").exists() and (d / "ca.crt").exists():
+        ca_key, ca_cert = load_ca(d)
+    else:
+        for f in [*d.glob("*.crt"), *d.glob("*.key")]:  # anything signed by a lost CA
+            f.unlink()
+        ca_key, ca_cert = make_ca(d)
     local = dict(dns=("localhost",), ips=("127.0.0.1",))
-    make_cert(d, "etcd-server", ca_key, ca_cert, "etcd", server=True, client=True, **local)
-    make_cert(d, "etcd-peer", ca_key, ca_cert, "etcd-peer", server=True, client=True, **local)
-    make_cert(d, "apiserver-etcd-client", ca_key, ca_cert, "kube-apiserver-etcd-client", client=True)
-    make_cert(d, "apiserver", ca_key, ca_cert, "kube-apiserver", server=True,
-              dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                   "kubernetes.default.svc.cluster.local"),
-              ips=("127.0.0.1", service_ip))
-    make_cert(d, "admin", ca_key, ca_cert, "schedgen-admin", orgs=("system:masters",), client=True)
-    make_cert(d, "controller-manager", ca_key, ca_cert, "system:kube-controller-manager", client=True)
-    make_cert(d, "controller-manager-serving", ca_key, ca_cert, "kube-controller-manager", server=True, **local)
-    # The node agent stands in for kubelet *and* kube-scheduler (it binds pods), which no single
-    # built-in identity may do, so it gets a cluster-admin identity of its own.
-    make_cert(d, "node-agent", ca_key, ca_cert, "schedgen:node-agent", orgs=("system:masters",), client=True)
-    make_sa_keypair(d)
+    specs = {
+        "etcd-server": dict(cn="etcd", server=True, client=True, **local),
+        "etcd-peer": dict(cn="etcd-peer", server=True, client=True, **local),
+        "apiserver-etcd-client": dict(cn="kube-apiserver-etcd-client", client=True),
+        "admin": dict(cn="schedgen-admin", orgs=("system:masters",), client=True),
+        "controller-manager": dict(cn="system:kube-controller-manager", client=True),
+        "controller-manager-serving": dict(cn="kube-controller-manager", server=True, **local),
+        "scheduler": dict(cn="system:kube-scheduler", client=True),
+        "scheduler-serving": dict(cn="kube-scheduler", server=True, **local),
+        "kube-proxy": dict(cn="system:kube-proxy", client=True),
+        # the apiserver's identity towards kubelets (logs, exec, port-forward); RBAC binds it to
+        # system:kubelet-api-admin (cluster.py); it is not in system:masters
+        "apiserver-kubelet-client": dict(cn=APISERVER_KUBELET_CLIENT, client=True),
+        # The process agent stands in for kubelet *and* kube-scheduler (it binds pods), which no
+        # single built-in identity may do, so it gets a cluster-admin identity of its own.
+        "node-agent": dict(cn="schedgen:node-agent", orgs=("system:masters",), client=True),
+    }
+    for name, kw in specs.items():
+        if not (d / f"{name}.crt").exists():
+            make_cert(d, name, ca_key, ca_cert, **kw)
+    ips = tuple(dict.fromkeys(("127.0.0.1", service_ip, *apiserver_ips)))
+    have = (d / "apiserver.ips").read_text().strip() if (d / "apiserver.ips").exists() else None
+    if have != ",".join(ips) or not (d / "apiserver.crt").exists():
+        make_cert(d, "apiserver", ca_key, ca_cert, "kube-apiserver", server=True, dns=_APISERVER_DNS, ips=ips)
+        (d / "apiserver.ips").write_text(",".join(ips) + "\n")
+    if not (d / "sa.key").exists():
+        make_sa_keypair(d)
     (d / "complete").write_text("ok\n")
+
+
+def node_certs(d: Path, node: str, node_ip: str) -> None:
+    """A kubelet's client cert (``system:node:<node>`` in ``system:nodes``, so the Node authorizer
+    and NodeRestriction apply to it) and its serving cert (IP SAN ``node_ip``), both signed by
+    the cluster CA: ``node-<node>.{crt,key}`` and ``kubelet-<node>-serving.{crt,key}``."""
+    ca_key, ca_cert = load_ca(d)
+    make_cert(d, f"node-{node}", ca_key, ca_cert, f"system:node:{node}", orgs=("system:nodes",), client=True)
+    make_cert(d, f"kubelet-{node}-serving", ca_key, ca_cert, node, server=True, dns=(node,), ips=(node_ip,))

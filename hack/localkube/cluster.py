@@ -1,9 +1,16 @@
-"""A real local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager)
-plus node agents standing in for kubelet/kube-scheduler.
+"""A real local Kubernetes cluster: etcd + kube-apiserver + kube-controller-manager, and nodes.
 
-Everything binds to 127.0.0.1 on free ports, uses TLS with generated certificates, and is
-tracked by pid in ``<state_dir>/state.json`` so that a different process (``hack/cluster
-down``) can stop it.
+Two kinds of nodes (``mode``, per cluster):
+
+* ``kubelet`` (default): real nodes -- kube-scheduler, kube-proxy and per node its own
+  containerd + kubelet v1.37.2 running pods as containers (runc), in a network namespace of the
+  cluster's own (network.py, node.py). The apiserver listens on the cluster's host address.
+* ``agent``: the process agent (agent.py) stands in for kubelet and kube-scheduler and runs
+  pod containers as host processes mapped from image names; everything on 127.0.0.1. Kept for
+  the end-to-end tests that still rely on its image map.
+
+Everything is tracked by pid in ``<state_dir>/state.json`` so that a different process
+(``hack/cluster down``) can stop it.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from pathlib import Path
 import yaml
 
 from . import build as _build
-from .certs import generate_pki
+from . import hostfs, network
+from .certs import APISERVER_KUBELET_CLIENT, generate_pki
 
 HACK_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = HACK_DIR.parent
-SERVICE_CIDR = "10.0.0.0/24"
-SERVICE_IP = "10.0.0.1"
+SERVICE_CIDR = network.SERVICE_CIDR
+SERVICE_IP = network.SERVICE_IP
+MODES = ("kubelet", "agent")
 
 # Controllers the project needs (canonical names; old aliases also work).
 CONTROLLERS = [
@@ -42,6 +51,30 @@ CONTROLLERS = [
     "root-ca-certificate-publisher-controller",
     "cronjob-controller",
 ]
+# With real nodes: Services (EndpointSlices for kube-proxy), Deployments, node health
+# (NotReady when a kubelet stops, taint-based eviction), and finished-pod GC.
+KUBELET_CONTROLLERS = CONTROLLERS + [
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "replicaset-controller",
+    "deployment-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "disruption-controller",
+    "resourcequota-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "pod-garbage-collector-controller",
+    "clusterrole-aggregation-controller",
+]
+
+
+def default_mode() -> str:
+    mode = os.environ.get("SCHEDGEN_NODE_MODE") or "kubelet"
+    if mode not in MODES:
+        raise ValueError(f"SCHEDGEN_NODE_MODE={mode!r}: expected one of {MODES}")
+    return mode
 
 
 def default_state_dir() -> Path:
@@ -104,22 +137,48 @@ class ClusterError(RuntimeError):
     pass
 
 
+def reclaim_stale_networks(log=_log) -> list[int]:
+    """Clean up after clusters that died without ``stop()`` (a killed test session): a slot whose
+    creating process is gone and whose cluster has no live process gets the full host cleanup
+    (leftover processes in its cgroups, mounts, cgroups, network namespace)."""
+    reclaimed = []
+    for slot, owner in sorted(network.slots_with_owners().items()):
+        if not owner or network.owner_alive(owner) or not owner.get("state_dir"):
+            continue
+        other = LocalCluster(state_dir=owner["state_dir"], log=log)
+        procs = other.state.get("processes", {})
+        if any(_pid_alive(p["pid"], p.get("create_time")) for p in procs.values()):
+            continue
+        if (other.state.get("network") or {}).get("slot") not in (None, slot):
+            other.state = {}
+        other.state["network"] = {"slot": slot}
+        log(f"reclaiming network slot {slot} of a stopped cluster ({owner['state_dir']})")
+        other._cleanup_host()
+        if other.state_file.exists():
+            other.state["processes"] = {}
+            other._save_state()
+        reclaimed.append(slot)
+    return reclaimed
+
+
 class LocalCluster:
-    """Local control plane + node agents.
+    """Local control plane + nodes (real kubelets, or process agents in ``mode="agent"``).
 
     >>> c = LocalCluster(state_dir=tmp).start()
+    >>> c.import_image("busybox.tar")           # into every node, and nodes added later
     >>> c.add_node("node-1", cpu="2", memory="4Gi")
-    >>> c.kubeconfig  # admin kubeconfig path
+    >>> c.kubeconfig, c.host_address           # admin kubeconfig path; host as seen from pods
     >>> c.stop()
     """
 
     def __init__(self, state_dir: str | os.PathLike | None = None, bin_dir: str | os.PathLike | None = None,
-                 image_map: dict | None = None, log=_log, fresh: bool = False):
+                 image_map: dict | None = None, log=_log, fresh: bool = False, mode: str | None = None):
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.bin_dir = Path(bin_dir) if bin_dir else _build.bin_dir()
         self.image_map = dict(default_image_map() if image_map is None else image_map)
         self.log = log
         self.fresh = fresh
+        self._mode = mode
         self.pki = self.state_dir / "pki"
         self.logs = self.state_dir / "logs"
         self.kubeconfig = self.state_dir / "admin.kubeconfig"
@@ -146,8 +205,40 @@ class LocalCluster:
         return hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:10]
 
     @property
+    def mode(self) -> str:
+        """``kubelet`` or ``agent``: the running cluster's (from state.json), else the one asked for."""
+        if self.state.get("mode") and self.state.get("processes"):
+            return self.state["mode"]
+        return self._mode or self.state.get("mode") or default_mode()
+
+    @property
+    def net_plan(self) -> network.Plan:
+        net = self.state.get("network")
+        if not net:
+            raise ClusterError("this cluster has no node network (agent mode, or not started)")
+        return network.Plan(net["slot"])
+
+    @property
+    def host_address(self) -> str:
+        """The address pods use to reach services on this machine (test Postgres, S3, ...).
+
+        Real nodes: the host end of the cluster's veth pair (``10.200.<slot>.1``); such services
+        must listen there (or on 0.0.0.0) and accept clients from :attr:`host_network`.
+        Agent mode: 127.0.0.1 (pods are host processes)."""
+        return self.net_plan.host_address if self.state.get("network") else "127.0.0.1"
+
+    @property
+    def host_network(self) -> str:
+        """The network pod traffic to :attr:`host_address` comes from (``10.200.<slot>.0/24``)."""
+        return self.net_plan.host_network if self.state.get("network") else "127.0.0.1/32"
+
+    @property
+    def api_address(self) -> str:
+        return self.state.get("api_address", "127.0.0.1")
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.state['ports']['apiserver']}"
+        return f"https://{self.api_address}:{self.state['ports']['apiserver']}"
 
     @property
     def processes(self) -> dict:
@@ -171,11 +262,12 @@ class LocalCluster:
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         path.chmod(0o600)
 
-    def _spawn(self, key: str, argv: list[str], env: dict | None = None) -> int:
+    def _spawn(self, key: str, argv: list[str], env: dict | None = None, cgroup: str | None = None) -> int:
         self.logs.mkdir(parents=True, exist_ok=True)
         logf = open(self.logs / f"{key}.log", "ab")
         proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env or os.environ.copy(), cwd=str(self.state_dir))
+                                start_new_session=True, env=env or os.environ.copy(), cwd=str(self.state_dir),
+                                preexec_fn=hostfs.cgroup_joiner(cgroup) if cgroup else None)
         logf.close()
         self.processes[key] = {"pid": proc.pid, "create_time": _create_time(proc.pid), "argv": argv}
         self._popen = getattr(self, "_popen", {})
@@ -188,8 +280,11 @@ class LocalCluster:
         ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
         return ctx
 
-    def _get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.server + path)
+    def _get(self, path: str, timeout: float = 2.0, method: str = "GET", body: dict | None = None
+             ) -> tuple[int, bytes]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.server + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
         try:
             with urllib.request.urlopen(req, timeout=timeout, context=self._ssl_context()) as r:
                 return r.status, r.read()
@@ -221,31 +316,73 @@ class LocalCluster:
         p = self.state.get("processes", {}).get("kube-apiserver")
         return bool(p and _pid_alive(p["pid"], p.get("create_time")))
 
+    def preflight(self, mode: str) -> None:
+        """Fail early, with the fix, when something real nodes need is missing."""
+        need = ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl"]
+        if mode == "kubelet":
+            need += ["kube-scheduler", "kubelet", "kube-proxy"]
+        for n in need:
+            if not (self.bin_dir / n).exists():
+                raise ClusterError(f"missing binary {self.bin_dir / n}; run 'hack/cluster build'")
+        if mode != "kubelet":
+            return
+        from . import node as _node
+        missing = [p for p in (_node.CONTAINERD, _node.CTR, _node.RUNC, f"{_node.CNI_BIN_DIR}/bridge",
+                               f"{_node.CNI_BIN_DIR}/host-local", f"{_node.CNI_BIN_DIR}/loopback")
+                   if not Path(p).exists()]
+        missing += [t for t in ("iptables", "iptables-restore", "conntrack", "nsenter", "ip", "gcc")
+                    if shutil.which(t) is None]
+        if missing:
+            raise ClusterError(f"real nodes need {', '.join(missing)}: run hack/setup.sh (Debian packages "
+                               "containerd runc containernetworking-plugins iptables conntrack busybox-static gcc)")
+        if os.geteuid() != 0:
+            raise ClusterError("real nodes need root (network namespaces, cgroups, containerd)")
+
     def start(self, timeout: float = 90.0, build: bool = True) -> "LocalCluster":
         t0 = time.monotonic()
         if self.is_running():
             raise ClusterError(f"cluster in {self.state_dir} is already running (pid "
                                f"{self.processes['kube-apiserver']['pid']}); run 'down' first")
+        mode = self._mode or default_mode()
+        if mode not in MODES:
+            raise ClusterError(f"mode {mode!r}: expected one of {MODES}")
         if build:
             _build.build()
-        for n in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl"):
-            if not (self.bin_dir / n).exists():
-                raise ClusterError(f"missing binary {self.bin_dir / n}; run 'hack/cluster build'")
+        self.preflight(mode)
+        prev_slot = (self.state.get("network") or {}).get("slot") or self.state.get("last_slot")
+        if self.state.get("network") or self.state.get("processes"):
+            self.stop()  # leftovers of a cluster that was not stopped cleanly
         if self.fresh and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
-            self.state = {}
+        self.state = {}
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        generate_pki(self.pki, SERVICE_IP)
-        ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager")}
-        self.state = {"ports": ports, "processes": {}, "nodes": {}, "cluster_id": self.cluster_id,
-                      "bin_dir": str(self.bin_dir), "started_at": time.time()}
-        self._save_state()
-        self._write_kubeconfig(self.kubeconfig, "admin", "schedgen-admin")
-        self._write_kubeconfig(self.state_dir / "controller-manager.kubeconfig", "controller-manager",
-                               "system:kube-controller-manager")
-        self._write_kubeconfig(self.state_dir / "node-agent.kubeconfig", "node-agent", "schedgen:node-agent")
-        self.log(f"state dir {self.state_dir}; ports {ports}")
+        ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler")}
+        self.state = {"mode": mode, "ports": ports, "processes": {}, "nodes": {}, "images": [],
+                      "cluster_id": self.cluster_id, "bin_dir": str(self.bin_dir), "started_at": time.time()}
         try:
+            if mode == "kubelet":
+                t1 = time.monotonic()
+                reclaim_stale_networks(self.log)
+                plan = network.setup(self.state_dir, prefer=prev_slot)
+                self.state["network"] = plan.as_dict()
+                self.state["api_address"] = plan.host_address
+                self._save_state()
+                self.log(f"node network {plan.netns}: host address {plan.host_address}, pods {network.POD_CIDR}, "
+                         f"services {SERVICE_CIDR} ({time.monotonic() - t1:.2f}s)")
+                generate_pki(self.pki, SERVICE_IP, (plan.host_address,))
+            else:
+                self._save_state()
+                generate_pki(self.pki, SERVICE_IP)
+            self._write_kubeconfig(self.kubeconfig, "admin", "schedgen-admin")
+            self._write_kubeconfig(self.state_dir / "controller-manager.kubeconfig", "controller-manager",
+                                   "system:kube-controller-manager")
+            if mode == "kubelet":
+                self._write_kubeconfig(self.state_dir / "scheduler.kubeconfig", "scheduler", "system:kube-scheduler")
+                self._write_kubeconfig(self.state_dir / "kube-proxy.kubeconfig", "kube-proxy", "system:kube-proxy")
+            else:
+                self._write_kubeconfig(self.state_dir / "node-agent.kubeconfig", "node-agent",
+                                       "schedgen:node-agent")
+            self.log(f"state dir {self.state_dir}; mode {mode}; ports {ports}")
             self._start_etcd(ports)
             t1 = time.monotonic()
             self._wait("etcd", lambda: self._tcp_ok(ports["etcd"]), 30, ("etcd",))
@@ -255,12 +392,17 @@ class LocalCluster:
             self._wait("kube-apiserver /readyz", lambda: self._get("/readyz")[0] == 200, timeout,
                        ("etcd", "kube-apiserver"))
             self.log(f"kube-apiserver ready after {time.monotonic() - t1:.1f}s")
+            if mode == "kubelet":
+                self._bind_apiserver_kubelet_client()
             # controller-manager exits if the apiserver is not reachable at startup
             self._start_controller_manager(ports)
+            if mode == "kubelet":
+                self._start_scheduler(ports)
             t1 = time.monotonic()
+            watch = ("etcd", "kube-apiserver", "kube-controller-manager") + (
+                ("kube-scheduler",) if mode == "kubelet" else ())
             self._wait("default serviceaccount", lambda: self._get(
-                "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, timeout,
-                ("etcd", "kube-apiserver", "kube-controller-manager"))
+                "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, timeout, watch)
             self.log(f"default serviceaccount after {time.monotonic() - t1:.1f}s")
         except BaseException:
             self.stop()
@@ -295,14 +437,25 @@ class LocalCluster:
 
     def _start_apiserver(self, ports: dict) -> None:
         p = self.pki
+        if self.mode == "kubelet":
+            addr = self.api_address
+            # pods reach it through the kubernetes Service (kube-proxy -> the host address); the
+            # apiserver reaches kubelets with a client cert of its own and checks their serving certs
+            net = [f"--bind-address={addr}", f"--advertise-address={addr}",
+                   f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+                   f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+                   f"--kubelet-certificate-authority={p / 'ca.crt'}",
+                   "--kubelet-preferred-address-types=InternalIP"]
+        else:
+            net = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                   # 127.0.0.1 may not be stored in the kubernetes Endpoints; nothing in-cluster needs it
+                   "--endpoint-reconciler-type=none"]
         self._spawn("kube-apiserver", [
             self.bin("kube-apiserver"),
             f"--etcd-servers=https://127.0.0.1:{ports['etcd']}",
             f"--etcd-cafile={p / 'ca.crt'}", f"--etcd-certfile={p / 'apiserver-etcd-client.crt'}",
             f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports['apiserver']}", "--advertise-address=127.0.0.1",
-            # 127.0.0.1 may not be stored in the kubernetes Endpoints; nothing in-cluster needs it
-            "--endpoint-reconciler-type=none",
+            *net, f"--secure-port={ports['apiserver']}",
             f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
             f"--client-ca-file={p / 'ca.crt'}",
             "--authorization-mode=Node,RBAC",
@@ -328,7 +481,7 @@ class LocalCluster:
             "--bind-address=127.0.0.1", f"--secure-port={ports['controller_manager']}",
             f"--tls-cert-file={p / 'controller-manager-serving.crt'}",
             f"--tls-private-key-file={p / 'controller-manager-serving.key'}",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(KUBELET_CONTROLLERS if self.mode == 'kubelet' else CONTROLLERS)}",
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={p / 'sa.key'}",
             f"--root-ca-file={p / 'ca.crt'}",
@@ -345,7 +498,164 @@ class LocalCluster:
             "--v=1",
         ])
 
+    def _start_scheduler(self, ports: dict) -> None:
+        p = self.pki
+        kc = str(self.state_dir / "scheduler.kubeconfig")
+        cfg = self.state_dir / "scheduler.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
+            "clientConnection": {"kubeconfig": kc, "qps": 200, "burst": 400},
+            "leaderElection": {"leaderElect": False},
+        }, sort_keys=False))
+        self._spawn("kube-scheduler", [
+            self.bin("kube-scheduler"), f"--config={cfg}",
+            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
+            f"--tls-cert-file={p / 'scheduler-serving.crt'}", f"--tls-private-key-file={p / 'scheduler-serving.key'}",
+            "--profiling=false", "--v=1",
+        ])
+
+    def _bind_apiserver_kubelet_client(self) -> None:
+        """Let the apiserver's kubelet-client identity use the kubelet API (logs, exec, ...)."""
+        body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "schedgen:kube-apiserver-kubelet-client"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "system:kubelet-api-admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                              "name": APISERVER_KUBELET_CLIENT}]}
+        deadline = time.monotonic() + 30
+        while True:
+            code, out = self._get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", method="POST",
+                                  body=body)
+            if code in (201, 409):
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"cannot create the apiserver's kubelet-client binding: {code} {out[:300]!r}")
+            time.sleep(0.2)
+
+    def _start_kube_proxy(self, node_name: str, node_ip: str) -> None:
+        """One kube-proxy per cluster: all nodes share the cluster's network namespace."""
+        plan = self.net_plan
+        cfg = self.state_dir / "kube-proxy.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(self.state_dir / "kube-proxy.kubeconfig"), "qps": 50, "burst": 100},
+            "mode": "iptables",
+            "hostnameOverride": node_name,
+            "bindAddress": node_ip,
+            "clusterCIDR": network.POD_CIDR,
+            "healthzBindAddress": "127.0.0.1:10256",
+            "metricsBindAddress": "127.0.0.1:10249",
+            "nodePortAddresses": [plan.host_network],
+            "oomScoreAdj": 0,  # a negative one needs CAP_SYS_RESOURCE
+            "iptables": {"syncPeriod": "30s", "minSyncPeriod": "0s", "localhostNodePorts": False},
+            # leave the (machine-wide) conntrack table settings alone
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+        }, sort_keys=False))
+        self._spawn("kube-proxy", [*network.ns_exec(plan), self.bin("kube-proxy"), f"--config={cfg}", "--v=1"])
+        self.state["kube_proxy_node"] = node_name
+        self._save_state()
+
+    # ------------------------------------------------------------------ images
+    def sandbox_archive(self) -> Path:
+        """The pause image archive every node imports before its kubelet starts."""
+        env = os.environ.get("SCHEDGEN_PAUSE_ARCHIVE")
+        if env:
+            return Path(env)
+        from .images import pause_archive
+        return pause_archive()
+
+    def import_image(self, archive: str | os.PathLike) -> dict:
+        """Import an image archive (docker-archive or OCI layout tar) into every node's containerd,
+        and remember it so nodes added later import it too. Returns {node: ctr output}."""
+        archive = Path(archive).resolve()
+        if not archive.is_file():
+            raise ClusterError(f"no image archive {archive}")
+        if self.mode != "kubelet":
+            raise ClusterError("import_image needs real nodes (mode kubelet); agent nodes run host processes")
+        images = self.state.setdefault("images", [])
+        if str(archive) not in images:
+            images.append(str(archive))
+            self._save_state()
+        return {name: self._real_node(name).import_image(archive) for name in self.kubelet_nodes()}
+
     # ------------------------------------------------------------------ nodes
+    def kubelet_nodes(self) -> list[str]:
+        return [n for n, info in self.state.get("nodes", {}).items() if info.get("kind") == "kubelet"]
+
+    def _real_node(self, name: str):
+        from .node import RealNode
+        return RealNode(self, name, self.state["nodes"][name]["index"])
+
+    def node_ip(self, name: str) -> str:
+        info = self.state.get("nodes", {}).get(name) or {}
+        return info.get("ip", "127.0.0.1")
+
+    def node_kubeconfig(self, name: str) -> Path:
+        """The kubeconfig with the node's own credentials (``system:node:<name>``)."""
+        return self.state_dir / f"node-{name}.kubeconfig"
+
+    def add_node(self, name: str, cpu: str = "2", memory: str = "4Gi", pods: int = 110,
+                 labels: dict | None = None, wait: float = 90.0) -> int:
+        """Start one more node (a real containerd + kubelet, or a process agent in agent mode);
+        returns the kubelet's (agent's) pid. Adding one is how autoscaling is simulated."""
+        if not self.is_running():
+            raise ClusterError("cluster is not running")
+        if self.mode == "agent":
+            return self._add_agent_node(name, cpu=cpu, memory=memory, pods=pods, labels=labels, wait=wait)
+        return self._add_kubelet_node(name, cpu=cpu, memory=memory, pods=pods, labels=labels, wait=wait)
+
+    def _add_kubelet_node(self, name: str, cpu: str, memory: str, pods: int, labels: dict | None,
+                          wait: float) -> int:
+        from .node import RealNode
+        for key in (f"kubelet-{name}", f"containerd-{name}"):
+            info = self.processes.get(key)
+            if info and _pid_alive(info["pid"], info.get("create_time")):
+                raise ClusterError(f"node {name} is already running ({key} pid {info['pid']})")
+        t0 = time.monotonic()
+        nodes = self.state.setdefault("nodes", {})
+        used = {v.get("index") for k, v in nodes.items() if k != name}
+        index = (nodes.get(name) or {}).get("index") or next(i for i in range(1, network.MAX_NODES + 1)
+                                                            if i not in used)
+        node = RealNode(self, name, index)
+        network.add_node_address(self.net_plan, index)
+        for w in node.prepare(cpu, memory, pods):
+            self.log(f"node {name}: {w}")
+        nodes[name] = {"kind": "kubelet", "index": index, "ip": node.ip, "cpu": cpu, "memory": memory,
+                       "pods": pods, "labels": labels or {}}
+        self._save_state()
+        self._spawn(f"containerd-{name}", node.containerd_argv(), env=node.containerd_env(),
+                    cgroup=node.system_cgroup)
+        self._wait(f"containerd of {name}", lambda: node.sock.exists() and node.ctr("version", timeout=5),
+                   30, (f"containerd-{name}",))
+        t1 = time.monotonic()
+        for archive in [str(self.sandbox_archive()), *self.state.get("images", [])]:
+            node.import_image(archive)
+        t_import = time.monotonic() - t1
+        pid = self._spawn(f"kubelet-{name}", node.kubelet_argv(labels), cgroup=node.system_cgroup)
+        if wait:
+            self._wait(f"node {name} Ready", lambda: self._node_ready(name), wait,
+                       (f"containerd-{name}", f"kubelet-{name}"))
+        if "kube-proxy" not in self.processes or not _pid_alive(self.processes["kube-proxy"]["pid"],
+                                                                self.processes["kube-proxy"].get("create_time")):
+            self._start_kube_proxy(name, node.ip)
+        nodes[name]["ready_seconds"] = round(time.monotonic() - t0, 2)
+        self._save_state()
+        self.log(f"node {name} Ready in {nodes[name]['ready_seconds']:.1f}s (kubelet pid {pid}, ip {node.ip}, "
+                 f"cpu={cpu}, memory={memory}, pods={pods}; image imports {t_import:.1f}s)")
+        return pid
+
+    def _node_ready(self, name: str) -> bool:
+        code, body = self._get(f"/api/v1/nodes/{name}")
+        if code != 200:
+            return False
+        conds = json.loads(body).get("status", {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    def kubelet_pid(self, name: str) -> int | None:
+        p = self.processes.get(f"kubelet-{name}")
+        return p["pid"] if p else None
+
     def image_map_file(self) -> Path:
         """Write ``self.image_map`` to the file all node agents read (they reload it on change)."""
         f = self.state_dir / "image-map.yaml"
@@ -357,6 +667,9 @@ class LocalCluster:
     def set_image(self, image: str, command: list[str], args: list[str] | None = None,
                   env: dict | None = None, path_prepend: list[str] | None = None) -> None:
         """Map ``image`` (with or without tag, or a glob) to a local command, for running agents too."""
+        if self.state.get("mode") == "kubelet" or (not self.state and self.mode == "kubelet"):
+            raise ClusterError("set_image is for agent nodes (SCHEDGEN_NODE_MODE=agent); real nodes run "
+                               "images imported with import_image()")
         entry: dict = {"command": list(command)}
         if args:
             entry["args"] = list(args)
@@ -368,11 +681,9 @@ class LocalCluster:
         if self.state_dir.exists():
             self.image_map_file()
 
-    def add_node(self, name: str, cpu: str = "2", memory: str = "4Gi", pods: int = 110,
-                 labels: dict | None = None, wait: float = 30.0) -> int:
+    def _add_agent_node(self, name: str, cpu: str = "2", memory: str = "4Gi", pods: int = 110,
+                        labels: dict | None = None, wait: float = 30.0) -> int:
         """Register a Node backed by a new node-agent process; returns the agent's pid."""
-        if not self.is_running():
-            raise ClusterError("cluster is not running")
         key = f"node-agent-{name}"
         if key in self.processes and _pid_alive(self.processes[key]["pid"], self.processes[key].get("create_time")):
             raise ClusterError(f"node {name} already has a running agent")
@@ -389,7 +700,7 @@ class LocalCluster:
         env["PYTHONPATH"] = os.pathsep.join([str(HACK_DIR)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
         env["PYTHONUNBUFFERED"] = "1"
         pid = self._spawn(key, argv, env=env)
-        self.state.setdefault("nodes", {})[name] = {"cpu": cpu, "memory": memory, "pods": pods}
+        self.state.setdefault("nodes", {})[name] = {"kind": "agent", "cpu": cpu, "memory": memory, "pods": pods}
         self._save_state()
         if wait:
             def node_ready() -> bool:
@@ -419,41 +730,65 @@ class LocalCluster:
                               capture_output=True, text=True, check=check, timeout=timeout)
 
     # ------------------------------------------------------------------ stop
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop node agents first, then controller-manager, apiserver, etcd -- by recorded pid."""
-        self._load_state_if_empty()
+    @staticmethod
+    def _stop_rank(key: str) -> int:
+        if key.startswith(("node-agent-", "kubelet-")):
+            return 0
+        return {"kube-proxy": 1, "kube-scheduler": 3, "kube-controller-manager": 4, "kube-apiserver": 5,
+                "etcd": 6}.get(key, 2 if key.startswith("containerd-") else 6)
+
+    def _terminate(self, keys: list[str], timeout: float) -> None:
+        """SIGTERM the recorded processes together, SIGKILL what is left after ``timeout``."""
         procs = self.state.get("processes", {})
-        order = sorted(procs, key=lambda k: (0 if k.startswith("node-agent") else
-                                             1 if k == "kube-controller-manager" else
-                                             2 if k == "kube-apiserver" else 3))
-        for key in order:
-            info = procs[key]
-            pid, ct = info["pid"], info.get("create_time")
-            if not _pid_alive(pid, ct):
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and _pid_alive(pid, ct):
+        live = {}
+        for key in keys:
+            pid, ct = procs[key]["pid"], procs[key].get("create_time")
+            if _pid_alive(pid, ct):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                    live[key] = (pid, ct)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        while live and time.monotonic() < deadline:
+            for key in list(live):
                 popen = getattr(self, "_popen", {}).get(key)
                 if popen is not None:
                     popen.poll()
-                time.sleep(0.05)
-            if _pid_alive(pid, ct):
-                self.log(f"{key} (pid {pid}) did not stop in {timeout}s; SIGKILL")
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                if not _pid_alive(*live[key]):
+                    del live[key]
+            time.sleep(0.05)
+        for key, (pid, _) in live.items():
+            self.log(f"{key} (pid {pid}) did not stop in {timeout}s; SIGKILL")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for key in keys:
             popen = getattr(self, "_popen", {}).get(key)
             if popen is not None:
                 try:
                     popen.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     pass
-        self._sweep_cgroups()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop everything this cluster started, by recorded pid: kubelets/agents, the pods' container
+        processes, kube-proxy, containerds, scheduler, controller-manager, apiserver, etcd; then
+        kill what is left in its cgroups (shims), unmount what its nodes mounted, remove its
+        cgroups and its network namespace (with the bridge, veth pair and iptables rules)."""
+        self._load_state_if_empty()
+        procs = self.state.get("processes", {})
+        ranks = sorted({self._stop_rank(k) for k in procs})
+        for rank in ranks:
+            self._terminate([k for k in procs if self._stop_rank(k) == rank], timeout)
+            if rank == 0:
+                for name in self.kubelet_nodes():
+                    try:
+                        self._real_node(name).kill_pods()
+                    except Exception as e:  # noqa: BLE001 - keep stopping the rest
+                        self.log(f"node {name}: killing pods failed: {e}")
+        self._cleanup_host()
         if self.state:
             self.state["processes"] = {}
             self.state["stopped_at"] = time.time()
@@ -463,37 +798,45 @@ class LocalCluster:
         if not self.state:
             self._load_state()
 
-    def _sweep_cgroups(self) -> None:
-        """Kill leftovers in this cluster's cgroups (if an agent died hard) and remove them."""
-        root = Path("/sys/fs/cgroup/memory/schedgen") / self.cluster_id
-        if not root.exists():
-            return
-        for d in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
-            if not d.is_dir():
-                continue
-            try:
-                for pid in (d / "cgroup.procs").read_text().split():
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except OSError:
-                        pass
-            except OSError:
-                pass
-        for d in sorted([root.parent, root, *root.rglob("*")], key=lambda p: -len(p.parts)):
-            if d.is_dir():
-                for _ in range(1 if d == root.parent else 20):
-                    try:
-                        d.rmdir()
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:  # busy, or (parent) another cluster's cgroups are in it
-                        time.sleep(0.05)
+    def _cleanup_host(self) -> None:
+        rel = f"/schedgen/{self.cluster_id}"
+        killed = hostfs.cgroup_kill(rel)
+        if killed:
+            self.log(f"killed {killed} leftover process(es) in cgroup {rel}")
+        run_dir = network.RUN_DIR / self.cluster_id
+        nodes_dir = self.state_dir / "nodes"
+        unmounted = hostfs.unmount_under(nodes_dir, run_dir)
+        if unmounted:
+            self.log(f"unmounted {len(unmounted)} mount(s) of the nodes")
+        left = hostfs.cgroup_remove(rel)
+        if left:
+            self.log(f"could not remove cgroups: {left[:5]}")
+        hostfs.cgroup_prune_empty_parents(rel + "/x")
+        net = self.state.get("network")
+        if net:
+            network.teardown(network.Plan(net["slot"]))
+            self.state["last_slot"] = net["slot"]
+            self.state.pop("network", None)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        logs = Path("/var/log/containers")
+        if logs.is_dir() and nodes_dir.exists():
+            prefix = str(nodes_dir.resolve()) + "/"
+            for link in logs.iterdir():
+                try:
+                    if link.is_symlink() and os.readlink(link).startswith(prefix):
+                        link.unlink()
+                except OSError:
+                    pass
 
     def status(self) -> dict:
         out = {"state_dir": str(self.state_dir), "kubeconfig": str(self.kubeconfig), "processes": {}}
         for key, info in self.state.get("processes", {}).items():
             out["processes"][key] = {"pid": info["pid"], "alive": _pid_alive(info["pid"], info.get("create_time"))}
+        out["mode"] = self.state.get("mode", "agent")
+        out["nodes"] = self.state.get("nodes", {})
+        if self.state.get("network"):
+            out["network"] = self.state["network"]
+            out["host_address"] = self.host_address
         if self.is_running():
             out["server"] = self.server
             try:

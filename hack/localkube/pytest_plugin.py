@@ -1,4 +1,4 @@
-"""Pytest fixtures for a real local Kubernetes control plane + node agent.
+"""Pytest fixtures for a real local Kubernetes cluster.
 
 Register from the top-level conftest with ``pytest_plugins = ["localkube.pytest_plugin"]``
 (needs ``hack`` on sys.path, e.g. ``pythonpath = ["hack"]`` in pytest config).
@@ -6,38 +6,59 @@ Register from the top-level conftest with ``pytest_plugins = ["localkube.pytest_
 Fixtures
 --------
 ``local_cluster`` (session)
-    A started :class:`localkube.cluster.LocalCluster` with one node ``node-1`` (cpu 2,
-    memory 4Gi, 110 pods). Binaries are built on first use (long!) and reused from
-    ``~/.cache/schedgen``. Everything is stopped by pid at session end. Attributes:
-    ``kubeconfig`` (Path), ``server``, ``add_node(name, cpu=, memory=, pods=)``,
-    ``image_map`` (dict image -> {command, args, env, path_prepend}), ``api_client()``,
-    ``kubectl(*args)``, ``agent_pid(node)``, ``bin(name)``, ``state_dir``,
-    ``set_image(image, command, args=None, env=None, path_prepend=None)`` (running agents reload it).
-``k8s_api_client`` (session)
-    ``kubernetes.client.ApiClient`` authenticated as cluster admin.
-``k8s_namespace`` (function)
-    Name of a fresh namespace (its default ServiceAccount exists); deleted afterwards.
+    A started :class:`localkube.cluster.LocalCluster` with one node ``node-1`` (cpu 2, memory
+    4Gi, 110 pods). Its kind of node comes from ``SCHEDGEN_NODE_MODE``:
 
-Run without the cluster: ``pytest -m "not cluster"``. Environment: ``SCHEDGEN_CLUSTER_IMAGE_MAP``
-names a YAML file merged over the default image map; ``SCHEDGEN_CLUSTER_KEEP=1`` leaves the
-cluster running after the session (state dir printed) for debugging.
+    * ``kubelet`` (default): real nodes -- containerd + kubelet v1.37.2, kube-scheduler,
+      kube-proxy, in the cluster's own network namespace. The session imports the pause image,
+      the busybox test image (``localkube.images.BUSYBOX_REF``) and every archive named by
+      ``SCHEDGEN_CLUSTER_IMAGES`` (paths or directories of ``*.tar``, separated by ``:``) into
+      every node, also into nodes added later. Pods reach services on this machine at
+      ``local_cluster.host_address``.
+    * ``agent``: the process agent runs pods as host processes from an image map
+      (``set_image``, ``image_map``, ``SCHEDGEN_CLUSTER_IMAGE_MAP``). Kept until the end-to-end
+      tests run the runner as a container.
+
+    Attributes: ``kubeconfig`` (Path), ``server``, ``mode``, ``host_address``,
+    ``add_node(name, cpu=, memory=, pods=, labels=)``, ``import_image(archive)``,
+    ``api_client()``, ``kubectl(*args)``, ``node_ip(name)``, ``node_kubeconfig(name)``,
+    ``bin(name)``, ``state_dir``; agent mode also ``set_image(...)``, ``agent_pid(node)``.
+``kubelet_cluster`` / ``agent_cluster`` (session)
+    The same, with that kind of node whatever ``SCHEDGEN_NODE_MODE`` says (the one matching it
+    *is* ``local_cluster``; asking for the other starts a second cluster in the session).
+``k8s_api_client`` (session)
+    ``kubernetes.client.ApiClient`` for ``local_cluster``, authenticated as cluster admin.
+``k8s_namespace`` (function)
+    Name of a fresh namespace in ``local_cluster`` (its default ServiceAccount exists); deleted
+    afterwards. ``localkube.testing.make_namespace`` does the same for any api client.
+
+Run without the cluster: ``pytest -m "not cluster"``. ``SCHEDGEN_CLUSTER_KEEP=1`` leaves the
+clusters running after the session (state dirs printed) for debugging.
 """
 
 from __future__ import annotations
 
 import os
-import time
-import uuid
+from pathlib import Path
 
 import pytest
 
-_CLUSTER = None
+_CLUSTERS: dict = {}
 
 
-def _session_cluster(request, tmp_path_factory):
-    global _CLUSTER
-    if _CLUSTER is not None:
-        return _CLUSTER
+def image_archives_from_env() -> list[Path]:
+    out: list[Path] = []
+    for part in (os.environ.get("SCHEDGEN_CLUSTER_IMAGES") or "").split(os.pathsep):
+        if not part:
+            continue
+        p = Path(part)
+        out += sorted(p.glob("*.tar")) if p.is_dir() else [p]
+    return out
+
+
+def _session_cluster(request, tmp_path_factory, mode: str):
+    if mode in _CLUSTERS:
+        return _CLUSTERS[mode]
     from .cluster import LocalCluster, default_image_map
 
     image_map = default_image_map()
@@ -46,28 +67,42 @@ def _session_cluster(request, tmp_path_factory):
         import yaml
         with open(extra) as f:
             image_map.update(yaml.safe_load(f) or {})
-    state_dir = tmp_path_factory.mktemp("localkube")
-    cluster = LocalCluster(state_dir=state_dir, image_map=image_map)
+    state_dir = tmp_path_factory.mktemp(f"localkube-{mode}")
+    cluster = LocalCluster(state_dir=state_dir, image_map=image_map, mode=mode)
 
     def stop():
-        global _CLUSTER
-        _CLUSTER = None
+        _CLUSTERS.pop(mode, None)
         if os.environ.get("SCHEDGEN_CLUSTER_KEEP"):
-            print(f"\nlocal cluster left running: state dir {state_dir}, KUBECONFIG={cluster.kubeconfig}")
+            print(f"\nlocal cluster ({mode}) left running: state dir {state_dir}, KUBECONFIG={cluster.kubeconfig}")
             return
         cluster.stop()
 
-    # registered before start() so a half-started plane is cleaned up too
+    # registered before start() so a half-started cluster is cleaned up too
     request.config.add_cleanup(stop)
     cluster.start()
+    if mode == "kubelet":
+        from .images import busybox_archive
+        for archive in [busybox_archive(), *image_archives_from_env()]:
+            cluster.import_image(archive)
     cluster.add_node("node-1", cpu="2", memory="4Gi", pods=110)
-    _CLUSTER = cluster
+    _CLUSTERS[mode] = cluster
     return cluster
 
 
 @pytest.fixture(scope="session")
 def local_cluster(request, tmp_path_factory):
-    return _session_cluster(request, tmp_path_factory)
+    from .cluster import default_mode
+    return _session_cluster(request, tmp_path_factory, default_mode())
+
+
+@pytest.fixture(scope="session")
+def kubelet_cluster(request, tmp_path_factory):
+    return _session_cluster(request, tmp_path_factory, "kubelet")
+
+
+@pytest.fixture(scope="session")
+def agent_cluster(request, tmp_path_factory):
+    return _session_cluster(request, tmp_path_factory, "agent")
 
 
 @pytest.fixture(scope="session")
@@ -79,24 +114,6 @@ def k8s_api_client(local_cluster):
 
 @pytest.fixture
 def k8s_namespace(k8s_api_client, request):
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    core = client.CoreV1Api(k8s_api_client)
-    base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:5]}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"schedgen.test": "true"}}})
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            core.read_namespaced_service_account("default", name)
-            break
-        except ApiException as e:
-            if e.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException:
-        pass
+    from .testing import make_namespace
+    with make_namespace(k8s_api_client, request.node.name) as name:
+        yield name

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
 
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 
 def wait_for(fn, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):
@@ -20,6 +23,31 @@ def wait_for(fn, timeout: float = 60.0, interval: float = 0.2, what: str = "cond
             last_exc = e
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error {last_exc})" if last_exc else ""))
+
+
+@contextlib.contextmanager
+def make_namespace(api: client.ApiClient, hint: str, labels: dict | None = None):
+    """A fresh namespace named after ``hint`` whose default ServiceAccount exists; deleted on exit."""
+    core = client.CoreV1Api(api)
+    base = "".join(ch if ch.isalnum() else "-" for ch in hint.lower())[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"schedgen.test": "true", **(labels or {})}}})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except ApiException as e:
+            if e.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException:
+            pass
 
 
 def job_manifest(name: str, command: list[str], image: str = "busybox", backoff_limit: int = 0,
