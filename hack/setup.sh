@@ -26,10 +26,13 @@ if [ ! -x .venv/bin/python ]; then
   step "creating .venv"
   python3 -m venv .venv
 fi
-if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
-  step "installing Python packages into .venv"
+if [ ! -f .venv/.installed ] || [ requirements-dev.txt -nt .venv/.installed ] \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  step "installing Python packages into .venv (requirements-dev.txt: pinned, hash-checked)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  # The lock files come from pyproject.toml (`hack/images lock`); the images use the same pins.
+  .venv/bin/pip install -q --require-hashes --only-binary=:all: -r requirements-dev.txt -r requirements-build.txt
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
   touch .venv/.installed
 fi
 
