@@ -434,6 +434,7 @@ def build_app(img: AppImage, base: Base, force: bool = False) -> str:
     if not force and image_exists(ref) and image_label(ref, CONTENT_LABEL) == key:
         note(f"{ref}: up to date (content key {key[:12]}), reusing")
         return ref
+    previous = image_id(ref) if image_exists(ref) else None
     with timed(f"building {ref} ({img.dockerfile}, {base.kind} base)"):
         podman("build", "--file", str(ROOT / img.dockerfile), "--pull=never", "--network", "host",
                *ULIMITS, *build_mounts(),
@@ -441,7 +442,16 @@ def build_app(img: AppImage, base: Base, force: bool = False) -> str:
                "--label", f"{CONTENT_LABEL}={key}",
                "--label", f"org.opencontainers.image.version={version()}",
                "--tag", ref, str(ROOT))
+    _drop_replaced(previous, ref)
     return ref
+
+
+def _drop_replaced(previous: str | None, ref: str) -> None:
+    """Remove the image a rebuild replaced (each one holds a venv layer of 100+ MB)."""
+    if previous and previous != image_id(ref):
+        proc = podman("rmi", previous, capture=True, check=False)
+        if proc.returncode == 0:
+            note(f"removed the replaced image {previous[:12]}")
 
 
 def build_pause(force: bool = False) -> str:
@@ -463,8 +473,10 @@ def build_pause(force: bool = False) -> str:
         ctx.mkdir(parents=True)
         shutil.copy2(src / "Containerfile", ctx / "Containerfile")
         run(["gcc", *cflags, "-o", str(ctx / "pause"), str(src / "pause.c")])
+        previous = image_id(PAUSE_REF) if image_exists(PAUSE_REF) else None
         podman("build", "--file", str(ctx / "Containerfile"), "--pull=never", *ULIMITS,
                "--label", f"{CONTENT_LABEL}={key}", "--tag", PAUSE_REF, str(ctx))
+        _drop_replaced(previous, PAUSE_REF)
     return PAUSE_REF
 
 
