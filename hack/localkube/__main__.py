@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("test-images", help="build (or reuse) the pause and busybox test image archives; print paths")
     k = sub.add_parser("kubectl", help="run kubectl against the cluster")
     k.add_argument("args", nargs=argparse.REMAINDER)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    kubectl_args: list[str] = []
+    if "kubectl" in argv:  # everything after it is kubectl's, options included
+        i = argv.index("kubectl")
+        argv, kubectl_args = argv[:i + 1], argv[i + 1:]
     ns = ap.parse_args(argv)
 
     if ns.cmd == "build":
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{node}: {out.strip()}")
         return 0
     if ns.cmd == "kubectl":
-        args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
+        args = kubectl_args[1:] if kubectl_args[:1] == ["--"] else kubectl_args
         os.execv(cluster.bin("kubectl"), [cluster.bin("kubectl"), f"--kubeconfig={cluster.kubeconfig}", *args])
     return 2
 
