@@ -397,7 +397,7 @@ def _host_pip_settings() -> tuple[dict[str, str], Path | None]:
     if os.environ.get("PIP_CONFIG_FILE"):
         files.append(os.environ["PIP_CONFIG_FILE"])
     cfg.read(files)
-    keys = ("index-url", "extra-index-url", "trusted-host", "cert", "timeout", "retries")
+    keys = ("index-url", "extra-index-url", "trusted-host", "cert", "timeout", "default-timeout", "retries")
     settings: dict[str, str] = {}
     for section in ("global", "install"):
         if cfg.has_section(section):
@@ -488,6 +488,8 @@ def build(names: Sequence[str], *, base_mode: str = "auto", refresh_base: bool =
         base = None
         if "base" in names or any(n in APP_IMAGES for n in names):
             base = resolve_base(base_mode, refresh_base)
+            if "base" in names:
+                out.update({"base": base.runtime, "base-build": base.build})
         for name in names:
             if name in APP_IMAGES:
                 with timed(f"image {name}"):
