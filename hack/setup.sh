@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for schedgen (idempotent; a second run reuses everything):
-#   1. Debian packages: PostgreSQL server (the real one the tests and demo start).
+#   1. Debian packages: PostgreSQL server (the real one the tests and demo start); containerd,
+#      runc, CNI plugins, iptables, conntrack, busybox-static, gcc for the cluster's real nodes.
 #   2. .venv/ with the project and its test dependencies.
 #   3. The local Kubernetes control plane binaries, built once from the Go module
 #      proxy into ~/.cache/schedgen/ (8 to 25 minutes on 2 cores the first time).
@@ -20,6 +21,24 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt-get install -y -qq postgresql >/dev/null
   # The package starts a cluster of its own; the project runs its own servers.
   service postgresql stop >/dev/null 2>&1 || true
+fi
+
+# Real nodes of the local cluster (hack/localkube, docs/local-cluster.md): containerd + runc +
+# CNI plugins, iptables/conntrack for kube-proxy, iproute2/nsenter for the node network, and
+# busybox-static + gcc/libc6-dev for the pause and test images.
+NODE_PKGS="containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux busybox-static gcc libc6-dev"
+missing=""
+for p in $NODE_PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  step "installing Debian packages for the cluster nodes:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq $missing >/dev/null
+  # Each node runs a containerd of its own; the package's system one is not used.
+  service containerd stop >/dev/null 2>&1 || true
 fi
 
 if [ ! -x .venv/bin/python ]; then
