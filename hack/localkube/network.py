@@ -41,6 +41,11 @@ SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"
 BRIDGE = "sgbr0"
 MAX_SLOT = 199
+# kubelet sets these machine-wide at start (protectKernelDefaults: false); they are recorded
+# when the first cluster of the machine starts and put back when the last one stops
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+                   "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
+SYSCTL_RECORD = RUN_DIR / "sysctl-before-kubelet.json"
 MAX_NODES = 200
 
 
@@ -160,6 +165,9 @@ def setup(state_dir: Path, prefer: int | None = None) -> Plan:
     with open(RUN_DIR / "network.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         used = used_slots()
+        if not used and not SYSCTL_RECORD.exists():
+            SYSCTL_RECORD.write_text(json.dumps({k: Path("/proc/sys", k).read_text().strip()
+                                                 for k in KUBELET_SYSCTLS if Path("/proc/sys", k).exists()}))
         candidates = ([prefer] if prefer else []) + list(range(1, MAX_SLOT + 1))
         slot = next((s for s in candidates if s and s not in used), None)
         if slot is None:
@@ -228,7 +236,27 @@ def teardown(p: Plan) -> None:
     # the host end goes with its peer; remove it explicitly if the namespace was already gone
     if Path(f"/sys/class/net/{p.host_if}").exists():
         _run("ip", "link", "del", p.host_if, check=False)
-    _owner_file(p.slot).unlink(missing_ok=True)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with open(RUN_DIR / "network.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _owner_file(p.slot).unlink(missing_ok=True)
+        if not used_slots():
+            restore_sysctls()
+
+
+def restore_sysctls() -> dict:
+    """Put back the machine-wide settings kubelet changed (call with no cluster running)."""
+    try:
+        before = json.loads(SYSCTL_RECORD.read_text())
+    except (OSError, ValueError):
+        return {}
+    for key, value in before.items():
+        try:
+            Path("/proc/sys", key).write_text(value)
+        except OSError:
+            pass
+    SYSCTL_RECORD.unlink(missing_ok=True)
+    return before
 
 
 def exists(p: Plan) -> bool:
