@@ -138,25 +138,35 @@ class ClusterError(RuntimeError):
 
 
 def reclaim_stale_networks(log=_log) -> list[int]:
-    """Clean up after clusters that died without ``stop()`` (a killed test session): a slot whose
-    creating process is gone and whose cluster has no live process gets the full host cleanup
-    (leftover processes in its cgroups, mounts, cgroups, network namespace)."""
+    """Clean up after clusters that were not stopped: a slot whose creating process is gone gets
+    the full stop + host cleanup (processes, leftovers in its cgroups, mounts, cgroups, network
+    namespace) if that process was a test session (the cluster was its own), or if none of the
+    cluster's processes runs any more (a ``hack/cluster up`` cluster that died)."""
     reclaimed = []
     for slot, owner in sorted(network.slots_with_owners().items()):
         if not owner or network.owner_alive(owner) or not owner.get("state_dir"):
             continue
         other = LocalCluster(state_dir=owner["state_dir"], log=log)
         procs = other.state.get("processes", {})
-        if any(_pid_alive(p["pid"], p.get("create_time")) for p in procs.values()):
+        alive = any(_pid_alive(p["pid"], p.get("create_time")) for p in procs.values())
+        if (other.state.get("network") or {}).get("slot") != slot:
+            if alive:  # the state dir runs another cluster now: only this slot's network is stale
+                log(f"removing stale network slot {slot} (its state dir {owner['state_dir']} moved on)")
+                network.teardown(network.Plan(slot))
+                reclaimed.append(slot)
+                continue
+            other.state = {"network": {"slot": slot}}
+        if alive and not owner.get("session"):
             continue
-        if (other.state.get("network") or {}).get("slot") not in (None, slot):
-            other.state = {}
-        other.state["network"] = {"slot": slot}
-        log(f"reclaiming network slot {slot} of a stopped cluster ({owner['state_dir']})")
-        other._cleanup_host()
-        if other.state_file.exists():
-            other.state["processes"] = {}
-            other._save_state()
+        if alive:
+            log(f"stopping the cluster of a test session that is gone ({owner['state_dir']})")
+            other.stop()
+        else:
+            log(f"cleaning up after a cluster that was not stopped ({owner['state_dir']}, slot {slot})")
+            other._cleanup_host()
+            if other.state_file.exists():
+                other.state["processes"] = {}
+                other._save_state()
         reclaimed.append(slot)
     return reclaimed
 
@@ -172,13 +182,15 @@ class LocalCluster:
     """
 
     def __init__(self, state_dir: str | os.PathLike | None = None, bin_dir: str | os.PathLike | None = None,
-                 image_map: dict | None = None, log=_log, fresh: bool = False, mode: str | None = None):
+                 image_map: dict | None = None, log=_log, fresh: bool = False, mode: str | None = None,
+                 session: bool = False):
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.bin_dir = Path(bin_dir) if bin_dir else _build.bin_dir()
         self.image_map = dict(default_image_map() if image_map is None else image_map)
         self.log = log
         self.fresh = fresh
         self._mode = mode
+        self.session = session  # lives only as long as this process (a test session)
         self.pki = self.state_dir / "pki"
         self.logs = self.state_dir / "logs"
         self.kubeconfig = self.state_dir / "admin.kubeconfig"
@@ -363,7 +375,7 @@ class LocalCluster:
             if mode == "kubelet":
                 t1 = time.monotonic()
                 reclaim_stale_networks(self.log)
-                plan = network.setup(self.state_dir, prefer=prev_slot)
+                plan = network.setup(self.state_dir, prefer=prev_slot, session=self.session)
                 self.state["network"] = plan.as_dict()
                 self.state["api_address"] = plan.host_address
                 self._save_state()

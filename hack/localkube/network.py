@@ -159,8 +159,11 @@ def used_slots() -> set[int]:
     return used
 
 
-def setup(state_dir: Path, prefer: int | None = None) -> Plan:
-    """Pick a free slot (``prefer`` if free) and create its namespace, veth pair and bridge."""
+def setup(state_dir: Path, prefer: int | None = None, session: bool = False) -> Plan:
+    """Pick a free slot (``prefer`` if free) and create its namespace, veth pair and bridge.
+
+    ``session``: the cluster lives only as long as the calling process (a test session), so once
+    that process is gone the cluster may be stopped by anyone (see cluster.reclaim_stale_networks)."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     with open(RUN_DIR / "network.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -174,7 +177,8 @@ def setup(state_dir: Path, prefer: int | None = None) -> Plan:
             raise NetworkError(f"no free network slot (1..{MAX_SLOT} all used: {sorted(used)})")
         plan = Plan(slot)
         _owner_file(slot).write_text(json.dumps({"state_dir": str(state_dir), "created": time.time(),
-                                                 "pid": os.getpid(), "pid_start": _start_time(os.getpid())}))
+                                                 "pid": os.getpid(), "pid_start": _start_time(os.getpid()),
+                                                 "session": session}))
     try:
         _create(plan)
     except BaseException:

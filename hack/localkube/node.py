@@ -23,7 +23,6 @@ Per node ``<name>`` (index ``j``, see network.py for the addresses):
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import subprocess
@@ -289,11 +288,3 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def kill_pods(self) -> int:
         """SIGKILL every container process of this node (its kubepods cgroup tree)."""
         return hostfs.cgroup_kill(f"{self.cgroup_root}/kubepods", timeout=10)
-
-
-def node_dirs(cluster) -> list[Path]:
-    return [cluster.state_dir / "nodes", network.RUN_DIR / cluster.cluster_id]
-
-
-def memory_quantity_mi(b: int) -> str:
-    return f"{math.floor(b / 2**20)}Mi"

@@ -68,7 +68,10 @@ def _session_cluster(request, tmp_path_factory, mode: str):
         with open(extra) as f:
             image_map.update(yaml.safe_load(f) or {})
     state_dir = tmp_path_factory.mktemp(f"localkube-{mode}")
-    cluster = LocalCluster(state_dir=state_dir, image_map=image_map, mode=mode)
+    # session=True: if this pytest process is killed, the next cluster start on the machine stops
+    # this cluster and cleans up after it (unless SCHEDGEN_CLUSTER_KEEP asks to keep it)
+    cluster = LocalCluster(state_dir=state_dir, image_map=image_map, mode=mode,
+                           session=not os.environ.get("SCHEDGEN_CLUSTER_KEEP"))
 
     def stop():
         _CLUSTERS.pop(mode, None)

@@ -316,6 +316,19 @@ def test_node_credentials_cannot_modify_another_node(kubelet_cluster):
     assert "schedgen.test/touched" not in labels
 
 
+def assert_nothing_left(state_dir, pids: dict, plan, cid: str) -> None:
+    import psutil
+    from localkube import hostfs
+    assert not [k for k, pid in pids.items() if psutil.pid_exists(pid) and
+                psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not hostfs.cgroup_pids(f"/schedgen/{cid}")
+    assert not [h for h in hostfs.hierarchies() if (h / "schedgen" / cid).exists()]
+    assert not [m for m, _, _ in hostfs.mounts() if m.startswith(str(state_dir)) or f"/schedgen/{cid}" in m]
+    assert not network.exists(plan) and not (network.RUN_DIR / cid).exists()
+    assert not (network.RUN_DIR / f"slot-{plan.slot}.json").exists()
+    assert subprocess.run(["ip", "link", "show", plan.host_if], capture_output=True).returncode != 0
+
+
 def test_down_stops_everything_and_cleans_up(tmp_path):
     """A cluster of its own: start, run a pod, ``hack/cluster down``; nothing it made is left."""
     from localkube import hostfs
@@ -342,13 +355,35 @@ def test_down_stops_everything_and_cleans_up(tmp_path):
     done = subprocess.run([str(REPO_ROOT / "hack" / "cluster"), "--state-dir", str(tmp_path / "c"), "down"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    import psutil
-    assert not [k for k, pid in pids.items() if psutil.pid_exists(pid) and
-                psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    assert not hostfs.cgroup_pids(f"/schedgen/{cid}")
-    assert not [h for h in hostfs.hierarchies() if (h / "schedgen" / cid).exists()]
-    assert not [m for m, _, _ in hostfs.mounts() if m.startswith(str(tmp_path)) or f"/schedgen/{cid}" in m]
-    assert not network.exists(plan) and not (network.RUN_DIR / cid).exists()
-    assert not (network.RUN_DIR / f"slot-{plan.slot}.json").exists()
-    assert subprocess.run(["ip", "link", "show", plan.host_if], capture_output=True).returncode != 0
+    assert_nothing_left(tmp_path / "c", pids, plan, cid)
     print(f"cold cluster: control plane {t_cp:.1f}s, + first node Ready {t_all:.1f}s")
+
+
+def test_the_cluster_of_a_killed_session_is_stopped_by_the_next_start(tmp_path):
+    """A session (here a child process) starts a cluster and dies by SIGKILL: its cluster outlives
+    it, and the next cluster start on the machine (reclaim_stale_networks) stops and removes it."""
+    import sys
+    from localkube.cluster import HACK_DIR, LocalCluster, reclaim_stale_networks
+
+    state = tmp_path / "s"
+    script = (f"import sys, time; sys.path.insert(0, {str(HACK_DIR)!r})\n"
+              "from localkube.cluster import LocalCluster\n"
+              f"c = LocalCluster(state_dir={str(state)!r}, mode='kubelet', session=True).start()\n"
+              "c.add_node('n1', cpu='1', memory='1Gi', pods=10)\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(600)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+    finally:
+        child.kill()
+        child.wait(10)
+    c = LocalCluster(state_dir=state)
+    pids = {k: v["pid"] for k, v in c.state["processes"].items()}
+    plan, cid = c.net_plan, c.cluster_id
+    assert c.is_running() and network.exists(plan)
+    assert plan.slot in reclaim_stale_networks()
+    assert_nothing_left(state, pids, plan, cid)
+
+
