@@ -183,10 +183,8 @@ class ParseJobs:
         self._remember(obj)  # read-your-write before the watch event arrives
         return obj
 
-    def get(self, name: str, cached: bool = True) -> dict:
-        obj = self.cached(name) if cached else None
-        if obj is not None:
-            return obj
+    def get(self, name: str) -> dict:
+        """The object as the API server has it now (the cache may lag a create)."""
         return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, name)
 
     def list_all(self) -> list[dict]:

@@ -34,6 +34,8 @@ def setup_logging(fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # the pool logs every checkout at INFO; its warnings (failed connects) still show
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

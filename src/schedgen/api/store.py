@@ -1,18 +1,71 @@
-"""The API's Postgres statements: rate limits, API keys, idempotency keys, job records."""
+"""The API's Postgres: its connection pool and statements (rate limits, API keys,
+idempotency keys, job records)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from .pool import AsyncPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from schedgen.db import EVENTS_QUERY, describe_dsn, event_from_row, scrub
+from schedgen.errors import ConfigurationError, DatabaseUnavailable
+
+CONNECT_TIMEOUT = 3  # seconds
+ACQUIRE_TIMEOUT = 5.0  # seconds to wait for a pooled connection
+PING_TIMEOUT = 2.0  # readiness: answer well within the probe's deadline
+STATEMENT_TIMEOUT_MS = 5000  # a stuck query cannot hold a request past its deadline
+
+
+# --- the pool -------------------------------------------------------------------------
+
+
+def new_pool(dsn: str, size: int) -> AsyncConnectionPool:
+    """A bounded pool, opened in the app's lifespan (it belongs to that event loop).
+
+    Every connection is checked (one round trip) before use, so connections that died
+    with a Postgres restart are replaced instead of failing a request."""
+    if not dsn:
+        raise ConfigurationError("no database DSN given (set SCHEDGEN_DATABASE_URL)")
+    return AsyncConnectionPool(
+        dsn, min_size=1, max_size=max(1, size), open=False, name="schedgen-api", timeout=ACQUIRE_TIMEOUT,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"})
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: AsyncConnectionPool,
+                     timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A pooled connection; any failure to reach Postgres becomes `DatabaseUnavailable` (503)."""
+    try:
+        async with pool.connection(timeout) as conn:
+            yield conn
+    except PoolTimeout:
+        raise DatabaseUnavailable(
+            f"no Postgres connection within {timeout or pool.timeout:g}s ({describe_dsn(pool.conninfo)}"
+            " unreachable or the pool exhausted)") from None
+    except psycopg.errors.QueryCanceled:
+        raise DatabaseUnavailable("a Postgres statement timed out") from None
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"lost the Postgres connection: {scrub(str(exc), pool.conninfo)[:300]}") from None
+
+
+async def ping(pool: AsyncConnectionPool) -> None:
+    async with connection(pool, PING_TIMEOUT) as conn:
+        await conn.execute("SELECT 1")
+
+
+# --- rate limits ------------------------------------------------------------------------
 
 WINDOW_SECONDS = 60
-KEY_PREFIX = "sgk_"
 
 
 @dataclass(frozen=True)
@@ -38,22 +91,24 @@ RETURNING count, extract(epoch FROM (window_start + make_interval(secs => %(win)
 """
 
 
-async def hit_rate_limit(pool: AsyncPool, client: str, route_class: str, limit: int) -> RateDecision:
+async def hit_rate_limit(pool: AsyncConnectionPool, client: str, route_class: str, limit: int) -> RateDecision:
     """Count one request in the client's current fixed window (shared by all replicas)."""
-    async with pool.connection() as conn:
+    async with connection(pool) as conn:
         row = await (await conn.execute(_RATE, {"client": client, "cls": route_class, "win": WINDOW_SECONDS})).fetchone()
     count, reset = row
     return RateDecision(limit=limit, count=int(count), reset_seconds=max(1, math.ceil(float(reset))))
 
 
-async def purge(pool: AsyncPool, idempotency_ttl_seconds: int) -> None:
-    async with pool.connection() as conn:
+async def purge(pool: AsyncConnectionPool, idempotency_ttl_seconds: int) -> None:
+    async with connection(pool) as conn:
         await conn.execute("DELETE FROM rate_limit_windows WHERE window_start < now() - interval '5 minutes'")
         await conn.execute("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %s)",
                            (idempotency_ttl_seconds,))
 
 
 # --- API keys --------------------------------------------------------------------------
+
+KEY_PREFIX = "sgk_"
 
 
 def hash_key(key: str) -> str:
@@ -84,8 +139,8 @@ class KeyCache:
         self._entries[key_hash] = (time.monotonic() + self.ttl, tenant)
 
 
-async def key_tenant(pool: AsyncPool, key_hash: str) -> str | None:
-    async with pool.connection() as conn:
+async def key_tenant(pool: AsyncConnectionPool, key_hash: str) -> str | None:
+    async with connection(pool) as conn:
         row = await (await conn.execute(
             "SELECT tenant FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (key_hash,))).fetchone()
     return row[0] if row else None
@@ -116,9 +171,9 @@ class Claim:
     job_uid: str | None
 
 
-async def claim_idempotency(pool: AsyncPool, tenant: str, key_hash: str, content_sha256: str,
+async def claim_idempotency(pool: AsyncConnectionPool, tenant: str, key_hash: str, content_sha256: str,
                             namespace: str, job_name: str) -> Claim:
-    async with pool.connection() as conn:
+    async with connection(pool) as conn:
         row = await (await conn.execute(
             "INSERT INTO idempotency_keys (tenant, key_hash, content_sha256, namespace, job_name)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant, key_hash) DO NOTHING RETURNING job_name",
@@ -133,14 +188,14 @@ async def claim_idempotency(pool: AsyncPool, tenant: str, key_hash: str, content
     return Claim(False, row[0], row[1], str(row[2]) if row[2] else None)
 
 
-async def complete_idempotency(pool: AsyncPool, tenant: str, key_hash: str, uid: str) -> None:
-    async with pool.connection() as conn:
+async def complete_idempotency(pool: AsyncConnectionPool, tenant: str, key_hash: str, uid: str) -> None:
+    async with connection(pool) as conn:
         await conn.execute("UPDATE idempotency_keys SET job_uid = %s WHERE tenant = %s AND key_hash = %s",
                            (uid, tenant, key_hash))
 
 
-async def release_idempotency(pool: AsyncPool, tenant: str, key_hash: str) -> None:
-    async with pool.connection() as conn:
+async def release_idempotency(pool: AsyncConnectionPool, tenant: str, key_hash: str) -> None:
+    async with connection(pool) as conn:
         await conn.execute("DELETE FROM idempotency_keys WHERE tenant = %s AND key_hash = %s AND job_uid IS NULL",
                            (tenant, key_hash))
 
@@ -152,26 +207,24 @@ _RECORD_COLUMNS = ("uid", "name", "tenant", "priority", "schedule_type", "phase"
                    "created_at", "enqueued_at", "started_at", "completed_at")
 
 
-async def job_record(pool: AsyncPool, namespace: str, name: str) -> dict | None:
-    async with pool.connection() as conn:
+async def job_record(pool: AsyncConnectionPool, namespace: str, name: str) -> dict | None:
+    async with connection(pool) as conn:
         row = await (await conn.execute(
             f"SELECT {', '.join(_RECORD_COLUMNS)} FROM parse_jobs WHERE namespace = %s AND name = %s"
             " ORDER BY created_at DESC LIMIT 1", (namespace, name))).fetchone()
     return dict(zip(_RECORD_COLUMNS, row)) if row else None
 
 
-async def read_events(pool: AsyncPool, uid: str) -> list:
+async def read_events(pool: AsyncConnectionPool, uid: str) -> list:
     """The job's events in parse order, as the runner wrote them."""
-    from schedgen.db import EVENTS_QUERY, event_from_row
-
-    async with pool.connection() as conn:
+    async with connection(pool) as conn:
         cur = await conn.execute(EVENTS_QUERY, (uid,))
         return [event_from_row(row) for row in await cur.fetchall()]
 
 
-async def finished_counts(pool: AsyncPool, namespace: str) -> dict[str, dict[str, int]]:
+async def finished_counts(pool: AsyncConnectionPool, namespace: str) -> dict[str, dict[str, int]]:
     """tenant -> {succeeded, failed, cancelled} from the records (they outlive the objects)."""
-    async with pool.connection() as conn:
+    async with connection(pool) as conn:
         rows = await (await conn.execute(
             "SELECT tenant, phase, count(*) FROM parse_jobs WHERE namespace = %s"
             " AND phase IN ('Succeeded', 'Failed', 'Cancelled') GROUP BY tenant, phase", (namespace,))).fetchall()
@@ -180,7 +233,3 @@ async def finished_counts(pool: AsyncPool, namespace: str) -> dict[str, dict[str
         out.setdefault(tenant, {})[phase.lower()] = int(count)
     return out
 
-
-async def ping(pool: AsyncPool) -> None:
-    async with pool.connection() as conn:
-        await conn.execute("SELECT 1")

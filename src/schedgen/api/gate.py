@@ -1,0 +1,191 @@
+"""The Gate: what every request passes before and around the app.
+
+A pure ASGI middleware (cheaper than BaseHTTPMiddleware and safe for streaming bodies):
+the request timeout, authentication and the shared rate limit for /api/v1, JSON errors
+for whatever fails outside a route, and the request metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from schedgen.errors import DatabaseUnavailable
+
+from . import metrics, store
+from .errors import BACKEND_ERRORS, ApiError, backend_unavailable, error_response, unavailable
+from .schemas import PREFIX
+from .services import Services
+
+log = logging.getLogger("schedgen.api")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+PURGE_SECONDS = 60  # how often a process purges old rate-limit windows and idempotency keys
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    client_key: str  # rate-limit identity
+
+
+class Gate:
+    def __init__(self, app: FastAPI):
+        self.app = app
+        self.svc: Services = app.state.services
+        self.cfg = self.svc.cfg
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        method = scope.get("method", "GET")
+        state = {"started": False, "status": 500, "body_done": False}
+        headers_out: list[tuple[bytes, bytes]] = []
+
+        async def guarded_receive():
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                state["body_done"] = True
+            return message
+
+        async def guarded_send(message):
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                state["status"] = message["status"]
+                if headers_out:
+                    message = {**message, "headers": list(message.get("headers", [])) + headers_out}
+            await send(message)
+
+        async def refuse(exc: ApiError) -> None:
+            if not state["started"]:  # else the client already has (part of) an answer
+                await error_response(exc)(scope, receive, guarded_send)
+
+        try:
+            async with asyncio.timeout(self.cfg.request_timeout_seconds):
+                try:
+                    if is_api_path(scope.get("path", "")):
+                        route_class, decision = await self._admit(scope)
+                        headers_out.extend(rate_headers(decision))  # on the 429 too
+                        if not decision.allowed:
+                            raise rate_limited(route_class, decision)
+                        await self._maybe_purge()
+                    await self.app(scope, guarded_receive, guarded_send)
+                except BACKEND_ERRORS as exc:
+                    raise backend_unavailable(exc) from None
+        except ApiError as exc:
+            await refuse(exc)
+        except TimeoutError:
+            await refuse(self._timeout_error(method, state["body_done"]))
+        except Exception:
+            log.exception("unhandled error on %s %s", method, scope.get("path", ""))
+            await refuse(ApiError(500, "InternalError", "internal error"))
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            status = str(state["status"])
+            metrics.REQUESTS.labels(method=method, route=route, status=status).inc()
+            metrics.LATENCY.labels(method=method, route=route, status=status).observe(time.perf_counter() - start)
+
+    async def _admit(self, scope) -> tuple[str, store.RateDecision]:
+        """Authenticate (401 if not) and count the request in its client's window."""
+        principal = await self._authenticate(scope, request_headers(scope))
+        scope.setdefault("state", {})["principal"] = principal
+        route_class = "upload" if scope.get("method") == "POST" else "read"
+        limit = self.cfg.uploads_per_minute if route_class == "upload" else self.cfg.reads_per_minute
+        return route_class, await store.hit_rate_limit(self.svc.pool, principal.client_key, route_class, limit)
+
+    async def _authenticate(self, scope, headers: Mapping[str, str]) -> Principal:
+        key = api_key(headers)
+        if key:
+            if len(key) > 200:
+                raise ApiError(401, "InvalidApiKey", "the API key is not valid")
+            key_hash = store.hash_key(key)
+            known, tenant = self.svc.keys.get(key_hash)
+            if not known:
+                tenant = await store.key_tenant(self.svc.pool, key_hash)
+                self.svc.keys.put(key_hash, tenant)
+            if tenant is None:
+                raise ApiError(401, "InvalidApiKey", "the API key is not valid", {"WWW-Authenticate": "Bearer"})
+            return Principal(tenant=tenant, client_key="key:" + key_hash[:32])
+        if self.cfg.require_key:
+            raise ApiError(401, "ApiKeyRequired", "an API key is required (Authorization: Bearer ...)",
+                           {"WWW-Authenticate": "Bearer"})
+        address = client_address(scope, headers, self.cfg.trusted_proxies)
+        return Principal(tenant=self.cfg.default_tenant, client_key="ip:" + address)
+
+    async def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if now - self.svc.last_purge < PURGE_SECONDS:
+            return
+        self.svc.last_purge = now
+        try:
+            await store.purge(self.svc.pool, self.cfg.idempotency_ttl_seconds)
+        except DatabaseUnavailable:
+            pass  # the next request's process tries again
+
+    def _timeout_error(self, method: str, body_done: bool) -> ApiError:
+        if body_done or method in ("GET", "HEAD"):
+            return unavailable("RequestTimeout", f"no answer within {self.cfg.request_timeout_seconds:g}s")
+        return ApiError(408, "RequestTimeout", "the request body did not arrive in time", {"Connection": "close"})
+
+
+def is_api_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def request_headers(scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+
+
+def api_key(headers: Mapping[str, str]) -> str | None:
+    """`X-API-Key`, else the token of `Authorization: Bearer`."""
+    key = headers.get("x-api-key")
+    auth = headers.get("authorization")
+    if key is None and auth and auth[:7].lower() == "bearer ":
+        key = auth[7:].strip()
+    return key
+
+
+def client_address(scope: Mapping, headers: Mapping[str, str], trusted: Sequence[Network]) -> str:
+    """The client's address for rate limiting: the peer, or, when the peer is a trusted
+    proxy, the nearest `X-Forwarded-For` hop that is not itself a trusted proxy (earlier
+    hops are the client's to forge)."""
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    if not trusted or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for h in headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # garbage: do not trust any of it
+        if not _in(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _in(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def rate_headers(decision: store.RateDecision) -> list[tuple[bytes, bytes]]:
+    return [(b"ratelimit-limit", str(decision.limit).encode()),
+            (b"ratelimit-remaining", str(decision.remaining).encode()),
+            (b"ratelimit-reset", str(decision.reset_seconds).encode()),
+            (b"ratelimit-policy", f"{decision.limit};w={store.WINDOW_SECONDS}".encode())]
+
+
+def rate_limited(route_class: str, decision: store.RateDecision) -> ApiError:
+    metrics.RATE_LIMITED.labels(route_class=route_class).inc()
+    return ApiError(429, "RateLimited", f"more than {decision.limit} {route_class} requests per minute; retry in "
+                    f"{decision.reset_seconds}s", {"Retry-After": str(decision.reset_seconds)})

@@ -1,0 +1,145 @@
+"""The documented shapes of the API (they only feed the OpenAPI document: responses are
+built as dicts, so a handler never pays for model validation)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from schedgen.parsejob import DEFAULT_PRIORITY, DEFAULT_SCHEDULE_TYPE, PRIORITIES, SCHEDULE_TYPES
+
+PREFIX = "/api/v1"
+JOB_ID = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a ParseJob name (DNS label)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Accepted(BaseModel):
+    id: str
+    uid: str
+    tenant: str
+    phase: str
+    priority: str
+    scheduleType: str
+    sha256: str
+    size: int
+    replayed: bool
+    statusUrl: str
+    eventsUrl: str
+    calendarUrl: str
+
+
+class JobResult(BaseModel):
+    kind: str | None = None
+    events: int | None = None
+    pages: int | None = None
+    parseSeconds: float | None = None
+
+
+class JobError(BaseModel):
+    reason: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class JobStatus(BaseModel):
+    id: str
+    uid: str
+    tenant: str
+    priority: str
+    scheduleType: str
+    phase: str
+    queuePosition: int | None
+    attempts: int
+    result: JobResult | None
+    error: JobError | None
+    createdAt: str | None
+    startedAt: str | None
+    completedAt: str | None
+    source: str = Field(description="`kubernetes` while the ParseJob exists, `records` after retention")
+
+
+class EventOut(BaseModel):
+    module: str
+    activity: str
+    group: str | None
+    day: str | None
+    date: str | None
+    startTime: str | None
+    endTime: str | None
+    venues: list[str]
+    campus: str | None
+    offered: str | None
+    language: str | None
+    studyProgramme: str | None
+    paper: str | None
+    status: str | None
+    moduleCampus: str | None
+    examCampus: str | None
+    comments: str | None
+
+
+class EventsOut(BaseModel):
+    kind: str
+    events: list[EventOut]
+
+
+class QueueCounts(BaseModel):
+    waiting: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    oldestWaitingSeconds: float | None
+
+
+class QueueOut(BaseModel):
+    total: QueueCounts
+    tenants: dict[str, QueueCounts]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+_ERROR_TEXT = {
+    400: "Invalid request", 401: "Missing or invalid API key", 404: "Unknown job",
+    408: "The request body did not arrive in time",
+    409: "The job has not succeeded (yet); for uploads: the idempotency key's job is gone",
+    413: "Upload too large", 415: "Not multipart or not a PDF",
+    422: "Invalid parameters or idempotency key reused for another file", 429: "Rate limit exceeded",
+    503: "A backend (Postgres, S3, Kubernetes) is unavailable",
+}
+COMMON = (401, 408, 429, 503)  # what any /api/v1 request can meet (the Gate's answers)
+
+
+def errors(*codes: int) -> dict:
+    """The `responses` entries of these error statuses."""
+    return {c: {"model": ErrorBody, "description": _ERROR_TEXT.get(c, "Error")} for c in codes}
+
+
+# The upload is read as a stream (not by FastAPI), so its form is described by hand.
+UPLOAD_REQUEST = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"], "additionalProperties": False,
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "The schedule PDF"},
+            "priority": {"type": "string", "enum": list(PRIORITIES), "default": DEFAULT_PRIORITY},
+            "scheduleType": {"type": "string", "enum": list(SCHEDULE_TYPES), "default": DEFAULT_SCHEDULE_TYPE},
+        }}, "encoding": {"file": {"contentType": "application/pdf"}}}}},
+    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                    "description": "Makes a retried upload return the same job (1-255 printable ASCII "
+                                   "characters, else 400 InvalidIdempotencyKey); remembered 24 h",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
+}

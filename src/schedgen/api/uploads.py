@@ -1,0 +1,163 @@
+"""The upload flow: a streamed PDF becomes an S3 object and a ParseJob (docs/api.md,
+"Upload, step by step"), at most once per idempotency key."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from schedgen.parsejob import (
+    ANN_CONTENT,
+    ANN_FILENAME,
+    ANN_IDEMPOTENCY,
+    API_VERSION,
+    CREATED_BY_API,
+    DEFAULT_PRIORITY,
+    DEFAULT_SCHEDULE_TYPE,
+    KIND,
+    LABEL_CREATED_BY,
+    LABEL_TENANT,
+    PRIORITIES,
+    SCHEDULE_TYPES,
+)
+
+from . import metrics, store
+from .backends import AlreadyExists
+from .config import ApiConfig
+from .errors import ApiError
+from .jobs import lookup, status_from_object
+from .multipart import Upload, read_upload
+from .schemas import PREFIX
+from .services import Services
+
+log = logging.getLogger("schedgen.api")
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+async def accept_upload(svc: Services, request: Request, tenant: str) -> JSONResponse:
+    """Read the form, then create the tenant's ParseJob (or replay the key's job): 202."""
+    cfg = svc.cfg
+    upload = await read_upload(request.headers.get("content-type", ""), request.headers.get("content-length"),
+                               request.stream(), max_bytes=cfg.max_upload_bytes,
+                               spool_bytes=cfg.spool_memory_bytes)
+    try:
+        priority, schedule_type = form_choices(upload.fields)
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is None:
+            name = job_name(upload.sha256, secrets.token_hex(6))
+            return await _create(svc, tenant, upload, name, priority, schedule_type)
+        key_hash = idempotency_hash(tenant, idempotency_key)
+        claim = await store.claim_idempotency(svc.pool, tenant, key_hash, upload.sha256, cfg.namespace,
+                                              job_name(upload.sha256, key_hash[:12]))
+        if claim.content_sha256 != upload.sha256:
+            raise ApiError(422, "IdempotencyKeyReused", "this Idempotency-Key was used for a different file")
+        if claim.job_uid:  # the job was created: never create it again
+            job = await lookup(svc, claim.job_name, tenant)
+            if job is None:
+                raise ApiError(409, "IdempotentJobGone",
+                               f"this Idempotency-Key created job {claim.job_name}, which no longer exists")
+            metrics.UPLOADS.labels(outcome="replayed").inc()
+            return _accepted(job.status, upload, replayed=True)
+        return await _create(svc, tenant, upload, claim.job_name, priority, schedule_type,
+                             key_hash=key_hash, claimed=claim.new)
+    finally:
+        upload.close()
+
+
+def form_choices(fields: dict[str, str]) -> tuple[str, str]:
+    """The form's (priority, scheduleType), defaults filled in; 422 for unknown values."""
+    priority = fields.get("priority") or DEFAULT_PRIORITY
+    schedule_type = fields.get("scheduleType") or DEFAULT_SCHEDULE_TYPE
+    if priority not in PRIORITIES:
+        raise ApiError(422, "InvalidPriority", f"priority must be one of {', '.join(PRIORITIES)}")
+    if schedule_type not in SCHEDULE_TYPES:
+        raise ApiError(422, "InvalidScheduleType", f"scheduleType must be one of {', '.join(SCHEDULE_TYPES)}")
+    return priority, schedule_type
+
+
+def idempotency_hash(tenant: str, key: str) -> str:
+    """What identifies an idempotency key: per tenant, never stored in clear."""
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(400, "InvalidIdempotencyKey", "Idempotency-Key must be 1-255 printable ASCII characters")
+    return hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()
+
+
+def job_name(content_sha: str, suffix: str) -> str:
+    return f"up-{content_sha[:10]}-{suffix}"
+
+
+def source_key(content_sha: str) -> str:
+    """Content-addressed: the same file is stored once, whoever uploads it."""
+    return f"uploads/sha256/{content_sha}.pdf"
+
+
+def parsejob_body(cfg: ApiConfig, name: str, tenant: str, upload: Upload, priority: str, schedule_type: str,
+                  key_hash: str | None) -> dict:
+    annotations = {ANN_CONTENT: upload.sha256}
+    if key_hash:
+        annotations[ANN_IDEMPOTENCY] = key_hash
+    if upload.filename:
+        annotations[ANN_FILENAME] = upload.filename
+    return {
+        "apiVersion": API_VERSION, "kind": KIND,
+        "metadata": {"name": name, "labels": {LABEL_TENANT: tenant, LABEL_CREATED_BY: CREATED_BY_API},
+                     "annotations": annotations},
+        "spec": {"source": {"s3": {"bucket": cfg.s3_bucket, "key": source_key(upload.sha256)}},
+                 "scheduleType": schedule_type, "priority": priority, "tenant": tenant,
+                 "deadlineSeconds": cfg.default_deadline_seconds, "maxRetries": cfg.default_max_retries},
+    }
+
+
+async def _create(svc: Services, tenant: str, upload: Upload, name: str, priority: str, schedule_type: str, *,
+                  key_hash: str | None = None, claimed: bool = False) -> JSONResponse:
+    body = parsejob_body(svc.cfg, name, tenant, upload, priority, schedule_type, key_hash)
+    replayed = False
+    try:
+        # Order matters: the PDF first, then the ParseJob (never a job without its file).
+        # The object is content-addressed, so a failed create leaves only a harmless
+        # object that the next upload of the same file reuses.
+        await svc.blocking(svc.storage.put, source_key(upload.sha256), upload.file, upload.size, upload.sha256)
+        try:
+            created = await svc.blocking(svc.jobs.create, body)
+        except AlreadyExists:
+            # a concurrent retry with the same key created it first
+            created = await svc.blocking(svc.jobs.get, name)
+            if not key_hash or (created["metadata"].get("annotations") or {}).get(ANN_IDEMPOTENCY) != key_hash:
+                raise ApiError(503, "NameCollision", "job name collision; retry the upload") from None
+            replayed = True
+    except BaseException:
+        if claimed:
+            await _quietly(store.release_idempotency(svc.pool, tenant, key_hash))
+        raise
+    if key_hash:
+        await _quietly(store.complete_idempotency(svc.pool, tenant, key_hash, created["metadata"]["uid"]))
+    metrics.UPLOADS.labels(outcome="replayed" if replayed else "created").inc()
+    metrics.UPLOAD_BYTES.inc(upload.size)
+    return _accepted(status_from_object(created), upload, replayed=replayed)
+
+
+def _accepted(status: dict, upload: Upload, replayed: bool) -> JSONResponse:
+    name = status["id"]
+    base = f"{PREFIX}/jobs/{name}"
+    body = {"id": name, "uid": status["uid"], "tenant": status["tenant"], "phase": status["phase"],
+            "priority": status["priority"], "scheduleType": status["scheduleType"],
+            "sha256": upload.sha256, "size": upload.size, "replayed": replayed,
+            "statusUrl": base, "eventsUrl": f"{base}/events", "calendarUrl": f"{base}/calendar.ics"}
+    headers = {"Location": base}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
+async def _quietly(coro) -> None:
+    """Best effort: the upload succeeded (or failed) already; a stale key row expires."""
+    try:
+        await coro
+    except Exception as exc:  # noqa: BLE001
+        log.warning("best-effort database write failed: %s", exc)
