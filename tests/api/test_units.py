@@ -1,0 +1,254 @@
+"""The API's pure functions on plain inputs: no cluster, no database, no server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import ipaddress
+import uuid
+
+import pytest
+from prometheus_client import REGISTRY
+
+from schedgen.api import gate, jobs, uploads
+from schedgen.api.backends import BackendUnavailable
+from schedgen.api.config import ApiConfig
+from schedgen.api.errors import ApiError, backend_unavailable
+from schedgen.api.multipart import Upload
+from schedgen.api.store import RateDecision
+from schedgen.errors import DatabaseUnavailable
+
+UTC = dt.timezone.utc
+TRUSTED = (ipaddress.ip_network("10.1.0.0/16"), ipaddress.ip_network("127.0.0.1/32"),
+           ipaddress.ip_network("fd00::/8"))
+
+
+# --- client address -------------------------------------------------------------------------
+
+
+def address(peer, forwarded=None, trusted=TRUSTED):
+    headers = {} if forwarded is None else {"x-forwarded-for": forwarded}
+    return gate.client_address({"client": (peer, 5000)} if peer else {}, headers, trusted)
+
+
+def test_client_address_takes_the_nearest_untrusted_hop_behind_a_trusted_proxy():
+    assert address("10.1.2.3", "203.0.113.9") == "203.0.113.9"
+    assert address("10.1.2.3", "198.51.100.1, 203.0.113.9, 10.1.9.9") == "203.0.113.9"
+    assert address("127.0.0.1", " 198.51.100.1 ,203.0.113.9 ") == "203.0.113.9"
+    assert address("fd00::1", "2001:db8::5") == "2001:db8::5"
+
+
+def test_client_address_is_the_peer_when_the_header_cannot_be_trusted():
+    assert address("192.0.2.7", "203.0.113.9") == "192.0.2.7"  # peer is not a proxy
+    assert address("10.1.2.3", "203.0.113.9", trusted=()) == "10.1.2.3"  # no proxies configured
+    assert address("10.1.2.3", "not-an-ip") == "10.1.2.3"
+    assert address("10.1.2.3", "203.0.113.9, garbage, 10.1.9.9") == "10.1.2.3"
+    assert address("10.1.2.3") == "10.1.2.3"
+    assert address("10.1.2.3", " , ") == "10.1.2.3"
+    assert address("testclient", "203.0.113.9") == "testclient"  # not an address: never trusted
+    assert address(None) == "unknown"
+
+
+def test_client_address_when_every_hop_is_a_trusted_proxy_takes_the_first():
+    assert address("10.1.2.3", "10.1.0.1, 10.1.0.2") == "10.1.0.1"
+
+
+def test_api_key_from_either_header():
+    assert gate.api_key({"x-api-key": "sgk_a"}) == "sgk_a"
+    assert gate.api_key({"authorization": "Bearer  sgk_b "}) == "sgk_b"
+    assert gate.api_key({"authorization": "bearer sgk_c"}) == "sgk_c"
+    assert gate.api_key({"x-api-key": "sgk_a", "authorization": "Bearer sgk_b"}) == "sgk_a"
+    assert gate.api_key({"authorization": "Basic dXNlcjpwdw=="}) is None
+    assert gate.api_key({}) is None
+
+
+def test_request_headers_and_api_paths():
+    scope = {"headers": [(b"X-Forwarded-For", b"203.0.113.9"), (b"x-api-key", b"k\xe9")]}
+    assert gate.request_headers(scope) == {"x-forwarded-for": "203.0.113.9", "x-api-key": "k\u00e9"}
+    assert gate.request_headers({}) == {}
+    assert [gate.is_api_path(p) for p in ("/api/v1", "/api/v1/queue", "/api/v10", "/healthz")] == [
+        True, True, False, False]
+
+
+def test_rate_limit_headers_and_refusal():
+    allowed = RateDecision(limit=5, count=2, reset_seconds=17)
+    assert gate.rate_headers(allowed) == [(b"ratelimit-limit", b"5"), (b"ratelimit-remaining", b"3"),
+                                          (b"ratelimit-reset", b"17"), (b"ratelimit-policy", b"5;w=60")]
+    over = RateDecision(limit=5, count=9, reset_seconds=3)
+    assert not over.allowed and over.remaining == 0
+    before = _sample("schedgen_api_rate_limited_total", route_class="upload")
+    exc = gate.rate_limited("upload", over)
+    assert (exc.status, exc.code, exc.headers) == (429, "RateLimited", {"Retry-After": "3"})
+    assert "more than 5 upload requests per minute" in exc.message
+    assert _sample("schedgen_api_rate_limited_total", route_class="upload") == before + 1
+
+
+# --- backend errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exc, backend, code", [
+    (DatabaseUnavailable("no Postgres"), "postgres", "DatabaseUnavailable"),
+    (BackendUnavailable("s3", "no S3"), "s3", "StorageUnavailable"),
+    (BackendUnavailable("kubernetes", "no API server"), "kubernetes", "KubernetesUnavailable"),
+    (BackendUnavailable("ldap", "no directory"), "ldap", "Unavailable"),
+])
+def test_backend_errors_map_to_one_503_each(exc, backend, code):
+    before = _sample("schedgen_api_backend_errors_total", backend=backend)
+    err = backend_unavailable(exc)
+    assert (err.status, err.code, err.message, err.headers) == (503, code, exc.message, {"Retry-After": "5"})
+    assert err.body() == {"error": {"code": code, "message": exc.message}}
+    assert _sample("schedgen_api_backend_errors_total", backend=backend) == before + 1
+
+
+# --- job status from the two sources ----------------------------------------------------------
+
+
+def test_status_of_a_new_parsejob_fills_the_defaults():
+    obj = {"metadata": {"name": "up-1", "uid": "u-1", "namespace": "uploads",
+                        "creationTimestamp": "2025-06-01T08:00:00Z"},
+           "status": {"queuePosition": 4}}
+    assert jobs.status_from_object(obj) == {
+        "id": "up-1", "uid": "u-1", "tenant": "uploads", "priority": "normal", "scheduleType": "auto",
+        "phase": "Queued", "queuePosition": 4, "attempts": 0, "result": None, "error": None,
+        "createdAt": "2025-06-01T08:00:00Z", "startedAt": None, "completedAt": None, "source": "kubernetes"}
+
+
+def test_status_of_a_finished_parsejob_keeps_only_documented_fields():
+    obj = {"metadata": {"name": "up-2", "uid": "u-2", "namespace": "uploads"},
+           "spec": {"tenant": "team-a", "priority": "high", "scheduleType": "exam"},
+           "status": {"phase": "Failed", "queuePosition": 1, "attempts": "2", "startedAt": "2025-06-01T08:00:01Z",
+                      "completedAt": "2025-06-01T08:00:09Z",
+                      "result": {"kind": "exam", "events": 5, "pages": 1, "parseSeconds": 0.4, "extra": 1},
+                      "error": {"reason": "BadInput", "code": "NotAPDF", "message": "no", "exitCode": 2}}}
+    s = jobs.status_from_object(obj)
+    assert (s["tenant"], s["priority"], s["scheduleType"], s["phase"]) == ("team-a", "high", "exam", "Failed")
+    assert s["queuePosition"] is None and s["attempts"] == 2  # a position only while Queued
+    assert s["result"] == {"kind": "exam", "events": 5, "pages": 1, "parseSeconds": 0.4}
+    assert s["error"] == {"reason": "BadInput", "code": "NotAPDF", "message": "no"}
+    assert (s["startedAt"], s["completedAt"]) == ("2025-06-01T08:00:01Z", "2025-06-01T08:00:09Z")
+    job = jobs.Job.of(s)
+    assert (job.name, job.uid, job.tenant, job.phase, job.kind) == ("up-2", "u-2", "team-a", "Failed", "exam")
+
+
+def record(**overrides) -> dict:
+    row = {"uid": uuid.UUID("0f8e3c1a-0000-4000-8000-000000000001"), "name": "up-3", "tenant": "default",
+           "priority": "low", "schedule_type": "lecture", "phase": "Succeeded", "attempts": 1, "kind": "lecture",
+           "event_count": 30, "pages": 2, "parse_seconds": 1.25, "error_reason": None, "error_code": None,
+           "error_message": None,
+           "created_at": dt.datetime(2025, 6, 1, 10, 0, 0, 750000, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+           "enqueued_at": None, "started_at": dt.datetime(2025, 6, 1, 8, 0, 5, tzinfo=UTC),
+           "completed_at": None}
+    row.update(overrides)
+    return row
+
+
+def test_status_from_a_record_matches_the_kubernetes_shape():
+    s = jobs.status_from_record("up-3", record())
+    assert s == {"id": "up-3", "uid": "0f8e3c1a-0000-4000-8000-000000000001", "tenant": "default",
+                 "priority": "low", "scheduleType": "lecture", "phase": "Succeeded", "queuePosition": None,
+                 "attempts": 1, "result": {"kind": "lecture", "events": 30, "pages": 2, "parseSeconds": 1.25},
+                 "error": None, "createdAt": "2025-06-01T08:00:00Z", "startedAt": "2025-06-01T08:00:05Z",
+                 "completedAt": None, "source": "records"}
+    assert set(s) == set(jobs.status_from_object({"metadata": {"name": "x", "uid": "y", "namespace": "z"}}))
+
+
+def test_status_from_a_record_result_and_error_only_when_known():
+    failed = jobs.status_from_record("up-4", record(
+        phase="Failed", attempts=None, kind=None, event_count=None, pages=None, parse_seconds=None,
+        error_reason="BadInput", error_code="CorruptPDF", error_message="broken xref"))
+    assert failed["result"] is None and failed["attempts"] == 0
+    assert failed["error"] == {"reason": "BadInput", "code": "CorruptPDF", "message": "broken xref"}
+    empty = jobs.status_from_record("up-5", record(kind=None, event_count=0))  # zero events is a result
+    assert empty["result"] == {"kind": None, "events": 0, "pages": 2, "parseSeconds": 1.25}
+    no_reason = jobs.status_from_record("up-6", record(error_reason=None, error_message="lost"))
+    assert no_reason["error"] == {"reason": None, "code": None, "message": "lost"}
+
+
+# --- the queue ------------------------------------------------------------------------------
+
+
+def parsejob(name, tenant=None, phase=None, namespace="uploads", **status):
+    obj = {"metadata": {"name": name, "namespace": namespace, "creationTimestamp": "2025-06-01T07:59:00Z"},
+           "spec": {"tenant": tenant} if tenant else {}, "status": dict(status)}
+    if phase:
+        obj["status"]["phase"] = phase
+    return obj
+
+
+def test_queue_summary_counts_live_objects_and_records():
+    now = dt.datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC)
+    items = [parsejob("a", "team-a", enqueuedAt="2025-06-01T07:59:30Z"),
+             parsejob("b", "team-a", "Queued"),  # no enqueuedAt: waiting since creation
+             parsejob("c", "team-a", "Running"),
+             parsejob("d", None, "Queued", enqueuedAt="2025-06-01T08:00:10Z"),  # clock skew: never negative
+             parsejob("e", "team-b", "Succeeded"), parsejob("f", "team-b", "Succeeded"),
+             parsejob("g", "team-b", "Cancelled")]
+    finished = {"team-b": {"succeeded": 1, "failed": 3}, "team-c": {"cancelled": 2}}
+    q = jobs.queue_summary(items, finished, now)
+    assert list(q["tenants"]) == ["team-a", "team-b", "team-c", "uploads"]
+    assert q["tenants"]["team-a"] == {"waiting": 2, "running": 1, "succeeded": 0, "failed": 0, "cancelled": 0,
+                                      "oldestWaitingSeconds": 60.0}
+    assert q["tenants"]["uploads"]["waiting"] == 1 and q["tenants"]["uploads"]["oldestWaitingSeconds"] == 0.0
+    # a finished object not yet recorded still counts: the larger of the two counts
+    assert q["tenants"]["team-b"] == {"waiting": 0, "running": 0, "succeeded": 2, "failed": 3, "cancelled": 1,
+                                      "oldestWaitingSeconds": None}
+    assert q["tenants"]["team-c"]["cancelled"] == 2
+    assert q["total"] == {"waiting": 3, "running": 1, "succeeded": 2, "failed": 3, "cancelled": 3,
+                          "oldestWaitingSeconds": 60.0}
+
+
+def test_queue_summary_of_nothing():
+    q = jobs.queue_summary([], {}, dt.datetime.now(UTC))
+    assert q == {"total": {"waiting": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0,
+                           "oldestWaitingSeconds": None}, "tenants": {}}
+
+
+# --- the upload's pieces ----------------------------------------------------------------------
+
+
+def test_form_choices():
+    assert uploads.form_choices({}) == ("normal", "auto")
+    assert uploads.form_choices({"priority": "", "scheduleType": ""}) == ("normal", "auto")
+    assert uploads.form_choices({"priority": "high", "scheduleType": "exam"}) == ("high", "exam")
+    with pytest.raises(ApiError) as bad:
+        uploads.form_choices({"priority": "urgent"})
+    assert (bad.value.status, bad.value.code) == (422, "InvalidPriority")
+    assert bad.value.message == "priority must be one of high, normal, low"
+    with pytest.raises(ApiError) as bad:
+        uploads.form_choices({"scheduleType": "timetable"})
+    assert bad.value.message == "scheduleType must be one of auto, lecture, test, exam"
+
+
+def test_idempotency_hash_is_per_tenant_and_validated():
+    h = uploads.idempotency_hash("team-a", "retry-1")
+    assert h == hashlib.sha256(b"team-a\0retry-1").hexdigest()
+    assert uploads.idempotency_hash("team-b", "retry-1") != h
+    assert uploads.idempotency_hash("t", "~" * 255)
+    for bad in ("", "has space", "x" * 256, "caf\u00e9", "tab\there"):
+        with pytest.raises(ApiError) as refused:
+            uploads.idempotency_hash("team-a", bad)
+        assert (refused.value.status, refused.value.code) == (400, "InvalidIdempotencyKey")
+
+
+def test_parsejob_body():
+    cfg = ApiConfig(s3_bucket="uploads-bucket", default_deadline_seconds=120, default_max_retries=1)
+    sha = "ab" * 32
+    upload = Upload(io.BytesIO(b"%PDF-"), 5, sha, "My Schedule.pdf")
+    body = uploads.parsejob_body(cfg, uploads.job_name(sha, "k" * 12), "team-a", upload, "high", "exam", "f" * 64)
+    assert body == {
+        "apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob",
+        "metadata": {"name": f"up-{sha[:10]}-kkkkkkkkkkkk",
+                     "labels": {"schedgen.io/tenant": "team-a", "app.kubernetes.io/created-by": "schedgen-api"},
+                     "annotations": {"schedgen.io/content-sha256": sha,
+                                     "schedgen.io/idempotency-key-sha256": "f" * 64,
+                                     "schedgen.io/original-filename": "My Schedule.pdf"}},
+        "spec": {"source": {"s3": {"bucket": "uploads-bucket", "key": f"uploads/sha256/{sha}.pdf"}},
+                 "scheduleType": "exam", "priority": "high", "tenant": "team-a",
+                 "deadlineSeconds": 120, "maxRetries": 1}}
+    plain = uploads.parsejob_body(cfg, "up-x", "t", Upload(io.BytesIO(), 0, sha, None), "low", "auto", None)
+    assert plain["metadata"]["annotations"] == {"schedgen.io/content-sha256": sha}
+
+
+def _sample(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
