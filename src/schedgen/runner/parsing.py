@@ -4,12 +4,18 @@ One pass over the document: each page is read once (pdfplumber), its ruled table
 found once, and its words are binned into table cells by position (not by filtering
 every character per cell), then released before the next page. The rules that turn
 rows into events live in `parser_rules.py`.
+
+The file is untrusted. Every limit holds while it is read, not after: pages are counted
+one by one in the page tree, streams are decoded against a budget and pages are drawn
+against theirs (`pdfbounds`), and any failure of the PDF libraries on it ends as a typed
+`BadInput` error (exit 2: the same file would fail the same way again).
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import signal
 import threading
 import time
@@ -20,8 +26,9 @@ import pdfplumber
 import pdfplumber.page
 from pdfminer.layout import LTChar
 from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
+from pdfminer.pdfinterp import PDFResourceManager
 from pdfminer.pdfpage import PDFPage
-from pdfminer.pdftypes import resolve1
+from pdfminer.pdfparser import PDFParser
 
 from schedgen.errors import (
     CorruptPDF,
@@ -31,23 +38,36 @@ from schedgen.errors import (
     NotAPDF,
     ParseTimeout,
     SchedgenError,
-    TooLarge,
     TooManyPages,
     UnknownScheduleType,
 )
 from schedgen.models import ParseResult, ScheduleKind
 
 from . import parser_rules as rules
+from . import pdfbounds
 
 MAGIC_WINDOW = 1024  # PDF readers accept the %PDF- header within the first KiB
 
 
 @dataclass(frozen=True)
 class Limits:
+    """What one parse may use. The defaults keep a hostile file under 150 MiB of memory
+    and a few seconds a page; real UP exports use a small fraction (at most ~2,000
+    characters, ~30 graphics, an 11 x 17 ruling grid and ~16 KB of decoded streams per page)."""
+
     max_pages: int = 100
     max_seconds: float = 60.0
-    max_chars_per_page: int = 100_000
+    max_chars_per_page: int = 20_000
+    max_graphics_per_page: int = 5_000
+    """Lines, rectangles, curves, images and forms drawn on one page."""
+    max_table_grid_per_page: int = 5_000
+    """Vertical times horizontal ruling lines of one page (real exports: under 200)."""
     max_content_bytes_per_page: int = 2 * 1024 * 1024
+    """Drawing instructions interpreted for one page, each drawing of a form counted."""
+    max_stream_bytes: int = 8 * 1024 * 1024
+    """What any one stream (content, form, font, object stream) may decode to."""
+    max_decoded_bytes: int = 24 * 1024 * 1024
+    """What all the streams of the document may decode to together."""
 
 
 def parse_pdf(path: Path | str, schedule_type: str = "auto", limits: Limits | None = None) -> ParseResult:
@@ -57,10 +77,16 @@ def parse_pdf(path: Path | str, schedule_type: str = "auto", limits: Limits | No
     wanted = None if schedule_type in (None, "", "auto") else ScheduleKind(schedule_type)
     started = time.monotonic()
     check_file(path)
-    with hard_deadline(limits.max_seconds):
-        header, rows, pages = _read_tables(path, wanted, limits, started + limits.max_seconds)
-        records = rules.to_records(rows, header)
-        events = rules.events_for(header.kind, records)
+    try:
+        with hard_deadline(limits.max_seconds), \
+                pdfbounds.decoding_budget(limits.max_stream_bytes, limits.max_decoded_bytes):
+            header, rows, pages = _read_tables(path, wanted, limits, started + limits.max_seconds)
+            records = rules.to_records(rows, header)
+            events = rules.events_for(header.kind, records)
+    except SchedgenError:
+        raise
+    except Exception as exc:  # pdfminer and pdfplumber fail on bad files in many ways
+        raise _typed(exc, "the PDF cannot be read") from exc
     return ParseResult(kind=header.kind, events=events, pages=pages,
                        seconds=time.monotonic() - started)
 
@@ -83,12 +109,8 @@ def _read_tables(path: Path, wanted: ScheduleKind | None, limits: Limits, deadli
     rows: list[rules.Row] = []
     found_table = False
     with _open(path) as pdf:
-        pages = _page_count(pdf)
-        if pages > limits.max_pages:
-            raise TooManyPages(f"the PDF has {pages} pages; the limit is {limits.max_pages}")
-        if pages == 0:
-            raise NoTables("the PDF has no pages")
-        for number, page in enumerate(_pages(pdf), 1):
+        page_objs = _page_objects(pdf, limits.max_pages)
+        for number, page in enumerate(_pages(pdf, page_objs, limits), 1):
             if time.monotonic() > deadline:
                 raise ParseTimeout(f"parsing took longer than {limits.max_seconds:g} s (at page {number})")
             for table_rows in _page_tables(page, number, limits):
@@ -106,28 +128,55 @@ def _read_tables(path: Path, wanted: ScheduleKind | None, limits: Limits, deadli
     if header is None:
         what = f"a {wanted.value} schedule" if wanted else "a UP lecture, test or exam schedule"
         raise UnknownScheduleType(f"no table header of {what} was found")
-    return header, rows, pages
+    return header, rows, len(page_objs)
+
+
+class _PDF(pdfplumber.PDF):
+    """pdfplumber's PDF over a `pdfbounds.Document`, without what this parser never
+    reads: the metadata (which pdfplumber resolves eagerly) and `close()` building every
+    page of the file first (pdfplumber's does, to flush their caches)."""
+
+    def __init__(self, stream):
+        self.stream, self.stream_is_external, self.path = stream, True, None
+        self.pages_to_parse = self.laparams = self.password = self.unicode_norm = None
+        self.raise_unicode_errors = True
+        self.doc = pdfbounds.Document(PDFParser(stream))
+        self.rsrcmgr = PDFResourceManager()
+        self.metadata = {}
+
+    def close(self) -> None:
+        self.flush_cache()
 
 
 @contextlib.contextmanager
 def _open(path: Path):
-    try:
-        pdf = pdfplumber.open(path)
-    except Exception as exc:  # pdfminer raises many types for damaged files
-        raise _typed(exc, "the PDF cannot be read") from exc
-    try:
-        yield pdf
-    finally:
-        pdf.close()
+    with path.open("rb") as stream:
+        pdf = _PDF(stream)
+        try:
+            yield pdf
+        finally:
+            pdf.close()
 
 
 class _LeanPage(pdfplumber.page.Page):
-    """A pdfplumber page that keeps only what table finding and word reading use.
+    """A pdfplumber page that keeps only what table finding and word reading use, drawn
+    within `limits` (`pdfbounds.PageDevice`).
 
     pdfplumber copies and resolves every attribute of every character (colours, matrix,
     marked content); for a schedule that is about half of the time spent per page.
     Lines and rectangles, the table rules, go through pdfplumber unchanged.
     """
+
+    limits: Limits = Limits()
+
+    @property
+    def layout(self):
+        if not hasattr(self, "_layout"):
+            device = pdfbounds.PageDevice(self.pdf.rsrcmgr, pageno=self.page_number,
+                                          laparams=self.pdf.laparams, limits=self.limits)
+            pdfbounds.PageInterpreter(self.pdf.rsrcmgr, device).process_page(self.page_obj)
+            self._layout = device.get_result()
+        return self._layout
 
     def process_object(self, obj):
         if not isinstance(obj, LTChar):
@@ -143,54 +192,44 @@ class _LeanPage(pdfplumber.page.Page):
         }
 
 
-def _pages(pdf):
+def _page_objects(pdf, max_pages: int) -> list[PDFPage]:
+    """The pages the page tree holds, counted one by one (its /Count may lie); walked to
+    at most ten times the limit, to say how many there are."""
+    walk_limit = 10 * max_pages
+    pages = list(itertools.islice(PDFPage.create_pages(pdf.doc), walk_limit + 1))
+    if len(pages) > max_pages:
+        count = f"more than {walk_limit}" if len(pages) > walk_limit else str(len(pages))
+        raise TooManyPages(f"the PDF has {count} pages; the limit is {max_pages}")
+    if not pages:
+        raise NoTables("the PDF has no pages")
+    return pages
+
+
+def _pages(pdf, page_objs: list[PDFPage], limits: Limits):
     """Pages one at a time (pdfplumber's `pdf.pages` builds them all up front)."""
     doctop = 0.0
-    for number, page_obj in enumerate(PDFPage.create_pages(pdf.doc), 1):
+    for number, page_obj in enumerate(page_objs, 1):
         page = _LeanPage(pdf, page_obj, page_number=number, initial_doctop=doctop)
+        page.limits = limits
         doctop += page.height
         yield page
-
-
-def _page_count(pdf) -> int:
-    try:
-        return int(resolve1(resolve1(pdf.doc.catalog["Pages"])["Count"]))
-    except Exception:  # fall back to walking the page tree
-        try:
-            return len(pdf.pages)
-        except Exception as exc:
-            raise CorruptPDF(f"the page tree cannot be read ({type(exc).__name__})") from exc
 
 
 def _page_tables(page, number: int, limits: Limits) -> list[list[rules.Row]]:
     """Each ruled table on the page as rows of cells of positioned lines."""
     try:
-        content = _content_bytes(page)
-        if content > limits.max_content_bytes_per_page:
-            raise TooLarge(f"page {number} has {content} bytes of drawing instructions; "
-                           f"the limit is {limits.max_content_bytes_per_page}")
         chars = page.chars
-        if len(chars) > limits.max_chars_per_page:
-            raise TooLarge(f"page {number} holds {len(chars)} characters; "
-                           f"the limit is {limits.max_chars_per_page}")
-        tables = page.find_tables()
+        tables = pdfbounds.TableFinder(page, max_grid=limits.max_table_grid_per_page).tables
         return [_table_rows(table, chars) for table in tables]
+    except SchedgenError:
+        raise
     except Exception as exc:
         raise _typed(exc, f"page {number} cannot be read") from exc
 
 
-def _content_bytes(page) -> int:
-    """Size of the page's decoded content streams: a cheap bound before interpreting them."""
-    streams = resolve1(page.page_obj.attrs.get("Contents"))
-    if streams is None:
-        return 0
-    if not isinstance(streams, list):
-        streams = [streams]
-    return sum(len(resolve1(stream).get_data()) for stream in streams)
-
-
 def _typed(exc: BaseException, context: str) -> SchedgenError:
-    """The typed error behind a pdfminer/pdfplumber failure (they wrap their causes)."""
+    """The typed error behind a pdfminer/pdfplumber failure (they wrap their causes):
+    always a BadInput, since the same file would fail the same way again."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, SchedgenError):
@@ -199,6 +238,8 @@ def _typed(exc: BaseException, context: str) -> SchedgenError:
             return MemoryLimitExceeded("the PDF needs more memory than the parser may use")
         if isinstance(cause, (PDFPasswordIncorrect, PDFEncryptionError)):
             return EncryptedPDF("the PDF is password-protected or uses unsupported encryption")
+        if isinstance(cause, RecursionError):
+            return CorruptPDF(f"{context}: its objects are nested too deeply")
         cause = cause.__cause__ or cause.__context__
     return CorruptPDF(f"{context} ({type(exc).__name__}: {str(exc)[:200]})")
 
