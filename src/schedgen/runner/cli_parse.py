@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import sys
 
-from schedgen.errors import BadInput, SchedgenError
+from schedgen.errors import BadInput, MemoryLimitExceeded, SchedgenError
 from schedgen.ics import CalendarRangeRequired, to_ics
 
 from .parsing import Limits, parse_pdf
@@ -41,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"error: NotFound: {exc.filename}: no such file", file=sys.stderr)
         return 2
+    except MemoryError:  # formatting the result of a big schedule, under a memory limit
+        return run_failed(MemoryLimitExceeded("the schedule needs more memory than this process may use"))
     except SchedgenError as exc:
-        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-        return exc.exit_code if isinstance(exc, BadInput) else 1
+        return run_failed(exc)
     except CalendarRangeRequired as exc:
         print(f"error: CalendarRangeRequired: {exc}", file=sys.stderr)
         return 2
@@ -53,3 +54,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(payload)
     return 0
+
+
+def run_failed(exc: SchedgenError) -> int:
+    print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+    return exc.exit_code if isinstance(exc, BadInput) else 1
