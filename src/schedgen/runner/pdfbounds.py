@@ -42,7 +42,7 @@ from pdfminer import pdftypes
 from pdfminer.lzw import LZWDecoder
 from pdfminer.pdfdocument import PDFDocument
 from pdfminer.pdfinterp import PDFPageInterpreter
-from pdfminer.pdftypes import PDFObjRef, PDFStream, stream_value
+from pdfminer.pdftypes import PDFObjRef, PDFStream, resolve1
 import pdfplumber.table
 from pdfplumber.page import PDFPageAggregatorWithMarkedContent
 
@@ -280,13 +280,20 @@ class PageDevice(PDFPageAggregatorWithMarkedContent):
 
 class PageInterpreter(PDFPageInterpreter):
     """The page interpreter, charging every content stream it runs (the page's and each
-    drawn form's) to its `PageDevice` before running it."""
+    drawn form's) to its `PageDevice` before running it; drawing instructions that are
+    not a stream are CorruptPDF (pdfminer would skip them and read half a page)."""
 
     device: PageDevice
 
     def execute(self, streams) -> None:
         for obj in streams:
-            self.device.count_content(len(stream_value(obj).get_data()))
+            stream = resolve1(obj)
+            if stream is None:  # a missing object: nothing to draw
+                continue
+            if not isinstance(stream, PDFStream):  # pdfminer would skip it: half a page
+                raise CorruptPDF(f"page {self.device.pageno} has drawing instructions that are "
+                                 f"not a stream ({type(stream).__name__})")
+            self.device.count_content(len(stream.get_data()))
         super().execute(streams)
 
 
