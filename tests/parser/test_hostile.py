@@ -76,6 +76,22 @@ def test_pages_are_counted_not_taken_from_the_page_tree(tmp_path):
         parse_pdf(path)
 
 
+@pytest.mark.parametrize(("name", "message"), [
+    ("self_reference", "object 4 of the PDF refers to itself"),
+    ("deep_array", "the PDF cannot be read: its objects are nested too deeply"),
+    ("deep_content_array", "page 1 cannot be read: its objects are nested too deeply"),
+    ("parent_loop", "page 1 has no MediaBox (page size), on it or above it"),
+    ("inflate_bomb_corrupted", "a stream of the PDF decodes to more than 8388608 bytes"),
+    ("ruling_grid", "page 1 is ruled by a grid of 10000 line crossings; the limit is 5000"),
+])
+def test_hostile_errors_say_what_is_wrong(name, message, tmp_path):
+    path = tmp_path / f"{name}.pdf"
+    hostile.CASES[name][0](path)
+    with pytest.raises(BadInput) as info:
+        parse_pdf(path)
+    assert info.value.exit_code == 2 and message in info.value.message
+
+
 def test_a_stream_is_never_inflated_past_the_cap(tmp_path):
     """The 150 MiB bomb stops at the per-stream cap; a smaller cap stops it sooner."""
     path = tmp_path / "bomb.pdf"

@@ -29,6 +29,7 @@ from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
 from pdfminer.pdfinterp import PDFResourceManager
 from pdfminer.pdfpage import PDFPage
 from pdfminer.pdfparser import PDFParser
+from pdfminer.pdftypes import resolve1
 
 from schedgen.errors import (
     CorruptPDF,
@@ -209,6 +210,8 @@ def _pages(pdf, page_objs: list[PDFPage], limits: Limits):
     """Pages one at a time (pdfplumber's `pdf.pages` builds them all up front)."""
     doctop = 0.0
     for number, page_obj in enumerate(page_objs, 1):
+        if resolve1(page_obj.attrs.get("MediaBox")) is None:  # pdfplumber needs the page size
+            raise CorruptPDF(f"page {number} has no MediaBox (page size), on it or above it")
         page = _LeanPage(pdf, page_obj, page_number=number, initial_doctop=doctop)
         page.limits = limits
         doctop += page.height
