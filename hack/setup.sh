@@ -7,6 +7,8 @@
 #      proxy into ~/.cache/schedgen/ (8 to 25 minutes on 2 cores the first time).
 #   4. MinIO, the S3 server of the tests and the demo, also from the Go module proxy
 #      (about 2 to 4 minutes the first time).
+#   5. The project's images (hack/images build all: runner, operator (+API), pause; podman,
+#      cached by content), which the tests and the demo import into the cluster's nodes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -27,6 +29,8 @@ fi
 # CNI plugins, iptables/conntrack for kube-proxy, iproute2/nsenter for the node network, and
 # busybox-static + gcc/libc6-dev for the pause and test images.
 NODE_PKGS="containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux busybox-static gcc libc6-dev"
+# The images (hack/images): podman/buildah, rootless-capable storage, mmdebstrap for the base.
+NODE_PKGS="$NODE_PKGS podman buildah mmdebstrap uidmap fuse-overlayfs"
 missing=""
 for p in $NODE_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -59,4 +63,6 @@ step "building or reusing the local Kubernetes binaries"
 hack/cluster build
 step "building or reusing the S3 server (MinIO, from the Go module proxy)"
 .venv/bin/python hack/devservices.py build
+step "building or reusing the images (hack/images build all)"
+hack/images build all
 step "setup done"
