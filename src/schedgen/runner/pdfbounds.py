@@ -16,7 +16,7 @@ asks for, as often as it asks. This module bounds each of them:
   wrapped), so one stream never exceeds `stream_bytes` and all of them together never
   exceed `total_bytes` (pdfminer keeps decoded streams for the document's lifetime).
   A stream past the budget raises `TooLarge`. Outside a budget block the decoders are
-  pdfminer's own. `_install` fails loudly if a pdfminer.six upgrade renames a patched name.
+  pdfminer's own.
 * References: `Document`, a PDFDocument whose objects that are references to other
   objects are followed once, and a loop among them is `CorruptPDF` (not an endless loop).
 * Pages: `PageInterpreter` and `PageDevice` count, per page, the bytes of drawing
@@ -197,9 +197,8 @@ def _decode(self: PDFStream) -> None:
 
 
 def _install() -> None:
-    for name, original in _PDFMINER.items():
-        if getattr(pdftypes, name, None) is not original:  # pragma: no cover - upgrade guard
-            raise ImportError(f"pdfminer.pdftypes.{name} is not the function schedgen bounds")
+    """The patch point. A pdfminer.six that renames one of these names fails at import
+    (`_PDFMINER`); one that decodes by other means fails tests/parser/test_hostile.py."""
     pdftypes.zlib = types.SimpleNamespace(  # only PDFStream.decode and decompress_corrupted use it
         decompress=_inflate, decompressobj=zlib.decompressobj, error=zlib.error)
     pdftypes.decompress_corrupted = _inflate_corrupted
