@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import shutil
 import tempfile
+import uuid
 import zlib
 
 import devservices
@@ -173,12 +174,24 @@ def compression_bomb_pdf(decompressed_mb: int) -> bytes:
     """A one-page PDF whose content stream inflates to `decompressed_mb` MiB of spaces."""
     packer = zlib.compressobj(9)
     chunk = b" " * (1 << 20)
-    stream = b"".join(packer.compress(chunk) for _ in range(decompressed_mb)) + packer.flush()
+    return one_page_pdf(b"".join(packer.compress(chunk) for _ in range(decompressed_mb)) + packer.flush())
+
+
+def dense_page_pdf() -> bytes:
+    """A one-page PDF within the parser's limits that draws 19,000 characters and 4,900
+    lines: some 50 MiB of page objects while the page is read."""
+    text = b"BT /F1 1 Tf 1 0 0 1 0 0 Tm (" + b"A" * 19_000 + b") Tj ET\n"
+    return one_page_pdf(zlib.compress(text + b"0 0 m 1 1 l S\n" * 4_900))
+
+
+def one_page_pdf(deflated_content: bytes) -> bytes:
+    font = b"<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >>"
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources %s >>" % font,
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(deflated_content) + deflated_content
+        + b"\nendstream",
     ]
     out, offsets = bytearray(b"%PDF-1.4\n"), []
     for number, body in enumerate(objects, 1):
@@ -192,13 +205,26 @@ def compression_bomb_pdf(decompressed_mb: int) -> bytes:
 
 
 @pytest.mark.slow
-def test_memory_limit_is_a_clear_bad_input(runner_env, run_runner, s3, pg_conn):
+def test_compression_bomb_is_refused_before_it_inflates(runner_env, run_runner, s3, pg_conn):
     bomb = compression_bomb_pdf(320)  # ~300 KiB on the wire, 320 MiB inflated
     runner_env["SCHEDGEN_S3_KEY"] = s3.put(bomb)
     runner_env["SCHEDGEN_MAX_MEMORY_MB"] = "256"
     result = run_runner(runner_env)
+    assert_failed(result, "TooLarge", 2, pg_conn)
+    assert "decodes to more than" in result.termination["message"]
+
+
+def test_memory_limit_is_a_clear_bad_input(runner_env, run_runner, s3, pg_conn):
+    """A page too big for the memory limit fails typed; a real export fits the same limit."""
+    runner_env["SCHEDGEN_MAX_MEMORY_MB"] = "140"  # the runner's code alone maps about 100 MiB
+    runner_env["SCHEDGEN_S3_KEY"] = s3.put(dense_page_pdf())
+    result = run_runner(runner_env)
     assert_failed(result, "MemoryLimitExceeded", 2, pg_conn)
-    assert "memory" in result.termination["message"]
+    assert result.termination["message"] == "the PDF needs more memory than the parser may use"
+    uid = str(uuid.uuid4())
+    real = dict(runner_env, SCHEDGEN_JOB_UID=uid, SCHEDGEN_JOB_NAME=f"job-{uid[:8]}",
+                SCHEDGEN_S3_KEY=s3.put(UP / "UP_MOD_XLS.pdf"))
+    assert run_runner(real).termination["events"] == 30
 
 
 def test_unmigrated_database_is_misconfiguration(runner_env, run_runner, s3, empty_database):
