@@ -1,205 +1,297 @@
-"""The local demo stack: control plane, Postgres, S3, operator and API, with the real
-UP schedule PDFs uploaded through the API.
+"""The local demo, deployed the way users deploy schedgen: the Helm chart installed onto a
+local Kubernetes cluster with real nodes, and the real UP schedule PDFs uploaded to the API pod.
 
-    hack/demo.sh            # set up, start everything, upload the PDFs, show the events
+    hack/demo.sh            # set up, start everything, install/upgrade the chart, upload the PDFs
     hack/demo.sh status     # what is running
-    hack/demo.sh down       # stop everything (by pid); state stays in .local/demo/
+    hack/demo.sh down       # stop the cluster and the services (by pid); state stays in .local/demo/
 
-Everything runs as local processes on loopback with free ports; the Kubernetes Job pods
-are processes started by the node agent (hack/localkube).
+`up` (idempotent; a second run reuses everything and upgrades the release):
+  1. builds or reuses the images (hack/images: schedgen-runner, schedgen-operator; the operator
+     image also serves the API);
+  2. starts Postgres and MinIO (hack/devservices.py, state in .local/demo/services) and the
+     cluster (`hack/cluster up`, containerd + kubelet nodes, state in .local/demo/cluster);
+  3. imports the images into every node's containerd (pullPolicy Never: nodes never pull);
+  4. creates the namespace (Pod Security `restricted`) and the Secrets the chart references
+     (the pod-facing Postgres DSN and S3 credentials: pods reach this machine at the cluster's
+     host address);
+  5. installs the chart with Helm's engine (helm-python-sdk), or upgrades the release when it
+     exists, and waits for the operator (2 replicas) and API pods to be Ready;
+  6. uploads the three PDFs over HTTP to the API's NodePort, waits for the ParseJobs (runner
+     Jobs run as containers on the node) and prints each job's phase and its events.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "hack"))
+
+import devservices  # noqa: E402
+import images  # noqa: E402
+from localkube.cluster import LocalCluster  # noqa: E402
+
 STATE = ROOT / ".local" / "demo"
-VENV_BIN = ROOT / ".venv" / "bin"
+CLUSTER_DIR = STATE / "cluster"
+SERVICES_DIR = STATE / "services"
+CHART = ROOT / "charts" / "schedgen"
 PDFS = sorted((ROOT.parent / "shared" / "fixtures" / "up").glob("*.pdf"))
-NAMESPACE = "demo"
-OPERATOR_NS = "schedgen-system"
+RELEASE = "schedgen"
+NAMESPACE = "schedgen-system"
 BUCKET = "schedgen-uploads"
 REGION = "us-east-1"
+NODE = "node-1"
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}
+# The API's per-client upload limit for this deployment. The limit is per client address and
+# its windows live in Postgres, which the demo keeps between runs; every upload counts, also an
+# Idempotency-Key replay (the limit is checked before the upload is read). With the chart's
+# default (5 per minute) a second run within a minute (3 more uploads from the same address)
+# was refused with 429 RateLimited. The demo is one trusted client uploading 3 PDFs per run, so
+# its own release allows 60 per minute; production installs keep the chart's default. Each run
+# uses fresh Idempotency-Keys (a retry within the run is replayed, never parsed twice): a fixed
+# key would replay the first run's job and fail with 409 IdempotentJobGone once retention has
+# deleted that ParseJob. A 429 would still be retried after its Retry-After.
+UPLOADS_PER_MINUTE = 60
 
 
 def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def cluster_cmd(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / "hack" / "cluster"), "--state-dir", str(CLUSTER_DIR), *args],
+                          check=True, text=True, capture_output=capture)
 
 
-def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), check=True, text=True, **kwargs)
+def kubectl_apply(cluster: LocalCluster, manifest: dict) -> None:
+    subprocess.run([cluster.bin("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "apply", "-f", "-"],
+                   input=json.dumps(manifest), text=True, check=True, capture_output=True)
+
+
+def image_values(ref: str) -> dict:
+    repository, tag = ref.rsplit(":", 1)
+    return {"repository": repository, "tag": tag, "pullPolicy": "Never"}
 
 
 # --- the pieces -----------------------------------------------------------------------
 
 
-def services_up() -> dict[str, str]:
-    out = run(str(VENV_BIN / "python"), str(ROOT / "hack" / "devservices.py"), "up",
-              "--state-dir", str(STATE / "services"), "--migrate", capture_output=True).stdout
-    # SCHEDGEN_DATABASE_URL, SCHEDGEN_S3_ENDPOINT_URL and the S3 server's AWS_* credentials
-    env = dict(line.split("=", 1) for line in out.splitlines() if line.startswith(("SCHEDGEN_", "AWS_")))
-    env["AWS_REGION"] = REGION
+def start_services() -> tuple[devservices.PostgresServer, devservices.S3Server]:
+    pg, s3 = devservices.PostgresServer(SERVICES_DIR), devservices.S3Server(SERVICES_DIR)
+    if not pg.running:
+        pg.start()
+    if not s3.running:
+        s3.start()
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=env["SCHEDGEN_S3_ENDPOINT_URL"], region_name=REGION,
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=REGION, **{
+        k.lower(): v for k, v in s3.credentials.items()})
     try:
-        s3.create_bucket(Bucket=BUCKET)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
+        client.create_bucket(Bucket=BUCKET)
+    except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
         pass
-    return env
+    return pg, s3
 
 
-def cluster(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
-    return run(str(ROOT / "hack" / "cluster"), "--state-dir", str(STATE / "cluster"), *args,
-               capture_output=capture)
+def start_cluster() -> LocalCluster:
+    cluster = LocalCluster(state_dir=CLUSTER_DIR)
+    if cluster.is_running() and NODE in cluster.kubelet_nodes():
+        say(f"  reusing the running cluster ({CLUSTER_DIR})")
+        return cluster
+    cluster_cmd("up", "--nodes", "1")
+    return LocalCluster(state_dir=CLUSTER_DIR)
 
 
-def kubeconfig() -> str:
-    return str(STATE / "cluster" / "admin.kubeconfig")
+def values_for(refs: dict[str, str], s3_endpoint: str) -> dict:
+    # The tag stays <version> while the code changes: the image ID in a pod annotation makes
+    # `helm upgrade` roll the pods when a rebuilt image was imported.
+    rollout = {"schedgen.io/image-id": images.image_id(refs["operator"])[:19]}
+    return {
+        "operator": {"image": image_values(refs["operator"]), "replicas": 2, "logFormat": "text",
+                     "podAnnotations": rollout},
+        "runner": {"image": image_values(refs["runner"])},
+        "api": {"image": image_values(refs["operator"]),  # the operator image serves the API
+                "podAnnotations": rollout,
+                "autoscaling": {"enabled": False}, "replicas": 1,
+                "service": {"type": "NodePort", "port": 80},
+                "uploadsPerMinute": UPLOADS_PER_MINUTE},
+        "s3": {"bucket": BUCKET, "endpointUrl": s3_endpoint, "region": REGION, "existingSecret": "schedgen-s3"},
+        "postgres": {"existingSecret": "schedgen-postgres"},
+        "jobDefaults": {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
+                                      "limits": {"cpu": "1", "memory": "768Mi"}}},
+        "queue": {"guardMaxUnschedulable": -1},
+    }
 
 
-def install(env: dict[str, str]) -> None:
-    kubectl = lambda *a, **k: cluster("kubectl", *a, **k)  # noqa: E731
-    kubectl("apply", "-f", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/parsejobs.schedgen.io")
-    for ns in (OPERATOR_NS, NAMESPACE):
-        manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-        subprocess.run([str(ROOT / "hack" / "cluster"), "--state-dir", str(STATE / "cluster"),
-                        "kubectl", "apply", "-f", "-"], input=json.dumps(manifest), text=True, check=True,
-                       capture_output=True)
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "schedgen-operator",
-                                                                       "namespace": OPERATOR_NS},
-              "data": {"maxConcurrent": "4", "maxPerTenant": "4"}}
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "schedgen-runner", "namespace": NAMESPACE},
-              "stringData": {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                  "SCHEDGEN_DATABASE_URL")}}
-    for manifest in (config, secret):
-        subprocess.run([str(ROOT / "hack" / "cluster"), "--state-dir", str(STATE / "cluster"),
-                        "kubectl", "apply", "-f", "-"], input=json.dumps(manifest), text=True, check=True,
-                       capture_output=True)
+def install_chart(cluster: LocalCluster, values: dict) -> None:
+    import helm_python as helm
 
-
-def start_process(name: str, argv: list[str], env: dict[str, str]) -> None:
-    stop_process(name)
-    log = open(STATE / f"{name}.log", "ab")
-    proc = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=log, start_new_session=True, cwd=str(STATE))
-    (STATE / f"{name}.pid").write_text(str(proc.pid))
-
-
-def stop_process(name: str) -> None:
-    pidfile = STATE / f"{name}.pid"
-    if not pidfile.exists():
-        return
-    pid = int(pidfile.read_text())
+    cfg = helm.Config(kubeconfig_path=str(cluster.kubeconfig), namespace=NAMESPACE)
+    chart = helm.Chart.load(str(CHART))
     try:
-        os.killpg(pid, signal.SIGTERM)
-        for _ in range(100):
-            os.killpg(pid, 0)
-            time.sleep(0.1)
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    pidfile.unlink(missing_ok=True)
+        cfg.status(RELEASE)
+        exists = True
+    except Exception:  # noqa: BLE001 -- no such release
+        exists = False
+    if exists:
+        say(f"upgrading the Helm release {RELEASE} (waits for the pods) ...")
+        cfg.upgrade(chart, RELEASE, values, namespace=NAMESPACE, wait="watcher", timeout=300)
+    else:
+        say(f"installing the chart as Helm release {RELEASE} (waits for the pods) ...")
+        cfg.install(chart, RELEASE, values, namespace=NAMESPACE, wait="watcher", timeout=300)
 
 
-def wait_http(url: str, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+def wait_pods(cluster: LocalCluster) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(cluster.api_client())
+
+    apps = client.AppsV1Api(cluster.api_client())
+
+    def rolled_out(component: str) -> bool:
+        """The Deployment's new pods all Ready and no old pod left (also not terminating)."""
+        dep = apps.read_namespaced_deployment(f"{RELEASE}-{component}", NAMESPACE)
+        st, want = dep.status, dep.spec.replicas
+        pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app.kubernetes.io/component={component},"
+                                                                   f"app.kubernetes.io/instance={RELEASE}").items
+        return ((st.observed_generation or 0) >= dep.metadata.generation and st.updated_replicas == want
+                and st.ready_replicas == want and (st.replicas or 0) == want and len(pods) == want
+                and all(p.metadata.deletion_timestamp is None for p in pods))
+
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{what} did not come up; see {STATE}/*.log")
+        if rolled_out("operator") and rolled_out("api"):
+            return
+        time.sleep(1)
+    raise SystemExit("the operator and API pods did not become Ready; "
+                     f"{ROOT}/hack/cluster --state-dir {CLUSTER_DIR} kubectl get pods -n {NAMESPACE}")
+
+
+def api_url(cluster: LocalCluster) -> str:
+    from kubernetes import client
+
+    svc = client.CoreV1Api(cluster.api_client()).read_namespaced_service(f"{RELEASE}-api", NAMESPACE)
+    return f"http://{cluster.node_ip(NODE)}:{svc.spec.ports[0].node_port}"
 
 
 # --- the run --------------------------------------------------------------------------
 
 
 def up() -> None:
+    t0 = time.monotonic()
     STATE.mkdir(parents=True, exist_ok=True)
+    say("building or reusing the images (hack/images) ...")
+    archives = images.save(images.CACHE_DIR / "archives", ["runner", "operator"])
+    refs = images.refs(["runner", "operator"])
     say("starting Postgres and the S3 server (MinIO) ...")
-    env = services_up()
-    say(f"  Postgres {env['SCHEDGEN_DATABASE_URL'].split('@')[-1]}, S3 {env['SCHEDGEN_S3_ENDPOINT_URL']}")
-    say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager, node agent) ...")
-    cluster("up", "--nodes", "1")
-    install(env)
-    common = {**env, "KUBECONFIG": kubeconfig(), "SCHEDGEN_LOG_FORMAT": "json",
-              "SCHEDGEN_DEFAULT_BUCKET": BUCKET, "SCHEDGEN_S3_BUCKET": BUCKET, "PYTHONUNBUFFERED": "1"}
-    metrics_port, api_port = free_port(), free_port()
-    say("starting the operator ...")
-    start_process("operator", [str(VENV_BIN / "schedgen-operator"), "--standalone"], {
-        **common, "SCHEDGEN_OPERATOR_NAMESPACE": OPERATOR_NS, "SCHEDGEN_OPERATOR_CONFIGMAP": "schedgen-operator",
-        "SCHEDGEN_METRICS_PORT": str(metrics_port), "SCHEDGEN_LIVENESS_PORT": str(free_port())})
-    wait_http(f"http://127.0.0.1:{metrics_port}/metrics", "the operator")
-    say("starting the upload API ...")
-    start_process("api", [str(VENV_BIN / "schedgen-api"), "--host", "127.0.0.1", "--port", str(api_port)],
-                  {**common, "SCHEDGEN_API_NAMESPACE": NAMESPACE})
-    api = f"http://127.0.0.1:{api_port}"
-    wait_http(f"{api}/readyz", "the API")
+    pg, s3 = start_services()
+    say("starting the local cluster (control plane + a containerd/kubelet node) ...")
+    cluster = start_cluster()
+    host = cluster.host_address  # pods reach Postgres and MinIO on this machine here
+    say(f"  Postgres {pg.dsn_for(pg.database, host=host).split('@')[-1]}, S3 {s3.endpoint_for(host)} (as pods see them)")
+    say("importing the images into the node's containerd ...")
+    for archive in archives:
+        cluster.import_image(archive)
+    kubectl_apply(cluster, {"apiVersion": "v1", "kind": "Namespace",
+                            "metadata": {"name": NAMESPACE, "labels": RESTRICTED}})
+    dsn = pg.dsn_for(pg.database, host=host)
+    secrets = {"schedgen-postgres": {"SCHEDGEN_DATABASE_URL": dsn},
+               "schedgen-s3": s3.credentials,
+               # the runner Jobs' Secret in the namespace where the API creates ParseJobs
+               "schedgen-runner": {**s3.credentials, "SCHEDGEN_DATABASE_URL": dsn}}
+    for name, data in secrets.items():
+        kubectl_apply(cluster, {"apiVersion": "v1", "kind": "Secret",
+                                "metadata": {"name": name, "namespace": NAMESPACE}, "stringData": data})
+    install_chart(cluster, values_for(refs, s3.endpoint_for(host)))
+    wait_pods(cluster)
+    api = api_url(cluster)
     (STATE / "api-url").write_text(api)
+    say(f"the API pod answers at {api} (NodePort)")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{api}/readyz", timeout=3).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the API at {api} is not ready")
+        time.sleep(0.5)
     jobs = upload_all(api)
     show(api, jobs)
-    say("the stack keeps running:")
+    say(f"done in {time.monotonic() - t0:.1f} s; the stack keeps running:")
+    kc = cluster.kubeconfig
     print(f"  API:      {api}/docs   (OpenAPI at {api}/openapi.json)")
-    print(f"  kubectl:  export KUBECONFIG={kubeconfig()}; "
-          f"{STATE.parent.parent / 'hack' / 'cluster'} --state-dir {STATE / 'cluster'} kubectl get pj -A")
-    print(f"  metrics:  http://127.0.0.1:{metrics_port}/metrics")
-    print(f"  logs:     {STATE}/operator.log, {STATE}/api.log")
+    print(f"  upload:   curl -F file=@some.pdf {api}/api/v1/uploads")
+    print(f"  kubectl:  export KUBECONFIG={kc}; kubectl get pj,pods -n {NAMESPACE}")
+    print(f"            (or: hack/cluster --state-dir {CLUSTER_DIR} kubectl get pj,pods -n {NAMESPACE})")
+    print(f"  logs:     kubectl logs -n {NAMESPACE} deploy/{RELEASE}-operator; kubectl logs -n {NAMESPACE} deploy/{RELEASE}-api")
     print("  stop:     hack/demo.sh down")
 
 
-def upload_all(api: str) -> dict[str, str]:
-    jobs = {}
-    for pdf in PDFS:
-        with pdf.open("rb") as fh:
-            response = httpx.post(f"{api}/api/v1/uploads", files={"file": (pdf.name, fh, "application/pdf")},
-                                  headers={"Idempotency-Key": f"demo-{pdf.name}"}, timeout=30)
+def upload(api: str, pdf: Path, key: str) -> dict:
+    for attempt in range(5):
+        try:
+            with pdf.open("rb") as fh:
+                response = httpx.post(f"{api}/api/v1/uploads", files={"file": (pdf.name, fh, "application/pdf")},
+                                      headers={"Idempotency-Key": key}, timeout=60)
+        except httpx.TransportError as exc:  # e.g. a pod replaced by the upgrade; the key makes retries safe
+            say(f"  {pdf.name}: {exc!r}; retrying")
+            time.sleep(2)
+            continue
+        if response.status_code == 429 and attempt < 4:
+            wait = int(response.headers.get("Retry-After") or 10)
+            say(f"  429 RateLimited; retrying in {wait} s")
+            time.sleep(wait)
+            continue
         if response.status_code != 202:
             raise SystemExit(f"upload of {pdf.name} failed: {response.status_code} {response.text}")
-        job = response.json()
-        jobs[pdf.name] = job["id"]
+        return response.json()
+    raise SystemExit(f"upload of {pdf.name} failed: the API at {api} did not answer")
+
+
+def upload_all(api: str) -> dict[str, tuple[str, float]]:
+    run_id = uuid.uuid4().hex[:8]
+    jobs = {}
+    for pdf in PDFS:
+        started = time.monotonic()
+        job = upload(api, pdf, f"demo-{run_id}-{pdf.name}")
+        jobs[pdf.name] = (job["id"], started)
         say(f"uploaded {pdf.name}: job {job['id']}")
-    say("waiting for the ParseJobs ...")
+    say("waiting for the ParseJobs (runner containers on the node) ...")
     deadline = time.monotonic() + 300
-    last = None
+    last, done = None, {}
     while time.monotonic() < deadline:
-        phases = {name: httpx.get(f"{api}/api/v1/jobs/{job}", timeout=10).json().get("phase")
-                  for name, job in jobs.items()}
+        phases = {}
+        for name, (job, started) in jobs.items():
+            phases[name] = httpx.get(f"{api}/api/v1/jobs/{job}", timeout=10).json().get("phase")
+            if phases[name] in ("Succeeded", "Failed", "Cancelled") and name not in done:
+                done[name] = time.monotonic() - started
         line = ", ".join(f"{name}: {phase}" for name, phase in phases.items())
         if line != last:
             say(f"  {line}")
             last = line
-        if all(phase in ("Succeeded", "Failed", "Cancelled") for phase in phases.values()):
+        if len(done) == len(jobs):
+            for name, seconds in done.items():
+                say(f"  {name}: upload -> {phases[name]} in {seconds:.1f} s")
             return jobs
         time.sleep(1)
     raise SystemExit("the ParseJobs did not finish within 300 s")
 
 
-def show(api: str, jobs: dict[str, str]) -> None:
-    for name, job in jobs.items():
+def show(api: str, jobs: dict[str, tuple[str, float]]) -> None:
+    for name, (job, _) in jobs.items():
         status = httpx.get(f"{api}/api/v1/jobs/{job}", timeout=10).json()
-        print(f"\n{name}: {status.get('phase')} {json.dumps(status.get('result') or status.get('error'))}")
+        print(f"\n{name}: job {job}: {status.get('phase')} {json.dumps(status.get('result') or status.get('error'))}")
         if status.get("phase") != "Succeeded":
             continue
         events = httpx.get(f"{api}/api/v1/jobs/{job}/events", timeout=10).json()["events"]
@@ -211,23 +303,21 @@ def show(api: str, jobs: dict[str, str]) -> None:
 
 
 def down() -> None:
-    for name in ("api", "operator"):
-        stop_process(name)
-    if (STATE / "cluster").exists():
-        cluster("down")
-    if (STATE / "services").exists():
-        run(str(VENV_BIN / "python"), str(ROOT / "hack" / "devservices.py"), "down",
-            "--state-dir", str(STATE / "services"))
+    if CLUSTER_DIR.exists():
+        cluster_cmd("down")
+    if SERVICES_DIR.exists():
+        subprocess.run([sys.executable, str(ROOT / "hack" / "devservices.py"), "down",
+                        "--state-dir", str(SERVICES_DIR)], check=True)
     say("stopped")
 
 
 def status() -> None:
-    for name in ("operator", "api"):
-        pidfile = STATE / f"{name}.pid"
-        print(f"{name}: {'pid ' + pidfile.read_text() if pidfile.exists() else 'stopped'}")
-    subprocess.run([str(VENV_BIN / "python"), str(ROOT / "hack" / "devservices.py"), "status",
-                    "--state-dir", str(STATE / "services")])
-    subprocess.run([str(ROOT / "hack" / "cluster"), "--state-dir", str(STATE / "cluster"), "status"])
+    subprocess.run([sys.executable, str(ROOT / "hack" / "devservices.py"), "status", "--state-dir", str(SERVICES_DIR)])
+    subprocess.run([str(ROOT / "hack" / "cluster"), "--state-dir", str(CLUSTER_DIR), "status"])
+    cluster = LocalCluster(state_dir=CLUSTER_DIR)
+    if cluster.is_running():
+        subprocess.run([cluster.bin("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "get", "deploy,pods,svc,pj",
+                        "-n", NAMESPACE])
 
 
 def main() -> None:
