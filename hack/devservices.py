@@ -28,19 +28,25 @@ import urllib.request
 from pathlib import Path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+# Pods of the local clusters (hack/localkube) reach services on this machine at their
+# cluster's host address 10.200.<slot>.1, coming from 10.200.<slot>.2: the servers listen
+# on every interface and accept clients only from loopback and these networks.
+CLUSTER_HOST_NETWORKS = "10.200.0.0/16"
+
+
+def free_port() -> int:
     with socket.socket() as sock:
-        sock.bind((host, 0))
+        sock.bind(("", 0))
         return sock.getsockname()[1]
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
+def port_free(port: int) -> bool:
     """Whether a server could listen on `port` now. SO_REUSEADDR as servers use it, so a
     port whose old connections linger in TIME_WAIT (a restarted Postgres) counts as free."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
+            sock.bind(("", port))
             return True
         except OSError:
             return False
@@ -175,10 +181,12 @@ class PostgresServer(_Server):
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+        return self.dsn_for(self.database)
 
-    def dsn_for(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def dsn_for(self, database: str, host: str = "127.0.0.1") -> str:
+        """The DSN of `database`; `host`: the address the client reaches this machine at
+        (a pod: its cluster's host address)."""
+        return f"postgresql://postgres@{host}:{self.port}/{database}"
 
     def info(self) -> dict:
         return {"dsn": self.dsn, "data_dir": str(self.data_dir)}
@@ -210,11 +218,15 @@ class PostgresServer(_Server):
                  "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
                 check=True, capture_output=True, cwd="/", **self._as_user(),
             )
+            (self.data_dir / "pg_hba.conf").write_text(
+                "local all all trust\n"
+                "host all all 127.0.0.1/32 trust\n"
+                f"host all all {CLUSTER_HOST_NETWORKS} trust\n")
         if not (self.port and port_free(self.port)):  # keep the port (and DSN) on restart
             self.port = free_port()
         self._spawn(
             [str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.socket_dir}",
+             "-c", "listen_addresses=*", "-c", f"unix_socket_directories={self.socket_dir}",
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=50"],
             cwd="/", **self._as_user(),
@@ -277,22 +289,27 @@ class S3Server(_Server):
     """MinIO: a real S3 server that checks signatures, credentials and presigned URLs.
 
     Its root credentials are made at first start and kept in the state file, so a
-    restart (or `down` then `up`) keeps them, like the port. `host` is the address it
-    listens on: loopback, or the bridge address pods of the local cluster reach.
+    restart (or `down` then `up`) keeps them, like the port. It listens on every
+    interface (pods reach it at their cluster's host address); every request needs a
+    signature by its credentials.
     """
 
     name = "s3"
 
-    def __init__(self, base_dir: Path | str, host: str = "127.0.0.1"):
+    def __init__(self, base_dir: Path | str):
         super().__init__(base_dir)
         state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
-        self.host = state.get("host") or host
         self.access_key: str = state.get("access_key") or f"schedgen-{secrets.token_hex(4)}"
         self.secret_key: str = state.get("secret_key") or secrets.token_urlsafe(24)
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.endpoint_for()
+
+    def endpoint_for(self, host: str = "127.0.0.1") -> str:
+        """The endpoint as a client reaching this machine at `host` sees it (a pod: its
+        cluster's host address). Presigned URLs are signed for one host."""
+        return f"http://{host}:{self.port}"
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -300,14 +317,13 @@ class S3Server(_Server):
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
     def info(self) -> dict:
-        return {"endpoint_url": self.endpoint_url, "host": self.host,
-                "access_key": self.access_key, "secret_key": self.secret_key}
+        return {"endpoint_url": self.endpoint_url, "access_key": self.access_key, "secret_key": self.secret_key}
 
     def start(self, timeout: float = 60) -> "S3Server":
         if self.running:
             return self
-        if not (self.port and port_free(self.port, self.host)):  # keep the port on restart
-            self.port = free_port(self.host)
+        if not (self.port and port_free(self.port)):  # keep the port on restart
+            self.port = free_port()
         data = self.base_dir / "s3-data"
         data.mkdir(exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.base_dir),
@@ -315,7 +331,7 @@ class S3Server(_Server):
                "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CI_CD": "1",
                "MINIO_PROMETHEUS_AUTH_TYPE": "public"}  # request counts for tests
         self._spawn([str(build_minio()), "server", "--quiet", "--anonymous",
-                     "--address", f"{self.host}:{self.port}", str(data)], env=env)
+                     "--address", f":{self.port}", str(data)], env=env)
         self._wait_ready(self._answers, timeout)
         return self
 

@@ -65,7 +65,7 @@ class OperatorProcess(ChildProcess):
 class Cluster:
     """Helpers around the API for the tests."""
 
-    def __init__(self, cluster, api_client, postgres, s3):
+    def __init__(self, cluster, api_client, postgres, s3, runner_image: str):
         from kubernetes import client
 
         self.cluster = cluster
@@ -75,7 +75,17 @@ class Cluster:
         self.custom = client.CustomObjectsApi(api_client)
         self.postgres = postgres
         self.s3 = s3
+        self.runner_image = runner_image
         self.namespaces: list[str] = []
+
+    # --- the services as runner pods reach them (at the cluster's host address) ---------
+    @property
+    def pod_dsn(self) -> str:
+        return self.postgres.dsn_for(self.postgres.database, host=self.cluster.host_address)
+
+    @property
+    def pod_s3_endpoint(self) -> str:
+        return self.s3.server.endpoint_for(self.cluster.host_address)
 
     # --- namespaces with the runner's Secret ------------------------------------------
     def tenant_namespace(self, prefix: str, database_url: str | None = None) -> str:
@@ -84,7 +94,7 @@ class Cluster:
         self.core.create_namespaced_secret(name, {
             "metadata": {"name": "schedgen-runner"},
             "stringData": {**self.s3.credentials,
-                           "SCHEDGEN_DATABASE_URL": database_url or self.postgres.dsn}})
+                           "SCHEDGEN_DATABASE_URL": database_url or self.pod_dsn}})
         self.namespaces.append(name)
         return name
 
@@ -174,7 +184,9 @@ def operator_env(operator_cluster: Cluster, **overrides) -> dict[str, str]:
         "SCHEDGEN_OPERATOR_NAMESPACE": OPERATOR_NS,
         "SCHEDGEN_OPERATOR_CONFIGMAP": CONFIGMAP,
         "SCHEDGEN_DATABASE_URL": operator_cluster.postgres.dsn,
-        "SCHEDGEN_S3_ENDPOINT_URL": operator_cluster.s3.endpoint_url,
+        "SCHEDGEN_S3_ENDPOINT_URL": operator_cluster.pod_s3_endpoint,  # handed to the runner Jobs
+        "SCHEDGEN_RUNNER_IMAGE": operator_cluster.runner_image,
+        "SCHEDGEN_IMAGE_PULL_POLICY": "Never",  # nodes never pull: the image is imported
         "SCHEDGEN_DEFAULT_BUCKET": operator_cluster.s3.bucket,
         "SCHEDGEN_METRICS_PORT": str(free_port()),
         "SCHEDGEN_LIVENESS_PORT": str(free_port()),
@@ -191,4 +203,9 @@ def operator_env(operator_cluster: Cluster, **overrides) -> dict[str, str]:
 
 
 def summary(items: list[dict]) -> str:
-    return json.dumps({pj["metadata"]["name"]: (pj.get("status") or {}).get("phase") for pj in items})
+    """Each ParseJob's phase, and for those that did not succeed, why."""
+    def line(status: dict):
+        if status.get("phase") == "Succeeded":
+            return "Succeeded"
+        return {k: status.get(k) for k in ("phase", "error", "attempts", "jobName")}
+    return json.dumps({pj["metadata"]["name"]: line(pj.get("status") or {}) for pj in items})

@@ -1,8 +1,11 @@
-"""Fixtures (a pytest plugin, registered in tests/conftest.py) for end-to-end tests: the local control plane (hack/localkube),
-the real runner (image map), Postgres and S3 (tests/conftest.py), and the operator itself
-as a subprocess (operator_e2e.OperatorProcess)."""
+"""Fixtures (a pytest plugin, registered in tests/conftest.py) for end-to-end tests: the local
+cluster with real nodes (hack/localkube), the project's own images built from this checkout
+(hack/images) and imported into every node, Postgres and S3 (tests/conftest.py), and the
+operator itself as a subprocess (operator_e2e.OperatorProcess)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,19 @@ from operator_e2e import (
 )
 
 @pytest.fixture(scope="session")
-def operator_cluster(local_cluster, k8s_api_client, postgres, s3):
+def project_images(local_cluster) -> dict[str, str]:
+    """The runner and operator images of this checkout, built or reused (cached by their
+    inputs) and imported into every node, also nodes added later. Returns name -> ref."""
+    import images
+
+    archives = images.save(images.CACHE_DIR / "archives", ["runner", "operator"])
+    for archive in archives:
+        local_cluster.import_image(archive)
+    return images.refs(["runner", "operator"])
+
+
+@pytest.fixture(scope="session")
+def operator_cluster(local_cluster, k8s_api_client, postgres, s3, project_images):
     """The control plane with the CRDs, the operator namespace and ConfigMap."""
     from kubernetes import client
 
@@ -36,7 +51,7 @@ def operator_cluster(local_cluster, k8s_api_client, postgres, s3):
     except client.rest.ApiException as exc:
         if exc.status != 409:
             raise
-    return Cluster(local_cluster, k8s_api_client, postgres, s3)
+    return Cluster(local_cluster, k8s_api_client, postgres, s3, project_images["runner"])
 
 
 @pytest.fixture
