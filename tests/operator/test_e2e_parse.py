@@ -1,4 +1,4 @@
-"""ParseJobs end to end: S3 -> operator -> Job -> real runner -> Postgres -> status."""
+"""ParseJobs end to end: S3 -> operator -> Job -> runner container on a real node -> Postgres -> status."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ REAL = [("UP_MOD_XLS.pdf", "lecture", 30), ("UP_TST_PDF.pdf", "test", 12), ("UP_
 
 
 class BlackHole:
-    """A TCP port that accepts connections and never answers (a hung database)."""
+    """A TCP port that accepts connections and never answers (a hung database). It listens
+    on every interface: runner pods reach it at their cluster's host address."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
@@ -89,10 +90,11 @@ def test_transient_failures_are_retried_up_to_max_retries(operator_cluster, star
     start_operator()
     # The runner exits 1 (DatabaseUnavailable) when its database is unreachable.
     closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
+    closed.bind(("", 0))
     port = closed.getsockname()[1]
     closed.close()
-    ns = c.tenant_namespace("retry", database_url=f"postgresql://x@127.0.0.1:{port}/x?connect_timeout=2")
+    host = c.cluster.host_address
+    ns = c.tenant_namespace("retry", database_url=f"postgresql://x@{host}:{port}/x?connect_timeout=2")
     key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
     c.submit(ns, "flaky", key, maxRetries=1, deadlineSeconds=300)
     pj = c.wait_phase(ns, "flaky", timeout=240)
@@ -109,7 +111,7 @@ def test_deadline_exceeded(operator_cluster, start_operator):
     hole = BlackHole()
     try:
         ns = c.tenant_namespace("deadline",
-                                database_url=f"postgresql://x@127.0.0.1:{hole.port}/x?connect_timeout=60")
+                                database_url=f"postgresql://x@{c.cluster.host_address}:{hole.port}/x?connect_timeout=60")
         key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
         # each attempt hangs ~5 s on the database, then the Job's backoff outlasts the deadline
         c.submit(ns, "slow", key, deadlineSeconds=10, maxRetries=5)
@@ -137,7 +139,7 @@ def test_deleting_a_running_parsejob_cancels_it(operator_cluster, start_operator
     hole = BlackHole()
     try:
         ns = c.tenant_namespace("cancel",
-                                database_url=f"postgresql://x@127.0.0.1:{hole.port}/x?connect_timeout=120")
+                                database_url=f"postgresql://x@{c.cluster.host_address}:{hole.port}/x?connect_timeout=120")
         key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
         pj = c.submit(ns, "doomed", key)
         uid = pj["metadata"]["uid"]
@@ -189,3 +191,45 @@ def test_invalid_specs_are_rejected_by_the_api_server(operator_cluster):
     time.sleep(0.5)
     c.namespaces.remove(ns)
     c.core.delete_namespace(ns)
+
+
+def test_runner_pod_deleted_mid_run_says_why_and_is_retried(operator_cluster, start_operator):
+    """A runner container gets SIGTERM when its pod is deleted: it writes an `Interrupted`
+    summary, exits 1 (retry), and the next pod finishes the ParseJob."""
+    import json
+
+    from kubernetes import watch
+
+    c = operator_cluster
+    start_operator()
+    hole = BlackHole()
+    try:
+        ns = c.tenant_namespace("podkill",
+                                database_url=f"postgresql://x@{c.cluster.host_address}:{hole.port}/x?connect_timeout=120")
+        key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
+        uid = c.submit(ns, "victim", key, maxRetries=2, deadlineSeconds=300)["metadata"]["uid"]
+        job = c.wait_phase(ns, "victim", phases=("Running",), timeout=60)["status"]["jobName"]
+        pod = wait_for(lambda: next((p.metadata.name for p in c.pods_of(ns, job) if p.status.phase == "Running"),
+                                    None), 90, what="a running runner pod")
+        time.sleep(3)  # the runner has parsed and now waits on the black-holed database
+        # the next attempt reaches the real database
+        c.core.patch_namespaced_secret("schedgen-runner", ns, {"stringData": {"SCHEDGEN_DATABASE_URL": c.pod_dsn}})
+        seen: list = []
+        stream = watch.Watch()
+        c.core.delete_namespaced_pod(pod, ns)
+        for event in stream.stream(c.core.list_namespaced_pod, ns, field_selector=f"metadata.name={pod}",
+                                   timeout_seconds=60):
+            state = (event["object"].status.container_statuses or [None])[0]
+            if state is not None and state.state.terminated is not None:
+                seen.append(state.state.terminated)
+            if event["type"] == "DELETED":
+                stream.stop()
+        assert seen, "the kubelet never reported the runner's end"
+        assert seen[-1].exit_code == 1, seen[-1]
+        assert json.loads(seen[-1].message)["code"] == "Interrupted", seen[-1].message
+        pj = c.wait_phase(ns, "victim", timeout=180)
+    finally:
+        hole.close()
+    s = pj["status"]
+    assert s["phase"] == "Succeeded" and s["attempts"] == 2, s
+    assert c.event_rows(uid) == 5
