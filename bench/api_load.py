@@ -223,7 +223,8 @@ def main() -> int:
     os.chmod(base, 0o711)  # Postgres runs as `postgres` when we are root: let it traverse
     pg = devservices.PostgresServer(base / "pg")
     s3srv = devservices.S3Server(base / "s3")
-    cluster = LocalCluster(state_dir=base / "kube", image_map=default_image_map())
+    # agent nodes: pods are host processes, so the figures are the API's, not container start-up
+    cluster = LocalCluster(state_dir=base / "kube", image_map=default_image_map(), mode="agent")
     procs: list = []
     try:
         pg.start()

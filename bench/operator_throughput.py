@@ -99,7 +99,8 @@ def main() -> int:
 
     base = Path(tempfile.mkdtemp(prefix="schedgen-bench-"))
     base.chmod(0o711)  # Postgres runs as user postgres and must traverse it
-    cluster = LocalCluster(state_dir=base / "cluster", image_map=default_image_map())
+    # agent nodes: the stub runner is a host process, so the figures are the operator's own
+    cluster = LocalCluster(state_dir=base / "cluster", image_map=default_image_map(), mode="agent")
     pg = None if args.no_postgres else devservices.PostgresServer(base / "pg")
     op_proc = None
     try:
