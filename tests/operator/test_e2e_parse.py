@@ -28,6 +28,10 @@ class BlackHole:
         self.stop = False
         threading.Thread(target=self._accept, daemon=True).start()
 
+    def dsn(self, cluster, connect_timeout: int) -> str:
+        """A DSN of this hole as runner pods of `cluster` reach it."""
+        return f"postgresql://x@{cluster.host_address}:{self.port}/x?connect_timeout={connect_timeout}"
+
     def _accept(self) -> None:
         while not self.stop:
             try:
@@ -110,8 +114,7 @@ def test_deadline_exceeded(operator_cluster, start_operator):
     start_operator()
     hole = BlackHole()
     try:
-        ns = c.tenant_namespace("deadline",
-                                database_url=f"postgresql://x@{c.cluster.host_address}:{hole.port}/x?connect_timeout=60")
+        ns = c.tenant_namespace("deadline", database_url=hole.dsn(c.cluster, connect_timeout=60))
         key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
         # each attempt hangs ~5 s on the database, then the Job's backoff outlasts the deadline
         c.submit(ns, "slow", key, deadlineSeconds=10, maxRetries=5)
@@ -138,8 +141,7 @@ def test_deleting_a_running_parsejob_cancels_it(operator_cluster, start_operator
     start_operator()
     hole = BlackHole()
     try:
-        ns = c.tenant_namespace("cancel",
-                                database_url=f"postgresql://x@{c.cluster.host_address}:{hole.port}/x?connect_timeout=120")
+        ns = c.tenant_namespace("cancel", database_url=hole.dsn(c.cluster, connect_timeout=120))
         key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
         pj = c.submit(ns, "doomed", key)
         uid = pj["metadata"]["uid"]
@@ -204,8 +206,7 @@ def test_runner_pod_deleted_mid_run_says_why_and_is_retried(operator_cluster, st
     start_operator()
     hole = BlackHole()
     try:
-        ns = c.tenant_namespace("podkill",
-                                database_url=f"postgresql://x@{c.cluster.host_address}:{hole.port}/x?connect_timeout=120")
+        ns = c.tenant_namespace("podkill", database_url=hole.dsn(c.cluster, connect_timeout=120))
         key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
         uid = c.submit(ns, "victim", key, maxRetries=2, deadlineSeconds=300)["metadata"]["uid"]
         job = c.wait_phase(ns, "victim", phases=("Running",), timeout=60)["status"]["jobName"]
