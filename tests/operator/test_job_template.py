@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from schedgen.errors import ConfigurationError
 from schedgen.operator.config import OperatorConfig
 from schedgen.operator.job_template import build_job, effective_resources, job_name, parse_quantity
 
@@ -128,5 +129,5 @@ def test_no_placement_unless_configured(env):
                                       ("SCHEDGEN_RUNNER_TOLERATIONS", '["pool"]'),
                                       ("SCHEDGEN_RUNNER_AFFINITY", "[]")])
 def test_invalid_placement_is_a_startup_error(name, raw):
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ConfigurationError, match=name):
         OperatorConfig.from_env({name: raw})

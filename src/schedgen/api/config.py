@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from schedgen.errors import ConfigurationError
+from schedgen.settings import coerce
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -104,13 +105,6 @@ def parse_networks(raw: str) -> tuple:
 
 
 def _coerce(name: str, type_name, raw: str):
-    t = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
     if name == "trusted_proxies":
         return parse_networks(raw)
-    if t == "bool":
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if t == "int":
-        return int(raw.strip())
-    if t == "float":
-        return float(raw.strip())
-    return raw
+    return coerce(type_name, raw)

@@ -18,7 +18,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from schedgen.errors import ConfigurationError
 from schedgen.models import camel_case
+from schedgen.settings import coerce
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class RuntimeConfig:
             if raw is None or raw == "":
                 continue
             try:
-                values[f.name] = _coerce(f.type, raw)
+                values[f.name] = coerce(f.type, raw)
             except ValueError:
                 log.warning("ignoring invalid setting %s=%r", cm_name, raw)
         cfg = cls(**values)
@@ -141,32 +143,27 @@ class OperatorConfig:
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
-            if f.name == "runner_command":
-                raw = raw.strip()
-                values[f.name] = tuple(json.loads(raw) if raw.startswith("[") else shlex.split(raw))
-            elif f.name in ("priority_classes", "node_selector"):
-                values[f.name] = _parse_pairs(raw)
-            elif f.name == "runner_tolerations":
-                values[f.name] = tuple(_parse_json(name, raw, list))
-            elif f.name == "runner_affinity":
-                values[f.name] = _parse_json(name, raw, dict)
-            elif f.name == "watch_namespaces":
-                values[f.name] = parse_namespaces(raw)
-            else:
-                values[f.name] = _coerce(f.type, raw)
+            try:
+                values[f.name] = _parse_field(f, name, raw)
+            except ValueError as exc:  # a typo must stop the start, not switch a feature off
+                raise ConfigurationError(f"{name}={raw[:200]!r} is invalid: {exc}") from None
         return cls(**values)
 
 
+def _parse_field(f: dataclasses.Field, name: str, raw: str) -> Any:
+    if f.name == "runner_command":
+        raw = raw.strip()
+        return tuple(json.loads(raw) if raw.startswith("[") else shlex.split(raw))
+    if f.name in ("priority_classes", "node_selector"):
+        return _parse_pairs(raw)
+    if f.name == "runner_tolerations":
+        return tuple(_parse_json(name, raw, list))
+    if f.name == "runner_affinity":
+        return _parse_json(name, raw, dict)
+    if f.name == "watch_namespaces":
+        return parse_namespaces(raw)
+    return coerce(f.type, raw)
 
-def _coerce(type_name: Any, raw: str) -> Any:
-    t = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
-    if t == "bool":
-        return str(raw).strip().lower() in ("1", "true", "yes", "on")
-    if t == "int":
-        return int(str(raw).strip())
-    if t == "float":
-        return float(str(raw).strip())
-    return str(raw)
 
 
 def parse_namespaces(raw: str) -> tuple[str, ...]:

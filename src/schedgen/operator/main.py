@@ -20,6 +20,8 @@ import random
 import sys
 import time
 
+from schedgen.errors import ConfigurationError
+
 
 def watch_namespaces(cfg) -> list[str]:  # type: ignore[no-untyped-def]
     """The namespaces to serve; [] = all. The operator's ConfigMap carries the daemons,
@@ -101,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     from . import handlers  # noqa: F401 - registers the handlers
     from .config import OperatorConfig
 
-    cfg = OperatorConfig.from_env()
+    try:
+        cfg = OperatorConfig.from_env()
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     standalone = cfg.standalone if args.standalone is None else args.standalone
     # Older replicas rank higher (start time in ms, a random tie-breaker within the ms:
     # equal priorities would make kopf freeze both replicas).
