@@ -1,9 +1,8 @@
 """Small OCI images for the local cluster's real nodes, written without Docker.
 
 * ``localhost/schedgen-pause:3.10`` -- the sandbox ("pause") image containerd starts for every
-  pod: a static C program that sleeps in ``pause()``, reaps children and exits 0 on
-  SIGTERM/SIGINT. Same name as ``hack/images build pause`` produces; whichever archive is
-  imported last is used.
+  pod: the static C program of ``hack/pause/pause.c`` (``pause()``, reaps children, exits 0 on
+  SIGTERM/SIGINT), the same source and name as ``hack/images build pause``.
 * ``localhost/schedgen-busybox:1.35`` -- Debian's ``busybox-static`` binary with its applets
   (sh, sleep, nc, wget, dd, id, ...) and an ``/etc/passwd`` with ``nonroot`` (65532): the
   workload image of ``tests/cluster``.
@@ -29,26 +28,9 @@ PAUSE_REF = "localhost/schedgen-pause:3.10"
 BUSYBOX_REF = "localhost/schedgen-busybox:1.35"
 BUSYBOX_BIN = Path("/bin/busybox")  # Debian package busybox-static
 
-PAUSE_C = r"""
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-static void on_term(int sig) { (void)sig; _exit(0); }
-static void on_chld(int sig) { (void)sig; while (waitpid(-1, 0, WNOHANG) > 0) {} }
-
-int main(void) {
-    struct sigaction sa = {0};
-    sa.sa_handler = on_term;
-    sigaction(SIGINT, &sa, 0);
-    sigaction(SIGTERM, &sa, 0);
-    sa.sa_handler = on_chld;
-    sa.sa_flags = SA_NOCLDSTOP | SA_RESTART;
-    sigaction(SIGCHLD, &sa, 0);
-    for (;;) pause();
-    return 0;
-}
-"""
+# One pause program for the project: hack/pause/pause.c (hack/images packs the same source with
+# podman; here it is packed without it).
+PAUSE_C = Path(__file__).resolve().parents[1] / "pause" / "pause.c"
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -137,13 +119,14 @@ def _remember(name: str, key: str) -> None:
 
 def pause_archive() -> Path:
     """Build (or reuse) the pause image archive; needs gcc and a static libc (libc6-dev)."""
-    key = hashlib.sha256(PAUSE_C.encode()).hexdigest()
+    source = PAUSE_C.read_text()
+    key = hashlib.sha256(source.encode()).hexdigest()
     hit = _cached("schedgen-pause", key)
     if hit:
         return hit
     with tempfile.TemporaryDirectory() as td:
         src, out = Path(td) / "pause.c", Path(td) / "pause"
-        src.write_text(PAUSE_C)
+        src.write_text(source)
         subprocess.run(["gcc", "-static", "-Os", "-s", "-o", str(out), str(src)], check=True,
                        capture_output=True, text=True)
         layer = Layer()
