@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+from schedgen.parsejob import GROUP, PLURAL, VERSION
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
@@ -172,7 +174,7 @@ def main() -> int:
 
         def submit(i: int) -> None:
             ns = tenants[i % len(tenants)]
-            custom.create_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", {
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
                 "apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob", "metadata": {"name": f"pj-{i:05d}"},
                 "spec": {"source": {"s3": {"bucket": "bench", "key": f"k{i}.pdf"}}}})
 
@@ -183,7 +185,7 @@ def main() -> int:
 
         def all_items():
             return [pj for ns in tenants
-                    for pj in custom.list_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs")["items"]]
+                    for pj in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]]
 
         while True:
             items = all_items()

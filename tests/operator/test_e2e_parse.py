@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from operator_e2e import FIXTURES, wait_for
+from operator_e2e import FIXTURES, GROUP, PLURAL, VERSION, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -148,7 +148,7 @@ def test_deleting_a_running_parsejob_cancels_it(operator_cluster, start_operator
         running = c.wait_phase(ns, "doomed", phases=("Running",), timeout=60)
         job_name = running["status"]["jobName"]
         wait_for(lambda: c.pods_of(ns, job_name), 60, what="a pod")
-        c.custom.delete_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", "doomed")
+        c.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "doomed")
 
         def gone():
             try:
@@ -175,21 +175,21 @@ def test_invalid_specs_are_rejected_by_the_api_server(operator_cluster):
     with pytest.raises(ApiException):
         c.submit(ns, "d", "k.pdf", deadlineSeconds=100000)
     with pytest.raises(ApiException):
-        c.custom.create_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", {
+        c.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
             "apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob", "metadata": {"name": "nokey"},
             "spec": {"source": {"s3": {}}}})
     pj = c.submit(ns, "ok", "k.pdf")
     assert pj["spec"]["priority"] == "normal" and pj["spec"]["deadlineSeconds"] == 300
     assert pj["spec"]["maxRetries"] == 3 and pj["spec"]["scheduleType"] == "auto"
     with pytest.raises(ApiException) as immutable:
-        c.custom.patch_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", "ok",
+        c.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "ok",
                                                 {"spec": {"source": {"s3": {"key": "other.pdf"}}}})
     assert "immutable" in str(immutable.value.body)
-    c.custom.patch_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", "ok",
+    c.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "ok",
                                             {"spec": {"priority": "high"}})  # priority may change
     # no operator runs here: remove the ParseJobs' finalizers ourselves, if any were added
     for pj in c.parsejobs(ns):
-        c.custom.delete_namespaced_custom_object("schedgen.io", "v1alpha1", ns, "parsejobs", pj["metadata"]["name"])
+        c.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, pj["metadata"]["name"])
     time.sleep(0.5)
     c.namespaces.remove(ns)
     c.core.delete_namespace(ns)

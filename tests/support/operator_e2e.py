@@ -18,7 +18,7 @@ from localkube.testing import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-GROUP, VERSION, PLURAL = "schedgen.io", "v1alpha1", "parsejobs"
+from schedgen.parsejob import GROUP, PLURAL, VERSION  # noqa: E402
 OPERATOR_NS = "schedgen-system"
 CONFIGMAP = "schedgen-operator"
 
