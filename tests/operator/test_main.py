@@ -127,3 +127,25 @@ def test_kopf_runs_for_the_served_namespaces(monkeypatch):
     monkeypatch.setenv("SCHEDGEN_WATCH_NAMESPACES", "")
     assert op_main.main([]) == 0
     assert seen["clusterwide"] is True and not seen["namespaces"] and ensured == [("sg", [])]
+
+
+def _root_line(capsys, message: str) -> str:
+    logging.getLogger("schedgen.operator.test").info(message)
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_json_log_format_gives_one_object_per_line(capsys):
+    import json
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    try:
+        op_main.configure_logging("json")
+        entry = json.loads(_root_line(capsys, "admitted 3 ParseJobs"))
+        assert entry["message"] == "admitted 3 ParseJobs" and entry["severity"] == "info"
+        op_main.configure_logging("text")
+        line = _root_line(capsys, "admitted 4 ParseJobs")
+        assert line.endswith("admitted 4 ParseJobs") and not line.startswith("{")
+    finally:
+        root.handlers[:], level = before
+        root.setLevel(level)

@@ -85,6 +85,17 @@ def _ensure_peering_object(name: str, namespaces: list[str] | None = None, api=N
                lambda body, ns=ns: api.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", body))
 
 
+def configure_logging(log_format: str, verbose: bool = False) -> None:
+    """kopf's logging setup, as one JSON object per line when `log_format` is "json"
+    (SCHEDGEN_LOG_FORMAT, the chart's operator.logFormat), else kopf's text lines."""
+    import kopf
+
+    if log_format == "json":
+        kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON, log_refkey="k8s")
+    else:
+        kopf.configure(verbose=verbose, log_format=kopf.LogFormat.FULL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="schedgen-operator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     priority = args.priority if args.priority is not None else (
         2**52 - (int(time.time() * 1000) * 1000 + random.randrange(1000)))
     namespaces = watch_namespaces(cfg)
-    kopf.configure(verbose=args.verbose)
+    configure_logging(cfg.log_format, verbose=args.verbose)
     if not standalone:
         _ensure_peering_object(cfg.peering_name, namespaces)
     liveness = f"http://0.0.0.0:{cfg.liveness_port}/healthz" if cfg.liveness_port else None
