@@ -67,16 +67,26 @@ def fresh_limits(pg_conn):
 
 
 @pytest.fixture
-def make_client(api_config, fresh_limits):
-    """Factory: a TestClient on a new app (config overrides); all closed at teardown."""
+def admin_key(pg_conn):
+    """An admin API key of tenant `default` that may use any priority."""
+    from schedgen.api import store
+
+    return store.add_key_sync(pg_conn, "default", "tests", admin=True, max_priority="high")
+
+
+@pytest.fixture
+def make_client(api_config, fresh_limits, admin_key):
+    """Factory: a TestClient on a new app (config overrides) sending `key` (default: the
+    admin key of tenant `default`; None: no key); all closed at teardown."""
     from starlette.testclient import TestClient
 
     from schedgen.api.app import asgi
 
     clients = []
 
-    def make(**overrides) -> TestClient:
-        client = TestClient(asgi(api_config(**overrides)), raise_server_exceptions=False)
+    def make(key: str | None = admin_key, **overrides) -> TestClient:
+        client = TestClient(asgi(api_config(**overrides)), raise_server_exceptions=False,
+                            headers={"X-API-Key": key} if key else None)
         client.__enter__()
         clients.append(client)
         return client

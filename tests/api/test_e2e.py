@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 @pytest.fixture
 def stack(operator_cluster, start_operator, tmp_path, pg_conn):
-    """Operator running; an API process serving a namespace with the runner's Secret."""
+    """Operator running; an API process serving a namespace with the runner's Secret.
+    Anonymous access is switched on explicitly (SCHEDGEN_API_ALLOW_ANONYMOUS); the keys
+    are tested in test_api.py and test_api_keys_over_http below."""
     pg_conn.execute("TRUNCATE rate_limit_windows")
     start_operator()
     c = operator_cluster
@@ -28,7 +30,8 @@ def stack(operator_cluster, start_operator, tmp_path, pg_conn):
     def api(**overrides) -> ApiProcess:
         env = api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url,
                       s3_credentials=c.s3.credentials, bucket=c.s3.bucket,
-                      namespace=ns, kubeconfig=str(c.cluster.kubeconfig), **overrides)
+                      namespace=ns, kubeconfig=str(c.cluster.kubeconfig),
+                      **{"SCHEDGEN_API_ALLOW_ANONYMOUS": "true", **overrides})
         proc = ApiProcess(env, tmp_path / f"api-{len(started)}.log")
         started.append(proc)
         return proc.start()

@@ -29,6 +29,11 @@ schema = schemathesis.openapi.from_dict(create_app(ApiConfig(), services=types.S
 
 
 @pytest.fixture
+def api_key(admin_key):
+    return admin_key  # a key that may do everything the document describes (any priority)
+
+
+@pytest.fixture
 def live_app(api_config, fresh_limits):
     return asgi(api_config(uploads_per_minute=100000, reads_per_minute=100000, max_upload_bytes=64 * 1024))
 
@@ -37,7 +42,7 @@ def live_app(api_config, fresh_limits):
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                  HealthCheck.function_scoped_fixture])
-def test_api_conforms_to_its_openapi(case, live_app):
+def test_api_conforms_to_its_openapi(case, live_app, api_key):
     # "Is a PDF" (checked by the bytes) is not expressible in JSON Schema: a schema-valid
     # upload generated in positive mode gets a real PDF as its file, so the
     # positive-data-acceptance check can hold; negative-mode bodies stay as generated.
@@ -55,7 +60,7 @@ def test_api_conforms_to_its_openapi(case, live_app):
             and _valid_idempotency_key(headers.get("Idempotency-Key"))):
         # the coverage phase labels some schema-valid forms "negative": nothing to reject
         excluded.append(negative_data_rejection)
-    response = case.call_and_validate(app=live_app, excluded_checks=excluded)
+    response = case.call_and_validate(app=live_app, excluded_checks=excluded, headers={"X-API-Key": api_key})
     assert response.status_code < 500, response.text
 
 

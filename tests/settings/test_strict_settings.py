@@ -1,5 +1,5 @@
 """A typo in a setting stops the start with a clear error instead of switching a feature
-off (`SCHEDGEN_API_REQUIRE_KEY=ture` used to mean "off")."""
+off (`SCHEDGEN_API_REQUIRE_KEY=ture` used to mean "off"; that switch is now SCHEDGEN_API_ALLOW_ANONYMOUS)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_anything_else_is_not_a_boolean(raw):
 
 
 @pytest.mark.parametrize("env,name", [
-    ({"SCHEDGEN_API_REQUIRE_KEY": "ture"}, "SCHEDGEN_API_REQUIRE_KEY"),
+    ({"SCHEDGEN_API_ALLOW_ANONYMOUS": "ture"}, "SCHEDGEN_API_ALLOW_ANONYMOUS"),
     ({"SCHEDGEN_API_WATCH_CACHE": "nope"}, "SCHEDGEN_API_WATCH_CACHE"),
     ({"SCHEDGEN_API_UPLOADS_PER_MINUTE": "5/min"}, "SCHEDGEN_API_UPLOADS_PER_MINUTE"),
     ({"SCHEDGEN_API_TRUSTED_PROXIES": "10.0.0.0/33"}, "SCHEDGEN_API_TRUSTED_PROXIES"),
@@ -54,7 +54,7 @@ def test_operator_refuses_invalid_values(env, name):
 
 @pytest.mark.parametrize("command,env", [
     ("schedgen-operator", {"SCHEDGEN_STANDALONE": "ture"}),
-    ("schedgen-api", {"SCHEDGEN_API_REQUIRE_KEY": "ture"}),
+    ("schedgen-api", {"SCHEDGEN_API_ALLOW_ANONYMOUS": "ture"}),
 ])
 def test_the_commands_stop_at_start_saying_which_setting(command, env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDGEN_")}

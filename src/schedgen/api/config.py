@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from schedgen.errors import ConfigurationError
 from schedgen.settings import coerce
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+REMOVED_REQUIRE_KEY = "SCHEDGEN_API_REQUIRE_KEY"  # keys are required unless SCHEDGEN_API_ALLOW_ANONYMOUS
+ANONYMOUS_MAX_PRIORITY = "normal"
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class ApiConfig:
     default_deadline_seconds: int = 300  # spec.deadlineSeconds of uploaded ParseJobs
     default_max_retries: int = 3  # spec.maxRetries of uploaded ParseJobs
     request_timeout_seconds: float = 30.0
-    require_key: bool = False
+    allow_anonymous: bool = False  # requests without a key: tenant default_tenant, priority up to normal
     log_format: str = "json"
     db_pool_size: int = 10
     idempotency_ttl_seconds: int = 86400
@@ -55,7 +58,7 @@ class ApiConfig:
         "default_deadline_seconds": "SCHEDGEN_API_DEFAULT_DEADLINE_SECONDS",
         "default_max_retries": "SCHEDGEN_API_DEFAULT_MAX_RETRIES",
         "request_timeout_seconds": "SCHEDGEN_API_REQUEST_TIMEOUT_SECONDS",
-        "require_key": "SCHEDGEN_API_REQUIRE_KEY",
+        "allow_anonymous": "SCHEDGEN_API_ALLOW_ANONYMOUS",
         "log_format": "SCHEDGEN_LOG_FORMAT",
         "db_pool_size": "SCHEDGEN_API_DB_POOL_SIZE",
         "idempotency_ttl_seconds": "SCHEDGEN_API_IDEMPOTENCY_TTL_SECONDS",
@@ -67,6 +70,9 @@ class ApiConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "ApiConfig":
         env = os.environ if env is None else env
+        if env.get(REMOVED_REQUIRE_KEY):
+            raise ConfigurationError(f"{REMOVED_REQUIRE_KEY} is gone: API keys are always required; set "
+                                     "SCHEDGEN_API_ALLOW_ANONYMOUS=true to serve requests without a key")
         values: dict = {}
         for f in dataclasses.fields(cls):
             name = cls.ENV.get(f.name)
@@ -85,6 +91,9 @@ class ApiConfig:
         return cfg
 
     def validate(self) -> None:
+        for name in ("request_timeout_seconds", "queue_cache_seconds", "key_cache_seconds"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigurationError(f"{self.ENV[name]} must be a finite number")
         if not TENANT_PATTERN.match(self.default_tenant) or len(self.default_tenant) > 63:
             raise ConfigurationError("SCHEDGEN_API_DEFAULT_TENANT must be a DNS label")
         if self.max_upload_bytes < 1024:
@@ -93,6 +102,20 @@ class ApiConfig:
             raise ConfigurationError("rate limits must be at least 1 per minute")
         if self.request_timeout_seconds <= 0:
             raise ConfigurationError("SCHEDGEN_API_REQUEST_TIMEOUT_SECONDS must be positive")
+        if not TENANT_PATTERN.match(self.namespace) or len(self.namespace) > 63:
+            raise ConfigurationError("SCHEDGEN_API_NAMESPACE must be a DNS label")
+        if self.db_pool_size < 1:
+            raise ConfigurationError("SCHEDGEN_API_DB_POOL_SIZE must be at least 1")
+        if self.default_deadline_seconds < 1 or self.default_max_retries < 0:
+            raise ConfigurationError("SCHEDGEN_API_DEFAULT_DEADLINE_SECONDS must be positive and "
+                                     "SCHEDGEN_API_DEFAULT_MAX_RETRIES not negative")
+        if self.idempotency_ttl_seconds < 60:
+            raise ConfigurationError("SCHEDGEN_API_IDEMPOTENCY_TTL_SECONDS must be at least 60")
+        if self.queue_cache_seconds < 0 or self.key_cache_seconds < 0:
+            raise ConfigurationError("SCHEDGEN_API_QUEUE_CACHE_SECONDS and SCHEDGEN_API_KEY_CACHE_SECONDS "
+                                     "must not be negative")
+        if self.log_format not in ("json", "text"):
+            raise ConfigurationError("SCHEDGEN_LOG_FORMAT must be json or text")
 
 
 def parse_networks(raw: str) -> tuple:
@@ -101,6 +124,8 @@ def parse_networks(raw: str) -> tuple:
         part = part.strip()
         if part:
             out.append(ipaddress.ip_network(part, strict=False))
+        elif raw.strip():
+            raise ValueError("an empty entry in the list")
     return tuple(out)
 
 

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from schedgen.errors import DatabaseUnavailable
 
 from . import metrics, store
+from .config import ANONYMOUS_MAX_PRIORITY
 from .errors import BACKEND_ERRORS, ApiError, backend_unavailable, error_response, unavailable
 from .schemas import PREFIX
 from .services import Services
@@ -29,10 +30,15 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PURGE_SECONDS = 60  # how often a process purges old rate-limit windows and idempotency keys
 
 
+NEGATIVE_KEY_SECONDS = 5.0  # an unknown key is looked up at most once per this long per process
+
+
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: the tenant always comes from here (the key), never from the request."""
     tenant: str
-    client_key: str  # rate-limit identity
+    admin: bool = False  # sees every tenant's queue
+    max_priority: str = ANONYMOUS_MAX_PRIORITY
 
 
 class Gate:
@@ -40,6 +46,8 @@ class Gate:
         self.app = app
         self.svc: Services = app.state.services
         self.cfg = self.svc.cfg
+        # unknown keys apart from known ones: a flood of made-up keys cannot evict valid ones
+        self.unknown_keys = store.KeyCache(min(NEGATIVE_KEY_SECONDS, self.cfg.key_cache_seconds))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -71,10 +79,12 @@ class Gate:
             async with asyncio.timeout(self.cfg.request_timeout_seconds):
                 try:
                     if is_api_path(scope.get("path", "")):
-                        route_class, decision = await self._admit(scope)
-                        headers_out.extend(rate_headers(decision))  # on the 429 too
+                        headers = request_headers(scope)
+                        route_class, decision = await self._count(scope, headers)
+                        headers_out.extend(rate_headers(decision))  # on the 429 and 401 too
                         if not decision.allowed:
                             raise rate_limited(route_class, decision)
+                        scope.setdefault("state", {})["principal"] = await self._authenticate(headers)
                         await self._maybe_purge()
                     await self.app(scope, guarded_receive, guarded_send)
                 except BACKEND_ERRORS as exc:
@@ -92,32 +102,35 @@ class Gate:
             metrics.REQUESTS.labels(method=method, route=route, status=status).inc()
             metrics.LATENCY.labels(method=method, route=route, status=status).observe(time.perf_counter() - start)
 
-    async def _admit(self, scope) -> tuple[str, store.RateDecision]:
-        """Authenticate (401 if not) and count the request in its client's window."""
-        principal = await self._authenticate(scope, request_headers(scope))
-        scope.setdefault("state", {})["principal"] = principal
+    async def _count(self, scope, headers: Mapping[str, str]) -> tuple[str, store.RateDecision]:
+        """Count the request in its client address's window, before any key lookup: an
+        unknown key costs no more than a rate-limited request."""
+        address = client_address(scope, headers, self.cfg.trusted_proxies)
         route_class = "upload" if scope.get("method") == "POST" else "read"
         limit = self.cfg.uploads_per_minute if route_class == "upload" else self.cfg.reads_per_minute
-        return route_class, await store.hit_rate_limit(self.svc.pool, principal.client_key, route_class, limit)
+        return route_class, await store.hit_rate_limit(self.svc.pool, "ip:" + address, route_class, limit)
 
-    async def _authenticate(self, scope, headers: Mapping[str, str]) -> Principal:
+    async def _authenticate(self, headers: Mapping[str, str]) -> Principal:
         key = api_key(headers)
         if key:
-            if len(key) > 200:
-                raise ApiError(401, "InvalidApiKey", "the API key is not valid")
-            key_hash = store.hash_key(key)
-            known, tenant = self.svc.keys.get(key_hash)
-            if not known:
-                tenant = await store.key_tenant(self.svc.pool, key_hash)
-                self.svc.keys.put(key_hash, tenant)
-            if tenant is None:
+            info = await self._key_info(key) if len(key) <= 200 else None
+            if info is None:
                 raise ApiError(401, "InvalidApiKey", "the API key is not valid", {"WWW-Authenticate": "Bearer"})
-            return Principal(tenant=tenant, client_key="key:" + key_hash[:32])
-        if self.cfg.require_key:
+            return Principal(tenant=info.tenant, admin=info.admin, max_priority=info.max_priority)
+        if not self.cfg.allow_anonymous:
             raise ApiError(401, "ApiKeyRequired", "an API key is required (Authorization: Bearer ...)",
                            {"WWW-Authenticate": "Bearer"})
-        address = client_address(scope, headers, self.cfg.trusted_proxies)
-        return Principal(tenant=self.cfg.default_tenant, client_key="ip:" + address)
+        return Principal(tenant=self.cfg.default_tenant)
+
+    async def _key_info(self, key: str) -> store.KeyInfo | None:
+        key_hash = store.hash_key(key)
+        for cache in (self.svc.keys, self.unknown_keys):
+            known, info = cache.get(key_hash)
+            if known:
+                return info
+        info = await store.key_info(self.svc.pool, key_hash)
+        (self.svc.keys if info else self.unknown_keys).put(key_hash, info)
+        return info
 
     async def _maybe_purge(self) -> None:
         now = time.monotonic()

@@ -178,6 +178,12 @@ def queue_summary(items: list[dict], finished: dict[str, dict[str, int]], now: d
     return {"total": total, "tenants": dict(sorted(tenants.items()))}
 
 
+def tenant_queue(summary: dict, tenant: str) -> dict:
+    """The summary as one tenant sees it: its own counts only (an admin key sees all)."""
+    counts = summary["tenants"].get(tenant) or _counts()
+    return {"total": dict(counts), "tenants": {tenant: dict(counts)}}
+
+
 async def queue(svc: Services) -> dict:
     """The queue summary, cached a moment per process (pollers ask often)."""
     cached = svc.queue_cache

@@ -1,7 +1,8 @@
 """`schedgen-api`: serve the upload API, or manage API keys.
 
     schedgen-api [serve] [--host 0.0.0.0] [--port 8000] [--migrate] [--access-log]
-    schedgen-api add-key --tenant T [--description TEXT]     # prints the key once
+    schedgen-api add-key --tenant T [--description TEXT] [--admin] [--max-priority high|normal|low]
+                                                             # prints the key once
     schedgen-api revoke-key KEY_OR_PREFIX
 
 Configuration: environment variables (docs/api.md), e.g. SCHEDGEN_DATABASE_URL,
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     add = sub.add_parser("add-key", help="create an API key for a tenant (printed once)")
     add.add_argument("--tenant", required=True)
     add.add_argument("--description")
+    add.add_argument("--admin", action="store_true", help="the key sees every tenant in /api/v1/queue")
+    add.add_argument("--max-priority", choices=("high", "normal", "low"), default="normal",
+                     help="the most urgent priority its uploads may ask for (default: normal)")
     revoke = sub.add_parser("revoke-key", help="revoke an API key (the key or its 12-character prefix)")
     revoke.add_argument("key")
     args = parser.parse_args(argv)
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         with db.connect(cfg.database_url) as conn:
             if args.command == "add-key":
-                print(store.add_key_sync(conn, args.tenant, args.description))
+                print(store.add_key_sync(conn, args.tenant, args.description, admin=args.admin,
+                                         max_priority=args.max_priority))
                 return 0
             n = store.revoke_key_sync(conn, args.key)
             print(f"revoked {n} key(s)")

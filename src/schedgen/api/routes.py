@@ -36,10 +36,14 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
+def principal(request: Request) -> Principal:
+    """The caller the Gate authenticated."""
+    return request.state.principal
+
+
 def tenant(request: Request) -> str:
-    """The tenant the Gate authenticated."""
-    principal: Principal = request.state.principal
-    return principal.tenant
+    """The tenant the Gate authenticated (from the key, never from the request)."""
+    return principal(request).tenant
 
 
 probes = APIRouter(tags=["probes"])
@@ -67,9 +71,9 @@ async def metrics_endpoint():
 
 
 @api.post("/uploads", status_code=202, response_model=Accepted, tags=["jobs"], openapi_extra=UPLOAD_REQUEST,
-          responses=errors(400, 409, 413, 415, 422, *COMMON), summary="Upload a schedule PDF; creates a ParseJob")
-async def upload(request: Request, svc: Services = Depends(services), who: str = Depends(tenant)):
-    return await accept_upload(svc, request, who)
+          responses=errors(400, 403, 409, 413, 415, 422, *COMMON), summary="Upload a schedule PDF; creates a ParseJob")
+async def upload(request: Request, svc: Services = Depends(services), who: Principal = Depends(principal)):
+    return await accept_upload(svc, request, who.tenant, who.max_priority)
 
 
 @api.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], responses=errors(404, 422, *COMMON))
@@ -107,5 +111,6 @@ async def job_calendar(job_id: str = JobId, svc: Services = Depends(services), w
 
 
 @api.get("/queue", response_model=QueueOut, tags=["queue"], responses=errors(*COMMON))
-async def queue(svc: Services = Depends(services)):
-    return JSONResponse(await jobs.queue(svc))
+async def queue(svc: Services = Depends(services), who: Principal = Depends(principal)):
+    summary = await jobs.queue(svc)
+    return JSONResponse(summary if who.admin else jobs.tenant_queue(summary, who.tenant))

@@ -114,7 +114,8 @@ class Ready(BaseModel):
 
 
 _ERROR_TEXT = {
-    400: "Invalid request", 401: "Missing or invalid API key", 404: "Unknown job",
+    400: "Invalid request", 401: "Missing or invalid API key", 403: "Not allowed for this API key",
+    404: "Unknown job",
     408: "The request body did not arrive in time",
     409: "The job has not succeeded (yet); for uploads: the idempotency key's job is gone",
     413: "Upload too large", 415: "Not multipart or not a PDF",

@@ -119,37 +119,48 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a valid API key grants."""
+    tenant: str
+    admin: bool = False  # sees every tenant's queue
+    max_priority: str = "normal"  # the most urgent priority its uploads may ask for
+
+
 class KeyCache:
-    """key hash -> tenant (or None for unknown/revoked), kept `ttl` seconds."""
+    """key hash -> KeyInfo (or None for unknown/revoked), kept `ttl` seconds."""
 
     def __init__(self, ttl: float, max_entries: int = 10000):
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, str | None]] = {}
+        self._entries: dict[str, tuple[float, KeyInfo | None]] = {}
 
-    def get(self, key_hash: str) -> tuple[bool, str | None]:
+    def get(self, key_hash: str) -> tuple[bool, KeyInfo | None]:
         entry = self._entries.get(key_hash)
         if entry and entry[0] > time.monotonic():
             return True, entry[1]
         return False, None
 
-    def put(self, key_hash: str, tenant: str | None) -> None:
+    def put(self, key_hash: str, info: KeyInfo | None) -> None:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        self._entries[key_hash] = (time.monotonic() + self.ttl, tenant)
+        self._entries[key_hash] = (time.monotonic() + self.ttl, info)
 
 
-async def key_tenant(pool: AsyncConnectionPool, key_hash: str) -> str | None:
+async def key_info(pool: AsyncConnectionPool, key_hash: str) -> KeyInfo | None:
     async with connection(pool) as conn:
         row = await (await conn.execute(
-            "SELECT tenant FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (key_hash,))).fetchone()
-    return row[0] if row else None
+            "SELECT tenant, admin, max_priority FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
+            (key_hash,))).fetchone()
+    return KeyInfo(row[0], bool(row[1]), row[2]) if row else None
 
 
-def add_key_sync(conn: Any, tenant: str, description: str | None = None) -> str:
+def add_key_sync(conn: Any, tenant: str, description: str | None = None, *, admin: bool = False,
+                 max_priority: str = "normal") -> str:
     key = new_key()
-    conn.execute("INSERT INTO api_keys (key_hash, key_prefix, tenant, description) VALUES (%s, %s, %s, %s)",
-                 (hash_key(key), key[:12], tenant, description))
+    conn.execute("INSERT INTO api_keys (key_hash, key_prefix, tenant, description, admin, max_priority)"
+                 " VALUES (%s, %s, %s, %s, %s, %s)",
+                 (hash_key(key), key[:12], tenant, description, admin, max_priority))
     return key
 
 

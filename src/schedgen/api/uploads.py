@@ -40,14 +40,16 @@ log = logging.getLogger("schedgen.api")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-async def accept_upload(svc: Services, request: Request, tenant: str) -> JSONResponse:
-    """Read the form, then create the tenant's ParseJob (or replay the key's job): 202."""
+async def accept_upload(svc: Services, request: Request, tenant: str, max_priority: str) -> JSONResponse:
+    """Read the form, then create the tenant's ParseJob (or replay the key's job): 202.
+    `max_priority`: the most urgent priority the caller's key may ask for (else 403)."""
     cfg = svc.cfg
     upload = await read_upload(request.headers.get("content-type", ""), request.headers.get("content-length"),
                                request.stream(), max_bytes=cfg.max_upload_bytes,
                                spool_bytes=cfg.spool_memory_bytes)
     try:
         priority, schedule_type = form_choices(upload.fields)
+        check_priority(priority, max_priority)
         idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key is None:
             name = job_name(upload.sha256, secrets.token_hex(6))
@@ -79,6 +81,13 @@ def form_choices(fields: dict[str, str]) -> tuple[str, str]:
     if schedule_type not in SCHEDULE_TYPES:
         raise ApiError(422, "InvalidScheduleType", f"scheduleType must be one of {', '.join(SCHEDULE_TYPES)}")
     return priority, schedule_type
+
+
+def check_priority(priority: str, max_priority: str) -> None:
+    """403 `PriorityNotAllowed` when `priority` is more urgent than the key allows."""
+    if PRIORITIES.index(priority) < PRIORITIES.index(max_priority):
+        raise ApiError(403, "PriorityNotAllowed",
+                       f"this API key may use priority {max_priority} at most, not {priority}")
 
 
 def idempotency_hash(tenant: str, key: str) -> str:
