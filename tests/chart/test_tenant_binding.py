@@ -15,8 +15,10 @@ from chartlib import GROUP, PLURAL, REPO_CRDS, VERSION, find, kubectl, one, rend
 pytestmark = pytest.mark.cluster
 
 
-def parsejob(name: str, tenant: str, priority: str | None = None, labels: dict | None = None) -> dict:
-    spec = {"source": {"s3": {"key": "uploads/x.pdf"}}, "tenant": tenant}
+def parsejob(name: str, tenant: str | None, priority: str | None = None, labels: dict | None = None) -> dict:
+    spec = {"source": {"s3": {"key": "uploads/x.pdf"}}}
+    if tenant:
+        spec["tenant"] = tenant
     if priority:
         spec["priority"] = priority
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob",
@@ -103,6 +105,9 @@ def test_the_policy_binds_tenants_to_namespaces(tenant_policy, namespaces, k8s_a
 
     # another tenant than the namespace's: rejected at admission, saying why
     code, message = create(k8s_api_client, ns["team-a"], parsejob("claims-b", "team-b"))
+    assert code in (403, 422) and "spec.tenant must be team-a" in message, message
+    # no spec.tenant means the namespace's name (as the operator reads it): not team-a here
+    code, message = create(k8s_api_client, ns["team-a"], parsejob("no-tenant", None))
     assert code in (403, 422) and "spec.tenant must be team-a" in message, message
     code, message = create(k8s_api_client, ns["team-a"],
                            parsejob("label-b", "team-a", labels={"schedgen.io/tenant": "team-b"}))
