@@ -44,6 +44,9 @@ class FakeKube:
         self.jobs[key] = copy.deepcopy(job)
         return True
 
+    async def namespace_labels(self, namespace: str) -> dict:
+        return {}  # unbound namespaces (tenant binding: tests/operator/test_tenant_binding.py, real API)
+
     async def job_exists(self, namespace: str, name: str) -> bool:
         return (namespace, name) in self.jobs
 

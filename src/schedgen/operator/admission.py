@@ -20,8 +20,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from schedgen.parsejob import LABEL_TENANT, PRIORITIES, priority_of
+
 from .config import RuntimeConfig
 from .queue_policy import QueueEntry
+
+LABEL_MAX_PRIORITY = "schedgen.io/max-priority"  # on a namespace; absent: normal
 
 
 class TokenBucket:
@@ -122,3 +126,28 @@ def decide(
         per_tenant[entry.tenant] += 1
         running += 1
     return decision
+
+
+def tenant_mismatch(body: Mapping[str, Any], namespace_labels: Mapping[str, str] | None) -> str | None:
+    """Why a namespace bound to a tenant may not run this ParseJob, or None: the rule of
+    the chart's ValidatingAdmissionPolicy (templates/tenant-binding.yaml), checked again
+    at admission. A namespace labelled schedgen.io/tenant=T runs only ParseJobs of tenant
+    T (spec.tenant, absent: the namespace's name; a tenant label too, if set) with a
+    priority no more urgent than its schedgen.io/max-priority (absent: normal).
+    Unlabelled namespaces (and None: labels unknown) are not bound."""
+    bound = (namespace_labels or {}).get(LABEL_TENANT)
+    if not bound:
+        return None
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    namespace = meta.get("namespace", "")
+    claimed = spec.get("tenant") or namespace
+    if claimed != bound:
+        return f"spec.tenant {claimed} is not {bound}, the tenant of namespace {namespace}"
+    labelled = (meta.get("labels") or {}).get(LABEL_TENANT)
+    if labelled is not None and labelled != bound:
+        return f"label {LABEL_TENANT} {labelled} is not {bound}, the tenant of namespace {namespace}"
+    most = (namespace_labels or {}).get(LABEL_MAX_PRIORITY) or "normal"
+    priority = priority_of(body)
+    if most not in PRIORITIES or priority not in PRIORITIES or PRIORITIES.index(priority) < PRIORITIES.index(most):
+        return f"priority {priority} is not allowed in namespace {namespace} ({LABEL_MAX_PRIORITY}: {most})"
+    return None

@@ -10,6 +10,7 @@ at login (client="kopf": watches, patches, peering, and the Events `emit` queues
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
@@ -24,6 +25,7 @@ from . import metrics
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+NAMESPACE_CACHE_SECONDS = 10.0  # namespace labels (tenant binding) read at most this often
 
 
 class Conflict(Exception):
@@ -51,6 +53,7 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self._namespaces: dict[str, tuple[float, dict[str, str] | None]] = {}
 
     async def _call(self, verb: str, fn, *args, **kwargs) -> Any:
         metrics.API_REQUESTS.labels(client="operator", method=verb).inc()
@@ -127,6 +130,26 @@ class Kube:
                              GROUP, VERSION, namespace, PLURAL, name, body=body)
         except (NotFound, Conflict):
             pass
+
+    # --- namespaces ---------------------------------------------------------------------
+
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """A namespace's labels, cached NAMESPACE_CACHE_SECONDS; None when the operator may
+        not read namespaces (the chart grants it with tenantBinding.enabled)."""
+        cached = self._namespaces.get(name)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            ns = await self._call("GET", self.core.read_namespace, name)
+            labels: dict[str, str] | None = dict(ns.metadata.labels or {})
+        except NotFound:
+            labels = {}
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            labels = None
+        self._namespaces[name] = (time.monotonic() + NAMESPACE_CACHE_SECONDS, labels)
+        return labels
 
     # --- the operator's ConfigMap -----------------------------------------------------
 

@@ -331,6 +331,10 @@ class Scheduler:
 
     async def _admit_one(self, body: Mapping[str, Any], adopted: bool = False, at: str | None = None) -> str:
         meta = body["metadata"]
+        why = None if adopted else admission.tenant_mismatch(body, await self.kube.namespace_labels(meta["namespace"]))
+        if why:  # the namespace's tenant binding (chart templates/tenant-binding.yaml), checked again
+            await self._finish(body, Outcome(st.FAILED, "TenantMismatch", why))
+            return None  # not admitted
         job = build_job(body, self.cfg)
         name = job["metadata"]["name"]
         if not adopted:
