@@ -42,6 +42,7 @@ class FakeKube:
         if key in self.jobs:
             return False
         self.jobs[key] = copy.deepcopy(job)
+        self.jobs[key]["metadata"]["uid"] = f"job-uid-{key[1]}"  # as the API server assigns it
         return True
 
     async def namespace_labels(self, namespace: str) -> dict:
@@ -91,6 +92,8 @@ class FakeKube:
                                                               "pages": 2, "seconds": 0.1})
         job.setdefault("_pods", []).append({
             "metadata": {"name": f"{key[1]}-p", "labels": {"batch.kubernetes.io/job-name": key[1]},
+                         "ownerReferences": [{"kind": "Job", "name": key[1], "uid": job["metadata"]["uid"],
+                                              "controller": True}],
                          "creationTimestamp": "2026-01-01T00:00:00Z"},
             "status": {"phase": "Succeeded" if exit_code == 0 else "Failed",
                        "containerStatuses": [{"name": "runner", "state": {"terminated": {

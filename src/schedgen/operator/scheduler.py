@@ -137,7 +137,10 @@ class Scheduler:
                 parsejobs.append(body)
         for uid in self.tracked.keys() - live_uids:
             del self.tracked[uid]
-        jobs = {key: view for key, store in list(job_index.items()) for view in store}
+        # A Job counts only if its controller ownerReference names the ParseJob whose
+        # uid its labels claim (the index key): labels alone are anyone's to set.
+        jobs = {key: view for key, store in list(job_index.items()) for view in store
+                if view.get("owner") == key[1]}
         pods = {key: list(store) for key, store in list(pod_index.items())}
         return Snapshot(parsejobs, jobs, pods)
 
@@ -236,7 +239,7 @@ class Scheduler:
         job = snap.jobs.get((meta["namespace"], uid))
         if job is None:
             return await self._maybe_lost(body)
-        pods = snap.pods.get((meta["namespace"], job["name"]), [])
+        pods = [p for p in snap.pods.get((meta["namespace"], job["name"]), []) if p.get("owner") == job["uid"]]
         outcome = classify(job, pods)
         if outcome is None:
             tries = attempts(job, pods)

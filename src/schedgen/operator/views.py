@@ -30,6 +30,17 @@ def epoch_of(value: str | None) -> float | None:
     return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S")) + frac
 
 
+def controller_uid(meta: Mapping[str, Any], kind: str) -> str | None:
+    """The uid of the object's controller of `kind` (its ownerReference with
+    `controller: true`), else None. Labels can be set by anyone who may create a Job or
+    a pod; the controller reference is what ties a Job to its ParseJob (and a pod to its
+    Job), so only it lets a Job or pod decide a ParseJob's outcome."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == kind and ref.get("uid"):
+            return ref["uid"]
+    return None
+
+
 def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
     status = body.get("status") or {}
     conditions = {
@@ -40,6 +51,7 @@ def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "name": meta.get("name"),
         "uid": meta.get("uid"),
+        "owner": controller_uid(meta, "ParseJob"),  # the ParseJob's uid, if it made this Job
         "active": status.get("active") or 0,
         "succeeded": status.get("succeeded") or 0,
         "failed": status.get("failed") or 0,
@@ -74,6 +86,7 @@ def pod_view(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "name": meta.get("name"),
         "job": labels.get("batch.kubernetes.io/job-name") or labels.get("job-name"),
+        "owner": controller_uid(meta, "Job"),  # the Job's uid, if a Job controls this pod
         "phase": status.get("phase") or "Pending",
         "created": meta.get("creationTimestamp") or "",
         "unschedulableSince": unschedulable_since if status.get("phase", "Pending") == "Pending" else None,
