@@ -226,16 +226,42 @@ def up() -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"the API at {api} is not ready")
         time.sleep(0.5)
+    HEADERS["X-API-Key"] = demo_api_key(cluster, api)
     jobs = upload_all(api)
     show(api, jobs)
     say(f"done in {time.monotonic() - t0:.1f} s; the stack keeps running:")
     kc = cluster.kubeconfig
     print(f"  API:      {api}/docs   (OpenAPI at {api}/openapi.json)")
-    print(f"  upload:   curl -F file=@some.pdf {api}/api/v1/uploads")
+    print(f"  upload:   curl -H \"X-API-Key: $(cat {STATE / 'api-key'})\" -F file=@some.pdf {api}/api/v1/uploads")
     print(f"  kubectl:  export KUBECONFIG={kc}; kubectl get pj,pods -n {NAMESPACE}")
     print(f"            (or: hack/cluster --state-dir {CLUSTER_DIR} kubectl get pj,pods -n {NAMESPACE})")
     print(f"  logs:     kubectl logs -n {NAMESPACE} deploy/{RELEASE}-operator; kubectl logs -n {NAMESPACE} deploy/{RELEASE}-api")
     print("  stop:     hack/demo.sh down")
+
+
+# The API requires a key (api.allowAnonymous stays false): the demo makes one for tenant
+# `demo` with the API's own command in the API pod, which has the database's DSN.
+HEADERS: dict[str, str] = {}
+
+
+def demo_api_key(cluster: LocalCluster, api: str) -> str:
+    """The demo's API key: the one saved by an earlier run while it still works, else a
+    new one (`schedgen-api add-key --tenant demo` run by `kubectl exec` in the API pod)."""
+    saved = STATE / "api-key"
+    if saved.exists():
+        key = saved.read_text().strip()
+        if httpx.get(f"{api}/api/v1/queue", headers={"X-API-Key": key}, timeout=10).status_code == 200:
+            return key
+    say("creating an API key for tenant demo (schedgen-api add-key in the API pod) ...")
+    done = subprocess.run([cluster.bin("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "exec", "-n", NAMESPACE,
+                           f"deploy/{RELEASE}-api", "--", "schedgen-api", "add-key", "--tenant", "demo",
+                           "--description", "hack/demo.py"], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise SystemExit(f"could not create an API key: {done.stderr.strip()}")
+    key = done.stdout.strip().splitlines()[-1]
+    saved.write_text(key + "\n")
+    saved.chmod(0o600)
+    return key
 
 
 def upload(api: str, pdf: Path, key: str) -> dict:
@@ -243,7 +269,7 @@ def upload(api: str, pdf: Path, key: str) -> dict:
         try:
             with pdf.open("rb") as fh:
                 response = httpx.post(f"{api}/api/v1/uploads", files={"file": (pdf.name, fh, "application/pdf")},
-                                      headers={"Idempotency-Key": key}, timeout=60)
+                                      headers={**HEADERS, "Idempotency-Key": key}, timeout=60)
         except httpx.TransportError as exc:  # e.g. a pod replaced by the upgrade; the key makes retries safe
             say(f"  {pdf.name}: {exc!r}; retrying")
             time.sleep(2)
@@ -273,7 +299,7 @@ def upload_all(api: str) -> dict[str, tuple[str, float]]:
     while time.monotonic() < deadline:
         phases = {}
         for name, (job, started) in jobs.items():
-            phases[name] = httpx.get(f"{api}/api/v1/jobs/{job}", timeout=10).json().get("phase")
+            phases[name] = httpx.get(f"{api}/api/v1/jobs/{job}", headers=HEADERS, timeout=10).json().get("phase")
             if phases[name] in ("Succeeded", "Failed", "Cancelled") and name not in done:
                 done[name] = time.monotonic() - started
         line = ", ".join(f"{name}: {phase}" for name, phase in phases.items())
@@ -290,11 +316,11 @@ def upload_all(api: str) -> dict[str, tuple[str, float]]:
 
 def show(api: str, jobs: dict[str, tuple[str, float]]) -> None:
     for name, (job, _) in jobs.items():
-        status = httpx.get(f"{api}/api/v1/jobs/{job}", timeout=10).json()
+        status = httpx.get(f"{api}/api/v1/jobs/{job}", headers=HEADERS, timeout=10).json()
         print(f"\n{name}: job {job}: {status.get('phase')} {json.dumps(status.get('result') or status.get('error'))}")
         if status.get("phase") != "Succeeded":
             continue
-        events = httpx.get(f"{api}/api/v1/jobs/{job}/events", timeout=10).json()["events"]
+        events = httpx.get(f"{api}/api/v1/jobs/{job}/events", headers=HEADERS, timeout=10).json()["events"]
         print(f"  {'module':<8} {'activity':<13} {'group':<5} {'day':<9} {'date':<10} {'time':<11} venues")
         for e in events:
             time_range = e["startTime"] + (f"-{e['endTime']}" if e["endTime"] else "")

@@ -126,6 +126,13 @@ class Release:
             text += "\n".join(described.stdout.splitlines()[-15:])
         return text
 
+    def add_api_key(self, tenant: str, *flags: str) -> str:
+        """`schedgen-api add-key` run in the API pod (as hack/demo.py does): the new key."""
+        done = kubectl(self.cluster, "exec", "-n", self.namespace, f"deploy/{self.api_sa}", "--",
+                       "schedgen-api", "add-key", "--tenant", tenant, *flags)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
     def pods(self, component: str) -> list:
         return self.core.list_namespaced_pod(
             self.namespace, label_selector=f"app.kubernetes.io/component={component},"
@@ -220,17 +227,17 @@ def _base_values(project_images: dict, s3, s3_endpoint: str) -> dict:
     }
 
 
-def _upload(api: str, pdf: str) -> dict:
+def _upload(api: str, pdf: str, key: str) -> dict:
     with (FIXTURES / "up" / pdf).open("rb") as fh:
         response = httpx.post(f"{api}/api/v1/uploads", files={"file": (pdf, fh, "application/pdf")},
-                              data={"priority": "high"}, timeout=30)
+                              data={"priority": "high"}, headers={"X-API-Key": key}, timeout=30)
     assert response.status_code == 202, (response.status_code, response.text)
     return response.json()
 
 
-def _wait_job(api: str, job_id: str, timeout: float = 240) -> dict:
+def _wait_job(api: str, job_id: str, key: str, timeout: float = 240) -> dict:
     def finished():
-        body = httpx.get(f"{api}/api/v1/jobs/{job_id}", timeout=10).json()
+        body = httpx.get(f"{api}/api/v1/jobs/{job_id}", headers={"X-API-Key": key}, timeout=10).json()
         return body if body.get("phase") in FINAL else None
     return wait_for(finished, timeout, what=f"job {job_id} to finish")
 
@@ -365,17 +372,22 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
              what="exactly one active operator replica of two")
     api = rel.api_url()
     wait_for(lambda: httpx.get(f"{api}/readyz", timeout=5).status_code == 200, 60, what="the API via its NodePort")
+    # keys are required by default; one made in the API pod may upload priority high
+    anonymous = httpx.get(f"{api}/api/v1/queue", timeout=10)
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "ApiKeyRequired", anonymous.text
+    key = rel.add_api_key("chart-e2e", "--max-priority", "high")
     jobs = {}
     for pdf, kind, events in REAL:
         started = time.monotonic()
-        body = _upload(api, pdf)
+        body = _upload(api, pdf, key)
+        assert body["tenant"] == "chart-e2e"
         jobs[pdf] = (body, kind, events, started)
     for pdf, (body, kind, events, started) in jobs.items():
-        status = _wait_job(api, body["id"])
+        status = _wait_job(api, body["id"], key)
         print(f"{pdf}: upload -> {status['phase']} in {time.monotonic() - started:.1f} s")
         assert status["phase"] == "Succeeded", (status, rel.diagnose())
         assert status["result"]["kind"] == kind and status["result"]["events"] == events, status
-        got = httpx.get(f"{api}/api/v1/jobs/{body['id']}/events", timeout=10)
+        got = httpx.get(f"{api}/api/v1/jobs/{body['id']}/events", headers={"X-API-Key": key}, timeout=10)
         assert got.status_code == 200, got.text
         assert got.json()["kind"] == kind and len(got.json()["events"]) == events
         with psycopg.connect(postgres.dsn, autocommit=True) as conn:
@@ -487,8 +499,9 @@ def test_namespaced_operator_pod_parses_an_upload(namespaced_release):
     assert len(pods) == 1
     wait_for(lambda: rel.operator_active(pods[0]) == 1.0, 60, what="the operator pod to become active")
     api = rel.api_url()
-    body = _upload(api, "UP_EXAM_SS.pdf")
-    status = _wait_job(api, body["id"], timeout=180)
+    key = rel.add_api_key("chart-ns", "--max-priority", "high")
+    body = _upload(api, "UP_EXAM_SS.pdf", key)
+    status = _wait_job(api, body["id"], key, timeout=180)
     assert status["phase"] == "Succeeded" and status["result"]["events"] == 5, status
     # the chart's KopfPeerings are read, never re-created (no `create` granted): no warnings
     log = kubectl(rel.cluster, "logs", "-n", rel.namespace, pods[0], "--tail=400").stdout
