@@ -6,6 +6,13 @@ ParseJob index (records.sync: idempotent, never backwards). The finalizer calls
 `record_now()` so a deleted ParseJob's last transition is in Postgres before the object
 goes.
 
+Every session is bounded (`SESSION_OPTIONS`): connect timeout, TCP keepalives and
+`tcp_user_timeout` (a peer that stops answering is dropped by the kernel), a server-side
+`statement_timeout`/`lock_timeout`/`idle_in_transaction_session_timeout`, and on top of
+these a client-side deadline on every step (`STEP_TIMEOUT_SECONDS`): a black-holed
+database (connections accepted, nothing ever answered) costs a step its deadline, never
+hangs the daemon or the finalizer.
+
 Postgres going away is expected, not an error: a failed step drops the connection and
 waits longer each time (doubling, 1 s to 10 s); the next one reconnects and, since
 nothing is known to be in the new session's database any more, replays every row.
@@ -13,6 +20,7 @@ nothing is known to be in the new session's database any more, replays every row
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Callable, Iterable, Mapping
 
@@ -28,7 +36,18 @@ Logger = logging.Logger | logging.LoggerAdapter  # kopf's daemon logger is an ad
 BATCH = 500  # rows per transaction
 MIN_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 10.0
-UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+# One catch-up step (connect included), one record_now. When it expires psycopg first
+# tries to cancel the query (itself bounded, ~10 s against a silent server), then closes.
+STEP_TIMEOUT_SECONDS = 20.0
+CLOSE_TIMEOUT_SECONDS = 2.0
+SESSION_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 20000,  # ms: unacknowledged data for this long drops the connection
+    "options": "-c statement_timeout=15s -c lock_timeout=5s -c idle_in_transaction_session_timeout=60s",
+    "application_name": "schedgen-operator",
+}
+UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
 
 
 class PostgresUnavailable(Exception):
@@ -73,9 +92,10 @@ class Recorder:
         self.book = RecordBook()
         self.conn: psycopg.AsyncConnection | None = None
         self.delay = self.interval  # until the next step
+        self.step_timeout = STEP_TIMEOUT_SECONDS
 
     async def _connect(self) -> psycopg.AsyncConnection:
-        return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
+        return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **SESSION_OPTIONS)
 
     async def run(self, stopped: Any, parsejobs: Callable[[], list[dict[str, Any]]], logger: Logger = log) -> None:
         """Step until `stopped` (a kopf.DaemonStopped: truthy once set, `wait(timeout)`)."""
@@ -88,13 +108,14 @@ class Recorder:
     async def step(self, parsejobs: Iterable[Mapping[str, Any]], logger: Logger = log) -> float:
         """Write the rows that are behind `parsejobs`; the seconds until the next step."""
         try:
-            await self._catch_up(list(parsejobs), logger)
+            await asyncio.wait_for(self._catch_up(list(parsejobs), logger), self.step_timeout)
             self.delay = self.interval
         except UNAVAILABLE as exc:
             metrics.RECORDS_ERRORS.inc()
             await self.disconnect()
             self.delay = min(max(self.delay * 2, MIN_RETRY_SECONDS), MAX_RETRY_SECONDS)
-            logger.warning("records: Postgres unavailable (%s); retrying in %.0fs", str(exc).strip()[:200],
+            logger.warning("records: Postgres unavailable (%s); retrying in %.0fs",
+                           (str(exc).strip() or f"{type(exc).__name__}: no answer")[:200],
                            self.delay)
         return self.delay
 
@@ -121,17 +142,29 @@ class Recorder:
         if row is None:
             return None
         try:
-            async with await self._connect() as conn:
-                await sync(conn, [row])
+            await asyncio.wait_for(self._record_one(row), self.step_timeout)
         except UNAVAILABLE as exc:
-            raise PostgresUnavailable(str(exc).strip()) from None
+            raise PostgresUnavailable(str(exc).strip() or type(exc).__name__) from None
         self.book.mark([row])
         return row
+
+    async def _record_one(self, row: ParseJobRow) -> None:
+        conn = await self._connect()
+        try:
+            await sync(conn, [row])
+        finally:
+            await _close(conn)
 
     async def disconnect(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
-            try:
-                await conn.close()
-            except Exception:  # noqa: BLE001 - it is gone either way
-                pass
+            await _close(conn)
+
+
+async def _close(conn: psycopg.AsyncConnection) -> None:
+    """Close, bounded: a connection to a black hole must not hang its closing either."""
+    try:
+        await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_SECONDS)
+    except BaseException as exc:  # noqa: BLE001 - it is gone either way
+        if isinstance(exc, asyncio.CancelledError) and asyncio.current_task().cancelling():
+            raise
