@@ -146,3 +146,13 @@ def test_the_switch_and_the_operator_grant():
     assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
     subjects = one(docs, "ClusterRoleBinding", "schedgen-tenant-binding-operator")["subjects"]
     assert subjects == [{"kind": "ServiceAccount", "name": "schedgen-operator", "namespace": "schedgen-system"}]
+
+
+def test_the_api_requires_keys_unless_anonymous_is_allowed():
+    def env(values):
+        api = one(render(values), "Deployment", "schedgen-api")
+        return {e["name"]: e.get("value") for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    default = env({})
+    assert default["SCHEDGEN_API_ALLOW_ANONYMOUS"] == "false" and "SCHEDGEN_API_REQUIRE_KEY" not in default
+    assert env({"api": {"allowAnonymous": True}})["SCHEDGEN_API_ALLOW_ANONYMOUS"] == "true"
