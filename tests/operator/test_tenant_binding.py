@@ -1,5 +1,5 @@
 """The operator's second check of the tenant binding (the chart's ValidatingAdmissionPolicy
-is the first, tests/chart/test_tenant_binding.py): a ParseJob of another tenant than its
+is the first, tests/chart/test_tenant_policy.py): a ParseJob of another tenant than its
 namespace's fails with reason TenantMismatch when the scheduler would admit it, and no Job
 is created. The rule itself, then the check on the real API server (no policy installed:
 the ParseJob stands for one created before its namespace was labelled)."""
