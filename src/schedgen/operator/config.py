@@ -125,6 +125,9 @@ class OperatorConfig:
     tick_seconds: float = 0.5
     records_interval_seconds: float = 1.0
     retention_interval_seconds: float = 10.0
+    # How long the finalizer retries writing a deleted ParseJob's last row while Postgres
+    # is unavailable before it lets the object go anyway (Warning Event RecordAbandoned).
+    finalize_record_timeout_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":

@@ -22,6 +22,7 @@ to the other handlers are shallow copies of it, so they share these objects.
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any
 
@@ -29,7 +30,8 @@ import kopf
 
 from schedgen.parsejob import GROUP, LABEL_MANAGED_BY, LABEL_PARSEJOB_UID, MANAGED_BY, PLURAL, VERSION
 
-from . import kopf_settings, retention
+from . import kopf_settings, metrics, retention
+from . import status as st
 from .config import OperatorConfig, RuntimeConfig
 from .kube import Conflict, Kube, counted_session
 from .recorder import PostgresUnavailable, Recorder
@@ -133,9 +135,13 @@ async def retention_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, memo: k
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize")
-async def finalize(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def finalize(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, runtime: datetime.timedelta,
+                   **_: Any) -> None:
     """Cancel an unfinished ParseJob, then make sure its Postgres row has every
-    transition before the finalizer lets the object go."""
+    transition before the finalizer lets the object go -- within bounds: after
+    `finalize_record_timeout_seconds` of an unavailable Postgres (kopf's `runtime`: since
+    the handler first ran, kept across restarts) the object goes without its last row,
+    with a Warning Event and `schedgen_records_abandoned_total`."""
     try:
         final = await memo.scheduler.cancel(parsejob_view(body))
     except Conflict:
@@ -145,6 +151,15 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: A
     try:
         row = await memo.recorder.record_now(final)
     except PostgresUnavailable as exc:
-        raise kopf.TemporaryError(f"Postgres unavailable, the row must be written first: {exc}", delay=5) from None
+        waited, limit = runtime.total_seconds(), memo.cfg.finalize_record_timeout_seconds
+        if waited < limit:
+            raise kopf.TemporaryError(f"Postgres unavailable, the row must be written first: {exc}",
+                                      delay=min(5.0, max(limit - waited, 0.5))) from None
+        metrics.RECORDS_ABANDONED.inc()
+        message = (f"Postgres unavailable for {waited:.0f}s (limit {limit:.0f}s): deleted without recording "
+                   f"{st.phase_of(final) or 'its status'} in Postgres ({str(exc)[:200]})")
+        memo.kube.emit(final, "Warning", "RecordAbandoned", message)
+        logger.warning("%s", message)
+        return
     if row is not None:
         logger.info("recorded %s (transition %d)", row.phase, row.seq)

@@ -16,6 +16,9 @@ WAITING_BY_PRIORITY = Gauge("schedgen_parsejobs_waiting", "Queued ParseJobs by p
 ADMITTED = Counter("schedgen_parsejobs_admitted_total", "ParseJobs admitted (Job created)", ["priority"])
 COMPLETED = Counter("schedgen_parsejobs_completed_total", "ParseJobs finished",
                     ["kind", "outcome", "reason"])
+RECORDS_ABANDONED = Counter("schedgen_records_abandoned_total",
+                            "Deleted ParseJobs let go without their last row: Postgres stayed unavailable "
+                            "for SCHEDGEN_FINALIZE_RECORD_TIMEOUT_SECONDS")
 RATE_LIMITED = Counter("schedgen_admissions_rate_limited_total",
                        "Scheduling ticks in which the token bucket held admissions back")
 ADMISSION_BLOCKED = Counter("schedgen_admission_blocked_total",

@@ -1,0 +1,94 @@
+"""Operator hygiene on real nodes: a Job that only carries the right labels does not
+decide a ParseJob, and a finalizer never blocks a deletion forever (a black-holed
+Postgres: the object goes after the bound, with a Warning Event and a metric)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from operator_e2e import wait_for
+from schedgen.parsejob import (GROUP, LABEL_MANAGED_BY, LABEL_PARSEJOB, LABEL_PARSEJOB_UID, MANAGED_BY, PLURAL,
+                               VERSION)
+
+pytestmark = [pytest.mark.cluster]
+
+
+class SilentPort:
+    """Accepts TCP connections and never answers (a black-holed database)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)  # kept open, never read from or written to
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def phase(c, ns: str, name: str) -> str | None:
+    return (c.get(ns, name).get("status") or {}).get("phase")
+
+
+def test_a_labelled_job_without_owner_reference_does_not_decide_a_parsejob(operator_cluster, start_operator):
+    c = operator_cluster
+    c.set_runtime(maxConcurrent=0)  # nothing is admitted: the ParseJob stays Queued
+    start_operator()
+    ns = c.tenant_namespace("impostor")
+    uid = c.submit(ns, "pj", "uploads/none.pdf")["metadata"]["uid"]
+    wait_for(lambda: phase(c, ns, "pj") == "Queued", 60, what="Queued")
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PARSEJOB_UID: uid, LABEL_PARSEJOB: "pj"}
+    c.batch.create_namespaced_job(ns, {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "impostor", "labels": labels},
+        "spec": {"suspend": True, "template": {"metadata": {"labels": labels}, "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "runner", "image": c.runner_image, "command": ["true"]}]}}}})
+    # Before, a Job labelled with the ParseJob's uid was adopted: the ParseJob went Running.
+    time.sleep(5)  # ten ticks and more
+    status = c.get(ns, "pj")["status"]
+    assert status["phase"] == "Queued" and not status.get("jobName"), status
+    c.set_runtime(maxConcurrent=1)  # admitted now: its own Job, not the impostor
+    wait_for(lambda: phase(c, ns, "pj") in ("Running", "Succeeded", "Failed"), 60, what="admitted")
+    status = c.get(ns, "pj")["status"]
+    assert status["jobName"] != "impostor"
+    job = c.batch.read_namespaced_job(status["jobName"], ns)
+    assert [(r.kind, r.uid, r.controller) for r in job.metadata.owner_references] == [("ParseJob", uid, True)]
+
+
+def test_the_finalizer_gives_up_on_a_black_holed_postgres(operator_cluster, start_operator):
+    c = operator_cluster
+    c.set_runtime(maxConcurrent=0)
+    hole = SilentPort()
+    try:
+        op = start_operator(SCHEDGEN_DATABASE_URL=f"postgresql://schedgen@127.0.0.1:{hole.port}/schedgen",
+                            SCHEDGEN_FINALIZE_RECORD_TIMEOUT_SECONDS="8")
+        ns = c.tenant_namespace("abandon")
+        c.submit(ns, "pj", "uploads/none.pdf")
+        wait_for(lambda: phase(c, ns, "pj") == "Queued", 60, what="Queued (the scheduler never waits on Postgres)")
+        t0 = time.monotonic()
+        c.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pj")
+        wait_for(lambda: not c.parsejobs(ns), 90, what="the ParseJob to go")
+        took = time.monotonic() - t0
+        assert 8 <= took < 90, took  # held while it retried, then let go
+        wait_for(lambda: any(e.reason == "RecordAbandoned" and e.type == "Warning" for e in c.events_for(ns, "pj")),
+                 30, what="the RecordAbandoned Event")
+        assert (op.metric("schedgen_records_abandoned_total") or 0) >= 1
+        assert (op.metric("schedgen_records_errors_total") or 0) >= 1  # the records loop timed out and retries
+    finally:
+        hole.close()
