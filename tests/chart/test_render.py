@@ -50,6 +50,8 @@ BAD_VALUES = [
     ({"runner": {"image": {"digest": "sha256:nope"}}}, "/runner/image/digest"),
     ({"api": {"service": {"type": "Ingress"}}}, "/api/service/type"),
     ({"postgres": {"password": "hunter2"}}, "password"),  # no credentials in values
+    ({"runner": {"s3Secret": "schedgen-runner"}}, "s3Secret"),  # the runner holds no secrets
+    ({"networkPolicy": {"postgres": {"ports": [{"port": 5432}]}}}, "postgres"),  # nor reaches Postgres
 ]
 
 
@@ -125,6 +127,28 @@ def test_values_reach_the_operator_and_the_configmap():
     assert sm["metadata"]["labels"]["release"] == "prom"
     assert {d["metadata"]["namespace"] for d in find(docs, "NetworkPolicy", "schedgen-runner")} == \
         {"team-a", "schedgen-system"}
+    # the operator presigns the runner's URLs with its own S3 credentials (by reference)
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "schedgen-s3", "key": "AWS_ACCESS_KEY_ID"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "schedgen-s3"
+    assert env["SCHEDGEN_RESULTS_BUCKET"]["value"] == ""
+    assert not {"SCHEDGEN_S3_SECRET", "SCHEDGEN_DATABASE_SECRET"} & set(env)
+
+
+def test_runner_pods_reach_dns_and_s3_only():
+    docs = render({"networkPolicy": {"s3": {"ports": [{"port": 9000, "protocol": "TCP"}],
+                                            "to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]}}})
+    policy = one(docs, "NetworkPolicy", "schedgen-runner")
+    assert policy["spec"]["ingress"] == [] and set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    egress = policy["spec"]["egress"]
+    assert len(egress) == 2
+    assert {p["port"] for p in egress[0]["ports"]} == {53}
+    assert egress[1] == {"ports": [{"port": 9000, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]}
+    assert "5432" not in json.dumps(policy)
+    default = one(render({}), "NetworkPolicy", "schedgen-runner")
+    assert [p["port"] for p in default["spec"]["egress"][1]["ports"]] == [443]
+    op = one(render({}), "Deployment", "schedgen-operator")
+    env = {e["name"] for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "AWS_ACCESS_KEY_ID" not in env  # no existingSecret: the pod's ambient credentials
 
 
 def test_chart_crds_are_the_repository_crds():

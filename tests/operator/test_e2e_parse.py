@@ -1,13 +1,16 @@
-"""ParseJobs end to end: S3 -> operator -> Job -> runner container on a real node -> Postgres -> status."""
+"""ParseJobs end to end: S3 -> operator -> Job -> runner container on a real node (presigned
+URLs only) -> result object -> operator -> Postgres -> status."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+import urllib.parse
 
 import pytest
 
+from credentials import assert_no_credentials
 from operator_e2e import FIXTURES, GROUP, PLURAL, VERSION, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -16,8 +19,10 @@ REAL = [("UP_MOD_XLS.pdf", "lecture", 30), ("UP_TST_PDF.pdf", "test", 12), ("UP_
 
 
 class BlackHole:
-    """A TCP port that accepts connections and never answers (a hung database). It listens
-    on every interface: runner pods reach it at their cluster's host address."""
+    """A TCP port that accepts connections and never answers (a hung S3 endpoint), until
+    `forward_to` makes it a plain relay to the real one. It listens on every interface:
+    runner pods reach it at their cluster's host address. Presigned URLs for it stay
+    valid through the relay: the Host header they are signed for passes unchanged."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
@@ -26,19 +31,38 @@ class BlackHole:
         self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
         self.stop = False
+        self.target: tuple[str, int] | None = None
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def dsn(self, cluster, connect_timeout: int) -> str:
-        """A DSN of this hole as runner pods of `cluster` reach it."""
-        return f"postgresql://x@{cluster.host_address}:{self.port}/x?connect_timeout={connect_timeout}"
+    def endpoint(self, cluster) -> str:
+        """This hole as an S3 endpoint URL for runner pods of `cluster` (and the operator)."""
+        return f"http://{cluster.host_address}:{self.port}"
+
+    def forward_to(self, endpoint_url: str) -> None:
+        parts = urllib.parse.urlsplit(endpoint_url)
+        self.target = (parts.hostname, parts.port or 80)
 
     def _accept(self) -> None:
         while not self.stop:
             try:
                 conn, _ = self.sock.accept()
-                self.conns.append(conn)
             except OSError:
                 return
+            self.conns.append(conn)
+            if self.target is not None:
+                upstream = socket.create_connection(self.target)
+                self.conns.append(upstream)
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def close(self) -> None:
         self.stop = True
@@ -72,6 +96,12 @@ def test_real_pdfs_succeed_with_their_events_in_postgres(operator_cluster, start
         assert {"Admitted", "Succeeded"} <= reasons
         job = c.batch.read_namespaced_job(s["jobName"], ns)
         assert job.metadata.owner_references[0].uid == uid
+        # the Job the operator made holds no credential of any kind, only presigned URLs
+        assert_no_credentials(c.api.sanitize_for_serialization(job),
+                              [c.s3.credentials["AWS_SECRET_ACCESS_KEY"], c.postgres.dsn])
+        for pod in c.pods_of(ns, s["jobName"]):
+            assert_no_credentials({"spec": {"template": c.api.sanitize_for_serialization(pod)}},
+                                  [c.s3.credentials["AWS_SECRET_ACCESS_KEY"]])
 
 
 def test_invalid_pdf_fails_after_exactly_one_pod(operator_cluster, start_operator):
@@ -91,32 +121,31 @@ def test_invalid_pdf_fails_after_exactly_one_pod(operator_cluster, start_operato
 
 def test_transient_failures_are_retried_up_to_max_retries(operator_cluster, start_operator):
     c = operator_cluster
-    start_operator()
-    # The runner exits 1 (DatabaseUnavailable) when its database is unreachable.
+    # The runner exits 1 (StorageUnavailable) when its S3 endpoint is unreachable.
     closed = socket.socket()
     closed.bind(("", 0))
     port = closed.getsockname()[1]
     closed.close()
-    host = c.cluster.host_address
-    ns = c.tenant_namespace("retry", database_url=f"postgresql://x@{host}:{port}/x?connect_timeout=2")
+    start_operator(SCHEDGEN_S3_ENDPOINT_URL=f"http://{c.cluster.host_address}:{port}")
+    ns = c.tenant_namespace("retry")
     key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
     c.submit(ns, "flaky", key, maxRetries=1, deadlineSeconds=300)
     pj = c.wait_phase(ns, "flaky", timeout=240)
     s = pj["status"]
     assert s["phase"] == "Failed" and s["error"]["reason"] == "BackoffLimitExceeded", s
-    assert s["error"].get("code") == "DatabaseUnavailable"
+    assert s["error"].get("code") == "StorageUnavailable"
     assert s["attempts"] == 2
     assert len(c.pods_of(ns, s["jobName"])) == 2
 
 
 def test_deadline_exceeded(operator_cluster, start_operator):
     c = operator_cluster
-    start_operator()
     hole = BlackHole()
     try:
-        ns = c.tenant_namespace("deadline", database_url=hole.dsn(c.cluster, connect_timeout=60))
+        start_operator(SCHEDGEN_S3_ENDPOINT_URL=hole.endpoint(c.cluster))
+        ns = c.tenant_namespace("deadline")
         key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
-        # each attempt hangs ~5 s on the database, then the Job's backoff outlasts the deadline
+        # each attempt hangs on the download, then the Job's backoff outlasts the deadline
         c.submit(ns, "slow", key, deadlineSeconds=10, maxRetries=5)
         pj = c.wait_phase(ns, "slow", timeout=120)
     finally:
@@ -130,7 +159,7 @@ def test_memory_limit_too_small_is_oomkilled(operator_cluster, start_operator):
     start_operator()
     ns = c.tenant_namespace("oom")
     key = c.s3.put(FIXTURES / "up" / "UP_MOD_XLS.pdf")
-    c.submit(ns, "tight", key, maxRetries=0, resources={"limits": {"memory": "24Mi"}, "requests": {"memory": "24Mi"}})
+    c.submit(ns, "tight", key, maxRetries=0, resources={"limits": {"memory": "16Mi"}, "requests": {"memory": "16Mi"}})
     pj = c.wait_phase(ns, "tight", timeout=120)
     s = pj["status"]
     assert s["phase"] == "Failed" and s["error"]["reason"] == "OOMKilled", s
@@ -138,10 +167,10 @@ def test_memory_limit_too_small_is_oomkilled(operator_cluster, start_operator):
 
 def test_deleting_a_running_parsejob_cancels_it(operator_cluster, start_operator):
     c = operator_cluster
-    start_operator()
     hole = BlackHole()
     try:
-        ns = c.tenant_namespace("cancel", database_url=hole.dsn(c.cluster, connect_timeout=120))
+        start_operator(SCHEDGEN_S3_ENDPOINT_URL=hole.endpoint(c.cluster))
+        ns = c.tenant_namespace("cancel")
         key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
         pj = c.submit(ns, "doomed", key)
         uid = pj["metadata"]["uid"]
@@ -203,18 +232,18 @@ def test_runner_pod_deleted_mid_run_says_why_and_is_retried(operator_cluster, st
     from kubernetes import watch
 
     c = operator_cluster
-    start_operator()
     hole = BlackHole()
     try:
-        ns = c.tenant_namespace("podkill", database_url=hole.dsn(c.cluster, connect_timeout=120))
+        start_operator(SCHEDGEN_S3_ENDPOINT_URL=hole.endpoint(c.cluster))
+        ns = c.tenant_namespace("podkill")
         key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
         uid = c.submit(ns, "victim", key, maxRetries=2, deadlineSeconds=300)["metadata"]["uid"]
         job = c.wait_phase(ns, "victim", phases=("Running",), timeout=60)["status"]["jobName"]
         pod = wait_for(lambda: next((p.metadata.name for p in c.pods_of(ns, job) if p.status.phase == "Running"),
                                     None), 90, what="a running runner pod")
-        time.sleep(3)  # the runner has parsed and now waits on the black-holed database
-        # the next attempt reaches the real database
-        c.core.patch_namespaced_secret("schedgen-runner", ns, {"stringData": {"SCHEDGEN_DATABASE_URL": c.pod_dsn}})
+        time.sleep(3)  # the runner waits on the black-holed store (its download timeout is 15 s)
+        # the next attempt (and the operator) reach the real store through the same URLs
+        hole.forward_to(c.pod_s3_endpoint)
         seen: list = []
         stream = watch.Watch()
         c.core.delete_namespaced_pod(pod, ns)

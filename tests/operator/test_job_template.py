@@ -8,6 +8,7 @@ import pytest
 
 from schedgen.errors import ConfigurationError
 from schedgen.operator.config import OperatorConfig
+from credentials import assert_no_credentials
 from schedgen.operator.job_template import build_job, effective_resources, job_name, parse_quantity
 
 UID = "0b5c9a3e-1111-2222-3333-444455556666"
@@ -20,6 +21,9 @@ def parsejob(**spec) -> dict:
     return {"apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob",
             "metadata": {"name": "my.upload", "namespace": "team-a", "uid": UID, "labels": {"x": "y"}},
             "spec": base}
+
+
+URLS = {"source": "http://s3:9000/b/k.pdf?X-Amz-Signature=a", "result": "http://s3:9000/b/r.json?X-Amz-Signature=b"}
 
 
 def env_of(job: dict) -> dict:
@@ -35,7 +39,7 @@ def test_name_is_deterministic_and_valid():
 
 def test_job_shape():
     cfg = OperatorConfig(priority_classes={"high": "schedgen-high"}, s3_endpoint_url="http://s3:9000")
-    job = build_job(parsejob(), cfg)
+    job = build_job(parsejob(), cfg, URLS)
     spec = job["spec"]
     pod = spec["template"]["spec"]
     c = pod["containers"][0]
@@ -56,12 +60,10 @@ def test_job_shape():
     env = env_of(job)
     assert env["SCHEDGEN_JOB_UID"]["value"] == UID and env["SCHEDGEN_JOB_NAME"]["value"] == "my.upload"
     assert env["SCHEDGEN_TENANT"]["value"] == "team-a"  # defaults to the namespace
-    assert env["SCHEDGEN_S3_BUCKET"]["value"] == cfg.default_bucket
-    assert env["SCHEDGEN_S3_ENDPOINT_URL"]["value"] == "http://s3:9000"
     assert env["SCHEDGEN_SCHEDULE_TYPE"]["value"] == "lecture"
-    for secret_var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "SCHEDGEN_DATABASE_URL"):
-        assert "value" not in env[secret_var]
-        assert env[secret_var]["valueFrom"]["secretKeyRef"]["key"] == secret_var
+    assert env["SCHEDGEN_SOURCE_URL"]["value"] == URLS["source"]
+    assert env["SCHEDGEN_RESULT_URL"]["value"] == URLS["result"]
+    assert_no_credentials(job)
     labels = job["metadata"]["labels"]
     assert labels["schedgen.io/parsejob-uid"] == UID and labels["app.kubernetes.io/managed-by"] == "schedgen-operator"
     assert spec["template"]["metadata"]["labels"]["schedgen.io/parsejob-uid"] == UID

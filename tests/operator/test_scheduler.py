@@ -6,12 +6,14 @@ import asyncio
 import copy
 import itertools
 import json
+import uuid
 
 import pytest
 
 from schedgen.operator.config import OperatorConfig, RuntimeConfig
 from schedgen.operator.scheduler import Scheduler, Stuck
 from schedgen.operator.kube import Conflict, NotFound
+from schedgen.operator.results import ResultStore, result_key
 from schedgen.operator.views import job_view, pod_view
 
 _rv = itertools.count(1)
@@ -20,7 +22,9 @@ _rv = itertools.count(1)
 class FakeKube:
     """Just enough of kube.Kube: ParseJobs, Jobs, status preconditions, events."""
 
-    def __init__(self) -> None:
+    def __init__(self, s3=None) -> None:
+        self.s3 = s3  # the real S3 server: the runner's result objects
+        self.run = uuid.uuid4().hex[:8]  # S3 outlives the test: uids unique per test
         self.parsejobs: dict[tuple[str, str], dict] = {}
         self.jobs: dict[tuple[str, str], dict] = {}
         self.events: list[tuple[str, str, str]] = []
@@ -28,7 +32,7 @@ class FakeKube:
 
     def add(self, name: str, tenant: str = "t", priority: str = "normal", ns: str = "ns", t: int = 0) -> dict:
         body = {"apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob",
-                "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "generation": 1,
+                "metadata": {"name": name, "namespace": ns, "uid": f"uid-{self.run}-{name}", "generation": 1,
                              "resourceVersion": str(next(_rv)),
                              "creationTimestamp": f"2026-01-01T00:{t // 60:02d}:{t % 60:02d}Z"},
                 "spec": {"source": {"s3": {"key": f"{name}.pdf"}}, "tenant": tenant, "priority": priority,
@@ -85,9 +89,18 @@ class FakeKube:
             pods[(ns, name)] = [pod_view(p) for p in job.get("_pods", [])]
         return pj, jobs, pods
 
+    def put_result(self, name: str, document: bytes | None = None, ns: str = "ns") -> None:
+        """What a runner PUTs to its presigned result URL (default: a 30-event lecture)."""
+        if document is None:
+            event = {"module": "COS 214", "activity": "L1", "day": "Monday", "startTime": "08:30", "venues": ["IT 4-1"]}
+            document = json.dumps({"kind": "lecture", "pages": 2, "seconds": 0.1, "events": [event] * 30}).encode()
+        self.s3.client.put_object(Bucket=self.s3.bucket, Key=result_key(ns, f"uid-{self.run}-{name}"), Body=document)
+
     def finish_job(self, name: str, exit_code: int = 0, message: str | None = None, reason: str | None = None,
-                   job_reason: str | None = None) -> None:
+                   job_reason: str | None = None, result: bool = True) -> None:
         key, job = next((k, j) for k, j in self.jobs.items() if j["metadata"]["labels"]["schedgen.io/parsejob"] == name)
+        if exit_code == 0 and result:
+            self.put_result(name, ns=key[0])
         msg = message if message is not None else json.dumps({"ok": True, "kind": "lecture", "events": 30,
                                                               "pages": 2, "seconds": 0.1})
         job.setdefault("_pods", []).append({
@@ -115,11 +128,16 @@ def phases(kube: FakeKube) -> dict[str, str]:
     return {k[1]: v["status"].get("phase") for k, v in kube.parsejobs.items()}
 
 
+def make_scheduler(kube: FakeKube) -> Scheduler:
+    cfg = OperatorConfig(default_bucket=kube.s3.bucket, s3_endpoint_url=kube.s3.endpoint_url)
+    return Scheduler(cfg, kube, results=ResultStore(cfg, kube.s3.client))  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def setup():
-    kube = FakeKube()
+def setup(s3):
+    kube = FakeKube(s3)
     loop = asyncio.new_event_loop()
-    sched = Scheduler(OperatorConfig(), kube)  # type: ignore[arg-type]
+    sched = make_scheduler(kube)
     yield kube, sched, loop
     loop.close()
 
@@ -162,7 +180,7 @@ def test_restart_between_job_creation_and_status_adopts_the_job(setup):
     kube.add("a")
     tick(loop, sched, kube)
     kube.parsejobs[("ns", "a")]["status"] = {}  # as if the status write was lost
-    sched2 = Scheduler(OperatorConfig(), kube)  # a new operator process
+    sched2 = make_scheduler(kube)  # a new operator process
     loop.run_until_complete(sched2.tick(runtime(max_concurrent=1), *kube.indexes()))
     assert phases(kube)["a"] == "Running" and len(kube.jobs) == 1
 
@@ -173,7 +191,7 @@ def test_a_queued_parsejob_with_a_live_job_occupies_a_slot(setup):
     kube.add("b", t=1)
     tick(loop, sched, kube, runtime(max_concurrent=1))
     kube.parsejobs[("ns", "a")]["status"] = {}  # status lost, Job still running
-    sched2 = Scheduler(OperatorConfig(), kube)
+    sched2 = make_scheduler(kube)
     loop.run_until_complete(sched2.tick(runtime(max_concurrent=1), *kube.indexes()))
     running = [n for n, p in phases(kube).items() if p == "Running"]
     assert running == ["a"]
@@ -200,6 +218,39 @@ def test_job_lost(setup):
     kube.parsejobs[("ns", "a")]["status"]["startedAt"] = "2020-01-01T00:00:00.000000Z"
     tick(loop, sched, kube)
     assert kube.parsejobs[("ns", "a")]["status"]["error"]["reason"] == "JobLost"
+
+
+def test_a_vanished_job_that_left_its_result_succeeds(setup):
+    kube, sched, loop = setup
+    kube.add("a")
+    tick(loop, sched, kube)
+    kube.put_result("a")  # the runner finished, then the Job was deleted (TTL, by hand)
+    kube.jobs.clear()
+    for tracked in sched.tracked.values():
+        tracked.job_created = None
+    kube.parsejobs[("ns", "a")]["status"]["startedAt"] = "2020-01-01T00:00:00.000000Z"
+    tick(loop, sched, kube)
+    s = kube.parsejobs[("ns", "a")]["status"]
+    assert s["phase"] == "Succeeded" and s["result"]["events"] == 30 and s["result"]["kind"] == "lecture"
+
+
+@pytest.mark.parametrize("document,fragment", [
+    (None, "wrote no result object"),
+    (b"not json", "not JSON"),
+    (json.dumps({"kind": "lecture", "pages": 1, "seconds": 0.1,
+                 "events": [{"module": "M", "activity": 7}]}).encode(), "activity must be a string"),
+])
+def test_a_bad_result_object_fails_the_parsejob(setup, document, fragment):
+    kube, sched, loop = setup
+    kube.add("a")
+    tick(loop, sched, kube)
+    kube.finish_job("a", result=False)
+    if document is not None:
+        kube.put_result("a", document)
+    tick(loop, sched, kube)
+    s = kube.parsejobs[("ns", "a")]["status"]
+    assert s["phase"] == "Failed" and s["error"]["reason"] == "InvalidResult", s
+    assert fragment in s["error"]["message"]
 
 
 def test_priorities_and_tenant_turns(setup):

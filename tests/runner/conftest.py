@@ -1,4 +1,5 @@
-"""Run `schedgen-runner` as a real subprocess against the session's Postgres and S3."""
+"""Run `schedgen-runner` as a real subprocess against the session's S3, through presigned
+URLs only: the runner's environment holds no credential."""
 
 from __future__ import annotations
 
@@ -29,8 +30,11 @@ class RunnerResult:
 
 
 @pytest.fixture
-def runner_env(tmp_path, postgres, s3):
-    """Environment for one runner process: a fresh job uid, the session services."""
+def runner_env(tmp_path, s3):
+    """Environment for one runner process: a fresh job uid, a presigned PUT for its result
+    object; a test sets SCHEDGEN_SOURCE_URL (runner_testlib.get_url)."""
+    from runner_testlib import put_url, result_key
+
     uid = str(uuid.uuid4())
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -38,16 +42,12 @@ def runner_env(tmp_path, postgres, s3):
         "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
         "AWS_EC2_METADATA_DISABLED": "true",
-        **s3.credentials,
-        "AWS_REGION": "us-east-1",
         "SCHEDGEN_JOB_NAMESPACE": "tenant-a",
         "SCHEDGEN_JOB_NAME": f"job-{uid[:8]}",
         "SCHEDGEN_JOB_UID": uid,
         "SCHEDGEN_TENANT": "tenant-a",
-        "SCHEDGEN_S3_BUCKET": s3.bucket,
-        "SCHEDGEN_S3_KEY": "unset",
-        "SCHEDGEN_S3_ENDPOINT_URL": s3.endpoint_url,
-        "SCHEDGEN_DATABASE_URL": postgres.dsn,
+        "SCHEDGEN_SOURCE_URL": f"{s3.endpoint_url}/{s3.bucket}/unset",
+        "SCHEDGEN_RESULT_URL": put_url(s3, result_key(uid)),
         "SCHEDGEN_TERMINATION_LOG": str(tmp_path / "termination-log"),
     }
 

@@ -19,3 +19,31 @@ def job_row(conn, uid: str) -> dict | None:
     cur = conn.execute("SELECT * FROM parse_jobs WHERE uid = %s", (uid,))
     row = cur.fetchone()
     return dict(zip([c.name for c in cur.description], row)) if row else None
+
+
+# --- presigned URLs, as the operator hands them to the runner -----------------------
+
+
+def get_url(s3, key: str, expires: int = 300) -> str:
+    return s3.client.generate_presigned_url("get_object", Params={"Bucket": s3.bucket, "Key": key},
+                                            ExpiresIn=expires)
+
+
+def put_url(s3, key: str, expires: int = 300) -> str:
+    return s3.client.generate_presigned_url("put_object", Params={"Bucket": s3.bucket, "Key": key,
+                                                                   "ContentType": "application/json"},
+                                            ExpiresIn=expires)
+
+
+def result_key(uid: str) -> str:
+    return f"results/tenant-a/{uid}.json"
+
+
+def read_result(s3, uid: str) -> dict | None:
+    import json
+
+    try:
+        obj = s3.client.get_object(Bucket=s3.bucket, Key=result_key(uid))
+    except s3.client.exceptions.NoSuchKey:
+        return None
+    return json.loads(obj["Body"].read())

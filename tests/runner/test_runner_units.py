@@ -44,17 +44,18 @@ def test_hard_timeout_is_cancelled_after_the_block():
 
 REQUIRED = {
     "SCHEDGEN_JOB_NAMESPACE": "ns", "SCHEDGEN_JOB_NAME": "j", "SCHEDGEN_TENANT": "t",
-    "SCHEDGEN_JOB_UID": "6F9619FF-8B86-D011-B42D-00C04FC964FF", "SCHEDGEN_S3_BUCKET": "b",
-    "SCHEDGEN_S3_KEY": "k", "SCHEDGEN_DATABASE_URL": "postgresql://x@h/db",
+    "SCHEDGEN_JOB_UID": "6F9619FF-8B86-D011-B42D-00C04FC964FF", 
+    "SCHEDGEN_SOURCE_URL": "https://s3.example/b/k.pdf?X-Amz-Signature=s",
+    "SCHEDGEN_RESULT_URL": "https://s3.example/b/results/ns/r.json?X-Amz-Signature=s",
 }
 
 
 def test_config_defaults():
     cfg = config.load(REQUIRED)
     assert cfg.job_uid == "6f9619ff-8b86-d011-b42d-00c04fc964ff"
-    assert (cfg.aws_region, cfg.schedule_type, cfg.max_bytes, cfg.max_pages) == ("us-east-1", "auto", 10 * 2**20, 100)
+    assert (cfg.schedule_type, cfg.max_bytes, cfg.max_pages) == ("auto", 10 * 2**20, 100)
     assert (cfg.parse_timeout_seconds, cfg.max_memory_mb, cfg.log_format) == (60.0, 512, "json")
-    assert cfg.termination_log == "/dev/termination-log" and cfg.s3_endpoint_url is None
+    assert cfg.termination_log == "/dev/termination-log" and cfg.source_url.startswith("https://")
 
 
 def test_termination_path_precedence():
@@ -67,6 +68,7 @@ def test_termination_path_precedence():
     ("SCHEDGEN_MAX_PAGES", "0"), ("SCHEDGEN_PARSE_TIMEOUT_SECONDS", "nan"),
     ("SCHEDGEN_PARSE_TIMEOUT_SECONDS", "inf"), ("SCHEDGEN_MAX_MEMORY_MB", "-1"),
     ("SCHEDGEN_LOG_FORMAT", "xml"), ("SCHEDGEN_JOB_NAME", " "),
+    ("SCHEDGEN_SOURCE_URL", "file:///etc/passwd"), ("SCHEDGEN_RESULT_URL", "s3://b/k"),
 ])
 def test_config_rejects(name, value):
     with pytest.raises(ConfigurationError, match=name):

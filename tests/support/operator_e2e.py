@@ -87,14 +87,10 @@ class Cluster:
     def pod_s3_endpoint(self) -> str:
         return self.s3.server.endpoint_for(self.cluster.host_address)
 
-    # --- namespaces with the runner's Secret ------------------------------------------
-    def tenant_namespace(self, prefix: str, database_url: str | None = None) -> str:
+    # --- tenant namespaces: no Secret, the runner gets presigned URLs only ------------
+    def tenant_namespace(self, prefix: str) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:5]}"
         self.core.create_namespace({"metadata": {"name": name, "labels": {"schedgen.test": "true"}}})
-        self.core.create_namespaced_secret(name, {
-            "metadata": {"name": "schedgen-runner"},
-            "stringData": {**self.s3.credentials,
-                           "SCHEDGEN_DATABASE_URL": database_url or self.pod_dsn}})
         self.namespaces.append(name)
         return name
 
@@ -184,7 +180,10 @@ def operator_env(operator_cluster: Cluster, **overrides) -> dict[str, str]:
         "SCHEDGEN_OPERATOR_NAMESPACE": OPERATOR_NS,
         "SCHEDGEN_OPERATOR_CONFIGMAP": CONFIGMAP,
         "SCHEDGEN_DATABASE_URL": operator_cluster.postgres.dsn,
-        "SCHEDGEN_S3_ENDPOINT_URL": operator_cluster.pod_s3_endpoint,  # handed to the runner Jobs
+        # presigned URLs are signed for the host the runner pods reach; the operator
+        # reaches that address too, for the result objects
+        "SCHEDGEN_S3_ENDPOINT_URL": operator_cluster.pod_s3_endpoint,
+        **operator_cluster.s3.credentials,  # the operator's own S3 credentials (it presigns)
         "SCHEDGEN_RUNNER_IMAGE": operator_cluster.runner_image,
         "SCHEDGEN_IMAGE_PULL_POLICY": "Never",  # nodes never pull: the image is imported
         "SCHEDGEN_DEFAULT_BUCKET": operator_cluster.s3.bucket,

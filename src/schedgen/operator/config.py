@@ -91,9 +91,11 @@ class OperatorConfig:
     default_bucket: str = "schedgen-uploads"
     s3_endpoint_url: str = ""
     aws_region: str = "us-east-1"
-    # Secrets in the ParseJob's namespace, referenced (never copied) by the Job.
-    s3_secret: str = "schedgen-runner"
-    database_secret: str = "schedgen-runner"
+    # The runner holds no secrets: it gets two presigned URLs (operator/results.py).
+    # Result objects go to results/<namespace>/<uid>.json here (empty: default_bucket).
+    results_bucket: str = ""
+    result_max_bytes: int = 4 * 1024 * 1024  # a result object's size cap
+    result_max_events: int = 5000  # a result object's event-count cap
     database_url: str = ""  # the operator's own DSN (records)
     log_format: str = "json"
     max_bytes: int = 10 * 1024 * 1024

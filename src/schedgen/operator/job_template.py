@@ -3,8 +3,9 @@
 Everything a reader needs to audit what runs in the cluster is in `build_job`:
 deterministic name, owner reference, resources (defaults, a spec may ask less, never
 more than the operator's maximum), deadline, retries, pod failure policy, TTL,
-restricted security context, no service-account token, credentials only by Secret
-reference, optional PriorityClass and placement (nodeSelector, tolerations, affinity).
+restricted security context, no service-account token and no credential of any kind
+(the runner gets two short-lived presigned URLs, see results.py), optional
+PriorityClass and placement (nodeSelector, tolerations, affinity).
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ def _valid(value: Any) -> str | None:
 # --- the Job ------------------------------------------------------------------------
 
 
-def build_job(body: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
+def build_job(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Job; `urls` are the runner's presigned {"source": GET, "result": PUT} URLs
+    (results.ResultStore.urls); without them (only to learn the Job's name) they are empty."""
+    urls = urls or {}
     meta = body["metadata"]
     spec = body.get("spec") or {}
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -141,12 +145,8 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
         {"name": "SCHEDGEN_JOB_NAME", "value": name},
         {"name": "SCHEDGEN_JOB_UID", "value": uid},
         {"name": "SCHEDGEN_TENANT", "value": tenant},
-        {"name": "SCHEDGEN_S3_BUCKET", "value": bucket_of(body, cfg)},
-        {"name": "SCHEDGEN_S3_KEY", "value": key_of(body)},
-        {"name": "AWS_REGION", "value": cfg.aws_region},
-        _secret_env("AWS_ACCESS_KEY_ID", cfg.s3_secret),
-        _secret_env("AWS_SECRET_ACCESS_KEY", cfg.s3_secret),
-        _secret_env("SCHEDGEN_DATABASE_URL", cfg.database_secret),
+        {"name": "SCHEDGEN_SOURCE_URL", "value": urls.get("source", "")},
+        {"name": "SCHEDGEN_RESULT_URL", "value": urls.get("result", "")},
         {"name": "SCHEDGEN_SCHEDULE_TYPE", "value": spec.get("scheduleType") or "auto"},
         {"name": "SCHEDGEN_MAX_BYTES", "value": str(cfg.max_bytes)},
         {"name": "SCHEDGEN_MAX_PAGES", "value": str(cfg.max_pages)},
@@ -154,8 +154,6 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
         {"name": "SCHEDGEN_MAX_MEMORY_MB", "value": str(cfg.runner_max_memory_mb)},
         {"name": "SCHEDGEN_LOG_FORMAT", "value": cfg.log_format},
     ]
-    if cfg.s3_endpoint_url:
-        env.insert(6, {"name": "SCHEDGEN_S3_ENDPOINT_URL", "value": cfg.s3_endpoint_url})
     container: dict[str, Any] = {
         "name": RUNNER_CONTAINER,
         "image": cfg.runner_image,
@@ -210,7 +208,7 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
                     # Bad input never gets better: fail the Job after this one pod.
                     {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER,
                                                           "operator": "In", "values": [EXIT_BAD_INPUT]}},
-                    # Neither does a misconfigured runner (wrong Secret, bad env).
+                    # Neither does a misconfigured runner (bad env).
                     {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER,
                                                           "operator": "In", "values": [EXIT_MISCONFIGURED]}},
                     # Evictions, preemption, node drains: not the runner's fault, retry free.
@@ -224,10 +222,6 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
     # kopf.adopt copies the owner's labels too; ours must win.
     job["metadata"]["labels"].update(labels)
     return job
-
-
-def _secret_env(key: str, secret: str) -> dict[str, Any]:
-    return {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
 def _label_value(value: str) -> str:

@@ -9,7 +9,8 @@ Reasons (status.error.reason):
     OOMKilled             the last failed container was OOM-killed (memory limit)
     DeadlineExceeded      activeDeadlineSeconds passed
     BackoffLimitExceeded  transient failures (exit 1, ...) beyond maxRetries
-    JobLost               the Job vanished before it finished (decided by the reconciler)
+    JobLost               the Job vanished before it finished, leaving no result object
+    InvalidResult         the result object is missing, too big or fails the schema check
 """
 
 from __future__ import annotations
@@ -103,3 +104,7 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
 
 def job_lost(message: str = "the Job disappeared before it finished", attempts_seen: int = 0) -> Outcome:
     return Outcome("Failed", "JobLost", message, attempts=attempts_seen)
+
+
+def invalid_result(message: str, attempts_seen: int = 0) -> Outcome:
+    return Outcome(FAILED, "InvalidResult", _short(message), code="InvalidResult", attempts=attempts_seen)

@@ -32,6 +32,7 @@ from .config import OperatorConfig, RuntimeConfig
 from .job_template import build_job, job_name, priority_of, tenant_of
 from .kube import Conflict, Kube, NotFound
 from .outcome import Outcome, attempts, classify, job_lost
+from .results import ResultStore
 from .views import epoch_of
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,10 @@ class Snapshot:
 
 
 class Scheduler:
-    def __init__(self, cfg: OperatorConfig, kube: Kube, clock=time.monotonic, wall=time.time):
+    def __init__(self, cfg: OperatorConfig, kube: Kube, clock=time.monotonic, wall=time.time, results=None):
         self.cfg = cfg
         self.kube = kube
+        self.results: ResultStore = results or ResultStore(cfg)  # presigns; reads the runners' results
         self.clock = clock
         self.wall = wall
         self.bucket = admission.TokenBucket(20.0, 20, clock=clock)
@@ -250,6 +252,8 @@ class Scheduler:
                 tracked.finish_seen = self.clock()
             if self.clock() - tracked.finish_seen < POD_VIEW_GRACE_SECONDS:
                 return None  # the pods' final states are still on their way through the watch
+        if outcome.phase == st.SUCCEEDED:  # the outcome is the result object's to tell
+            return await self.results.outcome(body, outcome)
         return outcome
 
     async def _maybe_lost(self, body: Mapping[str, Any]) -> Outcome | None:
@@ -263,7 +267,9 @@ class Scheduler:
         name = status.get("jobName") or job_name(meta["name"], meta["uid"])
         if await self.kube.job_exists(meta["namespace"], name):
             return None  # the Job exists, the index is lagging
-        return job_lost(f"Job {name} disappeared before it finished", int(status.get("attempts") or 0))
+        # The result object outlives the Job: a good parse is not lost with it.
+        return await self.results.outcome(body, None) or job_lost(
+            f"Job {name} disappeared before it finished", int(status.get("attempts") or 0))
 
     async def _record_attempts(self, body: Mapping[str, Any], tries: int) -> None:
         meta = body["metadata"]
@@ -338,7 +344,7 @@ class Scheduler:
         if why:  # the namespace's tenant binding (chart templates/tenant-binding.yaml), checked again
             await self._finish(body, Outcome(st.FAILED, "TenantMismatch", why))
             return None  # not admitted
-        job = build_job(body, self.cfg)
+        job = build_job(body, self.cfg, None if adopted else self.results.urls(body))
         name = job["metadata"]["name"]
         if not adopted:
             await self.kube.create_job(job)  # False: it already exists (a retry), fine

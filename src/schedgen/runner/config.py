@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from schedgen.errors import ConfigurationError
 
@@ -30,23 +31,18 @@ class RunnerConfig:
     """`SCHEDGEN_JOB_UID` (required): the ParseJob's metadata.uid (a UUID); key of its rows."""
     tenant: str
     """`SCHEDGEN_TENANT` (required): tenant that owns the job, recorded on the parse_jobs row."""
-    s3_bucket: str
-    """`SCHEDGEN_S3_BUCKET` (required): bucket holding the uploaded PDF."""
-    s3_key: str
-    """`SCHEDGEN_S3_KEY` (required): object key of the uploaded PDF."""
-    database_url: str
-    """`SCHEDGEN_DATABASE_URL` (required): Postgres DSN (libpq URL or key=value) for the events."""
-    s3_endpoint_url: str | None = None
-    """`SCHEDGEN_S3_ENDPOINT_URL` (optional): S3-compatible endpoint (MinIO, moto); unset = AWS.
-    Credentials come from the usual AWS variables (`AWS_ACCESS_KEY_ID`, ...)."""
-    aws_region: str = "us-east-1"
-    """`AWS_REGION` (default `us-east-1`): region for the S3 client."""
+    source_url: str
+    """`SCHEDGEN_SOURCE_URL` (required): presigned GET URL of the uploaded PDF (http/https)."""
+    result_url: str
+    """`SCHEDGEN_RESULT_URL` (required): presigned PUT URL of the result object; the runner
+    writes its summary and events there as one JSON document. The runner holds no
+    credentials: these two short-lived URLs are all it can reach."""
     schedule_type: str = "auto"
     """`SCHEDGEN_SCHEDULE_TYPE` (`auto`|`lecture`|`test`|`exam`, default `auto`): expected
     schedule kind; `auto` detects it from the first page."""
     max_bytes: int = 10 * 1024 * 1024
     """`SCHEDGEN_MAX_BYTES` (default 10485760 = 10 MiB): larger objects are rejected
-    (`TooLarge`) before download, and the download is cut off past it."""
+    (`TooLarge`) by their Content-Length, and the download is cut off past it."""
     max_pages: int = 100
     """`SCHEDGEN_MAX_PAGES` (default 100): more pages fail with `TooManyPages`."""
     parse_timeout_seconds: float = 60.0
@@ -101,6 +97,12 @@ def load(env: Mapping[str, str] | None = None) -> RunnerConfig:
             problems.append(f"{name}={value!r} must be one of {', '.join(options)}")
         return value
 
+    def url(name: str) -> str:
+        value = text(name)
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            problems.append(f"{name} must be an http(s) URL")
+        return value
+
     uid = text("SCHEDGEN_JOB_UID")
     if uid:
         try:
@@ -112,11 +114,8 @@ def load(env: Mapping[str, str] | None = None) -> RunnerConfig:
         job_name=text("SCHEDGEN_JOB_NAME"),
         job_uid=uid,
         tenant=text("SCHEDGEN_TENANT"),
-        s3_bucket=text("SCHEDGEN_S3_BUCKET"),
-        s3_key=text("SCHEDGEN_S3_KEY"),
-        database_url=text("SCHEDGEN_DATABASE_URL"),
-        s3_endpoint_url=text("SCHEDGEN_S3_ENDPOINT_URL", required=False) or None,
-        aws_region=text("AWS_REGION", required=False) or "us-east-1",
+        source_url=url("SCHEDGEN_SOURCE_URL"),
+        result_url=url("SCHEDGEN_RESULT_URL"),
         schedule_type=choice("SCHEDGEN_SCHEDULE_TYPE", SCHEDULE_TYPES, "auto"),
         max_bytes=int(number("SCHEDGEN_MAX_BYTES", 10 * 1024 * 1024, int, 1)),
         max_pages=int(number("SCHEDGEN_MAX_PAGES", 100, int, 1)),

@@ -1,7 +1,9 @@
 """`schedgen-runner`: the container entrypoint of one ParseJob's Kubernetes Job.
 
-Steps: config -> S3 head + download -> parse (time, page and memory bounded) -> write
-events to Postgres -> JSON summary in the termination-message file. The exit code tells
+Steps: config -> download the PDF (presigned GET) -> parse (time, page and memory
+bounded) -> PUT the summary and events as one JSON result object (presigned PUT) ->
+JSON summary in the termination-message file. The runner holds no secrets: no S3 keys,
+no DSN, no token; the operator reads the result object and writes Postgres. The exit code tells
 the Job's pod failure policy what to do: 0 ok, 2 bad input (never retry), 1 transient
 (retry), 3 misconfigured.
 """
@@ -19,7 +21,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from schedgen import db
 from schedgen.errors import InternalError, Interrupted, MemoryLimitExceeded, SchedgenError
 from schedgen.models import ParseResult
 from schedgen.parsejob import RunnerSummary
@@ -109,16 +110,21 @@ def _lift_memory_limit() -> None:
 # --- the run -----------------------------------------------------------------------
 
 
+def result_document(result: ParseResult) -> dict:
+    """The result object: the summary fields and every event (camelCase, as models.Event
+    serialises them). The operator reads it as untrusted input (operator/results.py)."""
+    summary = result.summary()
+    return {"kind": summary["kind"], "pages": summary["pages"], "seconds": summary["seconds"],
+            "events": [e.to_json() for e in result.events]}
+
+
 def run(cfg: configmod.RunnerConfig) -> ParseResult:
-    job = db.JobRef(
-        uid=cfg.job_uid, namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant,
-        source_bucket=cfg.s3_bucket, source_key=cfg.s3_key, schedule_type=cfg.schedule_type,
-    )
-    with tempfile.TemporaryDirectory(prefix="schedgen-runner-") as tmp:
+    # ignore_cleanup_errors: under the memory limit the cleanup itself may fail (ENOMEM)
+    # while a MemoryError unwinds; the pod's emptyDir goes with the pod anyway.
+    with tempfile.TemporaryDirectory(prefix="schedgen-runner-", ignore_cleanup_errors=True) as tmp:
         pdf = Path(tmp) / "source.pdf"
-        client = storage.make_client(cfg.s3_endpoint_url, cfg.aws_region)
-        size = storage.download(client, cfg.s3_bucket, cfg.s3_key, pdf, cfg.max_bytes)
-        _info("downloaded source", bucket=cfg.s3_bucket, key=cfg.s3_key, bytes=size)
+        size = storage.download(cfg.source_url, pdf, cfg.max_bytes)
+        _info("downloaded source", source=storage.redact(cfg.source_url), bytes=size)
 
         limits = parsing.Limits(max_pages=cfg.max_pages, max_seconds=cfg.parse_timeout_seconds)
         started = time.monotonic()
@@ -127,9 +133,8 @@ def run(cfg: configmod.RunnerConfig) -> ParseResult:
             result.seconds = time.monotonic() - started
         _info("parsed", **result.summary(), warnings=len(result.warnings))
 
-    with db.connect(cfg.database_url) as conn:
-        db.write_events(conn, job, result)
-    _info("events written", events=len(result.events))
+    storage.upload(cfg.result_url, json.dumps(result_document(result)).encode("utf-8"))
+    _info("result written", result=storage.redact(cfg.result_url), events=len(result.events))
     return result
 
 

@@ -1,95 +1,77 @@
-"""Fetch the uploaded PDF from S3 (or an S3-compatible store) with bounded size and time.
+"""Fetch the uploaded PDF and store the result, both through presigned URLs.
 
-The object is HEADed first so an oversized upload is rejected without transferring
-it; the download is streamed to disk and its byte count re-checked, since the object
-can change between the two requests. Failures map onto typed errors: missing object
--> SourceNotFound (bad input), unreachable store -> StorageUnavailable (transient).
+The runner holds no credentials: the operator hands it a short-lived presigned GET
+for its PDF and a presigned PUT for its result object (plain HTTP, no S3 client). The
+download is streamed to disk and cut off past `max_bytes` (by Content-Length first,
+then by a running count). Failures map onto typed errors: missing object or an
+expired/refused URL -> SourceNotFound (bad input), unreachable store ->
+StorageUnavailable (transient). Messages never contain a URL's query (its signature).
 """
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-
-from schedgen.errors import (
-    ConfigurationError,
-    SourceNotFound,
-    StorageUnavailable,
-    TooLarge,
-)
+from schedgen.errors import SourceNotFound, StorageUnavailable, TooLarge
 
 CHUNK_BYTES = 1024 * 1024
-# Short timeouts and few retries: a stuck store should fail the attempt quickly and
-# let the Job's own retry (with backoff) take over.
-CLIENT_CONFIG = Config(
-    connect_timeout=3,
-    read_timeout=15,
-    retries={"max_attempts": 3, "mode": "standard"},
-)
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
-_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+TIMEOUT_SECONDS = 15.0
 
 
-def make_client(endpoint_url: str | None = None, region: str = "us-east-1") -> Any:
-    """An S3 client; credentials come from boto3's usual chain (env, files, IRSA...)."""
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint_url, region_name=region, config=CLIENT_CONFIG
-    )
+def redact(url: str) -> str:
+    """The URL without its query string (the signature) for messages and logs."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def download(client: Any, bucket: str, key: str, dest: Path, max_bytes: int) -> int:
-    """Write s3://bucket/key to `dest`; returns its size in bytes."""
-    where = f"s3://{bucket}/{key}"
-    head = _call(where, client.head_object, Bucket=bucket, Key=key)
-    size = int(head.get("ContentLength", 0))
-    if size > max_bytes:
-        raise TooLarge(f"{where} is {size} bytes; the limit is {max_bytes}")
-    extra = {"IfMatch": head["ETag"]} if head.get("ETag") else {}
-    response = _call(where, client.get_object, Bucket=bucket, Key=key, **extra)
-    body = response["Body"]
+def download(url: str, dest: Path, max_bytes: int, timeout: float = TIMEOUT_SECONDS) -> int:
+    """Write the object behind the presigned GET `url` to `dest`; returns its size."""
+    where = redact(url)
+    request = urllib.request.Request(url, method="GET")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) only, checked in config
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code in (403, 404):
+            raise SourceNotFound(f"{where} is missing or its URL was refused (HTTP {exc.code})") from None
+        raise StorageUnavailable(f"GET {where}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise StorageUnavailable(f"S3 unreachable for {where}: {getattr(exc, 'reason', exc)}") from None
     written = 0
     try:
-        with open(dest, "wb") as out:
-            while chunk := body.read(CHUNK_BYTES):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise TooLarge(f"{where} grew past the limit of {max_bytes} bytes while downloading")
-                out.write(chunk)
-    except (BotoCoreError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.filename is not None:
+        with response:
+            length = response.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > max_bytes:
+                raise TooLarge(f"{where} is {length} bytes; the limit is {max_bytes}")
+            expected = int(length) if length and length.isdigit() else None
+            with open(dest, "wb") as out:
+                while chunk := response.read(CHUNK_BYTES):
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise TooLarge(f"{where} grew past the limit of {max_bytes} bytes while downloading")
+                    out.write(chunk)
+    except OSError as exc:
+        if exc.filename is not None:
             raise  # local disk trouble, not the store's
         raise StorageUnavailable(f"download of {where} was interrupted: {exc}") from None
-    finally:
-        body.close()
-    if written < size:
-        raise StorageUnavailable(f"download of {where} stopped at {written} of {size} bytes")
+    if expected is not None and written < expected:
+        raise StorageUnavailable(f"download of {where} stopped at {written} of {expected} bytes")
     return written
 
 
-def _call(where: str, method: Any, **kwargs: Any) -> dict:
+def upload(url: str, data: bytes, timeout: float = TIMEOUT_SECONDS) -> None:
+    """PUT `data` (JSON) to the presigned PUT `url`."""
+    where = redact(url)
+    request = urllib.request.Request(url, data=data, method="PUT",
+                                     headers={"Content-Type": "application/json"})
     try:
-        return method(**kwargs)
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        if code in _NOT_FOUND or status == 404:
-            raise SourceNotFound(f"{where} does not exist") from None
-        if code in _DENIED or status == 403:
-            raise ConfigurationError(f"access to {where} denied ({code}); check the runner's S3 credentials") from None
-        if code in ("412", "PreconditionFailed"):
-            raise StorageUnavailable(f"{where} changed during download") from None
-        raise StorageUnavailable(f"S3 error on {where}: {code or status} {error.get('Message', '')}".strip()) from None
-    except (NoCredentialsError, PartialCredentialsError) as exc:
-        raise ConfigurationError(f"no usable S3 credentials: {exc}") from None
-    except BotoCoreError as exc:  # connection refused, timeouts, DNS, TLS...
-        raise StorageUnavailable(f"S3 unreachable for {where}: {exc}") from None
+        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310
+            pass
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise StorageUnavailable(f"PUT {where}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise StorageUnavailable(f"S3 unreachable for {where}: {getattr(exc, 'reason', exc)}") from None

@@ -1,0 +1,120 @@
+"""operator.results: presigned URLs for the runner, its result object read as untrusted
+input and recorded in Postgres, against the real S3 server and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from schedgen import db
+from schedgen.models import Event, ParseResult, ScheduleKind
+from schedgen.operator.config import OperatorConfig
+from schedgen.operator.results import InvalidResult, ResultStore, parse_document, result_key
+from schedgen.runner.main import result_document
+
+LECTURE = Event(module="COS 214", activity="L1", group="G01", day="Monday", start_time="08:30",
+                end_time="09:20", venues=("Centenary 6",), campus="HATFIELD", language="E")
+
+
+def parsejob(s3, key: str = "uploads/x.pdf", deadline: int = 60) -> dict:
+    uid = str(uuid.uuid4())
+    return {"metadata": {"namespace": "team-a", "name": f"pj-{uid[:8]}", "uid": uid},
+            "spec": {"source": {"s3": {"bucket": s3.bucket, "key": key}}, "deadlineSeconds": deadline}}
+
+
+def store(s3, **kw) -> ResultStore:
+    cfg = OperatorConfig(default_bucket=s3.bucket, s3_endpoint_url=s3.endpoint_url, **kw)
+    return ResultStore(cfg, s3.client)
+
+
+def http(method: str, url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if data is not None else {}  # as the runner sends it
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+
+
+def test_urls_are_for_one_key_each_and_expire_after_the_deadline(s3):
+    key = s3.put(b"%PDF-1.4 the upload")
+    body = parsejob(s3, key, deadline=60)
+    urls = store(s3).urls(body)
+    assert http("GET", urls["source"]) == (200, b"%PDF-1.4 the upload")
+    assert http("PUT", urls["source"], b"x")[0] == 403  # a GET URL cannot write
+    assert http("GET", urls["source"].replace(key, key + "x"))[0] == 403
+    assert http("PUT", urls["result"], b"{}")[0] == 200
+    assert http("PUT", urls["result"].replace(".json", "-other.json"), b"{}")[0] == 403
+    assert http("GET", urls["result"])[0] in (400, 403)  # a PUT URL cannot read
+    got = s3.client.get_object(Bucket=s3.bucket, Key=result_key("team-a", body["metadata"]["uid"]))
+    assert got["Body"].read() == b"{}"
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(urls["result"]).query)
+    assert query["X-Amz-Expires"] == ["180"] and query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+
+
+def valid() -> dict:
+    return result_document(ParseResult(kind=ScheduleKind.LECTURE, events=[LECTURE] * 3, pages=1, seconds=0.5))
+
+
+def test_the_runners_document_is_accepted():
+    result = parse_document(json.dumps(valid()).encode(), OperatorConfig())
+    assert result.kind == ScheduleKind.LECTURE and result.events == [LECTURE] * 3 and result.pages == 1
+
+
+@pytest.mark.parametrize("change,fragment", [
+    (lambda d: d.update(kind="timetable"), "kind must be one of"),
+    (lambda d: d.update(pages="1"), "pages"),
+    (lambda d: d.update(events={}), "events must be a list"),
+    (lambda d: d["events"].append([]), "event 3 is not an object"),
+    (lambda d: d["events"][0].update(admin=True), "unknown fields: admin"),
+    (lambda d: d["events"][0].update(module=None), "module must be a string"),
+    (lambda d: d["events"][1].pop("activity"), "event 1 lacks activity"),
+    (lambda d: d["events"][0].update(campus="x" * 1001), "campus must be a string of at most 1000"),
+    (lambda d: d["events"][0].update(venues=[1]), "venues"),
+    (lambda d: d["events"][0].update(startTime="8 o'clock"), "not HH:MM"),
+    (lambda d: d["events"][0].update(date="2025-02-30"), "event 0"),
+    (lambda d: d.update(events=d["events"] * 2), "6 events; the limit is 5"),
+])
+def test_invalid_documents_are_refused(change, fragment):
+    doc = valid()
+    change(doc)
+    with pytest.raises(InvalidResult, match=fragment):
+        parse_document(json.dumps(doc).encode(), OperatorConfig(result_max_events=5))
+
+
+def test_size_cap():
+    data = json.dumps(valid()).encode()
+    with pytest.raises(InvalidResult, match=f"{len(data)} bytes; the limit is 100"):
+        parse_document(data, OperatorConfig(result_max_bytes=100))
+    with pytest.raises(InvalidResult, match="not JSON"):
+        parse_document(b"\xff\xfe", OperatorConfig())
+
+
+def test_collect_writes_events_and_row_in_one_idempotent_step(s3, postgres, pg_conn):
+    results = store(s3, database_url=postgres.dsn)
+    body = parsejob(s3)
+    uid = body["metadata"]["uid"]
+    assert asyncio.run(results.collect(body)) is None  # no result object yet
+    s3.client.put_object(Bucket=s3.bucket, Key=result_key("team-a", uid), Body=json.dumps(valid()).encode())
+    for _ in range(2):  # a restart re-reads the object: same rows, no duplicates
+        found = asyncio.run(results.collect(body))
+        assert found.status_result() == {"kind": "lecture", "events": 3, "pages": 1, "parseSeconds": 0.5}
+        assert db.read_events(pg_conn, uid) == [LECTURE] * 3
+    row = pg_conn.execute("SELECT kind, event_count, namespace, source_key FROM parse_jobs WHERE uid = %s",
+                          (uid,)).fetchone()
+    assert row == ("lecture", 3, "team-a", "uploads/x.pdf")
+
+
+def test_an_oversized_object_is_not_read(s3):
+    results = store(s3, result_max_bytes=1000)
+    body = parsejob(s3)
+    s3.client.put_object(Bucket=s3.bucket, Key=result_key("team-a", body["metadata"]["uid"]), Body=b" " * 5000)
+    with pytest.raises(InvalidResult, match="5000 bytes; the limit is 1000"):
+        asyncio.run(results.collect(body))
