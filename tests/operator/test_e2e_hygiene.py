@@ -92,3 +92,25 @@ def test_the_finalizer_gives_up_on_a_black_holed_postgres(operator_cluster, star
         assert (op.metric("schedgen_records_errors_total") or 0) >= 1  # the records loop timed out and retries
     finally:
         hole.close()
+
+
+def configmap_finalizers(c) -> list[str]:
+    from operator_e2e import CONFIGMAP, OPERATOR_NS
+
+    return list(c.core.read_namespaced_config_map(CONFIGMAP, OPERATOR_NS).metadata.finalizers or [])
+
+
+def test_a_stopped_operator_leaves_no_finalizer_on_its_configmap(operator_cluster, start_operator):
+    """kopf keeps a finalizer on the object carrying its daemons; an operator that stops
+    (helm uninstall deletes it with the ConfigMap) removes it, so the ConfigMap is never
+    stuck Terminating. The next operator adds it again."""
+    from schedgen.parsejob import FINALIZER
+
+    c = operator_cluster
+    op = start_operator()
+    wait_for(lambda: FINALIZER in configmap_finalizers(c), 30, what="kopf's finalizer on the ConfigMap")
+    op.stop()
+    assert not op.running
+    assert FINALIZER not in configmap_finalizers(c)
+    start_operator()
+    wait_for(lambda: FINALIZER in configmap_finalizers(c), 30, what="the finalizer back with a new operator")

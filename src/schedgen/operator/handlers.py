@@ -28,7 +28,7 @@ from typing import Any
 
 import kopf
 
-from schedgen.parsejob import GROUP, LABEL_MANAGED_BY, LABEL_PARSEJOB_UID, MANAGED_BY, PLURAL, VERSION
+from schedgen.parsejob import FINALIZER, GROUP, LABEL_MANAGED_BY, LABEL_PARSEJOB_UID, MANAGED_BY, PLURAL, VERSION
 
 from . import kopf_settings, metrics, retention
 from . import status as st
@@ -64,8 +64,14 @@ async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
 
 
 @kopf.on.cleanup()
-async def close(memo: kopf.Memo, **_: Any) -> None:
+async def close(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     if memo.get("kube") is not None:  # absent if the startup failed
+        try:  # kopf's daemon finalizer on the ConfigMap must not outlive the operator
+            if await memo.kube.release_configmap(memo.cfg.namespace, memo.cfg.configmap, FINALIZER):
+                logger.info("removed the finalizer %s from ConfigMap %s/%s", FINALIZER, memo.cfg.namespace,
+                            memo.cfg.configmap)
+        except Exception as exc:  # noqa: BLE001 - shutting down either way
+            logger.warning("could not remove the finalizer from the operator's ConfigMap: %s", exc)
         memo.kube.close()
 
 

@@ -7,6 +7,11 @@
   CRITICAL for kopf versions that post by level alone). `kopf.event` ignores the
   level, so only the Events we choose are posted.
 * Peering, watching and error delays; namespace-scoped runs skip cluster scanning.
+* Server-side selectors (`settings.watching.label_selectors` / `field_selectors`: kopf
+  passes them as `labelSelector` / `fieldSelector` on every list and watch of the
+  resource): runner Jobs and pods by the managed-by label, ConfigMaps by the operator
+  ConfigMap's name and namespace. The API server streams only those objects; the
+  handlers' `labels=`/`when=` filters (client-side) stay as a second check.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 
 import kopf
 
-from schedgen.parsejob import FINALIZER, KOPF_ANNOTATION_PREFIX, MANAGED_BY
+from schedgen.parsejob import FINALIZER, KOPF_ANNOTATION_PREFIX, LABEL_MANAGED_BY, MANAGED_BY
 
 from .config import OperatorConfig
 
@@ -33,6 +38,23 @@ class NoDiffBaseStorage(kopf.DiffBaseStorage):
         return None
 
 
+def _core(plural: str):
+    return lambda resource: resource.group == "" and resource.plural == plural
+
+
+def _batch(plural: str):
+    return lambda resource: resource.group == "batch" and resource.plural == plural
+
+
+def watch_selectors(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
+    """Server-side filters of the Job, pod and ConfigMap lists and watches."""
+    runners = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    settings.watching.label_selectors[_batch("jobs")] = runners
+    settings.watching.label_selectors[_core("pods")] = runners
+    settings.watching.field_selectors[_core("configmaps")] = (
+        f"metadata.name={cfg.configmap},metadata.namespace={cfg.namespace}")
+
+
 def apply(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_ANNOTATION_PREFIX)
@@ -45,6 +67,7 @@ def apply(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
     settings.peering.lifetime = cfg.peering_lifetime
     settings.watching.server_timeout = 300
     settings.batching.error_delays = (1, 2, 5, 10)
+    watch_selectors(settings, cfg)
     if cfg.watch_namespaces:
         # Namespace-scoped (SCHEDGEN_WATCH_NAMESPACES): serve exactly those namespaces.
         # Without this kopf first lists/watches all Namespaces (forbidden by the chart's

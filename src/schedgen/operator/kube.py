@@ -166,6 +166,26 @@ class Kube:
         except Conflict:
             pass
 
+    async def release_configmap(self, namespace: str, name: str, finalizer: str) -> bool:
+        """Remove kopf's finalizer from the operator's ConfigMap (at shutdown): its daemons
+        are stopped, so nothing is left for the finalizer to wait for, and a `helm
+        uninstall` that deletes the ConfigMap with the operator leaves no object stuck
+        Terminating. The next operator start adds it again. True if it was removed."""
+        try:
+            cm = await self._call("GET", self.core.read_namespaced_config_map, name, namespace)
+        except NotFound:
+            return False
+        finalizers = list(cm.metadata.finalizers or [])
+        if finalizer not in finalizers:
+            return False
+        patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": cm.metadata.resource_version},
+                 {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != finalizer]}]
+        try:
+            await self._call("PATCH", self.core.patch_namespaced_config_map, name, namespace, patch)
+        except (NotFound, Conflict):
+            return False
+        return True
+
     # --- Events ------------------------------------------------------------------------
 
     def emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
