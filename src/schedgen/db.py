@@ -10,9 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import socket
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 
@@ -72,6 +75,12 @@ def scrub(message: str, dsn: str) -> str:
     return message.replace(str(password), "***") if password else message
 
 
+# TCP keepalives and tcp_user_timeout: a peer that vanishes (packets dropped) ends the
+# session within ~30 s instead of the kernel's ~15 min of retransmissions.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+              "tcp_user_timeout": 20000}
+
+
 def connect(dsn: str, *, timeout: float = 5) -> psycopg.Connection:
     """Open an autocommit connection; callers open transactions explicitly."""
     if not dsn:
@@ -81,11 +90,35 @@ def connect(dsn: str, *, timeout: float = 5) -> psycopg.Connection:
     except psycopg.ProgrammingError:
         raise ConfigurationError("the database DSN is not a valid connection string") from None
     try:
-        return psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=True)
+        return psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=True, **KEEPALIVES)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(
             f"cannot connect to Postgres at {describe_dsn(dsn)}: {scrub(str(exc), dsn)}"
         ) from None
+
+
+@contextmanager
+def deadline(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
+    """Bound what `conn` does inside the block, client-side: a server that accepted the
+    connection and stopped answering (a hung or black-holed database: its kernel still
+    acknowledges, so keepalives never fire, and statement_timeout is the server's own)
+    gets its socket shut down after `seconds`, which ends the blocked call with an
+    OperationalError (so DatabaseUnavailable from write_events). Thread-safe: shutdown(2)
+    on a duplicate of the socket, never touching libpq's state from the timer thread."""
+    def cut() -> None:
+        try:
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except Exception:  # noqa: BLE001 - already closed: nothing to cut
+            pass
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _unavailable(exc: psycopg.OperationalError, conn: psycopg.Connection) -> DatabaseUnavailable:

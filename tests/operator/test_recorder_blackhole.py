@@ -126,3 +126,29 @@ def test_a_black_holed_session_times_out_backs_off_and_catches_up(hole, pg_conn)
     assert phase(pg_conn, second["metadata"]["uid"]) == "Running"
     loop.run_until_complete(recorder.disconnect())
     loop.close()
+
+
+def test_an_events_write_to_a_silent_database_ends_at_its_deadline(hole, pg_conn):
+    """The scheduler's events write (results.py: db.write_events in a thread) is bounded
+    by db.deadline: the session goes silent mid-transaction, the call ends with
+    DatabaseUnavailable (retried next tick), nothing half-written."""
+    from schedgen import db
+    from schedgen.errors import DatabaseUnavailable
+    from schedgen.models import Event, ParseResult, ScheduleKind
+
+    h, dsn = hole
+    uid = str(uuid.uuid4())
+    ref = db.JobRef(uid=uid, namespace="ns", name="pj", tenant="t", source_bucket="b", source_key="k.pdf")
+    result = ParseResult(ScheduleKind.LECTURE, [Event(module="COS 214", activity="L1")], pages=1)
+    with db.connect(dsn) as conn:
+        h.open = False  # connected, then silent
+        t0 = time.monotonic()
+        with pytest.raises(DatabaseUnavailable), db.deadline(conn, 2.0):
+            db.write_events(conn, ref, result)
+        assert 2.0 <= time.monotonic() - t0 < 6.0
+    assert phase(pg_conn, uid) is None
+    h.open = True
+    with db.connect(dsn) as conn, db.deadline(conn, 5.0):  # answered in time: the timer never fires
+        db.write_events(conn, ref, result)
+    assert phase(pg_conn, uid) == "Queued"
+    assert pg_conn.execute("SELECT count(*) FROM events WHERE job_uid = %s", (uid,)).fetchone() == (1,)

@@ -33,6 +33,7 @@ from .outcome import Outcome, invalid_result
 log = logging.getLogger(__name__)
 
 MAX_FIELD_CHARS = 1000
+DB_DEADLINE_SECONDS = 20.0  # one events write (db.deadline): a silent database must not hold the tick
 MAX_VENUES = 50
 URL_GRACE_SECONDS = 120
 _EVENT_FIELDS = {camel_case(f.name): f.name for f in fields(Event)}
@@ -184,7 +185,7 @@ class ResultStore:
                             source_key=key_of(body),
                             schedule_type=(body.get("spec") or {}).get("scheduleType") or "auto")
             try:
-                with db.connect(self.cfg.database_url) as conn:
+                with db.connect(self.cfg.database_url) as conn, db.deadline(conn, DB_DEADLINE_SECONDS):
                     db.write_events(conn, job, result)
             except (db.DatabaseUnavailable, db.ConfigurationError) as exc:
                 raise ResultUnavailable(str(exc)) from None
