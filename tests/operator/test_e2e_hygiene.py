@@ -114,3 +114,39 @@ def test_a_stopped_operator_leaves_no_finalizer_on_its_configmap(operator_cluste
     assert FINALIZER not in configmap_finalizers(c)
     start_operator()
     wait_for(lambda: FINALIZER in configmap_finalizers(c), 30, what="the finalizer back with a new operator")
+
+
+def test_a_silent_postgres_never_stops_admission_and_everything_catches_up(operator_cluster, start_operator):
+    """The operator's DSN points at a relay that accepts and never answers: ParseJobs are
+    still admitted and their runners finish (the scheduler loop is not held); completion
+    and records wait for the database (the events are written before Succeeded). When the
+    relay answers again, every ParseJob succeeds and its rows catch up."""
+    import urllib.parse
+
+    from operator_e2e import FIXTURES
+    from test_recorder_blackhole import Hole
+
+    c = operator_cluster
+    parts = urllib.parse.urlsplit(c.postgres.dsn)
+    hole = Hole((parts.hostname, parts.port))
+    hole.open = False
+    try:
+        c.set_runtime(maxConcurrent=2, maxPerTenant=2)
+        op = start_operator(SCHEDGEN_DATABASE_URL=c.postgres.dsn.replace(f":{parts.port}/", f":{hole.port}/"))
+        ns = c.tenant_namespace("silentpg")
+        key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
+        for i in range(3):
+            c.submit(ns, f"pj{i}", key, scheduleType="exam")
+        wait_for(lambda: sum(1 for pj in c.parsejobs(ns) if (pj.get("status") or {}).get("phase") == "Running") == 2,
+                 90, what="two admitted while Postgres is silent")
+        wait_for(lambda: (op.metric("schedgen_records_errors_total") or 0) >= 1, 90,
+                 what="the records loop to time out and retry")
+        hole.open = True
+        items = c.wait_all_finished([ns], timeout=300)
+        assert [pj["status"]["phase"] for pj in items] == ["Succeeded"] * 3, [pj["status"] for pj in items]
+        for pj in items:
+            uid = pj["metadata"]["uid"]
+            wait_for(lambda: (c.row(uid) or (None,))[0] == "Succeeded", 60, what="the row to catch up")
+            assert c.transitions(uid) == [(1, "Queued"), (2, "Running"), (3, "Succeeded")]
+    finally:
+        hole.close()
