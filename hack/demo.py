@@ -205,9 +205,7 @@ def up() -> None:
                             "metadata": {"name": NAMESPACE, "labels": RESTRICTED}})
     dsn = pg.dsn_for(pg.database, host=host)
     secrets = {"schedgen-postgres": {"SCHEDGEN_DATABASE_URL": dsn},
-               "schedgen-s3": s3.credentials,
-               # the runner Jobs' Secret in the namespace where the API creates ParseJobs
-               "schedgen-runner": {**s3.credentials, "SCHEDGEN_DATABASE_URL": dsn}}
+               "schedgen-s3": s3.credentials}  # the runner Jobs need none: presigned URLs
     for name, data in secrets.items():
         kubectl_apply(cluster, {"apiVersion": "v1", "kind": "Secret",
                                 "metadata": {"name": name, "namespace": NAMESPACE}, "stringData": data})

@@ -1,8 +1,9 @@
-"""Postgres access: connections, versioned migrations, and the runner's event writes.
+"""Postgres access: connections, versioned migrations, and the event writes (the
+operator's, from a runner's checked result object: operator/results.py).
 
 Errors that mean "the database is not reachable right now" surface as
-`DatabaseUnavailable` (transient, exit 1) so a Job retry can succeed later; messages
-never contain the DSN's password.
+`DatabaseUnavailable` (transient) so a later attempt can succeed; messages never
+contain the DSN's password.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _DETAIL_FIELDS = (
 
 @dataclass(frozen=True)
 class JobRef:
-    """Identity of the ParseJob whose events are written (from the runner's config)."""
+    """Identity of the ParseJob whose events are written (from the ParseJob)."""
 
     uid: str
     namespace: str

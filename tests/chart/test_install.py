@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from credentials import assert_no_credentials
 from localkube.testing import wait_for
 
 from chartlib import (
@@ -263,12 +264,10 @@ def cluster_release(local_cluster, k8s_api_client, postgres, s3, project_images,
     rel = Release(local_cluster, k8s_api_client, "sg", values, [tenant, other], workdir)
     rel.create_namespaces([tenant, other])
     # The Secrets the chart references (never contains), with the pod-facing addresses: the
-    # operator's and API's DSN and the API's S3 credentials in the release namespace, the
-    # runner's Secret in every namespace where runner Jobs run.
+    # operator's and API's DSN and S3 credentials in the release namespace. Runner Jobs
+    # need none: the operator hands them presigned URLs.
     rel.secret(rel.namespace, "sg-postgres", {"SCHEDGEN_DATABASE_URL": dsn})
     rel.secret(rel.namespace, "sg-s3", s3.credentials)
-    for ns in (rel.namespace, tenant, other):
-        rel.secret(ns, "schedgen-runner", {**s3.credentials, "SCHEDGEN_DATABASE_URL": dsn})
     rel.tenant, rel.other = tenant, other
     try:
         rel.install()
@@ -403,6 +402,9 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
         assert spec.containers[0].image == rel.values["runner"]["image"]["repository"] + ":" + \
             rel.values["runner"]["image"]["tag"]
         assert spec.containers[0].resources.limits["memory"] == "768Mi"
+        # no credential of any kind in the runner Job the installed operator made
+        assert_no_credentials(rel.admin.sanitize_for_serialization(job),
+                              [s3.credentials["AWS_SECRET_ACCESS_KEY"], postgres.dsn])
         pods = rel.core.list_namespaced_pod(ns, label_selector=f"job-name={job.metadata.name}").items
         assert pods, "the runner pod"
         for pod in pods:
@@ -452,8 +454,6 @@ def namespaced_release(local_cluster, k8s_api_client, postgres, s3, project_imag
     rel.create_namespaces([*served, outside])
     rel.secret(rel.namespace, "sgns-postgres", {"SCHEDGEN_DATABASE_URL": dsn})
     rel.secret(rel.namespace, "sgns-s3", s3.credentials)
-    for ns in [rel.namespace, *served, outside]:
-        rel.secret(ns, "schedgen-runner", {**s3.credentials, "SCHEDGEN_DATABASE_URL": dsn})
     rel.outside = outside
     try:
         rel.install()

@@ -5,7 +5,7 @@ dicts), so this module is pure and testable with hand-written objects.
 
 Reasons (status.error.reason):
     InvalidPDF            runner exit 2 (bad input); status.error.code = the runner's code
-    Misconfigured         runner exit 3 (bad env / Secret)
+    Misconfigured         runner exit 3 (bad env)
     OOMKilled             the last failed container was OOM-killed (memory limit)
     DeadlineExceeded      activeDeadlineSeconds passed
     BackoffLimitExceeded  transient failures (exit 1, ...) beyond maxRetries

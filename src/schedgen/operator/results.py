@@ -26,9 +26,10 @@ from schedgen import db
 from schedgen.models import Event, ParseResult, ScheduleKind, camel_case
 from schedgen.parsejob import SCHEDULE_KINDS, SUCCEEDED, RunnerSummary
 
+from . import metrics
 from .config import OperatorConfig
 from .job_template import bucket_of, key_of, tenant_of
-from .outcome import Outcome, invalid_result
+from .outcome import Outcome, invalid_result, job_lost
 
 log = logging.getLogger(__name__)
 
@@ -196,20 +197,23 @@ class ResultStore:
         Raises InvalidResult (a final failure) or ResultUnavailable (retry later)."""
         return await asyncio.to_thread(self._collect, body)
 
-    async def outcome(self, body: Mapping[str, Any], completed: Outcome | None) -> Outcome | None:
-        """The outcome the result object tells, its events already in Postgres. For a
-        completed Job without one: Failed (InvalidResult); for a vanished Job (`completed`
-        None) without one: None, the caller decides JobLost. None also while S3 or
-        Postgres are away: the next tick tries again."""
+    async def outcome(self, body: Mapping[str, Any], completed: Outcome | None,
+                      lost: str = "the Job disappeared before it finished") -> Outcome | None:
+        """The outcome the result object tells, its events already in Postgres: it
+        outlives the Job, so a good parse is never lost with it. Without one: a completed
+        Job is Failed (InvalidResult), a vanished one (`completed` None) JobLost (`lost`).
+        None while S3 or Postgres are away: the next tick tries again."""
         tries = completed.attempts if completed else int((body.get("status") or {}).get("attempts") or 0)
         try:
             found = await self.collect(body)
         except InvalidResult as exc:
             return invalid_result(str(exc), tries)
         except ResultUnavailable as exc:
+            metrics.RESULTS_UNAVAILABLE.inc()
             meta = body["metadata"]
             log.warning("result of %s/%s not readable yet: %s", meta["namespace"], meta["name"], exc)
             return None
         if found is None:
-            return None if completed is None else invalid_result("the Job completed but wrote no result object", tries)
+            return job_lost(lost, tries) if completed is None else invalid_result(
+                "the Job completed but wrote no result object", tries)
         return Outcome(SUCCEEDED, "Completed", "parsed", result=found.status_result(), attempts=max(tries, 1))

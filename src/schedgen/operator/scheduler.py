@@ -31,7 +31,7 @@ from . import status as st
 from .config import OperatorConfig, RuntimeConfig
 from .job_template import build_job, job_name, priority_of, tenant_of
 from .kube import Conflict, Kube, NotFound
-from .outcome import Outcome, attempts, classify, job_lost
+from .outcome import Outcome, attempts, classify
 from .results import ResultStore
 from .views import epoch_of
 
@@ -252,9 +252,7 @@ class Scheduler:
                 tracked.finish_seen = self.clock()
             if self.clock() - tracked.finish_seen < POD_VIEW_GRACE_SECONDS:
                 return None  # the pods' final states are still on their way through the watch
-        if outcome.phase == st.SUCCEEDED:  # the outcome is the result object's to tell
-            return await self.results.outcome(body, outcome)
-        return outcome
+        return await self.results.outcome(body, outcome) if outcome.phase == st.SUCCEEDED else outcome
 
     async def _maybe_lost(self, body: Mapping[str, Any]) -> Outcome | None:
         meta, status = body["metadata"], body.get("status") or {}
@@ -267,9 +265,7 @@ class Scheduler:
         name = status.get("jobName") or job_name(meta["name"], meta["uid"])
         if await self.kube.job_exists(meta["namespace"], name):
             return None  # the Job exists, the index is lagging
-        # The result object outlives the Job: a good parse is not lost with it.
-        return await self.results.outcome(body, None) or job_lost(
-            f"Job {name} disappeared before it finished", int(status.get("attempts") or 0))
+        return await self.results.outcome(body, None, lost=f"Job {name} disappeared before it finished")
 
     async def _record_attempts(self, body: Mapping[str, Any], tries: int) -> None:
         meta = body["metadata"]
