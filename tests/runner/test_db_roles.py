@@ -130,6 +130,9 @@ def test_api_reads_records_and_events_but_cannot_write_them(roles):
                   (ref.uid,))
     assert denied(dsn, "UPDATE events SET module = 'x' WHERE job_uid = %s", (ref.uid,))
     assert denied(dsn, "DELETE FROM events WHERE job_uid = %s", (ref.uid,))
+    assert denied(dsn, "DELETE FROM erased_jobs")
+    assert denied(dsn, "INSERT INTO erased_jobs (uid) VALUES (gen_random_uuid())")
+    assert denied(dsn, "DELETE FROM calendar_feeds")
     assert denied(dsn, "UPDATE parse_jobs SET phase = 'Succeeded' WHERE uid = %s", (ref.uid,))
     assert denied(dsn, "DELETE FROM parse_jobs WHERE uid = %s", (ref.uid,))
     assert denied(dsn, "INSERT INTO parse_job_transitions VALUES (%s, 9, 'Failed', null, null, now())",
@@ -148,3 +151,39 @@ def test_a_user_in_no_role_sees_nothing(roles):
                   "rate_limit_windows", "schema_migrations"):
         assert denied(dsn, f"SELECT * FROM {table}"), table
     assert denied(dsn, "CREATE TABLE sneaky (x int)")
+
+
+def test_api_erases_one_job_only_through_the_function(roles):
+    """Migration 0006: the API deletes a job's rows only by `schedgen_erase_job` (one job,
+    its own tenant's), and the tombstone turns the operator's late writes into no-ops."""
+    ref, other = job_ref(), job_ref()
+    with psycopg.connect(roles["owner"]) as conn:
+        for r in (ref, other):
+            db.write_events(conn, r, ParseResult(ScheduleKind.LECTURE, [EVENT], pages=1, seconds=0.1))
+    api = roles["api"]
+    with psycopg.connect(api, autocommit=True) as conn:
+        conn.execute("INSERT INTO idempotency_keys (tenant, key_hash, content_sha256, namespace, job_name, job_uid)"
+                     " VALUES ('t1', 'k1', 'c', 'ns', %s, %s)", (ref.name, ref.uid))
+        conn.execute("INSERT INTO calendar_feeds (token_hash, tenant, namespace, job_name, job_uid)"
+                     " VALUES ('h', 't1', 'ns', %s, %s)", (ref.name, ref.uid))
+        with pytest.raises(DENIED):  # another tenant's job: refused by the function itself
+            conn.execute("SELECT schedgen_erase_job(%s, 'ns', %s, 'someone-else')", (ref.uid, ref.name))
+        assert conn.execute("SELECT schedgen_erase_job(%s, 'ns', %s, 't1')",
+                            (ref.uid, ref.name)).fetchone() == (1,)
+        for table, column in (("parse_jobs", "uid"), ("events", "job_uid"), ("parse_job_transitions", "job_uid"),
+                              ("idempotency_keys", "job_uid"), ("calendar_feeds", "job_uid")):
+            assert conn.execute(f"SELECT count(*) FROM {table} WHERE {column} = %s", (ref.uid,)).fetchone() == (0,)
+        # the other job is untouched
+        assert conn.execute("SELECT count(*) FROM events WHERE job_uid = %s", (other.uid,)).fetchone() == (1,)
+    # nobody else may call it
+    assert denied(roles["nobody"], "SELECT schedgen_erase_job(%s, 'ns', 'x', 't1')", (other.uid,))
+    assert denied(roles["operator"], "SELECT schedgen_erase_job(%s, 'ns', 'x', 't1')", (other.uid,))
+    # a late write of the operator for the erased uid (its events, its row) leaves nothing
+    with psycopg.connect(roles["operator"]) as conn:
+        db.write_events(conn, ref, ParseResult(ScheduleKind.LECTURE, [EVENT], pages=1, seconds=0.1))
+    late = operator_records(roles["operator"])  # a new uid is recorded as usual
+    with psycopg.connect(roles["owner"], autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM parse_jobs WHERE uid = %s", (ref.uid,)).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM events WHERE job_uid = %s", (ref.uid,)).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM parse_jobs WHERE uid = %s", (late,)).fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM erased_jobs WHERE uid = %s", (ref.uid,)).fetchone() == (1,)
