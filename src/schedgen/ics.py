@@ -2,8 +2,10 @@
 
 Dated events (tests, exams) are placed in Africa/Johannesburg local time. Lectures are
 weekly: each becomes a recurring event from the first matching weekday on or after
-`first_day` until `last_day`. Exams list no end time, so one is assumed
-(`exam_hours`) and the description says so.
+`first_day` until `last_day`, skipping the `exclude`d dates (EXDATE: recess weeks,
+public holidays). Exams list no end time, so one is assumed (`exam_hours`) and the
+description says so. With a fixed `stamp` the output is byte-identical for the same
+events (UIDs are hashes of the event; SEQUENCE 0), so calendar feeds stay stable.
 """
 
 from __future__ import annotations
@@ -21,13 +23,44 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 PRODID = "-//schedgen//UP schedule//EN"
 
 
+MAX_EXCLUSIONS = 50
+MAX_EXCLUSION_DAYS = 366
+
+DateRange = tuple[dt.date, dt.date]  # inclusive
+
+
 class CalendarRangeRequired(ValueError):
     """Lectures recur weekly: a calendar needs the first and last day of the term."""
 
 
+class InvalidExclusion(ValueError):
+    """An `exclude` value that is not a date or an inclusive date range, or too many."""
+
+
+def parse_exclusions(values: list[str] | tuple[str, ...]) -> list[DateRange]:
+    """`2026-04-27` or `2026-03-30..2026-04-03` (inclusive) each; at most 50 values, each
+    range at most 366 days."""
+    if len(values) > MAX_EXCLUSIONS:
+        raise InvalidExclusion(f"at most {MAX_EXCLUSIONS} exclusions")
+    ranges = []
+    for value in values:
+        first, sep, last = value.strip().partition("..")
+        try:
+            start = dt.date.fromisoformat(first)
+            end = dt.date.fromisoformat(last) if sep else start
+        except ValueError:
+            raise InvalidExclusion(f"{value[:40]!r} is not a date (YYYY-MM-DD) or a range (FROM..UNTIL)") from None
+        if end < start:
+            raise InvalidExclusion(f"{value!r}: the range ends before it starts")
+        if (end - start).days >= MAX_EXCLUSION_DAYS:
+            raise InvalidExclusion(f"{value!r}: a range spans at most {MAX_EXCLUSION_DAYS} days")
+        ranges.append((start, end))
+    return ranges
+
+
 def to_ics(kind: ScheduleKind, events: list[Event], *, first_day: dt.date | None = None,
            last_day: dt.date | None = None, exam_hours: float = 3.0,
-           stamp: dt.datetime | None = None) -> bytes:
+           stamp: dt.datetime | None = None, exclude: list[DateRange] | tuple = ()) -> bytes:
     if kind is ScheduleKind.LECTURE and (first_day is None or last_day is None):
         raise CalendarRangeRequired("lecture calendars need a first and last day (--from/--until)")
     if first_day and last_day and last_day < first_day:
@@ -38,15 +71,16 @@ def to_ics(kind: ScheduleKind, events: list[Event], *, first_day: dt.date | None
     calendar.add("version", "2.0")
     calendar.add("x-wr-timezone", str(TIMEZONE))
     for event in events:
-        component = _component(kind, event, first_day, last_day, exam_hours)
+        component = _component(kind, event, first_day, last_day, exam_hours, exclude)
         if component is not None:
             component.add("dtstamp", stamp)
+            component.add("sequence", 0)
             calendar.add_component(component)
     calendar.add_missing_timezones()
     return calendar.to_ical()
 
 
-def _component(kind, event: Event, first_day, last_day, exam_hours) -> icalendar.Event | None:
+def _component(kind, event: Event, first_day, last_day, exam_hours, exclude=()) -> icalendar.Event | None:
     component = icalendar.Event()
     component.add("uid", _uid(event))
     component.add("summary", f"{event.module} {event.activity}")
@@ -63,6 +97,9 @@ def _component(kind, event: Event, first_day, last_day, exam_hours) -> icalendar
         start, end = _at(day, event.start_time), _at(day, event.end_time)
         until = dt.datetime.combine(last_day, dt.time(23, 59, 59), TIMEZONE).astimezone(dt.timezone.utc)
         component.add("rrule", {"freq": "weekly", "until": until})
+        skipped = [_at(d, event.start_time) for d in _weekly(day, last_day) if _excluded(d, exclude)]
+        if skipped:
+            component.add("exdate", skipped)
     else:
         day = dt.date.fromisoformat(event.date)
         start = _at(day, event.start_time)
@@ -76,6 +113,17 @@ def _component(kind, event: Event, first_day, last_day, exam_hours) -> icalendar
     if description:
         component.add("description", "\n".join(description))
     return component
+
+
+def _weekly(first: dt.date, last: dt.date):
+    day = first
+    while day <= last:
+        yield day
+        day += dt.timedelta(days=7)
+
+
+def _excluded(day: dt.date, exclude) -> bool:
+    return any(start <= day <= end for start, end in exclude)
 
 
 def _first_weekday(first_day: dt.date, day_name: str) -> dt.date:

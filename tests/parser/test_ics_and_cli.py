@@ -73,3 +73,51 @@ def test_cli_ics_for_lectures(tmp_path):
     missing = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "--format", "ics"],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "CalendarRangeRequired" in missing.stderr
+
+
+def test_excluded_dates_become_exdates_at_the_lecture_start():
+    from schedgen.ics import parse_exclusions
+
+    result = parse_pdf(FIXTURES / "up" / "UP_MOD_XLS.pdf")
+    exclude = parse_exclusions(["2025-09-22..2025-09-26", "2025-08-11"])  # a recess week and a Monday
+    vevents = events_of(to_ics(result.kind, result.events, first_day=dt.date(2025, 7, 21),
+                               last_day=dt.date(2025, 10, 31), exclude=exclude))
+    first = vevents[0]  # COS 214 L1, Mondays 08:30
+    exdates = [d.dt for x in (first["exdate"] if isinstance(first["exdate"], list) else [first["exdate"]])
+               for d in x.dts]
+    assert [(d.date(), d.hour, d.minute, str(d.tzinfo)) for d in exdates] == [
+        (dt.date(2025, 8, 11), 8, 30, "Africa/Johannesburg"), (dt.date(2025, 9, 22), 8, 30, "Africa/Johannesburg")]
+    # every recurring lecture skips the recess week on its own weekday and time
+    for v in vevents:
+        start = v.decoded("dtstart")
+        days = [d.dt for x in (v["exdate"] if isinstance(v["exdate"], list) else [v["exdate"]]) for d in x.dts]
+        assert any(dt.date(2025, 9, 22) <= d.date() <= dt.date(2025, 9, 26) for d in days)
+        assert all((d.hour, d.minute, d.weekday()) == (start.hour, start.minute, start.weekday()) for d in days)
+    # without exclusions: no EXDATE; with a fixed stamp the output is byte-identical
+    stamp = dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc)
+    plain = to_ics(result.kind, result.events, first_day=dt.date(2025, 7, 21), last_day=dt.date(2025, 10, 31),
+                   stamp=stamp)
+    assert b"EXDATE" not in plain
+    assert plain == to_ics(result.kind, result.events, first_day=dt.date(2025, 7, 21),
+                           last_day=dt.date(2025, 10, 31), stamp=stamp)
+
+
+@pytest.mark.parametrize("values", [["2025-13-01"], ["2025-09-26..2025-09-22"], ["2025-01-01..2026-01-02"],
+                                    ["2025-01-01"] * 51, ["monday"]])
+def test_bad_exclusions_are_refused(values):
+    from schedgen.ics import InvalidExclusion, parse_exclusions
+
+    with pytest.raises(InvalidExclusion):
+        parse_exclusions(values)
+
+
+def test_cli_ics_exclude(tmp_path):
+    target = tmp_path / "lectures.ics"
+    subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "--format", "ics",
+                               "--from", "2025-07-21", "--until", "2025-10-31", "--exclude", "2025-09-22..2025-09-26",
+                               "-o", str(target)], check=True)
+    assert all("exdate" in v for v in events_of(target.read_bytes()))
+    bad = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "--format", "ics",
+                                     "--from", "2025-07-21", "--until", "2025-10-31", "--exclude", "soon"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "InvalidExclusion" in bad.stderr

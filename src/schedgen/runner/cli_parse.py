@@ -8,7 +8,7 @@ import json
 import sys
 
 from schedgen.errors import BadInput, MemoryLimitExceeded, SchedgenError
-from schedgen.ics import CalendarRangeRequired, to_ics
+from schedgen.ics import CalendarRangeRequired, InvalidExclusion, parse_exclusions, to_ics
 
 from .parsing import Limits, parse_pdf
 
@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="last day of the lecture calendar (ISO date; ics for lectures)")
     parser.add_argument("--exam-hours", type=float, default=3.0,
                         help="assumed exam duration in the calendar (default 3)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="DATE|FROM..UNTIL",
+                        help="skip lectures on this date or inclusive range (EXDATE; repeatable, at most 50)")
     parser.add_argument("--max-pages", type=int, default=Limits.max_pages)
     parser.add_argument("--timeout", type=float, default=Limits.max_seconds, help="seconds")
     parser.add_argument("-o", "--output", help="write here instead of standard output")
@@ -31,13 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        exclude = parse_exclusions(args.exclude)
+    except InvalidExclusion as exc:
+        print(f"error: InvalidExclusion: {exc}", file=sys.stderr)
+        return 2
+    try:
         result = parse_pdf(args.file, args.schedule_type,
                            Limits(max_pages=args.max_pages, max_seconds=args.timeout))
         if args.format == "json":
             payload = (json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n").encode()
         else:
             payload = to_ics(result.kind, result.events, first_day=args.first_day,
-                             last_day=args.last_day, exam_hours=args.exam_hours)
+                             last_day=args.last_day, exam_hours=args.exam_hours, exclude=exclude)
     except FileNotFoundError as exc:
         print(f"error: NotFound: {exc.filename}: no such file", file=sys.stderr)
         return 2
