@@ -1,4 +1,5 @@
-"""`schedgen` command line: parse a PDF locally, manage the database schema."""
+"""`schedgen` command line: parse a PDF locally, manage the database schema, and talk to
+the upload API (submit, jobs, events, queue: the `cli` extra, docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="schedgen", description=__doc__)
+    from schedgen.client import EXIT_CODES_HELP, cli_jobs
+
+    parser = argparse.ArgumentParser(prog="schedgen", description=__doc__, epilog=EXIT_CODES_HELP)
+    parser.add_argument("--version", action="version", version=f"schedgen {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from schedgen.runner import cli_parse  # local import keeps `schedgen db` light
@@ -19,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     migrate = db_sub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
     migrate.add_argument("--dsn", help="Postgres DSN (default: $SCHEDGEN_DATABASE_URL)")
 
+    cli_jobs.add_parsers(sub)
+
     args = parser.parse_args(argv)
+    if getattr(args, "client_command", None):
+        return cli_jobs.run(args)
     if args.command == "parse":
         return cli_parse.run(args)
     if args.command == "db" and args.db_command == "migrate":
@@ -28,6 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         return dbmod.migrate_command(args.dsn)
     parser.error("unknown command")
     return 2
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("schedgen")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the Job's pod failure policy what to do: 0 ok, 2 bad input (never retry), 1 tran
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -21,7 +22,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from schedgen.errors import InternalError, Interrupted, MemoryLimitExceeded, SchedgenError
+from schedgen.errors import (
+    ConfigurationError,
+    InternalError,
+    Interrupted,
+    MemoryLimitExceeded,
+    SchedgenError,
+)
 from schedgen.models import ParseResult
 from schedgen.parsejob import RunnerSummary
 from schedgen.runner import config as configmod
@@ -149,12 +156,45 @@ def _on_sigterm(signum: int, _frame: object) -> None:
     raise _Terminated(f"stopped by {signal.Signals(signum).name} before finishing (pod deleted or evicted)")
 
 
+ENV_HELP = """\
+The runner takes no arguments: the operator configures it through the environment.
+  SCHEDGEN_JOB_NAMESPACE, SCHEDGEN_JOB_NAME, SCHEDGEN_JOB_UID, SCHEDGEN_TENANT
+                                 (required) the ParseJob, for the logs
+  SCHEDGEN_SOURCE_URL            (required) presigned GET of the uploaded PDF
+  SCHEDGEN_RESULT_URL            (required) presigned PUT of the result object
+  SCHEDGEN_SCHEDULE_TYPE         auto (default), lecture, test or exam
+  SCHEDGEN_MAX_BYTES             10485760: larger PDFs fail TooLarge
+  SCHEDGEN_MAX_PAGES             100: more pages fail TooManyPages
+  SCHEDGEN_PARSE_TIMEOUT_SECONDS 60: ParseTimeout
+  SCHEDGEN_MAX_MEMORY_MB         512 (0 disables): MemoryLimitExceeded
+  SCHEDGEN_TERMINATION_LOG       summary file (default $TERMINATION_MESSAGE_PATH, else
+                                 /dev/termination-log)
+  SCHEDGEN_LOG_FORMAT            json (default) or text
+
+Exit codes: 0 success; 1 transient (S3 unreachable, SIGTERM: retried); 2 bad input
+(never retried); 3 misconfiguration (a missing or invalid variable, or an argument).
+"""
+
+
+def _arguments(argv: list[str] | None) -> list[str]:
+    """`--help` prints the environment contract and exits 0; anything else left over is
+    returned (a misconfiguration: the Job is run with arguments it does not take)."""
+    parser = argparse.ArgumentParser(prog="schedgen-runner", description=__doc__.split("\n\n")[0],
+                                     epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _, extra = parser.parse_known_args(argv)
+    return extra
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    extra = _arguments(argv)
     termination_path = configmod.termination_log_path()
     cfg: configmod.RunnerConfig | None = None
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if extra:
+            raise ConfigurationError(f"schedgen-runner takes no arguments (got {' '.join(extra)[:200]}); "
+                                     "it is configured through the environment (see --help)")
         cfg = configmod.load()
         _setup_logging(cfg.log_format, cfg.job_uid)
         _info("starting", namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant)
