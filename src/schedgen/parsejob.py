@@ -64,6 +64,7 @@ EXIT_OK = 0
 EXIT_TRANSIENT = 1  # storage/database trouble: retried
 EXIT_BAD_INPUT = 2  # the file can never be parsed: fail at once
 EXIT_MISCONFIGURED = 3  # the environment is wrong: fail at once
+EXIT_OOM_KILLED = 137  # 128 + SIGKILL: the kernel's OOM killer at the memory limit: fail at once
 
 SUMMARY_MAX_BYTES = 4096  # the kubelet keeps at most 4 KiB of a termination message
 

@@ -154,15 +154,18 @@ def test_deadline_exceeded(operator_cluster, start_operator):
     assert s["phase"] == "Failed" and s["error"]["reason"] == "DeadlineExceeded", s
 
 
-def test_memory_limit_too_small_is_oomkilled(operator_cluster, start_operator):
+def test_an_oom_killed_runner_fails_at_once_as_bad_input(operator_cluster, start_operator):
+    """16 MiB is too little for the interpreter: the kernel OOM-kills the container (exit
+    137) and the pod failure policy fails the Job after that one pod, retries left or not."""
     c = operator_cluster
     start_operator()
     ns = c.tenant_namespace("oom")
     key = c.s3.put(FIXTURES / "up" / "UP_MOD_XLS.pdf")
-    c.submit(ns, "tight", key, maxRetries=0, resources={"limits": {"memory": "16Mi"}, "requests": {"memory": "16Mi"}})
+    c.submit(ns, "tight", key, maxRetries=3, resources={"limits": {"memory": "16Mi"}, "requests": {"memory": "16Mi"}})
     pj = c.wait_phase(ns, "tight", timeout=120)
     s = pj["status"]
     assert s["phase"] == "Failed" and s["error"]["reason"] == "OOMKilled", s
+    assert s["error"]["code"] == "MemoryLimitExceeded" and s["attempts"] == 1, s
 
 
 def test_deleting_a_running_parsejob_cancels_it(operator_cluster, start_operator):

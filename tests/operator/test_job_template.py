@@ -50,7 +50,10 @@ def test_job_shape():
     assert spec["ttlSecondsAfterFinished"] == cfg.job_ttl_seconds
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "runner", "operator": "In", "values": [2]}}
-    assert any(r["action"] == "Ignore" and r["onPodConditions"][0]["type"] == "DisruptionTarget" for r in rules)
+    ignore = next(i for i, r in enumerate(rules) if r["action"] == "Ignore")
+    assert rules[ignore]["onPodConditions"][0]["type"] == "DisruptionTarget"
+    oom = next(i for i, r in enumerate(rules) if r.get("onExitCodes", {}).get("values") == [137])
+    assert rules[oom]["action"] == "FailJob" and ignore < oom  # an eviction's SIGKILL stays retried
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
@@ -94,6 +97,17 @@ def test_resources_spec_may_ask_less_never_more():
     small = {"limits": {"memory": "32Mi"}}
     got = effective_resources(small, cfg)
     assert got["limits"]["memory"] == "32Mi" and got["requests"]["memory"] == "32Mi"  # request <= limit
+
+
+@pytest.mark.parametrize("limit, fraction, expected", [
+    ("512Mi", 0.75, 384), ("2Gi", 0.75, 1536), ("1G", 0.5, 476),
+    ("160Mi", 0.75, 0),  # 120 MiB: too little for the interpreter, the container limit alone
+    ("16Mi", 0.75, 0), ("512Mi", 0.0, 0)])
+def test_runner_memory_limit_is_on_by_default_under_the_containers(limit, fraction, expected):
+    cfg = OperatorConfig(runner_memory_fraction=fraction, max_memory="4Gi")
+    job = build_job(parsejob(resources={"limits": {"memory": limit}}), cfg, URLS)
+    assert env_of(job)["SCHEDGEN_MAX_MEMORY_MB"]["value"] == str(expected)
+    assert OperatorConfig().runner_memory_fraction == 0.75
 
 
 TOLERATIONS = [{"key": "pool", "operator": "Equal", "value": "runners", "effect": "NoSchedule"}]

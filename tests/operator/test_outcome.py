@@ -64,7 +64,20 @@ def test_deadline():
 def test_oom_from_the_container_state():
     pods = [pod(137, "", "OOMKilled", finished=f"2026-01-01T00:00:0{i}Z") for i in range(3)]
     out = classify(job([("Failed", "BackoffLimitExceeded", "")], failed=3), pods)
-    assert out.reason == "OOMKilled" and out.attempts == 3
+    assert out.reason == "OOMKilled" and out.attempts == 3 and out.code == "MemoryLimitExceeded"
+
+
+def test_oom_kill_fails_the_job_at_once_as_bad_input():
+    """The pod failure policy fails the Job on exit 137 after one pod: reported as the
+    memory limit (code MemoryLimitExceeded, like the runner's own typed error)."""
+    out = classify(job([("Failed", "PodFailurePolicy", "Container runner for pod x failed with exit code 137")],
+                       failed=1), [pod(137, "", "OOMKilled")])
+    assert (out.phase, out.reason, out.code, out.attempts) == ("Failed", "OOMKilled", "MemoryLimitExceeded", 1)
+
+
+def test_a_sigkill_without_the_failure_policy_is_not_called_oom():
+    out = classify(job([("Failed", "BackoffLimitExceeded", "")], failed=1), [pod(137, "", "Error")])
+    assert out.reason == "BackoffLimitExceeded"
 
 
 def test_backoff_limit_keeps_the_last_runner_message():

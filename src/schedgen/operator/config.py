@@ -101,9 +101,11 @@ class OperatorConfig:
     max_bytes: int = 10 * 1024 * 1024
     max_pages: int = 100
     parse_timeout_seconds: float = 60.0  # capped to the ParseJob's deadlineSeconds
-    # RLIMIT_AS for the runner; 0 leaves memory to the container limit, so a PDF too
-    # big for it ends OOMKilled (classified from the container state).
-    runner_max_memory_mb: int = 0
+    # The runner's address-space limit (RLIMIT_AS) as a fraction of its Job's memory
+    # limit, so a PDF that needs too much memory usually ends as the typed
+    # MemoryLimitExceeded (exit 2) before the kernel OOM-kills the container. 0 disables;
+    # limits too small for the interpreter itself (job_template.MIN_RLIMIT_MB) get none.
+    runner_memory_fraction: float = 0.75
     job_ttl_seconds: int = 300
     cpu_request: str = "250m"
     memory_request: str = "256Mi"

@@ -21,6 +21,7 @@ import kopf
 from schedgen.parsejob import (
     EXIT_BAD_INPUT,
     EXIT_MISCONFIGURED,
+    EXIT_OOM_KILLED,
     LABEL_MANAGED_BY,
     LABEL_PARSEJOB,
     LABEL_PARSEJOB_UID,
@@ -119,6 +120,18 @@ def _valid(value: Any) -> str | None:
     return str(value)
 
 
+# An address-space limit under this would make the interpreter fail at start-up (the
+# runner maps about 70 MiB before it reads a byte): below it, the container limit alone.
+MIN_RLIMIT_MB = 128
+
+
+def runner_memory_mb(resources: Mapping[str, Mapping[str, str]], cfg: OperatorConfig) -> int:
+    """The runner's SCHEDGEN_MAX_MEMORY_MB: a fraction of the Job's memory limit (0: none)."""
+    limit_mb = int(parse_quantity(resources["limits"]["memory"]) / 2**20)
+    mb = int(limit_mb * cfg.runner_memory_fraction)
+    return mb if mb >= MIN_RLIMIT_MB else 0
+
+
 # --- the Job ------------------------------------------------------------------------
 
 
@@ -151,7 +164,7 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, s
         {"name": "SCHEDGEN_MAX_BYTES", "value": str(cfg.max_bytes)},
         {"name": "SCHEDGEN_MAX_PAGES", "value": str(cfg.max_pages)},
         {"name": "SCHEDGEN_PARSE_TIMEOUT_SECONDS", "value": f"{min(cfg.parse_timeout_seconds, deadline):g}"},
-        {"name": "SCHEDGEN_MAX_MEMORY_MB", "value": str(cfg.runner_max_memory_mb)},
+        {"name": "SCHEDGEN_MAX_MEMORY_MB", "value": str(runner_memory_mb(resources, cfg))},
         {"name": "SCHEDGEN_LOG_FORMAT", "value": cfg.log_format},
     ]
     container: dict[str, Any] = {
@@ -211,8 +224,13 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, s
                     # Neither does a misconfigured runner (bad env).
                     {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER,
                                                           "operator": "In", "values": [EXIT_MISCONFIGURED]}},
-                    # Evictions, preemption, node drains: not the runner's fault, retry free.
+                    # Evictions, preemption, node drains: not the runner's fault, retry free
+                    # (before the SIGKILL rule: an evicted pod may also end with 137).
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                    # SIGKILL of a running parse is the kernel's OOM killer at the memory
+                    # limit: the same file would need the same memory again, so no retry.
+                    {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER,
+                                                          "operator": "In", "values": [EXIT_OOM_KILLED]}},
                 ]
             },
             "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},

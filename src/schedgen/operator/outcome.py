@@ -6,7 +6,9 @@ dicts), so this module is pure and testable with hand-written objects.
 Reasons (status.error.reason):
     InvalidPDF            runner exit 2 (bad input); status.error.code = the runner's code
     Misconfigured         runner exit 3 (bad env)
-    OOMKilled             the last failed container was OOM-killed (memory limit)
+    OOMKilled             the last failed container was OOM-killed (memory limit): code
+                          MemoryLimitExceeded, not retried (the pod failure policy's rule
+                          for exit 137), like the runner's own MemoryLimitExceeded (exit 2)
     DeadlineExceeded      activeDeadlineSeconds passed
     BackoffLimitExceeded  transient failures (exit 1, ...) beyond maxRetries
     JobLost               the Job vanished before it finished, leaving no result object
@@ -18,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from schedgen.parsejob import EXIT_BAD_INPUT, EXIT_MISCONFIGURED, FAILED, SUCCEEDED, RunnerSummary
+from schedgen.errors import MemoryLimitExceeded
+from schedgen.parsejob import EXIT_BAD_INPUT, EXIT_MISCONFIGURED, EXIT_OOM_KILLED, FAILED, SUCCEEDED, RunnerSummary
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,11 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
     if job_reason == "DeadlineExceeded":
         return Outcome("Failed", "DeadlineExceeded", _short(job_message or "the job ran past deadlineSeconds"),
                        code=code, attempts=tries)
+    if last and (last.get("reason") == "OOMKilled"
+                 or (job_reason == "PodFailurePolicy" and last.get("exitCode") == EXIT_OOM_KILLED)):
+        # Bad input as far as retries go (the pod failure policy failed the Job at once).
+        return Outcome(FAILED, "OOMKilled", "the runner exceeded its memory limit",
+                       code=MemoryLimitExceeded.code, attempts=tries)
     by_exit = [p["terminated"] for p in failures if p["terminated"].get("exitCode") in (EXIT_BAD_INPUT, EXIT_MISCONFIGURED)]
     if job_reason == "PodFailurePolicy" or by_exit:
         term = by_exit[-1] if by_exit else last
@@ -94,8 +102,6 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
         if term and term.get("exitCode") == EXIT_MISCONFIGURED:
             return Outcome(FAILED, "Misconfigured", _short(msg), code=s.code or "ConfigurationError", attempts=tries)
         return Outcome(FAILED, "InvalidPDF", _short(msg), code=s.code or "BadInput", attempts=tries)
-    if last and (last.get("reason") == "OOMKilled"):
-        return Outcome("Failed", "OOMKilled", "the runner exceeded its memory limit", code=code, attempts=tries)
     if job_reason == "BackoffLimitExceeded":
         msg = runner_message or job_message
         return Outcome("Failed", "BackoffLimitExceeded", _short(msg), code=code, attempts=tries)
