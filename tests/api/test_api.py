@@ -38,10 +38,13 @@ def parsejobs(k8s_api_client, ns):
 
 
 def assert_error(response, status, code):
+    """An RFC 9457 problem document with the stable `code`."""
     assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json", response.headers
     body = response.json()
-    assert body["error"]["code"] == code, body
-    assert body["error"]["message"]
+    assert body["code"] == code, body
+    assert body["type"] == f"https://schedgen.dev/problems/{code}" and body["status"] == status
+    assert body["title"] and body["detail"] and body["instance"] == response.request.url.path
 
 
 def test_upload_stores_pdf_and_creates_parsejob(client, s3, k8s_api_client, api_namespace):
@@ -178,9 +181,9 @@ def test_form_validation(client):
                     b"\r\n\r\nhigh\r\n--XX--\r\n", headers={"content-type": "multipart/form-data; boundary=XX"})
     assert_error(r, 400, "MissingFile")
     r = client.post("/api/v1/uploads", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=XX"})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "MalformedMultipart"
+    assert r.status_code == 400 and r.json()["code"] == "MalformedMultipart"
     r = upload(client, unique_pdf(), headers={"Idempotency-Key": "has space"})
-    assert r.status_code in (400, 422) and r.json()["error"]["code"] in ("InvalidParameters", "InvalidIdempotencyKey")
+    assert r.status_code in (400, 422) and r.json()["code"] in ("InvalidParameters", "InvalidIdempotencyKey")
 
 
 def test_idempotent_retry_returns_the_same_job(client, k8s_api_client, api_namespace):
@@ -306,7 +309,7 @@ def test_key_max_priority(make_client, pg_conn, k8s_api_client, api_namespace):
     for priority in ("high", "normal"):
         r = upload(low, unique_pdf(), priority=priority)
         assert_error(r, 403, "PriorityNotAllowed")
-        assert "low" in r.json()["error"]["message"]
+        assert "low" in r.json()["detail"]
     assert upload(low, unique_pdf(), priority="low").json()["priority"] == "low"
     normal = make_client(key=store.add_key_sync(pg_conn, "team-normal"))
     assert_error(upload(normal, unique_pdf(), priority="high"), 403, "PriorityNotAllowed")

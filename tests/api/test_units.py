@@ -97,7 +97,10 @@ def test_backend_errors_map_to_one_503_each(exc, backend, code):
     before = _sample("schedgen_api_backend_errors_total", backend=backend)
     err = backend_unavailable(exc)
     assert (err.status, err.code, err.message, err.headers) == (503, code, exc.message, {"Retry-After": "5"})
-    assert err.body() == {"error": {"code": code, "message": exc.message}}
+    assert err.body("/api/v1/queue") == {"type": f"https://schedgen.dev/problems/{code}",
+                                          "title": "Service Unavailable", "status": 503, "detail": exc.message,
+                                          "code": code, "instance": "/api/v1/queue"}
+    assert err.compat_body() == {"statusCode": 503, "message": exc.message, "error": "Service Unavailable"}
     assert _sample("schedgen_api_backend_errors_total", backend=backend) == before + 1
 
 

@@ -15,9 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import ApiConfig
 from .errors import BACKEND_ERRORS, ApiError, backend_unavailable, error_response
+from .feeds import feed_api, feeds
 from .gate import Gate
 from .routes import api, probes
 from .services import Services
+from .web import web
 
 log = logging.getLogger("schedgen.api")
 
@@ -35,10 +37,14 @@ def create_app(cfg: ApiConfig | None = None, services: Services | None = None) -
 
     app = FastAPI(title="schedgen upload API", version="1.0.0", lifespan=lifespan,
                   description="Upload University of Pretoria schedule PDFs; follow the parse; fetch events "
-                              "as JSON or iCalendar. Errors are JSON: {\"error\": {\"code\", \"message\"}}.")
+                              "as JSON or iCalendar. Errors are RFC 9457 problem details (application/problem+json) "
+                              "with a stable `code`.")
     app.state.services = svc
     app.include_router(probes)
     app.include_router(api)
+    app.include_router(web)  # the web page at / (docs/web.md)
+    app.include_router(feed_api)
+    app.include_router(feeds)
     _handle_errors(app)
     return app
 
@@ -53,7 +59,7 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return error_response(exc)
+        return error_response(exc, path=request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -61,10 +67,11 @@ def _handle_errors(app: FastAPI) -> None:
         for e in exc.errors()[:3]:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             parts.append(f"{where}: {e.get('msg')}")
-        return error_response(ApiError(422, "InvalidParameters", "; ".join(parts) or "invalid request"))
+        return error_response(ApiError(422, "InvalidParameters", "; ".join(parts) or "invalid request"),
+                              path=request.url.path)
 
     async def backend_error(request: Request, exc: Exception):
-        return error_response(backend_unavailable(exc))
+        return error_response(backend_unavailable(exc), path=request.url.path)
 
     for exc_type in BACKEND_ERRORS:
         app.add_exception_handler(exc_type, backend_error)
@@ -72,9 +79,9 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return error_response(ApiError(exc.status_code, code, str(exc.detail)), exc.headers)
+        return error_response(ApiError(exc.status_code, code, str(exc.detail)), exc.headers, path=request.url.path)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(ApiError(500, "InternalError", "internal error"))
+        return error_response(ApiError(500, "InternalError", "internal error"), path=request.url.path)

@@ -58,6 +58,28 @@ class Storage:
         except (BotoCoreError, ClientError, OSError) as exc:
             raise BackendUnavailable("s3", f"cannot store the upload in S3: {_one_line(exc)}") from None
 
+    def modified(self, key: str, bucket: str | None = None) -> float | None:
+        """The object's LastModified (epoch seconds); None when it does not exist."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.head_object(Bucket=bucket or self.bucket, Key=key)["LastModified"].timestamp()
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise BackendUnavailable("s3", f"cannot read {key} in S3: {_one_line(exc)}") from None
+        except (BotoCoreError, OSError) as exc:
+            raise BackendUnavailable("s3", f"cannot read {key} in S3: {_one_line(exc)}") from None
+
+    def delete(self, key: str, bucket: str | None = None) -> None:
+        """Delete one object (absent is fine: S3 deletes are idempotent)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=bucket or self.bucket, Key=key)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise BackendUnavailable("s3", f"cannot delete {key} in S3: {_one_line(exc)}") from None
+
     def ping(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -186,6 +208,15 @@ class ParseJobs:
     def get(self, name: str) -> dict:
         """The object as the API server has it now (the cache may lag a create)."""
         return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def delete(self, name: str, uid: str) -> None:
+        """Delete the ParseJob `name` if it is still the object `uid` (the operator's
+        finalizer then cancels it and records it before the object goes)."""
+        import kubernetes
+
+        body = kubernetes.client.V1DeleteOptions(preconditions=kubernetes.client.V1Preconditions(uid=uid))
+        self._call(self.custom.delete_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, name,
+                   body=body)
 
     def list_all(self) -> list[dict]:
         with self._lock:

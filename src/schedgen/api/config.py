@@ -16,6 +16,8 @@ from schedgen.settings import coerce
 TENANT_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 REMOVED_REQUIRE_KEY = "SCHEDGEN_API_REQUIRE_KEY"  # keys are required unless SCHEDGEN_API_ALLOW_ANONYMOUS
 ANONYMOUS_MAX_PRIORITY = "normal"
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+PUBLIC_URL = re.compile(r"^https?://[^\s?#]+$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class ApiConfig:
     key_cache_seconds: float = 30.0
     spool_memory_bytes: int = 1024 * 1024
     watch_cache: bool = True
+    results_bucket: str = ""  # where the operator puts result objects ("": s3_bucket), erased with a job
+    public_url: str = ""  # base of feed URLs ("": the request's own scheme and host)
+    erase_wait_seconds: float = 10.0  # DELETE waits this long for the ParseJob's finalizer
+    compat_routes: bool = False  # the ScheduleGenerator web app's routes (compat.py)
+    compat_upload_wait_seconds: float = 20.0  # POST /api/upload waits this long for the parse
+    cors_origins: tuple[str, ...] = ()  # origins allowed to call with credentials (never "*")
 
     ENV = {
         "database_url": "SCHEDGEN_DATABASE_URL",
@@ -65,6 +73,12 @@ class ApiConfig:
         "queue_cache_seconds": "SCHEDGEN_API_QUEUE_CACHE_SECONDS",
         "key_cache_seconds": "SCHEDGEN_API_KEY_CACHE_SECONDS",
         "watch_cache": "SCHEDGEN_API_WATCH_CACHE",
+        "results_bucket": "SCHEDGEN_RESULTS_BUCKET",
+        "public_url": "SCHEDGEN_API_PUBLIC_URL",
+        "erase_wait_seconds": "SCHEDGEN_API_ERASE_WAIT_SECONDS",
+        "compat_routes": "SCHEDGEN_API_COMPAT_ROUTES",
+        "compat_upload_wait_seconds": "SCHEDGEN_API_COMPAT_UPLOAD_WAIT_SECONDS",
+        "cors_origins": "SCHEDGEN_API_CORS_ORIGINS",
     }
 
     @classmethod
@@ -86,12 +100,15 @@ class ApiConfig:
         values.update(overrides)
         if isinstance(values.get("trusted_proxies"), str):
             values["trusted_proxies"] = parse_networks(values["trusted_proxies"])
+        if isinstance(values.get("cors_origins"), str):
+            values["cors_origins"] = parse_origins(values["cors_origins"])
         cfg = cls(**values)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        for name in ("request_timeout_seconds", "queue_cache_seconds", "key_cache_seconds"):
+        for name in ("request_timeout_seconds", "queue_cache_seconds", "key_cache_seconds", "erase_wait_seconds",
+                     "compat_upload_wait_seconds"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigurationError(f"{self.ENV[name]} must be a finite number")
         if not TENANT_PATTERN.match(self.default_tenant) or len(self.default_tenant) > 63:
@@ -116,6 +133,12 @@ class ApiConfig:
                                      "must not be negative")
         if self.log_format not in ("json", "text"):
             raise ConfigurationError("SCHEDGEN_LOG_FORMAT must be json or text")
+        if not 0 < self.erase_wait_seconds <= 120:
+            raise ConfigurationError("SCHEDGEN_API_ERASE_WAIT_SECONDS must be in (0, 120]")
+        if not 0 <= self.compat_upload_wait_seconds <= 60:
+            raise ConfigurationError("SCHEDGEN_API_COMPAT_UPLOAD_WAIT_SECONDS must be in [0, 60]")
+        if self.public_url and not PUBLIC_URL.match(self.public_url):
+            raise ConfigurationError("SCHEDGEN_API_PUBLIC_URL must be an http(s) URL without a query")
 
 
 def parse_networks(raw: str) -> tuple:
@@ -129,7 +152,21 @@ def parse_networks(raw: str) -> tuple:
     return tuple(out)
 
 
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """Comma-separated `scheme://host[:port]` origins; "*" is refused (credentials)."""
+    out = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            raise ValueError("an empty entry in the list")
+        if not ORIGIN.match(part):
+            raise ValueError(f"{part!r} is not an origin (scheme://host[:port], no path, never '*')")
+        out.append(part)
+    return tuple(out)
+
+
 def _coerce(name: str, type_name, raw: str):
     if name == "trusted_proxies":
         return parse_networks(raw)
+    if name == "cors_origins":
+        return parse_origins(raw)
     return coerce(type_name, raw)

@@ -1,7 +1,9 @@
-"""HTTP errors with the API's JSON shape: {"error": {"code", "message"}}."""
+"""HTTP errors: RFC 9457 problem details (`application/problem+json`) on the API, the
+NestJS shape `{statusCode, message, error}` on the compatibility routes (compat.py)."""
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Mapping
 
 from fastapi.responses import JSONResponse
@@ -10,6 +12,7 @@ from schedgen.errors import DatabaseUnavailable
 
 from . import metrics
 from .backends import BackendUnavailable
+from .schemas import PROBLEM_BASE, PROBLEM_TYPE, is_compat_path
 
 # What a handler may raise when Postgres, S3 or Kubernetes cannot be reached.
 BACKEND_ERRORS = (DatabaseUnavailable, BackendUnavailable)
@@ -25,8 +28,21 @@ class ApiError(Exception):
         self.message = message
         self.headers = dict(headers or {})
 
-    def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
+    @property
+    def title(self) -> str:
+        try:
+            return HTTPStatus(self.status).phrase
+        except ValueError:
+            return "Error"
+
+    def body(self, instance: str | None = None) -> dict:
+        """The problem document (RFC 9457); `code` is the stable machine-readable code."""
+        return {"type": PROBLEM_BASE + self.code, "title": self.title, "status": self.status,
+                "detail": self.message, "code": self.code, "instance": instance}
+
+    def compat_body(self) -> dict:
+        """The NestJS error shape the ScheduleGenerator web app expects."""
+        return {"statusCode": self.status, "message": self.message, "error": self.title}
 
 
 def unavailable(code: str, message: str) -> ApiError:
@@ -47,7 +63,11 @@ def backend_unavailable(exc: DatabaseUnavailable | BackendUnavailable) -> ApiErr
     return unavailable(_BACKEND_CODES.get(backend, "Unavailable"), exc.message)
 
 
-def error_response(exc: ApiError, extra_headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The JSON answer for `exc` (also an ASGI app: the Gate sends it as is)."""
+def error_response(exc: ApiError, extra_headers: Mapping[str, str] | None = None,
+                   path: str | None = None) -> JSONResponse:
+    """The answer for `exc` on `path` (also an ASGI app: the Gate sends it as is)."""
     metrics.REJECTIONS.labels(reason=exc.code).inc()
-    return JSONResponse(exc.body(), status_code=exc.status, headers={**(extra_headers or {}), **exc.headers})
+    headers = {**(extra_headers or {}), **exc.headers}
+    if path and is_compat_path(path):
+        return JSONResponse(exc.compat_body(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.body(path), status_code=exc.status, headers=headers, media_type=PROBLEM_TYPE)

@@ -21,7 +21,7 @@ from schedgen.errors import DatabaseUnavailable
 from . import metrics, store
 from .config import ANONYMOUS_MAX_PRIORITY
 from .errors import BACKEND_ERRORS, ApiError, backend_unavailable, error_response, unavailable
-from .schemas import PREFIX
+from .schemas import FEEDS, PREFIX, is_compat_api_path
 from .services import Services
 
 log = logging.getLogger("schedgen.api")
@@ -73,18 +73,21 @@ class Gate:
 
         async def refuse(exc: ApiError) -> None:
             if not state["started"]:  # else the client already has (part of) an answer
-                await error_response(exc)(scope, receive, guarded_send)
+                await error_response(exc, path=scope.get("path", ""))(scope, receive, guarded_send)
 
         try:
             async with asyncio.timeout(self.cfg.request_timeout_seconds):
                 try:
-                    if is_api_path(scope.get("path", "")):
+                    path = scope.get("path", "")
+                    keyed = is_api_path(path) or (self.cfg.compat_routes and is_compat_api_path(path))
+                    if keyed or path.startswith(FEEDS):  # feeds: limited, but the token is the key
                         headers = request_headers(scope)
                         route_class, decision = await self._count(scope, headers)
                         headers_out.extend(rate_headers(decision))  # on the 429 and 401 too
                         if not decision.allowed:
                             raise rate_limited(route_class, decision)
-                        scope.setdefault("state", {})["principal"] = await self._authenticate(headers)
+                        if keyed:
+                            scope.setdefault("state", {})["principal"] = await self._authenticate(headers)
                         await self._maybe_purge()
                     await self.app(scope, guarded_receive, guarded_send)
                 except BACKEND_ERRORS as exc:
@@ -99,8 +102,9 @@ class Gate:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             status = str(state["status"])
-            metrics.REQUESTS.labels(method=method, route=route, status=status).inc()
-            metrics.LATENCY.labels(method=method, route=route, status=status).observe(time.perf_counter() - start)
+            labels = {"method": metrics.method_label(method), "route": route, "status": status}
+            metrics.REQUESTS.labels(**labels).inc()
+            metrics.LATENCY.labels(**labels).observe(time.perf_counter() - start)
 
     async def _count(self, scope, headers: Mapping[str, str]) -> tuple[str, store.RateDecision]:
         """Count the request in its client address's window, before any key lookup: an

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the API (served on GET /metrics)."""
+"""Prometheus metrics of the API (served on GET /metrics). Every name starts schedgen_api_;
+label values come from fixed sets (a client must not be able to create series)."""
 
 from prometheus_client import Counter, Histogram
 
@@ -10,3 +11,11 @@ UPLOAD_BYTES = Counter("schedgen_api_upload_bytes_total", "Bytes of accepted upl
 REJECTIONS = Counter("schedgen_api_rejections_total", "Requests refused, by reason (error code)", ["reason"])
 RATE_LIMITED = Counter("schedgen_api_rate_limited_total", "Requests refused by the rate limit", ["route_class"])
 BACKEND_ERRORS = Counter("schedgen_api_backend_errors_total", "Failures to reach a backend", ["backend"])
+
+# The method is whatever the client sent: only these become label values, anything else is "other".
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The `method` label value of a request: a known HTTP method, else "other"."""
+    return method if method in METHODS else "other"

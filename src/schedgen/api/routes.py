@@ -3,18 +3,15 @@ authenticated and rate-limited every /api/v1 request before it gets here)."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from schedgen.ics import CalendarRangeRequired, to_ics
-from schedgen.models import ScheduleKind
-
-from . import jobs
-from .errors import ApiError
+from . import calendars, erasure, joblist, jobs
+from .calendars import ICS, CalendarParams, calendar_params
+from .deps import principal, services, tenant
 from .gate import Principal
+from .httpcache import conditional, json_bytes
 from .schemas import (
     COMMON,
     JOB_ID,
@@ -23,27 +20,16 @@ from .schemas import (
     Accepted,
     EventsOut,
     Health,
+    NOT_MODIFIED,
+    JobList,
     JobStatus,
+    Phase,
     QueueOut,
     Ready,
     errors,
 )
 from .services import Services
 from .uploads import accept_upload
-
-
-def services(request: Request) -> Services:
-    return request.app.state.services
-
-
-def principal(request: Request) -> Principal:
-    """The caller the Gate authenticated."""
-    return request.state.principal
-
-
-def tenant(request: Request) -> str:
-    """The tenant the Gate authenticated (from the key, never from the request)."""
-    return principal(request).tenant
 
 
 probes = APIRouter(tags=["probes"])
@@ -76,38 +62,54 @@ async def upload(request: Request, svc: Services = Depends(services), who: Princ
     return await accept_upload(svc, request, who.tenant, who.max_priority)
 
 
-@api.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], responses=errors(404, 422, *COMMON))
-async def job_status(job_id: str = JobId, svc: Services = Depends(services), who: str = Depends(tenant)):
-    job = await jobs.find_job(svc, who, job_id)
-    return JSONResponse(job.status)
+@api.get("/jobs", response_model=JobList, tags=["jobs"], responses=errors(422, *COMMON),
+         summary="The caller's tenant's jobs, newest first (cursor pagination)")
+async def list_jobs(svc: Services = Depends(services), who: str = Depends(tenant),
+                    phase: Phase | None = Query(None, description="Only jobs in this phase"),
+                    limit: int = Query(50, ge=1, le=joblist.MAX_LIMIT),
+                    cursor: str | None = Query(None, min_length=1, max_length=400,
+                                               description="`nextCursor` of the previous page")):
+    return JSONResponse(await joblist.list_jobs(svc, who, phase.value if phase else None, limit, cursor))
 
 
-@api.get("/jobs/{job_id}/events", response_model=EventsOut, tags=["jobs"], responses=errors(404, 409, 422, *COMMON))
-async def job_events(job_id: str = JobId, svc: Services = Depends(services), who: str = Depends(tenant)):
+@api.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], responses={**NOT_MODIFIED, **errors(404, 422, *COMMON)})
+async def job_status(request: Request, job_id: str = JobId, svc: Services = Depends(services),
+                     who: str = Depends(tenant),
+                     wait: float = Query(0, ge=0, le=60, description="Answer as soon as the job is finished, or "
+                                         "after this many seconds (bounded by the request timeout)")):
+    if wait > 0:
+        job = await joblist.wait_for(svc, who, job_id, min(wait, max(0.0, svc.cfg.request_timeout_seconds - 2)))
+    else:
+        job = await jobs.find_job(svc, who, job_id)
+    return conditional(request, json_bytes(job.status))
+
+
+@api.delete("/jobs/{job_id}", status_code=204, response_class=Response, tags=["jobs"],
+            responses=errors(404, 422, *COMMON), summary="Cancel the job and erase everything about it")
+async def delete_job(job_id: str = JobId, svc: Services = Depends(services), who: str = Depends(tenant)):
+    await erasure.erase(svc, who, job_id)
+    return Response(status_code=204)
+
+
+@api.get("/jobs/{job_id}/events", response_model=EventsOut, tags=["jobs"],
+         responses={**NOT_MODIFIED, **errors(404, 409, 422, *COMMON)})
+async def job_events(request: Request, job_id: str = JobId, svc: Services = Depends(services),
+                     who: str = Depends(tenant)):
     job = await jobs.find_job(svc, who, job_id)
     kind, events = await jobs.succeeded_events(svc, job)
-    return JSONResponse({"kind": kind, "events": [e.to_json() for e in events]})
+    return conditional(request, json_bytes({"kind": kind, "events": [e.to_json() for e in events]}))
 
 
 @api.get("/jobs/{job_id}/calendar.ics", tags=["jobs"], response_class=Response,
          responses={200: {"content": {"text/calendar": {"schema": {"type": "string"}}},
                           "description": "An iCalendar file (RFC 5545)"},
-                    **errors(400, 404, 409, 422, *COMMON)})
-async def job_calendar(job_id: str = JobId, svc: Services = Depends(services), who: str = Depends(tenant),
-                       first_day: dt.date | None = Query(None, alias="from",
-                                                         description="First day of lectures (ISO date)"),
-                       last_day: dt.date | None = Query(None, alias="until",
-                                                        description="Last day of lectures (ISO date)"),
-                       exam_hours: float = Query(3.0, alias="examHours", ge=0.5, le=12,
-                                                 description="Assumed length of exams without an end time")):
+                    **NOT_MODIFIED, **errors(400, 404, 409, 422, *COMMON)})
+async def job_calendar(request: Request, job_id: str = JobId, svc: Services = Depends(services),
+                       who: str = Depends(tenant), params: CalendarParams = Depends(calendar_params)):
     job = await jobs.find_job(svc, who, job_id)
-    kind, events = await jobs.succeeded_events(svc, job)
-    try:
-        payload = to_ics(ScheduleKind(kind), events, first_day=first_day, last_day=last_day, exam_hours=exam_hours)
-    except CalendarRangeRequired as exc:
-        raise ApiError(400, "CalendarRangeRequired", str(exc).replace("--from/--until", "from/until")) from None
-    return Response(payload, media_type="text/calendar",
-                    headers={"Content-Disposition": f'attachment; filename="{job.name}.ics"'})
+    payload = await calendars.render(svc, job, params)
+    return conditional(request, payload, ICS,
+                       {"Content-Disposition": f'attachment; filename="{job.name}.ics"'})
 
 
 @api.get("/queue", response_model=QueueOut, tags=["queue"], responses=errors(*COMMON))

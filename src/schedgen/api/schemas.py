@@ -3,21 +3,45 @@ built as dicts, so a handler never pays for model validation)."""
 
 from __future__ import annotations
 
+import enum
+
 from pydantic import BaseModel, Field
 
 from schedgen.parsejob import DEFAULT_PRIORITY, DEFAULT_SCHEDULE_TYPE, PRIORITIES, SCHEDULE_TYPES
 
 PREFIX = "/api/v1"
+FEEDS = "/feeds/"  # calendar feeds: a secret token in the path, no API key (feeds.py)
 JOB_ID = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a ParseJob name (DNS label)
+PROBLEM_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://schedgen.dev/problems/"
+COMPAT_PATHS = ("/api/upload", "/api/jobs")  # the ScheduleGenerator web app's routes (compat.py)
 
 
-class ErrorDetail(BaseModel):
+def is_compat_api_path(path: str) -> bool:
+    """A compatibility route that needs a key and counts in the rate limit."""
+    return path in COMPAT_PATHS or path.startswith("/api/jobs/")
+
+
+def is_compat_path(path: str) -> bool:
+    """A compatibility route (errors in the NestJS shape)."""
+    return is_compat_api_path(path) or path in ("/health", "/health/db")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; `code` is the stable error code (docs/api.md)."""
+    type: str = Field(description=f"{PROBLEM_BASE}<code>")
+    title: str
+    status: int
+    detail: str
     code: str
+    instance: str | None
+
+
+class CompatError(BaseModel):
+    """The NestJS error shape of the compatibility routes."""
+    statusCode: int
     message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
+    error: str
 
 
 class Accepted(BaseModel):
@@ -63,6 +87,25 @@ class JobStatus(BaseModel):
     startedAt: str | None
     completedAt: str | None
     source: str = Field(description="`kubernetes` while the ParseJob exists, `records` after retention")
+
+
+class Phase(str, enum.Enum):
+    Queued = "Queued"
+    Running = "Running"
+    Succeeded = "Succeeded"
+    Failed = "Failed"
+    Cancelled = "Cancelled"
+
+
+class JobList(BaseModel):
+    items: list[JobStatus]
+    nextCursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class FeedOut(BaseModel):
+    token: str = Field(description="The feed's secret (shown once; only its hash is stored)")
+    url: str
+    webcal: str
 
 
 class EventOut(BaseModel):
@@ -122,12 +165,24 @@ _ERROR_TEXT = {
     422: "Invalid parameters or idempotency key reused for another file", 429: "Rate limit exceeded",
     503: "A backend (Postgres, S3, Kubernetes) is unavailable",
 }
+NOT_MODIFIED = {304: {"description": "Not modified: the `If-None-Match` ETag is current"}}
 COMMON = (401, 408, 429, 503)  # what any /api/v1 request can meet (the Gate's answers)
 
 
+PROBLEM_SCHEMA = Problem.model_json_schema()
+COMPAT_ERROR_SCHEMA = CompatError.model_json_schema()
+
+
 def errors(*codes: int) -> dict:
-    """The `responses` entries of these error statuses."""
-    return {c: {"model": ErrorBody, "description": _ERROR_TEXT.get(c, "Error")} for c in codes}
+    """The `responses` entries of these error statuses (problem+json)."""
+    return {c: {"description": _ERROR_TEXT.get(c, "Error"), "content": {PROBLEM_TYPE: {"schema": PROBLEM_SCHEMA}}}
+            for c in codes}
+
+
+def compat_errors(*codes: int) -> dict:
+    """The `responses` entries of the compatibility routes' errors (NestJS shape)."""
+    return {c: {"description": _ERROR_TEXT.get(c, "Error"),
+                "content": {"application/json": {"schema": COMPAT_ERROR_SCHEMA}}} for c in codes}
 
 
 # The upload is read as a stream (not by FastAPI), so its form is described by hand.

@@ -1,9 +1,10 @@
 """The API's Postgres: its connection pool and statements (rate limits, API keys,
-idempotency keys, job records)."""
+idempotency keys, job records, erasure, calendar feeds)."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import math
 import secrets
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from schedgen.db import EVENTS_QUERY, describe_dsn, event_from_row, scrub
@@ -244,3 +246,82 @@ async def finished_counts(pool: AsyncConnectionPool, namespace: str) -> dict[str
         out.setdefault(tenant, {})[phase.lower()] = int(count)
     return out
 
+
+
+async def list_records(pool: AsyncConnectionPool, namespace: str, tenant: str, phase: str | None,
+                       before: tuple[dt.datetime, str] | None, exclude: list[str], limit: int) -> list[dict]:
+    """The tenant's newest records (one per name), keyset-paginated on (created_at, name)
+    descending, without the names in `exclude` (the live ParseJobs answer for those)."""
+    sql = (f"SELECT {', '.join(_RECORD_COLUMNS)} FROM (SELECT DISTINCT ON (name) * FROM parse_jobs"
+           " WHERE namespace = %(ns)s AND tenant = %(tenant)s ORDER BY name, created_at DESC) r"
+           " WHERE NOT (name = ANY(%(exclude)s))")
+    params: dict = {"ns": namespace, "tenant": tenant, "exclude": exclude, "limit": limit}
+    if phase:
+        sql += " AND phase = %(phase)s"
+        params["phase"] = phase
+    if before:
+        sql += " AND (created_at, name) < (%(ts)s, %(name)s)"
+        params["ts"], params["name"] = before
+    sql += " ORDER BY created_at DESC, name DESC LIMIT %(limit)s"
+    async with connection(pool) as conn:
+        rows = await (await conn.execute(sql, params)).fetchall()
+    return [dict(zip(_RECORD_COLUMNS, row)) for row in rows]
+
+
+# --- erasure (migration 0006) --------------------------------------------------------------
+
+
+async def erase_job(pool: AsyncConnectionPool, uid: str, namespace: str, name: str, tenant: str) -> int:
+    """Delete the job's rows and tombstone its uid (schedgen_erase_job: the API role
+    cannot delete records itself)."""
+    async with connection(pool) as conn:
+        row = await (await conn.execute("SELECT schedgen_erase_job(%s, %s, %s, %s)",
+                                        (uid, namespace, name, tenant))).fetchone()
+    return int(row[0])
+
+
+async def source_key_in_use(pool: AsyncConnectionPool, key: str, except_uid: str) -> bool:
+    """Whether another recorded job (any tenant, any namespace) uses the object `key`."""
+    async with connection(pool) as conn:
+        row = await (await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM parse_jobs WHERE source_key = %s AND uid <> %s)",
+            (key, except_uid))).fetchone()
+    return bool(row[0])
+
+
+# --- calendar feeds ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Feed:
+    tenant: str
+    namespace: str
+    job_name: str
+    job_uid: str
+    params: dict
+
+
+async def create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) -> None:
+    """The job's new feed; a previous one is revoked in the same transaction."""
+    async with connection(pool) as conn, conn.transaction():
+        await conn.execute("UPDATE calendar_feeds SET revoked_at = now() WHERE job_uid = %s AND revoked_at IS NULL",
+                           (feed.job_uid,))
+        await conn.execute("INSERT INTO calendar_feeds (token_hash, tenant, namespace, job_name, job_uid, params)"
+                           " VALUES (%s, %s, %s, %s, %s, %s)",
+                           (token_hash, feed.tenant, feed.namespace, feed.job_name, feed.job_uid,
+                            Jsonb(feed.params)))
+
+
+async def revoke_feed(pool: AsyncConnectionPool, job_uid: str) -> int:
+    async with connection(pool) as conn:
+        cur = await conn.execute("UPDATE calendar_feeds SET revoked_at = now() WHERE job_uid = %s"
+                                 " AND revoked_at IS NULL", (job_uid,))
+    return cur.rowcount
+
+
+async def find_feed(pool: AsyncConnectionPool, token_hash: str) -> Feed | None:
+    async with connection(pool) as conn:
+        row = await (await conn.execute(
+            "SELECT tenant, namespace, job_name, job_uid, params FROM calendar_feeds"
+            " WHERE token_hash = %s AND revoked_at IS NULL", (token_hash,))).fetchone()
+    return Feed(row[0], row[1], row[2], str(row[3]), dict(row[4] or {})) if row else None

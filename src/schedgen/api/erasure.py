@@ -1,0 +1,110 @@
+"""Erasing a job (`DELETE /api/v1/jobs/{id}`, the right to erasure).
+
+1. Tombstone the uid and delete its rows (`schedgen_erase_job`, migration 0006): from
+   then on the operator's writes for that uid are no-ops, so nothing can come back.
+2. Delete the ParseJob (uid precondition) and wait, bounded, until it is gone: the
+   operator's finalizer stops its Job (Cancelled) and lets it go.
+3. Erase the rows again (idempotent: anything that raced step 1 is gone).
+4. Delete the result object and, when no other job (any tenant) uses it, the
+   content-addressed PDF.
+The Postgres connection is held only for each statement, never while waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+
+from . import jobs, store
+from .backends import AlreadyExists, NotFound
+from .errors import ApiError
+from .services import Services
+
+log = logging.getLogger("schedgen.api")
+
+UPLOAD_PREFIX = "uploads/sha256/"  # the API's content-addressed PDFs (uploads.source_key)
+CLOCK_SLACK_SECONDS = 2.0  # S3's and the API server's clocks, whole seconds both
+
+
+def result_key(namespace: str, uid: str) -> str:
+    """Where the operator has the runner put a job's result (operator/results.py)."""
+    return f"results/{namespace}/{uid}.json"
+
+
+async def erase(svc: Services, tenant: str, job_id: str) -> None:
+    job = await jobs.find_job(svc, tenant, job_id)
+    ns = svc.cfg.namespace
+    source = await _source(svc, job)
+    await store.erase_job(svc.pool, job.uid, ns, job.name, tenant)
+    if job.status["source"] == "kubernetes":
+        await _delete_object(svc, job)
+    await store.erase_job(svc.pool, job.uid, ns, job.name, tenant)
+    svc.queue_cache = None
+    await svc.blocking(svc.storage.delete, result_key(ns, job.uid), svc.cfg.results_bucket or svc.cfg.s3_bucket)
+    if source and await _unused(svc, source, job):
+        await svc.blocking(svc.storage.delete, source[1], source[0])
+    log.info("erased job %s (uid %s) of tenant %s", job.name, job.uid, tenant)
+
+
+async def _source(svc: Services, job: jobs.Job) -> tuple[str, str] | None:
+    """The job's PDF (bucket, key) when it is one of the API's content-addressed uploads."""
+    bucket, key = svc.cfg.s3_bucket, None
+    if job.status["source"] == "kubernetes":
+        obj = svc.jobs.cached(job.name) or await _get(svc, job.name)
+        s3 = (((obj or {}).get("spec") or {}).get("source") or {}).get("s3") or {}
+        bucket, key = s3.get("bucket") or bucket, s3.get("key")
+    else:
+        record = await store.job_record(svc.pool, svc.cfg.namespace, job.name)
+        key = (record or {}).get("source_key")
+    if key and key.startswith(UPLOAD_PREFIX) and bucket == svc.cfg.s3_bucket:
+        return bucket, key
+    return None
+
+
+async def _get(svc: Services, name: str) -> dict | None:
+    try:
+        return await svc.blocking(svc.jobs.get, name)
+    except NotFound:
+        return None
+
+
+async def _delete_object(svc: Services, job: jobs.Job) -> None:
+    """Delete the ParseJob and wait (bounded) until that object is gone."""
+    try:
+        await svc.blocking(svc.jobs.delete, job.name, job.uid)
+    except (NotFound, AlreadyExists):  # gone already, or the name is another object now
+        return
+    deadline = time.monotonic() + svc.cfg.erase_wait_seconds
+    while time.monotonic() < deadline:
+        obj = await _get(svc, job.name)
+        if obj is None or obj["metadata"]["uid"] != job.uid:
+            return
+        await asyncio.sleep(0.2)
+    raise ApiError(503, "ErasurePending", f"job {job.name} is being cancelled; its rows are erased already. "
+                   "Repeat the DELETE to finish erasing it", {"Retry-After": "5"})
+
+
+async def _unused(svc: Services, source: tuple[str, str], job: jobs.Job) -> bool:
+    """No other job uses the PDF: no record (any tenant, any namespace), no live ParseJob
+    of the namespace, and no upload of the same bytes in flight: every upload writes the
+    object before it creates its ParseJob, within one request, so a write newer than this
+    job and younger than the request timeout may be one."""
+    bucket, key = source
+    if await store.source_key_in_use(svc.pool, key, job.uid):
+        return False
+    for obj in await svc.blocking(svc.jobs.list_all):
+        s3 = ((obj.get("spec") or {}).get("source") or {}).get("s3") or {}
+        if s3.get("key") == key and obj["metadata"]["uid"] != job.uid:
+            return False
+    modified = await svc.blocking(svc.storage.modified, key, bucket)
+    if modified is None:
+        return False
+    # an upload's put and create happen within one request (request_timeout_seconds)
+    in_flight_window = svc.cfg.request_timeout_seconds + CLOCK_SLACK_SECONDS
+    return (modified <= _epoch(job.status.get("createdAt")) + CLOCK_SLACK_SECONDS
+            or time.time() - modified > in_flight_window)
+
+
+def _epoch(value: str | None) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else 0.0
