@@ -12,10 +12,8 @@ from __future__ import annotations
 import hashlib
 from importlib.resources import files
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
-
-from .errors import ApiError
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
@@ -60,5 +58,5 @@ async def index(request: Request) -> Response:
 @web.get("/static/{name}")
 async def static(name: str, request: Request) -> Response:
     if name not in FILES or name == "index.html":
-        raise ApiError(404, "NotFound", "no such file")
+        raise HTTPException(404, "no such file")
     return serve(name, request)
