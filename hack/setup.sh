@@ -6,7 +6,8 @@
 #   3. The local Kubernetes control plane binaries, built once from the Go module
 #      proxy into ~/.cache/schedgen/ (8 to 25 minutes on 2 cores the first time).
 #   4. MinIO, the S3 server of the tests and the demo, also from the Go module proxy
-#      (about 2 to 4 minutes the first time).
+#      (about 2 to 4 minutes the first time); prometheus + promtool likewise (hack/promserver.py,
+#      8 to 15 minutes the first time), for the alert rule tests and the Prometheus e2e.
 #   5. The project's images (hack/images build all: runner, operator (+API), pause; podman,
 #      cached by content), which the tests and the demo import into the cluster's nodes.
 set -euo pipefail
@@ -63,6 +64,8 @@ step "building or reusing the local Kubernetes binaries"
 hack/cluster build
 step "building or reusing the S3 server (MinIO, from the Go module proxy)"
 .venv/bin/python hack/devservices.py build
+step "building or reusing prometheus and promtool (the observability tests; Go module proxy)"
+.venv/bin/python hack/promserver.py build
 step "building or reusing the images (hack/images build all)"
 hack/images build all
 step "setup done"

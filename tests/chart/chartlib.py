@@ -29,10 +29,14 @@ def chart():
 
 
 def render(values: dict | None = None, *, name: str = "schedgen", namespace: str = "schedgen-system",
-           with_crds: bool = False) -> list[dict[str, Any]]:
-    """The manifests of a `helm install` with these values, as objects (NOTES.txt left out)."""
+           with_crds: bool = False, api_versions: list[str] | None = None) -> list[dict[str, Any]]:
+    """The manifests of a `helm install` with these values, as objects (NOTES.txt left out).
+    api_versions: extra APIs the cluster is said to serve (.Capabilities.APIVersions)."""
     c = chart()
-    out = c.render(values or {}, name=name, namespace=namespace, is_install=True)
+    if api_versions:
+        out = _render_with_api_versions(c, values or {}, name, namespace, api_versions)
+    else:
+        out = c.render(values or {}, name=name, namespace=namespace, is_install=True)
     docs: list[dict[str, Any]] = []
     if with_crds:
         for crd in c.crds:
@@ -42,6 +46,17 @@ def render(values: dict | None = None, *, name: str = "schedgen", namespace: str
             continue
         docs.extend(d for d in yaml.safe_load_all(out[path]) if d)
     return docs
+
+
+def _render_with_api_versions(c, values: dict, name: str, namespace: str, api_versions: list[str]) -> dict:
+    """Chart.render has no api_versions argument; the engine's render options do
+    (`helm template --api-versions`), so call it with them."""
+    import json
+
+    from helm_python import _native
+
+    opts = {"name": name, "namespace": namespace, "is_install": True, "api_versions": api_versions}
+    return json.loads(_native.call_string("helm_render", c._raw(), json.dumps(values), json.dumps(opts)))
 
 
 def notes(values: dict | None = None, *, name: str = "schedgen", namespace: str = "schedgen-system") -> str:

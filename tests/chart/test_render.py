@@ -123,8 +123,8 @@ def test_values_reach_the_operator_and_the_configmap():
     assert not find(docs, "HorizontalPodAutoscaler") and not find(docs, "PodDisruptionBudget")
     pcs = {d["metadata"]["name"]: d["value"] for d in find(docs, "PriorityClass")}
     assert pcs == {"schedgen-high": 1000, "schedgen-normal": 0, "schedgen-low": -100}
-    sm = one(docs, "ServiceMonitor")
-    assert sm["metadata"]["labels"]["release"] == "prom"
+    for sm in (one(docs, "ServiceMonitor", "schedgen-operator"), one(docs, "ServiceMonitor", "schedgen-api")):
+        assert sm["metadata"]["labels"]["release"] == "prom"
     assert {d["metadata"]["namespace"] for d in find(docs, "NetworkPolicy", "schedgen-runner")} == \
         {"team-a", "schedgen-system"}
     # the operator presigns the runner's URLs with its own S3 credentials (by reference)

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
 from typing import Any, Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from schedgen.parsejob import PHASES, PRIORITIES, QUEUED, priority_of
+from schedgen.parsejob import PHASES, PRIORITIES, QUEUED, RUNNING, priority_of
+
+from .job_template import tenant_of
+from .views import epoch_of
 
 _TIME_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 PARSEJOBS = Gauge("schedgen_parsejobs", "ParseJobs known to the operator, by phase", ["phase"])
 WAITING_BY_PRIORITY = Gauge("schedgen_parsejobs_waiting", "Queued ParseJobs by priority", ["priority"])
+RUNNING_BY_PRIORITY = Gauge("schedgen_parsejobs_running", "Running ParseJobs by priority", ["priority"])
+OLDEST_WAITING = Gauge("schedgen_queue_oldest_waiting_seconds",
+                       "Age of the oldest queued ParseJob by priority (0: none waits)", ["priority"])
+WAITING_BY_TENANT = Gauge("schedgen_tenant_parsejobs_waiting",
+                          "Queued ParseJobs by tenant (the first TENANT_SERIES_MAX tenants seen; the rest: other)",
+                          ["tenant"])
+RUNNING_BY_TENANT = Gauge("schedgen_tenant_parsejobs_running",
+                          "Running ParseJobs by tenant (the first TENANT_SERIES_MAX tenants seen; the rest: other)",
+                          ["tenant"])
 ADMITTED = Counter("schedgen_parsejobs_admitted_total", "ParseJobs admitted (Job created)", ["priority"])
 COMPLETED = Counter("schedgen_parsejobs_completed_total", "ParseJobs finished",
                     ["kind", "outcome", "reason"])
@@ -46,12 +59,58 @@ TICK_SECONDS = Histogram("schedgen_scheduler_tick_seconds", "Duration of one sch
 ACTIVE = Gauge("schedgen_operator_active", "1 while this replica runs the scheduler (holds the peering lead)")
 
 
-def count_parsejobs(parsejobs: Iterable[Mapping[str, Any]]) -> None:
-    """Set the ParseJob gauges (by phase, waiting by priority) from the index views."""
-    phases = [(b, (b.get("status") or {}).get("phase")) for b in parsejobs]
-    by_phase = Tally(phase or QUEUED for _, phase in phases)
+# Tenants are free text in spec.tenant (kubectl users write it): a label per tenant must
+# not grow without bound. The first TENANT_SERIES_MAX tenants seen by this process get a
+# series each (kept, at 0 when idle, so series do not churn); any later one counts as OTHER.
+TENANT_SERIES_MAX = 50
+OTHER_TENANT = "other"
+
+
+class TenantLabels:
+    """The bounded tenant -> label value mapping of the per-tenant gauges."""
+
+    def __init__(self, limit: int = TENANT_SERIES_MAX):
+        self.limit = limit
+        self.known: dict[str, None] = {}  # insertion-ordered set
+
+    def label(self, tenant: str) -> str:
+        if tenant in self.known:
+            return tenant
+        if len(self.known) < self.limit and tenant != OTHER_TENANT:
+            self.known[tenant] = None
+            return tenant
+        return OTHER_TENANT
+
+    def labels(self) -> list[str]:
+        return [*self.known, OTHER_TENANT]
+
+
+TENANTS = TenantLabels()
+
+
+def count_parsejobs(parsejobs: Iterable[Mapping[str, Any]], now: float | None = None,
+                    tenants: TenantLabels = TENANTS) -> None:
+    """Set the ParseJob gauges (by phase; waiting/running by priority and by tenant; the
+    oldest waiting one's age) from the index views."""
+    now = time.time() if now is None else now
+    phases = [(b, (b.get("status") or {}).get("phase") or QUEUED) for b in parsejobs]
+    by_phase = Tally(phase for _, phase in phases)
     for phase in PHASES:
         PARSEJOBS.labels(phase=phase).set(by_phase.get(phase, 0))
-    waiting = Tally(priority_of(b) for b, phase in phases if phase in (None, QUEUED))
+    waiting = [b for b, phase in phases if phase == QUEUED]
+    running = [b for b, phase in phases if phase == RUNNING]
+    oldest: dict[str, float] = {}
+    for b in waiting:
+        created = epoch_of(b["metadata"].get("creationTimestamp"))
+        if created is not None:
+            oldest[priority_of(b)] = max(oldest.get(priority_of(b), 0.0), now - created)
+    for gauge, bodies in ((WAITING_BY_PRIORITY, waiting), (RUNNING_BY_PRIORITY, running)):
+        by_priority = Tally(priority_of(b) for b in bodies)
+        for priority in PRIORITIES:
+            gauge.labels(priority=priority).set(by_priority.get(priority, 0))
     for priority in PRIORITIES:
-        WAITING_BY_PRIORITY.labels(priority=priority).set(waiting.get(priority, 0))
+        OLDEST_WAITING.labels(priority=priority).set(max(oldest.get(priority, 0.0), 0.0))
+    for gauge, bodies in ((WAITING_BY_TENANT, waiting), (RUNNING_BY_TENANT, running)):
+        by_tenant = Tally(tenants.label(tenant_of(b)) for b in bodies)
+        for label in tenants.labels():
+            gauge.labels(tenant=label).set(by_tenant.get(label, 0))
