@@ -93,3 +93,57 @@ def test_the_scheduler_fails_a_parsejob_of_another_tenant(local_cluster, k8s_api
     finally:
         custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
         core.delete_namespace(ns)
+
+
+@pytest.mark.cluster
+def test_a_job_of_the_same_name_not_owned_by_the_parsejob_is_not_taken_for_its_own(local_cluster, k8s_api_client,
+                                                                                    monkeypatch):
+    """Job names are deterministic (job_template.job_name): whoever can create Jobs in the
+    namespace could pre-create one. The operator admits only into a Job it controls: an
+    impostor fails the ParseJob (JobNameTaken) and is left alone; its own Job (a retried
+    admission) is adopted."""
+    from kubernetes import client
+
+    from schedgen.operator.config import OperatorConfig
+    from schedgen.operator.job_template import job_name
+    from schedgen.operator.kube import Kube
+    from schedgen.operator.scheduler import Scheduler
+
+    local_cluster.kubectl("apply", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
+    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # presigning needs some (offline)
+        monkeypatch.setenv(name, "not-used")
+    core, custom = client.CoreV1Api(k8s_api_client), client.CustomObjectsApi(k8s_api_client)
+    batch = client.BatchV1Api(k8s_api_client)
+    ns = f"imp-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": ns, "labels": {"schedgen.test": "true"}}})
+
+    def parsejob(name: str) -> dict:
+        return custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob", "metadata": {"name": name},
+            "spec": {"source": {"s3": {"key": "k.pdf"}}}})
+
+    def suspended_job(name: str, owner: dict | None) -> dict:
+        meta: dict = {"name": name}
+        if owner:
+            meta["ownerReferences"] = [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob", "controller": True,
+                                        "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}]
+        return batch.create_namespaced_job(ns, {"metadata": meta, "spec": {"suspend": True, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "impostor"}]}}}})
+
+    try:
+        victim, retried = parsejob("victim"), parsejob("retried")
+        suspended_job(job_name("victim", victim["metadata"]["uid"]), None)
+        suspended_job(job_name("retried", retried["metadata"]["uid"]), retried)
+        scheduler = Scheduler(OperatorConfig.from_env({}), Kube(k8s_api_client))
+        assert asyncio.run(outside_kopf(scheduler._admit_one(victim))) is None  # not admitted
+        got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "victim")["status"]
+        assert (got["phase"], got["error"]["reason"]) == ("Failed", "JobNameTaken"), got
+        impostor = batch.read_namespaced_job(job_name("victim", victim["metadata"]["uid"]), ns)
+        assert impostor.spec.suspend is True and not impostor.metadata.owner_references  # untouched
+        assert asyncio.run(outside_kopf(scheduler._admit_one(retried))) == retried["metadata"]["uid"]
+        got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "retried")["status"]
+        assert got["phase"] == "Running" and got["jobName"] == job_name("retried", retried["metadata"]["uid"]), got
+    finally:
+        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+        core.delete_namespace(ns)

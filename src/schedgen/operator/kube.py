@@ -79,6 +79,18 @@ class Kube:
         except Conflict:
             return False
 
+    async def job_owner(self, namespace: str, name: str) -> str | None:
+        """The uid of the ParseJob that controls the Job `name` ("" if none does; None if
+        there is no such Job)."""
+        try:
+            job = await self._call("GET", self.batch.read_namespaced_job, name, namespace)
+        except NotFound:
+            return None
+        for ref in job.metadata.owner_references or []:
+            if ref.controller and ref.kind == KIND and ref.api_version == f"{GROUP}/{VERSION}":
+                return ref.uid
+        return ""
+
     async def job_exists(self, namespace: str, name: str) -> bool:
         try:
             await self._call("GET", self.batch.read_namespaced_job, name, namespace)

@@ -343,7 +343,11 @@ class Scheduler:
         job = build_job(body, self.cfg, None if adopted else self.results.urls(body))
         name = job["metadata"]["name"]
         if not adopted:
-            await self.kube.create_job(job)  # False: it already exists (a retry), fine
+            if not await self.kube.create_job(job) and await self.kube.job_owner(meta["namespace"], name) \
+                    not in (meta["uid"], None):  # it exists: ours (a retry) is fine, an impostor is not
+                await self._finish(body, Outcome(st.FAILED, "JobNameTaken",
+                                                 f"a Job named {name} exists and is not this ParseJob's"))
+                return None
             self.track(meta["uid"]).job_created = self.clock()
         base = body if st.phase_of(body) else st.merged(body, st.queued(body))
         new_status = st.merged(base, st.running(base, name, at))["status"]
