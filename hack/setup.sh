@@ -32,6 +32,8 @@ fi
 NODE_PKGS="containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux busybox-static gcc libc6-dev"
 # The images (hack/images): podman/buildah, rootless-capable storage, mmdebstrap for the base.
 NODE_PKGS="$NODE_PKGS podman buildah mmdebstrap uidmap fuse-overlayfs"
+# The web page's browser test (tests/cli/test_web_page.py): headless Chromium and its driver.
+NODE_PKGS="$NODE_PKGS chromium chromium-driver"
 missing=""
 for p in $NODE_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
