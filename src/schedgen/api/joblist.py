@@ -20,6 +20,9 @@ from .errors import ApiError
 from .services import Services
 
 MAX_LIMIT = 200
+# creationTimestamp has whole seconds; uploads also note the creation to the microsecond,
+# so a job created in the same second as a page's last item still sorts before it
+ANN_CREATED = "schedgen.io/created-at"
 
 
 def encode_cursor(key: tuple[dt.datetime, str]) -> str:
@@ -40,9 +43,14 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
 
 
 def _created(value: str | None) -> dt.datetime:
-    if not value:
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
         return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def created_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 async def list_jobs(svc: Services, tenant: str, phase: str | None, limit: int, cursor: str | None) -> dict:
@@ -55,7 +63,9 @@ async def list_jobs(svc: Services, tenant: str, phase: str | None, limit: int, c
             continue
         live_names.append(obj["metadata"]["name"])
         status = jobs.status_from_object(obj)
-        key = (_created(obj["metadata"].get("creationTimestamp")), status["id"])
+        meta = obj["metadata"]
+        key = (_created((meta.get("annotations") or {}).get(ANN_CREATED) or meta.get("creationTimestamp")),
+               status["id"])
         if (phase is None or status["phase"] == phase) and (before is None or key < before):
             live.append((key, status))
     records = await store.list_records(svc.pool, svc.cfg.namespace, tenant, phase, before, live_names, limit + 1)

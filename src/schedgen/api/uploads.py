@@ -30,6 +30,7 @@ from . import metrics, store
 from .backends import AlreadyExists
 from .config import ApiConfig
 from .errors import ApiError
+from .joblist import ANN_CREATED, created_now
 from .jobs import lookup, status_from_object
 from .multipart import Upload, read_upload
 from .schemas import PREFIX
@@ -108,7 +109,7 @@ def source_key(content_sha: str) -> str:
 
 def parsejob_body(cfg: ApiConfig, name: str, tenant: str, upload: Upload, priority: str, schedule_type: str,
                   key_hash: str | None) -> dict:
-    annotations = {ANN_CONTENT: upload.sha256}
+    annotations = {ANN_CONTENT: upload.sha256, ANN_CREATED: created_now()}
     if key_hash:
         annotations[ANN_IDEMPOTENCY] = key_hash
     if upload.filename:
