@@ -13,6 +13,8 @@ import pytest
 from credentials import assert_no_credentials
 from operator_e2e import FIXTURES, GROUP, PLURAL, VERSION, wait_for
 
+from schedgen.operator.results import result_key
+
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 REAL = [("UP_MOD_XLS.pdf", "lecture", 30), ("UP_TST_PDF.pdf", "test", 12), ("UP_EXAM_SS.pdf", "exam", 5)]
@@ -102,6 +104,14 @@ def test_real_pdfs_succeed_with_their_events_in_postgres(operator_cluster, start
         for pod in c.pods_of(ns, s["jobName"]):
             assert_no_credentials({"spec": {"template": c.api.sanitize_for_serialization(pod)}},
                                   [c.s3.credentials["AWS_SECRET_ACCESS_KEY"]])
+    # Deleting a finished ParseJob drops its result object; its row and events stay.
+    pj = c.parsejobs(ns)[0]
+    uid, key = pj["metadata"]["uid"], result_key(ns, pj["metadata"]["uid"])
+    assert c.s3.client.list_objects_v2(Bucket=c.s3.bucket, Prefix=key).get("KeyCount") == 1
+    c.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, pj["metadata"]["name"])
+    wait_for(lambda: len(c.parsejobs(ns)) == len(REAL) - 1, 60, what="the ParseJob to go")
+    assert c.s3.client.list_objects_v2(Bucket=c.s3.bucket, Prefix=key).get("KeyCount") == 0
+    assert c.row(uid)[0] == "Succeeded" and c.event_rows(uid) == pj["status"]["result"]["events"]
 
 
 def test_invalid_pdf_fails_after_exactly_one_pod(operator_cluster, start_operator):

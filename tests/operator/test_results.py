@@ -118,3 +118,13 @@ def test_an_oversized_object_is_not_read(s3):
     s3.client.put_object(Bucket=s3.bucket, Key=result_key("team-a", body["metadata"]["uid"]), Body=b" " * 5000)
     with pytest.raises(InvalidResult, match="5000 bytes; the limit is 1000"):
         asyncio.run(results.collect(body))
+
+
+def test_discard_deletes_the_result_object_and_tolerates_its_absence(s3):
+    results = store(s3)
+    body = parsejob(s3)
+    key = result_key("team-a", body["metadata"]["uid"])
+    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=json.dumps(valid()).encode())
+    asyncio.run(results.discard(body))
+    assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=key)
+    asyncio.run(results.discard(body))  # already gone: nothing to do, no error

@@ -152,6 +152,7 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, runtim
         final = await memo.scheduler.cancel(parsejob_view(body))
     except Conflict:
         raise kopf.TemporaryError("the status moved on meanwhile; re-reading", delay=1) from None
+    await memo.scheduler.results.discard(body)  # its events are in Postgres (or never will be)
     if memo.recorder is None:
         return
     try:

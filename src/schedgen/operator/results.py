@@ -197,6 +197,17 @@ class ResultStore:
         Raises InvalidResult (a final failure) or ResultUnavailable (retry later)."""
         return await asyncio.to_thread(self._collect, body)
 
+    async def discard(self, body: Mapping[str, Any]) -> None:
+        """Delete a deleted ParseJob's result object (personal data, not needed once the
+        object is gone). Best effort: one that stays behind is logged (a bucket lifecycle
+        rule on results/ is the backstop, docs/deploy.md)."""
+        meta = body["metadata"]
+        key = result_key(meta["namespace"], meta["uid"])
+        try:
+            await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not delete the result object %s: %s", key, exc)
+
     async def outcome(self, body: Mapping[str, Any], completed: Outcome | None,
                       lost: str = "the Job disappeared before it finished") -> Outcome | None:
         """The outcome the result object tells, its events already in Postgres: it
