@@ -12,7 +12,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
+from .compat import compat
+from .compat import health as compat_health
 from .config import ApiConfig
 from .errors import BACKEND_ERRORS, ApiError, backend_unavailable, error_response
 from .feeds import feed_api, feeds
@@ -45,13 +48,29 @@ def create_app(cfg: ApiConfig | None = None, services: Services | None = None) -
     app.include_router(web)  # the web page at / (docs/web.md)
     app.include_router(feed_api)
     app.include_router(feeds)
+    if (cfg or svc.cfg).compat_routes:
+        app.include_router(compat)
+        app.include_router(compat_health)
     _handle_errors(app)
     return app
 
 
-def asgi(cfg: ApiConfig | None = None) -> Gate:
-    """The app behind its Gate: what uvicorn serves."""
-    return Gate(create_app(cfg))
+def asgi(cfg: ApiConfig | None = None):
+    """The app behind its Gate (and CORS when origins are configured): what uvicorn serves.
+
+    CORS is outermost so that preflights are answered without a key and the Gate's own
+    errors (401, 429) carry the headers a browser needs to read them."""
+    gate = Gate(create_app(cfg))
+    origins = gate.cfg.cors_origins
+    if not origins:
+        return gate
+    return CORSMiddleware(gate, allow_origins=list(origins), allow_credentials=True,
+                          allow_methods=["GET", "POST", "DELETE"],
+                          allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key",
+                                         "If-None-Match"],
+                          expose_headers=["ETag", "Location", "Retry-After", "RateLimit-Limit",
+                                          "RateLimit-Remaining", "RateLimit-Reset", "Idempotent-Replayed"],
+                          max_age=600)
 
 
 def _handle_errors(app: FastAPI) -> None:
