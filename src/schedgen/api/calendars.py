@@ -6,7 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from typing import Annotated
+
 from fastapi import Query
+from pydantic import StringConstraints
 
 from schedgen.ics import CalendarRangeRequired, InvalidExclusion, parse_exclusions, to_ics
 from schedgen.models import ScheduleKind
@@ -16,6 +19,7 @@ from .errors import ApiError
 from .services import Services
 
 ICS = "text/calendar; charset=utf-8"
+EXCLUSION = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.\.[0-9]{4}-[0-9]{2}-[0-9]{2})?$"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -57,7 +61,8 @@ def calendar_params(first_day: dt.date | None = Query(None, alias="from",
                                                      description="Last day of lectures (ISO date)"),
                     exam_hours: float = Query(3.0, alias="examHours", ge=0.5, le=12,
                                               description="Assumed length of exams without an end time"),
-                    exclude: list[str] = Query([], max_length=50,
+                    exclude: list[Annotated[str, StringConstraints(pattern=EXCLUSION)]] = Query(
+                        [], max_length=50,
                                                description="Skip lectures on a date (YYYY-MM-DD) or inclusive "
                                                            "range (FROM..UNTIL, ≤366 days); repeatable, ≤50")
                     ) -> CalendarParams:
