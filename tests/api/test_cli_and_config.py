@@ -60,6 +60,18 @@ def test_config_from_env():
             ApiConfig.from_env(bad)
 
 
+def test_new_settings_parse():
+    cfg = ApiConfig.from_env({"SCHEDGEN_API_COMPAT_ROUTES": "on", "SCHEDGEN_API_CORS_ORIGINS":
+                              "https://schedule.example.org, http://localhost:3000",
+                              "SCHEDGEN_API_COMPAT_UPLOAD_WAIT_SECONDS": "5", "SCHEDGEN_API_ERASE_WAIT_SECONDS": "3",
+                              "SCHEDGEN_API_PUBLIC_URL": "https://cal.example.org"})
+    assert cfg.compat_routes is True and cfg.compat_upload_wait_seconds == 5.0 and cfg.erase_wait_seconds == 3.0
+    assert cfg.cors_origins == ("https://schedule.example.org", "http://localhost:3000")
+    assert cfg.public_url == "https://cal.example.org"
+    default = ApiConfig.from_env({})
+    assert default.compat_routes is False and default.cors_origins == () and default.compat_upload_wait_seconds == 20
+
+
 @pytest.mark.parametrize("env, named", [
     ({"SCHEDGEN_API_ALLOW_ANONYMOUS": "yes please"}, "SCHEDGEN_API_ALLOW_ANONYMOUS"),
     ({"SCHEDGEN_API_REQUIRE_KEY": "false"}, "SCHEDGEN_API_ALLOW_ANONYMOUS"),  # the old switch: gone, said so
@@ -74,6 +86,13 @@ def test_config_from_env():
     ({"SCHEDGEN_API_QUEUE_CACHE_SECONDS": "nan"}, "SCHEDGEN_API_QUEUE_CACHE_SECONDS"),
     ({"SCHEDGEN_LOG_FORMAT": "xml"}, "SCHEDGEN_LOG_FORMAT"),
     ({"SCHEDGEN_API_NAMESPACE": "Not A Namespace"}, "SCHEDGEN_API_NAMESPACE"),
+    ({"SCHEDGEN_API_COMPAT_ROUTES": "ture"}, "SCHEDGEN_API_COMPAT_ROUTES"),
+    ({"SCHEDGEN_API_CORS_ORIGINS": "*"}, "SCHEDGEN_API_CORS_ORIGINS"),
+    ({"SCHEDGEN_API_CORS_ORIGINS": "https://a.example,,https://b.example"}, "SCHEDGEN_API_CORS_ORIGINS"),
+    ({"SCHEDGEN_API_CORS_ORIGINS": "https://a.example/app"}, "SCHEDGEN_API_CORS_ORIGINS"),
+    ({"SCHEDGEN_API_COMPAT_UPLOAD_WAIT_SECONDS": "61"}, "SCHEDGEN_API_COMPAT_UPLOAD_WAIT_SECONDS"),
+    ({"SCHEDGEN_API_ERASE_WAIT_SECONDS": "0"}, "SCHEDGEN_API_ERASE_WAIT_SECONDS"),
+    ({"SCHEDGEN_API_PUBLIC_URL": "cal.example.org"}, "SCHEDGEN_API_PUBLIC_URL"),
 ])
 def test_invalid_settings_stop_the_start_naming_the_variable(env, named):
     with pytest.raises(ConfigurationError) as err:
