@@ -15,7 +15,7 @@ from . import EXIT_CODES_HELP, ClientError, require_extra
 
 JOB_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a ParseJob name, as the API accepts
 PHASES = ("Queued", "Running", "Succeeded", "Failed", "Cancelled")
-MAX_LIMIT = 500
+MAX_LIMIT = 200  # the API's bound
 
 
 def job_id(value: str) -> str:
