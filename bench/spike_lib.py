@@ -1,0 +1,217 @@
+"""The measuring parts of bench/spike.py: distinct PDFs, percentiles and the burst summary,
+backlog over time, the apiserver's write counter, and stack CPU (cgroups + process trees).
+
+Pure functions first (unit-tested in tests/bench/test_spike_units.py), then the readers of
+/sys/fs/cgroup and /proc, which only make sense next to a running stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"})
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+UNIFIED = Path("/sys/fs/cgroup/unified")
+
+
+# ---------------------------------------------------------------- inputs
+def distinct_pdf(source: bytes, tag: str) -> bytes:
+    """`source` with a PDF comment after its last %%EOF: other bytes (another sha256, another
+    content-addressed S3 key), the same document (readers ignore bytes after %%EOF)."""
+    if b"%%EOF" not in source[-1024:]:
+        raise ValueError("not a complete PDF: no %%EOF in its last KiB")
+    if not tag.isascii() or not tag.isprintable() or len(tag) > 200:
+        raise ValueError("tag must be at most 200 printable ASCII characters")
+    return source + f"\n% schedgen-spike {tag}\n".encode()
+
+
+def distinct_pdfs(sources: list[bytes], count: int, run_tag: str) -> list[bytes]:
+    """`count` PDFs cycling over `sources`, each with distinct bytes (run_tag + index)."""
+    return [distinct_pdf(sources[i % len(sources)], f"{run_tag}-{i}") for i in range(count)]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- statistics
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank on the sorted values (same as the other benchmarks); nan when empty."""
+    if not values:
+        return float("nan")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must be within [0, 1]")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+@dataclass
+class Track:
+    """One upload as the benchmark saw it (seconds on this machine's clock)."""
+
+    name: str
+    tenant: str
+    uploaded: float  # just before the POST was sent
+    running: float | None = None  # first seen Running (watch)
+    done: float | None = None  # first seen in a final phase (watch)
+    phase: str | None = None
+
+
+@dataclass
+class BurstSummary:
+    count: int
+    succeeded: int
+    drain_seconds: float
+    pdfs_per_second: float
+    latency_p50: float
+    latency_p95: float
+    latency_max: float
+    failed: dict[str, int] = field(default_factory=dict)
+
+
+def summarize(tracks: list[Track]) -> BurstSummary:
+    """Upload -> Succeeded percentiles, and the drain: first upload sent -> last job final."""
+    if not tracks:
+        raise ValueError("no uploads to summarize")
+    ok = [t for t in tracks if t.phase == "Succeeded" and t.done is not None]
+    failed: dict[str, int] = {}
+    for t in tracks:
+        if t.phase != "Succeeded":
+            failed[str(t.phase)] = failed.get(str(t.phase), 0) + 1
+    start = min(t.uploaded for t in tracks)
+    ends = [t.done for t in tracks if t.done is not None]
+    drain = (max(ends) - start) if ends else float("nan")
+    latencies = [t.done - t.uploaded for t in ok]
+    return BurstSummary(
+        count=len(tracks), succeeded=len(ok), drain_seconds=drain,
+        pdfs_per_second=len(ok) / drain if drain and drain > 0 else float("nan"),
+        latency_p50=percentile(latencies, 0.5), latency_p95=percentile(latencies, 0.95),
+        latency_max=max(latencies, default=float("nan")), failed=failed)
+
+
+def backlog(tracks: list[Track], step: float = 1.0) -> dict[str, list[float]]:
+    """Waiting / running / completed counts every `step` s from the first upload: an upload
+    waits until seen Running (or final, when Running was never seen), runs until final."""
+    if not tracks:
+        return {"t": [], "waiting": [], "running": [], "completed": []}
+    start = min(t.uploaded for t in tracks)
+    end = max(max(t.done or t.uploaded, t.uploaded) for t in tracks)
+    steps = int(math.ceil((end - start) / step)) + 1
+    out: dict[str, list[float]] = {"t": [], "waiting": [], "running": [], "completed": []}
+    for i in range(steps):
+        now = start + i * step
+        waiting = running = completed = 0
+        for t in tracks:
+            if t.uploaded > now:
+                continue
+            began = t.running if t.running is not None else t.done
+            if t.done is not None and t.done <= now:
+                completed += 1
+            elif began is not None and began <= now:
+                running += 1
+            else:
+                waiting += 1
+        out["t"].append(i * step)
+        out["waiting"].append(waiting)
+        out["running"].append(running)
+        out["completed"].append(completed)
+    return out
+
+
+# ---------------------------------------------------------------- apiserver metrics
+def write_requests(metrics_text: str) -> dict[str, float]:
+    """apiserver_request_total with a write verb, summed by resource (all clients, all codes)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(metrics_text):
+        if fam.name != "apiserver_request":
+            continue
+        for s in fam.samples:
+            if s.name != "apiserver_request_total" or s.labels.get("verb", "").upper() not in WRITE_VERBS:
+                continue
+            res = s.labels.get("resource", "") + (f"/{s.labels['subresource']}" if s.labels.get("subresource") else "")
+            out[res] = out.get(res, 0.0) + s.value
+    return out
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+# ---------------------------------------------------------------- CPU of the stack
+def cgroup_usage_seconds(rel: str) -> float:
+    """Cumulative CPU of cgroup `rel` and all its descendants, exited or removed ones
+    included (v1 cpuacct charges every ancestor as it goes; v2 cpu.stat likewise)."""
+    v1 = CPUACCT / rel.strip("/") / "cpuacct.usage"
+    if v1.exists():
+        return int(v1.read_text()) / 1e9
+    v2 = UNIFIED / rel.strip("/") / "cpu.stat"
+    if not v2.exists():
+        v2 = Path("/sys/fs/cgroup") / rel.strip("/") / "cpu.stat"
+    for line in v2.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) / 1e6
+    raise FileNotFoundError(f"no CPU accounting for cgroup {rel}")
+
+
+def in_cgroup(pid: int, rel: str) -> bool:
+    """Whether process `pid` sits in cgroup `rel` or below (cpuacct, else the v2 line)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    prefix = "/" + rel.strip("/")
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "cpuacct" in controllers.split(",") or controllers == "":
+            if path == prefix or path.startswith(prefix + "/"):
+                return True
+    return False
+
+
+def tree_seconds(pid: int, skip_cgroup: str | None = None) -> float:
+    """CPU of a process and its live descendants, with the children they reaped
+    (cpu_times' children_user/system): a parent that reaps its workers (Postgres) keeps
+    their time. Processes inside `skip_cgroup` are left out (counted by the cgroup)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        if skip_cgroup and in_cgroup(p.pid, skip_cgroup):
+            continue
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+class StackCpu:
+    """CPU seconds of the stack by component: each node's cgroup (kubelet, containerd, its
+    shims, runc and every pod, exited ones included), and the process trees of the control
+    plane, operator, API, Postgres and MinIO (pids the benchmark started)."""
+
+    def __init__(self, node_cgroups: dict[str, str], roots: dict[str, int]):
+        self.node_cgroups, self.roots = node_cgroups, roots
+
+    def read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, rel in self.node_cgroups.items():
+            pods = f"{rel}/kubepods"
+            out[f"{name}: pods"] = cgroup_usage_seconds(pods) if (CPUACCT / pods.strip("/")).exists() else 0.0
+            out[f"{name}: kubelet+containerd+shims"] = cgroup_usage_seconds(rel) - out[f"{name}: pods"]
+        skip = "/" + "/".join(next(iter(self.node_cgroups.values()), "/x").strip("/").split("/")[:2])
+        for name, pid in self.roots.items():
+            out[name] = out.get(name, 0.0) + tree_seconds(pid, skip_cgroup=skip)
+        return out

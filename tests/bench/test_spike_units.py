@@ -1,0 +1,115 @@
+"""The pure parts of bench/spike.py (bench/spike_lib.py): distinct PDFs that parse the same,
+percentiles, the burst summary, backlog over time, the apiserver write counter."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from spike_lib import (  # noqa: E402
+    Track,
+    backlog,
+    cgroup_usage_seconds,
+    delta,
+    distinct_pdf,
+    distinct_pdfs,
+    percentile,
+    sha256,
+    summarize,
+    write_requests,
+)
+
+from schedgen.runner.parsing import parse_pdf  # noqa: E402
+
+UP = ROOT.parent / "shared" / "fixtures" / "up"
+FIXTURES = ["UP_MOD_XLS.pdf", "UP_TST_PDF.pdf", "UP_EXAM_SS.pdf"]
+
+
+def test_distinct_pdfs_have_distinct_sha256_and_parse_the_same(tmp_path):
+    sources = [(UP / name).read_bytes() for name in FIXTURES]
+    pdfs = distinct_pdfs(sources, 7, "run1")
+    assert len({sha256(p) for p in pdfs}) == 7
+    assert not {sha256(p) for p in pdfs} & {sha256(s) for s in sources}
+    assert len({sha256(p) for p in distinct_pdfs(sources, 7, "run2")} | {sha256(p) for p in pdfs}) == 14
+    for i, data in enumerate(pdfs):
+        original, copy = tmp_path / f"o{i}.pdf", tmp_path / f"c{i}.pdf"
+        original.write_bytes(sources[i % 3])
+        copy.write_bytes(data)
+        expected = parse_pdf(original).to_json()
+        assert parse_pdf(copy).to_json() == expected
+        assert expected["events"], FIXTURES[i % 3]
+
+
+def test_distinct_pdf_refuses_a_truncated_pdf_and_a_bad_tag():
+    data = (UP / FIXTURES[0]).read_bytes()
+    cut = data[: data.rindex(b"%%EOF")]
+    with pytest.raises(ValueError, match="EOF"):
+        distinct_pdf(cut + b"x" * 2000, "t")
+    with pytest.raises(ValueError, match="tag"):
+        distinct_pdf(data, "new\nline")
+
+
+def test_percentile_nearest_rank():
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(values, 0.5) == 3.0
+    assert percentile(values, 0.0) == 1.0 and percentile(values, 1.0) == 5.0
+    assert percentile(list(range(1, 101)), 0.95) == 95
+    assert math.isnan(percentile([], 0.5))
+    with pytest.raises(ValueError):
+        percentile(values, 1.5)
+
+
+def test_summary_latency_drain_and_failures():
+    tracks = [Track("a", "t1", 100.0, 101.0, 104.0, "Succeeded"),
+              Track("b", "t2", 100.5, 102.0, 106.5, "Succeeded"),
+              Track("c", "t1", 101.0, None, 103.0, "Failed"),
+              Track("d", "t2", 101.0, 103.0, 110.0, "Succeeded")]
+    s = summarize(tracks)
+    assert (s.count, s.succeeded, s.failed) == (4, 3, {"Failed": 1})
+    assert s.drain_seconds == pytest.approx(10.0)  # 100.0 -> 110.0
+    assert s.pdfs_per_second == pytest.approx(0.3)  # succeeded only
+    assert (s.latency_p50, s.latency_max) == (pytest.approx(6.0), pytest.approx(9.0))  # 4, 6, 9
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_backlog_counts_waiting_running_completed():
+    tracks = [Track("a", "t", 0.0, 1.0, 3.0, "Succeeded"),
+              Track("b", "t", 0.0, 2.5, 4.0, "Succeeded"),
+              Track("c", "t", 1.5, None, 2.0, "Failed")]  # never seen Running: waits until final
+    b = backlog(tracks, step=1.0)
+    assert b["t"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert b["waiting"] == [2, 1, 1, 0, 0]
+    assert b["running"] == [0, 1, 1, 1, 0]
+    assert b["completed"] == [0, 0, 1, 2, 3]
+    assert all(w + r + c <= 3 for w, r, c in zip(b["waiting"], b["running"], b["completed"]))
+
+
+METRICS = """# HELP apiserver_request_total [STABLE] Counter of apiserver requests
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="POST",version="v1"} 7
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="status",verb="PATCH",version="v1"} 11
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="GET",version="v1"} 1000
+apiserver_request_total{code="0",component="apiserver",dry_run="",group="",resource="pods",scope="namespace",subresource="",verb="WATCH",version="v1"} 3
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="batch",resource="jobs",scope="resource",subresource="",verb="DELETE",version="v1"} 2
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="batch",resource="jobs",scope="resource",subresource="",verb="POST",version="v1"} 1
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="apps",resource="deployments",scope="resource",subresource="",verb="APPLY",version="v1"} 4
+"""
+
+
+def test_write_requests_by_resource_and_delta():
+    w = write_requests(METRICS)
+    assert w == {"pods": 7.0, "pods/status": 11.0, "jobs": 3.0, "deployments": 4.0}
+    later = dict(w, pods=10.0)
+    assert delta(later, w) == {"pods": 3.0}
+
+
+def test_cgroup_usage_of_a_missing_cgroup_is_an_error():
+    with pytest.raises(FileNotFoundError):
+        cgroup_usage_seconds("/schedgen-spike-test/no-such-cgroup")
