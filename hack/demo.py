@@ -125,11 +125,34 @@ def values_for(refs: dict[str, str], s3_endpoint: str) -> dict:
                 "service": {"type": "NodePort", "port": 80},
                 "uploadsPerMinute": UPLOADS_PER_MINUTE},
         "s3": {"bucket": BUCKET, "endpointUrl": s3_endpoint, "region": REGION, "existingSecret": "schedgen-s3"},
-        "postgres": {"existingSecret": "schedgen-postgres"},
+        # one DSN per role (least privilege): pg_secrets() makes them
+        "postgres": {"operatorSecret": "schedgen-pg-operator", "apiSecret": "schedgen-pg-api",
+                     "migrationSecret": "schedgen-pg-owner"},
         "jobDefaults": {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
                                       "limits": {"cpu": "1", "memory": "768Mi"}}},
         "queue": {"guardMaxUnschedulable": -1},
     }
+
+
+DEMO_LOGINS = {"operator": "schedgen_demo_operator", "api": "schedgen_demo_api"}
+
+
+def pg_secrets(pg: devservices.PostgresServer, host: str) -> dict[str, dict[str, str]]:
+    """The database admin's part (docs/deploy.md "Postgres"): a login per role; the
+    Secrets hold the DSNs as pods reach them. The chart's hook Job migrates as the owner."""
+    import psycopg
+    from psycopg import conninfo
+
+    with psycopg.connect(pg.dsn_for("postgres"), autocommit=True) as conn:
+        for role, user in DEMO_LOGINS.items():
+            conn.execute(f"DO $$ BEGIN CREATE ROLE schedgen_{role} NOLOGIN; "
+                         f"EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone():
+                conn.execute(f'CREATE USER "{user}" IN ROLE schedgen_{role}')
+    owner = pg.dsn_for(pg.database, host=host)
+    return {"schedgen-pg-owner": {"SCHEDGEN_DATABASE_URL": owner},
+            **{f"schedgen-pg-{role}": {"SCHEDGEN_DATABASE_URL": conninfo.make_conninfo(owner, user=user)}
+               for role, user in DEMO_LOGINS.items()}}
 
 
 def install_chart(cluster: LocalCluster, values: dict) -> None:
@@ -203,8 +226,7 @@ def up() -> None:
         cluster.import_image(archive)
     kubectl_apply(cluster, {"apiVersion": "v1", "kind": "Namespace",
                             "metadata": {"name": NAMESPACE, "labels": RESTRICTED}})
-    dsn = pg.dsn_for(pg.database, host=host)
-    secrets = {"schedgen-postgres": {"SCHEDGEN_DATABASE_URL": dsn},
+    secrets = {**pg_secrets(pg, host),
                "schedgen-s3": s3.credentials}  # the runner Jobs need none: presigned URLs
     for name, data in secrets.items():
         kubectl_apply(cluster, {"apiVersion": "v1", "kind": "Secret",

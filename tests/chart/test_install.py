@@ -14,10 +14,14 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import yaml
+from psycopg import conninfo
 from credentials import assert_no_credentials
 from localkube.testing import wait_for
+
+from schedgen import db
 
 from chartlib import (
     CHART,
@@ -214,6 +218,46 @@ def _pod_facing(local_cluster, postgres, s3) -> tuple[str, str]:
     return postgres.dsn_for(postgres.database, host=host), s3.server.endpoint_for(host)
 
 
+class RoleDatabase:
+    """A fresh, unmigrated database for one release and a login per role (as the database
+    admin makes them, docs/deploy.md): the chart's migration hook Job migrates it as the
+    owner; the operator and the API log in as members of their roles only."""
+
+    def __init__(self, postgres, host: str, prefix: str):
+        suffix = uuid.uuid4().hex[:8]
+        self.name = f"{prefix}_{suffix}"
+        self.users = {"operator": f"{prefix}_op_{suffix}", "api": f"{prefix}_api_{suffix}"}
+        self._postgres, self._host = postgres, host
+        with psycopg.connect(postgres.dsn_for("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+            for role, user in self.users.items():
+                # the group roles are cluster-wide; a fresh server may not have them yet
+                conn.execute(f"DO $$ BEGIN CREATE ROLE schedgen_{role} NOLOGIN; "
+                             f"EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+                conn.execute(f'CREATE USER "{user}" IN ROLE schedgen_{role}')
+        self.dsn = postgres.dsn_for(self.name)  # the owner's, from this machine
+
+    def pod_dsn(self, role: str | None = None) -> str:
+        """What a pod reaches: the owner's DSN, or a role's login."""
+        dsn = self._postgres.dsn_for(self.name, host=self._host)
+        return conninfo.make_conninfo(dsn, user=self.users[role]) if role else dsn
+
+    def secrets(self, rel: "Release", prefix: str) -> dict[str, str]:
+        """One Secret per role in the release namespace; the chart's postgres values."""
+        names = {"operatorSecret": (f"{prefix}-pg-operator", self.pod_dsn("operator")),
+                 "apiSecret": (f"{prefix}-pg-api", self.pod_dsn("api")),
+                 "migrationSecret": (f"{prefix}-pg-owner", self.pod_dsn())}
+        for name, dsn in names.values():
+            rel.secret(rel.namespace, name, {"SCHEDGEN_DATABASE_URL": dsn})
+        return {key: name for key, (name, _) in names.items()}
+
+    def drop(self) -> None:
+        with psycopg.connect(self._postgres.dsn_for("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            for user in self.users.values():
+                conn.execute(f'DROP USER IF EXISTS "{user}"')
+
+
 def _base_values(project_images: dict, s3, s3_endpoint: str) -> dict:
     return {
         "operator": {"image": image_values(project_images["operator"]), "logFormat": "text"},
@@ -251,11 +295,10 @@ def cluster_release(local_cluster, k8s_api_client, postgres, s3, project_images,
     workdir = tmp_path_factory.mktemp("chart-cluster")
     tenant = f"tenant-{uuid.uuid4().hex[:5]}"
     other = f"other-{uuid.uuid4().hex[:5]}"
-    dsn, s3_endpoint = _pod_facing(local_cluster, postgres, s3)
+    _, s3_endpoint = _pod_facing(local_cluster, postgres, s3)
     values = _base_values(project_images, s3, s3_endpoint)
     values["operator"]["replicas"] = 2
     values.update({
-        "postgres": {"existingSecret": "sg-postgres"},
         "networkPolicy": {"runnerNamespaces": [tenant]},
         "priorityClasses": {"create": True},
     })
@@ -263,10 +306,11 @@ def cluster_release(local_cluster, k8s_api_client, postgres, s3, project_images,
     values["jobDefaults"]["ttlSecondsAfterFinished"] = 600
     rel = Release(local_cluster, k8s_api_client, "sg", values, [tenant, other], workdir)
     rel.create_namespaces([tenant, other])
-    # The Secrets the chart references (never contains), with the pod-facing addresses: the
-    # operator's and API's DSN and S3 credentials in the release namespace. Runner Jobs
+    # The Secrets the chart references (never contains), with the pod-facing addresses: a
+    # Postgres DSN per role and the S3 credentials in the release namespace. Runner Jobs
     # need none: the operator hands them presigned URLs.
-    rel.secret(rel.namespace, "sg-postgres", {"SCHEDGEN_DATABASE_URL": dsn})
+    rel.db = RoleDatabase(postgres, local_cluster.host_address, "sg")
+    values["postgres"] = rel.db.secrets(rel, "sg")
     rel.secret(rel.namespace, "sg-s3", s3.credentials)
     rel.tenant, rel.other = tenant, other
     try:
@@ -275,6 +319,7 @@ def cluster_release(local_cluster, k8s_api_client, postgres, s3, project_images,
     finally:
         _cleanup_parsejobs(rel.custom, [rel.namespace, tenant, other])
         rel.uninstall()
+        rel.db.drop()
 
 
 def test_the_release_runs_in_a_restricted_namespace(cluster_release, k8s_api_client):
@@ -332,7 +377,7 @@ def test_operator_account_is_least_privilege(cluster_release):
     core = client.CoreV1Api(api)
     assert status_of(lambda: core.read_namespaced_secret("schedgen-runner", ns)) == 403
     assert status_of(lambda: core.list_secret_for_all_namespaces()) == 403
-    assert status_of(lambda: core.read_namespaced_secret("sg-postgres", rel.namespace)) == 403
+    assert status_of(lambda: core.read_namespaced_secret("sg-pg-operator", rel.namespace)) == 403
 
 
 def test_api_account_may_only_create_and_read_parsejobs(cluster_release):
@@ -341,10 +386,10 @@ def test_api_account_may_only_create_and_read_parsejobs(cluster_release):
     rel = cluster_release
     api = api_client_for(rel.kubeconfig(rel.api_sa))
     ns = rel.namespace  # the API's namespace (api.namespace, default the release namespace)
-    for verb in ("create", "get", "list", "watch"):
+    for verb in ("create", "get", "list", "watch", "delete"):  # delete: erasure (DELETE /api/v1/jobs/{id})
         assert can_i(api, verb, "parsejobs", group=GROUP, namespace=ns), verb
         assert not can_i(api, verb, "parsejobs", group=GROUP, namespace=rel.tenant), verb
-    for verb in ("delete", "update", "patch", "deletecollection"):
+    for verb in ("update", "patch", "deletecollection"):
         assert not can_i(api, verb, "parsejobs", group=GROUP, namespace=ns), verb
     assert not can_i(api, "patch", "parsejobs", group=GROUP, namespace=ns, subresource="status")
     assert not can_i(api, "create", "jobs", group="batch", namespace=ns)
@@ -353,7 +398,7 @@ def test_api_account_may_only_create_and_read_parsejobs(cluster_release):
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "nope"},
            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}
     assert status_of(lambda: batch.create_namespaced_job(ns, job)) == 403
-    assert status_of(lambda: custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "anything")) == 403
+    assert status_of(lambda: custom.delete_namespaced_custom_object(GROUP, VERSION, rel.tenant, PLURAL, "x")) == 403
 
 
 def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres, s3):
@@ -373,7 +418,8 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
     wait_for(lambda: httpx.get(f"{api}/readyz", timeout=5).status_code == 200, 60, what="the API via its NodePort")
     # keys are required by default; one made in the API pod may upload priority high
     anonymous = httpx.get(f"{api}/api/v1/queue", timeout=10)
-    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "ApiKeyRequired", anonymous.text
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "ApiKeyRequired", anonymous.text
+    assert anonymous.headers["content-type"] == "application/problem+json"
     key = rel.add_api_key("chart-e2e", "--max-priority", "high")
     jobs = {}
     for pdf, kind, events in REAL:
@@ -389,7 +435,7 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
         got = httpx.get(f"{api}/api/v1/jobs/{body['id']}/events", headers={"X-API-Key": key}, timeout=10)
         assert got.status_code == 200, got.text
         assert got.json()["kind"] == kind and len(got.json()["events"]) == events
-        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        with psycopg.connect(rel.db.dsn, autocommit=True) as conn:
             count = conn.execute("SELECT count(*) FROM events WHERE job_uid = %s", (body["uid"],)).fetchone()[0]
         assert count == events
         pj = next(p for p in rel.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
@@ -404,7 +450,7 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
         assert spec.containers[0].resources.limits["memory"] == "768Mi"
         # no credential of any kind in the runner Job the installed operator made
         assert_no_credentials(rel.admin.sanitize_for_serialization(job),
-                              [s3.credentials["AWS_SECRET_ACCESS_KEY"], postgres.dsn])
+                              [s3.credentials["AWS_SECRET_ACCESS_KEY"], rel.db.name, *rel.db.users.values()])
         pods = rel.core.list_namespaced_pod(ns, label_selector=f"job-name={job.metadata.name}").items
         assert pods, "the runner pod"
         for pod in pods:
@@ -420,9 +466,15 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
     # still exactly one active replica; the operator recorded the jobs in Postgres
     assert sorted(rel.operator_active(p) or 0.0 for p in operators) == [0.0, 1.0]
     uids = [body["uid"] for body, *_ in jobs.values()]
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+    with psycopg.connect(rel.db.dsn, autocommit=True) as conn:
         wait_for(lambda: conn.execute("SELECT count(*) FROM parse_jobs WHERE uid::text = ANY(%s) AND phase = 'Succeeded'",
                                       (uids,)).fetchone()[0] == len(uids), 30, what="parse_jobs rows")
+        # Least privilege in practice: the hook Job migrated the fresh database as its owner,
+        # and every session of the running release is one of the two role logins.
+        assert db.applied_versions(conn) == [m.version for m in db.migrations()]
+        logins = {r[0] for r in conn.execute("SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = %s"
+                                             " AND pid <> pg_backend_pid()", (rel.db.name,)).fetchall()}
+        assert logins == set(rel.db.users.values()), logins
 
     # `kubectl apply -f charts/schedgen/examples/parsejob.yaml` against the installed chart
     example = yaml.safe_load((CHART / "examples" / "parsejob.yaml").read_text())
@@ -475,7 +527,8 @@ def test_namespaced_install_is_accepted_and_scoped(namespaced_release):
         assert can_i(op, "patch", "kopfpeerings", group="kopf.dev", namespace=ns, name="sgns-schedgen"), ns
         assert can_i(api, "create", "parsejobs", group=GROUP, namespace=ns) == (ns == rel.namespace), ns
         assert not can_i(op, "get", "secrets", namespace=ns), ns
-        assert not can_i(api, "delete", "parsejobs", group=GROUP, namespace=ns), ns
+        # the API deletes (erasure) only in its own namespace
+        assert can_i(api, "delete", "parsejobs", group=GROUP, namespace=ns) == (ns == rel.namespace), ns
     # nothing outside the served namespaces, nothing cluster-wide
     ns = rel.outside
     for verb in ("get", "list", "watch", "patch", "delete"):

@@ -198,7 +198,7 @@ def test_rbac_is_least_privilege(name):
         assert "secrets" not in r["resources"], r
         assert not {"escalate", "bind", "impersonate"} & set(r["verbs"]), r
     api_rules = _rules(docs, "ClusterRole", "schedgen-api") + _rules(docs, "Role", "schedgen-api")
-    assert api_rules and all(r["resources"] == ["parsejobs"] and set(r["verbs"]) == {"create", "get", "list", "watch"}
+    assert api_rules and all(r["resources"] == ["parsejobs"] and set(r["verbs"]) == {"create", "get", "list", "watch", "delete"}
                              for _, r in api_rules)
     # the API works in one namespace: a Role there, never a ClusterRole
     assert not find(docs, "ClusterRole", "schedgen-api-schedgen-system")
@@ -238,11 +238,41 @@ def test_api_namespace_is_served_and_the_only_api_grant():
     c = api["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["SCHEDGEN_API_NAMESPACE"] == "uploads"
-    assert c["args"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]  # no DSN: no --migrate
+    assert c["args"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]  # migrations are the hook Job's
     docs = render({"postgres": {"existingSecret": "pg"}})
     c = one(docs, "Deployment", "schedgen-api")["spec"]["template"]["spec"]["containers"][0]
-    assert c["args"][-1] == "--migrate"
+    assert "--migrate" not in c["args"]
     assert {e["name"] for e in c["env"]} >= {"SCHEDGEN_DATABASE_URL", "SCHEDGEN_S3_BUCKET", "SCHEDGEN_API_NAMESPACE"}
+
+
+def _dsn_secret(pod_spec: dict) -> str | None:
+    env = {e["name"]: e for e in pod_spec["containers"][0]["env"]}
+    ref = env.get("SCHEDGEN_DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef")
+    return ref and ref["name"]
+
+
+def test_each_component_logs_in_to_postgres_with_its_own_secret():
+    """Least privilege: the operator, the API and the migration Job each get their own
+    role's DSN; only the migration hook Job holds the schema owner's."""
+    docs = render({"postgres": {"operatorSecret": "pg-operator", "apiSecret": "pg-api",
+                                "migrationSecret": "pg-owner"}})
+    specs = {name: one(docs, kind, name)["spec"]["template"]["spec"] for kind, name in
+             (("Deployment", "schedgen-operator"), ("Deployment", "schedgen-api"), ("Job", "schedgen-migrate"))}
+    assert {n: _dsn_secret(s) for n, s in specs.items()} == {
+        "schedgen-operator": "pg-operator", "schedgen-api": "pg-api", "schedgen-migrate": "pg-owner"}
+    job = one(docs, "Job", "schedgen-migrate")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    pod = specs["schedgen-migrate"]
+    assert pod["containers"][0]["command"] == ["schedgen", "db", "migrate"]
+    assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    # the shared Secret fills in what is not given per role; no DSN at all: no migration Job
+    docs = render({"postgres": {"existingSecret": "pg", "apiSecret": "pg-api"}})
+    assert _dsn_secret(one(docs, "Deployment", "schedgen-operator")["spec"]["template"]["spec"]) == "pg"
+    assert _dsn_secret(one(docs, "Job", "schedgen-migrate")["spec"]["template"]["spec"]) == "pg"
+    assert not find(render({}), "Job", "schedgen-migrate")
+    assert not find(render({"postgres": {"existingSecret": "pg", "migrations": {"enabled": False}}}),
+                    "Job", "schedgen-migrate")
 
 
 def test_example_parsejob_matches_the_crd():

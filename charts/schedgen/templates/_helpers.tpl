@@ -161,5 +161,12 @@ seccompProfile:
 {{- define "schedgen.apiRules" -}}
 - apiGroups: [schedgen.io]
   resources: [parsejobs]
-  verbs: [create, get, list, watch]
+  # delete: DELETE /api/v1/jobs/{id} (cancel and erase one of the caller's jobs; the
+  # operator's finalizer ends it first). No update/patch: spec and status are not the API's.
+  verbs: [create, get, list, watch, delete]
 {{- end -}}
+
+{{/* The Secret holding each role's Postgres DSN ("" = none): per-role, else the shared one. */}}
+{{- define "schedgen.operatorDsnSecret" -}}{{ default .Values.postgres.existingSecret .Values.postgres.operatorSecret }}{{- end -}}
+{{- define "schedgen.apiDsnSecret" -}}{{ default .Values.postgres.existingSecret .Values.postgres.apiSecret }}{{- end -}}
+{{- define "schedgen.migrationDsnSecret" -}}{{ default .Values.postgres.existingSecret .Values.postgres.migrationSecret }}{{- end -}}
