@@ -31,6 +31,7 @@ LABEL_PARSEJOB = "schedgen.io/parsejob"
 LABEL_PARSEJOB_UID = "schedgen.io/parsejob-uid"
 LABEL_TENANT = "schedgen.io/tenant"
 LABEL_PRIORITY = "schedgen.io/priority"
+LABEL_BATCH = "schedgen.io/batch"  # "true" on a Job that runs several ParseJobs (batch mode)
 
 ANN_IDEMPOTENCY = "schedgen.io/idempotency-key-sha256"
 ANN_CONTENT = "schedgen.io/content-sha256"

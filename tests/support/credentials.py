@@ -23,5 +23,10 @@ def assert_no_credentials(job: dict[str, Any], secret_values: Iterable[str] = ()
             assert "valueFrom" not in env, env
     for value in secret_values:
         assert value and value not in text, "a secret value is in the runner Job"
-    names = {e["name"] for c in pod["containers"] for e in c.get("env") or []}
-    assert {"SCHEDGEN_SOURCE_URL", "SCHEDGEN_RESULT_URL"} <= names
+    env = {e["name"]: e.get("value", "") for c in pod["containers"] for e in c.get("env") or []}
+    if "SCHEDGEN_BATCH" in env:  # a batch Job: each member's variables, its two URLs among them
+        members = json.loads(env["SCHEDGEN_BATCH"])
+        assert members and all(not any(_CREDENTIAL_NAME.search(k) for k in m) for m in members), members
+        assert all({"SCHEDGEN_SOURCE_URL", "SCHEDGEN_RESULT_URL"} <= set(m) for m in members)
+    else:
+        assert {"SCHEDGEN_SOURCE_URL", "SCHEDGEN_RESULT_URL"} <= set(env)

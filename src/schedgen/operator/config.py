@@ -24,6 +24,9 @@ from schedgen.settings import coerce
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH_SIZE = 50  # the batch Job's environment holds two presigned URLs per member
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Settings read on every tick (ConfigMap keys are the camelCase field names)."""
@@ -45,6 +48,11 @@ class RuntimeConfig:
     # objects per refresh (writes are the operator's scarcest resource).
     queue_position_interval_seconds: float = 10.0
     queue_position_max_writes: int = 20
+    # Batch mode (batches.py): while more than `batch_threshold` ParseJobs of one tenant
+    # wait in one namespace, up to `batch_size` of them share one Job (one pod parses them
+    # one after another). `batch_size` 1 switches it off.
+    batch_threshold: int = 20
+    batch_size: int = 10
 
     @classmethod
     def from_sources(cls, env: Mapping[str, str], data: Mapping[str, str] | None = None) -> "RuntimeConfig":
@@ -76,6 +84,8 @@ class RuntimeConfig:
             admissions_per_second=max(0.0, self.admissions_per_second),
             admission_burst=max(1, self.admission_burst),
             queue_position_interval_seconds=max(0.5, self.queue_position_interval_seconds),
+            batch_threshold=max(0, self.batch_threshold),
+            batch_size=min(MAX_BATCH_SIZE, max(1, self.batch_size)),
         )
 
 

@@ -94,7 +94,10 @@ async def parsejob_index(body: kopf.Body, namespace: str, name: str, memo: kopf.
 async def runner_job_index(body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
                            **_: Any) -> dict:
     memo.scheduler.kick()
-    return {(namespace, labels.get(LABEL_PARSEJOB_UID, "")): job_view(body)}
+    view = job_view(body)
+    if view["members"]:  # a batch Job: found under each ParseJob it runs
+        return {(namespace, uid): view for uid in view["members"]}
+    return {(namespace, labels.get(LABEL_PARSEJOB_UID, "")): view}
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY})

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import kopf
 
@@ -22,6 +23,7 @@ from schedgen.parsejob import (
     EXIT_BAD_INPUT,
     EXIT_MISCONFIGURED,
     EXIT_OOM_KILLED,
+    LABEL_BATCH,
     LABEL_MANAGED_BY,
     LABEL_PARSEJOB,
     LABEL_PARSEJOB_UID,
@@ -153,17 +155,9 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, s
         LABEL_TENANT: _label_value(tenant),
         LABEL_PRIORITY: priority,
     }
-    env = [
-        {"name": "SCHEDGEN_JOB_NAMESPACE", "value": namespace},
-        {"name": "SCHEDGEN_JOB_NAME", "value": name},
-        {"name": "SCHEDGEN_JOB_UID", "value": uid},
-        {"name": "SCHEDGEN_TENANT", "value": tenant},
-        {"name": "SCHEDGEN_SOURCE_URL", "value": urls.get("source", "")},
-        {"name": "SCHEDGEN_RESULT_URL", "value": urls.get("result", "")},
-        {"name": "SCHEDGEN_SCHEDULE_TYPE", "value": spec.get("scheduleType") or "auto"},
+    env = [{"name": k, "value": v} for k, v in member_env(body, cfg, urls).items()] + [
         {"name": "SCHEDGEN_MAX_BYTES", "value": str(cfg.max_bytes)},
         {"name": "SCHEDGEN_MAX_PAGES", "value": str(cfg.max_pages)},
-        {"name": "SCHEDGEN_PARSE_TIMEOUT_SECONDS", "value": f"{min(cfg.parse_timeout_seconds, deadline):g}"},
         {"name": "SCHEDGEN_MAX_MEMORY_MB", "value": str(runner_memory_mb(resources, cfg))},
         {"name": "SCHEDGEN_LOG_FORMAT", "value": cfg.log_format},
     ]
@@ -239,6 +233,60 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, s
     kopf.adopt(job, owner=dict(body), nested=None)  # ownerReference (controller), namespace
     # kopf.adopt copies the owner's labels too; ours must win.
     job["metadata"]["labels"].update(labels)
+    return job
+
+
+def member_env(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, str]) -> dict[str, str]:
+    """The runner variables of one ParseJob (a batch Job's runner gets one set per member)."""
+    meta, spec = body["metadata"], body.get("spec") or {}
+    deadline = int(spec.get("deadlineSeconds") or 300)
+    return {
+        "SCHEDGEN_JOB_NAMESPACE": meta["namespace"],
+        "SCHEDGEN_JOB_NAME": meta["name"],
+        "SCHEDGEN_JOB_UID": meta["uid"],
+        "SCHEDGEN_TENANT": tenant_of(body),
+        "SCHEDGEN_SOURCE_URL": urls.get("source", ""),
+        "SCHEDGEN_RESULT_URL": urls.get("result", ""),
+        "SCHEDGEN_SCHEDULE_TYPE": spec.get("scheduleType") or "auto",
+        "SCHEDGEN_PARSE_TIMEOUT_SECONDS": f"{min(cfg.parse_timeout_seconds, deadline):g}",
+    }
+
+
+def batch_job_name(members: Sequence[Mapping[str, Any]]) -> str:
+    """Deterministic per set of members (a retried create arrives at the same name)."""
+    digest = hashlib.sha1(",".join(sorted(b["metadata"]["uid"] for b in members)).encode()).hexdigest()[:10]
+    first = re.sub(r"[^a-z0-9-]", "-", members[0]["metadata"]["name"].lower()).strip("-")[:30].rstrip("-")
+    return f"batch-{first or 'pj'}-{digest}"
+
+
+def build_batch_job(members: Sequence[Mapping[str, Any]], cfg: OperatorConfig,
+                    urls: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """One Job for several ParseJobs of one namespace and tenant (batches.py): the
+    first member's Job template, with every member's variables in SCHEDGEN_BATCH (the
+    runner parses them one after another, runner/batch.py), an ownerReference to each
+    member (none the controller: the Job goes when its last member does), no retries
+    of the pod (a member's own retries are the operator's), and a deadline that is the
+    sum of the members'."""
+    first = members[0]
+    job = build_job(first, cfg, None)
+    items = [member_env(b, cfg, urls[b["metadata"]["uid"]]) for b in members]
+    meta = job["metadata"]
+    meta["name"] = batch_job_name(members)
+    meta["labels"][LABEL_BATCH] = "true"
+    for drop in (LABEL_PARSEJOB, LABEL_PARSEJOB_UID):
+        meta["labels"].pop(drop, None)
+    meta["ownerReferences"] = [
+        {"apiVersion": b["apiVersion"], "kind": b["kind"], "name": b["metadata"]["name"],
+         "uid": b["metadata"]["uid"], "controller": False, "blockOwnerDeletion": True} for b in members]
+    spec = job["spec"]
+    spec["backoffLimit"] = 0
+    spec.pop("podFailurePolicy", None)
+    spec["activeDeadlineSeconds"] = sum(int((b.get("spec") or {}).get("deadlineSeconds") or 300) for b in members)
+    spec["template"]["metadata"]["labels"] = dict(meta["labels"])
+    container = spec["template"]["spec"]["containers"][0]
+    per_member = set(items[0])
+    container["env"] = [e for e in container["env"] if e["name"] not in per_member] + [
+        {"name": "SCHEDGEN_BATCH", "value": json.dumps(items, separators=(",", ":"))}]
     return job
 
 

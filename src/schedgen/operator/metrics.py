@@ -29,6 +29,11 @@ RUNNING_BY_TENANT = Gauge("schedgen_tenant_parsejobs_running",
 ADMITTED = Counter("schedgen_parsejobs_admitted_total", "ParseJobs admitted (Job created)", ["priority"])
 COMPLETED = Counter("schedgen_parsejobs_completed_total", "ParseJobs finished",
                     ["kind", "outcome", "reason"])
+REQUEUED = Counter("schedgen_parsejobs_requeued_total",
+                   "Batch members put back in the queue (BatchEnded: not reached, no retry counted; "
+                   "Retrying: an interrupted or transient run)", ["reason"])
+BATCHES = Counter("schedgen_batches_started_total", "Batch Jobs created (batch mode)")
+BATCH_MEMBERS = Counter("schedgen_batch_members_total", "ParseJobs admitted into batch Jobs")
 RECORDS_ABANDONED = Counter("schedgen_records_abandoned_total",
                             "Deleted ParseJobs let go without their last row: Postgres stayed unavailable "
                             "for SCHEDGEN_FINALIZE_RECORD_TIMEOUT_SECONDS")

@@ -29,6 +29,7 @@ from schedgen.parsejob import SCHEDULE_KINDS, SUCCEEDED, RunnerSummary
 from . import metrics
 from .config import OperatorConfig
 from .job_template import bucket_of, key_of, tenant_of
+from .batches import Requeue, failure_outcome, not_reached
 from .outcome import Outcome, invalid_result, job_lost
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,14 @@ def make_client(cfg: OperatorConfig) -> Any:
                       retries={"max_attempts": 2, "mode": "standard"}))
 
 
-def parse_document(data: bytes, cfg: OperatorConfig) -> ParseResult:
-    """Validate a result object; raises InvalidResult saying what is wrong."""
+@dataclass(frozen=True)
+class RunnerFailure:
+    """A failure document: the batch runner's word that one member failed (batches.py)."""
+
+    doc: dict[str, Any]
+
+
+def read_document(data: bytes, cfg: OperatorConfig) -> dict[str, Any]:
     if len(data) > cfg.result_max_bytes:
         raise InvalidResult(f"the result object is {len(data)} bytes; the limit is {cfg.result_max_bytes}")
     try:
@@ -82,6 +89,12 @@ def parse_document(data: bytes, cfg: OperatorConfig) -> ParseResult:
         raise InvalidResult(f"the result object is not JSON: {str(exc)[:200]}") from None
     if not isinstance(doc, dict):
         raise InvalidResult("the result object is not a JSON object")
+    return doc
+
+
+def parse_document(data: bytes | dict, cfg: OperatorConfig) -> ParseResult:
+    """Validate a result object; raises InvalidResult saying what is wrong."""
+    doc = data if isinstance(data, dict) else read_document(data, cfg)
     kind = doc.get("kind")
     if kind not in SCHEDULE_KINDS:
         raise InvalidResult(f"kind must be one of {', '.join(SCHEDULE_KINDS)}")
@@ -174,12 +187,27 @@ class ResultStore:
         finally:
             body.close()
 
-    def _collect(self, body: Mapping[str, Any]) -> RunnerResult | None:
+    def present(self, namespace: str) -> set[str]:
+        """The uids with a result object in `namespace` (one listing, for batch members:
+        their results arrive one by one while their Job still runs)."""
+        prefix = result_key(namespace, "")
+        found: set[str] = set()
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                found.update(o["Key"][len(prefix):].removesuffix(".json") for o in page.get("Contents") or [])
+        except (ClientError, BotoCoreError) as exc:
+            raise ResultUnavailable(f"S3 listing of {prefix} failed: {exc}") from None
+        return found
+
+    def _collect(self, body: Mapping[str, Any]) -> RunnerResult | RunnerFailure | None:
         meta = body["metadata"]
         data = self._read(meta["namespace"], meta["uid"])
         if data is None:
             return None
-        result = parse_document(data, self.cfg)
+        doc = read_document(data, self.cfg)
+        if doc.get("ok") is False:
+            return RunnerFailure(doc)
+        result = parse_document(doc, self.cfg)
         if self.cfg.database_url:
             job = db.JobRef(uid=meta["uid"], namespace=meta["namespace"], name=meta["name"],
                             tenant=tenant_of(body), source_bucket=bucket_of(body, self.cfg),
@@ -192,7 +220,7 @@ class ResultStore:
                 raise ResultUnavailable(str(exc)) from None
         return RunnerResult(result)
 
-    async def collect(self, body: Mapping[str, Any]) -> RunnerResult | None:
+    async def collect(self, body: Mapping[str, Any]) -> RunnerResult | RunnerFailure | None:
         """The checked result recorded in Postgres; None when there is no result object.
         Raises InvalidResult (a final failure) or ResultUnavailable (retry later)."""
         return await asyncio.to_thread(self._collect, body)
@@ -209,12 +237,15 @@ class ResultStore:
             log.warning("could not delete the result object %s: %s", key, exc)
 
     async def outcome(self, body: Mapping[str, Any], completed: Outcome | None,
-                      lost: str = "the Job disappeared before it finished") -> Outcome | None:
+                      lost: str = "the Job disappeared before it finished",
+                      batch_job: str | None = None) -> Outcome | Requeue | None:
         """The outcome the result object tells, its events already in Postgres: it
         outlives the Job, so a good parse is never lost with it. Without one: a completed
-        Job is Failed (InvalidResult), a vanished one (`completed` None) JobLost (`lost`).
-        None while S3 or Postgres are away: the next tick tries again."""
-        tries = completed.attempts if completed else int((body.get("status") or {}).get("attempts") or 0)
+        Job is Failed (InvalidResult), a vanished one (`completed` None) JobLost (`lost`),
+        and a batch member (`batch_job`) goes back to the queue. None while S3 or
+        Postgres are away: the next tick tries again."""
+        status = body.get("status") or {}
+        tries = completed.attempts if completed else int(status.get("attempts") or 0)
         try:
             found = await self.collect(body)
         except InvalidResult as exc:
@@ -224,7 +255,11 @@ class ResultStore:
             meta = body["metadata"]
             log.warning("result of %s/%s not readable yet: %s", meta["namespace"], meta["name"], exc)
             return None
+        if isinstance(found, RunnerFailure):
+            return failure_outcome(found.doc, tries, int((body.get("spec") or {}).get("maxRetries", 3)))
         if found is None:
+            if batch_job:
+                return not_reached(batch_job)
             return job_lost(lost, tries) if completed is None else invalid_result(
                 "the Job completed but wrote no result object", tries)
         return Outcome(SUCCEEDED, "Completed", "parsed", result=found.status_result(), attempts=max(tries, 1))

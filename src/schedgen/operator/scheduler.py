@@ -23,22 +23,20 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from . import admission, metrics, queue_policy
+from . import admission, batches, metrics, queue_policy
 from . import status as st
 from .config import OperatorConfig, RuntimeConfig
-from .job_template import build_job, job_name, priority_of, tenant_of
+from .job_template import build_batch_job, build_job, job_name, priority_of, tenant_of
 from .kube import Conflict, Kube, NotFound
-from .outcome import Outcome, attempts, classify
+from .outcome import Outcome
+from .reconciler import JobReconciler, Requeue, Snapshot, Tracked, _deleting, _seq, _uid
 from .results import ResultStore
 from .views import epoch_of
 
 log = logging.getLogger(__name__)
 
-JOB_LOST_GRACE_SECONDS = 15.0
-POD_VIEW_GRACE_SECONDS = 5.0
 WRITE_CONCURRENCY = 16
 MARK_QUEUED_PER_TICK = 100
 MIN_TICK_GAP_SECONDS = 0.1
@@ -49,39 +47,17 @@ class Stuck(Exception):
     """The active scheduler has not ticked for too long (the liveness probe fails)."""
 
 
-def _seq(body: Mapping[str, Any]) -> int:
-    return int((body.get("status") or {}).get("transitionSeq") or 0)
+def _adoptable(job: Mapping[str, Any] | None) -> bool:
+    """A waiting ParseJob's Job exists (the operator stopped between creating it and
+    recording Running): adopt it. Not an ended batch Job: its members that wait were put
+    back in the queue (or it never reached them)."""
+    if job is None:
+        return False
+    return not (job.get("members") and (job["deleting"] or any(
+        c.get("status") == "True" for t, c in job["conditions"].items() if t in ("Complete", "Failed"))))
 
 
-def _uid(body: Mapping[str, Any]) -> str:
-    return body["metadata"]["uid"]
-
-
-def _deleting(body: Mapping[str, Any]) -> bool:
-    return bool(body["metadata"].get("deletionTimestamp"))
-
-
-@dataclass
-class Tracked:
-    """What the scheduler remembers about one ParseJob between ticks (dropped with it)."""
-
-    overlay: dict[str, Any] | None = None  # our last status write, until the watch brings it
-    job_created: float | None = None  # clock() when we created its Job
-    finish_seen: float | None = None  # clock() when its Job was first seen finished
-    attempts_written: int = 0
-    position: int | None = None  # the queuePosition we last wrote
-
-
-@dataclass
-class Snapshot:
-    """What the indexes say right now, with our own not-yet-watched writes on top."""
-
-    parsejobs: list[dict[str, Any]]
-    jobs: dict[tuple[str, str], dict[str, Any]]  # (namespace, parsejob uid) -> job view
-    pods: dict[tuple[str, str], list[dict[str, Any]]]  # (namespace, job name) -> pod views
-
-
-class Scheduler:
+class Scheduler(JobReconciler):
     def __init__(self, cfg: OperatorConfig, kube: Kube, clock=time.monotonic, wall=time.time, results=None):
         self.cfg = cfg
         self.kube = kube
@@ -97,6 +73,7 @@ class Scheduler:
         self._tick_started = 0.0
         self.active = False  # while the scheduler daemon runs here (this replica leads)
         self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
+        self._listings: dict[str, tuple[float, set[str]]] = {}  # result objects per namespace (batches)
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -142,7 +119,7 @@ class Scheduler:
         # A Job counts only if its controller ownerReference names the ParseJob whose
         # uid its labels claim (the index key): labels alone are anyone's to set.
         jobs = {key: view for key, store in list(job_index.items()) for view in store
-                if view.get("owner") == key[1]}
+                if view.get("owner") == key[1] or key[1] in view.get("members", ())}
         pods = {key: list(store) for key, store in list(pod_index.items())}
         return Snapshot(parsejobs, jobs, pods)
 
@@ -203,7 +180,7 @@ class Scheduler:
         waiting = [b for b in snap.parsejobs if (st.phase_of(b) in (None, st.QUEUED)) and not _deleting(b)]
         running = [b for b in snap.parsejobs if st.phase_of(b) == st.RUNNING and not _deleting(b)]
         observed = await self.observe_running(running, snap)
-        finishing = {_uid(b) for b, o in observed if isinstance(o, Outcome)}
+        finishing = {_uid(b) for b, o in observed if isinstance(o, (Outcome, Requeue))}
         if waiting:
             now = self.clock()
             self.freed_slots.extend(now for _ in finishing)
@@ -216,76 +193,6 @@ class Scheduler:
         metrics.count_parsejobs(snap.parsejobs)
         self.last_tick = self.wall()
         metrics.TICK_SECONDS.observe(self.clock() - started)
-
-    # --- Job reconciler -------------------------------------------------------------
-
-    async def observe_running(self, running: list[dict[str, Any]], snap: Snapshot) -> list[tuple[dict, Outcome | int]]:
-        """(body, Outcome) for finished ones, (body, attempts) where attempts changed."""
-        observed = []
-        for body in running:
-            outcome = await self._observe(body, snap)
-            if outcome is not None:
-                observed.append((body, outcome))
-        return observed
-
-    async def follow_running(self, observed: list[tuple[dict, Outcome | int]]) -> set[str]:
-        decisions = [self._finish(body, o) if isinstance(o, Outcome) else self._record_attempts(body, o)
-                     for body, o in observed]
-        results = await self._bounded(decisions)
-        return {uid for uid in results if isinstance(uid, str)}
-
-    async def _observe(self, body: Mapping[str, Any], snap: Snapshot) -> Outcome | int | None:
-        """An Outcome when finished, an int when attempts changed, else None."""
-        meta, status = body["metadata"], body.get("status") or {}
-        uid = meta["uid"]
-        job = snap.jobs.get((meta["namespace"], uid))
-        if job is None:
-            return await self._maybe_lost(body)
-        pods = [p for p in snap.pods.get((meta["namespace"], job["name"]), []) if p.get("owner") == job["uid"]]
-        outcome = classify(job, pods)
-        if outcome is None:
-            tries = attempts(job, pods)
-            return tries if tries > max(int(status.get("attempts") or 0), self.recall(uid).attempts_written) else None
-        if not any(p.get("terminated") for p in pods):
-            tracked = self.track(uid)
-            if tracked.finish_seen is None:
-                tracked.finish_seen = self.clock()
-            if self.clock() - tracked.finish_seen < POD_VIEW_GRACE_SECONDS:
-                return None  # the pods' final states are still on their way through the watch
-        return await self.results.outcome(body, outcome) if outcome.phase == st.SUCCEEDED else outcome
-
-    async def _maybe_lost(self, body: Mapping[str, Any]) -> Outcome | None:
-        meta, status = body["metadata"], body.get("status") or {}
-        created = self.recall(meta["uid"]).job_created
-        if created is not None and self.clock() - created < JOB_LOST_GRACE_SECONDS:
-            return None
-        started = epoch_of(status.get("startedAt"))
-        if started is not None and self.wall() - started < JOB_LOST_GRACE_SECONDS:
-            return None
-        name = status.get("jobName") or job_name(meta["name"], meta["uid"])
-        if await self.kube.job_exists(meta["namespace"], name):
-            return None  # the Job exists, the index is lagging
-        return await self.results.outcome(body, None, lost=f"Job {name} disappeared before it finished")
-
-    async def _record_attempts(self, body: Mapping[str, Any], tries: int) -> None:
-        meta = body["metadata"]
-        await self.kube.set_status_field(meta["namespace"], meta["name"], _seq(body), "attempts", tries)
-        self.track(meta["uid"]).attempts_written = tries
-
-    async def _finish(self, body: Mapping[str, Any], outcome: Outcome) -> str:
-        patch = st.finished(body, outcome)
-        written = await self._write_status(body, st.merged(body, patch)["status"])
-        now = self.wall()
-        s = written["status"]
-        kind = (s.get("result") or {}).get("kind") or "unknown"
-        metrics.COMPLETED.labels(kind=kind, outcome=outcome.phase, reason=outcome.reason).inc()
-        for hist, since in ((metrics.RUN_TIME, s.get("startedAt")),
-                            (metrics.END_TO_END, body["metadata"].get("creationTimestamp"))):
-            t = epoch_of(since)
-            if t is not None:
-                hist.observe(max(0.0, now - t))
-        self.kube.emit(body, *outcome.event())
-        return _uid(body)
 
     # --- admission ------------------------------------------------------------------
 
@@ -307,9 +214,10 @@ class Scheduler:
             return set()
         # A waiting ParseJob whose Job exists already (the operator stopped between
         # creating the Job and recording Running) is adopted as Running, no admission.
-        orphans = [b for b in waiting if (b["metadata"]["namespace"], _uid(b)) in snap.jobs]
-        adopted = {uid for uid in await self._bounded(self._admit_one(b, adopted=True) for b in orphans)
-                   if isinstance(uid, str)}
+        orphans = [b for b in waiting if _adoptable(snap.jobs.get((b["metadata"]["namespace"], _uid(b))))]
+        adopted = {uid for uid in await self._bounded(
+            self._admit_one(b, adopted=snap.jobs[(b["metadata"]["namespace"], _uid(b))]) for b in orphans)
+            if isinstance(uid, str)}
         running = running + [b for b in orphans if _uid(b) in adopted]
         waiting = [b for b in waiting if _uid(b) not in adopted]
         per_tenant = self.running_per_tenant(running, waiting, snap)
@@ -330,27 +238,68 @@ class Scheduler:
         # Stamp startedAt at the decision, in admission order (a microsecond apart), not
         # when each concurrent Job create returns: status then shows the queue's order.
         decided = self.wall()
-        results = await self._bounded(self._admit_one(by_uid[e.uid], at=st.now_rfc3339(decided + i * 1e-6))
-                                      for i, e in enumerate(decision.admit))
-        return adopted | {uid for uid in results if isinstance(uid, str)}
+        at = {e.uid: st.now_rfc3339(decided + i * 1e-6) for i, e in enumerate(decision.admit)}
+        groups, _ = batches.plan(decision.admit, by_uid, ordered, self.batches_running(running, snap), runtime)
+        results = await self._bounded(
+            self._admit_one(by_uid[g[0].uid], at=at[g[0].uid]) if len(g) == 1 else
+            self._admit_batch([by_uid[e.uid] for e in g], [at[e.uid] for e in g]) for g in groups)
+        flat = [u for r in results for u in (r if isinstance(r, list) else [r])]
+        return adopted | {uid for uid in flat if isinstance(uid, str)}
 
-    async def _admit_one(self, body: Mapping[str, Any], adopted: bool = False, at: str | None = None) -> str:
+    @staticmethod
+    def batches_running(running: list[dict[str, Any]], snap: Snapshot) -> Counter:
+        """Batch Jobs still running, per (namespace, tenant)."""
+        jobs = {(b["metadata"]["namespace"], tenant_of(b), job["name"]) for b in running
+                if (job := snap.jobs.get((b["metadata"]["namespace"], _uid(b)))) and job.get("members")}
+        return Counter((ns, tenant) for ns, tenant, _ in jobs)
+
+    async def _admit_one(self, body: Mapping[str, Any], adopted: Mapping[str, Any] | None = None,
+                         at: str | None = None) -> str | None:
+        """Create the ParseJob's Job and mark it Running; `adopted`: its Job (a view)
+        exists already, only the status is missing."""
         meta = body["metadata"]
-        why = None if adopted else admission.tenant_mismatch(body, await self.kube.namespace_labels(meta["namespace"]))
-        if why:  # the namespace's tenant binding (chart templates/tenant-binding.yaml), checked again
-            await self._finish(body, Outcome(st.FAILED, "TenantMismatch", why))
-            return None  # not admitted
-        job = build_job(body, self.cfg, None if adopted else self.results.urls(body))
+        if adopted is not None:
+            return await self._mark_running(body, adopted["name"], at, len(adopted.get("members") or ()) or 1,
+                                            adopted=True)
+        if not await self._tenant_bound(body):
+            return None
+        job = build_job(body, self.cfg, self.results.urls(body))
         name = job["metadata"]["name"]
+        if not await self.kube.create_job(job) and await self.kube.job_owner(meta["namespace"], name) \
+                not in (meta["uid"], None):  # it exists: ours (a retry) is fine, an impostor is not
+            await self._finish(body, Outcome(st.FAILED, "JobNameTaken",
+                                             f"a Job named {name} exists and is not this ParseJob's"))
+            return None
+        return await self._mark_running(body, name, at)
+
+    async def _admit_batch(self, bodies: list[Mapping[str, Any]], ats: list[str]) -> list[str | None]:
+        """One Job for several ParseJobs (batches.py), then each marked Running."""
+        bound = [await self._tenant_bound(b) for b in bodies]
+        members = [(b, at) for b, at, ok in zip(bodies, ats, bound) if ok]
+        if len(members) < 2:
+            return [await self._admit_one(b, at=at) for b, at in members]
+        job = build_batch_job([b for b, _ in members], self.cfg, {_uid(b): self.results.urls(b) for b, _ in members})
+        await self.kube.create_job(job)  # False: a retry (its name is a hash of the members' uids)
+        metrics.BATCHES.inc()
+        metrics.BATCH_MEMBERS.inc(len(members))
+        name = job["metadata"]["name"]
+        return list(await asyncio.gather(*(self._mark_running(b, name, at, len(members)) for b, at in members)))
+
+    async def _tenant_bound(self, body: Mapping[str, Any]) -> bool:
+        """The namespace's tenant binding (chart templates/tenant-binding.yaml), checked
+        again: False (and the ParseJob Failed) when it may not run there."""
+        why = admission.tenant_mismatch(body, await self.kube.namespace_labels(body["metadata"]["namespace"]))
+        if why:
+            await self._finish(body, Outcome(st.FAILED, "TenantMismatch", why))
+        return not why
+
+    async def _mark_running(self, body: Mapping[str, Any], name: str, at: str | None, batch_size: int = 1,
+                            adopted: bool = False) -> str:
+        meta = body["metadata"]
         if not adopted:
-            if not await self.kube.create_job(job) and await self.kube.job_owner(meta["namespace"], name) \
-                    not in (meta["uid"], None):  # it exists: ours (a retry) is fine, an impostor is not
-                await self._finish(body, Outcome(st.FAILED, "JobNameTaken",
-                                                 f"a Job named {name} exists and is not this ParseJob's"))
-                return None
             self.track(meta["uid"]).job_created = self.clock()
         base = body if st.phase_of(body) else st.merged(body, st.queued(body))
-        new_status = st.merged(base, st.running(base, name, at))["status"]
+        new_status = st.merged(base, st.running(base, name, at, batch_size))["status"]
         written = await self._write_status(body, new_status)
         if not adopted:
             if self.freed_slots:
@@ -360,7 +309,8 @@ class Scheduler:
             if created is not None:
                 metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
         self.track(meta["uid"]).position = None
-        self.kube.emit(written, "Normal", "Admitted", f"Job {name} {'adopted' if adopted else 'created'}")
+        self.kube.emit(written, "Normal", "Admitted", f"Job {name} {'adopted' if adopted else 'created'}"
+                       + (f" (a batch of {batch_size})" if batch_size > 1 else ""))
         return meta["uid"]
 
     # --- queue status ---------------------------------------------------------------
@@ -412,7 +362,8 @@ class Scheduler:
         if st.phase_of(body) in st.FINAL_PHASES:
             return dict(body)
         meta, status = body["metadata"], body.get("status") or {}
-        await self.kube.delete_job(meta["namespace"], status.get("jobName") or job_name(meta["name"], meta["uid"]))
+        if int(status.get("batchSize") or 1) == 1:  # a batch Job goes on for its other members
+            await self.kube.delete_job(meta["namespace"], status.get("jobName") or job_name(meta["name"], meta["uid"]))
         base = body if st.phase_of(body) else st.merged(body, st.queued(body))
         final = st.merged(base, st.cancelled(base))
         try:

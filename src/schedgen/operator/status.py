@@ -79,15 +79,35 @@ def queued(body: Mapping[str, Any], at: str | None = None) -> dict[str, Any]:
     return patch
 
 
-def running(body: Mapping[str, Any], job_name: str, at: str | None = None) -> dict[str, Any]:
+def running(body: Mapping[str, Any], job_name: str, at: str | None = None, batch_size: int = 1) -> dict[str, Any]:
     at = at or now_rfc3339()
     gen = (body.get("metadata") or {}).get("generation")
-    message = f"Job {job_name} created"
+    message = f"Job {job_name} created" + (f" for a batch of {batch_size}" if batch_size > 1 else "")
     patch = _transition(body, RUNNING, "Admitted", message, at)
-    # attempts counts pods; the first one is on its way (retries raise it)
-    patch.update({"startedAt": at, "jobName": job_name, "queuePosition": None, "attempts": 1})
+    # attempts counts runs; this one is on its way (retries raise it; a batch member put
+    # back in the queue before its turn came keeps its count)
+    tried = int((body.get("status") or {}).get("attempts") or 0)
+    patch.update({"startedAt": at, "jobName": job_name, "queuePosition": None, "attempts": tried + 1,
+                  "batchSize": batch_size if batch_size > 1 else None})
     conditions = list((body.get("status") or {}).get("conditions") or [])
     patch["conditions"] = set_condition(conditions, _condition("Admitted", True, "Admitted", message, at, gen))
+    return patch
+
+
+def requeued(body: Mapping[str, Any], reason: str, message: str, counted: bool,
+             at: str | None = None) -> dict[str, Any]:
+    """A batch member back in the queue: its batch ended before its turn (`counted`
+    False: not a retry) or its run was interrupted (`counted`: one attempt used). It keeps
+    its enqueuedAt, so it keeps its place."""
+    at = at or now_rfc3339()
+    gen = (body.get("metadata") or {}).get("generation")
+    status = body.get("status") or {}
+    patch = _transition(body, QUEUED, reason, message, at)
+    tried = int(status.get("attempts") or 0)
+    patch.update({"attempts": tried if counted else max(0, tried - 1), "jobName": None, "startedAt": None,
+                  "batchSize": None, "queuePosition": None})
+    conditions = list(status.get("conditions") or [])
+    patch["conditions"] = set_condition(conditions, _condition("Admitted", False, reason, message, at, gen))
     return patch
 
 

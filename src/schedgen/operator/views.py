@@ -11,7 +11,7 @@ import copy
 import time
 from typing import Any, Iterable, Mapping
 
-from schedgen.parsejob import RUNNER_CONTAINER
+from schedgen.parsejob import LABEL_BATCH, RUNNER_CONTAINER
 
 _PARSEJOB_META = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp",
                   "deletionTimestamp")
@@ -41,6 +41,13 @@ def controller_uid(meta: Mapping[str, Any], kind: str) -> str | None:
     return None
 
 
+def batch_owner_uids(meta: Mapping[str, Any]) -> list[str]:
+    """The ParseJobs a batch Job runs: its ParseJob ownerReferences (none is the
+    controller: a Job has one, and a batch serves several)."""
+    return [ref["uid"] for ref in meta.get("ownerReferences") or []
+            if ref.get("kind") == "ParseJob" and ref.get("uid") and not ref.get("controller")]
+
+
 def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
     status = body.get("status") or {}
     conditions = {
@@ -48,10 +55,13 @@ def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
         for c in status.get("conditions") or []
     }
     meta = body.get("metadata") or {}
+    batch = (meta.get("labels") or {}).get(LABEL_BATCH) == "true"
     return {
         "name": meta.get("name"),
         "uid": meta.get("uid"),
         "owner": controller_uid(meta, "ParseJob"),  # the ParseJob's uid, if it made this Job
+        # a batch Job: the ParseJobs it runs (their ownerReferences); else empty
+        "members": batch_owner_uids(meta) if batch else [],
         "active": status.get("active") or 0,
         "succeeded": status.get("succeeded") or 0,
         "failed": status.get("failed") or 0,

@@ -170,6 +170,9 @@ The runner takes no arguments: the operator configures it through the environmen
   SCHEDGEN_TERMINATION_LOG       summary file (default $TERMINATION_MESSAGE_PATH, else
                                  /dev/termination-log)
   SCHEDGEN_LOG_FORMAT            json (default) or text
+  SCHEDGEN_BATCH                 batch mode: a JSON list with the per-ParseJob variables
+                                 above (SCHEDGEN_JOB_*, the two URLs, type, timeout) for
+                                 each member, parsed one after another (runner/batch.py)
 
 Exit codes: 0 success; 1 transient (S3 unreachable, SIGTERM: retried); 2 bad input
 (never retried); 3 misconfiguration (a missing or invalid variable, or an argument).
@@ -195,6 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             raise ConfigurationError(f"schedgen-runner takes no arguments (got {' '.join(extra)[:200]}); "
                                      "it is configured through the environment (see --help)")
+        if os.environ.get("SCHEDGEN_BATCH"):  # several ParseJobs, one after another
+            from schedgen.runner import batch
+
+            _setup_logging(_env_log_format(), None)
+            summary = batch.run_batch(os.environ)
+            write_termination(termination_path, summary)
+            _info("batch done", members=summary.events)
+            return 0
         cfg = configmod.load()
         _setup_logging(cfg.log_format, cfg.job_uid)
         _info("starting", namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant)

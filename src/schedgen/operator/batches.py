@@ -1,0 +1,109 @@
+"""Batch mode: which admitted ParseJobs share one Job, and what a member's result says.
+
+At a deep backlog one pod per PDF pays pod start-up (scheduling, a container, an
+interpreter, imports, the Job's status churn) thousands of times for a 0.1 s parse.
+So while more than `batchThreshold` ParseJobs of one tenant wait in one namespace,
+admitted ParseJobs of that tenant and namespace go together, up to `batchSize`, into
+one Job whose runner parses them one after another (runner/batch.py).
+
+Admission is unchanged: queue_policy orders, admission.decide admits ParseJobs under
+`maxConcurrent` / `maxPerTenant` (both count ParseJobs), priority and fair turns. This
+module only groups what was admitted, in admission order. A group smaller than it could
+be waits for the next tick while the tenant already has a batch running (slots free one
+by one as members finish: admitting each at once would make batches of one); a tenant
+with nothing running always starts. At light load nothing changes: one ParseJob, one Job.
+
+Members keep their own status, Events, record and events. Each member's outcome comes
+from its own result object (`member_outcome`); members the batch never reached go back
+to the queue (their place kept, no retry counted).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from schedgen.errors import MemoryLimitExceeded, ParseTimeout
+
+from .config import RuntimeConfig
+from .outcome import Outcome
+from .queue_policy import QueueEntry
+
+MAX_TEXT = 512
+
+
+def batchable(body: Mapping[str, Any]) -> bool:
+    """Only ParseJobs with the default resources share a pod (a member's own limits
+    would not hold in another member's pod)."""
+    return not (body.get("spec") or {}).get("resources")
+
+
+def plan(admitted: Sequence[QueueEntry], bodies: Mapping[str, Mapping[str, Any]],
+         waiting: Iterable[QueueEntry], batches_running: Counter, runtime: RuntimeConfig
+         ) -> tuple[list[list[QueueEntry]], list[QueueEntry]]:
+    """(groups to start now, entries that wait for a fuller batch). Singletons are
+    ordinary Jobs. `batches_running`: running batch Jobs per (namespace, tenant)."""
+    if runtime.batch_size <= 1:
+        return [[e] for e in admitted], []
+    depth = Counter((e.key[0], e.tenant) for e in waiting)
+    groups: list[list[QueueEntry]] = []
+    pending: dict[tuple[str, str], list[QueueEntry]] = defaultdict(list)
+    for e in admitted:
+        where = (e.key[0], e.tenant)
+        if depth[where] > runtime.batch_threshold and batchable(bodies[e.uid]):
+            pending[where].append(e)
+        else:
+            groups.append([e])
+    held: list[QueueEntry] = []
+    full = min(runtime.batch_size, runtime.max_per_tenant, runtime.max_concurrent)
+    for where, entries in pending.items():
+        chunks = [entries[i:i + runtime.batch_size] for i in range(0, len(entries), runtime.batch_size)]
+        for chunk in chunks:
+            if len(chunk) < min(full, depth[where]) and batches_running[where] > 0:
+                held.extend(chunk)  # a fuller batch next time a running one finishes
+            else:
+                groups.append(chunk)
+    return groups, held
+
+
+# --- a member's result ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Put a batch member back in the queue; `counted`: its run had started."""
+
+    reason: str
+    message: str
+    counted: bool
+
+
+def failure_outcome(doc: Mapping[str, Any], attempts: int, max_retries: int) -> Outcome | Requeue:
+    """A failure document the batch runner wrote for one member (untrusted: only known
+    values are used, text is cut short). Bad input fails only this member; an
+    interrupted or transient run is retried while retries are left."""
+    code = _text(doc.get("code")) or "Unknown"
+    message = _text(doc.get("message"))
+    killed = doc.get("killed")
+    if killed == "oom":
+        return Outcome("Failed", "OOMKilled", "the runner exceeded its memory limit",
+                       code=MemoryLimitExceeded.code, attempts=attempts)
+    if killed == "deadline":
+        return Outcome("Failed", "DeadlineExceeded", message or "the parse ran past its deadline",
+                       code=ParseTimeout.code, attempts=attempts)
+    if doc.get("retry") is True:
+        if attempts > max_retries:
+            return Outcome("Failed", "BackoffLimitExceeded", message, code=code, attempts=attempts)
+        return Requeue("Retrying", f"{code}: {message}"[:MAX_TEXT], counted=True)
+    if code == "ConfigurationError":
+        return Outcome("Failed", "Misconfigured", message, code=code, attempts=attempts)
+    return Outcome("Failed", "InvalidPDF", message, code=code, attempts=attempts)
+
+
+def not_reached(job_name: str) -> Requeue:
+    return Requeue("BatchEnded", f"Job {job_name} ended before this ParseJob's turn", counted=False)
+
+
+def _text(value: Any) -> str:
+    return value[:MAX_TEXT] if isinstance(value, str) else ""
