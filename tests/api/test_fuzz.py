@@ -78,3 +78,30 @@ def _valid_upload_form(body) -> bool:
 
 def _valid_idempotency_key(value) -> bool:
     return value is None or (isinstance(value, str) and 1 <= len(value) <= 255)
+
+
+# The ScheduleGenerator web app's routes (compat.py), on in this document and app only.
+compat_schema = schemathesis.openapi.from_dict(
+    create_app(ApiConfig(compat_routes=True), services=types.SimpleNamespace()).openapi()
+).include(path_regex="^/(api/(upload|jobs)|health)")
+
+
+@pytest.fixture
+def compat_app(api_config, fresh_limits):
+    return asgi(api_config(uploads_per_minute=100000, reads_per_minute=100000, max_upload_bytes=64 * 1024,
+                           compat_routes=True, compat_upload_wait_seconds=0))
+
+
+@compat_schema.parametrize()
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                 HealthCheck.function_scoped_fixture])
+def test_compat_routes_conform_to_their_openapi(case, compat_app, api_key):
+    excluded = []
+    if case.method == "POST" and isinstance(case.body, dict) and "file" in case.body:
+        if case.meta is not None and not case.meta.is_negative_at(ParameterLocation.BODY):
+            case.body["file"] = PDF
+        elif _valid_upload_form(case.body):
+            excluded.append(negative_data_rejection)
+    response = case.call_and_validate(app=compat_app, excluded_checks=excluded, headers={"X-API-Key": api_key})
+    assert response.status_code < 500 or case.path.startswith("/health"), response.text

@@ -30,7 +30,10 @@ MARGIN_SECONDS = 3.0  # the upload's wait ends this long before the request's ow
 compat = APIRouter(tags=["compat"])
 health = APIRouter(tags=["compat"])
 JobId = Path(..., min_length=1, max_length=63, pattern=JOB_ID)
-ERRORS = compat_errors(400, 401, 404, 413, 415, 422, 429, 503)
+ERRORS = compat_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503)
+_JSON = {"content": {"application/json": {"schema": {"type": "object"}}}}
+UPLOADED = {201: {"description": "The parse ended within the wait: its events (or its failure)", **_JSON},
+            202: {"description": "Still parsing: poll /api/jobs/{id}", **_JSON}}
 
 
 def compat_event(job_id: str, event: Event, kind: str) -> dict:
@@ -60,7 +63,7 @@ async def _events(svc: Services, job: jobs.Job) -> list[dict]:
     return [compat_event(job.name, e, kind) for e in events]
 
 
-@compat.post("/api/upload", openapi_extra=UPLOAD_REQUEST, responses=ERRORS,
+@compat.post("/api/upload", status_code=201, openapi_extra={"requestBody": UPLOAD_REQUEST["requestBody"]}, responses={**UPLOADED, **ERRORS},
              summary="Upload a PDF; answers with its events when the parse ends within the wait")
 async def upload(request: Request, svc: Services = Depends(services), who: Principal = Depends(principal)):
     started = time.monotonic()

@@ -302,7 +302,15 @@ class Feed:
 
 
 async def create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) -> None:
-    """The job's new feed; a previous one is revoked in the same transaction."""
+    """The job's new feed; a previous one is revoked in the same transaction (a concurrent
+    create of the same job's feed makes the unique index refuse one: it tries again)."""
+    try:
+        await _create_feed(pool, token_hash, feed)
+    except psycopg.errors.UniqueViolation:
+        await _create_feed(pool, token_hash, feed)
+
+
+async def _create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) -> None:
     async with connection(pool) as conn, conn.transaction():
         await conn.execute("UPDATE calendar_feeds SET revoked_at = now() WHERE job_uid = %s AND revoked_at IS NULL",
                            (feed.job_uid,))
