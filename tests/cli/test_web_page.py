@@ -105,8 +105,11 @@ def test_upload_follow_events_and_feed(stack, browser, tmp_path):
     ics = httpx.get(feed_url, timeout=30)  # no key: the token is the secret
     assert ics.status_code == 200 and ics.text.count("BEGIN:VEVENT") == 5
 
-    queue_rows = [tr.text for tr in d.find_elements(By.CSS_SELECTOR, "#queue-table tbody tr")]
-    assert any(r.startswith(stack.tenant) for r in queue_rows), queue_rows
+    def tenant_row():  # the queue is read again when the job finishes
+        rows = [tr.text for tr in d.find_elements(By.CSS_SELECTOR, "#queue-table tbody tr")]
+        return next((r for r in rows if r.startswith(stack.tenant + " ")), None)
+    row = wait(d, lambda d: tenant_row(), 30, "the tenant's queue row")
+    assert row.split()[1:4] == ["0", "0", "1"], row  # waiting, running, succeeded
     assert len(d.find_elements(By.CSS_SELECTOR, "#queue-chart polyline")) == 2
     assert csp_violations(d) == []
 
@@ -114,7 +117,8 @@ def test_upload_follow_events_and_feed(stack, browser, tmp_path):
     if shot:
         height = d.execute_script("return document.documentElement.scrollHeight")
         d.set_window_size(1280, min(int(height) + 40, 4000))
-        d.execute_script("document.getElementById('feed-url').blur(); window.scrollTo(0, 0)")
+        d.execute_script("const f = document.getElementById('feed-url'); f.setSelectionRange(0, 0); f.blur();"
+                         "window.scrollTo(0, 0)")
         assert d.save_screenshot(str(Path(shot).resolve()))
 
 

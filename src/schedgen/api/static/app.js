@@ -174,6 +174,7 @@ async function follow(id) {
     const status = await call(`/jobs/${encodeURIComponent(id)}?wait=${LONG_POLL_S}`);
     renderJob(status);
     if (FINISHED.includes(status.phase)) {
+      refreshQueue();
       if (status.phase === "Succeeded") await loadEvents(id);
       return;
     }
@@ -198,7 +199,8 @@ function renderJob(status) {
   $("job-phase").textContent = status.phase;
   $("job-phase").className = `phase-${status.phase}`;
   $("job-queue").textContent = cell(status.queuePosition);
-  $("job-result").textContent = result.kind ? `${result.events} ${result.kind} events, ${result.pages} pages`
+  const pages = result.pages === 1 ? "1 page" : `${result.pages} pages`;
+  $("job-result").textContent = result.kind ? `${result.events} ${result.kind} events, ${pages}`
     : cell(error.message);
   $("feed-section").dataset.job = status.id;
 }
