@@ -7,8 +7,6 @@ Exit codes are the `EXIT_*` constants below (docs/cli.md).
 
 from __future__ import annotations
 
-import importlib.util
-
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # the job (or one of them) ended Failed or Cancelled
 EXIT_USAGE = 2  # bad arguments (argparse's own code), refused confirmation
@@ -42,7 +40,12 @@ class ConfigError(ClientError):
 
 def require_extra() -> None:
     """Fail clearly when the `cli` extra (httpx, rich) is not installed."""
-    missing = [m for m in ("httpx", "rich") if importlib.util.find_spec(m) is None]
+    missing = []
+    for name in ("httpx", "rich"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise ConfigError("MissingExtra", f"the jobs client needs {' and '.join(missing)}: "
                           "install it with `pip install 'schedgen[cli]'`")
