@@ -238,7 +238,10 @@ def test_parsejob_body():
     cfg = ApiConfig(s3_bucket="uploads-bucket", default_deadline_seconds=120, default_max_retries=1)
     sha = "ab" * 32
     upload = Upload(io.BytesIO(b"%PDF-"), 5, sha, "My Schedule.pdf")
+    before = dt.datetime.now(dt.timezone.utc)
     body = uploads.parsejob_body(cfg, uploads.job_name(sha, "k" * 12), "team-a", upload, "high", "exam", "f" * 64)
+    created = dt.datetime.fromisoformat(body["metadata"]["annotations"].pop("schedgen.io/created-at"))
+    assert before <= created <= dt.datetime.now(dt.timezone.utc)  # to the microsecond (the list's order)
     assert body == {
         "apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob",
         "metadata": {"name": f"up-{sha[:10]}-kkkkkkkkkkkk",
@@ -250,7 +253,7 @@ def test_parsejob_body():
                  "scheduleType": "exam", "priority": "high", "tenant": "team-a",
                  "deadlineSeconds": 120, "maxRetries": 1}}
     plain = uploads.parsejob_body(cfg, "up-x", "t", Upload(io.BytesIO(), 0, sha, None), "low", "auto", None)
-    assert plain["metadata"]["annotations"] == {"schedgen.io/content-sha256": sha}
+    assert set(plain["metadata"]["annotations"]) == {"schedgen.io/content-sha256", "schedgen.io/created-at"}
 
 
 def _sample(name: str, **labels) -> float:
