@@ -48,3 +48,17 @@ def test_problem_and_nest_shapes():
                                           "status": 404, "detail": "no job 'x'", "code": "JobNotFound",
                                           "instance": "/api/v1/jobs/x"}
     assert err.compat_body() == {"statusCode": 404, "message": "no job 'x'", "error": "Not Found"}
+
+
+def test_an_erased_job_leaves_the_watch_cache_at_once():
+    import types
+
+    from schedgen.api.backends import ParseJobs
+    from schedgen.api.config import ApiConfig
+
+    jobs = ParseJobs(ApiConfig(), client=types.SimpleNamespace())
+    other = {"metadata": {"name": "b", "uid": "u2"}}
+    jobs._cache, jobs._synced = {"a": {"metadata": {"name": "a", "uid": "u1"}}, "b": other}, True
+    jobs.forget("a", "u1")
+    jobs.forget("b", "u-other")  # a different object under that name stays
+    assert jobs.cached("a") is None and jobs.cached("b") is other

@@ -119,6 +119,7 @@ class ParseJobs:
         self.api_client = client or api_client(cfg)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self._cache: dict[str, dict] = {}
+        self._gone: set[str] = set()  # uids this process erased: late watch events do not bring them back
         self._synced = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -163,7 +164,7 @@ class ParseJobs:
                     with self._lock:
                         if kind == "DELETED":
                             self._cache.pop(name, None)
-                        else:
+                        elif obj["metadata"].get("uid") not in self._gone:
                             self._cache[name] = obj
                 rv = w.resource_version or rv
                 delay = 0.5
@@ -177,6 +178,16 @@ class ParseJobs:
     def cached(self, name: str) -> dict | None:
         with self._lock:
             return self._cache.get(name) if self._synced else None
+
+    def forget(self, name: str, uid: str) -> None:
+        """An erased job leaves this process's cache at once (not at the watch's pace)."""
+        with self._lock:
+            if len(self._gone) >= 10000:
+                self._gone.clear()
+            self._gone.add(uid)
+            current = self._cache.get(name)
+            if current is not None and current["metadata"].get("uid") == uid:
+                del self._cache[name]
 
     def _remember(self, obj: dict) -> None:
         with self._lock:

@@ -39,6 +39,7 @@ async def erase(svc: Services, tenant: str, job_id: str) -> None:
     await store.erase_job(svc.pool, job.uid, ns, job.name, tenant)
     if job.status["source"] == "kubernetes":
         await _delete_object(svc, job)
+    svc.jobs.forget(job.name, job.uid)
     await store.erase_job(svc.pool, job.uid, ns, job.name, tenant)
     svc.queue_cache = None
     await svc.blocking(svc.storage.delete, result_key(ns, job.uid), svc.cfg.results_bucket or svc.cfg.s3_bucket)
