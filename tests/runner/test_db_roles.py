@@ -181,6 +181,10 @@ def test_api_erases_one_job_only_through_the_function(roles):
     # a late write of the operator for the erased uid (its events, its row) leaves nothing
     with psycopg.connect(roles["operator"]) as conn:
         db.write_events(conn, ref, ParseResult(ScheduleKind.LECTURE, [EVENT], pages=1, seconds=0.1))
+    with psycopg.connect(roles["operator"], autocommit=True) as conn:  # dropped, not an FK error
+        conn.execute("INSERT INTO parse_job_transitions VALUES (%s, 9, 'Failed', null, null, now())", (ref.uid,))
+        assert conn.execute("SELECT count(*) FROM parse_job_transitions WHERE job_uid = %s",
+                            (ref.uid,)).fetchone() == (0,)
     late = operator_records(roles["operator"])  # a new uid is recorded as usual
     with psycopg.connect(roles["owner"], autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM parse_jobs WHERE uid = %s", (ref.uid,)).fetchone() == (0,)
