@@ -79,7 +79,7 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return error_response(exc, path=request.url.path)
+        return error_response(exc, path=request.url.path, compat=_compat(request))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -88,10 +88,10 @@ def _handle_errors(app: FastAPI) -> None:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             parts.append(f"{where}: {e.get('msg')}")
         return error_response(ApiError(422, "InvalidParameters", "; ".join(parts) or "invalid request"),
-                              path=request.url.path)
+                              path=request.url.path, compat=_compat(request))
 
     async def backend_error(request: Request, exc: Exception):
-        return error_response(backend_unavailable(exc), path=request.url.path)
+        return error_response(backend_unavailable(exc), path=request.url.path, compat=_compat(request))
 
     for exc_type in BACKEND_ERRORS:
         app.add_exception_handler(exc_type, backend_error)
@@ -102,12 +102,14 @@ def _handle_errors(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names only the first route of the path
             headers["Allow"] = ", ".join(_allowed_methods(app, request))
-        return error_response(ApiError(exc.status_code, code, str(exc.detail)), headers, path=request.url.path)
+        return error_response(ApiError(exc.status_code, code, str(exc.detail)), headers, path=request.url.path,
+                              compat=_compat(request))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(ApiError(500, "InternalError", "internal error"), path=request.url.path)
+        return error_response(ApiError(500, "InternalError", "internal error"), path=request.url.path,
+                              compat=_compat(request))
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
@@ -118,3 +120,7 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
         if match is not Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
     return sorted(methods)
+
+
+def _compat(request: Request) -> bool:
+    return bool(getattr(getattr(request.app.state.services, "cfg", None), "compat_routes", False))

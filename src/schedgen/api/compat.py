@@ -63,7 +63,8 @@ async def _events(svc: Services, job: jobs.Job) -> list[dict]:
     return [compat_event(job.name, e, kind) for e in events]
 
 
-@compat.post("/api/upload", status_code=201, openapi_extra={"requestBody": UPLOAD_REQUEST["requestBody"]}, responses={**UPLOADED, **ERRORS},
+@compat.post("/api/upload", status_code=201, openapi_extra={"requestBody": UPLOAD_REQUEST["requestBody"]},
+             responses={**UPLOADED, **ERRORS},
              summary="Upload a PDF; answers with its events when the parse ends within the wait")
 async def upload(request: Request, svc: Services = Depends(services), who: Principal = Depends(principal)):
     started = time.monotonic()

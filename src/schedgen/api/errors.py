@@ -64,10 +64,11 @@ def backend_unavailable(exc: DatabaseUnavailable | BackendUnavailable) -> ApiErr
 
 
 def error_response(exc: ApiError, extra_headers: Mapping[str, str] | None = None,
-                   path: str | None = None) -> JSONResponse:
-    """The answer for `exc` on `path` (also an ASGI app: the Gate sends it as is)."""
+                   path: str | None = None, compat: bool = False) -> JSONResponse:
+    """The answer for `exc` on `path` (also an ASGI app: the Gate sends it as is);
+    `compat`: the compatibility routes are on, so theirs answer in their own shape."""
     metrics.REJECTIONS.labels(reason=exc.code).inc()
     headers = {**(extra_headers or {}), **exc.headers}
-    if path and is_compat_path(path):
+    if compat and path and is_compat_path(path):
         return JSONResponse(exc.compat_body(), status_code=exc.status, headers=headers)
     return JSONResponse(exc.body(path), status_code=exc.status, headers=headers, media_type=PROBLEM_TYPE)

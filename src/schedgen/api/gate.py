@@ -73,7 +73,8 @@ class Gate:
 
         async def refuse(exc: ApiError) -> None:
             if not state["started"]:  # else the client already has (part of) an answer
-                await error_response(exc, path=scope.get("path", ""))(scope, receive, guarded_send)
+                await error_response(exc, path=scope.get("path", ""), compat=self.cfg.compat_routes)(
+                    scope, receive, guarded_send)
 
         try:
             async with asyncio.timeout(self.cfg.request_timeout_seconds):

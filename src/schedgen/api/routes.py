@@ -72,7 +72,8 @@ async def list_jobs(svc: Services = Depends(services), who: str = Depends(tenant
     return JSONResponse(await joblist.list_jobs(svc, who, phase.value if phase else None, limit, cursor))
 
 
-@api.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], responses={**NOT_MODIFIED, **errors(404, 422, *COMMON)})
+@api.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"],
+         responses={**NOT_MODIFIED, **errors(404, 422, *COMMON)})
 async def job_status(request: Request, job_id: str = JobId, svc: Services = Depends(services),
                      who: str = Depends(tenant),
                      wait: float = Query(0, ge=0, le=60, description="Answer as soon as the job is finished, or "
