@@ -11,6 +11,8 @@ UPLOAD_BYTES = Counter("schedgen_api_upload_bytes_total", "Bytes of accepted upl
 REJECTIONS = Counter("schedgen_api_rejections_total", "Requests refused, by reason (error code)", ["reason"])
 RATE_LIMITED = Counter("schedgen_api_rate_limited_total", "Requests refused by the rate limit", ["route_class"])
 BACKEND_ERRORS = Counter("schedgen_api_backend_errors_total", "Failures to reach a backend", ["backend"])
+for _outcome in ("created", "replayed"):  # exported at 0 from the start: rate() sees the first uploads
+    UPLOADS.labels(outcome=_outcome)
 
 # The method is whatever the client sent: only these become label values, anything else is "other".
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})

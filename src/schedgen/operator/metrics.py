@@ -63,6 +63,11 @@ TICK_SECONDS = Histogram("schedgen_scheduler_tick_seconds", "Duration of one sch
                          buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
 ACTIVE = Gauge("schedgen_operator_active", "1 while this replica runs the scheduler (holds the peering lead)")
 
+# Counters with known label values start at 0 (exported before the first event): rate()
+# then sees the first admissions after a restart, not only the later ones.
+for _priority in PRIORITIES:
+    ADMITTED.labels(priority=_priority)
+
 
 # Tenants are free text in spec.tenant (kubectl users write it): a label per tenant must
 # not grow without bound. The first TENANT_SERIES_MAX tenants seen by this process get a
