@@ -102,6 +102,9 @@ def test_the_batch_job_runs_every_member_with_its_own_urls_and_no_credential():
     assert_no_credentials(job)
     again = build_batch_job(list(reversed(members)), cfg, urls)
     assert again["metadata"]["name"].rsplit("-", 1)[1] == job["metadata"]["name"].rsplit("-", 1)[1]
+    for m in members:  # the same members back from the queue (a later transition): a new Job
+        m["status"] = {"transitionSeq": 4}
+    assert build_batch_job(members, cfg, urls)["metadata"]["name"] != job["metadata"]["name"]
 
 
 def test_failure_documents_decide_only_their_member():

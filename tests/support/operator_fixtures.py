@@ -66,10 +66,12 @@ def start_operator(operator_cluster, tmp_path):
         started.append(op)
         return op.start(wait=wait)
 
-    # defaults for each test; a test may set_runtime() before start() to begin differently
+    # defaults for each test; a test may set_runtime() before start() to begin differently.
+    # Batch mode off (batchSize 1): these tests are about one ParseJob, one Job;
+    # tests/operator/test_e2e_batch.py switches it on.
     operator_cluster.set_runtime(maxConcurrent=10, maxPerTenant=10, admissionsPerSecond=50, admissionBurst=50,
                                  guardMaxUnschedulable=-1, queuePositionIntervalSeconds=5,
-                                 queuePositionMaxWrites=50)
+                                 queuePositionMaxWrites=50, batchThreshold=20, batchSize=1)
     yield start
     try:
         if not any(op.running for op in started):

@@ -253,8 +253,10 @@ def member_env(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, 
 
 
 def batch_job_name(members: Sequence[Mapping[str, Any]]) -> str:
-    """Deterministic per set of members (a retried create arrives at the same name)."""
-    digest = hashlib.sha1(",".join(sorted(b["metadata"]["uid"] for b in members)).encode()).hexdigest()[:10]
+    """Deterministic per set of members and their transitions (a retried create arrives
+    at the same name; the same members back from the queue get a new one)."""
+    ids = sorted(f"{b['metadata']['uid']}:{(b.get('status') or {}).get('transitionSeq') or 0}" for b in members)
+    digest = hashlib.sha1(",".join(ids).encode()).hexdigest()[:10]
     first = re.sub(r"[^a-z0-9-]", "-", members[0]["metadata"]["name"].lower()).strip("-")[:30].rstrip("-")
     return f"batch-{first or 'pj'}-{digest}"
 
