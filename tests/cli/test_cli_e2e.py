@@ -92,6 +92,13 @@ def test_multi_file_submit_pagination_and_calendar(stack, env_for):
         assert re.search(rf"{re.escape(f.name)} → up-\S+: Succeeded, (attempt 1, )?\d+ \w+ events", done.stderr), \
             done.stderr
 
+    exam = re.search(r"UP_EXAM_SS.pdf\s+(up-\S+)", done.stdout).group(1)
+    table = ok(run_cli("events", exam, env=env)).stdout
+    expected = parse_pdf(files[1]).to_json()["events"]
+    assert table.startswith("5 exam events")
+    for event in expected:
+        assert table_has_row(table, [event_cell(event, key) for _, key in EVENT_COLUMNS["exam"]]), table
+
     first = as_json(run_cli("jobs", "list", "--limit", "2", "-O", "json", env=env))
     assert len(first["items"]) == 2 and first["nextCursor"]
     second = as_json(run_cli("jobs", "list", "--limit", "2", "--cursor", first["nextCursor"], "-O", "json", env=env))

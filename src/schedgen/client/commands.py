@@ -103,7 +103,7 @@ def follow(client: Api, ids: list[str], reporter: Reporter, deadline: float) -> 
 
 
 def submit(client: Api, args: argparse.Namespace) -> int:
-    files: list[Path] = args.files
+    files: list[Path] = list(dict.fromkeys(args.files))  # the same path twice is one upload
     for f in files:
         if not f.is_file():
             raise ClientError("FileNotFound", f"{f}: no such file", EXIT_USAGE)
@@ -216,9 +216,7 @@ def queue(client: Api, args: argparse.Namespace) -> int:
     if args.output == "json":
         emit_json(body)
         return EXIT_OK
-    from rich.table import Table
-
-    table = Table(box=render.box.SIMPLE_HEAD)
+    table = render.new_table()
     columns = ("waiting", "running", "succeeded", "failed", "cancelled", "oldestWaitingSeconds")
     for header in ("Tenant", "Waiting", "Running", "Succeeded", "Failed", "Cancelled", "Oldest wait (s)"):
         table.add_column(header, justify="left" if header == "Tenant" else "right")

@@ -48,7 +48,8 @@ def event_cell(event: dict, key: str) -> str:
 
 def events_table(kind: str, events: list[dict]) -> Table:
     columns = EVENT_COLUMNS.get(kind) or EVENT_COLUMNS["lecture"]
-    table = Table(title=f"{len(events)} {kind} event{'s' if len(events) != 1 else ''}", box=box.SIMPLE_HEAD)
+    table = Table(title=f"{len(events)} {kind} event{'s' if len(events) != 1 else ''}", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False)
     for header, _ in columns:
         table.add_column(header, overflow="fold")
     for event in events:
@@ -61,8 +62,13 @@ def _result(status: dict) -> tuple[str, str]:
     return _cell(result.get("kind")), _cell(result.get("events"))
 
 
+def new_table() -> Table:
+    """The tables' look: a rule under the header, no outer frame or blank edge lines."""
+    return Table(box=box.SIMPLE_HEAD, show_edge=False)
+
+
 def jobs_table(items: list[dict], *, files: list[str] | None = None) -> Table:
-    table = Table(box=box.SIMPLE_HEAD)
+    table = new_table()
     if files is not None:
         table.add_column("File", overflow="fold")
     for header in ("Job", "Phase", "Priority", "Kind", "Events", "Queue", "Created"):
