@@ -279,7 +279,7 @@ function renderQueue(summary) {
   show("queue-section");
   const cols = ["waiting", "running", "succeeded", "failed", "cancelled", "oldestWaitingSeconds"];
   const rows = Object.entries(summary.tenants || {});
-  rows.push(["All tenants shown", summary.total || {}]);
+  rows.push(["Total", summary.total || {}]);
   $("queue-table").tBodies[0].replaceChildren(...rows.map(([name, counts]) => {
     const tr = document.createElement("tr");
     const th = document.createElement("th");
@@ -335,6 +335,8 @@ function drawChart(samples) {
     svg("text", { x: W - R, y: H - 6, "text-anchor": "end" }, "now"),
     svg("polyline", { class: "waiting", points: line(1) }),
     svg("polyline", { class: "running", points: line(2) }),
+    svg("circle", { class: "waiting", cx: x(last[0]), cy: y(last[1]), r: 3 }),
+    svg("circle", { class: "running", cx: x(last[0]), cy: y(last[2]), r: 3 }),
     svg("text", { x: L + 8, y: 14 }, "— waiting"),
     svg("text", { x: L + 90, y: 14 }, "- - running"),
   );
