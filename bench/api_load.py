@@ -129,6 +129,8 @@ async def load(url: str, clients: int, seconds: float, think: float) -> dict:
     pdfs = [(FIXTURES / "up" / pdf).read_bytes() for pdf, _, _ in REAL]
     accept: list[float] = []
     reads: list[float] = []
+    timeline: dict[str, list[float]] = {"uploads accepted (202)": [], "status reads (200)": []}
+    t_zero = time.perf_counter()
     errors: dict[str, int] = {}
     total = 0
     deadline = time.perf_counter() + seconds
@@ -153,6 +155,7 @@ async def load(url: str, clients: int, seconds: float, think: float) -> dict:
                 total += 1
                 if code == 202:
                     accept.append(time.perf_counter() - t0)
+                    timeline["uploads accepted (202)"].append(time.perf_counter() - t_zero)
                     t1 = time.perf_counter()
                     try:
                         rcode, _ = await http.request("GET", json.loads(data)["statusUrl"], headers=ctype)
@@ -161,6 +164,7 @@ async def load(url: str, clients: int, seconds: float, think: float) -> dict:
                     total += 1
                     if rcode == 200:
                         reads.append(time.perf_counter() - t1)
+                        timeline["status reads (200)"].append(time.perf_counter() - t_zero)
                     else:
                         errors[f"GET {rcode}"] = errors.get(f"GET {rcode}", 0) + 1
                 else:
@@ -173,7 +177,8 @@ async def load(url: str, clients: int, seconds: float, think: float) -> dict:
     t_start = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
     elapsed = time.perf_counter() - t_start
-    return {"accept": accept, "reads": reads, "errors": errors, "total": total, "elapsed": elapsed}
+    return {"accept": accept, "reads": reads, "errors": errors, "total": total, "elapsed": elapsed,
+            "timeline": timeline}
 
 
 def _cpu_by_process() -> dict[str, float]:
@@ -214,6 +219,8 @@ def main() -> int:
     ap.add_argument("--think", type=float, default=3.0, help="seconds each client waits after each upload+read")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--keep", action="store_true", help="leave the state dir (logs) behind")
+    ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "api_load.png",
+                    help="PNG: latency distribution and throughput over time")
     args = ap.parse_args()
 
     from localkube.cluster import LocalCluster, default_image_map
@@ -275,7 +282,9 @@ def main() -> int:
             api.stop()
             op.stop()
 
-        api = ApiProcess(api_env(namespace="bench-load", SCHEDGEN_API_UPLOADS_PER_MINUTE=1000000,
+        # Anonymous requests (tenant `default`): the load measures the upload path, not key lookups.
+        api = ApiProcess(api_env(namespace="bench-load", SCHEDGEN_API_ALLOW_ANONYMOUS="true",
+                                 SCHEDGEN_API_UPLOADS_PER_MINUTE=1000000,
                                  SCHEDGEN_API_READS_PER_MINUTE=1000000, SCHEDGEN_API_TRUSTED_PROXIES="127.0.0.1/32",
                                  **common), base / "api-load.log").start()
         procs.append(api)
@@ -297,6 +306,12 @@ def main() -> int:
         used = {k: cpu_after.get(k, 0) - cpu_before.get(k, 0) for k in cpu_after}
         top = sorted(used.items(), key=lambda kv: -kv[1])[:8]
         print("  CPU seconds during the load phase: " + ", ".join(f"{k} {v:.1f}" for k, v in top if v > 0.5))
+        from plots import latency_and_throughput
+
+        print("  plot:", latency_and_throughput(
+            args.plot, f"API load: {args.clients} clients, {args.seconds:g} s, think {args.think:g} s "
+                       f"(operator stopped; this machine, shared)",
+            {"upload accepted (202)": r["accept"], "status read (200)": r["reads"]}, r["timeline"]))
         return 0
     finally:
         for p in reversed(procs):

@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/operator_throughput.py [--count 1000] [--max-concurrent 50]
 
-Starts a local control plane (its own state dir), Postgres (hack/devservices), and the
-operator (`python -m schedgen.operator`, standalone) with SCHEDGEN_RUNNER_COMMAND set to
-a stub that writes a success summary to the termination-message file and exits at once.
+Starts a local control plane (its own state dir), Postgres and MinIO (hack/devservices),
+and the operator (`python -m schedgen.operator`, standalone) with SCHEDGEN_RUNNER_COMMAND
+set to a stub that PUTs a result object to its presigned URL, writes a success summary to
+the termination-message file and exits. Writes docs/img/operator_throughput.png (--plot):
+the latency distributions and created/admitted/completed per second over time.
 Submits N ParseJobs and prints:
 
 * ParseJobs/s completed (first creation to last completion);
@@ -41,8 +43,19 @@ from schedgen.parsejob import GROUP, PLURAL, VERSION
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-STUB = ('printf \'{"ok": true, "kind": "lecture", "events": 30, "pages": 2, "seconds": 0.01}\' '
-        '> "${TERMINATION_MESSAGE_PATH:-/dev/termination-log}"')
+# The runner holds no secrets: it PUTs its result object to the presigned SCHEDGEN_RESULT_URL
+# (the operator reads and checks it), and writes its summary as the termination message.
+STUB = """import json, os, urllib.request
+doc = {"kind": "lecture", "pages": 2, "seconds": 0.01, "events": []}
+# batch mode (SCHEDGEN_BATCH: each member's variables): one result object per member
+members = json.loads(os.environ["SCHEDGEN_BATCH"]) if os.environ.get("SCHEDGEN_BATCH") else [os.environ]
+for member in members:
+    request = urllib.request.Request(member["SCHEDGEN_RESULT_URL"], method="PUT", data=json.dumps(doc).encode(),
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).close()
+with open(os.environ.get("TERMINATION_MESSAGE_PATH", "/dev/termination-log"), "w") as out:
+    json.dump({"ok": True, "kind": "lecture", "events": 0, "pages": 2, "seconds": 0.01}, out)
+"""
 
 
 def free_port() -> int:
@@ -91,6 +104,8 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=200.0, help="admissionsPerSecond")
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running")
+    ap.add_argument("--plot", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "img" /
+                    "operator_throughput.png", help="PNG: latency distribution and throughput over time")
     args = ap.parse_args()
 
     import psutil
@@ -104,9 +119,15 @@ def main() -> int:
     # agent nodes: the stub runner is a host process, so the figures are the operator's own
     cluster = LocalCluster(state_dir=base / "cluster", image_map=default_image_map(), mode="agent")
     pg = None if args.no_postgres else devservices.PostgresServer(base / "pg")
+    s3 = devservices.S3Server(base / "s3")  # result objects (the stub runner PUTs one per ParseJob)
     op_proc = None
     try:
         print("starting the local control plane ...", flush=True)
+        s3.start()
+        import boto3
+
+        boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
+                     aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key).create_bucket(Bucket="bench")
         cluster.start()
         cluster.add_node("bench-1", cpu="8", memory="32Gi", pods=max(110, args.count + 50))
         dsn = ""
@@ -131,14 +152,19 @@ def main() -> int:
             core.create_namespaced_secret(ns, {"metadata": {"name": "schedgen-runner"}, "stringData": {
                 "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "SCHEDGEN_DATABASE_URL": dsn or "unused"}})
 
+        stub = base / "stub_runner.py"
+        stub.write_text(STUB)
+        stub.chmod(0o755)
         metrics_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDGEN_")}
         env.update({"KUBECONFIG": str(cluster.kubeconfig), "SCHEDGEN_STANDALONE": "1",
                     "SCHEDGEN_METRICS_PORT": str(metrics_port), "SCHEDGEN_LIVENESS_PORT": str(free_port()),
                     "SCHEDGEN_DATABASE_URL": dsn, "SCHEDGEN_RUNNER_IMAGE": "busybox",
-                    "SCHEDGEN_RUNNER_COMMAND": json.dumps(["sh", "-c", STUB]),
+                    "SCHEDGEN_RUNNER_COMMAND": json.dumps([PYTHON, str(stub)]),
                     "SCHEDGEN_CPU_REQUEST": "10m", "SCHEDGEN_MEMORY_REQUEST": "8Mi",
-                    "SCHEDGEN_MEMORY_LIMIT": "64Mi", "SCHEDGEN_JOB_TTL_SECONDS": "3600"})
+                    "SCHEDGEN_MEMORY_LIMIT": "64Mi", "SCHEDGEN_JOB_TTL_SECONDS": "3600",
+                    "SCHEDGEN_S3_ENDPOINT_URL": s3.endpoint_url, "SCHEDGEN_DEFAULT_BUCKET": "bench",
+                    **s3.credentials})
         log = open(base / "operator.log", "wb")
         op_proc = subprocess.Popen([PYTHON, "-m", "schedgen.operator"], env=env, stdout=log, stderr=log,
                                    start_new_session=True, cwd=str(ROOT))
@@ -232,6 +258,16 @@ def main() -> int:
             "operator_cpu_seconds": round(cpu_seconds, 1),
         }
         print(json.dumps(result, indent=2))
+        from plots import latency_and_throughput
+
+        created_at = [ts(pj["metadata"]["creationTimestamp"]) for pj in items]
+        print("plot:", latency_and_throughput(
+            args.plot, f"Operator throughput: {n} ParseJobs, maxConcurrent {c}, stub runner (this machine, shared)",
+            {"admission latency (slot freed -> next admitted)": latencies,
+             "creation -> completion": [ts(pj["status"]["completedAt"]) - ts(pj["metadata"]["creationTimestamp"])
+                                        for pj in items]},
+            {"created": [t - created for t in created_at], "admitted": [t - created for t in starts],
+             "completed": [t - created for t in completions]}, unit="s"))
         ok = (result["admission_latency_p99_s"] < 1.0 and result["api_writes_per_parsejob"] <= 10
               and result["operator_peak_rss_mib"] < 200 and not failed)
         print("targets met" if ok else "TARGETS MISSED")
@@ -249,6 +285,7 @@ def main() -> int:
             cluster.stop()
             if pg:
                 pg.stop()
+            s3.stop()
             shutil.rmtree(base, ignore_errors=True)
 
 

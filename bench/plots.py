@@ -27,15 +27,17 @@ def latency_and_throughput(path: Path, title: str, latencies: dict[str, list[flo
     scale = 1000.0 if unit == "ms" else 1.0
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     for name, values in latencies.items():
-        values = [v * scale for v in values if v > 0]
+        every = [v * scale for v in values]
+        values = [v for v in every if v > 0]  # a log axis cannot show 0: counted in the legend
         if not values:
             continue
         low, high = min(values), max(values)
         bins = [low * (high / low) ** (i / 40) for i in range(41)] if high > low else 10
-        p50, p95 = _percentile(values, 0.5), _percentile(values, 0.95)
-        line = left.hist(values, bins=bins, alpha=0.55, label=f"{name} (n={len(values)}, p50 {p50:.3g}, "
+        p50, p95 = _percentile(every, 0.5), _percentile(every, 0.95)
+        zeros = f", {len(every) - len(values)} at 0 not drawn" if len(every) > len(values) else ""
+        line = left.hist(values, bins=bins, alpha=0.55, label=f"{name} (n={len(every)}{zeros}; p50 {p50:.3g}, "
                                                               f"p95 {p95:.3g} {unit})")[2][0]
-        for q in (p50, p95):
+        for q in (q for q in (p50, p95) if q > 0):
             left.axvline(q, color=line.get_facecolor(), linestyle="--", linewidth=1)
     if latencies:
         left.set_xscale("log")
