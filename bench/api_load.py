@@ -267,13 +267,19 @@ def main() -> int:
                       bucket=bucket,
                       kubeconfig=str(cluster.kubeconfig))
         if not args.skip_e2e:
-            shim = type("C", (), {})()
-            shim.cluster, shim.postgres, shim.s3 = cluster, pg, type("S", (), {"endpoint_url": s3srv.endpoint_url,
-                                                                               "bucket": bucket})()
+            from types import SimpleNamespace
+
+            # what operator_env reads of the tests' Cluster: agent-node pods are host
+            # processes, so they reach S3 at its local address; the image maps to the runner
+            shim = SimpleNamespace(cluster=cluster, postgres=pg, pod_s3_endpoint=s3srv.endpoint_url,
+                                   runner_image="schedgen-runner",
+                                   s3=SimpleNamespace(endpoint_url=s3srv.endpoint_url, bucket=bucket,
+                                                      credentials=s3srv.credentials))
             op = OperatorProcess(cluster, operator_env(shim), base / "operator.log")
             procs.append(op)
             op.start()
-            api = ApiProcess(api_env(namespace="bench-e2e", **common), base / "api-e2e.log").start()
+            api = ApiProcess(api_env(namespace="bench-e2e", SCHEDGEN_API_ALLOW_ANONYMOUS="true", **common),
+                             base / "api-e2e.log").start()
             procs.append(api)
             results = asyncio.run(end_to_end(api.url))
             print("end to end (upload -> Succeeded, one at a time):")
