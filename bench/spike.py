@@ -119,7 +119,15 @@ def wait_final(stack, tracks: list[Track], timeout: float, label: str) -> None:
         time.sleep(0.2)
 
 
-def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, args) -> dict:
+def idle_cpu(stack, seconds: float = 10.0) -> float:
+    """The stack's CPU-s per second with nothing to do (leases, status loops, watches)."""
+    meter = stack.cpu_meter()
+    before, t0 = sum(meter.read().values()), time.monotonic()
+    time.sleep(seconds)
+    return (sum(meter.read().values()) - before) / (time.monotonic() - t0)
+
+
+def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, idle: float, args) -> dict:
     batch_size = 1 if mode == "off" else args.batch_size
     stack.set_runtime(batchSize=batch_size, batchThreshold=args.batch_threshold)
     time.sleep(3)  # the operator reads its ConfigMap each tick
@@ -132,7 +140,22 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, args) -> dic
     wait_final(stack, tracks, args.timeout, f"[{mode}] burst")
     time.sleep(3)  # trailing writes: records, events, the last pods' status
     cpu1, writes1 = meter.read(), write_requests(stack.apiserver_metrics())
-    pods, jobs = stack.pods_since(t0)
+    window = time.time() - t0
+    pods, jobs, batch_jobs = stack.pods_since(t0)
+    timeline = stack.pod_timeline(t0)
+    for row in timeline[-3:]:
+        print(f"  [{mode}] last pods to finish (s since the first upload): {row}", flush=True)
+    slow_batch = max((r for r in timeline if r["batch"] and r["finished"] is not None),
+                     key=lambda r: r["finished"] - r["started"], default=None)
+    if slow_batch:
+        print(f"  [{mode}] slowest batch pod {slow_batch['pod']}: {slow_batch['finished'] - slow_batch['started']:.0f} s "
+              f"running; log saved in the state dir (--keep)", flush=True)
+        stack.pod_log(slow_batch["pod"])
+    failed_pods = [r for r in timeline if r["exit"] not in (0, None)]
+    for r in failed_pods[:3]:
+        tail = stack.pod_log(r["pod"]).strip().splitlines()[-2:]
+        print(f"  [{mode}] pod {r['pod']} exited {r['exit']} after {r['finished'] - r['started']:.0f} s: {tail}",
+              flush=True)
     s = summarize(tracks)
     cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
     writes = delta(writes1, writes0)
@@ -155,15 +178,17 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, args) -> dic
         "upload_to_succeeded_p50_s": round(s.latency_p50, 2), "upload_to_succeeded_p95_s": round(s.latency_p95, 2),
         "upload_to_succeeded_max_s": round(s.latency_max, 2),
         "stack_cpu_s_per_pdf": round(total_cpu / s.count, 3), "parse_only_cpu_s_per_pdf": round(parse_cpu, 4),
+        "idle_cpu_s_per_s": round(idle, 3), "window_s": round(window, 1),
+        "stack_cpu_s_per_pdf_idle_subtracted": round((total_cpu - idle * window) / s.count, 3),
         "x_parse_only": round(total_cpu / s.count / parse_cpu, 1) if parse_cpu else None,
         "cpu_s_by_component": {k: round(v, 1) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])},
-        "pods_created": pods, "jobs_created": jobs,
+        "pods_created": pods, "jobs_created": jobs, "batch_jobs": batch_jobs, "pods_failed": len(failed_pods),
         "api_writes_per_parsejob": round(sum(writes.values()) / s.count, 2),
         "api_writes_by_resource": {k: int(v) for k, v in sorted(writes.items(), key=lambda kv: -kv[1])[:8]},
         "single_uploads": len(singles),
         "single_upload_to_succeeded_p50_s": round(percentile(singles, 0.5), 2) if singles else None,
         "single_upload_to_succeeded_max_s": round(max(singles), 2) if singles else None,
-        "backlog": backlog(tracks, step=1.0),
+        "backlog": backlog(tracks, step=1.0), "pods": timeline,
     }
 
 
@@ -174,9 +199,13 @@ ROWS = [("PDFs (succeeded)", lambda r: f"{r['pdfs']} ({r['succeeded']})"),
         ("upload -> Succeeded p50 / p95", lambda r: f"{r['upload_to_succeeded_p50_s']:.1f} / "
                                                     f"{r['upload_to_succeeded_p95_s']:.1f} s"),
         ("stack CPU-s per PDF", lambda r: f"{r['stack_cpu_s_per_pdf']:.3f}"),
+        ("  idle stack subtracted", lambda r: f"{r['stack_cpu_s_per_pdf_idle_subtracted']:.3f} "
+                                            f"(idle {r['idle_cpu_s_per_s']:.2f} CPU-s/s)"),
         ("parse-only CPU-s per PDF", lambda r: f"{r['parse_only_cpu_s_per_pdf']:.4f}"),
         ("stack / parse-only", lambda r: f"{r['x_parse_only']}x"),
-        ("pods / Jobs created", lambda r: f"{r['pods_created']} / {r['jobs_created']}"),
+        ("pods / Jobs (batch Jobs) created", lambda r: f"{r['pods_created']} / {r['jobs_created']} "
+                                                      f"({r['batch_jobs']})"),
+        ("runner pods that failed (retried)", lambda r: f"{r['pods_failed']}"),
         ("API writes per ParseJob", lambda r: f"{r['api_writes_per_parsejob']:.2f}"),
         ("single upload -> Succeeded p50", lambda r: "-" if r["single_upload_to_succeeded_p50_s"] is None
          else f"{r['single_upload_to_succeeded_p50_s']:.2f} s (n={r['single_uploads']})")]
@@ -217,17 +246,21 @@ def plot(path: Path, results: list[dict], title: str) -> Path:
 
 
 def main() -> int:
+    from schedgen.operator.config import RuntimeConfig
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=1000, help="uploads in the burst")
     ap.add_argument("--modes", default="off,on", help="comma-separated: off, on (the same burst in each)")
     ap.add_argument("--tenants", type=int, default=5, help="tenants, each with its own API key")
     ap.add_argument("--single", type=int, default=10, help="sequential single uploads per mode (0: none)")
     ap.add_argument("--concurrency", type=int, default=8, help="uploads in flight during the burst")
-    ap.add_argument("--max-concurrent", type=int, default=10, help="operator maxConcurrent")
-    ap.add_argument("--max-per-tenant", type=int, default=10, help="operator maxPerTenant")
+    ap.add_argument("--max-concurrent", type=int, default=20, help="operator maxConcurrent (ParseJobs)")
+    ap.add_argument("--max-per-tenant", type=int, default=20, help="operator maxPerTenant (ParseJobs)")
     ap.add_argument("--admissions-per-second", type=float, default=50.0)
-    ap.add_argument("--batch-size", type=int, default=10, help="batchSize with batch mode on")
-    ap.add_argument("--batch-threshold", type=int, default=5, help="batchThreshold (both modes)")
+    ap.add_argument("--batch-size", type=int, default=RuntimeConfig.batch_size,
+                    help="batchSize with batch mode on (default: the operator's)")
+    ap.add_argument("--batch-threshold", type=int, default=RuntimeConfig.batch_threshold,
+                    help="batchThreshold, both modes (default: the operator's)")
     ap.add_argument("--cpu-request", default="100m", help="runner pods' CPU request")
     ap.add_argument("--node-cpu", default="4", help="the node's declared CPU (the machine has 2 cores)")
     ap.add_argument("--timeout", type=float, default=None, help="drain timeout per mode (default 60 + 3 s/PDF)")
@@ -254,11 +287,13 @@ def main() -> int:
         warm = asyncio.run(upload_all(stack.api.url, stack.keys, [sources[0] + b"% warm-up\n"], 1))
         wait_final(stack, warm, 180, "warm-up")
         stack.reset()
+        idle = idle_cpu(stack)
+        print(f"idle stack: {idle:.3f} CPU-s per second", flush=True)
         for mode in modes:
             # fresh bytes per mode: same documents, new content-addressed keys and names
             batch = [p + f"% mode {mode}\n".encode() for p in pdfs]
-            results.append(run_mode(stack, mode, batch, parse_cpu, args))
-            print(json.dumps({k: v for k, v in results[-1].items() if k != "backlog"}), flush=True)
+            results.append(run_mode(stack, mode, batch, parse_cpu, idle, args))
+            print(json.dumps({k: v for k, v in results[-1].items() if k not in ("backlog", "pods")}), flush=True)
     finally:
         if not results:
             print("--- operator log ---\n" + (stack.operator.log_tail(30) if hasattr(stack, "operator") else ""))
@@ -271,8 +306,8 @@ def main() -> int:
         print(f"CPU-s by component, batch {r['mode']}: {r['cpu_s_by_component']}")
         print(f"API writes by resource, batch {r['mode']}: {r['api_writes_by_resource']}")
     print("plot:", plot(args.plot, results, f"Spike: {args.count} real-PDF uploads through the API, "
-                                           f"{args.tenants} tenants\n, maxConcurrent {args.max_concurrent} "
-                                           f"(one real node; 2 shared cores)"))
+                                           f"{args.tenants} tenants, maxConcurrent {args.max_concurrent}\n"
+                                           f"(one real node; this machine's 2 cores, shared)"))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     bad = [r["mode"] for r in results if r["succeeded"] != r["pdfs"]]

@@ -22,7 +22,7 @@ for _p in (ROOT / "hack", ROOT / "tests" / "support", ROOT / "bench"):
 import devservices  # noqa: E402
 from spike_lib import StackCpu  # noqa: E402
 
-from schedgen.parsejob import FINAL_PHASES, GROUP, PLURAL, RUNNING, VERSION  # noqa: E402
+from schedgen.parsejob import FINAL_PHASES, GROUP, LABEL_BATCH, PLURAL, RUNNING, VERSION  # noqa: E402
 
 NAMESPACE = "spike"
 BUCKET = "schedgen-spike"
@@ -214,8 +214,8 @@ class Stack:
             raise RuntimeError(f"apiserver /metrics answered {code}")
         return body.decode()
 
-    def pods_since(self, since: float) -> tuple[int, int]:
-        """(pods, Jobs) in the namespace created at or after `since` (second resolution)."""
+    def pods_since(self, since: float) -> tuple[int, int, int]:
+        """(pods, Jobs, batch Jobs) in the namespace created at or after `since` (s resolution)."""
         from kubernetes import client
 
         batch = client.BatchV1Api(self.core.api_client)
@@ -223,7 +223,36 @@ class Stack:
                 if p.metadata.creation_timestamp.timestamp() >= int(since)]
         jobs = [j for j in batch.list_namespaced_job(NAMESPACE).items
                 if j.metadata.creation_timestamp.timestamp() >= int(since)]
-        return len(pods), len(jobs)
+        batches = [j for j in jobs if (j.metadata.labels or {}).get(LABEL_BATCH) == "true"]
+        return len(pods), len(jobs), len(batches)
+
+    def pod_timeline(self, since: float) -> list[dict]:
+        """Each runner pod since `since`: its Job, and seconds from the first upload to pod
+        created, container started and finished (second resolution), last finished last."""
+        out = []
+        for p in self.core.list_namespaced_pod(NAMESPACE).items:
+            created = p.metadata.creation_timestamp.timestamp()
+            if created < int(since):
+                continue
+            term = next((c.state.terminated for c in (p.status.container_statuses or []) if c.state.terminated),
+                        None)
+            rel = lambda t: round(t.timestamp() - since, 1) if t else None  # noqa: E731
+            out.append({"pod": p.metadata.name, "job": (p.metadata.labels or {}).get("batch.kubernetes.io/job-name"),
+                        "batch": (p.metadata.labels or {}).get(LABEL_BATCH) == "true" or p.metadata.name.startswith("batch-"),
+                        "created": round(created - since, 1), "started": rel(term.started_at) if term else None,
+                        "finished": rel(term.finished_at) if term else None,
+                        "exit": term.exit_code if term else None})
+        return sorted(out, key=lambda r: r["finished"] if r["finished"] is not None else 1e9)
+
+    def pod_log(self, name: str, lines: int = 60) -> str:
+        """The tail of a runner pod's log, saved under the state dir too."""
+        try:
+            text = self.core.read_namespaced_pod_log(name, NAMESPACE, tail_lines=lines,
+                                                     _preload_content=False).data.decode(errors="replace")
+        except Exception as exc:  # noqa: BLE001 - a diagnostic only
+            return f"(no log: {exc})"
+        (self.base / f"pod-{name}.log").write_text(text)
+        return text
 
     def reset(self, timeout: float = 300) -> None:
         """Delete every ParseJob (the operator releases the finalizers) and wait until they
