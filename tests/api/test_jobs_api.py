@@ -332,3 +332,45 @@ def test_feeds_are_rate_limited_like_reads(tenant_client, make_client, pg_conn, 
     codes = [limited.get(f"/feeds/{token}.ics").status_code for _ in range(3)]
     assert codes[:2] == [200, 200]
     assert_error(limited.get(f"/feeds/{token}.ics"), 429, "RateLimited")
+
+
+# --- the queue's last hour (the web page's chart) ----------------------------------------
+
+
+def test_queue_history_counts_from_the_records(tenant_client, make_client, pg_conn, api_namespace):
+    client, tenant = tenant_client()
+    now = dt.datetime.now(dt.timezone.utc)
+    ago = lambda minutes: now - dt.timedelta(minutes=minutes)  # noqa: E731
+    # waiting 50..30 min ago, then running until 10 min ago, then Succeeded
+    _, done = record(pg_conn, api_namespace, tenant, created=ago(50))
+    pg_conn.execute("UPDATE parse_jobs SET started_at = %s, completed_at = %s WHERE uid = %s",
+                    (ago(30), ago(10), done))
+    # created 20 min ago, still waiting
+    _, waiting = record(pg_conn, api_namespace, tenant, phase="Queued", created=ago(20))
+    pg_conn.execute("UPDATE parse_jobs SET completed_at = NULL WHERE uid = %s", (waiting,))
+    body = client.get("/api/v1/queue/history", params={"minutes": 60, "step": 60}).json()
+    assert body["minutes"] == 60 and body["stepSeconds"] == 60 and 60 <= len(body["points"]) <= 61
+
+    def at(minutes_ago: float) -> dict:
+        target = now - dt.timedelta(minutes=minutes_ago)
+        return min(body["points"], key=lambda p: abs(dt.datetime.fromisoformat(p["at"].replace("Z", "+00:00"))
+                                                    - target))
+
+    assert (at(55)["waiting"], at(55)["running"]) == (0, 0)
+    assert (at(40)["waiting"], at(40)["running"]) == (1, 0)
+    assert (at(25)["waiting"], at(25)["running"]) == (0, 1)
+    assert (at(15)["waiting"], at(15)["running"]) == (1, 1)
+    assert (at(5)["waiting"], at(5)["running"]) == (1, 0)
+    assert sum(p["finished"] for p in body["points"]) == 1
+    # another tenant's key sees none of it; the admin key sees it among every tenant's
+    other, _ = tenant_client()
+    assert all(p["waiting"] == p["running"] == p["finished"] == 0
+               for p in other.get("/api/v1/queue/history").json()["points"])
+    admin = make_client().get("/api/v1/queue/history", params={"minutes": 60}).json()
+    assert at(15)["running"] <= min(p["running"] for p in admin["points"]
+                                    if abs((dt.datetime.fromisoformat(p["at"].replace("Z", "+00:00"))
+                                            - ago(15)).total_seconds()) < 30)
+    coarse = client.get("/api/v1/queue/history", params={"minutes": 1440, "step": 10}).json()
+    assert coarse["stepSeconds"] == 120 and len(coarse["points"]) <= 721  # a day: one point per 2 min
+    refused = client.get("/api/v1/queue/history", params={"minutes": 100000})
+    assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import calendars, erasure, joblist, jobs
+from . import calendars, erasure, joblist, jobs, store
 from .calendars import ICS, CalendarParams, calendar_params
 from .deps import principal, services, tenant
 from .gate import Principal
@@ -24,6 +24,7 @@ from .schemas import (
     JobList,
     JobStatus,
     Phase,
+    QueueHistoryOut,
     QueueOut,
     Ready,
     errors,
@@ -117,3 +118,15 @@ async def job_calendar(request: Request, job_id: str = JobId, svc: Services = De
 async def queue(svc: Services = Depends(services), who: Principal = Depends(principal)):
     summary = await jobs.queue(svc)
     return JSONResponse(summary if who.admin else jobs.tenant_queue(summary, who.tenant))
+
+
+@api.get("/queue/history", response_model=QueueHistoryOut, tags=["queue"], responses=errors(422, *COMMON),
+         summary="Waiting, running and finished ParseJobs over the last minutes (the web page's chart)")
+async def queue_history(svc: Services = Depends(services), who: Principal = Depends(principal),
+                        minutes: int = Query(60, ge=5, le=1440, description="How far back"),
+                        step: int = Query(60, ge=10, le=3600, description="Seconds between points")):
+    """From the records: an admin key sees every tenant, any other key its own. At most
+    721 points: over a long window a fine step is raised (stepSeconds says which)."""
+    step = max(step, -(-minutes * 60 // 720))
+    points = await store.queue_history(svc.pool, svc.cfg.namespace, None if who.admin else who.tenant, minutes, step)
+    return JSONResponse({"minutes": minutes, "stepSeconds": step, "points": points})

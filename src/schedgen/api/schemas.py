@@ -147,6 +147,19 @@ class QueueOut(BaseModel):
     tenants: dict[str, QueueCounts]
 
 
+class QueuePoint(BaseModel):
+    at: str
+    waiting: int
+    running: int
+    finished: int
+
+
+class QueueHistoryOut(BaseModel):
+    minutes: int
+    stepSeconds: int
+    points: list[QueuePoint]
+
+
 class Health(BaseModel):
     status: str
 

@@ -248,6 +248,28 @@ async def finished_counts(pool: AsyncConnectionPool, namespace: str) -> dict[str
 
 
 
+async def queue_history(pool: AsyncConnectionPool, namespace: str, tenant: str | None, minutes: int,
+                        step_seconds: int) -> list[dict]:
+    """Waiting, running and finished-in-the-step counts at each step of the last
+    `minutes`, from the records (created/started/completed times; they outlive the
+    objects); `tenant` None: every tenant. A ParseJob put back in the queue counts from
+    its latest start."""
+    sql = ("SELECT t,"
+           " count(j.uid) FILTER (WHERE j.created_at <= t AND (j.started_at IS NULL OR j.started_at > t)"
+           "   AND (j.completed_at IS NULL OR j.completed_at > t)),"
+           " count(j.uid) FILTER (WHERE j.started_at <= t AND (j.completed_at IS NULL OR j.completed_at > t)),"
+           " count(j.uid) FILTER (WHERE j.completed_at > t - make_interval(secs => %(step)s) AND j.completed_at <= t)"
+           " FROM generate_series(now() - make_interval(mins => %(minutes)s), now(), make_interval(secs => %(step)s)) t"
+           " LEFT JOIN parse_jobs j ON j.namespace = %(ns)s AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)"
+           "   AND j.created_at <= t AND (j.completed_at IS NULL OR j.completed_at > t - make_interval(secs => %(step)s))"
+           " GROUP BY t ORDER BY t")
+    async with connection(pool) as conn:
+        rows = await (await conn.execute(sql, {"ns": namespace, "tenant": tenant, "minutes": minutes,
+                                               "step": step_seconds})).fetchall()
+    return [{"at": t.isoformat().replace("+00:00", "Z"), "waiting": int(w), "running": int(r), "finished": int(f)}
+            for t, w, r, f in rows]
+
+
 async def list_records(pool: AsyncConnectionPool, namespace: str, tenant: str, phase: str | None,
                        before: tuple[dt.datetime, str] | None, exclude: list[str], limit: int) -> list[dict]:
     """The tenant's newest records (one per name), keyset-paginated on (created_at, name)

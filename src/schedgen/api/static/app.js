@@ -5,7 +5,6 @@
 
 const API = "/api/v1";
 const KEY_STORE = "schedgen.apiKey";
-const SAMPLES_STORE = "schedgen.queueSamples";
 const FINISHED = ["Succeeded", "Failed", "Cancelled"];
 const QUEUE_EVERY_S = 15;
 const HISTORY_MS = 60 * 60 * 1000;
@@ -269,13 +268,14 @@ async function onCopy() {
 
 async function refreshQueue() {
   try {
-    renderQueue(await call("/queue"));
+    const [summary, history] = await Promise.all([call("/queue"), call("/queue/history?minutes=60&step=60")]);
+    renderQueue(summary, history);
   } catch (err) {
     if (err.status === 401) probe();
   }
 }
 
-function renderQueue(summary) {
+function renderQueue(summary, history) {
   show("queue-section");
   const cols = ["waiting", "running", "succeeded", "failed", "cancelled", "oldestWaitingSeconds"];
   const rows = Object.entries(summary.tenants || {});
@@ -294,18 +294,9 @@ function renderQueue(summary) {
     }
     return tr;
   }));
-  const samples = addSample(summary.total || {});
-  drawChart(samples);
-}
-
-function addSample(total) {
-  const now = Date.now();
-  let samples = [];
-  try { samples = JSON.parse(sessionStorage.getItem(SAMPLES_STORE) || "[]"); } catch (_) { samples = []; }
-  samples = samples.filter((s) => Array.isArray(s) && now - s[0] <= HISTORY_MS);
-  samples.push([now, total.waiting || 0, total.running || 0]);
-  sessionStorage.setItem(SAMPLES_STORE, JSON.stringify(samples));
-  return samples;
+  // the last hour from the server's records (GET /api/v1/queue/history), one point a minute
+  const samples = ((history && history.points) || []).map((p) => [Date.parse(p.at), p.waiting, p.running]);
+  if (samples.length) drawChart(samples);
 }
 
 function svg(tag, attrs, text) {
