@@ -213,9 +213,9 @@ ROWS = [("PDFs (succeeded)", lambda r: f"{r['pdfs']} ({r['succeeded']})"),
 
 def table(results: list[dict]) -> str:
     width = max(len(name) for name, _ in ROWS) + 2
-    head = "".ljust(width) + "".join(f"batch {r['mode']}".ljust(24) for r in results)
+    head = "".ljust(width) + "".join(f"batch {r['mode']}".ljust(28) for r in results)
     lines = [head, "-" * len(head)]
-    lines += [name.ljust(width) + "".join(fmt(r).ljust(24) for r in results) for name, fmt in ROWS]
+    lines += [name.ljust(width) + "".join(fmt(r).ljust(28) for r in results) for name, fmt in ROWS]
     return "\n".join(lines)
 
 
