@@ -142,6 +142,33 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
+def minio_requests(metrics_text: str) -> dict[str, float]:
+    """From MinIO's /minio/metrics/v3/api/requests: PutObject count and how many took over
+    1 s / 10 s to the first byte (cumulative histogram), and canceled/error totals. Tells a
+    slow MinIO from requests that never reached it (a client timeout with no slow PUT)."""
+    import re
+
+    out = {"put": 0.0, "put_over_1s": 0.0, "put_over_10s": 0.0, "canceled": 0.0, "errors": 0.0}
+    buckets: dict[str, float] = {}
+    line_re = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)$')
+    for line in metrics_text.splitlines():
+        m = line_re.match(line.strip())
+        if not m:
+            continue
+        name, labels, value = m.group(1), dict(re.findall(r'(\w+)="([^"]*)"', m.group(2))), float(m.group(3))
+        if name == "minio_api_requests_ttfb_seconds_distribution" and labels.get("name") == "PutObject":
+            buckets[labels["le"]] = buckets.get(labels["le"], 0.0) + value
+        elif name == "minio_api_requests_canceled_total":
+            out["canceled"] += value
+        elif name.startswith("minio_api_requests_") and name.endswith("errors_total"):
+            out["errors"] += value
+    total = buckets.get("+Inf", 0.0)
+    out["put"] = total
+    out["put_over_1s"] = total - buckets.get("1.000", total)
+    out["put_over_10s"] = total - buckets.get("10.000", total)
+    return out
+
+
 # ---------------------------------------------------------------- CPU of the stack
 def cgroup_usage_seconds(rel: str) -> float:
     """Cumulative CPU of cgroup `rel` and all its descendants, exited or removed ones

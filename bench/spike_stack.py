@@ -214,6 +214,12 @@ class Stack:
             raise RuntimeError(f"apiserver /metrics answered {code}")
         return body.decode()
 
+    def minio_metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(self.s3srv.endpoint_url + "/minio/metrics/v3/api/requests", timeout=10) as r:
+            return r.read().decode()
+
     def pods_since(self, since: float) -> tuple[int, int, int]:
         """(pods, Jobs, batch Jobs) in the namespace created at or after `since` (s resolution)."""
         from kubernetes import client

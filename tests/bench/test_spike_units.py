@@ -19,6 +19,7 @@ from spike_lib import (  # noqa: E402
     delta,
     distinct_pdf,
     distinct_pdfs,
+    minio_requests,
     percentile,
     sha256,
     summarize,
@@ -113,3 +114,22 @@ def test_write_requests_by_resource_and_delta():
 def test_cgroup_usage_of_a_missing_cgroup_is_an_error():
     with pytest.raises(FileNotFoundError):
         cgroup_usage_seconds("/schedgen-spike-test/no-such-cgroup")
+
+
+MINIO = """# HELP minio_api_requests_ttfb_seconds_distribution Distribution of time to first byte
+minio_api_requests_ttfb_seconds_distribution{le="1.000",name="PutObject",server="127.0.0.1:1",type="s3"} 7
+minio_api_requests_ttfb_seconds_distribution{le="10.000",name="PutObject",server="127.0.0.1:1",type="s3"} 9
+minio_api_requests_ttfb_seconds_distribution{le="+Inf",name="PutObject",server="127.0.0.1:1",type="s3"} 10
+minio_api_requests_ttfb_seconds_distribution{le="+Inf",name="GetObject",server="127.0.0.1:1",type="s3"} 50
+minio_api_requests_canceled_total{server="127.0.0.1:1",type="s3"} 2
+minio_api_requests_errors_total{server="127.0.0.1:1",type="s3"} 1
+minio_api_requests_4xx_errors_total{server="127.0.0.1:1",type="s3"} 3
+minio_api_requests_total{name="PutObject",server="127.0.0.1:1",type="s3"} 10
+"""
+
+
+def test_minio_put_latency_and_failures():
+    assert minio_requests(MINIO) == {"put": 10.0, "put_over_1s": 3.0, "put_over_10s": 1.0, "canceled": 2.0,
+                                     "errors": 4.0}
+    assert minio_requests("") == {"put": 0.0, "put_over_1s": 0.0, "put_over_10s": 0.0, "canceled": 0.0,
+                                  "errors": 0.0}
