@@ -41,11 +41,26 @@ def test_a_deep_backlog_goes_in_batches_in_admission_order():
     assert [e for g in groups for e in g] == admitted
 
 
-def test_a_small_remainder_waits_while_a_batch_runs():
+def test_a_small_remainder_waits_while_the_tenant_runs_others():
     waiting = [entry(i) for i in range(12)]
     admitted = waiting[:6]
     groups, held = plan(admitted, bodies(admitted), waiting, Counter({("ns", "a"): 1}), RT)
     assert [len(g) for g in groups] == [4] and held == admitted[4:]
+
+
+def test_a_full_batch_is_the_tenants_fair_share_of_the_caps():
+    """Five deep tenants under maxConcurrent 20 get about 4 slots each at a time: a group
+    of 4 is full for them and starts while they run others; a group of 2 waits."""
+    rt = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=20, max_per_tenant=20)
+    waiting = [entry(i, t) for t in "abcde" for i in range(30)]
+    running = Counter({("ns", t): 3 for t in "abcde"})
+    four = [entry(i, "a") for i in range(4)]
+    two = [entry(i, "b") for i in range(2)]
+    groups, held = plan(four + two, bodies(four + two), waiting, running, rt)
+    assert groups == [four] and held == two
+    alone = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=20, max_per_tenant=20)
+    groups, held = plan(four, bodies(four), [entry(i, "a") for i in range(30)], Counter({("ns", "a"): 3}), alone)
+    assert groups == [] and held == four  # one deep tenant: its share is 10, so 4 waits for more
 
 
 def test_tenants_and_namespaces_never_share_a_batch_and_shallow_tenants_stay_single():

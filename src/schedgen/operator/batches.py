@@ -9,9 +9,11 @@ one Job whose runner parses them one after another (runner/batch.py).
 Admission is unchanged: queue_policy orders, admission.decide admits ParseJobs under
 `maxConcurrent` / `maxPerTenant` (both count ParseJobs), priority and fair turns. This
 module only groups what was admitted, in admission order. A group smaller than it could
-be waits for the next tick while the tenant already has a batch running (slots free one
-by one as members finish: admitting each at once would make batches of one); a tenant
-with nothing running always starts. At light load nothing changes: one ParseJob, one Job.
+be (the batch size, the tenant's cap, its fair share of `maxConcurrent` among the deep
+tenants) waits for a later tick while the tenant has ParseJobs running: slots free one
+by one as members finish, and admitting each at once would make batches of one. A
+tenant with nothing running always starts. At light load nothing changes: one ParseJob,
+one Job.
 
 Members keep their own status, Events, record and events. Each member's outcome comes
 from its own result object (`member_outcome`); members the batch never reached go back
@@ -40,28 +42,32 @@ def batchable(body: Mapping[str, Any]) -> bool:
 
 
 def plan(admitted: Sequence[QueueEntry], bodies: Mapping[str, Mapping[str, Any]],
-         waiting: Iterable[QueueEntry], batches_running: Counter, runtime: RuntimeConfig
+         waiting: Iterable[QueueEntry], running: Counter, runtime: RuntimeConfig
          ) -> tuple[list[list[QueueEntry]], list[QueueEntry]]:
     """(groups to start now, entries that wait for a fuller batch). Singletons are
-    ordinary Jobs. `batches_running`: running batch Jobs per (namespace, tenant)."""
+    ordinary Jobs. `running`: Running ParseJobs per (namespace, tenant)."""
     if runtime.batch_size <= 1:
         return [[e] for e in admitted], []
     depth = Counter((e.key[0], e.tenant) for e in waiting)
+    deep = {where for where, n in depth.items() if n > runtime.batch_threshold}
+    # A full batch is what the caps let one deep tenant have: with k deep tenants taking
+    # fair turns, each gets about maxConcurrent/k slots at a time.
+    share = max(1, runtime.max_concurrent // max(1, len({tenant for _, tenant in deep})))
     groups: list[list[QueueEntry]] = []
     pending: dict[tuple[str, str], list[QueueEntry]] = defaultdict(list)
     for e in admitted:
         where = (e.key[0], e.tenant)
-        if depth[where] > runtime.batch_threshold and batchable(bodies[e.uid]):
+        if where in deep and batchable(bodies[e.uid]):
             pending[where].append(e)
         else:
             groups.append([e])
     held: list[QueueEntry] = []
-    full = min(runtime.batch_size, runtime.max_per_tenant, runtime.max_concurrent)
     for where, entries in pending.items():
-        chunks = [entries[i:i + runtime.batch_size] for i in range(0, len(entries), runtime.batch_size)]
-        for chunk in chunks:
-            if len(chunk) < min(full, depth[where]) and batches_running[where] > 0:
-                held.extend(chunk)  # a fuller batch next time a running one finishes
+        full = min(runtime.batch_size, runtime.max_per_tenant, share, depth[where])
+        for i in range(0, len(entries), runtime.batch_size):
+            chunk = entries[i:i + runtime.batch_size]
+            if len(chunk) < full and running[where] > 0:
+                held.extend(chunk)  # slots free one by one as members finish: gather them
             else:
                 groups.append(chunk)
     return groups, held

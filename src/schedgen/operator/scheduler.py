@@ -239,19 +239,13 @@ class Scheduler(JobReconciler):
         # when each concurrent Job create returns: status then shows the queue's order.
         decided = self.wall()
         at = {e.uid: st.now_rfc3339(decided + i * 1e-6) for i, e in enumerate(decision.admit)}
-        groups, _ = batches.plan(decision.admit, by_uid, ordered, self.batches_running(running, snap), runtime)
+        running_where = Counter((b["metadata"]["namespace"], tenant_of(b)) for b in running)
+        groups, _ = batches.plan(decision.admit, by_uid, ordered, running_where, runtime)
         results = await self._bounded(
             self._admit_one(by_uid[g[0].uid], at=at[g[0].uid]) if len(g) == 1 else
             self._admit_batch([by_uid[e.uid] for e in g], [at[e.uid] for e in g]) for g in groups)
         flat = [u for r in results for u in (r if isinstance(r, list) else [r])]
         return adopted | {uid for uid in flat if isinstance(uid, str)}
-
-    @staticmethod
-    def batches_running(running: list[dict[str, Any]], snap: Snapshot) -> Counter:
-        """Batch Jobs still running, per (namespace, tenant)."""
-        jobs = {(b["metadata"]["namespace"], tenant_of(b), job["name"]) for b in running
-                if (job := snap.jobs.get((b["metadata"]["namespace"], _uid(b)))) and job.get("members")}
-        return Counter((ns, tenant) for ns, tenant, _ in jobs)
 
     async def _admit_one(self, body: Mapping[str, Any], adopted: Mapping[str, Any] | None = None,
                          at: str | None = None) -> str | None:
