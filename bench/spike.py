@@ -29,7 +29,10 @@ and emptied; then `--single` uploads one at a time. Reported per mode:
 * pods and Jobs created in the namespace during the burst;
 * API writes per ParseJob: kube-apiserver's own apiserver_request_total with a write verb
   (POST, PUT, PATCH, DELETE, APPLY), all clients, delta over the burst window;
-* single uploads: upload -> Succeeded p50 with nothing else queued.
+* single uploads: upload -> Succeeded p50 with nothing else queued;
+* diagnostics: runner pods that exited non-zero (their Job retried them; log tail shown),
+  the last pods to finish, MinIO's own PutObject time-to-first-byte (>1 s, >10 s) and
+  canceled/error counts (a runner's S3 timeout with no slow PUT at MinIO never reached it).
 
 Writes docs/img/spike.png (backlog and completions over time, one panel per mode) and,
 with --json, the figures as JSON. The machine's 2 cores are shared: figures vary run to run.
