@@ -69,6 +69,7 @@ class BurstSummary:
     latency_p50: float
     latency_p95: float
     latency_max: float
+    drain95_seconds: float = float("nan")  # first upload -> 95 % of the uploads final: the tail aside
     failed: dict[str, int] = field(default_factory=dict)
 
 
@@ -89,7 +90,8 @@ def summarize(tracks: list[Track]) -> BurstSummary:
         count=len(tracks), succeeded=len(ok), drain_seconds=drain,
         pdfs_per_second=len(ok) / drain if drain and drain > 0 else float("nan"),
         latency_p50=percentile(latencies, 0.5), latency_p95=percentile(latencies, 0.95),
-        latency_max=max(latencies, default=float("nan")), failed=failed)
+        latency_max=max(latencies, default=float("nan")),
+        drain95_seconds=percentile([e - start for e in ends], 0.95) if ends else float("nan"), failed=failed)
 
 
 def backlog(tracks: list[Track], step: float = 1.0) -> dict[str, list[float]]:

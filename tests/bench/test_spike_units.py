@@ -74,6 +74,9 @@ def test_summary_latency_drain_and_failures():
     s = summarize(tracks)
     assert (s.count, s.succeeded, s.failed) == (4, 3, {"Failed": 1})
     assert s.drain_seconds == pytest.approx(10.0)  # 100.0 -> 110.0
+    assert s.drain95_seconds == pytest.approx(10.0)  # nearest rank of 4: the last
+    many = [Track(str(i), "t", 0.0, None, float(i + 1), "Succeeded") for i in range(100)]
+    assert summarize(many).drain95_seconds == pytest.approx(95.0)  # finals at 1..100 s
     assert s.pdfs_per_second == pytest.approx(0.3)  # succeeded only
     assert (s.latency_p50, s.latency_max) == (pytest.approx(6.0), pytest.approx(9.0))  # 4, 6, 9
     with pytest.raises(ValueError):
