@@ -54,6 +54,7 @@ import spike_stack  # noqa: E402  (puts hack/, tests/support on sys.path)
 from spike_lib import (  # noqa: E402
     Track,
     backlog,
+    conntrack_stats,
     delta,
     distinct_pdfs,
     minio_requests,
@@ -145,7 +146,7 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, idle: float,
     time.sleep(3)  # the operator reads its ConfigMap each tick
     meter = stack.cpu_meter()
     writes0, cpu0, t0 = write_requests(stack.apiserver_metrics()), meter.read(), time.time()
-    s3_0 = minio_requests(stack.minio_metrics())
+    s3_0, ct0 = minio_requests(stack.minio_metrics()), conntrack_stats(stack.conntrack())
     print(f"[{mode}] uploading {len(pdfs)} PDFs ({args.concurrency} at a time, {args.tenants} tenants) ...",
           flush=True)
     tracks = asyncio.run(upload_all(stack.api.url, stack.keys, pdfs, args.concurrency))
@@ -155,6 +156,7 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, idle: float,
     cpu1, writes1 = meter.read(), write_requests(stack.apiserver_metrics())
     window = time.time() - t0
     s3 = delta(minio_requests(stack.minio_metrics()), s3_0)
+    ct = {k: v - ct0.get(k, 0) for k, v in conntrack_stats(stack.conntrack()).items()}
     pods, jobs, batch_jobs = stack.pods_since(t0)
     timeline = stack.pod_timeline(t0)
     for row in timeline[-3:]:
@@ -197,6 +199,7 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, idle: float,
         "x_parse_only": round(total_cpu / s.count / parse_cpu, 1) if parse_cpu else None,
         "cpu_s_by_component": {k: round(v, 1) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])},
         "pods_created": pods, "jobs_created": jobs, "batch_jobs": batch_jobs, "pods_failed": len(failed_pods),
+        "conntrack": ct,
         "minio": {k: int(s3.get(k, 0)) for k in ("put", "put_over_1s", "put_over_10s", "canceled", "errors")},
         "api_writes_per_parsejob": round(sum(writes.values()) / s.count, 2),
         "api_writes_by_resource": {k: int(v) for k, v in sorted(writes.items(), key=lambda kv: -kv[1])[:8]},
@@ -224,6 +227,8 @@ ROWS = [("PDFs (succeeded)", lambda r: f"{r['pdfs']} ({r['succeeded']})"),
         ("MinIO PUTs (>1 s, >10 s TTFB)", lambda r: f"{r['minio']['put']} ({r['minio']['put_over_1s']}, "
                                                   f"{r['minio']['put_over_10s']})"),
         ("MinIO canceled / errors", lambda r: f"{r['minio']['canceled']} / {r['minio']['errors']}"),
+        ("node netns conntrack drops", lambda r: " ".join(f"{k} {v}" for k, v in r["conntrack"].items()
+                                                         if k in ("insert_failed", "drop", "invalid")) or "-"),
         ("API writes per ParseJob", lambda r: f"{r['api_writes_per_parsejob']:.2f}"),
         ("single upload -> Succeeded p50", lambda r: "-" if r["single_upload_to_succeeded_p50_s"] is None
          else f"{r['single_upload_to_succeeded_p50_s']:.2f} s (n={r['single_uploads']})")]

@@ -171,6 +171,17 @@ def minio_requests(metrics_text: str) -> dict[str, float]:
     return out
 
 
+def conntrack_stats(text: str) -> dict[str, int]:
+    """/proc/net/stat/nf_conntrack (one hex row per CPU) summed: the counters that show
+    dropped or clashing connections (insert_failed, drop, early_drop, invalid, clashres)."""
+    lines = [line.split() for line in text.strip().splitlines()]
+    if not lines:
+        return {}
+    head, rows = lines[0], lines[1:]
+    wanted = ("insert_failed", "drop", "early_drop", "invalid", "clashres")
+    return {k: sum(int(r[head.index(k)], 16) for r in rows) for k in wanted if k in head}
+
+
 # ---------------------------------------------------------------- CPU of the stack
 def cgroup_usage_seconds(rel: str) -> float:
     """Cumulative CPU of cgroup `rel` and all its descendants, exited or removed ones

@@ -220,6 +220,14 @@ class Stack:
         with urllib.request.urlopen(self.s3srv.endpoint_url + "/minio/metrics/v3/api/requests", timeout=10) as r:
             return r.read().decode()
 
+    def conntrack(self) -> str:
+        """The cluster network namespace's conntrack statistics ("" when unreadable)."""
+        import subprocess
+
+        done = subprocess.run(["ip", "netns", "exec", self.cluster.net_plan.netns, "cat",
+                               "/proc/net/stat/nf_conntrack"], capture_output=True, text=True, timeout=10)
+        return done.stdout if done.returncode == 0 else ""
+
     def pods_since(self, since: float) -> tuple[int, int, int]:
         """(pods, Jobs, batch Jobs) in the namespace created at or after `since` (s resolution)."""
         from kubernetes import client

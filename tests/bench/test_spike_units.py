@@ -16,6 +16,7 @@ from spike_lib import (  # noqa: E402
     Track,
     backlog,
     cgroup_usage_seconds,
+    conntrack_stats,
     delta,
     distinct_pdf,
     distinct_pdfs,
@@ -136,3 +137,15 @@ def test_minio_put_latency_and_failures():
                                      "errors": 4.0}
     assert minio_requests("") == {"put": 0.0, "put_over_1s": 0.0, "put_over_10s": 0.0, "canceled": 0.0,
                                   "errors": 0.0}
+
+
+CONNTRACK = """entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart
+00000005  00000001 00000000 00000000 0000000a 00000000 00000000 00000000 00000000 00000002 00000003 00000000 00000000  00000000 00000000 00000000 00000000
+00000005  00000000 00000000 00000000 00000002 00000000 00000000 00000000 00000000 00000010 00000000 00000001 00000000  00000000 00000000 00000000 00000000
+"""
+
+
+def test_conntrack_counters_summed_over_cpus_from_hex():
+    assert conntrack_stats(CONNTRACK) == {"insert_failed": 18, "drop": 3, "early_drop": 1, "invalid": 12,
+                                          "clashres": 1}
+    assert conntrack_stats("") == {}
