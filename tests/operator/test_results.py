@@ -128,3 +128,15 @@ def test_discard_deletes_the_result_object_and_tolerates_its_absence(s3):
     asyncio.run(results.discard(body))
     assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=key)
     asyncio.run(results.discard(body))  # already gone: nothing to do, no error
+
+
+def test_present_lists_the_namespaces_result_objects(s3):
+    """Batch members are decided as their results appear: one listing per namespace."""
+    results = store(s3)
+    ns = f"ns-{uuid.uuid4().hex[:6]}"
+    uids = [str(uuid.uuid4()) for _ in range(3)]
+    for uid in uids[:2]:
+        s3.client.put_object(Bucket=s3.bucket, Key=result_key(ns, uid), Body=b"{}")
+    s3.client.put_object(Bucket=s3.bucket, Key=result_key(ns + "-other", uids[2]), Body=b"{}")
+    assert results.present(ns) == set(uids[:2])
+    assert results.present(f"ns-{uuid.uuid4().hex[:6]}") == set()

@@ -190,7 +190,7 @@ class ResultStore:
     def present(self, namespace: str) -> set[str]:
         """The uids with a result object in `namespace` (one listing, for batch members:
         their results arrive one by one while their Job still runs)."""
-        prefix = result_key(namespace, "")
+        prefix = result_key(namespace, "x").removesuffix("x.json")  # results/<namespace>/
         found: set[str] = set()
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
