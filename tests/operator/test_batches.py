@@ -48,19 +48,23 @@ def test_a_small_remainder_waits_while_the_tenant_runs_others():
     assert [len(g) for g in groups] == [4] and held == admitted[4:]
 
 
-def test_a_full_batch_is_the_tenants_fair_share_of_the_caps():
-    """Five deep tenants under maxConcurrent 20 get about 4 slots each at a time: a group
-    of 4 is full for them and starts while they run others; a group of 2 waits."""
-    rt = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=20, max_per_tenant=20)
+def test_a_full_batch_is_half_the_tenants_fair_share_of_the_caps():
+    """Five deep tenants under maxConcurrent 40 get about 8 slots each at a time, so two
+    batches of 4 overlap: a group of 4 is full and starts while the tenant runs others; a
+    group of 2 waits. One deep tenant under 20 slots: batches of 10."""
+    rt = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=40, max_per_tenant=20)
     waiting = [entry(i, t) for t in "abcde" for i in range(30)]
     running = Counter({("ns", t): 3 for t in "abcde"})
     four = [entry(i, "a") for i in range(4)]
     two = [entry(i, "b") for i in range(2)]
     groups, held = plan(four + two, bodies(four + two), waiting, running, rt)
     assert groups == [four] and held == two
-    alone = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=20, max_per_tenant=20)
-    groups, held = plan(four, bodies(four), [entry(i, "a") for i in range(30)], Counter({("ns", "a"): 3}), alone)
-    assert groups == [] and held == four  # one deep tenant: its share is 10, so 4 waits for more
+    alone = RuntimeConfig(batch_threshold=5, batch_size=20, max_concurrent=20, max_per_tenant=20)
+    deep = [entry(i, "a") for i in range(30)]
+    groups, held = plan(deep[:9], bodies(deep[:9]), deep, Counter({("ns", "a"): 11}), alone)
+    assert groups == [] and held == deep[:9]  # 9 < 10: waits for one more slot
+    groups, held = plan(deep[:10], bodies(deep[:10]), deep, Counter({("ns", "a"): 10}), alone)
+    assert groups == [deep[:10]] and held == []
 
 
 def test_tenants_and_namespaces_never_share_a_batch_and_shallow_tenants_stay_single():

@@ -9,8 +9,9 @@ one Job whose runner parses them one after another (runner/batch.py).
 Admission is unchanged: queue_policy orders, admission.decide admits ParseJobs under
 `maxConcurrent` / `maxPerTenant` (both count ParseJobs), priority and fair turns. This
 module only groups what was admitted, in admission order. A group smaller than it could
-be (the batch size, the tenant's cap, its fair share of `maxConcurrent` among the deep
-tenants) waits for a later tick while the tenant has ParseJobs running: slots free one
+be (the batch size, or half the tenant's slots: its cap or its fair share of
+`maxConcurrent` among the deep tenants, so two batches overlap) waits for a later tick
+while the tenant has ParseJobs running: slots free one
 by one as members finish, and admitting each at once would make batches of one. A
 tenant with nothing running always starts. At light load nothing changes: one ParseJob,
 one Job.
@@ -63,7 +64,9 @@ def plan(admitted: Sequence[QueueEntry], bodies: Mapping[str, Mapping[str, Any]]
             groups.append([e])
     held: list[QueueEntry] = []
     for where, entries in pending.items():
-        full = min(runtime.batch_size, runtime.max_per_tenant, share, depth[where])
+        # Half the tenant's slots: two batches in flight, one starting while the other
+        # runs (a batch as big as all its slots would run them one pod at a time).
+        full = min(runtime.batch_size, -(-min(runtime.max_per_tenant, share) // 2), depth[where])
         for i in range(0, len(entries), runtime.batch_size):
             chunk = entries[i:i + runtime.batch_size]
             if len(chunk) < full and running[where] > 0:
