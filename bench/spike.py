@@ -227,8 +227,8 @@ ROWS = [("PDFs (succeeded)", lambda r: f"{r['pdfs']} ({r['succeeded']})"),
         ("MinIO PUTs (>1 s, >10 s TTFB)", lambda r: f"{r['minio']['put']} ({r['minio']['put_over_1s']}, "
                                                   f"{r['minio']['put_over_10s']})"),
         ("MinIO canceled / errors", lambda r: f"{r['minio']['canceled']} / {r['minio']['errors']}"),
-        ("node netns conntrack drops", lambda r: " ".join(f"{k} {v}" for k, v in r["conntrack"].items()
-                                                         if k in ("insert_failed", "drop", "invalid")) or "-"),
+        ("conntrack drop/insert_failed/invalid", lambda r: "/".join(str(r["conntrack"].get(k, "-"))
+                                                                    for k in ("drop", "insert_failed", "invalid"))),
         ("API writes per ParseJob", lambda r: f"{r['api_writes_per_parsejob']:.2f}"),
         ("single upload -> Succeeded p50", lambda r: "-" if r["single_upload_to_succeeded_p50_s"] is None
          else f"{r['single_upload_to_succeeded_p50_s']:.2f} s (n={r['single_uploads']})")]
