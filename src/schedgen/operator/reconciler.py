@@ -112,6 +112,9 @@ class JobReconciler:
         return await self.results.outcome(body, None, batch_job=job["name"])
 
     async def _requeue(self, body: Mapping[str, Any], requeue: Requeue) -> str:
+        # The failure document of this run must go first: the member's next run writes
+        # the same key, and a stale one would decide that run before it even starts.
+        await self.results.discard(body)
         written = await self._write_status(body, st.merged(body, st.requeued(
             body, requeue.reason, requeue.message, requeue.counted))["status"])
         metrics.REQUEUED.labels(reason=requeue.reason).inc()

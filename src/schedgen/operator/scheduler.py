@@ -47,14 +47,25 @@ class Stuck(Exception):
     """The active scheduler has not ticked for too long (the liveness probe fails)."""
 
 
+def _ended(job: Mapping[str, Any]) -> bool:
+    return job["deleting"] or any(c.get("status") == "True" for t, c in job["conditions"].items()
+                                  if t in ("Complete", "Failed"))
+
+
+def _better(view: Mapping[str, Any], kept: Mapping[str, Any], named: str | None) -> bool:
+    """Of two Jobs claiming one ParseJob: the one its status names, else a live one."""
+    if named:
+        return view["name"] == named
+    return _ended(kept) and not _ended(view)
+
+
 def _adoptable(job: Mapping[str, Any] | None) -> bool:
     """A waiting ParseJob's Job exists (the operator stopped between creating it and
     recording Running): adopt it. Not an ended batch Job: its members that wait were put
     back in the queue (or it never reached them)."""
     if job is None:
         return False
-    return not (job.get("members") and (job["deleting"] or any(
-        c.get("status") == "True" for t, c in job["conditions"].items() if t in ("Complete", "Failed"))))
+    return not (job.get("members") and _ended(job))
 
 
 class Scheduler(JobReconciler):
@@ -118,8 +129,17 @@ class Scheduler(JobReconciler):
             del self.tracked[uid]
         # A Job counts only if its controller ownerReference names the ParseJob whose
         # uid its labels claim (the index key): labels alone are anyone's to set.
-        jobs = {key: view for key, store in list(job_index.items()) for view in store
-                if view.get("owner") == key[1] or key[1] in view.get("members", ())}
+        # A batch member back in the queue may be found under its uid in two Jobs, the
+        # ended one and its new one: the one its status names (or, waiting, the live one).
+        named = {_uid(b): (b.get("status") or {}).get("jobName") for b in parsejobs}
+        jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        for key, store in list(job_index.items()):
+            for view in store:
+                if view.get("owner") != key[1] and key[1] not in view.get("members", ()):
+                    continue
+                if key in jobs and not _better(view, jobs[key], named.get(key[1])):
+                    continue
+                jobs[key] = view
         pods = {key: list(store) for key, store in list(pod_index.items())}
         return Snapshot(parsejobs, jobs, pods)
 
