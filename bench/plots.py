@@ -59,7 +59,14 @@ def latency_and_throughput(path: Path, title: str, latencies: dict[str, list[flo
     right.legend(fontsize=7)
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=11)
+    return save(fig, path, title, 11)
+
+
+def save(fig, path: Path, title: str, fontsize: float) -> Path:
+    """Title, lay out, write the PNG (its folder made), close: every benchmark plot."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=fontsize)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -50,6 +50,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import plots  # noqa: E402
 import spike_stack  # noqa: E402  (puts hack/, tests/support on sys.path)
 from spike_lib import (  # noqa: E402
     Track,
@@ -260,12 +261,7 @@ def plot(path: Path, results: list[dict], title: str) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("ParseJobs")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, title, 10)
 
 
 def main() -> int:
