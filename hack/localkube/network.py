@@ -89,6 +89,11 @@ class Plan:
         return f"10.200.{self.slot}.1"
 
     @property
+    def bridge_mac(self) -> str:
+        """A locally administered unicast address of the pod bridge, one per slot."""
+        return f"02:5c:00:00:{self.slot // 256:02x}:{self.slot % 256:02x}"
+
+    @property
     def ns_address(self) -> str:
         return f"10.200.{self.slot}.2"
 
@@ -196,7 +201,11 @@ def _create(p: Plan) -> None:
     _run(*ns, "link", "set", "lo", "up")
     _run(*ns, "addr", "add", f"{p.ns_address}/24", "dev", p.ns_if)
     _run(*ns, "link", "set", p.ns_if, "up")
-    _run(*ns, "link", "add", BRIDGE, "type", "bridge")
+    # A fixed address: a bridge whose address was not set takes the lowest of its ports'
+    # addresses, so it changed whenever a pod's veth came or went, and running pods' cached
+    # gateway address went stale -- their traffic vanished until ARP expired (15 s S3 timeouts
+    # in runner pods under pod churn).
+    _run(*ns, "link", "add", BRIDGE, "address", p.bridge_mac, "type", "bridge")
     _run(*ns, "addr", "add", f"{POD_GATEWAY}/16", "dev", BRIDGE)
     _run(*ns, "link", "set", BRIDGE, "up")
     inside = ns_exec(p)

@@ -248,7 +248,8 @@ def test_parsejob_body():
                      "labels": {"schedgen.io/tenant": "team-a", "app.kubernetes.io/created-by": "schedgen-api"},
                      "annotations": {"schedgen.io/content-sha256": sha,
                                      "schedgen.io/idempotency-key-sha256": "f" * 64,
-                                     "schedgen.io/original-filename": "My Schedule.pdf"}},
+                                     "schedgen.io/original-filename": "My Schedule.pdf"},
+                     "finalizers": ["schedgen.io/record"]},  # the operator's, saving it a write
         "spec": {"source": {"s3": {"bucket": "uploads-bucket", "key": f"uploads/sha256/{sha}.pdf"}},
                  "scheduleType": "exam", "priority": "high", "tenant": "team-a",
                  "deadlineSeconds": 120, "maxRetries": 1}}

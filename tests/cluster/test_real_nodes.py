@@ -212,6 +212,25 @@ def test_pod_reaches_a_tcp_server_on_the_host_address(kubelet_cluster, kube_api,
         server.close()
 
 
+def test_pod_bridge_keeps_its_address_while_pods_come_and_go(kubelet_cluster, kube_api, kube_ns):
+    """An unset bridge address follows its lowest port's, so every pod start or stop could change
+    the gateway's MAC under the running pods (their traffic vanished until ARP expired)."""
+    plan = kubelet_cluster.net_plan
+
+    def bridge() -> tuple[str, str]:
+        inside = ("ip", "netns", "exec", plan.netns)
+        mac = subprocess.run([*inside, "cat", f"/sys/class/net/{network.BRIDGE}/address"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        kind = subprocess.run([*inside, "cat", f"/sys/class/net/{network.BRIDGE}/addr_assign_type"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        return mac, kind
+
+    for i in range(3):
+        _core(kube_api).create_namespaced_pod(kube_ns, pod_manifest(f"churn-{i}", ["true"]))
+        wait_pod(kube_api, kube_ns, f"churn-{i}")
+        assert bridge() == (plan.bridge_mac, "3")  # NET_ADDR_SET: the kernel leaves it alone
+
+
 def test_services_route_through_kube_proxy(kubelet_cluster, kube_api, kube_ns):
     core = _core(kube_api)
     apps = client.AppsV1Api(kube_api)

@@ -7,11 +7,11 @@ import json
 from collections import Counter
 
 from credentials import assert_no_credentials
-from schedgen.operator.batches import Requeue, failure_outcome, plan
+from schedgen.operator.batches import Requeue, failure_outcome, full_batch, plan, turn_sizes
 from schedgen.operator.config import OperatorConfig, RuntimeConfig
 from schedgen.operator.job_template import build_batch_job, build_job
 from schedgen.operator.outcome import Outcome
-from schedgen.operator.queue_policy import QueueEntry
+from schedgen.operator.queue_policy import QueueEntry, order
 from schedgen.operator.views import job_view
 
 
@@ -48,23 +48,47 @@ def test_a_small_remainder_waits_while_the_tenant_runs_others():
     assert [len(g) for g in groups] == [4] and held == admitted[4:]
 
 
-def test_a_full_batch_is_half_the_tenants_fair_share_of_the_caps():
-    """Five deep tenants under maxConcurrent 40 get about 8 slots each at a time, so two
-    batches of 4 overlap: a group of 4 is full and starts while the tenant runs others; a
-    group of 2 waits. One deep tenant under 20 slots: batches of 10."""
-    rt = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=40, max_per_tenant=20)
-    waiting = [entry(i, t) for t in "abcde" for i in range(30)]
-    running = Counter({("ns", t): 3 for t in "abcde"})
-    four = [entry(i, "a") for i in range(4)]
-    two = [entry(i, "b") for i in range(2)]
-    groups, held = plan(four + two, bodies(four + two), waiting, running, rt)
-    assert groups == [four] and held == two
-    alone = RuntimeConfig(batch_threshold=5, batch_size=20, max_concurrent=20, max_per_tenant=20)
+def test_a_full_batch_is_half_the_slots_one_tenant_may_hold_and_smaller_groups_wait_while_anything_runs():
+    """maxPerTenant 20 (or maxConcurrent 20): batches of at most 10, so two overlap. A
+    smaller group waits while ParseJobs run anywhere (slots free one by one); with
+    nothing running it starts as it is."""
+    rt = RuntimeConfig(batch_threshold=5, batch_size=25, max_concurrent=40, max_per_tenant=20)
+    assert full_batch(rt) == 10
+    assert full_batch(RuntimeConfig(batch_size=25, max_concurrent=7, max_per_tenant=20)) == 4
+    assert full_batch(RuntimeConfig(batch_size=3, max_concurrent=40, max_per_tenant=20)) == 3
     deep = [entry(i, "a") for i in range(30)]
-    groups, held = plan(deep[:9], bodies(deep[:9]), deep, Counter({("ns", "a"): 11}), alone)
+    others_run = Counter({("ns", "b"): 1})
+    groups, held = plan(deep[:9], bodies(deep[:9]), deep, others_run, rt)
     assert groups == [] and held == deep[:9]  # 9 < 10: waits for one more slot
-    groups, held = plan(deep[:10], bodies(deep[:10]), deep, Counter({("ns", "a"): 10}), alone)
-    assert groups == [deep[:10]] and held == []
+    groups, held = plan(deep[:14], bodies(deep[:14]), deep, others_run, rt)
+    assert groups == [deep[:10]] and held == deep[10:14]
+    groups, held = plan(deep[:9], bodies(deep[:9]), deep, Counter(), rt)
+    assert groups == [deep[:9]] and held == []
+    tail = deep[:7]  # a backlog of 7 (> threshold 5): a full batch is all of it
+    groups, held = plan(tail, bodies(tail), tail, others_run, rt)
+    assert groups == [tail] and held == []
+
+
+def test_deep_tenants_take_their_turns_a_batch_at_a_time():
+    """Uploads of two deep tenants arrive interleaved, a shallow one's later: the queue
+    holds each deep tenant's next batch together, tenants alternating batch by batch,
+    and the shallow tenant's one ParseJob gets the next turn, not the end of the line."""
+    rt = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=20, max_per_tenant=20)
+    a = [QueueEntry(("ns", f"a{i:02d}"), "a", "normal", f"2026-01-01T00:00:{2 * i:02d}Z", uid=f"a{i}")
+         for i in range(25)]
+    b = [QueueEntry(("ns", f"b{i:02d}"), "b", "normal", f"2026-01-01T00:00:{2 * i + 1:02d}Z", uid=f"b{i}")
+         for i in range(25)]
+    c = [QueueEntry(("ns", "c00"), "c", "normal", "2026-01-01T00:00:30Z", uid="c0")]
+    waiting = a + b + c
+    sizes = turn_sizes(waiting, rt)
+    assert sizes == {"a": 10, "b": 10}
+    ordered = order(waiting, {}, sizes)
+    assert ordered[:21] == a[:10] + b[:10] + c
+    assert ordered[21:41] == a[10:20] + b[10:20]
+    # b runs a batch already: a's next batch comes first
+    assert order(waiting, {"b": 10}, sizes)[:10] == a[:10]
+    # batch mode off: one ParseJob per turn, as before
+    assert order(waiting, {}, turn_sizes(waiting, RuntimeConfig(batch_size=1)))[:4] == [a[0], b[0], c[0], a[1]]
 
 
 def test_tenants_and_namespaces_never_share_a_batch_and_shallow_tenants_stay_single():

@@ -118,8 +118,9 @@ class FakeKube:
 
 
 def runtime(**kw) -> RuntimeConfig:
+    # one ParseJob per Job here (batch mode: test_batches.py and the e2e tests)
     base = dict(max_concurrent=2, max_per_tenant=2, admissions_per_second=1000.0, admission_burst=1000,
-                queue_position_interval_seconds=0.5)
+                queue_position_interval_seconds=0.5, batch_size=1)
     base.update(kw)
     return RuntimeConfig(**base)
 

@@ -259,3 +259,53 @@ def _has_waiting_connection(server) -> bool:
     import select
 
     return bool(select.select([server], [], [], 0)[0])
+
+
+def test_sigterm_during_start_up_as_pid_1_is_not_lost(runner_env, tmp_path):
+    """As a container's PID 1 (here: a new PID namespace), a signal without a handler is
+    dropped: a pod deleted while the runner still imports would run on until SIGKILL.
+    The runner notes a SIGTERM from its first lines and stops at once."""
+    import json
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if shutil.which("unshare") is None:
+        pytest.fail("unshare (util-linux) is needed to run the runner as PID 1")
+    runner = Path(sys.executable).with_name("schedgen-runner")
+    silent = socket.socket()  # without the early handler the run would hang on this download
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    runner_env["SCHEDGEN_SOURCE_URL"] = f"http://127.0.0.1:{silent.getsockname()[1]}/b/never-answered.pdf"
+    term = tmp_path / "termination-log"
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", str(runner)], env=runner_env,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        init = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the runner (PID 1 inside) catches SIGTERM: send it
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if children:
+                init = int(children[0])
+                status = Path(f"/proc/{init}/status").read_text()
+                caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+                if caught & (1 << (signal.SIGTERM - 1)):
+                    break
+            time.sleep(0.005)
+        assert init is not None, "the runner did not start"
+        imported = "site-packages/cryptography/" in Path(f"/proc/{init}/maps").read_text()  # pdfminer's
+        os.kill(init, signal.SIGTERM)
+        started = time.monotonic()
+        stderr = proc.communicate(timeout=10)[1]
+        took = time.monotonic() - started
+    finally:
+        proc.kill()
+        silent.close()
+    assert not imported, "SIGTERM was only caught after the imports: this tests nothing"
+    assert proc.returncode == 1 and took < 5, (proc.returncode, took, stderr)
+    summary = json.loads(term.read_text())
+    assert summary["ok"] is False and summary["code"] == "Interrupted" and "SIGTERM" in summary["message"]

@@ -19,6 +19,7 @@ from schedgen.parsejob import (
     CREATED_BY_API,
     DEFAULT_PRIORITY,
     DEFAULT_SCHEDULE_TYPE,
+    FINALIZER,
     KIND,
     LABEL_CREATED_BY,
     LABEL_TENANT,
@@ -116,8 +117,10 @@ def parsejob_body(cfg: ApiConfig, name: str, tenant: str, upload: Upload, priori
         annotations[ANN_FILENAME] = upload.filename
     return {
         "apiVersion": API_VERSION, "kind": KIND,
+        # the operator's finalizer from the start: one write per upload fewer than the
+        # operator adding it (it would anyway, before its first step)
         "metadata": {"name": name, "labels": {LABEL_TENANT: tenant, LABEL_CREATED_BY: CREATED_BY_API},
-                     "annotations": annotations},
+                     "annotations": annotations, "finalizers": [FINALIZER]},
         "spec": {"source": {"s3": {"bucket": cfg.s3_bucket, "key": source_key(upload.sha256)}},
                  "scheduleType": schedule_type, "priority": priority, "tenant": tenant,
                  "deadlineSeconds": cfg.default_deadline_seconds, "maxRetries": cfg.default_max_retries},

@@ -53,6 +53,11 @@ class TokenBucket:
         self._refill()
         return int(self.tokens)
 
+    def refund(self, n: int) -> None:
+        """Give back tokens taken for admissions that did not happen after all."""
+        if n > 0:
+            self.tokens = min(float(self.burst), self.tokens + n)
+
     def try_take(self) -> bool:
         self._refill()
         if self.tokens >= 1.0:

@@ -7,14 +7,16 @@ admitted ParseJobs of that tenant and namespace go together, up to `batchSize`, 
 one Job whose runner parses them one after another (runner/batch.py).
 
 Admission is unchanged: queue_policy orders, admission.decide admits ParseJobs under
-`maxConcurrent` / `maxPerTenant` (both count ParseJobs), priority and fair turns. This
-module only groups what was admitted, in admission order. A group smaller than it could
-be (the batch size, or half the tenant's slots: its cap or its fair share of
-`maxConcurrent` among the deep tenants, so two batches overlap) waits for a later tick
-while the tenant has ParseJobs running: slots free one
-by one as members finish, and admitting each at once would make batches of one. A
-tenant with nothing running always starts. At light load nothing changes: one ParseJob,
-one Job.
+`maxConcurrent` / `maxPerTenant` (both count ParseJobs), priority and fair turns. Only
+a deep tenant's turn is a full batch instead of one ParseJob (`turn_sizes`), so its
+next batch stands together in the queue and tenants take turns batch by batch. This
+module then groups what was admitted, in admission order. A full batch is `batchSize`,
+at most half the slots one tenant may hold (so two of its batches overlap: one starts
+while the other runs), at most what it has waiting. A smaller group waits for a later
+tick while ParseJobs run anywhere: slots free one by one as members finish, and
+starting each at once would make batches of one or two; the waiting group is first in
+the queue, so the freed slots gather for it. With nothing running it starts as it is.
+At light load nothing changes: one ParseJob, one Job.
 
 Members keep their own status, Events, record and events. Each member's outcome comes
 from its own result object (`member_outcome`); members the batch never reached go back
@@ -42,6 +44,26 @@ def batchable(body: Mapping[str, Any]) -> bool:
     return not (body.get("spec") or {}).get("resources")
 
 
+def full_batch(runtime: RuntimeConfig) -> int:
+    """`batchSize`, but at most half the slots one tenant may hold."""
+    slots = min(runtime.max_per_tenant, runtime.max_concurrent)
+    return max(1, min(runtime.batch_size, -(-slots // 2)))
+
+
+def _deep(waiting: Iterable[QueueEntry], runtime: RuntimeConfig) -> tuple[Counter, set[tuple[str, str]]]:
+    depth = Counter((e.key[0], e.tenant) for e in waiting)
+    if runtime.batch_size <= 1:
+        return depth, set()
+    return depth, {where for where, n in depth.items() if n > runtime.batch_threshold}
+
+
+def turn_sizes(waiting: Iterable[QueueEntry], runtime: RuntimeConfig) -> dict[str, int]:
+    """How many ParseJobs make one fair turn of a tenant in the queue (queue_policy.order):
+    a full batch while it has a deep backlog somewhere; one otherwise (absent)."""
+    _, deep = _deep(waiting, runtime)
+    return {tenant: full_batch(runtime) for _, tenant in deep}
+
+
 def plan(admitted: Sequence[QueueEntry], bodies: Mapping[str, Mapping[str, Any]],
          waiting: Iterable[QueueEntry], running: Counter, runtime: RuntimeConfig
          ) -> tuple[list[list[QueueEntry]], list[QueueEntry]]:
@@ -49,11 +71,7 @@ def plan(admitted: Sequence[QueueEntry], bodies: Mapping[str, Mapping[str, Any]]
     ordinary Jobs. `running`: Running ParseJobs per (namespace, tenant)."""
     if runtime.batch_size <= 1:
         return [[e] for e in admitted], []
-    depth = Counter((e.key[0], e.tenant) for e in waiting)
-    deep = {where for where, n in depth.items() if n > runtime.batch_threshold}
-    # A full batch is what the caps let one deep tenant have: with k deep tenants taking
-    # fair turns, each gets about maxConcurrent/k slots at a time.
-    share = max(1, runtime.max_concurrent // max(1, len({tenant for _, tenant in deep})))
+    depth, deep = _deep(waiting, runtime)
     groups: list[list[QueueEntry]] = []
     pending: dict[tuple[str, str], list[QueueEntry]] = defaultdict(list)
     for e in admitted:
@@ -63,13 +81,12 @@ def plan(admitted: Sequence[QueueEntry], bodies: Mapping[str, Mapping[str, Any]]
         else:
             groups.append([e])
     held: list[QueueEntry] = []
+    busy = sum(running.values()) > 0
     for where, entries in pending.items():
-        # Half the tenant's slots: two batches in flight, one starting while the other
-        # runs (a batch as big as all its slots would run them one pod at a time).
-        full = min(runtime.batch_size, -(-min(runtime.max_per_tenant, share) // 2), depth[where])
-        for i in range(0, len(entries), runtime.batch_size):
-            chunk = entries[i:i + runtime.batch_size]
-            if len(chunk) < full and running[where] > 0:
+        full = min(full_batch(runtime), depth[where])
+        for i in range(0, len(entries), full):
+            chunk = entries[i:i + full]
+            if len(chunk) < full and busy:
                 held.extend(chunk)  # slots free one by one as members finish: gather them
             else:
                 groups.append(chunk)

@@ -51,7 +51,7 @@ class RuntimeConfig:
     # Batch mode (batches.py): while more than `batch_threshold` ParseJobs of one tenant
     # wait in one namespace, up to `batch_size` of them share one Job (one pod parses them
     # one after another). `batch_size` 1 switches it off.
-    batch_threshold: int = 20
+    batch_threshold: int = 4
     batch_size: int = 10
 
     @classmethod

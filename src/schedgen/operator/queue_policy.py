@@ -10,6 +10,9 @@ pkg/queue/cluster_queue_strict_fifo.go, which orders by priority, then timestamp
        waiting job comes before any tenant's second one, and a tenant that already
        runs a lot waits behind one that runs nothing: one tenant's 500 uploads do
        not starve another tenant's single one;
+       A tenant with a deep backlog in batch mode (batches.turn_sizes) takes its turns
+       a batch at a time: its next `size` jobs share one turn and stand together,
+       ordered by the first of them, so they are admitted together into one Job;
     3. arrival (creationTimestamp, then the operator's enqueuedAt), then the name, so
        the order is total and stable.
 
@@ -53,15 +56,19 @@ def entry_of(body: Mapping[str, Any]) -> QueueEntry:
 class Ranked:
     entry: QueueEntry
     turn: int
+    head: QueueEntry  # the first job of its turn (itself, when a turn is one job)
 
     def sort_key(self) -> tuple:
-        e = self.entry
-        return (PRIORITY_RANK.get(e.priority, 1), self.turn, e.arrival, e.enqueued_at, e.key)
+        e, h = self.entry, self.head
+        return (PRIORITY_RANK.get(e.priority, 1), self.turn, h.arrival, h.enqueued_at, h.key,
+                e.arrival, e.enqueued_at, e.key)
 
 
-def order(waiting: Iterable[QueueEntry], running_per_tenant: Mapping[str, int] | None = None) -> list[QueueEntry]:
+def order(waiting: Iterable[QueueEntry], running_per_tenant: Mapping[str, int] | None = None,
+          turn_sizes: Mapping[str, int] | None = None) -> list[QueueEntry]:
     """The waiting ParseJobs in the order they should be admitted."""
     running_per_tenant = running_per_tenant or {}
+    turn_sizes = turn_sizes or {}
     by_group: dict[tuple[str, str], list[QueueEntry]] = defaultdict(list)
     for e in waiting:
         by_group[(e.priority, e.tenant)].append(e)
@@ -69,6 +76,9 @@ def order(waiting: Iterable[QueueEntry], running_per_tenant: Mapping[str, int] |
     for (_, tenant), entries in by_group.items():
         entries.sort(key=lambda e: (e.arrival, e.enqueued_at, e.key))
         base = running_per_tenant.get(tenant, 0)
-        ranked.extend(Ranked(e, base + i) for i, e in enumerate(entries))
+        size = max(1, turn_sizes.get(tenant, 1))
+        for i, e in enumerate(entries):
+            turn = (base + i) // size
+            ranked.append(Ranked(e, turn, entries[max(0, turn * size - base)]))
     ranked.sort(key=Ranked.sort_key)
     return [r.entry for r in ranked]

@@ -109,12 +109,18 @@ class JobReconciler:
                                        if t in ("Complete", "Failed"))
         if meta["uid"] not in listed.get(meta["namespace"], ()) and not ended:
             return None
-        return await self.results.outcome(body, None, batch_job=job["name"])
+        outcome = await self.results.outcome(body, None, batch_job=job["name"])
+        if isinstance(outcome, Requeue) and not outcome.counted and not ended:
+            # listed, but gone when read: a listing older than our discarding of this
+            # member's last failure document. Its batch may still reach it: wait.
+            return None
+        return outcome
 
     async def _requeue(self, body: Mapping[str, Any], requeue: Requeue) -> str:
         # The failure document of this run must go first: the member's next run writes
         # the same key, and a stale one would decide that run before it even starts.
         await self.results.discard(body)
+        self._listings.get(body["metadata"]["namespace"], (0.0, set()))[1].discard(_uid(body))
         written = await self._write_status(body, st.merged(body, st.requeued(
             body, requeue.reason, requeue.message, requeue.counted))["status"])
         metrics.REQUEUED.labels(reason=requeue.reason).inc()

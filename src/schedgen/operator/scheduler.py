@@ -228,6 +228,12 @@ class Scheduler(JobReconciler):
                 counts[tenant_of(b)] += 1
         return counts
 
+    @staticmethod
+    def order(waiting: list[dict[str, Any]], per_tenant: Counter, runtime: RuntimeConfig) -> list:
+        """The queue (queue_policy), deep tenants taking their turns a batch at a time."""
+        entries = [queue_policy.entry_of(b) for b in waiting]
+        return queue_policy.order(entries, per_tenant, batches.turn_sizes(entries, runtime))
+
     async def admit(self, waiting: list[dict[str, Any]], running: list[dict[str, Any]], snap: Snapshot,
                     runtime: RuntimeConfig) -> set[str]:
         if not waiting:
@@ -242,7 +248,7 @@ class Scheduler(JobReconciler):
         waiting = [b for b in waiting if _uid(b) not in adopted]
         per_tenant = self.running_per_tenant(running, waiting, snap)
         by_uid = {_uid(b): b for b in waiting}
-        ordered = queue_policy.order([queue_policy.entry_of(b) for b in waiting], per_tenant)
+        ordered = self.order(waiting, per_tenant, runtime)
         pods = (p for views in snap.pods.values() for p in views)
         guard_tripped = admission.capacity_guard_tripped(admission.unschedulable(pods), runtime, self.wall())
         metrics.CAPACITY_GUARD.set(1 if guard_tripped else 0)
@@ -260,7 +266,8 @@ class Scheduler(JobReconciler):
         decided = self.wall()
         at = {e.uid: st.now_rfc3339(decided + i * 1e-6) for i, e in enumerate(decision.admit)}
         running_where = Counter((b["metadata"]["namespace"], tenant_of(b)) for b in running)
-        groups, _ = batches.plan(decision.admit, by_uid, ordered, running_where, runtime)
+        groups, held = batches.plan(decision.admit, by_uid, ordered, running_where, runtime)
+        self.bucket.refund(len(held))  # not started: their admissions are not spent
         results = await self._bounded(
             self._admit_one(by_uid[g[0].uid], at=at[g[0].uid]) if len(g) == 1 else
             self._admit_batch([by_uid[e.uid] for e in g], [at[e.uid] for e in g]) for g in groups)
@@ -334,7 +341,7 @@ class Scheduler(JobReconciler):
         if not waiting:
             return
         per_tenant = self.running_per_tenant(running, waiting, snap)
-        ordered = queue_policy.order([queue_policy.entry_of(b) for b in waiting], per_tenant)
+        ordered = self.order(waiting, per_tenant, runtime)
         position = {e.uid: i + 1 for i, e in enumerate(ordered)}
         by_uid = {_uid(b): b for b in waiting}
         fresh = [by_uid[e.uid] for e in ordered if not st.phase_of(by_uid[e.uid])][:MARK_QUEUED_PER_TICK]

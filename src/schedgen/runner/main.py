@@ -22,6 +22,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+# A pod deleted as it starts gets its SIGTERM while the imports below run. The kernel
+# drops a signal without a handler for a container's PID 1, so the deletion would go
+# unnoticed (the run would go on until the grace period's SIGKILL): note it now,
+# main() acts on it.
+_EARLY_SIGTERM: list[int] = []
+if os.getpid() == 1:
+    signal.signal(signal.SIGTERM, lambda signum, _frame: _EARLY_SIGTERM.append(signum))
+
 from schedgen.errors import (
     ConfigurationError,
     InternalError,
@@ -195,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg: configmod.RunnerConfig | None = None
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if _EARLY_SIGTERM:
+            _on_sigterm(_EARLY_SIGTERM[0], None)
         if extra:
             raise ConfigurationError(f"schedgen-runner takes no arguments (got {' '.join(extra)[:200]}); "
                                      "it is configured through the environment (see --help)")
