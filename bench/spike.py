@@ -118,7 +118,7 @@ def wait_final(stack, tracks: list[Track], timeout: float, label: str) -> None:
             if t.done is None:
                 s = stack.watcher.get(t.name)
                 if s and s.done is not None:
-                    t.running, t.done, t.phase = s.running, s.done, s.phase
+                    t.running, t.done, t.phase, t.reason = s.running, s.done, s.phase, s.reason
                 else:
                     pending += 1
         if not pending:

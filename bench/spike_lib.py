@@ -58,6 +58,7 @@ class Track:
     running: float | None = None  # first seen Running (watch)
     done: float | None = None  # first seen in a final phase (watch)
     phase: str | None = None
+    reason: str | None = None  # status.error's reason/code when it did not succeed
 
 
 @dataclass
@@ -81,7 +82,8 @@ def summarize(tracks: list[Track]) -> BurstSummary:
     failed: dict[str, int] = {}
     for t in tracks:
         if t.phase != "Succeeded":
-            failed[str(t.phase)] = failed.get(str(t.phase), 0) + 1
+            why = f"{t.phase} ({t.reason})" if t.reason else str(t.phase)
+            failed[why] = failed.get(why, 0) + 1
     start = min(t.uploaded for t in tracks)
     ends = [t.done for t in tracks if t.done is not None]
     drain = (max(ends) - start) if ends else float("nan")

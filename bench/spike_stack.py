@@ -49,6 +49,7 @@ class Seen:
     running: float | None = None
     done: float | None = None
     phase: str | None = None
+    reason: str | None = None  # why a final phase other than Succeeded (status.error)
 
 
 class ParseJobWatcher(threading.Thread):
@@ -64,10 +65,13 @@ class ParseJobWatcher(threading.Thread):
 
     def note(self, obj: dict, now: float) -> None:
         name = obj["metadata"]["name"]
-        phase = (obj.get("status") or {}).get("phase")
+        status = obj.get("status") or {}
+        phase = status.get("phase")
         with self.lock:
             s = self.seen.setdefault(name, Seen())
             s.phase = phase
+            error = status.get("error") or {}
+            s.reason = "/".join(str(error[k]) for k in ("reason", "code") if error.get(k)) or None
             if phase == RUNNING and s.running is None:
                 s.running = now
             if phase in FINAL_PHASES and s.done is None:
@@ -76,7 +80,7 @@ class ParseJobWatcher(threading.Thread):
     def get(self, name: str) -> Seen | None:
         with self.lock:
             s = self.seen.get(name)
-            return Seen(s.running, s.done, s.phase) if s else None
+            return Seen(s.running, s.done, s.phase, s.reason) if s else None
 
     def forget(self) -> None:
         with self.lock:

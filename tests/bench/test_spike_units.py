@@ -70,10 +70,12 @@ def test_percentile_nearest_rank():
 def test_summary_latency_drain_and_failures():
     tracks = [Track("a", "t1", 100.0, 101.0, 104.0, "Succeeded"),
               Track("b", "t2", 100.5, 102.0, 106.5, "Succeeded"),
-              Track("c", "t1", 101.0, None, 103.0, "Failed"),
-              Track("d", "t2", 101.0, 103.0, 110.0, "Succeeded")]
+              Track("c", "t1", 101.0, None, 103.0, "Failed", "InvalidPDF/TooLarge"),
+              Track("d", "t2", 101.0, 103.0, 110.0, "Succeeded"),
+              Track("e", "t2", 101.0, 103.0, 109.0, "Failed", "InvalidPDF/TooLarge"),
+              Track("f", "t2", 101.0, 103.0, 109.0, "Cancelled")]
     s = summarize(tracks)
-    assert (s.count, s.succeeded, s.failed) == (4, 3, {"Failed": 1})
+    assert (s.count, s.succeeded, s.failed) == (6, 3, {"Failed (InvalidPDF/TooLarge)": 2, "Cancelled": 1})
     assert s.drain_seconds == pytest.approx(10.0)  # 100.0 -> 110.0
     assert s.drain95_seconds == pytest.approx(10.0)  # nearest rank of 4: the last
     many = [Track(str(i), "t", 0.0, None, float(i + 1), "Succeeded") for i in range(100)]
