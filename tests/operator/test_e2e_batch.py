@@ -5,6 +5,7 @@ record agrees with its status."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -132,7 +133,7 @@ def test_a_batch_pod_deleted_midway(operator_cluster, start_operator, tmp_path):
         # attempts 2); the ones it never reached used none (BatchEnded, attempts 1). (A
         # stale failure document once made a member retry until BackoffLimitExceeded; a
         # stale results listing once put a member of a running batch back as BatchEnded.)
-        assert s["attempts"] == (1 if queued["reason"] == "BatchEnded" else 2), s["history"]
+        assert s["attempts"] == (1 if queued["reason"] == "BatchEnded" else 2), json.dumps(s)
         assert c.event_rows(pj["metadata"]["uid"]) == events
     ended_exactly_once(c, items)
 

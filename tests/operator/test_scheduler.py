@@ -350,3 +350,19 @@ def test_run_ticks_until_stopped_and_reports_its_liveness(setup):
 
     loop.run_until_complete(go())
     assert sched.health()["active"] is False
+
+
+def test_a_member_put_back_after_a_counted_run_keeps_counting_in_its_own_job(setup):
+    """A batch member interrupted mid-parse comes back Queued with attempts 1 (Retrying);
+    run again as its own Job, its attempts go on from there, not from that Job's pods."""
+    kube, sched, loop = setup
+    body = kube.add("member")
+    body["status"] = {"phase": "Queued", "transitionSeq": 3, "attempts": 1, "enqueuedAt": "2026-01-01T00:00:00Z",
+                      "history": [{"seq": 3, "phase": "Queued", "reason": "Retrying", "message": "", "at": "x"}]}
+    tick(loop, sched, kube)
+    s = kube.parsejobs[("ns", "member")]["status"]
+    assert (s["phase"], s["attempts"], s["priorAttempts"]) == ("Running", 2, 1)
+    kube.finish_job("member")
+    tick(loop, sched, kube)
+    s = kube.parsejobs[("ns", "member")]["status"]
+    assert (s["phase"], s["attempts"]) == ("Succeeded", 2), s  # 1 before + the one pod of its own Job

@@ -11,6 +11,7 @@ members its Job never reached go back to the queue.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -139,10 +140,12 @@ class JobReconciler:
         if job.get("members"):
             return await self._observe_member(body, job, listed or {})
         pods = [p for p in snap.pods.get((meta["namespace"], job["name"]), []) if p.get("owner") == job["uid"]]
+        prior = int(status.get("priorAttempts") or 0)  # runs before this Job (a batch member put back)
         outcome = classify(job, pods)
         if outcome is None:
-            tries = attempts(job, pods)
+            tries = prior + attempts(job, pods)
             return tries if tries > max(int(status.get("attempts") or 0), self.recall(uid).attempts_written) else None
+        outcome = dataclasses.replace(outcome, attempts=prior + outcome.attempts)
         if not any(p.get("terminated") for p in pods):
             tracked = self.track(uid)
             if tracked.finish_seen is None:

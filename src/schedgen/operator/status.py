@@ -88,7 +88,7 @@ def running(body: Mapping[str, Any], job_name: str, at: str | None = None, batch
     # back in the queue before its turn came keeps its count)
     tried = int((body.get("status") or {}).get("attempts") or 0)
     patch.update({"startedAt": at, "jobName": job_name, "queuePosition": None, "attempts": tried + 1,
-                  "batchSize": batch_size if batch_size > 1 else None})
+                  "priorAttempts": tried or None, "batchSize": batch_size if batch_size > 1 else None})
     conditions = list((body.get("status") or {}).get("conditions") or [])
     patch["conditions"] = set_condition(conditions, _condition("Admitted", True, "Admitted", message, at, gen))
     return patch
