@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from child_process import ROOT as _ROOT
+from schedgen.parsejob import FINALIZER
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +39,12 @@ def api_namespace(local_cluster, k8s_api_client, crds):
     def release_deleted() -> None:
         """The operator's part in a deletion (the API sets its finalizer at create): let go."""
         for pj in custom.list_namespaced_custom_object("schedgen.io", "v1alpha1", name, "parsejobs")["items"]:
-            if pj["metadata"].get("deletionTimestamp"):
+            held = pj["metadata"].get("finalizers") or []
+            if pj["metadata"].get("deletionTimestamp") and FINALIZER in held:
+                rest = [f for f in held if f != FINALIZER]  # a test's own finalizers stay
                 try:
                     custom.patch_namespaced_custom_object("schedgen.io", "v1alpha1", name, "parsejobs",
-                                                          pj["metadata"]["name"], {"metadata": {"finalizers": None}})
+                                                          pj["metadata"]["name"], {"metadata": {"finalizers": rest or None}})
                 except client.ApiException as exc:
                     if exc.status != 404:
                         raise

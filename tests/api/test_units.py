@@ -212,7 +212,10 @@ def test_queue_summary_of_nothing():
 
 def test_form_choices():
     assert uploads.form_choices({}) == ("normal", "auto")
-    assert uploads.form_choices({"priority": "", "scheduleType": ""}) == ("normal", "auto")
+    for empty in ({"priority": ""}, {"scheduleType": ""}):  # not in the OpenAPI enums: refused
+        with pytest.raises(ApiError) as err:
+            uploads.form_choices(empty)
+        assert err.value.status == 422
     assert uploads.form_choices({"priority": "high", "scheduleType": "exam"}) == ("high", "exam")
     with pytest.raises(ApiError) as bad:
         uploads.form_choices({"priority": "urgent"})

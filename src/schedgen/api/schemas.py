@@ -204,11 +204,8 @@ UPLOAD_REQUEST = {
         "type": "object", "required": ["file"], "additionalProperties": False,
         "properties": {
             "file": {"type": "string", "format": "binary", "description": "The schedule PDF"},
-            # "" (an HTML form's empty choice) means the default, as leaving the field out
-            "priority": {"type": "string", "enum": ["", *PRIORITIES], "default": DEFAULT_PRIORITY,
-                         "description": "empty: the default"},
-            "scheduleType": {"type": "string", "enum": ["", *SCHEDULE_TYPES], "default": DEFAULT_SCHEDULE_TYPE,
-                             "description": "empty: the default"},
+            "priority": {"type": "string", "enum": list(PRIORITIES), "default": DEFAULT_PRIORITY},
+            "scheduleType": {"type": "string", "enum": list(SCHEDULE_TYPES), "default": DEFAULT_SCHEDULE_TYPE},
         }}, "encoding": {"file": {"contentType": "application/pdf"}}}}},
     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                     "description": "Makes a retried upload return the same job (1-255 printable ASCII "

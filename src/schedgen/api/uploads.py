@@ -75,9 +75,10 @@ async def accept_upload(svc: Services, request: Request, tenant: str, max_priori
 
 
 def form_choices(fields: dict[str, str]) -> tuple[str, str]:
-    """The form's (priority, scheduleType), defaults filled in; 422 for unknown values."""
-    priority = fields.get("priority") or DEFAULT_PRIORITY
-    schedule_type = fields.get("scheduleType") or DEFAULT_SCHEDULE_TYPE
+    """The form's (priority, scheduleType), defaults filled in when a field is absent;
+    422 for any other value, the empty one included (as the OpenAPI enums say)."""
+    priority = fields.get("priority", DEFAULT_PRIORITY)
+    schedule_type = fields.get("scheduleType", DEFAULT_SCHEDULE_TYPE)
     if priority not in PRIORITIES:
         raise ApiError(422, "InvalidPriority", f"priority must be one of {', '.join(PRIORITIES)}")
     if schedule_type not in SCHEDULE_TYPES:
