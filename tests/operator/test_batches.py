@@ -4,7 +4,6 @@ batch Job (job_template.build_batch_job), and a member's failure document."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 from credentials import assert_no_credentials
 from schedgen.operator.batches import Requeue, failure_outcome, full_batch, plan, turn_sizes
@@ -29,14 +28,14 @@ RT = RuntimeConfig(batch_threshold=5, batch_size=4, max_concurrent=20, max_per_t
 
 def test_light_load_nothing_changes():
     waiting = [entry(i) for i in range(3)]  # 3 waiting <= threshold 5
-    groups, held = plan(waiting, bodies(waiting), waiting, Counter(), RT)
+    groups, held = plan(waiting, bodies(waiting), waiting, False, RT)
     assert groups == [[e] for e in waiting] and held == []
 
 
 def test_a_deep_backlog_goes_in_batches_in_admission_order():
     waiting = [entry(i) for i in range(12)]
     admitted = waiting[:10]
-    groups, held = plan(admitted, bodies(admitted), waiting, Counter(), RT)
+    groups, held = plan(admitted, bodies(admitted), waiting, False, RT)
     assert [len(g) for g in groups] == [4, 4, 2] and held == []  # nothing running: even the rest starts
     assert [e for g in groups for e in g] == admitted
 
@@ -44,7 +43,7 @@ def test_a_deep_backlog_goes_in_batches_in_admission_order():
 def test_a_small_remainder_waits_while_the_tenant_runs_others():
     waiting = [entry(i) for i in range(12)]
     admitted = waiting[:6]
-    groups, held = plan(admitted, bodies(admitted), waiting, Counter({("ns", "a"): 1}), RT)
+    groups, held = plan(admitted, bodies(admitted), waiting, True, RT)
     assert [len(g) for g in groups] == [4] and held == admitted[4:]
 
 
@@ -57,12 +56,12 @@ def test_a_full_batch_is_half_the_slots_one_tenant_may_hold_and_smaller_groups_w
     assert full_batch(RuntimeConfig(batch_size=25, max_concurrent=7, max_per_tenant=20)) == 4
     assert full_batch(RuntimeConfig(batch_size=3, max_concurrent=40, max_per_tenant=20)) == 3
     deep = [entry(i, "a") for i in range(30)]
-    others_run = Counter({("ns", "b"): 1})
+    others_run = True  # tenant b runs a ParseJob
     groups, held = plan(deep[:9], bodies(deep[:9]), deep, others_run, rt)
     assert groups == [] and held == deep[:9]  # 9 < 10: waits for one more slot
     groups, held = plan(deep[:14], bodies(deep[:14]), deep, others_run, rt)
     assert groups == [deep[:10]] and held == deep[10:14]
-    groups, held = plan(deep[:9], bodies(deep[:9]), deep, Counter(), rt)
+    groups, held = plan(deep[:9], bodies(deep[:9]), deep, False, rt)
     assert groups == [deep[:9]] and held == []
     tail = deep[:7]  # a backlog of 7 (> threshold 5): a full batch is all of it
     groups, held = plan(tail, bodies(tail), tail, others_run, rt)
@@ -96,7 +95,7 @@ def test_tenants_and_namespaces_never_share_a_batch_and_shallow_tenants_stay_sin
     other_ns = [entry(i, "a", "ns2") for i in range(8)]
     shallow = [entry(i, "b") for i in range(2)]
     admitted = [deep[0], shallow[0], other_ns[0], deep[1], other_ns[1], shallow[1], deep[2], deep[3]]
-    groups, _ = plan(admitted, bodies(admitted), deep + other_ns + shallow, Counter(), RT)
+    groups, _ = plan(admitted, bodies(admitted), deep + other_ns + shallow, False, RT)
     assert sorted(map(len, groups)) == [1, 1, 2, 4]
     for g in groups:
         assert len({(e.key[0], e.tenant) for e in g}) == 1
@@ -105,10 +104,10 @@ def test_tenants_and_namespaces_never_share_a_batch_and_shallow_tenants_stay_sin
 
 def test_own_resources_or_batch_size_one_mean_one_job_each():
     waiting = [entry(i) for i in range(10)]
-    groups, _ = plan(waiting, bodies(waiting, resources={"limits": {"memory": "1Gi"}}), waiting, Counter(), RT)
+    groups, _ = plan(waiting, bodies(waiting, resources={"limits": {"memory": "1Gi"}}), waiting, False, RT)
     assert all(len(g) == 1 for g in groups)
     off = RuntimeConfig(batch_size=1, batch_threshold=0)
-    assert all(len(g) == 1 for g in plan(waiting, bodies(waiting), waiting, Counter(), off)[0])
+    assert all(len(g) == 1 for g in plan(waiting, bodies(waiting), waiting, False, off)[0])
 
 
 def parsejob(i: int) -> dict:

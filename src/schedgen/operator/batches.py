@@ -65,10 +65,10 @@ def turn_sizes(waiting: Iterable[QueueEntry], runtime: RuntimeConfig) -> dict[st
 
 
 def plan(admitted: Sequence[QueueEntry], bodies: Mapping[str, Mapping[str, Any]],
-         waiting: Iterable[QueueEntry], running: Counter, runtime: RuntimeConfig
+         waiting: Iterable[QueueEntry], busy: bool, runtime: RuntimeConfig
          ) -> tuple[list[list[QueueEntry]], list[QueueEntry]]:
     """(groups to start now, entries that wait for a fuller batch). Singletons are
-    ordinary Jobs. `running`: Running ParseJobs per (namespace, tenant)."""
+    ordinary Jobs. `busy`: some ParseJobs are Running (their slots will free)."""
     if runtime.batch_size <= 1:
         return [[e] for e in admitted], []
     depth, deep = _deep(waiting, runtime)
@@ -81,7 +81,6 @@ def plan(admitted: Sequence[QueueEntry], bodies: Mapping[str, Mapping[str, Any]]
         else:
             groups.append([e])
     held: list[QueueEntry] = []
-    busy = sum(running.values()) > 0
     for where, entries in pending.items():
         full = min(full_batch(runtime), depth[where])
         for i in range(0, len(entries), full):

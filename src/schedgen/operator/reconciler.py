@@ -35,6 +35,12 @@ def _seq(body: Mapping[str, Any]) -> int:
     return int((body.get("status") or {}).get("transitionSeq") or 0)
 
 
+def _ended(job: Mapping[str, Any]) -> bool:
+    """A Job view that is over: Complete, Failed, or being deleted."""
+    return job["deleting"] or any(c.get("status") == "True" for t, c in job["conditions"].items()
+                                  if t in ("Complete", "Failed"))
+
+
 def _uid(body: Mapping[str, Any]) -> str:
     return body["metadata"]["uid"]
 
@@ -106,8 +112,7 @@ class JobReconciler:
         """A batch member: decided by its own result object, as soon as it is there;
         when the batch Job has ended without one, back to the queue."""
         meta = body["metadata"]
-        ended = job["deleting"] or any(c.get("status") == "True" for t, c in job["conditions"].items()
-                                       if t in ("Complete", "Failed"))
+        ended = _ended(job)
         if meta["uid"] not in listed.get(meta["namespace"], ()) and not ended:
             return None
         outcome = await self.results.outcome(body, None, batch_job=job["name"])

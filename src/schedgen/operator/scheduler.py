@@ -31,7 +31,7 @@ from .config import OperatorConfig, RuntimeConfig
 from .job_template import build_batch_job, build_job, job_name, priority_of, tenant_of
 from .kube import Conflict, Kube, NotFound
 from .outcome import Outcome
-from .reconciler import JobReconciler, Requeue, Snapshot, Tracked, _deleting, _seq, _uid
+from .reconciler import JobReconciler, Requeue, Snapshot, Tracked, _deleting, _ended, _seq, _uid
 from .results import ResultStore
 from .views import epoch_of
 
@@ -45,11 +45,6 @@ STUCK_TICK_SECONDS = 60.0
 
 class Stuck(Exception):
     """The active scheduler has not ticked for too long (the liveness probe fails)."""
-
-
-def _ended(job: Mapping[str, Any]) -> bool:
-    return job["deleting"] or any(c.get("status") == "True" for t, c in job["conditions"].items()
-                                  if t in ("Complete", "Failed"))
 
 
 def _better(view: Mapping[str, Any], kept: Mapping[str, Any], named: str | None) -> bool:
@@ -265,8 +260,7 @@ class Scheduler(JobReconciler):
         # when each concurrent Job create returns: status then shows the queue's order.
         decided = self.wall()
         at = {e.uid: st.now_rfc3339(decided + i * 1e-6) for i, e in enumerate(decision.admit)}
-        running_where = Counter((b["metadata"]["namespace"], tenant_of(b)) for b in running)
-        groups, held = batches.plan(decision.admit, by_uid, ordered, running_where, runtime)
+        groups, held = batches.plan(decision.admit, by_uid, ordered, bool(running), runtime)
         self.bucket.refund(len(held))  # not started: their admissions are not spent
         results = await self._bounded(
             self._admit_one(by_uid[g[0].uid], at=at[g[0].uid]) if len(g) == 1 else
