@@ -149,9 +149,13 @@ class Release:
             c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
     def api_url(self) -> str:
+        """The API's NodePort URL once it answers: `helm install --wait` sees the pod Ready,
+        but kube-proxy rejects the port until it has synced the new EndpointSlice."""
         svc = self.core.read_namespaced_service(self.api_sa, self.namespace)
-        node_port = svc.spec.ports[0].node_port
-        return f"http://{self.cluster.node_ip('node-1')}:{node_port}"
+        url = f"http://{self.cluster.node_ip('node-1')}:{svc.spec.ports[0].node_port}"
+        wait_for(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 60,
+                 what="the API via its NodePort")
+        return url
 
     def operator_active(self, pod: str) -> float | None:
         """schedgen_operator_active from the pod's own /metrics (kubectl exec into the pod)."""
@@ -415,7 +419,6 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
     wait_for(lambda: sorted(rel.operator_active(p) or 0.0 for p in operators) == [0.0, 1.0], 90,
              what="exactly one active operator replica of two")
     api = rel.api_url()
-    wait_for(lambda: httpx.get(f"{api}/readyz", timeout=5).status_code == 200, 60, what="the API via its NodePort")
     # keys are required by default; one made in the API pod may upload priority high
     anonymous = httpx.get(f"{api}/api/v1/queue", timeout=10)
     assert anonymous.status_code == 401 and anonymous.json()["code"] == "ApiKeyRequired", anonymous.text
