@@ -140,3 +140,80 @@ def test_present_lists_the_namespaces_result_objects(s3):
     s3.client.put_object(Bucket=s3.bucket, Key=result_key(ns + "-other", uids[2]), Body=b"{}")
     assert results.present(ns) == set(uids[:2])
     assert results.present(f"ns-{uuid.uuid4().hex[:6]}") == set()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_s3_outage_is_tried_once_per_window_and_the_window_doubles_up_to_30s(s3):
+    """While S3 is away every ParseJob's read would try it each tick; the store tries once
+    per window (1, 2, 4 ... 30 s) and refuses the rest without a request."""
+    import boto3
+    from botocore.config import Config
+
+    from schedgen.operator.results import BackingOff, ResultUnavailable
+
+    clock = Clock()
+    dead = boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1",
+                        aws_access_key_id="x", aws_secret_access_key="x",
+                        config=Config(connect_timeout=1, retries={"total_max_attempts": 1}))
+    sent: list[str] = []
+    dead.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.url))
+    results = ResultStore(OperatorConfig(default_bucket=s3.bucket), dead, clock=clock)
+    body = parsejob(s3)
+    windows = []
+    for _ in range(7):
+        with pytest.raises(ResultUnavailable) as tried:
+            asyncio.run(results.collect(body))
+        assert not isinstance(tried.value, BackingOff) and "S3 unreachable" in str(tried.value)
+        windows.append(results.s3.until - clock.now)
+        clock.now += 0.5
+        with pytest.raises(BackingOff, match=r"S3 unavailable \(S3 unreachable .*\); next try in"):
+            results.present("team-a")  # the listing shares the window
+        clock.now = results.s3.until
+    assert windows == [1, 2, 4, 8, 16, 30, 30]
+    assert len(sent) == 7  # one request per window, none while backing off
+    # S3 back: the next try after the window reads, and a success closes the window
+    results._client = s3.client
+    s3.client.put_object(Bucket=s3.bucket, Key=result_key("team-a", body["metadata"]["uid"]),
+                         Body=json.dumps(valid()).encode())
+    assert asyncio.run(results.collect(body)).result.events == [LECTURE] * 3
+    assert results.s3.delay == 0 and results.present("team-a")
+
+
+def test_a_postgres_outage_backs_off_apart_from_s3(s3):
+    """A result object read but its events not writable: Postgres' window opens, S3's
+    stays closed (the listing still answers)."""
+    from schedgen.operator.results import BackingOff, ResultUnavailable
+
+    clock = Clock()
+    results = ResultStore(OperatorConfig(default_bucket=s3.bucket, s3_endpoint_url=s3.endpoint_url,
+                                         database_url="postgresql://nobody@127.0.0.1:9/none?connect_timeout=2"),
+                          s3.client, clock=clock)
+    body = parsejob(s3)
+    s3.client.put_object(Bucket=s3.bucket, Key=result_key("team-a", body["metadata"]["uid"]),
+                         Body=json.dumps(valid()).encode())
+    with pytest.raises(ResultUnavailable) as tried:
+        asyncio.run(results.collect(body))
+    assert not isinstance(tried.value, BackingOff)
+    with pytest.raises(BackingOff, match="Postgres unavailable"):
+        asyncio.run(results.collect(body))
+    assert results.postgres.delay == 1 and results.s3.delay == 0
+    assert body["metadata"]["uid"] in results.present("team-a")
+
+
+def test_a_refused_try_is_reported_as_pending_without_counting_an_error(s3):
+    """outcome(): None (the next tick tries again) while backing off; the error counter
+    counts real tries only."""
+    from schedgen.operator import metrics
+
+    results = ResultStore(OperatorConfig(default_bucket=s3.bucket), s3.client, clock=Clock())
+    results.s3.failed("S3 unreachable (test)")
+    before = metrics.RESULTS_UNAVAILABLE._value.get()
+    assert asyncio.run(results.outcome(parsejob(s3), None)) is None
+    assert metrics.RESULTS_UNAVAILABLE._value.get() == before

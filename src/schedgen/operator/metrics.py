@@ -54,7 +54,7 @@ RECORDS_PENDING = Gauge("schedgen_records_pending", "ParseJobs whose Postgres ro
 RECORDS_ERRORS = Counter("schedgen_records_errors_total", "Failed attempts to write ParseJob rows")
 RECORDS_WRITTEN = Counter("schedgen_records_written_total", "ParseJob rows brought up to date")
 RESULTS_UNAVAILABLE = Counter("schedgen_results_unavailable_total",
-                              "Failed attempts to record a finished run's result object (S3 or Postgres away)")
+                              "Failed tries to read or record a finished run's result object (S3 or Postgres away)")
 RETENTION_DELETED = Counter("schedgen_retention_deleted_total", "Finished ParseJobs deleted by retention",
                             ["phase"])
 API_REQUESTS = Counter("schedgen_operator_api_requests_total", "Kubernetes API requests made by the operator",

@@ -12,8 +12,11 @@ not the Job, carries the outcome: it survives the Job's deletion.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
+import time
 import uuid
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
@@ -38,6 +41,8 @@ MAX_FIELD_CHARS = 1000
 DB_DEADLINE_SECONDS = 20.0  # one events write (db.deadline): a silent database must not hold the tick
 MAX_VENUES = 50
 URL_GRACE_SECONDS = 120
+FIRST_RETRY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 30.0
 _EVENT_FIELDS = {camel_case(f.name): f.name for f in fields(Event)}
 _REQUIRED = {"module", "activity"}
 
@@ -48,6 +53,52 @@ class InvalidResult(Exception):
 
 class ResultUnavailable(Exception):
     """S3 or Postgres cannot be reached right now: try again on a later tick."""
+
+
+class BackingOff(ResultUnavailable):
+    """Not tried: S3 or Postgres failed a moment ago (Backoff)."""
+
+
+class Backoff:
+    """One per dependency (S3, Postgres), shared by every ParseJob: while it is away, one
+    try per window instead of one per ParseJob per tick. The window starts at 1 s and
+    doubles up to 30 s while tries fail; a success closes it. Callers run in threads."""
+
+    def __init__(self, what: str, clock=time.monotonic,
+                 first: float = FIRST_RETRY_SECONDS, ceiling: float = MAX_RETRY_SECONDS):
+        self.what, self.clock, self.first, self.ceiling = what, clock, first, ceiling
+        self.delay, self.until, self.reason = 0.0, float("-inf"), ""
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def attempt(self):
+        """One try: refused (BackingOff) inside the window; a ResultUnavailable from it
+        opens or widens the window, anything else closes it (InvalidResult is the
+        object's fault: the dependency answered)."""
+        left = self.until - self.clock()
+        if left > 0:
+            raise BackingOff(f"{self.what} unavailable ({self.reason}); next try in {left:.0f}s")
+        try:
+            yield
+        except ResultUnavailable as exc:
+            self.failed(str(exc))
+            raise
+        except InvalidResult:
+            self.succeeded()
+            raise
+        self.succeeded()
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            now = self.clock()
+            if now < self.until:
+                return  # a try that started before the window opened: counted already
+            self.delay = min(self.ceiling, self.delay * 2 or self.first)
+            self.until, self.reason = now + self.delay, reason[:200]
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.delay, self.until = 0.0, float("-inf")
 
 
 @dataclass(frozen=True)
@@ -140,9 +191,11 @@ def _event(i: int, data: Any) -> Event:
 class ResultStore:
     """Presigns the runner's URLs; reads, checks and records its result object."""
 
-    def __init__(self, cfg: OperatorConfig, client: Any = None):
+    def __init__(self, cfg: OperatorConfig, client: Any = None, clock=time.monotonic):
         self.cfg = cfg
         self._client = client
+        self.s3 = Backoff("S3", clock)
+        self.postgres = Backoff("Postgres", clock)
 
     @property
     def client(self) -> Any:
@@ -167,36 +220,38 @@ class ResultStore:
 
     def _read(self, namespace: str, uid: str) -> bytes | None:
         key = result_key(namespace, uid)
-        try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise ResultUnavailable(f"S3 error reading {key}: {code}") from None
-        except BotoCoreError as exc:
-            raise ResultUnavailable(f"S3 unreachable reading {key}: {exc}") from None
-        body = obj["Body"]
-        try:
-            if int(obj.get("ContentLength") or 0) > self.cfg.result_max_bytes:
-                raise InvalidResult(f"the result object is {obj['ContentLength']} bytes; "
-                                    f"the limit is {self.cfg.result_max_bytes}")
-            return body.read(self.cfg.result_max_bytes + 1)
-        except BotoCoreError as exc:
-            raise ResultUnavailable(f"S3 read of {key} interrupted: {exc}") from None
-        finally:
-            body.close()
+        with self.s3.attempt():
+            try:
+                obj = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise ResultUnavailable(f"S3 error reading {key}: {code}") from None
+            except BotoCoreError as exc:
+                raise ResultUnavailable(f"S3 unreachable reading {key}: {exc}") from None
+            body = obj["Body"]
+            try:
+                if int(obj.get("ContentLength") or 0) > self.cfg.result_max_bytes:
+                    raise InvalidResult(f"the result object is {obj['ContentLength']} bytes; "
+                                        f"the limit is {self.cfg.result_max_bytes}")
+                return body.read(self.cfg.result_max_bytes + 1)
+            except BotoCoreError as exc:
+                raise ResultUnavailable(f"S3 read of {key} interrupted: {exc}") from None
+            finally:
+                body.close()
 
     def present(self, namespace: str) -> set[str]:
         """The uids with a result object in `namespace` (one listing, for batch members:
         their results arrive one by one while their Job still runs)."""
         prefix = result_key(namespace, "x").removesuffix("x.json")  # results/<namespace>/
         found: set[str] = set()
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                found.update(o["Key"][len(prefix):].removesuffix(".json") for o in page.get("Contents") or [])
-        except (ClientError, BotoCoreError) as exc:
-            raise ResultUnavailable(f"S3 listing of {prefix} failed: {exc}") from None
+        with self.s3.attempt():
+            try:
+                for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                    found.update(o["Key"][len(prefix):].removesuffix(".json") for o in page.get("Contents") or [])
+            except (ClientError, BotoCoreError) as exc:
+                raise ResultUnavailable(f"S3 listing of {prefix} failed: {exc}") from None
         return found
 
     def _collect(self, body: Mapping[str, Any]) -> RunnerResult | RunnerFailure | None:
@@ -213,11 +268,12 @@ class ResultStore:
                             tenant=tenant_of(body), source_bucket=bucket_of(body, self.cfg),
                             source_key=key_of(body),
                             schedule_type=(body.get("spec") or {}).get("scheduleType") or "auto")
-            try:
-                with db.connect(self.cfg.database_url) as conn, db.deadline(conn, DB_DEADLINE_SECONDS):
-                    db.write_events(conn, job, result)
-            except (db.DatabaseUnavailable, db.ConfigurationError) as exc:
-                raise ResultUnavailable(str(exc)) from None
+            with self.postgres.attempt():
+                try:
+                    with db.connect(self.cfg.database_url) as conn, db.deadline(conn, DB_DEADLINE_SECONDS):
+                        db.write_events(conn, job, result)
+                except (db.DatabaseUnavailable, db.ConfigurationError) as exc:
+                    raise ResultUnavailable(str(exc)) from None
         return RunnerResult(result)
 
     async def collect(self, body: Mapping[str, Any]) -> RunnerResult | RunnerFailure | None:
@@ -251,9 +307,11 @@ class ResultStore:
         except InvalidResult as exc:
             return invalid_result(str(exc), tries)
         except ResultUnavailable as exc:
-            metrics.RESULTS_UNAVAILABLE.inc()
             meta = body["metadata"]
-            log.warning("result of %s/%s not readable yet: %s", meta["namespace"], meta["name"], exc)
+            if not isinstance(exc, BackingOff):
+                metrics.RESULTS_UNAVAILABLE.inc()
+            log.log(logging.DEBUG if isinstance(exc, BackingOff) else logging.WARNING,
+                    "result of %s/%s not readable yet: %s", meta["namespace"], meta["name"], exc)
             return None
         if isinstance(found, RunnerFailure):
             return failure_outcome(found.doc, tries, int((body.get("spec") or {}).get("maxRetries", 3)))
