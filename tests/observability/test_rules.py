@@ -56,6 +56,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case():
     ("reason!=\"InvalidPDF\"", "reason!=\"none\""),    # bad uploads would page
     ("status=~\"5..\"", "status=~\"[45]..\""),         # 4xx counted as errors
     ("(schedgen_operator_active == 1)", "(schedgen_operator_active >= 0)"),  # standby replicas counted
+    ("for: 10m\n        labels:\n          severity: critical\n        annotations:\n          summary: \"The operator",
+     "for: 2m\n        labels:\n          severity: critical\n        annotations:\n          summary: \"The operator"),
 ])
 def test_the_unit_tests_catch_a_changed_rule(promtool, tmp_path, original, mutated):
     """The unit tests can fail: each of these changes to the rules breaks them."""
