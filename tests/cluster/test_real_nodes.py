@@ -247,10 +247,13 @@ def test_services_route_through_kube_proxy(kubelet_cluster, kube_api, kube_ns):
         "spec": {"type": "NodePort", "selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}})
     wait_for(lambda: apps.read_namespaced_deployment("web", kube_ns).status.ready_replicas == 1, 60,
              what="web ready")
-    # pod -> ClusterIP (and pod -> the apiserver through the kubernetes Service)
+    # pod -> ClusterIP (and pod -> the apiserver through the kubernetes Service). The pod
+    # being Ready is not kube-proxy having synced its endpoint: a few tries, a second apart.
     core.create_namespaced_pod(kube_ns, pod_manifest("client", ["sh", "-c",
         # (busybox-static's wget crashes on this libc; a raw request through nc does the same job)
+        "for try in 1 2 3 4 5 6 7 8 9 10; do "
         f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {svc.spec.cluster_ip} 80 | tail -n 1 > /tmp/out; "
+        "grep -q web /tmp/out && break; sleep 1; done; "
         "grep -q web /tmp/out || exit 1; "
         "echo | nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT >/dev/null || exit 2; "
         "cat /tmp/out > /dev/termination-log"]))
