@@ -69,6 +69,10 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "up"
 PDFS = ("UP_MOD_XLS.pdf", "UP_TST_PDF.pdf", "UP_EXAM_SS.pdf")
 
 
+def _seconds(at: float | None, since: float) -> str:
+    return "-" if at is None else f"{at - since:.2f} s"
+
+
 def parse_only(pdfs: list[bytes]) -> tuple[float, dict[str, int]]:
     """CPU seconds per PDF to parse each in-process; and the kinds found (each must parse)."""
     from schedgen.runner.parsing import parse_pdf
@@ -186,6 +190,10 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, idle: float,
         wait_final(stack, [t], 120, f"[{mode}] single {i}")
         if t.phase == "Succeeded":
             singles.append(t.done - t.uploaded)
+        single_pods = stack.pod_timeline(t.uploaded)
+        print(f"  [{mode}] single {i}: {t.phase}, upload -> Running {_seconds(t.running, t.uploaded)}, "
+              f"-> {t.phase} {_seconds(t.done, t.uploaded)}; its pod (s since upload): "
+              f"{ {k: single_pods[-1][k] for k in ('created', 'started', 'finished')} if single_pods else None}", flush=True)
     if args.single:
         stack.reset()
     return {

@@ -41,6 +41,18 @@ def test_success_takes_the_runner_summary():
     assert out.result == {"kind": "lecture", "events": 30, "pages": 2, "parseSeconds": 0.4}
 
 
+def test_a_runner_pod_that_exited_0_is_success_before_the_job_is_complete():
+    """The Job controller marks the Job Complete a second or more after the pod's exit;
+    the pod's exit 0 (its result object written) decides at once."""
+    out = classify(job(active=1), [pod(0, OK)])
+    assert out.phase == "Succeeded" and out.result["events"] == 30 and out.attempts == 1
+    # after a transient failure the Job's second pod succeeds: two attempts
+    retried = classify(job(active=1, failed=1), [pod(1, "", finished="2026-01-01T00:00:03Z"), pod(0, OK)])
+    assert retried.phase == "Succeeded" and retried.attempts == 2
+    # a failed pod alone, the Job not yet failed: the Job may retry, no outcome yet
+    assert classify(job(active=1, failed=1), [pod(1, "")]) is None
+
+
 def test_bad_input_is_invalid_pdf_with_the_runners_code():
     msg = json.dumps({"ok": False, "code": "UnknownScheduleType", "message": "not a UP schedule"})
     out = classify(job([("Failed", "PodFailurePolicy", "Container runner ... exit code 2")], failed=1), [pod(2, msg)])

@@ -66,12 +66,15 @@ def _short(text: str, limit: int = 512) -> str:
 
 
 def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outcome | None:
-    """The outcome of a finished Job, or None while it is still going."""
+    """The outcome of a finished Job, or None while it is still going. A runner pod that
+    exited 0 is enough for Succeeded: it wrote its result object before exiting, and the
+    Job controller's Complete (its pod-update batching, then two status writes) comes a
+    second or more later, which was a third of a single upload's time to Succeeded."""
     conditions = job.get("conditions") or {}
     tries = attempts(job, pods)
     complete = conditions.get("Complete") or {}
-    if complete.get("status") == "True":
-        succeeded = [p for p in pods if p.get("terminated") and p["terminated"].get("exitCode") == 0]
+    succeeded = [p for p in pods if (p.get("terminated") or {}).get("exitCode") == 0]
+    if complete.get("status") == "True" or succeeded:
         summary = RunnerSummary.from_message(succeeded[-1]["terminated"]["message"]) if succeeded else None
         result = summary.result() if summary and summary.ok else {}
         return Outcome(SUCCEEDED, "Completed", "parsed", result=result, attempts=tries)
