@@ -41,9 +41,9 @@ def test_success_takes_the_runner_summary():
     assert out.result == {"kind": "lecture", "events": 30, "pages": 2, "parseSeconds": 0.4}
 
 
-def test_a_runner_pod_that_exited_0_is_success_before_the_job_is_complete():
-    """The Job controller marks the Job Complete a second or more after the pod's exit;
-    the pod's exit 0 (its result object written) decides at once."""
+def test_a_runner_pod_that_succeeded_is_success_before_the_job_is_complete():
+    """The Job controller marks the Job Complete about 2 s after the pod's phase turns
+    Succeeded; the pod (its result object written) decides at once."""
     out = classify(job(active=1), [pod(0, OK)])
     assert out.phase == "Succeeded" and out.result["events"] == 30 and out.attempts == 1
     # after a transient failure the Job's second pod succeeds: two attempts
@@ -51,6 +51,9 @@ def test_a_runner_pod_that_exited_0_is_success_before_the_job_is_complete():
     assert retried.phase == "Succeeded" and retried.attempts == 2
     # a failed pod alone, the Job not yet failed: the Job may retry, no outcome yet
     assert classify(job(active=1, failed=1), [pod(1, "")]) is None
+    # the container exited 0 but the pod is not terminal yet: it still holds its CPU
+    # request in the scheduler, so its slot is not free yet
+    assert classify(job(active=1), [pod(0, OK, phase="Running")]) is None
 
 
 def test_bad_input_is_invalid_pdf_with_the_runners_code():

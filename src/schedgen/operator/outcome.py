@@ -66,15 +66,18 @@ def _short(text: str, limit: int = 512) -> str:
 
 
 def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outcome | None:
-    """The outcome of a finished Job, or None while it is still going. A runner pod that
-    exited 0 is enough for Succeeded: it wrote its result object before exiting, and the
-    Job controller's Complete (its pod-update batching, then two status writes) comes a
-    second or more later, which was a third of a single upload's time to Succeeded."""
+    """The outcome of a finished Job, or None while it is still going. A runner pod in
+    phase Succeeded is enough for Succeeded: it wrote its result object before exiting,
+    and the Job controller's Complete (its pod-update batching, then two status writes)
+    comes about 2 s later, most of a single upload's time to Succeeded. Not the
+    container's exit alone: the pod holds its CPU request in the scheduler until its
+    phase is terminal, so a slot freed at the exit made the next pod unschedulable on a
+    full node."""
     conditions = job.get("conditions") or {}
     tries = attempts(job, pods)
     complete = conditions.get("Complete") or {}
     succeeded = [p for p in pods if (p.get("terminated") or {}).get("exitCode") == 0]
-    if complete.get("status") == "True" or succeeded:
+    if complete.get("status") == "True" or any(p.get("phase") == "Succeeded" for p in succeeded):
         summary = RunnerSummary.from_message(succeeded[-1]["terminated"]["message"]) if succeeded else None
         result = summary.result() if summary and summary.ok else {}
         return Outcome(SUCCEEDED, "Completed", "parsed", result=result, attempts=tries)
