@@ -200,9 +200,11 @@ class Scheduler(JobReconciler):
             now = self.clock()
             self.freed_slots.extend(now for _ in finishing)
         running = [b for b in running if _uid(b) not in finishing]
-        # A finished Job no longer holds its slot: record the outcomes and fill the slots
-        # at the same time (admission latency is one Job create, not the finishing writes).
-        _, admitted = await asyncio.gather(self.follow_running(observed), self.admit(waiting, running, snap, runtime))
+        # A finished Job no longer holds its slot: record the outcomes, then fill the slots.
+        # Not at the same time: a new Running status written before a finishing one would
+        # show more than maxConcurrent ParseJobs Running for a moment.
+        await self.follow_running(observed)
+        admitted = await self.admit(waiting, running, snap, runtime)
         waiting = [b for b in waiting if _uid(b) not in admitted]
         await self.publish_queue(waiting, running, snap, runtime)
         metrics.count_parsejobs(snap.parsejobs)
