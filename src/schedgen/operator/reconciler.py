@@ -21,7 +21,7 @@ from . import status as st
 from .batches import Requeue
 from .job_template import job_name
 from .outcome import Outcome, attempts, classify
-from .results import BackingOff, ResultUnavailable
+from .results import ResultUnavailable, report_unavailable
 from .views import epoch_of
 
 log = logging.getLogger(__name__)
@@ -102,11 +102,8 @@ class JobReconciler:
             try:
                 found = await asyncio.to_thread(self.results.present, namespace)
                 self._listings[namespace] = (self.clock(), found)
-            except BackingOff as exc:
-                log.debug("%s", exc)
             except ResultUnavailable as exc:
-                metrics.RESULTS_UNAVAILABLE.inc()
-                log.warning("%s", exc)
+                report_unavailable(exc)
         return found
 
     async def _observe_member(self, body: Mapping[str, Any], job: Mapping[str, Any],

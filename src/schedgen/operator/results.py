@@ -59,6 +59,15 @@ class BackingOff(ResultUnavailable):
     """Not tried: S3 or Postgres failed a moment ago (Backoff)."""
 
 
+def report_unavailable(exc: ResultUnavailable, context: str = "") -> None:
+    """A failed try is counted and warned about; a try refused by a Backoff only logged."""
+    if isinstance(exc, BackingOff):
+        log.debug("%s%s", context, exc)
+        return
+    metrics.RESULTS_UNAVAILABLE.inc()
+    log.warning("%s%s", context, exc)
+
+
 class Backoff:
     """One per dependency (S3, Postgres), shared by every ParseJob: while it is away, one
     try per window instead of one per ParseJob per tick. The window starts at 1 s and
@@ -308,10 +317,7 @@ class ResultStore:
             return invalid_result(str(exc), tries)
         except ResultUnavailable as exc:
             meta = body["metadata"]
-            if not isinstance(exc, BackingOff):
-                metrics.RESULTS_UNAVAILABLE.inc()
-            log.log(logging.DEBUG if isinstance(exc, BackingOff) else logging.WARNING,
-                    "result of %s/%s not readable yet: %s", meta["namespace"], meta["name"], exc)
+            report_unavailable(exc, f"result of {meta['namespace']}/{meta['name']} not readable yet: ")
             return None
         if isinstance(found, RunnerFailure):
             return failure_outcome(found.doc, tries, int((body.get("spec") or {}).get("maxRetries", 3)))
