@@ -45,6 +45,7 @@ import asyncio
 import json
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -55,12 +56,15 @@ import spike_stack  # noqa: E402  (puts hack/, tests/support on sys.path)
 from spike_lib import (  # noqa: E402
     Track,
     backlog,
+    completed_between,
     conntrack_stats,
+    deep_window,
     delta,
     distinct_pdfs,
     minio_requests,
     percentile,
     summarize,
+    value_at,
     write_requests,
 )
 
@@ -154,10 +158,19 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, idle: float,
     s3_0, ct0 = minio_requests(stack.minio_metrics()), conntrack_stats(stack.conntrack())
     print(f"[{mode}] uploading {len(pdfs)} PDFs ({args.concurrency} at a time, {args.tenants} tenants) ...",
           flush=True)
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=meter.sample, args=(stop, samples), daemon=True)
+    sampler.start()
     tracks = asyncio.run(upload_all(stack.api.url, stack.keys, pdfs, args.concurrency))
     uploaded = time.time() - t0
     wait_final(stack, tracks, args.timeout, f"[{mode}] burst")
     time.sleep(3)  # trailing writes: records, events, the last pods' status
+    stop.set()
+    sampler.join()
+    deep = deep_window(tracks, args.deep)
+    deep_pdfs = completed_between(tracks, *deep) if deep else 0
+    deep_cpu = (value_at(samples, deep[1]) - value_at(samples, deep[0])) if deep else float("nan")
     cpu1, writes1 = meter.read(), write_requests(stack.apiserver_metrics())
     window = time.time() - t0
     s3 = delta(minio_requests(stack.minio_metrics()), s3_0)
@@ -172,6 +185,8 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, idle: float,
         print(f"  [{mode}] slowest batch pod {slow_batch['pod']}: {slow_batch['finished'] - slow_batch['started']:.0f} s "
               f"running; log saved in the state dir (--keep)", flush=True)
         stack.pod_log(slow_batch["pod"])
+    single_starts = sorted(round(r["created"], 1) for r in timeline if not r["batch"] and r["created"] is not None)
+    print(f"  [{mode}] single (non-batch) pods created at (s since the first upload): {single_starts}", flush=True)
     failed_pods = [r for r in timeline if r["exit"] not in (0, None)]
     for r in failed_pods[:3]:
         tail = stack.pod_log(r["pod"]).strip().splitlines()[-2:]
@@ -202,12 +217,18 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, idle: float,
         "drain_s": round(s.drain_seconds, 2), "drain95_s": round(s.drain95_seconds, 2), "pdfs_per_s": round(s.pdfs_per_second, 3),
         "upload_to_succeeded_p50_s": round(s.latency_p50, 2), "upload_to_succeeded_p95_s": round(s.latency_p95, 2),
         "upload_to_succeeded_max_s": round(s.latency_max, 2),
-        "stack_cpu_s_per_pdf": round(total_cpu / s.count, 3), "parse_only_cpu_s_per_pdf": round(parse_cpu, 4),
+        "stack_cpu_s_per_pdf": round(total_cpu / s.count, 3),
+        "deep_backlog": {"depth": args.deep, "window_s": round(deep[1] - deep[0], 1) if deep else None,
+                         "end_s": round(deep[1] - min(t.uploaded for t in tracks), 1) if deep else None,
+                         "pdfs": deep_pdfs, "cpu_s": round(deep_cpu, 1) if deep else None,
+                         "stack_cpu_s_per_pdf": round(deep_cpu / deep_pdfs, 3) if deep_pdfs else None},
+        "parse_only_cpu_s_per_pdf": round(parse_cpu, 4),
         "idle_cpu_s_per_s": round(idle, 3), "window_s": round(window, 1),
         "stack_cpu_s_per_pdf_idle_subtracted": round((total_cpu - idle * window) / s.count, 3),
         "x_parse_only": round(total_cpu / s.count / parse_cpu, 1) if parse_cpu else None,
         "cpu_s_by_component": {k: round(v, 1) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])},
         "pods_created": pods, "jobs_created": jobs, "batch_jobs": batch_jobs, "pods_failed": len(failed_pods),
+        "single_pods_created_s": single_starts,
         "conntrack": ct,
         "minio": {k: int(s3.get(k, 0)) for k in ("put", "put_over_1s", "put_over_10s", "canceled", "errors")},
         "api_writes_per_parsejob": round(sum(writes.values()) / s.count, 2),
@@ -226,6 +247,9 @@ ROWS = [("PDFs (succeeded)", lambda r: f"{r['pdfs']} ({r['succeeded']})"),
         ("upload -> Succeeded p50 / p95", lambda r: f"{r['upload_to_succeeded_p50_s']:.1f} / "
                                                     f"{r['upload_to_succeeded_p95_s']:.1f} s"),
         ("stack CPU-s per PDF", lambda r: f"{r['stack_cpu_s_per_pdf']:.3f}"),
+        ("  at a deep backlog (window, PDFs)", lambda r: "-" if not r["deep_backlog"]["stack_cpu_s_per_pdf"] else
+         f"{r['deep_backlog']['stack_cpu_s_per_pdf']:.3f} ({r['deep_backlog']['window_s']:.0f} s, "
+         f"{r['deep_backlog']['pdfs']})"),
         ("  idle stack subtracted", lambda r: f"{r['stack_cpu_s_per_pdf_idle_subtracted']:.3f} "
                                             f"(idle {r['idle_cpu_s_per_s']:.2f} CPU-s/s)"),
         ("parse-only CPU-s per PDF", lambda r: f"{r['parse_only_cpu_s_per_pdf']:.4f}"),
@@ -263,6 +287,11 @@ def plot(path: Path, results: list[dict], title: str) -> Path:
         ax.plot(b["t"], b["waiting"], label="waiting", color="tab:orange")
         ax.plot(b["t"], b["running"], label="running", color="tab:blue")
         ax.plot(b["t"], b["completed"], label="completed (cumulative)", color="tab:green")
+        d = r["deep_backlog"]
+        if d["window_s"]:
+            end = d["end_s"]
+            ax.axvspan(end - d["window_s"], end, color="grey", alpha=0.12,
+                       label=f"deep backlog: {d['stack_cpu_s_per_pdf']:.3f} CPU-s/PDF")
         ax.set_title(f"batch {r['mode']} (batchSize {r['batchSize']}): {r['pdfs_per_s']:.2f} PDFs/s, "
                      f"{r['stack_cpu_s_per_pdf']:.2f} CPU-s/PDF", fontsize=9)
         ax.set_xlabel("seconds since the first upload")
@@ -283,6 +312,9 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8, help="uploads in flight during the burst")
     ap.add_argument("--max-concurrent", type=int, default=20, help="operator maxConcurrent (ParseJobs)")
     ap.add_argument("--max-per-tenant", type=int, default=20, help="operator maxPerTenant (ParseJobs)")
+    ap.add_argument("--deep", type=int, default=100,
+                    help="a deep backlog: at least this many uploads not yet final (CPU per PDF measured "
+                         "from the last upload until fewer are left)")
     ap.add_argument("--admissions-per-second", type=float, default=50.0)
     ap.add_argument("--batch-size", type=int, default=RuntimeConfig.batch_size,
                     help="batchSize with batch mode on (default: the operator's)")
@@ -332,6 +364,15 @@ def main() -> int:
     for r in results:
         print(f"CPU-s by component, batch {r['mode']}: {r['cpu_s_by_component']}")
         print(f"API writes by resource, batch {r['mode']}: {r['api_writes_by_resource']}")
+    by_mode = {r["mode"]: r for r in results}
+    if {"off", "on"} <= set(by_mode):
+        off, on = by_mode["off"], by_mode["on"]
+        deep_off, deep_on = off["deep_backlog"]["stack_cpu_s_per_pdf"], on["deep_backlog"]["stack_cpu_s_per_pdf"]
+        print(f"batch on vs off: {off['stack_cpu_s_per_pdf'] / on['stack_cpu_s_per_pdf']:.2f}x more PDFs per "
+              f"CPU-second over the whole burst, "
+              + (f"{deep_off / deep_on:.2f}x at a deep backlog (>= {args.deep} not yet final), "
+                 if deep_off and deep_on else "no deep-backlog window in both modes, ")
+              + f"drain {off['drain_s'] / on['drain_s']:.2f}x faster")
     print("plot:", plot(args.plot, results, f"Spike: {args.count} real-PDF uploads through the API, "
                                            f"{args.tenants} tenants, maxConcurrent {args.max_concurrent}\n"
                                            f"(one real node; this machine's 2 cores, shared)"))

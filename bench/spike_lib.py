@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +125,34 @@ def backlog(tracks: list[Track], step: float = 1.0) -> dict[str, list[float]]:
         out["running"].append(running)
         out["completed"].append(completed)
     return out
+
+
+def deep_window(tracks: list[Track], depth: int) -> tuple[float, float] | None:
+    """(start, end) of the deep-backlog phase: from the last upload sent to the last
+    moment at least `depth` uploads were not yet final (the completion that took the
+    backlog below `depth`). None when the backlog never stayed that deep past the uploads."""
+    start = max(t.uploaded for t in tracks)
+    done = sorted(t.done for t in tracks if t.done is not None)
+    if not 1 <= depth <= len(tracks) or len(tracks) - depth >= len(done):
+        return None
+    end = done[len(tracks) - depth]  # after it, depth - 1 are left
+    return (start, end) if end > start else None
+
+
+def completed_between(tracks: list[Track], start: float, end: float) -> int:
+    return sum(1 for t in tracks if t.done is not None and start < t.done <= end)
+
+
+def value_at(samples: list[tuple[float, float]], at: float) -> float:
+    """A cumulative counter sampled as (time, value), linearly interpolated at `at`."""
+    if not samples:
+        raise ValueError("no samples")
+    if at <= samples[0][0]:
+        return samples[0][1]
+    for (t0, v0), (t1, v1) in zip(samples, samples[1:]):
+        if t0 <= at <= t1:
+            return v0 + (v1 - v0) * ((at - t0) / (t1 - t0) if t1 > t0 else 1.0)
+    return samples[-1][1]
 
 
 # ---------------------------------------------------------------- apiserver metrics
@@ -246,6 +276,14 @@ class StackCpu:
 
     def __init__(self, node_cgroups: dict[str, str], roots: dict[str, int]):
         self.node_cgroups, self.roots = node_cgroups, roots
+
+    def sample(self, stop: "threading.Event", into: list[tuple[float, float]], step: float = 1.0) -> None:
+        """(time.time(), total CPU-s) every `step` s until `stop` is set (run in a thread)."""
+        while True:
+            into.append((time.time(), sum(self.read().values())))
+            if stop.wait(step):
+                into.append((time.time(), sum(self.read().values())))
+                return
 
     def read(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -16,7 +16,9 @@ from spike_lib import (  # noqa: E402
     Track,
     backlog,
     cgroup_usage_seconds,
+    completed_between,
     conntrack_stats,
+    deep_window,
     delta,
     distinct_pdf,
     distinct_pdfs,
@@ -24,6 +26,7 @@ from spike_lib import (  # noqa: E402
     percentile,
     sha256,
     summarize,
+    value_at,
     write_requests,
 )
 
@@ -96,6 +99,28 @@ def test_backlog_counts_waiting_running_completed():
     assert b["running"] == [0, 1, 1, 1, 0]
     assert b["completed"] == [0, 0, 1, 2, 3]
     assert all(w + r + c <= 3 for w, r, c in zip(b["waiting"], b["running"], b["completed"]))
+
+
+def test_deep_window_runs_from_the_last_upload_until_the_backlog_drops_below_depth():
+    # 6 uploads sent at 0..2.5 s, final at 3, 4, 5, 6, 7 s and one never
+    tracks = [Track(str(i), "t", i * 0.5, None, 3.0 + i, "Succeeded") for i in range(5)]
+    tracks.append(Track("x", "t", 2.5))
+    assert deep_window(tracks, 3) == (2.5, 6.0)  # after 6 s: 7 s and "x" left, 2 < 3
+    assert deep_window(tracks, 1) is None  # "x" never finished: the backlog never went below 1
+    assert deep_window(tracks, 6) == (2.5, 3.0)  # the first completion took it below 6
+    assert deep_window(tracks, 7) is None  # never that deep
+    assert deep_window(tracks, 0) is None
+    assert completed_between(tracks, 2.5, 6.0) == 4  # 3, 4, 5, 6 s
+    assert completed_between(tracks, 3.0, 6.0) == 3  # the start is open
+
+
+def test_value_at_interpolates_a_sampled_counter():
+    samples = [(10.0, 100.0), (11.0, 102.0), (13.0, 110.0)]
+    assert value_at(samples, 10.5) == pytest.approx(101.0)
+    assert value_at(samples, 12.0) == pytest.approx(106.0)
+    assert value_at(samples, 9.0) == 100.0 and value_at(samples, 20.0) == 110.0
+    with pytest.raises(ValueError):
+        value_at([], 1.0)
 
 
 METRICS = """# HELP apiserver_request_total [STABLE] Counter of apiserver requests

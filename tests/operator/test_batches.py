@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from credentials import assert_no_credentials
-from schedgen.operator.batches import Requeue, failure_outcome, full_batch, plan, turn_sizes
+from schedgen.operator.batches import Requeue, batching, failure_outcome, full_batch, plan, turn_sizes
 from schedgen.operator.config import OperatorConfig, RuntimeConfig
 from schedgen.operator.job_template import build_batch_job, build_job
 from schedgen.operator.outcome import Outcome
@@ -66,6 +66,26 @@ def test_a_full_batch_is_half_the_slots_one_tenant_may_hold_and_smaller_groups_w
     tail = deep[:7]  # a backlog of 7 (> threshold 5): a full batch is all of it
     groups, held = plan(tail, bodies(tail), tail, others_run, rt)
     assert groups == [tail] and held == []
+
+
+def test_the_rest_of_a_burst_goes_in_batches_while_the_tenant_runs_one():
+    """A tenant with 3 left (<= threshold 5) would get 3 single pods; while a batch of
+    that tenant and namespace runs, they go together instead. Other tenants, other
+    namespaces and a tenant running only single Jobs are unchanged."""
+    tail = [entry(i) for i in range(3)]
+    assert plan(tail, bodies(tail), tail, True, RT)[0] == [[e] for e in tail]
+    groups, held = plan(tail, bodies(tail), tail, True, RT, batching={("ns", "a")})
+    assert groups == [tail] and held == []
+    groups, held = plan(tail[:2], bodies(tail[:2]), tail, True, RT, batching={("ns", "a")})
+    assert groups == [] and held == tail[:2]  # a third slot frees soon: gather
+    assert plan(tail, bodies(tail), tail, True, RT, batching={("ns2", "a"), ("ns", "b")})[0] == [[e] for e in tail]
+    assert turn_sizes(tail, RT, {("ns", "a")}) == {"a": 4} and turn_sizes(tail, RT) == {}
+    running = [{"metadata": {"namespace": "ns", "name": "x"}, "spec": {"tenant": "a"}, "status": {"batchSize": 4}},
+               {"metadata": {"namespace": "ns", "name": "y"}, "spec": {"tenant": "b"}, "status": {"batchSize": None}},
+               {"metadata": {"namespace": "ns2", "name": "z"}, "spec": {"tenant": "c"}}]
+    assert batching(running, lambda b: b["spec"]["tenant"]) == {("ns", "a")}
+    off = RuntimeConfig(batch_size=1)
+    assert plan(tail, bodies(tail), tail, True, off, batching={("ns", "a")})[0] == [[e] for e in tail]
 
 
 def test_deep_tenants_take_their_turns_a_batch_at_a_time():

@@ -4,7 +4,9 @@ At a deep backlog one pod per PDF pays pod start-up (scheduling, a container, an
 interpreter, imports, the Job's status churn) thousands of times for a 0.1 s parse.
 So while more than `batchThreshold` ParseJobs of one tenant wait in one namespace,
 admitted ParseJobs of that tenant and namespace go together, up to `batchSize`, into
-one Job whose runner parses them one after another (runner/batch.py).
+one Job whose runner parses them one after another (runner/batch.py). While a batch of
+that tenant and namespace runs, the rest of its burst (at most `batchThreshold` left)
+goes in batches too: otherwise every burst ends in `batchThreshold` single pods.
 
 Admission is unchanged: queue_policy orders, admission.decide admits ParseJobs under
 `maxConcurrent` / `maxPerTenant` (both count ParseJobs), priority and fair turns. Only
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 from schedgen.errors import MemoryLimitExceeded, ParseTimeout
 
@@ -44,34 +46,47 @@ def batchable(body: Mapping[str, Any]) -> bool:
     return not (body.get("spec") or {}).get("resources")
 
 
+def batching(running: Iterable[Mapping[str, Any]], tenant_of: Callable[[Mapping[str, Any]], str]) -> set[Where]:
+    """(namespace, tenant) pairs with a batch Running (status.batchSize > 1)."""
+    return {(b["metadata"]["namespace"], tenant_of(b)) for b in running
+            if int((b.get("status") or {}).get("batchSize") or 1) > 1}
+
+
 def full_batch(runtime: RuntimeConfig) -> int:
     """`batchSize`, but at most half the slots one tenant may hold."""
     slots = min(runtime.max_per_tenant, runtime.max_concurrent)
     return max(1, min(runtime.batch_size, -(-slots // 2)))
 
 
-def _deep(waiting: Iterable[QueueEntry], runtime: RuntimeConfig) -> tuple[Counter, set[tuple[str, str]]]:
+Where = tuple[str, str]  # (namespace, tenant)
+
+
+def _deep(waiting: Iterable[QueueEntry], runtime: RuntimeConfig, batching: Collection[Where]
+          ) -> tuple[Counter, set[Where]]:
     depth = Counter((e.key[0], e.tenant) for e in waiting)
     if runtime.batch_size <= 1:
         return depth, set()
-    return depth, {where for where, n in depth.items() if n > runtime.batch_threshold}
+    return depth, {where for where, n in depth.items() if n > runtime.batch_threshold or where in batching}
 
 
-def turn_sizes(waiting: Iterable[QueueEntry], runtime: RuntimeConfig) -> dict[str, int]:
+def turn_sizes(waiting: Iterable[QueueEntry], runtime: RuntimeConfig, batching: Collection[Where] = ()
+               ) -> dict[str, int]:
     """How many ParseJobs make one fair turn of a tenant in the queue (queue_policy.order):
-    a full batch while it has a deep backlog somewhere; one otherwise (absent)."""
-    _, deep = _deep(waiting, runtime)
+    a full batch while it has a deep backlog (or a batch running) somewhere; one otherwise
+    (absent)."""
+    _, deep = _deep(waiting, runtime, batching)
     return {tenant: full_batch(runtime) for _, tenant in deep}
 
 
 def plan(admitted: Sequence[QueueEntry], bodies: Mapping[str, Mapping[str, Any]],
-         waiting: Iterable[QueueEntry], busy: bool, runtime: RuntimeConfig
-         ) -> tuple[list[list[QueueEntry]], list[QueueEntry]]:
+         waiting: Iterable[QueueEntry], busy: bool, runtime: RuntimeConfig,
+         batching: Collection[Where] = ()) -> tuple[list[list[QueueEntry]], list[QueueEntry]]:
     """(groups to start now, entries that wait for a fuller batch). Singletons are
-    ordinary Jobs. `busy`: some ParseJobs are Running (their slots will free)."""
+    ordinary Jobs. `busy`: some ParseJobs are Running (their slots will free).
+    `batching`: the (namespace, tenant) pairs with a batch Running."""
     if runtime.batch_size <= 1:
         return [[e] for e in admitted], []
-    depth, deep = _deep(waiting, runtime)
+    depth, deep = _deep(waiting, runtime, batching)
     groups: list[list[QueueEntry]] = []
     pending: dict[tuple[str, str], list[QueueEntry]] = defaultdict(list)
     for e in admitted:

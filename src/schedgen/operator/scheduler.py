@@ -226,10 +226,11 @@ class Scheduler(JobReconciler):
         return counts
 
     @staticmethod
-    def order(waiting: list[dict[str, Any]], per_tenant: Counter, runtime: RuntimeConfig) -> list:
+    def order(waiting: list[dict[str, Any]], per_tenant: Counter, runtime: RuntimeConfig,
+              batching: Iterable[tuple[str, str]] = ()) -> list:
         """The queue (queue_policy), deep tenants taking their turns a batch at a time."""
         entries = [queue_policy.entry_of(b) for b in waiting]
-        return queue_policy.order(entries, per_tenant, batches.turn_sizes(entries, runtime))
+        return queue_policy.order(entries, per_tenant, batches.turn_sizes(entries, runtime, set(batching)))
 
     async def admit(self, waiting: list[dict[str, Any]], running: list[dict[str, Any]], snap: Snapshot,
                     runtime: RuntimeConfig) -> set[str]:
@@ -245,7 +246,8 @@ class Scheduler(JobReconciler):
         waiting = [b for b in waiting if _uid(b) not in adopted]
         per_tenant = self.running_per_tenant(running, waiting, snap)
         by_uid = {_uid(b): b for b in waiting}
-        ordered = self.order(waiting, per_tenant, runtime)
+        batching = batches.batching(running, tenant_of)
+        ordered = self.order(waiting, per_tenant, runtime, batching)
         pods = (p for views in snap.pods.values() for p in views)
         guard_tripped = admission.capacity_guard_tripped(admission.unschedulable(pods), runtime, self.wall())
         metrics.CAPACITY_GUARD.set(1 if guard_tripped else 0)
@@ -262,7 +264,7 @@ class Scheduler(JobReconciler):
         # when each concurrent Job create returns: status then shows the queue's order.
         decided = self.wall()
         at = {e.uid: st.now_rfc3339(decided + i * 1e-6) for i, e in enumerate(decision.admit)}
-        groups, held = batches.plan(decision.admit, by_uid, ordered, bool(running), runtime)
+        groups, held = batches.plan(decision.admit, by_uid, ordered, bool(running), runtime, batching)
         self.bucket.refund(len(held))  # not started: their admissions are not spent
         results = await self._bounded(
             self._admit_one(by_uid[g[0].uid], at=at[g[0].uid]) if len(g) == 1 else
@@ -337,7 +339,7 @@ class Scheduler(JobReconciler):
         if not waiting:
             return
         per_tenant = self.running_per_tenant(running, waiting, snap)
-        ordered = self.order(waiting, per_tenant, runtime)
+        ordered = self.order(waiting, per_tenant, runtime, batches.batching(running, tenant_of))
         position = {e.uid: i + 1 for i, e in enumerate(ordered)}
         by_uid = {_uid(b): b for b in waiting}
         fresh = [by_uid[e.uid] for e in ordered if not st.phase_of(by_uid[e.uid])][:MARK_QUEUED_PER_TICK]
