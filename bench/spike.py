@@ -186,7 +186,8 @@ def run_mode(stack, mode: str, pdfs: list[bytes], parse_cpu: float, idle: float,
               f"running; log saved in the state dir (--keep)", flush=True)
         stack.pod_log(slow_batch["pod"])
     single_starts = sorted(round(r["created"], 1) for r in timeline if not r["batch"] and r["created"] is not None)
-    print(f"  [{mode}] single (non-batch) pods created at (s since the first upload): {single_starts}", flush=True)
+    if batch_size > 1:
+        print(f"  [{mode}] single (non-batch) pods created at (s since the first upload): {single_starts}", flush=True)
     failed_pods = [r for r in timeline if r["exit"] not in (0, None)]
     for r in failed_pods[:3]:
         tail = stack.pod_log(r["pod"]).strip().splitlines()[-2:]
@@ -352,7 +353,7 @@ def main() -> int:
             # fresh bytes per mode: same documents, new content-addressed keys and names
             batch = [p + f"% mode {mode}\n".encode() for p in pdfs]
             results.append(run_mode(stack, mode, batch, parse_cpu, idle, args))
-            print(json.dumps({k: v for k, v in results[-1].items() if k not in ("backlog", "pods")}), flush=True)
+            print(json.dumps({k: v for k, v in results[-1].items() if k not in ("backlog", "pods", "single_pods_created_s")}), flush=True)
     finally:
         if not results:
             print("--- operator log ---\n" + (stack.operator.log_tail(30) if hasattr(stack, "operator") else ""))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schedgen.operator.admission import PendingPod, TokenBucket, capacity_guard_tripped, decide
+from schedgen.operator.admission import PendingPod, TokenBucket, capacity_guard_tripped, decide, every_slot_taken
 from schedgen.operator.config import RuntimeConfig
 from schedgen.operator.queue_policy import QueueEntry
 
@@ -80,6 +80,18 @@ def test_never_exceeds_the_caps(tenants, running, max_concurrent, max_per_tenant
     for t in "abc":
         admitted = sum(1 for e in d.admit if e.tenant == t)
         assert admitted == 0 or running.get(t, 0) + admitted <= max_per_tenant
+
+
+@given(st.text(alphabet="abc", min_size=1, max_size=20), st.dictionaries(st.sampled_from("abc"), st.integers(0, 4)),
+       st.integers(0, 6))
+def test_every_slot_taken_means_decide_admits_none(tenants, running, max_concurrent):
+    """The scheduler skips ordering the queue when every slot is taken: only sound if
+    decide would admit nothing then, whatever the order."""
+    c = cfg(max_concurrent=max_concurrent)
+    d = decide(entries(tenants), running, c, TokenBucket(1000, 1000, Clock()))
+    assert every_slot_taken(running, c) == (sum(running.values()) >= max_concurrent)
+    if every_slot_taken(running, c):
+        assert d.admit == [] and d.blocked == "concurrency"
 
 
 def test_runtime_config_from_configmap_overrides_env():

@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
+import psycopg
 import pytest
 
 from schedgen import db
@@ -110,6 +111,45 @@ def test_collect_writes_events_and_row_in_one_idempotent_step(s3, postgres, pg_c
     row = pg_conn.execute("SELECT kind, event_count, namespace, source_key FROM parse_jobs WHERE uid = %s",
                           (uid,)).fetchone()
     assert row == ("lecture", 3, "team-a", "uploads/x.pdf")
+
+
+def test_results_are_recorded_on_one_kept_session_and_a_broken_one_is_replaced(s3, postgres, pg_conn,
+                                                                               monkeypatch):
+    """Not a connection (a Postgres backend start) per result. A session Postgres ended
+    fails one try (counted, its window opens) and the next try opens a new one."""
+    from schedgen.operator.results import ResultUnavailable
+
+    opened = []
+    monkeypatch.setattr(db, "connect", lambda dsn, **kw: opened.append(psycopg.connect(dsn, autocommit=True))
+                        or opened[-1])
+    clock = Clock()
+    results = ResultStore(OperatorConfig(default_bucket=s3.bucket, s3_endpoint_url=s3.endpoint_url,
+                                         database_url=postgres.dsn), s3.client, clock=clock)
+
+    def with_result():
+        body = parsejob(s3)
+        s3.client.put_object(Bucket=s3.bucket, Key=result_key("team-a", body["metadata"]["uid"]),
+                             Body=json.dumps(valid()).encode())
+        return body
+
+    bodies = [with_result() for _ in range(4)]
+
+    async def collect_all(some):
+        return [await results.collect(b) for b in some]
+
+    async def scenario():
+        assert all(r is not None for r in await collect_all(bodies[:3]))
+        assert len(opened) == 1
+        pg_conn.execute("SELECT pg_terminate_backend(%s)", (opened[0].info.backend_pid,))
+        with pytest.raises(ResultUnavailable):
+            await results.collect(bodies[3])
+        clock.now += 1
+        assert (await results.collect(bodies[3])).status_result()["events"] == 3
+        assert len(opened) == 2 and opened[0].closed
+
+    asyncio.run(scenario())
+    for b in bodies:
+        assert len(db.read_events(pg_conn, b["metadata"]["uid"])) == 3
 
 
 def test_an_oversized_object_is_not_read(s3):

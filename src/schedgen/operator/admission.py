@@ -102,6 +102,11 @@ class Decision:
     tenant_capped: int = 0
 
 
+def every_slot_taken(running_per_tenant: Mapping[str, int], cfg: RuntimeConfig) -> bool:
+    """`maxConcurrent` ParseJobs run: `decide` would admit none, whatever the order."""
+    return sum(running_per_tenant.values()) >= cfg.max_concurrent
+
+
 def decide(
     ordered: Sequence[QueueEntry],
     running_per_tenant: Mapping[str, int],
@@ -118,7 +123,7 @@ def decide(
     per_tenant = Counter(running_per_tenant)
     running = sum(per_tenant.values())
     for entry in ordered:
-        if running >= cfg.max_concurrent:
+        if running >= cfg.max_concurrent:  # every_slot_taken
             decision.blocked = "concurrency"
             break
         if per_tenant[entry.tenant] >= cfg.max_per_tenant:

@@ -41,6 +41,7 @@ WRITE_CONCURRENCY = 16
 MARK_QUEUED_PER_TICK = 100
 MIN_TICK_GAP_SECONDS = 0.1
 STUCK_TICK_SECONDS = 60.0
+GAUGES_EVERY_SECONDS = 1.0
 
 
 class Stuck(Exception):
@@ -77,6 +78,7 @@ class Scheduler(JobReconciler):
         self.changed = asyncio.Event()
         self.last_tick = 0.0
         self._tick_started = 0.0
+        self._gauges_set = float("-inf")
         self.active = False  # while the scheduler daemon runs here (this replica leads)
         self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
         self._listings: dict[str, tuple[float, set[str]]] = {}  # result objects per namespace (batches)
@@ -207,7 +209,9 @@ class Scheduler(JobReconciler):
         admitted = await self.admit(waiting, running, snap, runtime)
         waiting = [b for b in waiting if _uid(b) not in admitted]
         await self.publish_queue(waiting, running, snap, runtime)
-        metrics.count_parsejobs(snap.parsejobs)
+        if started - self._gauges_set >= GAUGES_EVERY_SECONDS:  # not every tick: O(ParseJobs)
+            self._gauges_set = started
+            metrics.count_parsejobs(snap.parsejobs)
         self.last_tick = self.wall()
         metrics.TICK_SECONDS.observe(self.clock() - started)
 
@@ -247,11 +251,15 @@ class Scheduler(JobReconciler):
         per_tenant = self.running_per_tenant(running, waiting, snap)
         by_uid = {_uid(b): b for b in waiting}
         batching = batches.batching(running, tenant_of)
-        ordered = self.order(waiting, per_tenant, runtime, batching)
         pods = (p for views in snap.pods.values() for p in views)
         guard_tripped = admission.capacity_guard_tripped(admission.unschedulable(pods), runtime, self.wall())
         metrics.CAPACITY_GUARD.set(1 if guard_tripped else 0)
-        decision = admission.decide(ordered, per_tenant, runtime, self.bucket, guard_tripped)
+        if admission.every_slot_taken(per_tenant, runtime) and not guard_tripped:
+            # most ticks at a deep backlog: the queue's order (a sort of 1000s) cannot matter
+            ordered, decision = [], admission.Decision(blocked="concurrency")
+        else:
+            ordered = self.order(waiting, per_tenant, runtime, batching)
+            decision = admission.decide(ordered, per_tenant, runtime, self.bucket, guard_tripped)
         if decision.blocked == "rate":
             metrics.RATE_LIMITED.inc()
             # wake up when the next token is due rather than at the next idle tick
@@ -336,16 +344,17 @@ class Scheduler(JobReconciler):
 
     async def publish_queue(self, waiting: list[dict[str, Any]], running: list[dict[str, Any]],
                             snap: Snapshot, runtime: RuntimeConfig) -> None:
-        if not waiting:
-            return
+        now = self.clock()
+        refresh = now - self.last_positions_publish >= runtime.queue_position_interval_seconds
+        if not waiting or not (refresh or any(not st.phase_of(b) for b in waiting)):
+            return  # nothing to write: most ticks at a deep backlog (ordering 1000s is not free)
         per_tenant = self.running_per_tenant(running, waiting, snap)
         ordered = self.order(waiting, per_tenant, runtime, batches.batching(running, tenant_of))
         position = {e.uid: i + 1 for i, e in enumerate(ordered)}
         by_uid = {_uid(b): b for b in waiting}
         fresh = [by_uid[e.uid] for e in ordered if not st.phase_of(by_uid[e.uid])][:MARK_QUEUED_PER_TICK]
         writes = [self._mark_queued(b, position[_uid(b)]) for b in fresh]
-        now = self.clock()
-        if now - self.last_positions_publish >= runtime.queue_position_interval_seconds:
+        if refresh:
             self.last_positions_publish = now
             budget = runtime.queue_position_max_writes
             for e in ordered:
