@@ -6,7 +6,7 @@ So while more than `batchThreshold` ParseJobs of one tenant wait in one namespac
 admitted ParseJobs of that tenant and namespace go together, up to `batchSize`, into
 one Job whose runner parses them one after another (runner/batch.py). While a batch of
 that tenant and namespace runs, the rest of its burst (at most `batchThreshold` left)
-goes in batches too: otherwise every burst ends in `batchThreshold` single pods.
+goes in batches too: otherwise a burst's tail can run one pod per ParseJob.
 
 Admission is unchanged: queue_policy orders, admission.decide admits ParseJobs under
 `maxConcurrent` / `maxPerTenant` (both count ParseJobs), priority and fair turns. Only
@@ -39,6 +39,8 @@ from .queue_policy import QueueEntry
 
 MAX_TEXT = 512
 
+Where = tuple[str, str]  # (namespace, tenant)
+
 
 def batchable(body: Mapping[str, Any]) -> bool:
     """Only ParseJobs with the default resources share a pod (a member's own limits
@@ -56,9 +58,6 @@ def full_batch(runtime: RuntimeConfig) -> int:
     """`batchSize`, but at most half the slots one tenant may hold."""
     slots = min(runtime.max_per_tenant, runtime.max_concurrent)
     return max(1, min(runtime.batch_size, -(-slots // 2)))
-
-
-Where = tuple[str, str]  # (namespace, tenant)
 
 
 def _deep(waiting: Iterable[QueueEntry], runtime: RuntimeConfig, batching: Collection[Where]
