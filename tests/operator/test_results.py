@@ -10,7 +10,6 @@ import urllib.parse
 import urllib.request
 import uuid
 
-import psycopg
 import pytest
 
 from schedgen import db
@@ -113,18 +112,21 @@ def test_collect_writes_events_and_row_in_one_idempotent_step(s3, postgres, pg_c
     assert row == ("lecture", 3, "team-a", "uploads/x.pdf")
 
 
-def test_results_are_recorded_on_one_kept_session_and_a_broken_one_is_replaced(s3, postgres, pg_conn,
-                                                                               monkeypatch):
+def test_results_are_recorded_on_one_kept_session_and_a_broken_one_is_replaced(s3, postgres, pg_conn):
     """Not a connection (a Postgres backend start) per result. A session Postgres ended
-    fails one try (counted, its window opens) and the next try opens a new one."""
+    fails one try (counted, its window opens) and the next try opens a new one. The
+    sessions are Postgres' own view of them (pg_stat_activity, by application_name)."""
     from schedgen.operator.results import ResultUnavailable
 
-    opened = []
-    monkeypatch.setattr(db, "connect", lambda dsn, **kw: opened.append(psycopg.connect(dsn, autocommit=True))
-                        or opened[-1])
+    app = f"results-{uuid.uuid4().hex[:8]}"
     clock = Clock()
     results = ResultStore(OperatorConfig(default_bucket=s3.bucket, s3_endpoint_url=s3.endpoint_url,
-                                         database_url=postgres.dsn), s3.client, clock=clock)
+                                         database_url=f"{postgres.dsn}?application_name={app}"),
+                          s3.client, clock=clock)
+
+    def sessions() -> list[int]:
+        return [pid for (pid,) in pg_conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)).fetchall()]
 
     def with_result():
         body = parsejob(s3)
@@ -134,18 +136,18 @@ def test_results_are_recorded_on_one_kept_session_and_a_broken_one_is_replaced(s
 
     bodies = [with_result() for _ in range(4)]
 
-    async def collect_all(some):
-        return [await results.collect(b) for b in some]
-
     async def scenario():
-        assert all(r is not None for r in await collect_all(bodies[:3]))
-        assert len(opened) == 1
-        pg_conn.execute("SELECT pg_terminate_backend(%s)", (opened[0].info.backend_pid,))
+        seen = []
+        for b in bodies[:3]:
+            assert await results.collect(b) is not None
+            seen.append(sessions())
+        assert len(seen[0]) == 1 and seen == [seen[0]] * 3  # one session, the same each time
+        pg_conn.execute("SELECT pg_terminate_backend(%s)", (seen[0][0],))
         with pytest.raises(ResultUnavailable):
             await results.collect(bodies[3])
         clock.now += 1
         assert (await results.collect(bodies[3])).status_result()["events"] == 3
-        assert len(opened) == 2 and opened[0].closed
+        assert len(sessions()) == 1 and sessions() != seen[0]  # a new one
 
     asyncio.run(scenario())
     for b in bodies:
