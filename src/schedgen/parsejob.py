@@ -10,7 +10,7 @@ types (a test holds the CRD to this module).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 # --- the resource ------------------------------------------------------------------------
@@ -36,6 +36,7 @@ LABEL_BATCH = "schedgen.io/batch"  # "true" on a Job that runs several ParseJobs
 ANN_IDEMPOTENCY = "schedgen.io/idempotency-key-sha256"
 ANN_CONTENT = "schedgen.io/content-sha256"
 ANN_FILENAME = "schedgen.io/original-filename"
+ANN_CREATED = "schedgen.io/created-at"  # the API's creation time, microseconds (orders the job list)
 
 FINALIZER = "schedgen.io/record"  # the operator records the final row before deletion
 KOPF_ANNOTATION_PREFIX = "schedgen.io"
@@ -47,6 +48,8 @@ DEFAULT_PRIORITY = "normal"
 SCHEDULE_KINDS = ("lecture", "test", "exam")
 SCHEDULE_TYPES = ("auto", *SCHEDULE_KINDS)  # spec.scheduleType: auto-detect or force one
 DEFAULT_SCHEDULE_TYPE = "auto"
+DEFAULT_DEADLINE_SECONDS = 300  # the CRD's default too
+DEFAULT_MAX_RETRIES = 3
 
 # --- status -----------------------------------------------------------------------------
 
@@ -152,3 +155,133 @@ def _int_or_none(value: Any) -> int | None:
 def priority_of(body: Mapping[str, Any]) -> str:
     """A ParseJob's priority (the CRD admits only PRIORITIES); missing: the default."""
     return (body.get("spec") or {}).get("priority") or DEFAULT_PRIORITY
+
+
+def tenant_of(body: Mapping[str, Any]) -> str:
+    """A ParseJob's tenant: spec.tenant, else its namespace (the CRD's CEL and the tenant
+    binding policy say the same)."""
+    return (body.get("spec") or {}).get("tenant") or (body.get("metadata") or {}).get("namespace") or ""
+
+
+def result_key(namespace: str, uid: str) -> str:
+    """Where the runner of a ParseJob puts its result object (in the results bucket)."""
+    return f"results/{namespace}/{uid}.json"
+
+
+def result_prefix(namespace: str) -> str:
+    """The result objects of one namespace (`result_key` without the uid)."""
+    return f"results/{namespace}/"
+
+
+# --- the typed ParseJob -------------------------------------------------------------------
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True)
+class ParseJobStatus:
+    """What the operator wrote into status, typed; `raw` is the whole status (transitions
+    are computed from it, operator/status.py)."""
+
+    phase: str | None = None
+    seq: int = 0  # transitionSeq: phase changes so far (status writes are conditional on it)
+    attempts: int = 0  # counted runs, the current one included while Running
+    prior_attempts: int = 0  # counted runs before the current one (fixed at admission)
+    job_name: str | None = None
+    batch_size: int = 1
+    enqueued_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    retry_after: str | None = None  # a retried ParseJob waits in the queue until then
+    queue_position: int | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, status: Mapping[str, Any] | None) -> "ParseJobStatus":
+        s = dict(status or {})
+        return cls(
+            phase=_str(s.get("phase")), seq=_int(s.get("transitionSeq")), attempts=_int(s.get("attempts")),
+            prior_attempts=_int(s.get("priorAttempts")), job_name=_str(s.get("jobName")),
+            batch_size=max(1, _int(s.get("batchSize"), 1)), enqueued_at=_str(s.get("enqueuedAt")),
+            started_at=_str(s.get("startedAt")), completed_at=_str(s.get("completedAt")),
+            retry_after=_str(s.get("retryAfter")),
+            queue_position=s.get("queuePosition") if isinstance(s.get("queuePosition"), int) else None, raw=s)
+
+    @property
+    def waiting(self) -> bool:
+        return self.phase in (None, QUEUED)
+
+    @property
+    def final(self) -> bool:
+        return self.phase in FINAL_PHASES
+
+
+@dataclass(frozen=True)
+class ParseJob:
+    """A ParseJob read once from its object: what the operator and the API use of it.
+
+    Built by `ParseJob.of(body)`; every rule about the object (the tenant, the defaults,
+    the result key) is here, so no module reads the dict its own way (compare Kueue's
+    `workload.Info`)."""
+
+    namespace: str
+    name: str
+    uid: str
+    tenant: str
+    priority: str = DEFAULT_PRIORITY
+    schedule_type: str = DEFAULT_SCHEDULE_TYPE
+    source_bucket: str | None = None  # None: the operator's default bucket
+    source_key: str = ""
+    deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
+    max_retries: int = DEFAULT_MAX_RETRIES
+    resources: Mapping[str, Any] | None = None  # spec.resources as written (capped by the operator)
+    generation: int | None = None
+    created: str = ""  # metadata.creationTimestamp (RFC 3339)
+    deleting: bool = False
+    tenant_label: str | None = None  # metadata.labels[schedgen.io/tenant], if any
+    status: ParseJobStatus = field(default_factory=ParseJobStatus)
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> "ParseJob":
+        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+        s3 = (spec.get("source") or {}).get("s3") or {}
+        resources = spec.get("resources")
+        return cls(
+            namespace=meta.get("namespace") or "", name=meta.get("name") or "", uid=meta.get("uid") or "",
+            tenant=tenant_of(body), priority=priority_of(body),
+            schedule_type=spec.get("scheduleType") or DEFAULT_SCHEDULE_TYPE,
+            source_bucket=_str(s3.get("bucket")), source_key=s3.get("key") or "",
+            deadline_seconds=_int(spec.get("deadlineSeconds")) or DEFAULT_DEADLINE_SECONDS,
+            max_retries=_int(spec.get("maxRetries"), DEFAULT_MAX_RETRIES),
+            resources=dict(resources) if isinstance(resources, Mapping) and resources else None,
+            generation=meta.get("generation"), created=meta.get("creationTimestamp") or "",
+            deleting=bool(meta.get("deletionTimestamp")),
+            tenant_label=(meta.get("labels") or {}).get(LABEL_TENANT),
+            status=ParseJobStatus.of(body.get("status")))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def phase(self) -> str | None:
+        return self.status.phase
+
+    @property
+    def result_key(self) -> str:
+        return result_key(self.namespace, self.uid)
+
+    def with_status(self, status: Mapping[str, Any]) -> "ParseJob":
+        """The same ParseJob with another status (the one just written)."""
+        return replace(self, status=ParseJobStatus.of(status))
+
+    def ref(self) -> dict[str, Any]:
+        """An object reference (Events, ownerReferences)."""
+        return {"apiVersion": API_VERSION, "kind": KIND,
+                "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid}}
