@@ -1,5 +1,6 @@
-"""Postgres access: connections, versioned migrations, and the event writes (the
-operator's, from a runner's checked result object: operator/results.py).
+"""Postgres access shared by the components: connections, versioned migrations, and how
+an event maps to its `events` row (the operator writes them: operator/record_store.py;
+the API reads them).
 
 Errors that mean "the database is not reachable right now" surface as
 `DatabaseUnavailable` (transient) so a later attempt can succeed; messages never
@@ -11,12 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import socket
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 
@@ -26,7 +23,7 @@ from psycopg import conninfo
 from psycopg.types.json import Jsonb
 
 from schedgen.errors import ConfigurationError, DatabaseUnavailable
-from schedgen.models import Event, ParseResult, camel_case
+from schedgen.models import Event, camel_case
 
 # Any constant works as long as every migrator uses the same one ("schedgen" in ASCII).
 MIGRATION_LOCK_KEY = 0x73636865646765
@@ -36,19 +33,6 @@ _DETAIL_FIELDS = (
     "offered", "language", "study_programme", "paper", "status",
     "module_campus", "exam_campus", "comments",
 )
-
-
-@dataclass(frozen=True)
-class JobRef:
-    """Identity of the ParseJob whose events are written (from the ParseJob)."""
-
-    uid: str
-    namespace: str
-    name: str
-    tenant: str
-    source_bucket: str | None
-    source_key: str
-    schedule_type: str = "auto"
 
 
 # --- connections -------------------------------------------------------------------
@@ -96,30 +80,6 @@ def connect(dsn: str, *, timeout: float = 5) -> psycopg.Connection:
         raise DatabaseUnavailable(
             f"cannot connect to Postgres at {describe_dsn(dsn)}: {scrub(str(exc), dsn)}"
         ) from None
-
-
-@contextmanager
-def deadline(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
-    """Bound what `conn` does inside the block, client-side: a server that accepted the
-    connection and stopped answering (a hung or black-holed database: its kernel still
-    acknowledges, so keepalives never fire, and statement_timeout is the server's own)
-    gets its socket shut down after `seconds`, which ends the blocked call with an
-    OperationalError (so DatabaseUnavailable from write_events). Thread-safe: shutdown(2)
-    on a duplicate of the socket, never touching libpq's state from the timer thread."""
-    def cut() -> None:
-        try:
-            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-        except Exception:  # noqa: BLE001 - already closed: nothing to cut
-            pass
-
-    timer = threading.Timer(seconds, cut)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
 
 
 def _unavailable(exc: psycopg.OperationalError, conn: psycopg.Connection) -> DatabaseUnavailable:
@@ -218,7 +178,7 @@ def migrate_command(dsn: str | None = None) -> int:
 # --- events ------------------------------------------------------------------------
 
 
-def _event_row(job_uid: uuid.UUID, ordinal: int, e: Event) -> tuple:
+def event_row(job_uid: uuid.UUID, ordinal: int, e: Event) -> tuple:
     details = {camel_case(f): getattr(e, f) for f in _DETAIL_FIELDS if getattr(e, f) is not None}
     return (
         job_uid, ordinal, e.module, e.activity, e.group, e.day,
@@ -238,51 +198,10 @@ def _time(value: str | None) -> dt.time | None:
     return dt.time(int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
 
 
-_COLUMNS = ("job_uid", "ordinal", "module", "activity", "group_name", "day", "date",
-            "start_time", "end_time", "venues", "campus", "details")
-_TYPES = ("uuid", "int4", "text", "text", "text", "text", "date",
-          "time", "time", "text[]", "text", "jsonb")
-
-
-def write_events(conn: psycopg.Connection, job: JobRef, result: ParseResult) -> None:
-    """Replace the job's events with `result`'s, atomically; safe to re-run (Job retries).
-
-    The parse_jobs row is created if the operator has not written it yet; its phase
-    stays the operator's business. The row lock serialises two runners of one job.
-    """
-    job_uid = uuid.UUID(str(job.uid))
-    rows = [_event_row(job_uid, i, e) for i, e in enumerate(result.events)]
-    try:
-        with conn.transaction():
-            conn.execute(
-                "INSERT INTO parse_jobs (uid, namespace, name, tenant, schedule_type,"
-                " source_bucket, source_key) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (uid) DO NOTHING",
-                (job.uid, job.namespace, job.name, job.tenant, job.schedule_type,
-                 job.source_bucket, job.source_key),
-            )
-            conn.execute("SELECT 1 FROM parse_jobs WHERE uid = %s FOR UPDATE", (job.uid,))
-            conn.execute("DELETE FROM events WHERE job_uid = %s", (job.uid,))
-            with conn.cursor() as cur:
-                with cur.copy(f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-                    copy.set_types(list(_TYPES))
-                    for row in rows:
-                        copy.write_row(row)
-            conn.execute(
-                "UPDATE parse_jobs SET kind = %s, event_count = %s, pages = %s,"
-                " parse_seconds = %s, updated_at = now() WHERE uid = %s",
-                (result.kind.value, len(rows), result.pages, result.seconds, job.uid),
-            )
-    except psycopg.errors.UndefinedTable:
-        raise ConfigurationError(
-            "the database has no schedgen schema: run `schedgen db migrate`") from None
-    except psycopg.OperationalError as exc:
-        raise _unavailable(exc, conn) from None
-
-
-def read_events(conn: psycopg.Connection, uid: str) -> list[Event]:
-    """The job's events in parse order (empty if none were written)."""
-    return list(_read_events(conn, uid))
+EVENT_COLUMNS = ("job_uid", "ordinal", "module", "activity", "group_name", "day", "date",
+                 "start_time", "end_time", "venues", "campus", "details")
+EVENT_TYPES = ("uuid", "int4", "text", "text", "text", "text", "date",
+               "time", "time", "text[]", "text", "jsonb")
 
 
 # The events of one job in parse order; rows go through `event_from_row` (the API reads
@@ -301,8 +220,3 @@ def event_from_row(row: tuple) -> Event:
         end_time=end.strftime("%H:%M") if end else None,
         venues=tuple(venues or ()), campus=campus, **extra,
     )
-
-
-def _read_events(conn: psycopg.Connection, uid: str) -> Iterator[Event]:
-    for row in conn.execute(EVENTS_QUERY, (uid,)):
-        yield event_from_row(row)

@@ -32,6 +32,7 @@ LABEL_PARSEJOB_UID = "schedgen.io/parsejob-uid"
 LABEL_TENANT = "schedgen.io/tenant"
 LABEL_PRIORITY = "schedgen.io/priority"
 LABEL_BATCH = "schedgen.io/batch"  # "true" on a Job that runs several ParseJobs (batch mode)
+ANN_MEMBERS = "schedgen.io/members"  # a batch Job's members at admission: {"uid": transitionSeq}
 
 ANN_IDEMPOTENCY = "schedgen.io/idempotency-key-sha256"
 ANN_CONTENT = "schedgen.io/content-sha256"
@@ -115,7 +116,7 @@ class RunnerSummary:
             return None
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # untrusted: 4 KiB of "[" is not a summary either
             return None
         if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
             return None

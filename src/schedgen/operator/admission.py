@@ -1,4 +1,4 @@
-"""Admission: may the next waiting ParseJobs start now?
+"""Admission: may the first waiting ParseJobs start now?
 
 Given the queue's order (queue_policy.py), admission walks it front to back and
 admits while all of these hold:
@@ -10,7 +10,8 @@ admits while all of these hold:
 * the capacity guard is not tripped (too many runner pods Pending-Unschedulable for
   too long: give the cluster autoscaler time instead of a flood).
 
-Pure, with an injected clock, so it is unit-testable.
+Pure: `decide` is given the number of tokens available, and the caller takes from the
+bucket only what it really starts (queue_manager.py).
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
-from schedgen.parsejob import LABEL_TENANT, PRIORITIES, priority_of
+from schedgen.parsejob import LABEL_TENANT, PRIORITIES, ParseJob
 
 from .config import RuntimeConfig
-from .queue_policy import QueueEntry
+from .runner_objects import RunnerPod
 
 LABEL_MAX_PRIORITY = "schedgen.io/max-priority"  # on a namespace; absent: normal
 
@@ -53,17 +54,10 @@ class TokenBucket:
         self._refill()
         return int(self.tokens)
 
-    def refund(self, n: int) -> None:
-        """Give back tokens taken for admissions that did not happen after all."""
-        if n > 0:
-            self.tokens = min(float(self.burst), self.tokens + n)
-
-    def try_take(self) -> bool:
+    def take(self, n: int) -> None:
+        """Spend `n` tokens (at most those available: `decide` asked first)."""
         self._refill()
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+        self.tokens = max(0.0, self.tokens - n)
 
     def seconds_until_token(self) -> float:
         self._refill()
@@ -74,29 +68,21 @@ class TokenBucket:
         return (1.0 - self.tokens) / self.rate
 
 
-@dataclass(frozen=True)
-class PendingPod:
-    """A runner pod that is Pending with PodScheduled=False/Unschedulable."""
-
-    name: str
-    unschedulable_since: float  # epoch seconds
+def unschedulable_since(pods: Iterable[RunnerPod]) -> list[float]:
+    """When each Pending-Unschedulable runner pod became so (epoch seconds)."""
+    return [p.unschedulable_since for p in pods if p.unschedulable_since is not None]
 
 
-def unschedulable(pods: Iterable[Mapping[str, Any]]) -> list[PendingPod]:
-    """The runner pods (views.pod_view) that are Pending-Unschedulable."""
-    return [PendingPod(p["name"], p["unschedulableSince"]) for p in pods if p.get("unschedulableSince") is not None]
-
-
-def capacity_guard_tripped(pending: Iterable[PendingPod], cfg: RuntimeConfig, now: float) -> bool:
+def capacity_guard_tripped(since: Iterable[float], cfg: RuntimeConfig, now: float) -> bool:
     if cfg.guard_max_unschedulable < 0:
         return False
-    stuck = sum(1 for p in pending if now - p.unschedulable_since > cfg.guard_unschedulable_seconds)
+    stuck = sum(1 for t in since if now - t > cfg.guard_unschedulable_seconds)
     return stuck > cfg.guard_max_unschedulable
 
 
 @dataclass
 class Decision:
-    admit: list[QueueEntry] = field(default_factory=list)
+    admit: list[ParseJob] = field(default_factory=list)
     # why the rest wait (for metrics and for the log): "concurrency", "rate", "capacity"
     blocked: str | None = None
     tenant_capped: int = 0
@@ -107,13 +93,9 @@ def every_slot_taken(running_per_tenant: Mapping[str, int], cfg: RuntimeConfig) 
     return sum(running_per_tenant.values()) >= cfg.max_concurrent
 
 
-def decide(
-    ordered: Sequence[QueueEntry],
-    running_per_tenant: Mapping[str, int],
-    cfg: RuntimeConfig,
-    bucket: TokenBucket,
-    guard_tripped: bool = False,
-) -> Decision:
+def decide(ordered: Sequence[ParseJob], running_per_tenant: Mapping[str, int], cfg: RuntimeConfig,
+           tokens: int, guard_tripped: bool = False) -> Decision:
+    """The first ParseJobs of `ordered` that fit the caps, at most `tokens` of them."""
     decision = Decision()
     if not ordered:
         return decision
@@ -122,23 +104,23 @@ def decide(
         return decision
     per_tenant = Counter(running_per_tenant)
     running = sum(per_tenant.values())
-    for entry in ordered:
+    for pj in ordered:
         if running >= cfg.max_concurrent:  # every_slot_taken
             decision.blocked = "concurrency"
             break
-        if per_tenant[entry.tenant] >= cfg.max_per_tenant:
+        if per_tenant[pj.tenant] >= cfg.max_per_tenant:
             decision.tenant_capped += 1
             continue
-        if not bucket.try_take():
+        if len(decision.admit) >= tokens:
             decision.blocked = "rate"
             break
-        decision.admit.append(entry)
-        per_tenant[entry.tenant] += 1
+        decision.admit.append(pj)
+        per_tenant[pj.tenant] += 1
         running += 1
     return decision
 
 
-def tenant_mismatch(body: Mapping[str, Any], namespace_labels: Mapping[str, str] | None) -> str | None:
+def tenant_mismatch(pj: ParseJob, namespace_labels: Mapping[str, str] | None) -> str | None:
     """Why a namespace bound to a tenant may not run this ParseJob, or None: the rule of
     the chart's ValidatingAdmissionPolicy (templates/tenant-binding.yaml), checked again
     at admission. A namespace labelled schedgen.io/tenant=T runs only ParseJobs of tenant
@@ -148,16 +130,12 @@ def tenant_mismatch(body: Mapping[str, Any], namespace_labels: Mapping[str, str]
     bound = (namespace_labels or {}).get(LABEL_TENANT)
     if not bound:
         return None
-    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
-    namespace = meta.get("namespace", "")
-    claimed = spec.get("tenant") or namespace
-    if claimed != bound:
-        return f"spec.tenant {claimed} is not {bound}, the tenant of namespace {namespace}"
-    labelled = (meta.get("labels") or {}).get(LABEL_TENANT)
-    if labelled is not None and labelled != bound:
-        return f"label {LABEL_TENANT} {labelled} is not {bound}, the tenant of namespace {namespace}"
+    if pj.tenant != bound:
+        return f"spec.tenant {pj.tenant} is not {bound}, the tenant of namespace {pj.namespace}"
+    if pj.tenant_label is not None and pj.tenant_label != bound:
+        return f"label {LABEL_TENANT} {pj.tenant_label} is not {bound}, the tenant of namespace {pj.namespace}"
     most = (namespace_labels or {}).get(LABEL_MAX_PRIORITY) or "normal"
-    priority = priority_of(body)
-    if most not in PRIORITIES or priority not in PRIORITIES or PRIORITIES.index(priority) < PRIORITIES.index(most):
-        return f"priority {priority} is not allowed in namespace {namespace} ({LABEL_MAX_PRIORITY}: {most})"
+    if most not in PRIORITIES or pj.priority not in PRIORITIES or \
+            PRIORITIES.index(pj.priority) < PRIORITIES.index(most):
+        return f"priority {pj.priority} is not allowed in namespace {pj.namespace} ({LABEL_MAX_PRIORITY}: {most})"
     return None

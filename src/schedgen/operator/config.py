@@ -53,6 +53,9 @@ class RuntimeConfig:
     # one after another). `batch_size` 1 switches it off.
     batch_threshold: int = 4
     batch_size: int = 10
+    # A transient failure is retried as a new run (outcome.py), after this many seconds,
+    # doubling per counted attempt (capped at 5 min); 0: at once.
+    retry_backoff_seconds: float = 10.0
 
     @classmethod
     def from_sources(cls, env: Mapping[str, str], data: Mapping[str, str] | None = None) -> "RuntimeConfig":
@@ -86,6 +89,7 @@ class RuntimeConfig:
             queue_position_interval_seconds=max(0.5, self.queue_position_interval_seconds),
             batch_threshold=max(0, self.batch_threshold),
             batch_size=min(MAX_BATCH_SIZE, max(1, self.batch_size)),
+            retry_backoff_seconds=max(0.0, self.retry_backoff_seconds),
         )
 
 

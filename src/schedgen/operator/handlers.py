@@ -2,20 +2,21 @@
 `-n NS ...` when namespace-scoped, see main.py).
 
 Wiring only: each handler does one thing and delegates. State lives in kopf's `memo`
-(set up at startup: cfg, kube, scheduler, recorder); the per-object memos kopf hands
+(set up at startup: cfg, kube, results, records, catchup, scheduler); the per-object memos kopf hands
 to the other handlers are shallow copies of it, so they share these objects.
 
     on.startup   kopf's settings (kopf_settings.apply), the memo, metrics, the ConfigMap
     on.login     kopf's usual login in a session that counts kopf's requests
-    indexes      parsejob_index, runner_job_index, runner_pod_index (views.py); every
-                 change wakes the scheduler
-    daemons      scheduler  (scheduler.Scheduler.run: Job reconciler + admission + queue)
-                 records    (recorder.Recorder.run: Postgres rows catch up with statuses)
+    indexes      parsejob_index (parsejob.ParseJob), runner_job_index, runner_pod_index
+                 (runner_objects.py); every change wakes the scheduler
+    daemons      scheduler  (scheduler.Scheduler.run: Job reconciler, queue manager,
+                             status writer)
+                 records    (row_catchup.RowCatchUp.run: Postgres rows catch up with statuses)
                  retention  (retention.sweep: delete old finished ParseJobs)
                  They accompany the operator's ConfigMap, so they run once per cluster and
                  only in the replica that holds the kopf peering lead (kopf stops daemons
                  while paused); the ConfigMap's data is the run-time configuration.
-    on.delete    finalize: Scheduler.cancel, then Recorder.record_now, before the
+    on.delete    finalize: Scheduler.cancel, then RowCatchUp.record_now, before the
                  finalizer `schedgen.io/record` lets the object go
     on.probe     the scheduler's liveness
 """
@@ -28,15 +29,22 @@ from typing import Any
 
 import kopf
 
-from schedgen.parsejob import FINALIZER, GROUP, LABEL_MANAGED_BY, LABEL_PARSEJOB_UID, MANAGED_BY, PLURAL, VERSION
+from schedgen.parsejob import FINALIZER, GROUP, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION, ParseJob
 
 from . import kopf_settings, metrics, retention
-from . import status as st
+from .backoff import Unavailable
 from .config import OperatorConfig, RuntimeConfig
 from .kube import Conflict, Kube, counted_session
-from .recorder import PostgresUnavailable, Recorder
+from .record_store import RecordStore
+from .result_store import ResultStore
+from .row_catchup import RowCatchUp
+from .runner_objects import RunnerJob, RunnerPod
 from .scheduler import Scheduler
-from .views import index_objects, job_view, parsejob_view, pod_view
+
+
+def index_objects(index: kopf.Index) -> list[Any]:
+    """Every value in a kopf index (a snapshot: the index may change while we read)."""
+    return [value for _, store in list(index.items()) for value in store]
 
 # --- the operator ----------------------------------------------------------------------
 
@@ -46,8 +54,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     cfg = memo.cfg = OperatorConfig.from_env()
     kopf_settings.apply(settings, cfg)
     memo.kube = Kube()
-    memo.scheduler = Scheduler(cfg, memo.kube)
-    memo.recorder = Recorder(cfg.database_url, cfg) if cfg.database_url else None
+    memo.results = ResultStore(cfg)
+    memo.records = RecordStore(cfg.database_url) if cfg.database_url else None
+    memo.catchup = (RowCatchUp(memo.records, cfg.default_bucket, cfg.records_interval_seconds)
+                    if memo.records else None)
+    memo.scheduler = Scheduler(cfg, memo.kube, memo.results, memo.records)
     if cfg.metrics_port:
         from prometheus_client import start_http_server
 
@@ -73,6 +84,8 @@ async def close(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         except Exception as exc:  # noqa: BLE001 - shutting down either way
             logger.warning("could not remove the finalizer from the operator's ConfigMap: %s", exc)
         memo.kube.close()
+    if memo.get("records") is not None:
+        await memo.records.close()
 
 
 @kopf.on.probe(id="scheduler")
@@ -87,24 +100,22 @@ def scheduler_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
 @kopf.index(GROUP, VERSION, PLURAL)
 async def parsejob_index(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> dict:
     memo.scheduler.kick()
-    return {(namespace, name): parsejob_view(body)}
+    return {(namespace, name): ParseJob.of(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
-async def runner_job_index(body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
-                           **_: Any) -> dict:
+async def runner_job_index(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> dict:
+    """Under each ParseJob a Job runs, by ownerReference (labels are anyone's to set)."""
     memo.scheduler.kick()
-    view = job_view(body)
-    if view["members"]:  # a batch Job: found under each ParseJob it runs
-        return {(namespace, uid): view for uid in view["members"]}
-    return {(namespace, labels.get(LABEL_PARSEJOB_UID, "")): view}
+    job = RunnerJob.of(body)
+    return {(namespace, uid): job for uid in (job.members or (job.owner or "",))}
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def runner_pod_index(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> dict:
     memo.scheduler.kick()
-    view = pod_view(body)
-    return {(namespace, view["job"] or ""): view}
+    pod = RunnerPod.of(body)
+    return {(namespace, pod.job or ""): pod}
 
 
 # --- the singleton loops ---------------------------------------------------------------
@@ -125,10 +136,10 @@ async def scheduler(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Mem
 @kopf.daemon("", "v1", "configmaps", id="records", when=is_operator_configmap, cancellation_timeout=10)
 async def records_daemon(stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: kopf.Logger,
                   parsejob_index: kopf.Index, **_: Any) -> None:
-    if memo.recorder is None:
+    if memo.catchup is None:
         logger.warning("SCHEDGEN_DATABASE_URL is not set: ParseJob rows are not recorded")
         return
-    await memo.recorder.run(stopped, lambda: index_objects(parsejob_index), logger)
+    await memo.catchup.run(stopped, lambda: index_objects(parsejob_index), logger)
 
 
 @kopf.daemon("", "v1", "configmaps", id="retention", when=is_operator_configmap, cancellation_timeout=10)
@@ -151,24 +162,25 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, runtim
     `finalize_record_timeout_seconds` of an unavailable Postgres (kopf's `runtime`: since
     the handler first ran, kept across restarts) the object goes without its last row,
     with a Warning Event and `schedgen_records_abandoned_total`."""
+    pj = ParseJob.of(body)
     try:
-        final = await memo.scheduler.cancel(parsejob_view(body))
+        final = await memo.scheduler.cancel(pj)
     except Conflict:
         raise kopf.TemporaryError("the status moved on meanwhile; re-reading", delay=1) from None
-    await memo.scheduler.results.discard(body)  # its events are in Postgres (or never will be)
-    if memo.recorder is None:
+    await memo.results.discard(pj)  # its events are in Postgres (or never will be)
+    if memo.catchup is None:
         return
     try:
-        row = await memo.recorder.record_now(final)
-    except PostgresUnavailable as exc:
+        row = await memo.catchup.record_now(final)
+    except Unavailable as exc:
         waited, limit = runtime.total_seconds(), memo.cfg.finalize_record_timeout_seconds
         if waited < limit:
             raise kopf.TemporaryError(f"Postgres unavailable, the row must be written first: {exc}",
                                       delay=min(5.0, max(limit - waited, 0.5))) from None
         metrics.RECORDS_ABANDONED.inc()
         message = (f"Postgres unavailable for {waited:.0f}s (limit {limit:.0f}s): deleted without recording "
-                   f"{st.phase_of(final) or 'its status'} in Postgres ({str(exc)[:200]})")
-        memo.kube.emit(final, "Warning", "RecordAbandoned", message)
+                   f"{final.phase or 'its status'} in Postgres ({str(exc)[:200]})")
+        memo.kube.emit(final.ref(), "Warning", "RecordAbandoned", message)
         logger.warning("%s", message)
         return
     if row is not None:

@@ -1,68 +1,35 @@
-"""The Job template: the one batch/v1 Job the operator makes for an admitted ParseJob.
+"""The Job template: the batch/v1 Job every runner Job is made from.
 
-Everything a reader needs to audit what runs in the cluster is in `build_job`:
-deterministic name, owner reference, resources (defaults, a spec may ask less, never
-more than the operator's maximum), deadline, retries, pod failure policy, TTL,
-restricted security context, no service-account token and no credential of any kind
-(the runner gets two short-lived presigned URLs, see results.py), optional
-PriorityClass and placement (nodeSelector, tolerations, affinity).
+Everything a reader needs to audit what runs in the cluster is in `runner_job`:
+labels, owner references, resources (defaults, a spec may ask less, never more than the
+operator's maximum), deadline, no pod retries (retries are the operator's: outcome.py),
+pod failure policy, TTL, restricted security context, no service-account token and no
+credential of any kind (the runner gets two short-lived presigned URLs: presign.py),
+optional PriorityClass and placement (nodeSelector, tolerations, affinity). What differs
+between a single run and a batch is in runner_jobs.py.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping, Sequence
-
-import kopf
 
 from schedgen.parsejob import (
     EXIT_BAD_INPUT,
     EXIT_MISCONFIGURED,
     EXIT_OOM_KILLED,
-    LABEL_BATCH,
     LABEL_MANAGED_BY,
-    LABEL_PARSEJOB,
-    LABEL_PARSEJOB_UID,
     LABEL_PRIORITY,
     LABEL_TENANT,
     MANAGED_BY,
     RUN_AS_ID,
     RUNNER_CONTAINER,
-    priority_of,
+    ParseJob,
 )
 
 from .config import OperatorConfig
-
-
-# --- names and effective spec values -----------------------------------------------
-
-
-def job_name(parsejob_name: str, uid: str) -> str:
-    """Deterministic and unique per ParseJob object: a retried handler, a restarted or
-    a second operator replica all arrive at the same name (the create is idempotent),
-    while a ParseJob deleted and recreated under the same name gets a new Job."""
-    base = re.sub(r"[^a-z0-9-]", "-", parsejob_name.lower()).strip("-")[:48].rstrip("-") or "pj"
-    suffix = uid.replace("-", "")[:8] if uid else hashlib.sha1(parsejob_name.encode()).hexdigest()[:8]
-    return f"{base}-{suffix}"
-
-
-def tenant_of(body: Mapping[str, Any]) -> str:
-    spec = body.get("spec") or {}
-    return spec.get("tenant") or body["metadata"]["namespace"]
-
-
-def bucket_of(body: Mapping[str, Any], cfg: OperatorConfig) -> str:
-    s3 = ((body.get("spec") or {}).get("source") or {}).get("s3") or {}
-    return s3.get("bucket") or cfg.default_bucket
-
-
-def key_of(body: Mapping[str, Any]) -> str:
-    return (((body.get("spec") or {}).get("source") or {}).get("s3") or {}).get("key", "")
-
 
 # --- quantities ---------------------------------------------------------------------
 
@@ -136,37 +103,58 @@ def runner_memory_mb(resources: Mapping[str, Mapping[str, str]], cfg: OperatorCo
 
 # --- the Job ------------------------------------------------------------------------
 
+# Bad input never gets better, nor does a misconfigured runner, nor a parse the kernel
+# OOM-killed at the memory limit (the same file would need the same memory): fail the Job
+# after that one pod. Evictions, preemption, node drains are not the runner's fault: a new
+# pod, free (listed first: an evicted pod may also end with 137).
+SINGLE_RUN_POD_FAILURE_POLICY = {"rules": [
+    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER, "operator": "In",
+                                          "values": [EXIT_BAD_INPUT, EXIT_MISCONFIGURED, EXIT_OOM_KILLED]}},
+]}
 
-def build_job(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The Job; `urls` are the runner's presigned {"source": GET, "result": PUT} URLs
-    (results.ResultStore.urls); without them (only to learn the Job's name) they are empty."""
-    urls = urls or {}
-    meta = body["metadata"]
-    spec = body.get("spec") or {}
-    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    tenant = tenant_of(body)
-    priority = priority_of(body)
-    deadline = int(spec.get("deadlineSeconds") or 300)
-    resources = effective_resources(spec.get("resources"), cfg)
-    labels = {
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_PARSEJOB: name[:63].rstrip("-_."),
-        LABEL_PARSEJOB_UID: uid,
-        LABEL_TENANT: _label_value(tenant),
-        LABEL_PRIORITY: priority,
+
+def labels_of(pj: ParseJob) -> dict[str, str]:
+    """The labels every runner Job and pod carries (the watches select managed-by)."""
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_TENANT: label_value(pj.tenant), LABEL_PRIORITY: pj.priority}
+
+
+def owner_reference(pj: ParseJob, controller: bool) -> dict[str, Any]:
+    ref = pj.ref()
+    return {"apiVersion": ref["apiVersion"], "kind": ref["kind"], "name": pj.name, "uid": pj.uid,
+            "controller": controller, "blockOwnerDeletion": True}
+
+
+def member_env(pj: ParseJob, cfg: OperatorConfig, urls: Mapping[str, str]) -> dict[str, str]:
+    """The runner variables of one ParseJob (a batch runner gets one set per member)."""
+    return {
+        "SCHEDGEN_JOB_NAMESPACE": pj.namespace,
+        "SCHEDGEN_JOB_NAME": pj.name,
+        "SCHEDGEN_JOB_UID": pj.uid,
+        "SCHEDGEN_TENANT": pj.tenant,
+        "SCHEDGEN_SOURCE_URL": urls.get("source", ""),
+        "SCHEDGEN_RESULT_URL": urls.get("result", ""),
+        "SCHEDGEN_SCHEDULE_TYPE": pj.schedule_type,
+        "SCHEDGEN_PARSE_TIMEOUT_SECONDS": f"{min(cfg.parse_timeout_seconds, pj.deadline_seconds):g}",
     }
-    env = [{"name": k, "value": v} for k, v in member_env(body, cfg, urls).items()] + [
-        {"name": "SCHEDGEN_MAX_BYTES", "value": str(cfg.max_bytes)},
-        {"name": "SCHEDGEN_MAX_PAGES", "value": str(cfg.max_pages)},
-        {"name": "SCHEDGEN_MAX_MEMORY_MB", "value": str(runner_memory_mb(resources, cfg))},
-        {"name": "SCHEDGEN_LOG_FORMAT", "value": cfg.log_format},
-    ]
+
+
+def runner_job(*, name: str, namespace: str, labels: Mapping[str, str], owners: Sequence[Mapping[str, Any]],
+               env: Mapping[str, str], resources: Mapping[str, Mapping[str, str]], deadline_seconds: int,
+               priority: str, cfg: OperatorConfig,
+               pod_failure_policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Job: one runner container with `env` (plus the shared limits) and `resources`."""
     container: dict[str, Any] = {
         "name": RUNNER_CONTAINER,
         "image": cfg.runner_image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "env": env,
-        "resources": resources,
+        "env": [{"name": k, "value": v} for k, v in env.items()] + [
+            {"name": "SCHEDGEN_MAX_BYTES", "value": str(cfg.max_bytes)},
+            {"name": "SCHEDGEN_MAX_PAGES", "value": str(cfg.max_pages)},
+            {"name": "SCHEDGEN_MAX_MEMORY_MB", "value": str(runner_memory_mb(resources, cfg))},
+            {"name": "SCHEDGEN_LOG_FORMAT", "value": cfg.log_format},
+        ],
+        "resources": copy.deepcopy(dict(resources)),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -202,96 +190,28 @@ def build_job(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, s
         pod_spec["affinity"] = copy.deepcopy(dict(cfg.runner_affinity))
     if priority in cfg.priority_classes:
         pod_spec["priorityClassName"] = cfg.priority_classes[priority]
-    job: dict[str, Any] = {
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,  # a retry is a new run, decided by the operator (outcome.conclude)
+        "activeDeadlineSeconds": deadline_seconds,
+        "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+    }
+    if pod_failure_policy:
+        spec["podFailurePolicy"] = copy.deepcopy(dict(pod_failure_policy))
+    return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(name, uid), "namespace": namespace, "labels": dict(labels)},
-        "spec": {
-            "backoffLimit": int(spec.get("maxRetries", 3)),
-            "activeDeadlineSeconds": deadline,
-            "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
-            "podFailurePolicy": {
-                "rules": [
-                    # Bad input never gets better: fail the Job after this one pod.
-                    {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER,
-                                                          "operator": "In", "values": [EXIT_BAD_INPUT]}},
-                    # Neither does a misconfigured runner (bad env).
-                    {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER,
-                                                          "operator": "In", "values": [EXIT_MISCONFIGURED]}},
-                    # Evictions, preemption, node drains: not the runner's fault, retry free
-                    # (before the SIGKILL rule: an evicted pod may also end with 137).
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                    # SIGKILL of a running parse is the kernel's OOM killer at the memory
-                    # limit: the same file would need the same memory again, so no retry.
-                    {"action": "FailJob", "onExitCodes": {"containerName": RUNNER_CONTAINER,
-                                                          "operator": "In", "values": [EXIT_OOM_KILLED]}},
-                ]
-            },
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-        },
-    }
-    kopf.adopt(job, owner=dict(body), nested=None)  # ownerReference (controller), namespace
-    # kopf.adopt copies the owner's labels too; ours must win.
-    job["metadata"]["labels"].update(labels)
-    return job
-
-
-def member_env(body: Mapping[str, Any], cfg: OperatorConfig, urls: Mapping[str, str]) -> dict[str, str]:
-    """The runner variables of one ParseJob (a batch Job's runner gets one set per member)."""
-    meta, spec = body["metadata"], body.get("spec") or {}
-    deadline = int(spec.get("deadlineSeconds") or 300)
-    return {
-        "SCHEDGEN_JOB_NAMESPACE": meta["namespace"],
-        "SCHEDGEN_JOB_NAME": meta["name"],
-        "SCHEDGEN_JOB_UID": meta["uid"],
-        "SCHEDGEN_TENANT": tenant_of(body),
-        "SCHEDGEN_SOURCE_URL": urls.get("source", ""),
-        "SCHEDGEN_RESULT_URL": urls.get("result", ""),
-        "SCHEDGEN_SCHEDULE_TYPE": spec.get("scheduleType") or "auto",
-        "SCHEDGEN_PARSE_TIMEOUT_SECONDS": f"{min(cfg.parse_timeout_seconds, deadline):g}",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
+                     "ownerReferences": [dict(o) for o in owners]},
+        "spec": spec,
     }
 
 
-def batch_job_name(members: Sequence[Mapping[str, Any]]) -> str:
-    """Deterministic per set of members and their transitions (a retried create arrives
-    at the same name; the same members back from the queue get a new one)."""
-    ids = sorted(f"{b['metadata']['uid']}:{(b.get('status') or {}).get('transitionSeq') or 0}" for b in members)
-    digest = hashlib.sha1(",".join(ids).encode()).hexdigest()[:10]
-    first = re.sub(r"[^a-z0-9-]", "-", members[0]["metadata"]["name"].lower()).strip("-")[:30].rstrip("-")
-    return f"batch-{first or 'pj'}-{digest}"
+def safe_name(text: str, limit: int) -> str:
+    """`text` as a DNS-1123 label part of at most `limit` characters."""
+    return re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")[:limit].rstrip("-")
 
 
-def build_batch_job(members: Sequence[Mapping[str, Any]], cfg: OperatorConfig,
-                    urls: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    """One Job for several ParseJobs of one namespace and tenant (batches.py): the
-    first member's Job template, with every member's variables in SCHEDGEN_BATCH (the
-    runner parses them one after another, runner/batch.py), an ownerReference to each
-    member (none the controller: the Job goes when its last member does), no retries
-    of the pod (a member's own retries are the operator's), and a deadline that is the
-    sum of the members'."""
-    first = members[0]
-    job = build_job(first, cfg, None)
-    items = [member_env(b, cfg, urls[b["metadata"]["uid"]]) for b in members]
-    meta = job["metadata"]
-    meta["name"] = batch_job_name(members)
-    meta["labels"][LABEL_BATCH] = "true"
-    for drop in (LABEL_PARSEJOB, LABEL_PARSEJOB_UID):
-        meta["labels"].pop(drop, None)
-    meta["ownerReferences"] = [
-        {"apiVersion": b["apiVersion"], "kind": b["kind"], "name": b["metadata"]["name"],
-         "uid": b["metadata"]["uid"], "controller": False, "blockOwnerDeletion": True} for b in members]
-    spec = job["spec"]
-    spec["backoffLimit"] = 0
-    spec.pop("podFailurePolicy", None)
-    spec["activeDeadlineSeconds"] = sum(int((b.get("spec") or {}).get("deadlineSeconds") or 300) for b in members)
-    spec["template"]["metadata"]["labels"] = dict(meta["labels"])
-    container = spec["template"]["spec"]["containers"][0]
-    per_member = set(items[0])
-    container["env"] = [e for e in container["env"] if e["name"] not in per_member] + [
-        {"name": "SCHEDGEN_BATCH", "value": json.dumps(items, separators=(",", ":"))}]
-    return job
-
-
-def _label_value(value: str) -> str:
+def label_value(value: str) -> str:
     value = re.sub(r"[^A-Za-z0-9._-]", "-", value)[:63]
     return value.strip("-_.")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from typing import Any, Iterable, Mapping
+from typing import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from schedgen.parsejob import PHASES, PRIORITIES, QUEUED, RUNNING, priority_of
+from schedgen.parsejob import PHASES, PRIORITIES, QUEUED, RUNNING, ParseJob
 
-from .job_template import tenant_of
-from .views import epoch_of
+from .runner_objects import epoch_of
 
 _TIME_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -30,8 +29,9 @@ ADMITTED = Counter("schedgen_parsejobs_admitted_total", "ParseJobs admitted (Job
 COMPLETED = Counter("schedgen_parsejobs_completed_total", "ParseJobs finished",
                     ["kind", "outcome", "reason"])
 REQUEUED = Counter("schedgen_parsejobs_requeued_total",
-                   "Batch members put back in the queue (BatchEnded: not reached, no retry counted; "
-                   "Retrying: an interrupted or transient run)", ["reason"])
+                   "ParseJobs put back in the queue (Retrying: a transient failure, an attempt counted; "
+                   "BatchEnded: a batch member not reached, Disrupted: a run stopped by an eviction or "
+                   "node drain, neither counted)", ["reason"])
 BATCHES = Counter("schedgen_batches_started_total", "Batch Jobs created (batch mode)")
 BATCH_MEMBERS = Counter("schedgen_batch_members_total", "ParseJobs admitted into batch Jobs")
 RECORDS_ABANDONED = Counter("schedgen_records_abandoned_total",
@@ -98,29 +98,29 @@ class TenantLabels:
 TENANTS = TenantLabels()
 
 
-def count_parsejobs(parsejobs: Iterable[Mapping[str, Any]], now: float | None = None,
+def count_parsejobs(parsejobs: Iterable[ParseJob], now: float | None = None,
                     tenants: TenantLabels = TENANTS) -> None:
     """Set the ParseJob gauges (by phase; waiting/running by priority and by tenant; the
-    oldest waiting one's age) from the index views."""
+    oldest waiting one's age)."""
     now = time.time() if now is None else now
-    phases = [(b, (b.get("status") or {}).get("phase") or QUEUED) for b in parsejobs]
+    phases = [(pj, pj.phase or QUEUED) for pj in parsejobs]
     by_phase = Tally(phase for _, phase in phases)
     for phase in PHASES:
         PARSEJOBS.labels(phase=phase).set(by_phase.get(phase, 0))
-    waiting = [b for b, phase in phases if phase == QUEUED]
-    running = [b for b, phase in phases if phase == RUNNING]
+    waiting = [pj for pj, phase in phases if phase == QUEUED]
+    running = [pj for pj, phase in phases if phase == RUNNING]
     oldest: dict[str, float] = {}
-    for b in waiting:
-        created = epoch_of(b["metadata"].get("creationTimestamp"))
+    for pj in waiting:
+        created = epoch_of(pj.created)
         if created is not None:
-            oldest[priority_of(b)] = max(oldest.get(priority_of(b), 0.0), now - created)
-    for gauge, bodies in ((WAITING_BY_PRIORITY, waiting), (RUNNING_BY_PRIORITY, running)):
-        by_priority = Tally(priority_of(b) for b in bodies)
+            oldest[pj.priority] = max(oldest.get(pj.priority, 0.0), now - created)
+    for gauge, jobs in ((WAITING_BY_PRIORITY, waiting), (RUNNING_BY_PRIORITY, running)):
+        by_priority = Tally(pj.priority for pj in jobs)
         for priority in PRIORITIES:
             gauge.labels(priority=priority).set(by_priority.get(priority, 0))
     for priority in PRIORITIES:
         OLDEST_WAITING.labels(priority=priority).set(max(oldest.get(priority, 0.0), 0.0))
-    for gauge, bodies in ((WAITING_BY_TENANT, waiting), (RUNNING_BY_TENANT, running)):
-        by_tenant = Tally(tenants.label(tenant_of(b)) for b in bodies)
+    for gauge, jobs in ((WAITING_BY_TENANT, waiting), (RUNNING_BY_TENANT, running)):
+        by_tenant = Tally(tenants.label(pj.tenant) for pj in jobs)
         for label in tenants.labels():
             gauge.labels(tenant=label).set(by_tenant.get(label, 0))

@@ -1,27 +1,39 @@
-"""What happened to a ParseJob's Job: classify a finished Job from the Job and its pods.
+"""How a run ends, and what that means for its ParseJob: the one retry scheme.
 
-Input are the small views the indexes keep (views.job_view, views.pod_view: plain
-dicts), so this module is pure and testable with hand-written objects.
+A run is one runner Job's go at a ParseJob (a single Job, or its turn in a batch Job).
+The runner-Job kinds (runner_jobs.py) say how a run ended (`RunEnd`); `conclude` alone
+turns that into the ParseJob's outcome or its way back to the queue, and decides
+whether the run counted as an attempt:
 
-Reasons (status.error.reason):
-    InvalidPDF            runner exit 2 (bad input); status.error.code = the runner's code
-    Misconfigured         runner exit 3 (bad env)
-    OOMKilled             the last failed container was OOM-killed (memory limit): code
-                          MemoryLimitExceeded, not retried (the pod failure policy's rule
-                          for exit 137), like the runner's own MemoryLimitExceeded (exit 2)
-    DeadlineExceeded      activeDeadlineSeconds passed
-    BackoffLimitExceeded  transient failures (exit 1, ...) beyond maxRetries
-    JobLost               the Job vanished before it finished, leaving no result object
-    InvalidResult         the result object is missing, too big or fails the schema check
+    Parsed        the result object decides (results are read by the reconciler)
+    RunFailed     final (bad input, OOM, deadline, misconfigured, lost, invalid result),
+                  or transient: back to the queue while attempts <= maxRetries, each
+                  retry after a growing delay (status.retryAfter), then Failed
+                  BackoffLimitExceeded; a disrupted run (eviction, node drain) is
+                  retried without counting
+    NotReached    a batch member its Job never got to: back to the queue, not counted
+
+`status.attempts` is `priorAttempts` (counted runs before this one, fixed at admission)
+plus this run when it counts: exact by construction, whatever the order in which the
+watch delivers things.
+
+Reasons (status.error.reason): InvalidPDF (runner exit 2, bad input), Misconfigured
+(exit 3), OOMKilled (killed at the memory limit: code MemoryLimitExceeded),
+DeadlineExceeded, BackoffLimitExceeded (transient failures past maxRetries), JobLost
+(the Job vanished before it finished and left no result object), InvalidResult (the
+result object is missing, too big or fails the schema check), Cancelled, TenantMismatch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Union
 
-from schedgen.errors import MemoryLimitExceeded
-from schedgen.parsejob import EXIT_BAD_INPUT, EXIT_MISCONFIGURED, EXIT_OOM_KILLED, FAILED, SUCCEEDED, RunnerSummary
+from schedgen.errors import MemoryLimitExceeded, ParseTimeout
+from schedgen.parsejob import FAILED, SUCCEEDED, ParseJob
+
+MAX_TEXT = 512
+RETRY_DELAY_CAP_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -43,80 +55,95 @@ class Outcome:
         return "Warning", self.reason, f"{self.reason}{code}: {self.message}"
 
 
-# --- classification -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Requeue:
+    """Back to the queue; `counted`: the run used an attempt; `delay`: seconds before
+    it may be admitted again."""
+
+    reason: str
+    message: str
+    counted: bool
+    delay: float = 0.0
 
 
-def _failed_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    done = [p for p in pods if p.get("terminated") and p["terminated"].get("exitCode") not in (None, 0)]
-    return sorted(done, key=lambda p: (p["terminated"].get("finishedAt") or "", p.get("created") or ""))
+# --- how a run ends -----------------------------------------------------------------------
 
 
-def attempts(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> int:
-    counted = 0
-    if job:
-        counted = job["failed"] + job["succeeded"] + job["active"]
-    return max(counted, len(pods))
+@dataclass(frozen=True)
+class Parsed:
+    """The run says it parsed: its result object decides."""
 
 
-def _short(text: str, limit: int = 512) -> str:
+@dataclass(frozen=True)
+class RunFailed:
+    reason: str
+    message: str = ""
+    code: str | None = None
+    transient: bool = False  # may be retried
+    counted: bool = True  # uses an attempt (not a disruption)
+
+
+@dataclass(frozen=True)
+class NotReached:
+    message: str
+
+
+RunEnd = Union[Parsed, RunFailed, NotReached]
+
+
+def short(text: str | None, limit: int = MAX_TEXT) -> str:
     text = (text or "").strip()
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outcome | None:
-    """The outcome of a finished Job, or None while it is still going. A runner pod in
-    phase Succeeded is enough for Succeeded: it wrote its result object before exiting,
-    and the Job controller's Complete (its pod-update batching, then two status writes)
-    comes about 2 s later, most of a single upload's time to Succeeded. Not the
-    container's exit alone: the pod holds its CPU request in the scheduler until its
-    phase is terminal, so a slot freed at the exit made the next pod unschedulable on a
-    full node."""
-    conditions = job.get("conditions") or {}
-    tries = attempts(job, pods)
-    complete = conditions.get("Complete") or {}
-    succeeded = [p for p in pods if (p.get("terminated") or {}).get("exitCode") == 0]
-    if complete.get("status") == "True" or any(p.get("phase") == "Succeeded" for p in succeeded):
-        summary = RunnerSummary.from_message(succeeded[-1]["terminated"]["message"]) if succeeded else None
-        result = summary.result() if summary and summary.ok else {}
-        return Outcome(SUCCEEDED, "Completed", "parsed", result=result, attempts=tries)
-    failed = conditions.get("Failed") or {}
-    if failed.get("status") != "True":
-        return None
-    job_reason = failed.get("reason") or "Failed"
-    job_message = failed.get("message") or ""
-    failures = _failed_pods(pods)
-    last = failures[-1]["terminated"] if failures else None
-    summary = RunnerSummary.from_message(last["message"]) if last else None
-    code = summary.code if summary else None
-    runner_message = (summary.message if summary else None) or (last["message"] if last else "")
-
-    if job_reason == "DeadlineExceeded":
-        return Outcome("Failed", "DeadlineExceeded", _short(job_message or "the job ran past deadlineSeconds"),
-                       code=code, attempts=tries)
-    if last and (last.get("reason") == "OOMKilled"
-                 or (job_reason == "PodFailurePolicy" and last.get("exitCode") == EXIT_OOM_KILLED)):
-        # Bad input as far as retries go (the pod failure policy failed the Job at once).
-        return Outcome(FAILED, "OOMKilled", "the runner exceeded its memory limit",
-                       code=MemoryLimitExceeded.code, attempts=tries)
-    by_exit = [p["terminated"] for p in failures if p["terminated"].get("exitCode") in (EXIT_BAD_INPUT, EXIT_MISCONFIGURED)]
-    if job_reason == "PodFailurePolicy" or by_exit:
-        term = by_exit[-1] if by_exit else last
-        s = (RunnerSummary.from_message(term["message"]) if term else None) or RunnerSummary(ok=False)
-        msg = s.message or (term or {}).get("message") or job_message
-        if term and term.get("exitCode") == EXIT_MISCONFIGURED:
-            return Outcome(FAILED, "Misconfigured", _short(msg), code=s.code or "ConfigurationError", attempts=tries)
-        return Outcome(FAILED, "InvalidPDF", _short(msg), code=s.code or "BadInput", attempts=tries)
-    if job_reason == "BackoffLimitExceeded":
-        msg = runner_message or job_message
-        return Outcome("Failed", "BackoffLimitExceeded", _short(msg), code=code, attempts=tries)
-    return Outcome("Failed", job_reason, _short(runner_message or job_message), code=code, attempts=tries)
+def job_lost(message: str) -> RunFailed:
+    return RunFailed("JobLost", message)
 
 
-def job_lost(message: str = "the Job disappeared before it finished", attempts_seen: int = 0) -> Outcome:
-    return Outcome("Failed", "JobLost", message, attempts=attempts_seen)
+def invalid_result(message: str) -> RunFailed:
+    return RunFailed("InvalidResult", short(message), code="InvalidResult")
 
 
-def invalid_result(message: str, attempts_seen: int = 0) -> Outcome:
-    return Outcome(FAILED, "InvalidResult", _short(message), code="InvalidResult", attempts=attempts_seen)
+def from_failure_document(doc: Mapping[str, Any]) -> RunFailed:
+    """A failure document a batch runner wrote for one member (untrusted: only known
+    values are used, text is cut short)."""
+    code = short(doc.get("code") if isinstance(doc.get("code"), str) else "") or "Unknown"
+    message = short(doc.get("message") if isinstance(doc.get("message"), str) else "")
+    killed = doc.get("killed")
+    if killed == "oom":
+        return RunFailed("OOMKilled", "the runner exceeded its memory limit", code=MemoryLimitExceeded.code)
+    if killed == "deadline":
+        return RunFailed("DeadlineExceeded", message or "the parse ran past its deadline", code=ParseTimeout.code)
+    if doc.get("retry") is True:
+        return RunFailed("BackoffLimitExceeded", message, code=code, transient=True)
+    if code == "ConfigurationError":
+        return RunFailed("Misconfigured", message, code=code)
+    return RunFailed("InvalidPDF", message, code=code)
+
+
+# --- the retry scheme ---------------------------------------------------------------------
+
+
+def retry_delay(attempts: int, base: float) -> float:
+    """Seconds before retry number `attempts` may start: base, doubling, capped (the Job
+    controller's pod backoff, applied per run)."""
+    if base <= 0 or attempts <= 0:
+        return 0.0
+    return min(RETRY_DELAY_CAP_SECONDS, base * 2 ** (attempts - 1))
+
+
+def conclude(pj: ParseJob, end: RunFailed | NotReached, retry_base: float = 0.0) -> Outcome | Requeue:
+    """What a run that did not parse means for its ParseJob."""
+    if isinstance(end, NotReached):
+        return Requeue("BatchEnded", end.message, counted=False)
+    attempts = pj.status.prior_attempts + (1 if end.counted else 0)
+    if end.transient and not end.counted:
+        return Requeue("Disrupted", short(end.message), counted=False)
+    if end.transient and attempts <= pj.max_retries:
+        return Requeue("Retrying", short(f"{end.code or end.reason}: {end.message}"), counted=True,
+                       delay=retry_delay(attempts, retry_base))
+    return Outcome(FAILED, end.reason, short(end.message), code=end.code, attempts=attempts)
+
+
+def succeeded(pj: ParseJob, result: dict[str, Any]) -> Outcome:
+    return Outcome(SUCCEEDED, "Completed", "parsed", result=result, attempts=pj.status.prior_attempts + 1)

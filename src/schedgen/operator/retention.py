@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-from schedgen.parsejob import FINAL_PHASES
+from schedgen.parsejob import ParseJob
 
 from . import metrics
 from .config import RuntimeConfig
-from .views import epoch_of
+from .runner_objects import epoch_of
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +33,13 @@ class Finished:
     completed_at: float  # epoch seconds
 
 
-def finished(parsejobs: Iterable[Mapping[str, Any]]) -> list[Finished]:
-    """The finished ParseJobs among the index views, except those already going."""
+def finished(parsejobs: Iterable[ParseJob]) -> list[Finished]:
+    """The finished ParseJobs, except those already going."""
     out = []
-    for b in parsejobs:
-        meta, status = b["metadata"], b.get("status") or {}
-        done = epoch_of(status.get("completedAt"))
-        if status.get("phase") in FINAL_PHASES and done and not meta.get("deletionTimestamp"):
-            out.append(Finished((meta["namespace"], meta["name"]), meta["uid"], status["phase"], done))
+    for pj in parsejobs:
+        done = epoch_of(pj.status.completed_at)
+        if pj.status.final and done and not pj.deleting:
+            out.append(Finished(pj.key, pj.uid, pj.status.phase or "", done))
     return out
 
 
@@ -62,7 +61,7 @@ def select_expired(finished: Iterable[Finished], cfg: RuntimeConfig, now: float)
     return out
 
 
-async def sweep(kube: Any, parsejobs: Iterable[Mapping[str, Any]], cfg: RuntimeConfig, now: float,
+async def sweep(kube: Any, parsejobs: Iterable[ParseJob], cfg: RuntimeConfig, now: float,
                 logger: logging.Logger | logging.LoggerAdapter = log) -> list[Finished]:
     """Delete the expired ParseJobs (a few at a time; a failed delete is retried next
     sweep); the ones selected. `kube` is a kube.Kube."""

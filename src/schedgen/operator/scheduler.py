@@ -1,20 +1,16 @@
-"""The scheduler: follow Running ParseJobs, admit waiting ones, publish the queue.
+"""The scheduler: one tick, three pieces, run by the `scheduler` daemon of the active
+replica whenever an index changes (or every `SCHEDGEN_TICK_SECONDS`).
 
-One `Scheduler` lives in the active replica; the `scheduler` daemon calls `tick()`
-whenever an index changes (or every `SCHEDGEN_TICK_SECONDS`). A tick is level-based:
-it reads the kopf indexes (ParseJobs, runner Jobs, runner pods), decides from them
-alone, and writes only what differs. Each step is one concern:
+    1. the Job reconciler (job_reconciler.py) decides the Running ParseJobs whose run
+       ended, and the status writer (status_writer.py) records those decisions;
+    2. the queue manager (queue_manager.py, pure) says what starts now; its runner Jobs
+       are created (runner_jobs.py) and the ParseJobs marked Running;
+    3. new ParseJobs are marked Queued, and queue positions refreshed (budgeted).
 
-    follow_running  the Job reconciler: Job and pods -> Succeeded/Failed/JobLost
-    admit           queue_policy.order + admission.decide -> create Job, mark Running
-    publish_queue   mark new ParseJobs Queued, refresh status.queuePosition (budgeted)
-
-`cancel` is the other way out: the finalizer calls it for a ParseJob deleted before
-it finished.
-
-Status writes are conditional on status.transitionSeq (a JSON-patch `test`), so a
-stale view or a second replica can never record a transition twice. Until the watch
-delivers our own write back, the written body is kept as an overlay on the index.
+Level-based: each tick reads the kopf indexes (with the status writer's overlay of its
+own writes), decides from them alone, and writes only what differs. Ends before starts:
+a Running status written before a finishing one would show more than maxConcurrent
+ParseJobs Running for a moment. `cancel` is the other way out (the finalizer).
 """
 
 from __future__ import annotations
@@ -22,22 +18,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-from . import admission, batches, metrics, queue_policy
-from . import status as st
+from schedgen.parsejob import FAILED, ParseJob
+
+from . import admission, metrics, queue_manager
 from .config import OperatorConfig, RuntimeConfig
-from .job_template import build_batch_job, build_job, job_name, priority_of, tenant_of
-from .kube import Conflict, Kube, NotFound
-from .outcome import Outcome
-from .reconciler import JobReconciler, Requeue, Snapshot, Tracked, _deleting, _ended, _seq, _uid
-from .results import ResultStore
-from .views import epoch_of
+from .job_reconciler import JobReconciler, Snapshot
+from .kube import Kube
+from .outcome import Outcome, Requeue
+from .record_store import RecordStore
+from .result_store import ResultStore
+from .runner_jobs import BATCH, SINGLE
+from .status import now_rfc3339
+from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
-WRITE_CONCURRENCY = 16
 MARK_QUEUED_PER_TICK = 100
 MIN_TICK_GAP_SECONDS = 0.1
 STUCK_TICK_SECONDS = 60.0
@@ -48,53 +45,30 @@ class Stuck(Exception):
     """The active scheduler has not ticked for too long (the liveness probe fails)."""
 
 
-def _better(view: Mapping[str, Any], kept: Mapping[str, Any], named: str | None) -> bool:
-    """Of two Jobs claiming one ParseJob: the one its status names, else a live one."""
-    if named:
-        return view["name"] == named
-    return _ended(kept) and not _ended(view)
-
-
-def _adoptable(job: Mapping[str, Any] | None) -> bool:
-    """A waiting ParseJob's Job exists (the operator stopped between creating it and
-    recording Running): adopt it. Not an ended batch Job: its members that wait were put
-    back in the queue (or it never reached them)."""
-    if job is None:
-        return False
-    return not (job.get("members") and _ended(job))
-
-
-class Scheduler(JobReconciler):
-    def __init__(self, cfg: OperatorConfig, kube: Kube, clock=time.monotonic, wall=time.time, results=None):
-        self.cfg = cfg
-        self.kube = kube
-        self.results: ResultStore = results or ResultStore(cfg)  # presigns; reads the runners' results
-        self.clock = clock
-        self.wall = wall
+class Scheduler:
+    def __init__(self, cfg: OperatorConfig, kube: Kube, results: ResultStore, records: RecordStore | None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        self.cfg, self.kube, self.results = cfg, kube, results
+        self.clock, self.wall = clock, wall
         self.bucket = admission.TokenBucket(20.0, 20, clock=clock)
-        self.tracked: dict[str, Tracked] = {}  # by ParseJob uid
-        self.last_positions_publish = 0.0
-        self.freed_slots: deque[float] = deque(maxlen=10000)
+        self.writer = StatusWriter(kube, clock, wall)
+        self.reconciler = JobReconciler(kube, results, records, cfg.default_bucket, clock, wall)
         self.changed = asyncio.Event()
         self.last_tick = 0.0
+        self.last_positions_publish = float("-inf")
+        self.active = False  # while the scheduler daemon runs here (this replica leads)
         self._tick_started = 0.0
         self._gauges_set = float("-inf")
-        self.active = False  # while the scheduler daemon runs here (this replica leads)
-        self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
-        self._listings: dict[str, tuple[float, set[str]]] = {}  # result objects per namespace (batches)
 
-    # --- plumbing -------------------------------------------------------------------
-
-    def track(self, uid: str) -> Tracked:
-        """The record to write to (created on first use)."""
-        return self.tracked.setdefault(uid, Tracked())
-
-    def recall(self, uid: str) -> Tracked:
-        """The record to read (an empty one if there is none: reading creates nothing)."""
-        return self.tracked.get(uid) or Tracked()
+    # --- the daemon's loop --------------------------------------------------------------
 
     def kick(self) -> None:
         self.changed.set()
+
+    def kick_at(self, delay: float) -> None:
+        """Tick again in `delay` seconds (a token due, a retry's delay over)."""
+        if 0 < delay != float("inf"):
+            asyncio.get_running_loop().call_later(delay, self.kick)
 
     async def wait(self, timeout: float, min_gap: float = MIN_TICK_GAP_SECONDS) -> None:
         """Until something changed (or `timeout`), but not sooner than `min_gap` after the
@@ -108,60 +82,6 @@ class Scheduler(JobReconciler):
             await asyncio.sleep(gap)
         self.changed.clear()
 
-    def snapshot(self, pj_index: Mapping, job_index: Mapping, pod_index: Mapping) -> Snapshot:
-        parsejobs = []
-        live_uids = set()
-        for _, store in list(pj_index.items()):
-            for body in store:
-                uid = _uid(body)
-                live_uids.add(uid)
-                mine = self.tracked.get(uid)
-                if mine is not None and mine.overlay is not None:
-                    if _seq(mine.overlay) > _seq(body):
-                        body = {**body, "status": mine.overlay["status"]}
-                    else:
-                        mine.overlay = None
-                parsejobs.append(body)
-        for uid in self.tracked.keys() - live_uids:
-            del self.tracked[uid]
-        # A Job counts only if its controller ownerReference names the ParseJob whose
-        # uid its labels claim (the index key): labels alone are anyone's to set.
-        # A batch member back in the queue may be found under its uid in two Jobs, the
-        # ended one and its new one: the one its status names (or, waiting, the live one).
-        named = {_uid(b): (b.get("status") or {}).get("jobName") for b in parsejobs}
-        jobs: dict[tuple[str, str], dict[str, Any]] = {}
-        for key, store in list(job_index.items()):
-            for view in store:
-                if view.get("owner") != key[1] and key[1] not in view.get("members", ()):
-                    continue
-                if key in jobs and not _better(view, jobs[key], named.get(key[1])):
-                    continue
-                jobs[key] = view
-        pods = {key: list(store) for key, store in list(pod_index.items())}
-        return Snapshot(parsejobs, jobs, pods)
-
-    async def _bounded(self, coros: Iterable) -> list:
-        async def run(c):
-            async with self._sem:
-                try:
-                    return await c
-                except (Conflict, NotFound) as exc:
-                    log.debug("write skipped: %s", exc)
-                except Exception:  # noqa: BLE001 - next tick retries, level-based
-                    log.exception("write failed")
-                return None
-
-        return await asyncio.gather(*(run(c) for c in coros))
-
-    async def _write_status(self, body: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
-        meta = body["metadata"]
-        await self.kube.replace_status(meta["namespace"], meta["name"], new_status, _seq(body))
-        written = {**body, "status": dict(new_status)}
-        self.track(_uid(body)).overlay = written
-        return written
-
-    # --- the daemon's loop ------------------------------------------------------------
-
     async def run(self, stopped: Any, runtime: Callable[[], RuntimeConfig], pj_index: Mapping,
                   job_index: Mapping, pod_index: Mapping, logger: logging.Logger | logging.LoggerAdapter = log) -> None:
         """Tick on every index change (at least every `tick_seconds`) until `stopped` (a
@@ -172,7 +92,7 @@ class Scheduler(JobReconciler):
         try:
             while not stopped:
                 try:
-                    await self.tick(runtime(), pj_index, job_index, pod_index)
+                    await self.tick(runtime(), self.snapshot(pj_index, job_index, pod_index))
                 except Exception:  # noqa: BLE001 - level-based: the next tick tries again
                     logger.exception("scheduling tick failed")
                     await asyncio.sleep(1)
@@ -188,216 +108,149 @@ class Scheduler(JobReconciler):
             raise Stuck(f"scheduler has not ticked for {age:.0f}s")
         return {"active": self.active, "lastTickAgeSeconds": age}
 
-    # --- the tick -------------------------------------------------------------------
+    def snapshot(self, pj_index: Mapping, job_index: Mapping, pod_index: Mapping) -> Snapshot:
+        """The indexes as plain lists (they may change while a tick awaits), with our own
+        writes on top."""
+        parsejobs = [self.writer.current(pj) for _, store in list(pj_index.items()) for pj in store]
+        uids = {pj.uid for pj in parsejobs}
+        self.writer.forget_except(uids)
+        self.reconciler.forget_except(uids)
+        jobs = {key: list(store) for key, store in list(job_index.items())}
+        pods = {key: list(store) for key, store in list(pod_index.items())}
+        return Snapshot(parsejobs, jobs, pods)
 
-    async def tick(self, runtime: RuntimeConfig, pj_index: Mapping, job_index: Mapping, pod_index: Mapping) -> None:
+    # --- the tick -----------------------------------------------------------------------
+
+    async def tick(self, runtime: RuntimeConfig, snap: Snapshot) -> None:
         started = self._tick_started = self.clock()
         self.bucket.configure(runtime.admissions_per_second, runtime.admission_burst)
-        snap = self.snapshot(pj_index, job_index, pod_index)
-        waiting = [b for b in snap.parsejobs if (st.phase_of(b) in (None, st.QUEUED)) and not _deleting(b)]
-        running = [b for b in snap.parsejobs if st.phase_of(b) == st.RUNNING and not _deleting(b)]
-        observed = await self.observe_running(running, snap)
-        finishing = {_uid(b) for b, o in observed if isinstance(o, (Outcome, Requeue))}
+        live = [pj for pj in snap.parsejobs if not pj.deleting]
+        waiting = [pj for pj in live if pj.status.waiting]
+        running = [pj for pj in live if pj.phase == "Running"]
+        decided = await self.reconciler.observe(running, snap, runtime.retry_backoff_seconds)
+        ended = {pj.uid for pj, _ in decided}
         if waiting:
-            now = self.clock()
-            self.freed_slots.extend(now for _ in finishing)
-        running = [b for b in running if _uid(b) not in finishing]
-        # A finished Job no longer holds its slot: record the outcomes, then fill the slots.
-        # Not at the same time: a new Running status written before a finishing one would
-        # show more than maxConcurrent ParseJobs Running for a moment.
-        await self.follow_running(observed)
+            self.writer.freed_slots.extend(self.clock() for _ in ended)
+        await self.writer.bounded(self.writer.finished(pj, d) if isinstance(d, Outcome) else self._requeue(pj, d)
+                                  for pj, d in decided)
+        running = [pj for pj in running if pj.uid not in ended]
         admitted = await self.admit(waiting, running, snap, runtime)
-        waiting = [b for b in waiting if _uid(b) not in admitted]
-        await self.publish_queue(waiting, running, snap, runtime)
+        await self.publish_queue([pj for pj in waiting if pj.uid not in admitted], running, runtime)
         if started - self._gauges_set >= GAUGES_EVERY_SECONDS:  # not every tick: O(ParseJobs)
             self._gauges_set = started
             metrics.count_parsejobs(snap.parsejobs)
         self.last_tick = self.wall()
         metrics.TICK_SECONDS.observe(self.clock() - started)
 
-    # --- admission ------------------------------------------------------------------
+    async def _requeue(self, pj: ParseJob, requeue: Requeue) -> str:
+        # This run's failure document must go first: the next run writes the same key,
+        # and a stale one would decide that run before it even starts.
+        await self.results.discard(pj)
+        uid = await self.writer.requeued(pj, requeue)
+        self.kick_at(requeue.delay)
+        return uid
 
-    def running_per_tenant(self, running: list[dict[str, Any]], waiting: list[dict[str, Any]],
-                           snap: Snapshot) -> Counter:
-        counts: Counter = Counter(tenant_of(b) for b in running)
-        # A waiting ParseJob whose Job already runs (the operator stopped between creating
-        # the Job and recording Running) occupies a slot all the same.
-        for b in waiting:
-            job = snap.jobs.get((b["metadata"]["namespace"], _uid(b)))
-            if job and not any(c.get("status") == "True" for t, c in job["conditions"].items()
-                               if t in ("Complete", "Failed")):
-                counts[tenant_of(b)] += 1
-        return counts
+    # --- admission ----------------------------------------------------------------------
 
-    @staticmethod
-    def order(waiting: list[dict[str, Any]], per_tenant: Counter, runtime: RuntimeConfig,
-              batching: Iterable[tuple[str, str]] = ()) -> list:
-        """The queue (queue_policy), deep tenants taking their turns a batch at a time."""
-        entries = [queue_policy.entry_of(b) for b in waiting]
-        return queue_policy.order(entries, per_tenant, batches.turn_sizes(entries, runtime, set(batching)))
-
-    async def admit(self, waiting: list[dict[str, Any]], running: list[dict[str, Any]], snap: Snapshot,
+    async def admit(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot,
                     runtime: RuntimeConfig) -> set[str]:
+        """Adopt the waiting ParseJobs whose Job exists, start what the queue manager
+        says; the uids now Running."""
         if not waiting:
             return set()
-        # A waiting ParseJob whose Job exists already (the operator stopped between
-        # creating the Job and recording Running) is adopted as Running, no admission.
-        orphans = [b for b in waiting if _adoptable(snap.jobs.get((b["metadata"]["namespace"], _uid(b))))]
-        adopted = {uid for uid in await self._bounded(
-            self._admit_one(b, adopted=snap.jobs[(b["metadata"]["namespace"], _uid(b))]) for b in orphans)
+        orphans = [(pj, job) for pj in waiting for job in snap.jobs.get((pj.namespace, pj.uid), ())
+                   if (BATCH if job.is_batch else SINGLE).adoptable(pj, job)]
+        adopted = {uid for uid in await self.writer.bounded(
+            self.writer.running(pj, job.name, None, len(job.members) or 1, adopted=True) for pj, job in orphans)
             if isinstance(uid, str)}
-        running = running + [b for b in orphans if _uid(b) in adopted]
-        waiting = [b for b in waiting if _uid(b) not in adopted]
-        per_tenant = self.running_per_tenant(running, waiting, snap)
-        by_uid = {_uid(b): b for b in waiting}
-        batching = batches.batching(running, tenant_of)
-        pods = (p for views in snap.pods.values() for p in views)
-        guard_tripped = admission.capacity_guard_tripped(admission.unschedulable(pods), runtime, self.wall())
-        metrics.CAPACITY_GUARD.set(1 if guard_tripped else 0)
-        if admission.every_slot_taken(per_tenant, runtime) and not guard_tripped:
-            # most ticks at a deep backlog: the queue's order (a sort of 1000s) cannot matter
-            ordered, decision = [], admission.Decision(blocked="concurrency")
-        else:
-            ordered = self.order(waiting, per_tenant, runtime, batching)
-            decision = admission.decide(ordered, per_tenant, runtime, self.bucket, guard_tripped)
-        if decision.blocked == "rate":
+        running = running + [pj for pj in waiting if pj.uid in adopted]
+        waiting = [pj for pj in waiting if pj.uid not in adopted]
+        guard = admission.capacity_guard_tripped(admission.unschedulable_since(snap.all_pods()), runtime,
+                                                 self.wall())
+        metrics.CAPACITY_GUARD.set(1 if guard else 0)
+        plan = queue_manager.plan(waiting, running, runtime, self.bucket.available(), guard, self.wall())
+        self.bucket.take(plan.started)
+        self._note_blocked(plan, waiting)
+        decided = self.wall()  # startedAt in admission order, a microsecond apart
+        at = {pj.uid: now_rfc3339(decided + i * 1e-6)
+              for i, pj in enumerate(pj for group in plan.groups for pj in group)}
+        results = await self.writer.bounded(self._start(group, at) for group in plan.groups)
+        return adopted | {uid for uids in results if uids for uid in uids}
+
+    def _note_blocked(self, plan: queue_manager.Plan, waiting: list[ParseJob]) -> None:
+        if plan.blocked == "rate":
             metrics.RATE_LIMITED.inc()
-            # wake up when the next token is due rather than at the next idle tick
-            delay = self.bucket.seconds_until_token()
-            if delay != float("inf"):
-                asyncio.get_running_loop().call_later(delay, self.kick)
-        if decision.blocked and not decision.admit:
-            metrics.ADMISSION_BLOCKED.labels(reason=decision.blocked).inc()
-        # Stamp startedAt at the decision, in admission order (a microsecond apart), not
-        # when each concurrent Job create returns: status then shows the queue's order.
-        decided = self.wall()
-        at = {e.uid: st.now_rfc3339(decided + i * 1e-6) for i, e in enumerate(decision.admit)}
-        groups, held = batches.plan(decision.admit, by_uid, ordered, bool(running), runtime, batching)
-        self.bucket.refund(len(held))  # not started: their admissions are not spent
-        results = await self._bounded(
-            self._admit_one(by_uid[g[0].uid], at=at[g[0].uid]) if len(g) == 1 else
-            self._admit_batch([by_uid[e.uid] for e in g], [at[e.uid] for e in g]) for g in groups)
-        flat = [u for r in results for u in (r if isinstance(r, list) else [r])]
-        return adopted | {uid for uid in flat if isinstance(uid, str)}
+            self.kick_at(self.bucket.seconds_until_token())  # not the next idle tick
+        if plan.blocked and not plan.groups:
+            metrics.ADMISSION_BLOCKED.labels(reason=plan.blocked).inc()
+        now = self.wall()
+        later = [d for d in (queue_manager.retry_wait(pj, now) for pj in waiting) if d > 0]
+        if later:
+            self.kick_at(min(later))
 
-    async def _admit_one(self, body: Mapping[str, Any], adopted: Mapping[str, Any] | None = None,
-                         at: str | None = None) -> str | None:
-        """Create the ParseJob's Job and mark it Running; `adopted`: its Job (a view)
-        exists already, only the status is missing."""
-        meta = body["metadata"]
-        if adopted is not None:
-            return await self._mark_running(body, adopted["name"], at, len(adopted.get("members") or ()) or 1,
-                                            adopted=True)
-        if not await self._tenant_bound(body):
-            return None
-        job = build_job(body, self.cfg, self.results.urls(body))
+    async def _start(self, group: list[ParseJob], at: Mapping[str, str]) -> list[str]:
+        """Create one runner Job for `group`, then mark its ParseJobs Running."""
+        group = [pj for pj in group if await self._tenant_bound(pj)]
+        if not group:
+            return []
+        kind = SINGLE if len(group) == 1 else BATCH
+        job = kind.build(group, self.cfg, {pj.uid: self.results.urls(pj) for pj in group})
         name = job["metadata"]["name"]
-        if not await self.kube.create_job(job) and await self.kube.job_owner(meta["namespace"], name) \
-                not in (meta["uid"], None):  # it exists: ours (a retry) is fine, an impostor is not
-            await self._finish(body, Outcome(st.FAILED, "JobNameTaken",
-                                             f"a Job named {name} exists and is not this ParseJob's"))
-            return None
-        return await self._mark_running(body, name, at)
+        if not await self.kube.create_job(job) and len(group) == 1 and \
+                await self.kube.job_owner(group[0].namespace, name) not in (group[0].uid, None):
+            # it exists: ours (a retried create) is fine, an impostor's is not
+            await self.writer.finished(group[0], Outcome(FAILED, "JobNameTaken",
+                                                         f"a Job named {name} exists and is not this ParseJob's"))
+            return []
+        if kind is BATCH:
+            metrics.BATCHES.inc()
+            metrics.BATCH_MEMBERS.inc(len(group))
+        return list(await asyncio.gather(*(self.writer.running(pj, name, at[pj.uid], len(group), adopted=False)
+                                           for pj in group)))
 
-    async def _admit_batch(self, bodies: list[Mapping[str, Any]], ats: list[str]) -> list[str | None]:
-        """One Job for several ParseJobs (batches.py), then each marked Running."""
-        bound = [await self._tenant_bound(b) for b in bodies]
-        members = [(b, at) for b, at, ok in zip(bodies, ats, bound) if ok]
-        if len(members) < 2:
-            return [await self._admit_one(b, at=at) for b, at in members]
-        job = build_batch_job([b for b, _ in members], self.cfg, {_uid(b): self.results.urls(b) for b, _ in members})
-        await self.kube.create_job(job)  # False: a retry (its name is a hash of the members' uids)
-        metrics.BATCHES.inc()
-        metrics.BATCH_MEMBERS.inc(len(members))
-        name = job["metadata"]["name"]
-        return list(await asyncio.gather(*(self._mark_running(b, name, at, len(members)) for b, at in members)))
-
-    async def _tenant_bound(self, body: Mapping[str, Any]) -> bool:
+    async def _tenant_bound(self, pj: ParseJob) -> bool:
         """The namespace's tenant binding (chart templates/tenant-binding.yaml), checked
         again: False (and the ParseJob Failed) when it may not run there."""
-        why = admission.tenant_mismatch(body, await self.kube.namespace_labels(body["metadata"]["namespace"]))
+        why = admission.tenant_mismatch(pj, await self.kube.namespace_labels(pj.namespace))
         if why:
-            await self._finish(body, Outcome(st.FAILED, "TenantMismatch", why))
+            await self.writer.finished(pj, Outcome(FAILED, "TenantMismatch", why))
         return not why
 
-    async def _mark_running(self, body: Mapping[str, Any], name: str, at: str | None, batch_size: int = 1,
-                            adopted: bool = False) -> str:
-        meta = body["metadata"]
-        if not adopted:
-            self.track(meta["uid"]).job_created = self.clock()
-        base = body if st.phase_of(body) else st.merged(body, st.queued(body))
-        new_status = st.merged(base, st.running(base, name, at, batch_size))["status"]
-        written = await self._write_status(body, new_status)
-        if not adopted:
-            if self.freed_slots:
-                metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
-            metrics.ADMITTED.labels(priority=priority_of(body)).inc()
-            created = epoch_of(meta.get("creationTimestamp"))
-            if created is not None:
-                metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
-        self.track(meta["uid"]).position = None
-        self.kube.emit(written, "Normal", "Admitted", f"Job {name} {'adopted' if adopted else 'created'}"
-                       + (f" (a batch of {batch_size})" if batch_size > 1 else ""))
-        return meta["uid"]
+    # --- queue status -------------------------------------------------------------------
 
-    # --- queue status ---------------------------------------------------------------
-
-    async def publish_queue(self, waiting: list[dict[str, Any]], running: list[dict[str, Any]],
-                            snap: Snapshot, runtime: RuntimeConfig) -> None:
+    async def publish_queue(self, waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig) -> None:
+        """Mark new ParseJobs Queued; refresh queue positions every
+        `queuePositionIntervalSeconds`, at most `queuePositionMaxWrites` of them."""
         now = self.clock()
         refresh = now - self.last_positions_publish >= runtime.queue_position_interval_seconds
-        if not waiting or not (refresh or any(not st.phase_of(b) for b in waiting)):
+        if not waiting or not (refresh or any(not pj.phase for pj in waiting)):
             return  # nothing to write: most ticks at a deep backlog (ordering 1000s is not free)
-        per_tenant = self.running_per_tenant(running, waiting, snap)
-        ordered = self.order(waiting, per_tenant, runtime, batches.batching(running, tenant_of))
-        position = {e.uid: i + 1 for i, e in enumerate(ordered)}
-        by_uid = {_uid(b): b for b in waiting}
-        fresh = [by_uid[e.uid] for e in ordered if not st.phase_of(by_uid[e.uid])][:MARK_QUEUED_PER_TICK]
-        writes = [self._mark_queued(b, position[_uid(b)]) for b in fresh]
+        queue = queue_manager.ordered(waiting, running, runtime)
+        position = {pj.uid: i + 1 for i, pj in enumerate(queue)}
+        fresh = [pj for pj in queue if not pj.phase][:MARK_QUEUED_PER_TICK]
+        writes = [self.writer.queued(pj, position[pj.uid]) for pj in fresh]
         if refresh:
             self.last_positions_publish = now
             budget = runtime.queue_position_max_writes
-            for e in ordered:
+            for pj in queue:
                 if budget <= 0:
                     break
-                b = by_uid[e.uid]
-                if not st.phase_of(b):
-                    continue
-                mine = self.recall(e.uid).position
-                current = mine if mine is not None else (b.get("status") or {}).get("queuePosition")
-                if current != position[e.uid]:
-                    writes.append(self._set_position(b, position[e.uid]))
+                if pj.phase and self.writer.written_position(pj) != position[pj.uid]:
+                    writes.append(self.writer.position(pj, position[pj.uid]))
                     budget -= 1
-        await self._bounded(writes)
+        await self.writer.bounded(writes)
 
-    async def _mark_queued(self, body: Mapping[str, Any], position: int) -> None:
-        new_status = st.merged(body, st.queued(body))["status"]
-        new_status["queuePosition"] = position
-        await self._write_status(body, new_status)
-        self.track(_uid(body)).position = position
+    # --- cancellation -------------------------------------------------------------------
 
-    async def _set_position(self, body: Mapping[str, Any], position: int) -> None:
-        meta = body["metadata"]
-        await self.kube.set_status_field(meta["namespace"], meta["name"], _seq(body), "queuePosition", position)
-        self.track(meta["uid"]).position = position
-
-    # --- cancellation ---------------------------------------------------------------
-
-    async def cancel(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def cancel(self, pj: ParseJob) -> ParseJob:
         """Stop the Job of a ParseJob deleted before it finished and record Cancelled; the
-        body as it ends (unchanged if it had finished). Raises Conflict when the status
-        moved on meanwhile: the caller re-reads and tries again."""
-        if st.phase_of(body) in st.FINAL_PHASES:
-            return dict(body)
-        meta, status = body["metadata"], body.get("status") or {}
-        if int(status.get("batchSize") or 1) == 1:  # a batch Job goes on for its other members
-            await self.kube.delete_job(meta["namespace"], status.get("jobName") or job_name(meta["name"], meta["uid"]))
-        base = body if st.phase_of(body) else st.merged(body, st.queued(body))
-        final = st.merged(base, st.cancelled(base))
-        try:
-            await self.kube.replace_status(meta["namespace"], meta["name"], final["status"], _seq(body))
-        except NotFound:
-            pass
-        self.kube.emit(final, "Normal", "Cancelled", "deleted before it finished; its Job is stopped")
-        metrics.COMPLETED.labels(kind="unknown", outcome=st.CANCELLED, reason="Cancelled").inc()
-        return final
+        ParseJob as it ends (unchanged if it had finished). Raises kube.Conflict when the
+        status moved on meanwhile: the caller re-reads and tries again."""
+        if pj.status.final:
+            return pj
+        # A batch Job goes on for its other members. A waiting one's Job may exist (created
+        # just before the operator stopped): the name it would have.
+        name = pj.status.job_name or (SINGLE.name([pj]) if pj.status.waiting else None)
+        if name and pj.status.batch_size == 1:
+            await self.kube.delete_job(pj.namespace, name)
+        return await self.writer.cancelled(pj)

@@ -1,0 +1,152 @@
+"""The Job reconciler: what runner Jobs, their pods and the result objects say about the
+Running ParseJobs (compare Kueue's pkg/controller/jobframework).
+
+For each Running ParseJob it finds its Job (by ownerReference and the name its status
+records, never by label), asks the Job's kind how the run ended (runner_jobs.py), reads
+and records the result object when the run says it parsed, and returns the decisions
+(outcome.conclude: Succeeded/Failed, or back to the queue). It writes no status: the
+scheduler hands the decisions to the status writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Collection, Mapping
+
+from schedgen.parsejob import ParseJob
+
+from . import result_document as documents
+from .backoff import Unavailable, report_unavailable
+from .kube import Kube
+from .outcome import Outcome, Parsed, Requeue, RunFailed, conclude, from_failure_document, invalid_result, \
+    job_lost, succeeded
+from .record_store import RecordStore
+from .result_store import ResultStore
+from .rows import row_of
+from .runner_jobs import BATCH, kind_of
+from .runner_objects import RunnerJob, RunnerPod, epoch_of
+
+log = logging.getLogger(__name__)
+
+JOB_LOST_GRACE_SECONDS = 15.0
+POD_VIEW_GRACE_SECONDS = 5.0
+
+Decision = Outcome | Requeue
+
+
+@dataclass
+class Snapshot:
+    """What the indexes say right now (ParseJobs with the status writer's overlay)."""
+
+    parsejobs: list[ParseJob]
+    jobs: Mapping[tuple[str, str], list[RunnerJob]] = field(default_factory=dict)  # (ns, ParseJob uid)
+    pods: Mapping[tuple[str, str], list[RunnerPod]] = field(default_factory=dict)  # (ns, Job name)
+
+    def job_of(self, pj: ParseJob, name: str | None = None) -> RunnerJob | None:
+        """The ParseJob's Job named `name` (default: the one its status records)."""
+        name = name or pj.status.job_name
+        for job in self.jobs.get((pj.namespace, pj.uid), ()):
+            if job.name == name and job.runs(pj.uid):
+                return job
+        return None
+
+    def pods_of(self, namespace: str, job: RunnerJob) -> list[RunnerPod]:
+        return [p for p in self.pods.get((namespace, job.name), ()) if p.owner == job.uid]
+
+    def all_pods(self) -> list[RunnerPod]:
+        return [p for pods in list(self.pods.values()) for p in pods]
+
+
+class JobReconciler:
+    def __init__(self, kube: Kube, results: ResultStore, records: RecordStore | None, default_bucket: str,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        self.kube, self.results, self.records = kube, results, records
+        self.default_bucket = default_bucket
+        self.clock, self.wall = clock, wall
+        self.finish_seen: dict[str, float] = {}  # by uid: clock() when its Job was first seen over
+
+    def forget_except(self, uids: set[str]) -> None:
+        for uid in self.finish_seen.keys() - uids:
+            del self.finish_seen[uid]
+
+    async def observe(self, running: list[ParseJob], snap: Snapshot, retry_base: float
+                      ) -> list[tuple[ParseJob, Decision]]:
+        """The decisions about Running ParseJobs whose run has ended."""
+        decided = []
+        for pj in running:
+            decision = await self.observe_one(pj, snap, retry_base)
+            if decision is not None:
+                decided.append((pj, decision))
+        return decided
+
+    async def observe_one(self, pj: ParseJob, snap: Snapshot, retry_base: float) -> Decision | None:
+        job = snap.job_of(pj)
+        if job is None:
+            return await self._without_job(pj, retry_base)
+        pods = snap.pods_of(pj.namespace, job)
+        listed: Collection[str] = await self.results.present(pj.namespace) if job.is_batch else ()
+        end = kind_of(job).run_end(pj, job, pods, listed)
+        if end is None:
+            return None
+        if not job.is_batch and not self._pods_seen(pj, pods):
+            return None
+        if isinstance(end, Parsed):
+            return await self._read(pj, retry_base, job=job, pods=pods)
+        return conclude(pj, end, retry_base)
+
+    def _pods_seen(self, pj: ParseJob, pods: list[RunnerPod]) -> bool:
+        """A Job over before its pods' final states came through the watch: wait for
+        them a moment (they carry the runner's exit code and summary)."""
+        if any(p.terminated for p in pods):
+            return True
+        seen = self.finish_seen.setdefault(pj.uid, self.clock())
+        return self.clock() - seen >= POD_VIEW_GRACE_SECONDS
+
+    async def _without_job(self, pj: ParseJob, retry_base: float) -> Decision | None:
+        """Its Job is not in the index: lagging (a moment), or gone. Gone, the result
+        object still tells a finished parse; a batch member without one goes back."""
+        started = epoch_of(pj.status.started_at)
+        if started is not None and self.wall() - started < JOB_LOST_GRACE_SECONDS:
+            return None
+        name = pj.status.job_name or ""
+        if name and await self.kube.job_exists(pj.namespace, name):
+            return None  # the Job exists, the index is lagging
+        return await self._read(pj, retry_base, lost=f"Job {name} disappeared before it finished")
+
+    async def _read(self, pj: ParseJob, retry_base: float, job: RunnerJob | None = None,
+                    pods: list[RunnerPod] | None = None, lost: str | None = None) -> Decision | None:
+        """The result object decides; None while S3 or Postgres are away (next tick)."""
+        batch = job.is_batch if job is not None else pj.status.batch_size > 1
+        try:
+            found = await self.results.fetch(pj)
+        except documents.InvalidResult as exc:
+            return conclude(pj, invalid_result(str(exc)))
+        except Unavailable as exc:
+            report_unavailable(exc, f"result of {pj.namespace}/{pj.name} not readable yet: ")
+            return None
+        if found is None:
+            return self._no_result(pj, batch, job, lost, retry_base)
+        if isinstance(found, documents.RunnerFailure):
+            end: RunFailed = BATCH.member_failed(found.doc, pods or []) if batch else from_failure_document(found.doc)
+            return conclude(pj, end, retry_base)
+        if self.records is not None:
+            row = row_of(pj, self.default_bucket)
+            try:
+                await self.records.write_result(row, found)  # type: ignore[arg-type]
+            except Unavailable as exc:
+                report_unavailable(exc, f"events of {pj.namespace}/{pj.name} not recorded yet: ")
+                return None
+        return succeeded(pj, documents.status_result(found))
+
+    @staticmethod
+    def _no_result(pj: ParseJob, batch: bool, job: RunnerJob | None, lost: str | None, retry_base: float
+                   ) -> Decision | None:
+        if batch:
+            if job is not None and not job.ended:
+                return None  # listed, but gone when read: a listing older than a discard
+            return conclude(pj, BATCH.not_reached(pj.status.job_name or "?"), retry_base)
+        if lost is not None:
+            return conclude(pj, job_lost(lost))
+        return conclude(pj, invalid_result("the Job completed but wrote no result object"))

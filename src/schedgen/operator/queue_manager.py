@@ -1,0 +1,133 @@
+"""The queue manager: from the waiting and running ParseJobs to what starts now, in one
+pure step: order (queue_policy), admit (admission), and group into runner Jobs (batch
+mode). Compare Kueue's pkg/queue (what waits, in which order) feeding pkg/scheduler
+(whether it may start); here both are functions of the ParseJobs alone.
+
+Batch mode. At a deep backlog one pod per PDF pays pod start-up (scheduling, a
+container, an interpreter, imports, the Job's status churn) thousands of times for a
+0.1 s parse. So while more than `batchThreshold` ParseJobs of one tenant wait in one
+namespace (or a batch of it runs: the rest of its burst goes in batches too), that
+tenant's turn in the queue is a full batch (`turn_sizes`) and what is admitted of it
+starts as one Job of up to `batchSize`. A full batch is at most half the slots one tenant
+may hold (so two of its batches overlap) and at most what it has waiting. A smaller
+group waits while anything runs: slots free one by one as members finish, and starting
+each at once would make batches of one or two; the waiting group stands first, so the
+freed slots gather for it. With nothing running it starts as it is. Admission is
+unchanged by batching: caps count ParseJobs, and only what starts spends tokens.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Collection, Iterable
+
+from schedgen.parsejob import ParseJob
+
+from . import admission, queue_policy
+from .config import RuntimeConfig
+from .runner_objects import epoch_of
+
+Where = tuple[str, str]  # (namespace, tenant): the ParseJobs that may share a batch
+
+
+@dataclass
+class Plan:
+    groups: list[list[ParseJob]] = field(default_factory=list)  # each one runner Job, in admission order
+    blocked: str | None = None  # why more do not start: concurrency, rate, capacity
+    held: int = 0  # admitted but waiting for a fuller batch
+
+    @property
+    def started(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+
+def batchable(pj: ParseJob) -> bool:
+    """Only ParseJobs with the default resources share a pod (a member's own limits
+    would not hold in another member's pod)."""
+    return not pj.resources
+
+
+def batching(running: Iterable[ParseJob]) -> set[Where]:
+    """Where a batch is Running."""
+    return {(pj.namespace, pj.tenant) for pj in running if pj.status.batch_size > 1}
+
+
+def full_batch(runtime: RuntimeConfig) -> int:
+    """`batchSize`, but at most half the slots one tenant may hold."""
+    slots = min(runtime.max_per_tenant, runtime.max_concurrent)
+    return max(1, min(runtime.batch_size, -(-slots // 2)))
+
+
+def _depths(waiting: Iterable[ParseJob], runtime: RuntimeConfig, running_batches: Collection[Where]
+            ) -> tuple[Counter, set[Where]]:
+    depth = Counter((pj.namespace, pj.tenant) for pj in waiting)
+    if runtime.batch_size <= 1:
+        return depth, set()
+    return depth, {w for w, n in depth.items() if n > runtime.batch_threshold or w in running_batches}
+
+
+def turn_sizes(waiting: Iterable[ParseJob], runtime: RuntimeConfig, running_batches: Collection[Where] = ()
+               ) -> dict[str, int]:
+    """How many ParseJobs make one turn of a tenant in the queue: a full batch while it
+    is deep (or batching) somewhere, else one (absent)."""
+    _, deep = _depths(waiting, runtime, running_batches)
+    return {tenant: full_batch(runtime) for _, tenant in deep}
+
+
+def retry_wait(pj: ParseJob, now: float) -> float:
+    """Seconds a retried ParseJob still waits (status.retryAfter); 0 when it may start."""
+    after = epoch_of(pj.status.retry_after)
+    return 0.0 if after is None else max(0.0, after - now)
+
+
+def due(pj: ParseJob, now: float) -> bool:
+    return retry_wait(pj, now) == 0.0
+
+
+def ordered(waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig) -> list[ParseJob]:
+    """The queue: every waiting ParseJob in admission order (also for queue positions)."""
+    per_tenant = Counter(pj.tenant for pj in running)
+    return queue_policy.order(waiting, per_tenant, turn_sizes(waiting, runtime, batching(running)))
+
+
+def plan(waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig, tokens: int,
+         guard_tripped: bool, now: float) -> Plan:
+    """What starts now: `running` holds slots, `tokens` bounds the admissions."""
+    ready = [pj for pj in waiting if due(pj, now)]
+    per_tenant = Counter(pj.tenant for pj in running)
+    if not ready:
+        return Plan()
+    if admission.every_slot_taken(per_tenant, runtime) and not guard_tripped:
+        return Plan(blocked="concurrency")  # most ticks at a deep backlog: no need to sort 1000s
+    queue = ordered(ready, running, runtime)
+    decision = admission.decide(queue, per_tenant, runtime, tokens, guard_tripped)
+    groups, held = _group(decision.admit, ready, runtime, busy=bool(running), running_batches=batching(running))
+    return Plan(groups, decision.blocked, len(held))
+
+
+def _group(admitted: list[ParseJob], waiting: list[ParseJob], runtime: RuntimeConfig, busy: bool,
+           running_batches: Collection[Where]) -> tuple[list[list[ParseJob]], list[ParseJob]]:
+    """(groups to start now, those that wait for a fuller batch). `busy`: ParseJobs run
+    (their slots will free)."""
+    if runtime.batch_size <= 1:
+        return [[pj] for pj in admitted], []
+    depth, deep = _depths(waiting, runtime, running_batches)
+    groups: list[list[ParseJob]] = []
+    pending: dict[Where, list[ParseJob]] = defaultdict(list)
+    for pj in admitted:
+        where = (pj.namespace, pj.tenant)
+        if where in deep and batchable(pj):
+            pending[where].append(pj)
+        else:
+            groups.append([pj])
+    held: list[ParseJob] = []
+    for where, jobs in pending.items():
+        full = min(full_batch(runtime), depth[where])
+        for i in range(0, len(jobs), full):
+            chunk = jobs[i:i + full]
+            if len(chunk) < full and busy:
+                held.extend(chunk)  # slots free one by one as members finish: gather them
+            else:
+                groups.append(chunk)
+    return groups, held

@@ -1,0 +1,168 @@
+"""The two kinds of runner Job, behind one interface (compare Kueue's `GenericJob`):
+
+    SINGLE  one ParseJob, one Job: its controller ownerReference is the ParseJob; the pod
+            failure policy fails it at once on bad input, a disrupted pod is replaced free
+    BATCH   several ParseJobs of one namespace and tenant parsed one after another by one
+            pod (runner/batch.py): an ownerReference to each member (none the
+            controller: the Job goes with its last member), a deadline that is the sum of
+            the members', each member's outcome in its own result object
+
+Each kind names its Job, builds it, and says how one member's run ended (`run_end`,
+an outcome.RunEnd, or None while it goes on); what that means for the ParseJob (retry,
+attempts) is decided in one place, outcome.conclude. Names are deterministic per
+members and their transitionSeq: a retried create after a crash arrives at the same
+Job (and the operator adopts it), a retry of the ParseJob gets a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Collection, Mapping, Protocol, Sequence
+
+from schedgen.parsejob import (
+    EXIT_BAD_INPUT,
+    EXIT_MISCONFIGURED,
+    EXIT_OOM_KILLED,
+    ANN_MEMBERS,
+    LABEL_BATCH,
+    LABEL_PARSEJOB,
+    LABEL_PARSEJOB_UID,
+    ParseJob,
+    RunnerSummary,
+)
+
+from . import job_template as tpl
+from .config import OperatorConfig
+from .outcome import NotReached, Parsed, RunEnd, RunFailed, from_failure_document, short
+from .runner_objects import BATCH_LABEL_VALUE, RunnerJob, RunnerPod, Terminated
+
+Urls = Mapping[str, str]  # {"source": presigned GET, "result": presigned PUT}
+
+
+class RunnerJobKind(Protocol):
+    def name(self, members: Sequence[ParseJob]) -> str: ...
+
+    def build(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict: ...
+
+    def adoptable(self, pj: ParseJob, job: RunnerJob) -> bool: ...
+
+    def run_end(self, pj: ParseJob, job: RunnerJob, pods: Sequence[RunnerPod], listed: Collection[str]
+                ) -> RunEnd | None: ...
+
+
+def kind_of(job: RunnerJob) -> "RunnerJobKind":
+    return BATCH if job.is_batch else SINGLE
+
+
+def _seq_suffix(pj: ParseJob) -> str:
+    return f"{pj.uid.replace('-', '')[:8]}-{pj.status.seq}"
+
+
+class SingleJob:
+    def name(self, members: Sequence[ParseJob]) -> str:
+        (pj,) = members
+        return f"{tpl.safe_name(pj.name, 40) or 'pj'}-{_seq_suffix(pj)}"
+
+    def build(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict:
+        (pj,) = members
+        labels = {**tpl.labels_of(pj), LABEL_PARSEJOB: tpl.label_value(pj.name), LABEL_PARSEJOB_UID: pj.uid}
+        return tpl.runner_job(
+            name=self.name(members), namespace=pj.namespace, labels=labels,
+            owners=[tpl.owner_reference(pj, controller=True)], env=tpl.member_env(pj, cfg, urls[pj.uid]),
+            resources=tpl.effective_resources(pj.resources, cfg), deadline_seconds=pj.deadline_seconds,
+            priority=pj.priority, cfg=cfg, pod_failure_policy=tpl.SINGLE_RUN_POD_FAILURE_POLICY)
+
+    def adoptable(self, pj: ParseJob, job: RunnerJob) -> bool:
+        """A live Job made for this ParseJob as it waits now (the operator stopped between
+        creating it and recording Running)."""
+        return not job.is_batch and not job.ended and job.name == self.name([pj])
+
+    def run_end(self, pj: ParseJob, job: RunnerJob, pods: Sequence[RunnerPod], listed: Collection[str]
+                ) -> RunEnd | None:
+        """From the Job and its pods. A pod in phase Succeeded is enough: it wrote its
+        result object before exiting, and the Job's Complete comes about 2 s later. Not
+        the container's exit alone: the pod holds its CPU request in the scheduler until
+        its phase is terminal."""
+        if job.complete or any(p.phase == "Succeeded" and _exit(p) == 0 for p in pods):
+            return Parsed()
+        if job.failure is None:
+            return None
+        last = _last_failure(pods)
+        summary = RunnerSummary.from_message(last.message) if last else None
+        code = summary.code if summary else None
+        message = (summary.message if summary else None) or (last.message if last else "") or job.failure.message
+        if job.failure.reason == "DeadlineExceeded":
+            return RunFailed("DeadlineExceeded", short(job.failure.message or "the Job ran past its deadline"),
+                             code=code)
+        if last and (last.reason == "OOMKilled" or last.exit_code == EXIT_OOM_KILLED):
+            return RunFailed("OOMKilled", "the runner exceeded its memory limit", code="MemoryLimitExceeded")
+        if last and last.exit_code == EXIT_MISCONFIGURED:
+            return RunFailed("Misconfigured", short(message), code=code or "ConfigurationError")
+        if last and last.exit_code == EXIT_BAD_INPUT:
+            return RunFailed("InvalidPDF", short(message), code=code or "BadInput")
+        if job.failure.reason in ("BackoffLimitExceeded", "PodFailurePolicy"):
+            return RunFailed("BackoffLimitExceeded", short(message), code=code, transient=True)
+        return RunFailed(job.failure.reason, short(message), code=code)
+
+
+class BatchJob:
+    def name(self, members: Sequence[ParseJob]) -> str:
+        ids = sorted(f"{pj.uid}:{pj.status.seq}" for pj in members)
+        digest = hashlib.sha1(",".join(ids).encode()).hexdigest()[:10]
+        return f"batch-{tpl.safe_name(members[0].name, 30) or 'pj'}-{digest}"
+
+    def build(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict:
+        first = members[0]
+        items = [tpl.member_env(pj, cfg, urls[pj.uid]) for pj in members]
+        job = tpl.runner_job(
+            name=self.name(members), namespace=first.namespace,
+            labels={**tpl.labels_of(first), LABEL_BATCH: BATCH_LABEL_VALUE},
+            owners=[tpl.owner_reference(pj, controller=False) for pj in members],
+            env={"SCHEDGEN_BATCH": json.dumps(items, separators=(",", ":"))},
+            resources=tpl.effective_resources(None, cfg),
+            deadline_seconds=sum(pj.deadline_seconds for pj in members), priority=first.priority, cfg=cfg)
+        seqs = {pj.uid: pj.status.seq for pj in members}
+        job["metadata"]["annotations"] = {ANN_MEMBERS: json.dumps(seqs, separators=(",", ":"))}
+        return job
+
+    def adoptable(self, pj: ParseJob, job: RunnerJob) -> bool:
+        """A live batch Job made for this ParseJob as it waits now (the operator stopped
+        between creating it and recording Running)."""
+        return job.is_batch and not job.ended and job.member_seqs.get(pj.uid) == pj.status.seq
+
+    def run_end(self, pj: ParseJob, job: RunnerJob, pods: Sequence[RunnerPod], listed: Collection[str]
+                ) -> RunEnd | None:
+        """A member is decided by its own result object, as soon as it is listed; one the
+        Job ended without reaching goes back to the queue. The reconciler reads the
+        object (`Parsed`) and turns a failure document into `member_failed`."""
+        if pj.uid in listed or job.ended:
+            return Parsed()
+        return None
+
+    @staticmethod
+    def not_reached(job_name: str) -> NotReached:
+        return NotReached(f"Job {job_name} ended before this ParseJob's turn")
+
+    @staticmethod
+    def member_failed(document: Mapping, pods: Sequence[RunnerPod]) -> RunFailed:
+        """A member's failure document; a transient failure of a disrupted pod (eviction,
+        node drain: the runner was stopped, not at fault) does not count."""
+        end = from_failure_document(document)
+        if end.transient and any(p.disrupted for p in pods):
+            return RunFailed(end.reason, end.message, end.code, transient=True, counted=False)
+        return end
+
+
+def _exit(pod: RunnerPod) -> int | None:
+    return pod.terminated.exit_code if pod.terminated else None
+
+
+def _last_failure(pods: Sequence[RunnerPod]) -> Terminated | None:
+    failed = [p for p in pods if p.terminated and p.terminated.exit_code not in (None, 0)]
+    failed.sort(key=lambda p: (p.terminated.finished_at or "", p.created or ""))  # type: ignore[union-attr]
+    return failed[-1].terminated if failed else None
+
+
+SINGLE = SingleJob()
+BATCH = BatchJob()

@@ -1,0 +1,135 @@
+"""The status writer: every write of a ParseJob's status, and the Event and metrics that
+go with it.
+
+Writes are conditional on status.transitionSeq (a JSON-patch `test`, kube.py), so a
+stale view or a second replica can never record a transition twice. Until the watch
+delivers a write back, the written ParseJob is kept as an overlay on the index
+(`current`), so the next tick decides from what was written, not from what the index
+still shows. Writes run a bounded number at a time; one that fails is logged and left
+to the next tick (level-based).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable, Iterable
+
+from schedgen.parsejob import CANCELLED, ParseJob
+
+from . import metrics
+from . import status as st
+from .kube import Conflict, Kube, NotFound
+from .outcome import Outcome, Requeue
+from .runner_objects import epoch_of
+
+log = logging.getLogger(__name__)
+
+WRITE_CONCURRENCY = 16
+
+
+class StatusWriter:
+    def __init__(self, kube: Kube, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
+        self.kube, self.clock, self.wall = kube, clock, wall
+        self.overlays: dict[str, ParseJob] = {}  # by uid: our last write, until the watch brings it
+        self.positions: dict[str, int] = {}  # by uid: the queuePosition we last wrote
+        self.freed_slots: deque[float] = deque(maxlen=10000)  # clock() of runs ending with work waiting
+        self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    # --- what the index says, with our writes on top -------------------------------------
+
+    def current(self, pj: ParseJob) -> ParseJob:
+        mine = self.overlays.get(pj.uid)
+        if mine is None:
+            return pj
+        if mine.status.seq > pj.status.seq:
+            return pj.with_status(mine.status.raw)
+        del self.overlays[pj.uid]  # the watch caught up
+        return pj
+
+    def forget_except(self, uids: set[str]) -> None:
+        for table in (self.overlays, self.positions):
+            for uid in table.keys() - uids:
+                del table[uid]
+
+    # --- writes -------------------------------------------------------------------------
+
+    async def bounded(self, writes: Iterable[Awaitable[Any]]) -> list[Any]:
+        """Run `writes` a few at a time; a failed one is None (the next tick retries)."""
+        async def run(write: Awaitable[Any]) -> Any:
+            async with self._sem:
+                try:
+                    return await write
+                except (Conflict, NotFound) as exc:
+                    log.debug("write skipped: %s", exc)
+                except Exception:  # noqa: BLE001 - level-based: the next tick tries again
+                    log.exception("write failed")
+                return None
+
+        return list(await asyncio.gather(*(run(w) for w in writes)))
+
+    async def _write(self, pj: ParseJob, status: dict[str, Any]) -> ParseJob:
+        await self.kube.replace_status(pj.namespace, pj.name, status, pj.status.seq)
+        written = self.overlays[pj.uid] = pj.with_status(status)
+        return written
+
+    async def queued(self, pj: ParseJob, position: int | None) -> None:
+        status = st.queued(pj)
+        if position is not None:
+            status["queuePosition"] = position
+        await self._write(pj, status)
+        if position is not None:
+            self.positions[pj.uid] = position
+
+    async def position(self, pj: ParseJob, position: int) -> None:
+        await self.kube.set_status_field(pj.namespace, pj.name, pj.status.seq, "queuePosition", position)
+        self.positions[pj.uid] = position
+
+    def written_position(self, pj: ParseJob) -> int | None:
+        return self.positions.get(pj.uid, pj.status.queue_position)
+
+    async def running(self, pj: ParseJob, job_name: str, at: str | None, batch_size: int, adopted: bool) -> str:
+        written = await self._write(pj, st.running(pj, job_name, at, batch_size))
+        self.positions.pop(pj.uid, None)
+        if not adopted:
+            if self.freed_slots:
+                metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
+            metrics.ADMITTED.labels(priority=pj.priority).inc()
+            created = epoch_of(pj.created)
+            if created is not None:
+                metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
+        self.kube.emit(written.ref(), "Normal", "Admitted", f"Job {job_name} {'adopted' if adopted else 'created'}"
+                       + (f" (a batch of {batch_size})" if batch_size > 1 else ""))
+        return pj.uid
+
+    async def requeued(self, pj: ParseJob, requeue: Requeue) -> str:
+        await self._write(pj, st.requeued(pj, requeue))
+        metrics.REQUEUED.labels(reason=requeue.reason).inc()
+        self.kube.emit(pj.ref(), "Normal", requeue.reason, requeue.message)
+        return pj.uid
+
+    async def finished(self, pj: ParseJob, outcome: Outcome) -> str:
+        written = await self._write(pj, st.finished(pj, outcome))
+        now = self.wall()
+        kind = (written.status.raw.get("result") or {}).get("kind") or "unknown"
+        metrics.COMPLETED.labels(kind=kind, outcome=outcome.phase, reason=outcome.reason).inc()
+        for hist, since in ((metrics.RUN_TIME, pj.status.started_at), (metrics.END_TO_END, pj.created)):
+            t = epoch_of(since)
+            if t is not None:
+                hist.observe(max(0.0, now - t))
+        self.kube.emit(pj.ref(), *outcome.event())
+        return pj.uid
+
+    async def cancelled(self, pj: ParseJob) -> ParseJob:
+        """Cancelled (the ParseJob is being deleted); the ParseJob as it ends."""
+        final = pj.with_status(st.cancelled(pj))
+        try:
+            await self.kube.replace_status(pj.namespace, pj.name, dict(final.status.raw), pj.status.seq)
+        except NotFound:
+            pass
+        self.kube.emit(pj.ref(), "Normal", "Cancelled", "deleted before it finished; its Job is stopped")
+        metrics.COMPLETED.labels(kind="unknown", outcome=CANCELLED, reason="Cancelled").inc()
+        return final
