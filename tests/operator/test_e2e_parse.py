@@ -13,7 +13,7 @@ import pytest
 from credentials import assert_no_credentials
 from operator_e2e import FIXTURES, GROUP, PLURAL, VERSION, wait_for
 
-from schedgen.operator.results import result_key
+from schedgen.parsejob import result_key
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -1,89 +1,150 @@
-"""The Job built for an admitted ParseJob."""
+"""The Job built for an admitted ParseJob: the common template (job_template.runner_job)
+as a single run fills it (runner_jobs.SINGLE.build), resources and placement."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
 
+from credentials import assert_no_credentials
+from parsejobs import parsejob as typed
 from schedgen.errors import ConfigurationError
 from schedgen.operator.config import OperatorConfig
-from credentials import assert_no_credentials
-from schedgen.operator.job_template import build_job, effective_resources, job_name, parse_quantity
+from schedgen.operator.job_template import (
+    effective_resources,
+    label_value,
+    parse_quantity,
+    runner_job,
+    runner_memory_mb,
+)
+from schedgen.operator.runner_jobs import SINGLE
+from schedgen.parsejob import ParseJob
 
 UID = "0b5c9a3e-1111-2222-3333-444455556666"
-
-
-def parsejob(**spec) -> dict:
-    base = {"source": {"s3": {"key": "uploads/a.pdf"}}, "scheduleType": "lecture", "priority": "high",
-            "deadlineSeconds": 120, "maxRetries": 2}
-    base.update(spec)
-    return {"apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob",
-            "metadata": {"name": "my.upload", "namespace": "team-a", "uid": UID, "labels": {"x": "y"}},
-            "spec": base}
-
-
 URLS = {"source": "http://s3:9000/b/k.pdf?X-Amz-Signature=a", "result": "http://s3:9000/b/r.json?X-Amz-Signature=b"}
+
+
+def parsejob(**spec) -> ParseJob:
+    base = {"scheduleType": "lecture", "priority": "high", "deadlineSeconds": 120, "maxRetries": 2}
+    base.update(spec)
+    return typed("my.upload", namespace="team-a", uid=UID, labels={"x": "y"},
+                 status={"phase": "Queued", "transitionSeq": 1}, **base)
+
+
+def build(pj: ParseJob, cfg: OperatorConfig | None = None, urls=URLS) -> dict:
+    return SINGLE.build([pj], cfg or OperatorConfig(), {pj.uid: urls})
 
 
 def env_of(job: dict) -> dict:
     return {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
-def test_name_is_deterministic_and_valid():
-    assert job_name("my.upload", UID) == job_name("my.upload", UID) == "my-upload-0b5c9a3e"
-    assert job_name("my.upload", UID) != job_name("my.upload", "ffffffff-0000")
-    long = job_name("x" * 253, UID)
-    assert len(long) <= 63 and long.endswith("-0b5c9a3e")
+def rule_for(rules: list[dict], exit_code: int) -> int:
+    return next(i for i, r in enumerate(rules)
+                if r.get("onExitCodes", {}).get("containerName") == "runner"
+                and r["onExitCodes"].get("operator") == "In" and exit_code in r["onExitCodes"]["values"])
 
 
 def test_job_shape():
     cfg = OperatorConfig(priority_classes={"high": "schedgen-high"}, s3_endpoint_url="http://s3:9000")
-    job = build_job(parsejob(), cfg, URLS)
+    job = build(parsejob(), cfg)
     spec = job["spec"]
     pod = spec["template"]["spec"]
     c = pod["containers"][0]
-    assert job["metadata"]["name"] == "my-upload-0b5c9a3e" and job["metadata"]["namespace"] == "team-a"
-    owner = job["metadata"]["ownerReferences"][0]
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    assert job["metadata"]["name"] == "my-upload-0b5c9a3e-1" and job["metadata"]["namespace"] == "team-a"
+    (owner,) = job["metadata"]["ownerReferences"]
     assert owner["uid"] == UID and owner["controller"] is True and owner["kind"] == "ParseJob"
-    assert spec["activeDeadlineSeconds"] == 120 and spec["backoffLimit"] == 2
+    assert owner["name"] == "my.upload" and owner["apiVersion"] == "schedgen.io/v1alpha1"
+    assert spec["activeDeadlineSeconds"] == 120
     assert spec["ttlSecondsAfterFinished"] == cfg.job_ttl_seconds
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "runner", "operator": "In", "values": [2]}}
+    for code in (2, 3, 137):  # bad input, misconfigured, OOM-killed: fail at once
+        assert rules[rule_for(rules, code)]["action"] == "FailJob"
+    assert not any(1 in r.get("onExitCodes", {}).get("values", ()) for r in rules)  # transient: no rule
     ignore = next(i for i, r in enumerate(rules) if r["action"] == "Ignore")
-    assert rules[ignore]["onPodConditions"][0]["type"] == "DisruptionTarget"
-    oom = next(i for i, r in enumerate(rules) if r.get("onExitCodes", {}).get("values") == [137])
-    assert rules[oom]["action"] == "FailJob" and ignore < oom  # an eviction's SIGKILL stays retried
+    assert rules[ignore]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    assert ignore < rule_for(rules, 137)  # an eviction's SIGKILL stays a free new pod
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["priorityClassName"] == "schedgen-high"
     assert c["image"] == cfg.runner_image and "command" not in c
     env = env_of(job)
     assert env["SCHEDGEN_JOB_UID"]["value"] == UID and env["SCHEDGEN_JOB_NAME"]["value"] == "my.upload"
+    assert env["SCHEDGEN_JOB_NAMESPACE"]["value"] == "team-a"
     assert env["SCHEDGEN_TENANT"]["value"] == "team-a"  # defaults to the namespace
     assert env["SCHEDGEN_SCHEDULE_TYPE"]["value"] == "lecture"
     assert env["SCHEDGEN_SOURCE_URL"]["value"] == URLS["source"]
     assert env["SCHEDGEN_RESULT_URL"]["value"] == URLS["result"]
+    assert env["SCHEDGEN_MAX_BYTES"]["value"] == str(cfg.max_bytes)
     assert_no_credentials(job)
     labels = job["metadata"]["labels"]
     assert labels["schedgen.io/parsejob-uid"] == UID and labels["app.kubernetes.io/managed-by"] == "schedgen-operator"
-    assert spec["template"]["metadata"]["labels"]["schedgen.io/parsejob-uid"] == UID
+    assert labels["schedgen.io/parsejob"] == "my.upload" and labels["schedgen.io/tenant"] == "team-a"
+    assert labels["schedgen.io/priority"] == "high" and "x" not in labels  # the ParseJob's own labels stay
+    assert "schedgen.io/batch" not in labels
+    assert spec["template"]["metadata"]["labels"] == labels
+
+
+def test_no_pod_retries_whatever_max_retries_says():
+    """Was: a single Job's backoffLimit was the ParseJob's maxRetries (the Job retried its
+    pod). Now every runner Job has backoffLimit 0: a transient failure ends the run, and
+    the operator retries it as a new run after retry_backoff_seconds (outcome.conclude)."""
+    for retries in (0, 2, 7):
+        assert build(parsejob(maxRetries=retries))["spec"]["backoffLimit"] == 0
+
+
+def test_the_parse_timeout_is_capped_at_the_deadline():
+    cfg = OperatorConfig(parse_timeout_seconds=60)
+    assert env_of(build(parsejob(deadlineSeconds=120), cfg))["SCHEDGEN_PARSE_TIMEOUT_SECONDS"]["value"] == "60"
+    short = build(parsejob(deadlineSeconds=30), cfg)
+    assert env_of(short)["SCHEDGEN_PARSE_TIMEOUT_SECONDS"]["value"] == "30"
+    assert short["spec"]["activeDeadlineSeconds"] == 30
 
 
 def test_no_priority_class_unless_configured_and_runner_command_override():
-    job = build_job(parsejob(priority="low", tenant="t1"), OperatorConfig(runner_command=("stub", "--ok")))
+    job = build(parsejob(priority="low", tenant="t1"), OperatorConfig(runner_command=("stub", "--ok")))
     pod = job["spec"]["template"]["spec"]
     assert "priorityClassName" not in pod
     assert pod["containers"][0]["command"] == ["stub", "--ok"]
     assert env_of(job)["SCHEDGEN_TENANT"]["value"] == "t1"
+    assert job["metadata"]["labels"]["schedgen.io/tenant"] == "t1"
+
+
+def test_label_values_are_valid_whatever_the_tenant():
+    job = build(parsejob(tenant="Team A/ünï" + "x" * 80))
+    value = job["metadata"]["labels"]["schedgen.io/tenant"]
+    assert len(value) <= 63 and value[0].isalnum() and value[-1].isalnum()
+    assert set(value) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+    assert env_of(job)["SCHEDGEN_TENANT"]["value"].startswith("Team A/ünï")  # the runner gets it as it is
+    assert label_value("-a.b_") == "a.b"
+
+
+def test_the_template_without_a_pod_failure_policy():
+    cfg = OperatorConfig()
+    job = runner_job(name="j", namespace="n", labels={"l": "v"}, owners=[], env={"A": "1"},
+                     resources=effective_resources(None, cfg), deadline_seconds=50, priority="normal", cfg=cfg)
+    assert "podFailurePolicy" not in job["spec"] and job["spec"]["backoffLimit"] == 0
+    env = [e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert env[0] == "A" and {"SCHEDGEN_MAX_BYTES", "SCHEDGEN_MAX_PAGES", "SCHEDGEN_MAX_MEMORY_MB"} <= set(env)
 
 
 @pytest.mark.parametrize("text,value", [("250m", Decimal("0.25")), ("2", Decimal(2)), ("1Gi", Decimal(2**30)),
                                          ("512M", Decimal(512 * 10**6)), (1, Decimal(1)), ("1e3", Decimal(1000))])
 def test_parse_quantity(text, value):
     assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1Qi", "1..2", "--1"])
+def test_parse_quantity_rejects_nonsense(text):
+    with pytest.raises(ValueError):
+        parse_quantity(text)
 
 
 def test_resources_spec_may_ask_less_never_more():
@@ -97,6 +158,9 @@ def test_resources_spec_may_ask_less_never_more():
     small = {"limits": {"memory": "32Mi"}}
     got = effective_resources(small, cfg)
     assert got["limits"]["memory"] == "32Mi" and got["requests"]["memory"] == "32Mi"  # request <= limit
+    assert effective_resources({"limits": {"cpu": "lots"}}, cfg)["limits"]["cpu"] == "1"  # invalid: the default
+    job = build(parsejob(resources=asked), cfg)
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"] == effective_resources(asked, cfg)
 
 
 @pytest.mark.parametrize("limit, fraction, expected", [
@@ -105,8 +169,9 @@ def test_resources_spec_may_ask_less_never_more():
     ("16Mi", 0.75, 0), ("512Mi", 0.0, 0)])
 def test_runner_memory_limit_is_on_by_default_under_the_containers(limit, fraction, expected):
     cfg = OperatorConfig(runner_memory_fraction=fraction, max_memory="4Gi")
-    job = build_job(parsejob(resources={"limits": {"memory": limit}}), cfg, URLS)
+    job = build(parsejob(resources={"limits": {"memory": limit}}), cfg)
     assert env_of(job)["SCHEDGEN_MAX_MEMORY_MB"]["value"] == str(expected)
+    assert runner_memory_mb(effective_resources({"limits": {"memory": limit}}, cfg), cfg) == expected
     assert OperatorConfig().runner_memory_fraction == 0.75
 
 
@@ -116,27 +181,27 @@ AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
 
 
 def test_runner_placement_from_the_charts_environment():
-    import json
-
     cfg = OperatorConfig.from_env({"SCHEDGEN_NODE_SELECTOR": "pool=runners",
                                    "SCHEDGEN_RUNNER_TOLERATIONS": json.dumps(TOLERATIONS),
                                    "SCHEDGEN_RUNNER_AFFINITY": json.dumps(AFFINITY)})
-    pod = build_job(parsejob(), cfg)["spec"]["template"]["spec"]
+    pod = build(parsejob(), cfg)["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "runners"}
     assert pod["tolerations"] == TOLERATIONS
     assert pod["affinity"] == AFFINITY
     # the Job gets copies: mutating one Job never leaks into the config or the next Job
     pod["tolerations"][0]["value"] = "changed"
     pod["affinity"]["nodeAffinity"].clear()
-    again = build_job(parsejob(), cfg)["spec"]["template"]["spec"]
+    pod["nodeSelector"]["pool"] = "changed"
+    again = build(parsejob(), cfg)["spec"]["template"]["spec"]
     assert again["tolerations"] == TOLERATIONS and again["affinity"] == AFFINITY
+    assert again["nodeSelector"] == {"pool": "runners"}
 
 
 @pytest.mark.parametrize("env", [{}, {"SCHEDGEN_RUNNER_TOLERATIONS": "[]", "SCHEDGEN_RUNNER_AFFINITY": "{}"},
                                  {"SCHEDGEN_RUNNER_TOLERATIONS": "null", "SCHEDGEN_RUNNER_AFFINITY": "null"},
                                  {"SCHEDGEN_RUNNER_TOLERATIONS": "", "SCHEDGEN_RUNNER_AFFINITY": ""}])
 def test_no_placement_unless_configured(env):
-    pod = build_job(parsejob(), OperatorConfig.from_env(env))["spec"]["template"]["spec"]
+    pod = build(parsejob(), OperatorConfig.from_env(env))["spec"]["template"]["spec"]
     assert not {"nodeSelector", "tolerations", "affinity"} & set(pod)
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
+from parsejobs import parsejob
 from schedgen.operator import metrics
+from schedgen.parsejob import ParseJob
 
 
-def pj(name, tenant, phase=None, priority="normal", created="2026-01-01T00:00:00Z"):
-    body = {"metadata": {"name": name, "namespace": "ns", "creationTimestamp": created},
-            "spec": {"tenant": tenant, "priority": priority}}
-    if phase:
-        body["status"] = {"phase": phase}
-    return body
+def pj(name, tenant, phase=None, priority="normal", created="2026-01-01T00:00:00Z") -> ParseJob:
+    return parsejob(name, tenant=tenant, priority=priority, created=created,
+                    status={"phase": phase} if phase else None)
 
 
 def sample(name, **labels):
@@ -36,6 +35,8 @@ def test_priority_gauges_and_oldest_waiting_age():
     assert sample("schedgen_queue_oldest_waiting_seconds", priority="normal") == 300
     assert sample("schedgen_queue_oldest_waiting_seconds", priority="high") == 240
     assert sample("schedgen_queue_oldest_waiting_seconds", priority="low") == 0
+    phases = {p: sample("schedgen_parsejobs", phase=p) for p in ("Queued", "Running", "Succeeded", "Failed")}
+    assert phases == {"Queued": 2, "Running": 1, "Succeeded": 1, "Failed": 0}  # no phase yet: Queued
     metrics.count_parsejobs([], now=epoch + 600, tenants=metrics.TenantLabels(5))
     assert sample("schedgen_queue_oldest_waiting_seconds", priority="normal") == 0
 
@@ -63,3 +64,13 @@ def test_a_tenant_named_other_cannot_take_a_named_slot():
     assert tenants.label("other") == "other"
     assert tenants.label("a") == "a" and tenants.label("b") == "b" and tenants.label("c") == "other"
     assert tenants.labels() == ["a", "b", "other"]
+
+
+def test_a_parsejob_without_spec_tenant_counts_for_its_namespace():
+    tenants = metrics.TenantLabels(limit=5)
+    jobs = [parsejob("a", namespace="ns-team-x"), parsejob("b", namespace="ns-team-x", status={"phase": "Queued"}),
+            parsejob("c", namespace="ns-team-x", tenant="ns-team-y", status={"phase": "Running"})]
+    metrics.count_parsejobs(jobs, tenants=tenants)
+    assert sample("schedgen_tenant_parsejobs_waiting", tenant="ns-team-x") == 2
+    assert sample("schedgen_tenant_parsejobs_running", tenant="ns-team-y") == 1
+    assert sample("schedgen_tenant_parsejobs_running", tenant="ns-team-x") == 0

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from schedgen.operator.config import OperatorConfig
-from schedgen.operator.scheduler import Scheduler
-from schedgen.operator.views import controller_uid, job_view, pod_view
+from schedgen.operator.job_reconciler import JobReconciler, Snapshot
+from schedgen.operator.runner_objects import RunnerJob, RunnerPod, controller_uid
+from schedgen.parsejob import ParseJob
 
 PJ_UID = "11111111-2222-3333-4444-555555555555"
 JOB_UID = "66666666-7777-8888-9999-000000000000"
@@ -49,24 +49,30 @@ OWNED_BY_JOB = [{"apiVersion": "batch/v1", "kind": "Job", "name": "pj-11111111",
 
 def test_views_keep_only_the_controller_uid():
     assert controller_uid(job(OWNED_BY_PJ)["metadata"], "ParseJob") == PJ_UID
-    assert job_view(job(OWNED_BY_PJ))["owner"] == PJ_UID
-    assert job_view(job([]))["owner"] is None
+    assert RunnerJob.of(job(OWNED_BY_PJ)).owner == PJ_UID
+    assert RunnerJob.of(job([])).owner is None
     not_controller = [{**OWNED_BY_PJ[0], "controller": False}]
-    assert job_view(job(not_controller))["owner"] is None
+    assert RunnerJob.of(job(not_controller)).owner is None
     other_kind = [{**OWNED_BY_PJ[0], "kind": "ConfigMap"}]
-    assert job_view(job(other_kind))["owner"] is None
-    assert pod_view(pod(OWNED_BY_JOB))["owner"] == JOB_UID
-    assert pod_view(pod([]))["owner"] is None
+    assert RunnerJob.of(job(other_kind)).owner is None
+    assert RunnerPod.of(pod(OWNED_BY_JOB)).owner == JOB_UID
+    assert RunnerPod.of(pod([])).owner is None
 
 
 def decide(job_refs: list[dict], pod_refs: list[dict]):
-    sched = Scheduler(OperatorConfig(), None)  # type: ignore[arg-type]
-    body = parsejob()
-    snap = sched.snapshot({("ns", "pj"): [body]}, {("ns", PJ_UID): [job_view(job(job_refs))]},
-                          {("ns", "pj-11111111"): [pod_view(pod(pod_refs))]})
-    if ("ns", PJ_UID) not in snap.jobs:
+    """What the reconciler decides from the indexes as handlers.py keys them: Jobs under
+    the ParseJobs they own (RunnerJob.parsejob_uids), pods under their Job's name."""
+    pj = ParseJob.of(parsejob())
+    runner_job = RunnerJob.of(job(job_refs))
+    jobs: dict = {}
+    for uid in runner_job.parsejob_uids():
+        jobs.setdefault(("ns", uid), []).append(runner_job)
+    snap = Snapshot([pj], jobs, {("ns", "pj-11111111"): [RunnerPod.of(pod(pod_refs))]})
+    if snap.job_of(pj) is None:
         return None, snap
-    return asyncio.run(sched._observe(body, snap)), snap
+    reconciler = JobReconciler(None, None, None, "bucket")  # type: ignore[arg-type]
+    decided = asyncio.run(reconciler.observe([pj], snap, 0))
+    return (decided[0][1] if decided else None), snap
 
 
 def test_the_parsejobs_own_job_and_pod_decide_it():
@@ -79,7 +85,7 @@ def test_a_labelled_job_without_owner_reference_is_not_the_parsejobs():
     assert snap.jobs == {} and outcome is None
     # A Job owned by another ParseJob, labelled as this one's, is not this one's either.
     outcome, snap = decide([{**OWNED_BY_PJ[0], "uid": "another-uid"}], OWNED_BY_JOB)
-    assert snap.jobs == {} and outcome is None
+    assert ("ns", PJ_UID) not in snap.jobs and outcome is None
 
 
 def test_a_pod_not_controlled_by_the_job_decides_nothing():

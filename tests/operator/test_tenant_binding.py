@@ -13,17 +13,18 @@ from pathlib import Path
 import pytest
 
 from schedgen.operator.admission import tenant_mismatch
+from schedgen.parsejob import ParseJob
 
 GROUP, VERSION, PLURAL = "schedgen.io", "v1alpha1", "parsejobs"
 
 
-def body(tenant: str | None = "team-a", priority: str | None = None, ns: str = "ns-a", labels=None) -> dict:
+def body(tenant: str | None = "team-a", priority: str | None = None, ns: str = "ns-a", labels=None) -> ParseJob:
     spec = {"source": {"s3": {"key": "k.pdf"}}}
     if tenant:
         spec["tenant"] = tenant
     if priority:
         spec["priority"] = priority
-    return {"metadata": {"name": "pj", "namespace": ns, "labels": labels or {}}, "spec": spec}
+    return ParseJob.of({"metadata": {"name": "pj", "namespace": ns, "labels": labels or {}}, "spec": spec})
 
 
 BOUND = {"schedgen.io/tenant": "team-a"}
@@ -49,6 +50,15 @@ def test_the_rule():
     assert tenant_mismatch(body("team-a", "low"), {**BOUND, "schedgen.io/max-priority": "urgent"}) is not None
 
 
+def scheduler_for(kube):
+    from schedgen.operator.config import OperatorConfig
+    from schedgen.operator.result_store import ResultStore
+    from schedgen.operator.scheduler import Scheduler
+
+    cfg = OperatorConfig.from_env({})
+    return Scheduler(cfg, kube, ResultStore(cfg), records=None)
+
+
 async def outside_kopf(coro):
     """Run scheduler code outside the operator: kopf's event poster is not running here,
     so its posting is switched off (kopf.event needs the operator's settings)."""
@@ -65,9 +75,7 @@ async def outside_kopf(coro):
 def test_the_scheduler_fails_a_parsejob_of_another_tenant(local_cluster, k8s_api_client):
     from kubernetes import client
 
-    from schedgen.operator.config import OperatorConfig
     from schedgen.operator.kube import Kube
-    from schedgen.operator.scheduler import Scheduler
 
     done = local_cluster.kubectl("apply", "-f", str(Path(__file__).resolve().parents[2] / "crds"), check=False)
     assert done.returncode == 0, done.stderr
@@ -83,8 +91,8 @@ def test_the_scheduler_fails_a_parsejob_of_another_tenant(local_cluster, k8s_api
         kube = Kube(k8s_api_client)
         assert asyncio.run(kube.namespace_labels(ns))["schedgen.io/tenant"] == "team-a"
         assert asyncio.run(kube.namespace_labels(f"{ns}-missing")) == {}
-        scheduler = Scheduler(OperatorConfig.from_env({}), kube)
-        assert asyncio.run(outside_kopf(scheduler._admit_one(pj))) is None  # not admitted
+        scheduler = scheduler_for(kube)
+        assert asyncio.run(outside_kopf(scheduler._start([ParseJob.of(pj)], {}))) == []  # not admitted
         got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "claims-b")
         assert got["status"]["phase"] == "Failed", got["status"]
         assert got["status"]["error"]["reason"] == "TenantMismatch"
@@ -98,16 +106,17 @@ def test_the_scheduler_fails_a_parsejob_of_another_tenant(local_cluster, k8s_api
 @pytest.mark.cluster
 def test_a_job_of_the_same_name_not_owned_by_the_parsejob_is_not_taken_for_its_own(local_cluster, k8s_api_client,
                                                                                     monkeypatch):
-    """Job names are deterministic (job_template.job_name): whoever can create Jobs in the
-    namespace could pre-create one. The operator admits only into a Job it controls: an
-    impostor fails the ParseJob (JobNameTaken) and is left alone; its own Job (a retried
-    admission) is adopted."""
+    """Job names are deterministic (runner_jobs.SINGLE.name): whoever can create Jobs in
+    the namespace could pre-create one. The operator admits only into a Job it controls:
+    an impostor fails the ParseJob (JobNameTaken) and is left alone; its own Job (a
+    retried admission) is adopted."""
     from kubernetes import client
 
-    from schedgen.operator.config import OperatorConfig
-    from schedgen.operator.job_template import job_name
     from schedgen.operator.kube import Kube
-    from schedgen.operator.scheduler import Scheduler
+    from schedgen.operator.runner_jobs import SINGLE
+
+    def job_name(pj: dict) -> str:
+        return SINGLE.name([ParseJob.of(pj)])
 
     local_cluster.kubectl("apply", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
     local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
@@ -133,17 +142,18 @@ def test_a_job_of_the_same_name_not_owned_by_the_parsejob_is_not_taken_for_its_o
 
     try:
         victim, retried = parsejob("victim"), parsejob("retried")
-        suspended_job(job_name("victim", victim["metadata"]["uid"]), None)
-        suspended_job(job_name("retried", retried["metadata"]["uid"]), retried)
-        scheduler = Scheduler(OperatorConfig.from_env({}), Kube(k8s_api_client))
-        assert asyncio.run(outside_kopf(scheduler._admit_one(victim))) is None  # not admitted
+        suspended_job(job_name(victim), None)
+        suspended_job(job_name(retried), retried)
+        scheduler = scheduler_for(Kube(k8s_api_client))
+        at = {pj["metadata"]["uid"]: "2026-01-01T00:00:00.000000Z" for pj in (victim, retried)}
+        assert asyncio.run(outside_kopf(scheduler._start([ParseJob.of(victim)], at))) == []  # not admitted
         got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "victim")["status"]
         assert (got["phase"], got["error"]["reason"]) == ("Failed", "JobNameTaken"), got
-        impostor = batch.read_namespaced_job(job_name("victim", victim["metadata"]["uid"]), ns)
+        impostor = batch.read_namespaced_job(job_name(victim), ns)
         assert impostor.spec.suspend is True and not impostor.metadata.owner_references  # untouched
-        assert asyncio.run(outside_kopf(scheduler._admit_one(retried))) == retried["metadata"]["uid"]
+        assert asyncio.run(outside_kopf(scheduler._start([ParseJob.of(retried)], at))) == [retried["metadata"]["uid"]]
         got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "retried")["status"]
-        assert got["phase"] == "Running" and got["jobName"] == job_name("retried", retried["metadata"]["uid"]), got
+        assert got["phase"] == "Running" and got["jobName"] == job_name(retried), got
     finally:
         custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
         core.delete_namespace(ns)

@@ -108,7 +108,7 @@ async def runner_job_index(body: kopf.Body, namespace: str, memo: kopf.Memo, **_
     """Under each ParseJob a Job runs, by ownerReference (labels are anyone's to set)."""
     memo.scheduler.kick()
     job = RunnerJob.of(body)
-    return {(namespace, uid): job for uid in (job.members or (job.owner or "",))}
+    return {(namespace, uid): job for uid in job.parsejob_uids()}
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY})

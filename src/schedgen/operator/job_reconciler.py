@@ -10,10 +10,11 @@ scheduler hands the decisions to the status writer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Mapping
+from typing import Awaitable, Callable, Collection, Mapping
 
 from schedgen.parsejob import ParseJob
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 JOB_LOST_GRACE_SECONDS = 15.0
 POD_VIEW_GRACE_SECONDS = 5.0
+READ_CONCURRENCY = 16
+READ_WAIT_SECONDS = 0.5
 
 Decision = Outcome | Requeue
 
@@ -60,40 +63,79 @@ class Snapshot:
 
 
 class JobReconciler:
+    """Decides ended runs. Reading a result object (S3) and recording its events
+    (Postgres) run as tasks, a few at a time: the tick waits for them a moment
+    (`READ_WAIT_SECONDS`, most finish within it) and never longer; one still going is
+    collected by a later tick (its end kicks the scheduler), so a slow or absent store
+    never holds admission up."""
+
     def __init__(self, kube: Kube, results: ResultStore, records: RecordStore | None, default_bucket: str,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 on_ready: Callable[[], None] = lambda: None):
         self.kube, self.results, self.records = kube, results, records
         self.default_bucket = default_bucket
-        self.clock, self.wall = clock, wall
+        self.clock, self.wall, self.on_ready = clock, wall, on_ready
         self.finish_seen: dict[str, float] = {}  # by uid: clock() when its Job was first seen over
+        self.reads: dict[str, asyncio.Task] = {}  # by uid: a result being read and recorded
+        self._sem = asyncio.Semaphore(READ_CONCURRENCY)
 
     def forget_except(self, uids: set[str]) -> None:
         for uid in self.finish_seen.keys() - uids:
             del self.finish_seen[uid]
+        for uid in self.reads.keys() - uids:
+            self.reads.pop(uid).cancel()
 
     async def observe(self, running: list[ParseJob], snap: Snapshot, retry_base: float
                       ) -> list[tuple[ParseJob, Decision]]:
         """The decisions about Running ParseJobs whose run has ended."""
-        decided = []
+        namespaces = {pj.namespace for pj in running if (job := snap.job_of(pj)) is not None and job.is_batch}
+        listings = await asyncio.gather(*(self.results.present(ns) for ns in namespaces))
+        listed = dict(zip(namespaces, listings))
+        decided: list[tuple[ParseJob, Decision]] = []
+        started = []
         for pj in running:
-            decision = await self.observe_one(pj, snap, retry_base)
-            if decision is not None:
-                decided.append((pj, decision))
+            if pj.uid in self.reads:
+                continue
+            step = self._step(pj, snap, listed.get(pj.namespace, set()), retry_base)
+            if isinstance(step, (Outcome, Requeue)):
+                decided.append((pj, step))
+            elif step is not None:
+                started.append(self._start(pj, step))
+        if started:
+            await asyncio.wait(started, timeout=READ_WAIT_SECONDS)
+        running_uids = {pj.uid for pj in running}
+        for pj in running:
+            task = self.reads.get(pj.uid)
+            if task is not None and task.done():
+                del self.reads[pj.uid]
+                decision = _result_of(task, pj)
+                if decision is not None:
+                    decided.append((pj, decision))
+        for uid in self.reads.keys() - running_uids:  # no longer Running (cancelled, decided)
+            self.reads.pop(uid).cancel()
         return decided
 
-    async def observe_one(self, pj: ParseJob, snap: Snapshot, retry_base: float) -> Decision | None:
+    def _start(self, pj: ParseJob, read: Callable[[], Awaitable[Decision | None]]) -> asyncio.Task:
+        async def bounded() -> Decision | None:
+            async with self._sem:
+                return await read()
+
+        task = self.reads[pj.uid] = asyncio.create_task(bounded(), name=f"result-{pj.uid}")
+        task.add_done_callback(lambda _: self.on_ready())
+        return task
+
+    def _step(self, pj: ParseJob, snap: Snapshot, listed: Collection[str], retry_base: float
+              ) -> Decision | Callable[[], Awaitable[Decision | None]] | None:
+        """A decision, a read to start (the result object decides), or None (goes on)."""
         job = snap.job_of(pj)
         if job is None:
-            return await self._without_job(pj, retry_base)
+            return lambda: self._without_job(pj, retry_base)
         pods = snap.pods_of(pj.namespace, job)
-        listed: Collection[str] = await self.results.present(pj.namespace) if job.is_batch else ()
         end = kind_of(job).run_end(pj, job, pods, listed)
-        if end is None:
-            return None
-        if not job.is_batch and not self._pods_seen(pj, pods):
+        if end is None or (not job.is_batch and not self._pods_seen(pj, pods)):
             return None
         if isinstance(end, Parsed):
-            return await self._read(pj, retry_base, job=job, pods=pods)
+            return lambda: self._read(pj, retry_base, job=job, pods=pods)
         return conclude(pj, end, retry_base)
 
     def _pods_seen(self, pj: ParseJob, pods: list[RunnerPod]) -> bool:
@@ -114,7 +156,6 @@ class JobReconciler:
         if name and await self.kube.job_exists(pj.namespace, name):
             return None  # the Job exists, the index is lagging
         return await self._read(pj, retry_base, lost=f"Job {name} disappeared before it finished")
-
     async def _read(self, pj: ParseJob, retry_base: float, job: RunnerJob | None = None,
                     pods: list[RunnerPod] | None = None, lost: str | None = None) -> Decision | None:
         """The result object decides; None while S3 or Postgres are away (next tick)."""
@@ -150,3 +191,13 @@ class JobReconciler:
         if lost is not None:
             return conclude(pj, job_lost(lost))
         return conclude(pj, invalid_result("the Job completed but wrote no result object"))
+
+
+def _result_of(task: asyncio.Task, pj: ParseJob) -> Decision | None:
+    if task.cancelled():
+        return None
+    exc = task.exception()
+    if exc is not None:  # a bug, not the store's absence (that is None): log, retry next tick
+        log.error("deciding %s/%s failed", pj.namespace, pj.name, exc_info=exc)
+        return None
+    return task.result()

@@ -1,5 +1,6 @@
 """The one writer of the operator's Postgres records: `parse_jobs` rows, their
-transitions, and the events of a checked result. One pool, one backoff, one upsert.
+transitions, and the events of a checked result. One set of kept sessions, one
+backoff, one upsert.
 
 A row only moves forward: the upsert applies when the status's (transitionSeq,
 attempts) is ahead of the row's, and transitions are inserted ON CONFLICT DO NOTHING,
@@ -15,14 +16,15 @@ statement/lock/idle-in-transaction timeouts, and a client-side deadline on every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg import conninfo
 
 from schedgen import db
 from schedgen.models import ParseResult
@@ -41,7 +43,7 @@ SESSION_OPTIONS: dict[str, Any] = {
     "options": "-c statement_timeout=15s -c lock_timeout=5s -c idle_in_transaction_session_timeout=60s",
     "application_name": "schedgen-operator",
 }
-UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError, TimeoutError)
+UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
 
 _UPSERT = """
 INSERT INTO parse_jobs AS p (uid, namespace, name, tenant, priority, schedule_type, source_bucket,
@@ -84,31 +86,64 @@ def _values(r: ParseJobRow) -> tuple:
             _ts(r.started_at), _ts(r.completed_at))
 
 
+class Sessions:
+    """At most `size` kept Postgres sessions, each used by one call at a time; one that
+    failed is closed, never reused. A session is opened on demand, so while Postgres is
+    away a call fails as fast as the connect does (refused at once, a black hole after
+    connect_timeout) and the backoff alone decides when to try again (a pool that keeps
+    reconnecting in the background would make each call wait for it instead)."""
+
+    def __init__(self, dsn: str, size: int, options: dict[str, Any]):
+        self.dsn, self.options = dsn, options
+        self.idle: list[psycopg.AsyncConnection] = []
+        self.slots = asyncio.Semaphore(size)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self.slots:
+            conn = self.idle.pop() if self.idle else None
+            if conn is None or conn.closed or conn.broken:
+                conn = await psycopg.AsyncConnection.connect(self.dsn, **self.options)
+            try:
+                yield conn
+            except BaseException:
+                await _close(conn)
+                raise
+            self.idle.append(conn)
+
+    async def close(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            await _close(conn)
+
+
+async def _close(conn: psycopg.AsyncConnection) -> None:
+    """Close, bounded: a connection to a black hole must not hang its closing either."""
+    try:
+        await asyncio.wait_for(conn.close(), 2.0)
+    except BaseException as exc:  # noqa: BLE001 - it is gone either way
+        if isinstance(exc, asyncio.CancelledError) and asyncio.current_task().cancelling():
+            raise
+
+
 class RecordStore:
     def __init__(self, dsn: str, clock: Callable[[], float] = time.monotonic, pool_size: int = POOL_SIZE,
                  call_timeout: float = CALL_TIMEOUT_SECONDS):
         self.dsn = dsn
         self.backoff = Backoff("Postgres", clock)
         self.call_timeout = call_timeout
-        self.pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False, timeout=5,
-                                        kwargs=SESSION_OPTIONS, reconnect_timeout=0, name="schedgen-records")
-        self._opened = False
+        options = dict(SESSION_OPTIONS)
+        if "application_name" in conninfo.conninfo_to_dict(dsn):
+            del options["application_name"]  # the DSN's own wins
+        self.sessions = Sessions(dsn, pool_size, options)
 
     async def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            try:
-                await asyncio.wait_for(self.pool.close(), 5)
-            except Exception as exc:  # noqa: BLE001 - going away either way
-                log.debug("closing the Postgres pool: %s", exc)
+        await self.sessions.close()
 
     async def _call(self, work: Callable[[psycopg.AsyncConnection], Awaitable[None]]) -> None:
         """`work` in one transaction on a pooled session, under the backoff and the
         deadline; Unavailable when Postgres cannot be reached."""
         self.backoff.check()
-        if not self._opened:
-            await self.pool.open(wait=False)
-            self._opened = True
         try:
             await asyncio.wait_for(self._in_transaction(work), self.call_timeout)
         except UNAVAILABLE as exc:
@@ -121,7 +156,7 @@ class RecordStore:
         self.backoff.succeeded()
 
     async def _in_transaction(self, work: Callable[[psycopg.AsyncConnection], Awaitable[None]]) -> None:
-        async with self.pool.connection() as conn:
+        async with self.sessions.session() as conn:
             async with conn.transaction():
                 await work(conn)
 

@@ -95,13 +95,14 @@ class SingleJob:
         if job.failure.reason == "DeadlineExceeded":
             return RunFailed("DeadlineExceeded", short(job.failure.message or "the Job ran past its deadline"),
                              code=code)
-        if last and (last.reason == "OOMKilled" or last.exit_code == EXIT_OOM_KILLED):
+        by_policy = job.failure.reason == "PodFailurePolicy"  # it fails a Job only on exit 2, 3 or 137
+        if last and (last.reason == "OOMKilled" or (by_policy and last.exit_code == EXIT_OOM_KILLED)):
             return RunFailed("OOMKilled", "the runner exceeded its memory limit", code="MemoryLimitExceeded")
         if last and last.exit_code == EXIT_MISCONFIGURED:
             return RunFailed("Misconfigured", short(message), code=code or "ConfigurationError")
-        if last and last.exit_code == EXIT_BAD_INPUT:
+        if by_policy or (last and last.exit_code == EXIT_BAD_INPUT):
             return RunFailed("InvalidPDF", short(message), code=code or "BadInput")
-        if job.failure.reason in ("BackoffLimitExceeded", "PodFailurePolicy"):
+        if job.failure.reason == "BackoffLimitExceeded":
             return RunFailed("BackoffLimitExceeded", short(message), code=code, transient=True)
         return RunFailed(job.failure.reason, short(message), code=code)
 

@@ -107,6 +107,11 @@ class RunnerJob:
         """Over: Complete, Failed, or being deleted."""
         return self.deleting or self.complete or self.failure is not None
 
+    def parsejob_uids(self) -> tuple[str, ...]:
+        """The ParseJobs this Job runs, by ownerReference: the keys of the Job index. A Job
+        without one (labels alone are anyone's to set) is nobody's."""
+        return self.members or ((self.owner,) if self.owner else ())
+
     def runs(self, uid: str) -> bool:
         """This Job runs the ParseJob `uid` (by ownerReference, never by label)."""
         return self.owner == uid or uid in self.members

@@ -52,7 +52,8 @@ class Scheduler:
         self.clock, self.wall = clock, wall
         self.bucket = admission.TokenBucket(20.0, 20, clock=clock)
         self.writer = StatusWriter(kube, clock, wall)
-        self.reconciler = JobReconciler(kube, results, records, cfg.default_bucket, clock, wall)
+        self.reconciler = JobReconciler(kube, results, records, cfg.default_bucket, clock, wall,
+                                        on_ready=self.kick)
         self.changed = asyncio.Event()
         self.last_tick = 0.0
         self.last_positions_publish = float("-inf")

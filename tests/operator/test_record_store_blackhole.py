@@ -1,6 +1,6 @@
 """A black-holed Postgres (connections accepted, nothing ever answered) must not hang
-the recorder: every step and every record_now ends within its deadline, the records
-loop backs off and retries, and the rows catch up once the database answers again."""
+the record store: every call ends within its deadline, the catch-up backs off and
+retries, and the rows catch up once the database answers again."""
 
 from __future__ import annotations
 
@@ -14,15 +14,18 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from schedgen.operator import status as st
-from schedgen.operator.config import OperatorConfig
-from schedgen.operator.recorder import PostgresUnavailable, Recorder
+from records_testlib import lifecycle, new_parsejob
+from schedgen.models import Event, ParseResult, ScheduleKind
+from schedgen.operator.backoff import Unavailable
+from schedgen.operator.record_store import RecordStore
+from schedgen.operator.row_catchup import RowCatchUp
+from schedgen.operator.rows import row_of
+from schedgen.parsejob import ParseJob
 
-CFG = OperatorConfig(default_bucket="bucket-x")
-STEP_TIMEOUT = 3.0
-# After the step's deadline psycopg tries to cancel the query on the server (a black
+CALL_TIMEOUT = 3.0
+# After the call's deadline psycopg tries to cancel the query on the server (a black
 # hole too: its own ~10 s timeouts), then closes the connection.
-BOUND = STEP_TIMEOUT + 12.0
+BOUND = CALL_TIMEOUT + 12.0
 
 
 class Hole:
@@ -73,11 +76,8 @@ class Hole:
             s.close()
 
 
-def body() -> dict:
-    b = {"metadata": {"name": "pj", "namespace": "ns", "uid": str(uuid.uuid4()), "generation": 1},
-         "spec": {"source": {"s3": {"key": "k.pdf"}}, "tenant": "t"}, "status": {}}
-    q = st.merged(b, st.queued(b))
-    return st.merged(q, st.running(q, "pj-1"))
+def running() -> ParseJob:
+    return lifecycle(new_parsejob())[1]
 
 
 def errors() -> float:
@@ -97,58 +97,70 @@ def phase(pg_conn, uid):
     return found[0] if found else None
 
 
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_black_holed_session_times_out_backs_off_and_catches_up(hole, pg_conn):
     h, dsn = hole
     loop = asyncio.new_event_loop()
-    recorder = Recorder(dsn, CFG, interval=0.5)
-    recorder.step_timeout = STEP_TIMEOUT
-    first, second = body(), body()
-    assert loop.run_until_complete(recorder.step([first])) == 0.5  # connected through the relay
-    assert phase(pg_conn, first["metadata"]["uid"]) == "Running"
+    clock = Clock()
+    store = RecordStore(dsn, clock=clock, call_timeout=CALL_TIMEOUT, pool_size=1)
+    catchup = RowCatchUp(store, "bucket-x", interval=0.5)
+    first, second = running(), running()
+    assert loop.run_until_complete(catchup.step([first])) == 0.5  # connected through the relay
+    assert phase(pg_conn, first.uid) == "Running"
 
     h.open = False  # the established session goes silent mid-flight
     before, t0 = errors(), time.monotonic()
-    assert loop.run_until_complete(recorder.step([first, second])) == 1.0  # failed: back off
+    assert loop.run_until_complete(catchup.step([first, second])) == 1.0  # failed: back off
     assert time.monotonic() - t0 < BOUND  # its deadline + psycopg's bounded cancel attempt, not forever
-    assert errors() == before + 1 and recorder.conn is None
+    assert errors() == before + 1
     # New sessions are accepted and never answered: the connect is bounded too.
+    clock.now = store.backoff.until
     t0 = time.monotonic()
-    assert loop.run_until_complete(recorder.step([first, second])) == 2.0
+    assert loop.run_until_complete(catchup.step([first, second])) == 2.0
     assert time.monotonic() - t0 < BOUND
+    clock.now = store.backoff.until
     t0 = time.monotonic()
-    with pytest.raises(PostgresUnavailable):  # the finalizer's write: bounded, then "retry"
-        loop.run_until_complete(recorder.record_now(second))
+    with pytest.raises(Unavailable):  # the finalizer's write: bounded, then "retry"
+        loop.run_until_complete(catchup.record_now(second))
     assert time.monotonic() - t0 < BOUND
-    assert phase(pg_conn, second["metadata"]["uid"]) is None
+    assert phase(pg_conn, second.uid) is None
 
     h.open = True  # it answers again: the next step reconnects and catches up
-    assert loop.run_until_complete(recorder.step([first, second])) == 0.5
-    assert phase(pg_conn, second["metadata"]["uid"]) == "Running"
-    loop.run_until_complete(recorder.disconnect())
+    clock.now = store.backoff.until
+    assert loop.run_until_complete(catchup.step([first, second])) == 0.5
+    assert phase(pg_conn, second.uid) == "Running"
+    loop.run_until_complete(store.close())
     loop.close()
 
 
 def test_an_events_write_to_a_silent_database_ends_at_its_deadline(hole, pg_conn):
-    """The scheduler's events write (results.py: db.write_events in a thread) is bounded
-    by db.deadline: the session goes silent mid-transaction, the call ends with
-    DatabaseUnavailable (retried next tick), nothing half-written."""
-    from schedgen import db
-    from schedgen.errors import DatabaseUnavailable
-    from schedgen.models import Event, ParseResult, ScheduleKind
-
+    """The Job reconciler's events write: the session goes silent mid-transaction, the
+    call ends with Unavailable (retried later), nothing half-written."""
     h, dsn = hole
-    uid = str(uuid.uuid4())
-    ref = db.JobRef(uid=uid, namespace="ns", name="pj", tenant="t", source_bucket="b", source_key="k.pdf")
+    loop = asyncio.new_event_loop()
+    clock = Clock()
+    store = RecordStore(dsn, clock=clock, call_timeout=2.0, pool_size=1)
+    warm = running()
+    loop.run_until_complete(store.sync([row_of(warm, "b")]))  # the session is established
+    pj = running()
     result = ParseResult(ScheduleKind.LECTURE, [Event(module="COS 214", activity="L1")], pages=1)
-    with db.connect(dsn) as conn:
-        h.open = False  # connected, then silent
-        t0 = time.monotonic()
-        with pytest.raises(DatabaseUnavailable), db.deadline(conn, 2.0):
-            db.write_events(conn, ref, result)
-        assert 2.0 <= time.monotonic() - t0 < 6.0
-    assert phase(pg_conn, uid) is None
+    h.open = False  # connected, then silent
+    t0 = time.monotonic()
+    with pytest.raises(Unavailable):
+        loop.run_until_complete(store.write_result(row_of(pj, "b"), result))
+    assert 2.0 <= time.monotonic() - t0 < BOUND
+    assert phase(pg_conn, pj.uid) is None
     h.open = True
-    with db.connect(dsn) as conn, db.deadline(conn, 5.0):  # answered in time: the timer never fires
-        db.write_events(conn, ref, result)
-    assert phase(pg_conn, uid) == "Queued"
-    assert pg_conn.execute("SELECT count(*) FROM events WHERE job_uid = %s", (uid,)).fetchone() == (1,)
+    clock.now = store.backoff.until
+    loop.run_until_complete(store.write_result(row_of(pj, "b"), result))  # answered in time
+    assert phase(pg_conn, pj.uid) == "Running"
+    assert pg_conn.execute("SELECT count(*) FROM events WHERE job_uid = %s", (pj.uid,)).fetchone() == (1,)
+    loop.run_until_complete(store.close())
+    loop.close()

@@ -12,11 +12,12 @@ import psycopg.errors
 import pytest
 from psycopg import conninfo
 
+from records_testlib import lifecycle, new_parsejob, read_events
 from schedgen import db
 from schedgen.models import Event, ParseResult, ScheduleKind
-from schedgen.operator import records
-from schedgen.operator import status as st
-from schedgen.operator.config import OperatorConfig
+from schedgen.operator.record_store import RecordStore
+from schedgen.operator.rows import row_of
+from schedgen.parsejob import ParseJob
 
 DENIED = psycopg.errors.InsufficientPrivilege
 EVENT = Event(module="COS 214", activity="L1", group="G01", day="Monday", start_time="08:30",
@@ -44,10 +45,20 @@ def roles(empty_database):
             conn.execute(f'DROP USER "{user}"')
 
 
-def job_ref() -> db.JobRef:
-    uid = str(uuid.uuid4())
-    return db.JobRef(uid=uid, namespace="ns", name=f"pj-{uid[:8]}", tenant="t1",
-                     source_bucket="b", source_key="k.pdf")
+def job_ref() -> ParseJob:
+    """A Running ParseJob of tenant t1."""
+    return lifecycle(new_parsejob(tenant="t1"))[1]
+
+
+def write_events(dsn: str, pj: ParseJob) -> None:
+    """The operator's own code path (RecordStore.write_result): row and events."""
+    async def go():
+        store = RecordStore(dsn)
+        try:
+            await store.write_result(row_of(pj, "b"), ParseResult(ScheduleKind.LECTURE, [EVENT], pages=1, seconds=0.1))
+        finally:
+            await store.close()
+    asyncio.run(go())
 
 
 def denied(dsn: str, sql: str, params: tuple = ()) -> bool:
@@ -60,17 +71,17 @@ def denied(dsn: str, sql: str, params: tuple = ()) -> bool:
 
 
 def operator_records(dsn: str) -> str:
-    """The operator's own code path (records.sync) writes a ParseJob's row and history."""
-    body = {"metadata": {"name": "pj", "namespace": "ns", "uid": str(uuid.uuid4()), "generation": 1},
-            "spec": {"source": {"s3": {"key": "k.pdf"}}, "tenant": "t1"}, "status": {}}
-    queued = st.merged(body, st.queued(body))
-    running = st.merged(queued, st.running(queued, "pj-1"))
+    """The operator's own code path (RecordStore.sync) writes a ParseJob's row and history."""
+    pj = job_ref()
 
     async def go():
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            await records.sync(conn, [records.row_of(running, OperatorConfig())])
+        store = RecordStore(dsn)
+        try:
+            await store.sync([row_of(pj, "b")])
+        finally:
+            await store.close()
     asyncio.run(go())
-    return body["metadata"]["uid"]
+    return pj.uid
 
 
 def test_roles_exist_nologin_and_migration_is_idempotent(roles):
@@ -89,11 +100,11 @@ def test_operator_writes_records_and_events_but_not_api_state(roles):
         assert conn.execute("SELECT phase FROM parse_jobs WHERE uid = %s", (uid,)).fetchone() == ("Running",)
         assert conn.execute("SELECT count(*) FROM parse_job_transitions WHERE job_uid = %s",
                             (uid,)).fetchone() == (2,)
-    # The events of a job (the operator is their writer; the runner's code path today).
+    # The events of a job (the operator is their writer).
     ref = job_ref()
+    write_events(dsn, ref)
     with psycopg.connect(dsn) as conn:
-        db.write_events(conn, ref, ParseResult(ScheduleKind.LECTURE, [EVENT], pages=1, seconds=0.1))
-        assert [e.module for e in db.read_events(conn, ref.uid)] == ["COS 214"]
+        assert [e.module for e in read_events(conn, ref.uid)] == ["COS 214"]
     # Not the API's tables, no deletion of records, no history rewrite, no DDL.
     assert denied(dsn, "SELECT * FROM api_keys")
     assert denied(dsn, "SELECT * FROM idempotency_keys")
@@ -108,12 +119,11 @@ def test_operator_writes_records_and_events_but_not_api_state(roles):
 
 def test_api_reads_records_and_events_but_cannot_write_them(roles):
     ref = job_ref()
-    with psycopg.connect(roles["owner"]) as conn:
-        db.write_events(conn, ref, ParseResult(ScheduleKind.LECTURE, [EVENT], pages=1, seconds=0.1))
+    write_events(roles["owner"], ref)
     dsn = roles["api"]
     with psycopg.connect(dsn, autocommit=True) as conn:
-        assert [e.module for e in db.read_events(conn, ref.uid)] == ["COS 214"]
-        assert conn.execute("SELECT phase FROM parse_jobs WHERE uid = %s", (ref.uid,)).fetchone() == ("Queued",)
+        assert [e.module for e in read_events(conn, ref.uid)] == ["COS 214"]
+        assert conn.execute("SELECT phase FROM parse_jobs WHERE uid = %s", (ref.uid,)).fetchone() == ("Running",)
         conn.execute("SELECT count(*) FROM parse_job_transitions").fetchone()
         # Its own state: API keys, idempotency keys, rate-limit windows.
         conn.execute("INSERT INTO api_keys (key_hash, key_prefix, tenant) VALUES ('h1', 'p1', 't1')")
@@ -124,8 +134,8 @@ def test_api_reads_records_and_events_but_cannot_write_them(roles):
         conn.execute("INSERT INTO rate_limit_windows VALUES ('c', 'upload', now(), 1)")
         conn.execute("DELETE FROM rate_limit_windows")
     # The events and the records are the operator's: the API writes none of them.
-    with psycopg.connect(dsn) as conn, pytest.raises(DENIED):
-        db.write_events(conn, job_ref(), ParseResult(ScheduleKind.LECTURE, [EVENT], pages=1))
+    with pytest.raises(DENIED):
+        write_events(dsn, job_ref())
     assert denied(dsn, "INSERT INTO events (job_uid, ordinal, module, activity) VALUES (%s, 99, 'm', 'a')",
                   (ref.uid,))
     assert denied(dsn, "UPDATE events SET module = 'x' WHERE job_uid = %s", (ref.uid,))
@@ -157,9 +167,8 @@ def test_api_erases_one_job_only_through_the_function(roles):
     """Migration 0006: the API deletes a job's rows only by `schedgen_erase_job` (one job,
     its own tenant's), and the tombstone turns the operator's late writes into no-ops."""
     ref, other = job_ref(), job_ref()
-    with psycopg.connect(roles["owner"]) as conn:
-        for r in (ref, other):
-            db.write_events(conn, r, ParseResult(ScheduleKind.LECTURE, [EVENT], pages=1, seconds=0.1))
+    for r in (ref, other):
+        write_events(roles["owner"], r)
     api = roles["api"]
     with psycopg.connect(api, autocommit=True) as conn:
         conn.execute("INSERT INTO idempotency_keys (tenant, key_hash, content_sha256, namespace, job_name, job_uid)"
@@ -179,8 +188,7 @@ def test_api_erases_one_job_only_through_the_function(roles):
     assert denied(roles["nobody"], "SELECT schedgen_erase_job(%s, 'ns', 'x', 't1')", (other.uid,))
     assert denied(roles["operator"], "SELECT schedgen_erase_job(%s, 'ns', 'x', 't1')", (other.uid,))
     # a late write of the operator for the erased uid (its events, its row) leaves nothing
-    with psycopg.connect(roles["operator"]) as conn:
-        db.write_events(conn, ref, ParseResult(ScheduleKind.LECTURE, [EVENT], pages=1, seconds=0.1))
+    write_events(roles["operator"], ref)
     with psycopg.connect(roles["operator"], autocommit=True) as conn:  # dropped, not an FK error
         conn.execute("INSERT INTO parse_job_transitions VALUES (%s, 9, 'Failed', null, null, now())", (ref.uid,))
         assert conn.execute("SELECT count(*) FROM parse_job_transitions WHERE job_uid = %s",
