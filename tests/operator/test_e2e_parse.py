@@ -145,7 +145,11 @@ def test_transient_failures_are_retried_up_to_max_retries(operator_cluster, star
     assert s["phase"] == "Failed" and s["error"]["reason"] == "BackoffLimitExceeded", s
     assert s["error"].get("code") == "StorageUnavailable"
     assert s["attempts"] == 2
-    assert len(c.pods_of(ns, s["jobName"])) == 2
+    # each run a Job of its own (the operator's retry, after retryBackoffSeconds), one pod each
+    jobs = c.jobs_of(ns, pj["metadata"]["uid"])
+    assert len(jobs) == 2 and s["jobName"] in {j.metadata.name for j in jobs}
+    assert all(j.spec.backoff_limit == 0 and len(c.pods_of(ns, j.metadata.name)) == 1 for j in jobs)
+    assert "Retrying" in {e.reason for e in c.events_for(ns, "flaky")}
 
 
 def test_deadline_exceeded(operator_cluster, start_operator):
@@ -155,7 +159,7 @@ def test_deadline_exceeded(operator_cluster, start_operator):
         start_operator(SCHEDGEN_S3_ENDPOINT_URL=hole.endpoint(c.cluster))
         ns = c.tenant_namespace("deadline")
         key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
-        # each attempt hangs on the download, then the Job's backoff outlasts the deadline
+        # the run hangs on the download until its Job's deadline: final, retries left or not
         c.submit(ns, "slow", key, deadlineSeconds=10, maxRetries=5)
         pj = c.wait_phase(ns, "slow", timeout=120)
     finally:

@@ -244,7 +244,7 @@ def test_conclude_the_retry_scheme():
     assert isinstance(conclude(pj(prior=0, max_retries=0), transient, 10), Outcome)  # no retries at all
     assert conclude(pj(prior=0, max_retries=3), transient, 0) == Requeue(
         "Retrying", "Interrupted: SIGTERM", counted=True, delay=0.0)  # backoff off: at once
-    assert conclude(pj(prior=2), BATCH.not_reached("batch-x")) == Requeue(
+    assert conclude(pj(prior=2), NotReached("Job batch-x ended before this ParseJob's turn")) == Requeue(
         "BatchEnded", "Job batch-x ended before this ParseJob's turn", counted=False)
     disrupted = RunFailed("BackoffLimitExceeded", "SIGTERM", code="Interrupted", transient=True, counted=False)
     assert conclude(pj(prior=3, max_retries=3), disrupted, 10) == Requeue(
@@ -274,9 +274,9 @@ def test_a_retrys_delay_doubles_and_is_capped(base, attempts):
 @given(st.integers(0, 11), st.integers(0, 10), st.floats(0, 100))
 def test_not_reached_and_disrupted_runs_never_count(prior, max_retries, base):
     p = pj(prior=prior, max_retries=max_retries)
-    disrupted = BATCH.member_failed({"ok": False, "code": "Interrupted", "message": "SIGTERM", "retry": True},
+    disrupted = BATCH.failed({"ok": False, "code": "Interrupted", "message": "SIGTERM", "retry": True},
                                     [pod(143, disrupted=True)])
-    for end in (BATCH.not_reached("batch-x"), disrupted):
+    for end in (NotReached("Job batch-x ended before this ParseJob's turn"), disrupted):
         out = conclude(p, end, base)
         assert isinstance(out, Requeue) and not out.counted and out.delay == 0
         assert ps.requeued(p, out)["attempts"] == prior

@@ -157,10 +157,23 @@ def test_a_member_is_decided_by_its_result_object_or_the_end_of_its_job():
 
 
 def test_a_member_not_reached_goes_back_uncounted():
-    end = BATCH.not_reached("batch-x")
-    assert end == NotReached("Job batch-x ended before this ParseJob's turn")
-    out = conclude(member(1).with_status({"phase": "Running", "priorAttempts": 2, "attempts": 3}), end, 10)
+    running = member(1).with_status({"phase": "Running", "priorAttempts": 2, "attempts": 3, "jobName": "batch-x",
+                                     "batchSize": 2})
+    members = [member(1), member(2)]
+    job = BATCH.build(members, OperatorConfig(), urls_of(members))
+    assert BATCH.without_result(running, RunnerJob.of({**job, "status": {"active": 1}}), None) is None  # may come
+    end = BATCH.without_result(running, ended(job), None)
+    assert end == BATCH.without_result(running, None, "Job batch-x disappeared") == \
+        NotReached("Job batch-x ended before this ParseJob's turn")
+    out = conclude(running, end, 10)
     assert (out.reason, out.counted, out.delay) == ("BatchEnded", False, 0.0)
+
+
+def test_a_single_run_without_its_result():
+    pj = member(1).with_status({"phase": "Running", "priorAttempts": 0, "attempts": 1, "jobName": "x"})
+    assert SINGLE.without_result(pj, None, "Job x disappeared").reason == "JobLost"
+    assert SINGLE.without_result(pj, None, None).reason == "InvalidResult"
+    assert SINGLE.job_to_stop(pj) == "x" and BATCH.job_to_stop(pj) is None
 
 
 def runner_pod(disrupted: bool) -> RunnerPod:
@@ -169,16 +182,16 @@ def runner_pod(disrupted: bool) -> RunnerPod:
 
 
 def test_failure_documents_decide_only_their_member():
-    bad = BATCH.member_failed({"ok": False, "code": "TooLarge", "message": "big", "retry": False}, [])
+    bad = BATCH.failed({"ok": False, "code": "TooLarge", "message": "big", "retry": False}, [])
     assert (bad.reason, bad.code, bad.transient, bad.counted) == ("InvalidPDF", "TooLarge", False, True)
     interrupted = {"ok": False, "code": "Interrupted", "message": "SIGTERM", "retry": True}
-    again = BATCH.member_failed(interrupted, [runner_pod(False)])
+    again = BATCH.failed(interrupted, [runner_pod(False)])
     assert again == RunFailed("BackoffLimitExceeded", "SIGTERM", "Interrupted", transient=True, counted=True)
-    evicted = BATCH.member_failed(interrupted, [runner_pod(False), runner_pod(True)])
+    evicted = BATCH.failed(interrupted, [runner_pod(False), runner_pod(True)])
     assert evicted == RunFailed("BackoffLimitExceeded", "SIGTERM", "Interrupted", transient=True, counted=False)
     # a disruption excuses a transient failure only: bad input stays bad input
-    assert BATCH.member_failed({"ok": False, "code": "TooLarge", "message": "big"}, [runner_pod(True)]) == bad
-    oom = BATCH.member_failed({"ok": False, "killed": "oom"}, [runner_pod(True)])
+    assert BATCH.failed({"ok": False, "code": "TooLarge", "message": "big"}, [runner_pod(True)]) == bad
+    oom = BATCH.failed({"ok": False, "killed": "oom"}, [runner_pod(True)])
     assert (oom.reason, oom.counted) == ("OOMKilled", True)
 
 

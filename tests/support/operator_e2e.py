@@ -145,6 +145,10 @@ class Cluster:
     def pods_of(self, ns: str, job_name: str) -> list:
         return self.core.list_namespaced_pod(ns, label_selector=f"batch.kubernetes.io/job-name={job_name}").items
 
+    def jobs_of(self, ns: str, uid: str) -> list:
+        """The single-run Jobs of the ParseJob `uid` (one per run)."""
+        return self.batch.list_namespaced_job(ns, label_selector=f"schedgen.io/parsejob-uid={uid}").items
+
     def events_for(self, ns: str, name: str) -> list:
         return [e for e in self.core.list_namespaced_event(ns).items if e.involved_object.name == name]
 

@@ -71,7 +71,8 @@ def start_operator(operator_cluster, tmp_path):
     # tests/operator/test_e2e_batch.py switches it on.
     operator_cluster.set_runtime(maxConcurrent=10, maxPerTenant=10, admissionsPerSecond=50, admissionBurst=50,
                                  guardMaxUnschedulable=-1, queuePositionIntervalSeconds=5,
-                                 queuePositionMaxWrites=50, batchThreshold=20, batchSize=1)
+                                 queuePositionMaxWrites=50, batchThreshold=20, batchSize=1,
+                                 retryBackoffSeconds=1)
     yield start
     try:
         if not any(op.running for op in started):

@@ -21,12 +21,11 @@ from schedgen.parsejob import ParseJob
 from . import result_document as documents
 from .backoff import Unavailable, report_unavailable
 from .kube import Kube
-from .outcome import Outcome, Parsed, Requeue, RunFailed, conclude, from_failure_document, invalid_result, \
-    job_lost, succeeded
+from .outcome import Outcome, Parsed, Requeue, conclude, invalid_result, succeeded
 from .record_store import RecordStore
 from .result_store import ResultStore
 from .rows import row_of
-from .runner_jobs import BATCH, kind_of
+from .runner_jobs import kind_for, kind_of
 from .runner_objects import RunnerJob, RunnerPod, epoch_of
 
 log = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ class JobReconciler:
             return lambda: self._without_job(pj, retry_base)
         pods = snap.pods_of(pj.namespace, job)
         end = kind_of(job).run_end(pj, job, pods, listed)
-        if end is None or (not job.is_batch and not self._pods_seen(pj, pods)):
+        if end is None or (kind_of(job).waits_for_pod_states and not self._pods_seen(pj, pods)):
             return None
         if isinstance(end, Parsed):
             return lambda: self._read(pj, retry_base, job=job, pods=pods)
@@ -159,7 +158,7 @@ class JobReconciler:
     async def _read(self, pj: ParseJob, retry_base: float, job: RunnerJob | None = None,
                     pods: list[RunnerPod] | None = None, lost: str | None = None) -> Decision | None:
         """The result object decides; None while S3 or Postgres are away (next tick)."""
-        batch = job.is_batch if job is not None else pj.status.batch_size > 1
+        kind = kind_of(job) if job is not None else kind_for(pj)
         try:
             found = await self.results.fetch(pj)
         except documents.InvalidResult as exc:
@@ -168,29 +167,17 @@ class JobReconciler:
             report_unavailable(exc, f"result of {pj.namespace}/{pj.name} not readable yet: ")
             return None
         if found is None:
-            return self._no_result(pj, batch, job, lost, retry_base)
+            end = kind.without_result(pj, job, lost)
+            return conclude(pj, end, retry_base) if end is not None else None
         if isinstance(found, documents.RunnerFailure):
-            end: RunFailed = BATCH.member_failed(found.doc, pods or []) if batch else from_failure_document(found.doc)
-            return conclude(pj, end, retry_base)
+            return conclude(pj, kind.failed(found.doc, pods or []), retry_base)
         if self.records is not None:
-            row = row_of(pj, self.default_bucket)
             try:
-                await self.records.write_result(row, found)  # type: ignore[arg-type]
+                await self.records.write_result(row_of(pj, self.default_bucket), found)  # type: ignore[arg-type]
             except Unavailable as exc:
                 report_unavailable(exc, f"events of {pj.namespace}/{pj.name} not recorded yet: ")
                 return None
         return succeeded(pj, documents.status_result(found))
-
-    @staticmethod
-    def _no_result(pj: ParseJob, batch: bool, job: RunnerJob | None, lost: str | None, retry_base: float
-                   ) -> Decision | None:
-        if batch:
-            if job is not None and not job.ended:
-                return None  # listed, but gone when read: a listing older than a discard
-            return conclude(pj, BATCH.not_reached(pj.status.job_name or "?"), retry_base)
-        if lost is not None:
-            return conclude(pj, job_lost(lost))
-        return conclude(pj, invalid_result("the Job completed but wrote no result object"))
 
 
 def _result_of(task: asyncio.Task, pj: ParseJob) -> Decision | None:

@@ -144,6 +144,27 @@ def runner_job(*, name: str, namespace: str, labels: Mapping[str, str], owners: 
                priority: str, cfg: OperatorConfig,
                pod_failure_policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The Job: one runner container with `env` (plus the shared limits) and `resources`."""
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,  # a retry is a new run, decided by the operator (outcome.conclude)
+        "activeDeadlineSeconds": deadline_seconds,
+        "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
+        "template": {"metadata": {"labels": dict(labels)},
+                     "spec": _pod_spec(_container(env, resources, cfg), priority, cfg)},
+    }
+    if pod_failure_policy:
+        spec["podFailurePolicy"] = copy.deepcopy(dict(pod_failure_policy))
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
+                     "ownerReferences": [dict(o) for o in owners]},
+        "spec": spec,
+    }
+
+
+def _container(env: Mapping[str, str], resources: Mapping[str, Mapping[str, str]],
+               cfg: OperatorConfig) -> dict[str, Any]:
+    """Restricted: no privilege, read-only root, all capabilities dropped, only /tmp."""
     container: dict[str, Any] = {
         "name": RUNNER_CONTAINER,
         "image": cfg.runner_image,
@@ -168,6 +189,11 @@ def runner_job(*, name: str, namespace: str, labels: Mapping[str, str], owners: 
     }
     if cfg.runner_command:
         container["command"] = list(cfg.runner_command)
+    return container
+
+
+def _pod_spec(container: dict[str, Any], priority: str, cfg: OperatorConfig) -> dict[str, Any]:
+    """No service-account token, no service links; placement as configured."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -190,21 +216,7 @@ def runner_job(*, name: str, namespace: str, labels: Mapping[str, str], owners: 
         pod_spec["affinity"] = copy.deepcopy(dict(cfg.runner_affinity))
     if priority in cfg.priority_classes:
         pod_spec["priorityClassName"] = cfg.priority_classes[priority]
-    spec: dict[str, Any] = {
-        "backoffLimit": 0,  # a retry is a new run, decided by the operator (outcome.conclude)
-        "activeDeadlineSeconds": deadline_seconds,
-        "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-    }
-    if pod_failure_policy:
-        spec["podFailurePolicy"] = copy.deepcopy(dict(pod_failure_policy))
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
-                     "ownerReferences": [dict(o) for o in owners]},
-        "spec": spec,
-    }
+    return pod_spec
 
 
 def safe_name(text: str, limit: int) -> str:

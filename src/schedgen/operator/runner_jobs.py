@@ -34,13 +34,15 @@ from schedgen.parsejob import (
 
 from . import job_template as tpl
 from .config import OperatorConfig
-from .outcome import NotReached, Parsed, RunEnd, RunFailed, from_failure_document, short
+from .outcome import NotReached, Parsed, RunEnd, RunFailed, from_failure_document, invalid_result, job_lost, short
 from .runner_objects import BATCH_LABEL_VALUE, RunnerJob, RunnerPod, Terminated
 
 Urls = Mapping[str, str]  # {"source": presigned GET, "result": presigned PUT}
 
 
 class RunnerJobKind(Protocol):
+    waits_for_pod_states: bool  # a Job over before its pods' final states came: wait a moment
+
     def name(self, members: Sequence[ParseJob]) -> str: ...
 
     def build(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict: ...
@@ -50,9 +52,20 @@ class RunnerJobKind(Protocol):
     def run_end(self, pj: ParseJob, job: RunnerJob, pods: Sequence[RunnerPod], listed: Collection[str]
                 ) -> RunEnd | None: ...
 
+    def failed(self, document: Mapping, pods: Sequence[RunnerPod]) -> RunFailed: ...
+
+    def without_result(self, pj: ParseJob, job: RunnerJob | None, lost: str | None) -> RunEnd | None: ...
+
+    def job_to_stop(self, pj: ParseJob) -> str | None: ...
+
 
 def kind_of(job: RunnerJob) -> "RunnerJobKind":
     return BATCH if job.is_batch else SINGLE
+
+
+def kind_for(pj: ParseJob) -> "RunnerJobKind":
+    """The kind of the Job a Running ParseJob's status names (its Job may be gone)."""
+    return BATCH if pj.status.batch_size > 1 else SINGLE
 
 
 def _seq_suffix(pj: ParseJob) -> str:
@@ -60,6 +73,8 @@ def _seq_suffix(pj: ParseJob) -> str:
 
 
 class SingleJob:
+    waits_for_pod_states = True
+
     def name(self, members: Sequence[ParseJob]) -> str:
         (pj,) = members
         return f"{tpl.safe_name(pj.name, 40) or 'pj'}-{_seq_suffix(pj)}"
@@ -106,8 +121,23 @@ class SingleJob:
             return RunFailed("BackoffLimitExceeded", short(message), code=code, transient=True)
         return RunFailed(job.failure.reason, short(message), code=code)
 
+    def failed(self, document: Mapping, pods: Sequence[RunnerPod]) -> RunFailed:
+        return from_failure_document(document)  # a single runner writes none; a compromised one might
+
+    def without_result(self, pj: ParseJob, job: RunnerJob | None, lost: str | None) -> RunEnd | None:
+        if lost is not None:
+            return job_lost(lost)
+        return invalid_result("the Job completed but wrote no result object")
+
+    def job_to_stop(self, pj: ParseJob) -> str | None:
+        """The Job of a ParseJob deleted before it finished. A waiting one's Job may exist
+        (created just before the operator stopped): the name it would have."""
+        return pj.status.job_name or (self.name([pj]) if pj.status.waiting else None)
+
 
 class BatchJob:
+    waits_for_pod_states = False  # members are decided by their result objects
+
     def name(self, members: Sequence[ParseJob]) -> str:
         ids = sorted(f"{pj.uid}:{pj.status.seq}" for pj in members)
         digest = hashlib.sha1(",".join(ids).encode()).hexdigest()[:10]
@@ -141,18 +171,24 @@ class BatchJob:
             return Parsed()
         return None
 
-    @staticmethod
-    def not_reached(job_name: str) -> NotReached:
-        return NotReached(f"Job {job_name} ended before this ParseJob's turn")
-
-    @staticmethod
-    def member_failed(document: Mapping, pods: Sequence[RunnerPod]) -> RunFailed:
+    def failed(self, document: Mapping, pods: Sequence[RunnerPod]) -> RunFailed:
         """A member's failure document; a transient failure of a disrupted pod (eviction,
         node drain: the runner was stopped, not at fault) does not count."""
         end = from_failure_document(document)
         if end.transient and any(p.disrupted for p in pods):
             return RunFailed(end.reason, end.message, end.code, transient=True, counted=False)
         return end
+
+    def without_result(self, pj: ParseJob, job: RunnerJob | None, lost: str | None) -> RunEnd | None:
+        """No object: back to the queue once the Job has ended (or vanished); while it runs
+        the member may still come (listed, but gone when read: a listing older than a
+        discard)."""
+        if job is not None and not job.ended:
+            return None
+        return NotReached(f"Job {pj.status.job_name or '?'} ended before this ParseJob's turn")
+
+    def job_to_stop(self, pj: ParseJob) -> str | None:
+        return None  # the batch goes on for its other members
 
 
 def _exit(pod: RunnerPod) -> int | None:

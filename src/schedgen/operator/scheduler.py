@@ -29,7 +29,7 @@ from .kube import Kube
 from .outcome import Outcome, Requeue
 from .record_store import RecordStore
 from .result_store import ResultStore
-from .runner_jobs import BATCH, SINGLE
+from .runner_jobs import BATCH, SINGLE, kind_for, kind_of
 from .status import now_rfc3339
 from .status_writer import StatusWriter
 
@@ -160,7 +160,7 @@ class Scheduler:
         if not waiting:
             return set()
         orphans = [(pj, job) for pj in waiting for job in snap.jobs.get((pj.namespace, pj.uid), ())
-                   if (BATCH if job.is_batch else SINGLE).adoptable(pj, job)]
+                   if kind_of(job).adoptable(pj, job)]
         adopted = {uid for uid in await self.writer.bounded(
             self.writer.running(pj, job.name, None, len(job.members) or 1, adopted=True) for pj, job in orphans)
             if isinstance(uid, str)}
@@ -249,9 +249,7 @@ class Scheduler:
         status moved on meanwhile: the caller re-reads and tries again."""
         if pj.status.final:
             return pj
-        # A batch Job goes on for its other members. A waiting one's Job may exist (created
-        # just before the operator stopped): the name it would have.
-        name = pj.status.job_name or (SINGLE.name([pj]) if pj.status.waiting else None)
-        if name and pj.status.batch_size == 1:
+        name = kind_for(pj).job_to_stop(pj)
+        if name:
             await self.kube.delete_job(pj.namespace, name)
         return await self.writer.cancelled(pj)
