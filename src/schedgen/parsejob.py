@@ -195,6 +195,7 @@ class ParseJobStatus:
     attempts: int = 0  # counted runs, the current one included while Running
     prior_attempts: int = 0  # counted runs before the current one (fixed at admission)
     job_name: str | None = None
+    job_uid: str | None = None  # the uid of the Job the operator created for this run
     batch_size: int = 1
     enqueued_at: str | None = None
     started_at: str | None = None
@@ -209,6 +210,7 @@ class ParseJobStatus:
         return cls(
             phase=_str(s.get("phase")), seq=_int(s.get("transitionSeq")), attempts=_int(s.get("attempts")),
             prior_attempts=_int(s.get("priorAttempts")), job_name=_str(s.get("jobName")),
+            job_uid=_str(s.get("jobUid")),
             batch_size=max(1, _int(s.get("batchSize"), 1)), enqueued_at=_str(s.get("enqueuedAt")),
             started_at=_str(s.get("startedAt")), completed_at=_str(s.get("completedAt")),
             retry_after=_str(s.get("retryAfter")),

@@ -119,28 +119,26 @@ def test_the_batch_job_runs_every_member_with_its_own_urls_and_no_credential():
 # --- adoption -------------------------------------------------------------------------------
 
 
-def test_a_single_job_is_adopted_only_for_the_transition_it_was_made_for():
+def test_a_single_job_is_named_for_the_transition_it_was_made_for():
     pj = member(1, seq=1)
     job = SINGLE.build([pj], OperatorConfig(), urls_of([pj]))
     view = RunnerJob.of(job)
     assert view.owner == pj.uid and view.runs(pj.uid) and kind_of(view) is SINGLE
-    assert SINGLE.adoptable(pj, view)
-    assert not SINGLE.adoptable(pj.with_status({"phase": "Queued", "transitionSeq": 3}), view)
-    assert not SINGLE.adoptable(pj, ended(job)) and not SINGLE.adoptable(pj, ended(job, "Failed"))
+    assert SINGLE.made_for(pj, view)
+    assert not SINGLE.made_for(pj.with_status({"phase": "Queued", "transitionSeq": 3}), view)
     batch = RunnerJob.of(BATCH.build([pj, member(2)], OperatorConfig(), urls_of([pj, member(2)])))
-    assert not SINGLE.adoptable(pj, batch)
+    assert not SINGLE.made_for(pj, batch)
 
 
-def test_a_batch_job_is_adopted_by_the_members_it_was_made_for():
+def test_a_batch_job_records_the_transitions_of_the_members_it_was_made_for():
     members = [member(1), member(2)]
     job = BATCH.build(members, OperatorConfig(), urls_of(members))
     view = RunnerJob.of(job)
-    assert all(BATCH.adoptable(m, view) for m in members)
-    assert not BATCH.adoptable(member(1, seq=3), view)
-    assert not BATCH.adoptable(member(3), view)
-    assert not BATCH.adoptable(members[0], ended(job))
+    assert all(BATCH.made_for(m, view) for m in members)
+    assert not BATCH.made_for(member(1, seq=3), view)
+    assert not BATCH.made_for(member(3), view)
     single = RunnerJob.of(SINGLE.build([members[0]], OperatorConfig(), urls_of(members[:1])))
-    assert not BATCH.adoptable(members[0], single)
+    assert not BATCH.made_for(members[0], single)
 
 
 # --- how a batch member's run ends ---------------------------------------------------------

@@ -36,27 +36,30 @@ class FakeKube:
                 "metadata": {"name": name, "namespace": ns, "uid": f"uid-{self.run}-{name}", "generation": 1,
                              "resourceVersion": str(next(_rv)),
                              "creationTimestamp": f"2026-01-01T00:{t // 60:02d}:{t % 60:02d}Z"},
-                "spec": {"source": {"s3": {"key": f"{name}.pdf"}}, "tenant": tenant, "priority": priority,
+                "spec": {"source": {"s3": {"key": f"uploads/namespaces/{ns}/{name}.pdf"}}, "tenant": tenant,
+                         "priority": priority,
                          "deadlineSeconds": 60, "maxRetries": 1}, "status": {}}
         self.parsejobs[(ns, name)] = body
         return body
 
-    async def create_job(self, job: dict) -> bool:
+    async def create_job(self, job: dict) -> str | None:
         self.writes += 1
         key = (job["metadata"]["namespace"], job["metadata"]["name"])
         if key in self.jobs:
-            return False
+            return None
         self.jobs[key] = copy.deepcopy(job)
-        self.jobs[key]["metadata"]["uid"] = f"job-uid-{key[1]}"  # as the API server assigns it
-        return True
+        uid = self.jobs[key]["metadata"]["uid"] = f"job-uid-{key[1]}-{uuid.uuid4().hex[:6]}"  # the API server's
+        return uid
 
     async def namespace_labels(self, namespace: str) -> dict:
         return {}  # unbound namespaces (tenant binding: tests/operator/test_tenant_binding.py, real API)
 
-    async def job_exists(self, namespace: str, name: str) -> bool:
-        return (namespace, name) in self.jobs
+    async def job_uid(self, namespace: str, name: str) -> str | None:
+        job = self.jobs.get((namespace, name))
+        return job["metadata"]["uid"] if job else None
 
     async def delete_job(self, namespace: str, name: str) -> None:
+        self.writes += 1
         self.jobs.pop((namespace, name), None)
 
     async def replace_status(self, namespace, name, status, expect_seq):
@@ -189,27 +192,85 @@ def test_stale_index_never_admits_or_records_twice(setup):
     assert status(kube, "a") == first and len(kube.jobs) == 1
 
 
-def test_restart_between_job_creation_and_status_adopts_the_job(setup):
-    kube, sched, loop = setup
-    kube.add("a")
-    tick(loop, sched, kube)
-    kube.parsejobs[("ns", "a")]["status"] = {}  # as if the status write was lost
-    sched2 = make_scheduler(kube)  # a new operator process
-    tick(loop, sched2, kube, runtime(max_concurrent=1))
-    assert phases(kube)["a"] == "Running" and len(kube.jobs) == 1
-    assert ("a", "Normal", "Admitted") in kube.events
-
-
-def test_a_queued_parsejob_with_a_live_job_occupies_a_slot(setup):
+def test_a_job_no_running_parsejob_records_is_deleted_not_adopted(setup):
+    """The operator stopped between creating a Job and recording Running (or someone made
+    a Job with the name): only a Job whose uid the operator recorded is a run's. The
+    orphan goes; the ParseJob moves to a new transitionSeq (its next Job a new name),
+    keeps its place and attempts, and is admitted under the caps like any other."""
     kube, sched, loop = setup
     kube.add("a", t=0)
     kube.add("b", t=1)
     tick(loop, sched, kube, runtime(max_concurrent=1))
-    kube.parsejobs[("ns", "a")]["status"] = {}  # status lost, Job still running
-    sched2 = make_scheduler(kube)
+    orphan = status(kube, "a")["jobName"]
+    kube.parsejobs[("ns", "a")]["status"] = {}  # as if the Running write was lost
+    sched2 = make_scheduler(kube)  # a new operator process
     tick(loop, sched2, kube, runtime(max_concurrent=1))
-    running = [n for n, p in phases(kube).items() if p == "Running"]
-    assert running == ["a"]
+    s = status(kube, "a")
+    assert orphan not in {k[1] for k in kube.jobs}
+    assert (s["phase"], s["attempts"], s["history"][-1]["reason"]) == ("Queued", 0, "JobReplaced"), s
+    assert [n for n, p in phases(kube).items() if p == "Running"] == ["b"]  # the orphan held no slot
+    kube.finish_job("b")
+    tick(loop, sched2, kube, runtime(max_concurrent=1))
+    s = status(kube, "a")
+    assert s["phase"] == "Running" and s["jobName"] != orphan and s["jobUid"].startswith("job-uid-")
+    assert [n for n, p in phases(kube).items() if p == "Running"] == ["a"]  # the cap held throughout
+
+
+def test_a_job_replaced_under_the_same_name_is_not_the_runs(setup):
+    """Its recorded uid tells the run's Job from another made under the same name after
+    it was deleted: the run's Job is gone (JobLost, or its result object decides)."""
+    kube, sched, loop = setup
+    kube.add("a")
+    tick(loop, sched, kube)
+    key, job = kube.job_of("a")
+    job["metadata"]["uid"] = "impostor-uid"  # deleted and made again by someone else
+    kube.finish_job("a")  # the impostor "succeeds" (and its result object is there: ours would be)
+    s3_key = result_key("ns", kube.parsejobs[("ns", "a")]["metadata"]["uid"])
+    kube.s3.client.delete_object(Bucket=kube.s3.bucket, Key=s3_key)
+    status(kube, "a")["startedAt"] = "2020-01-01T00:00:00.000000Z"
+    tick(loop, sched, kube)
+    tick(loop, sched, kube)  # the reading task, collected
+    s = status(kube, "a")
+    assert (s["phase"], s["error"]["reason"]) == ("Failed", "JobLost"), s
+
+
+def test_a_suspended_or_stuck_run_ends_at_the_operators_deadline(setup):
+    """A Job that never ends (suspended by someone with Job rights, pods that never
+    start) holds its slot only until the run's deadline and a grace: DeadlineExceeded,
+    its Job deleted, and the slot goes to the next."""
+    kube, sched, loop = setup
+    kube.add("stuck", t=0)
+    kube.add("next", t=1)
+    tick(loop, sched, kube, runtime(max_concurrent=1))
+    key, job = kube.job_of("stuck")
+    job["spec"]["suspend"] = True
+    tick(loop, sched, kube, runtime(max_concurrent=1))
+    assert phases(kube) == {"stuck": "Running", "next": "Queued"}  # within its deadline: it may go on
+    status(kube, "stuck")["startedAt"] = "2020-01-01T00:00:00.000000Z"  # 60 s deadline long past
+    tick(loop, sched, kube, runtime(max_concurrent=1))
+    s = status(kube, "stuck")
+    assert (s["phase"], s["error"]["reason"], s["attempts"]) == ("Failed", "DeadlineExceeded", 1), s
+    assert key not in kube.jobs
+    tick(loop, sched, kube, runtime(max_concurrent=1))
+    assert phases(kube)["next"] == "Running"
+
+
+@pytest.mark.parametrize("spec,reason", [
+    ({"source": {"s3": {"key": "uploads/sha256/0123.pdf"}}}, "SourceNotAllowed"),  # the API's uploads
+    ({"source": {"s3": {"key": "uploads/namespaces/other/x.pdf"}}}, "SourceNotAllowed"),  # another namespace's
+    ({"source": {"s3": {"key": "results/ns/uid.json"}}}, "SourceNotAllowed"),
+    ({"source": {"s3": {"key": "uploads/namespaces/ns/../other/x.pdf"}}}, "SourceNotAllowed"),
+    ({"source": {"s3": {"bucket": "elsewhere", "key": "uploads/namespaces/ns/x.pdf"}}}, "SourceNotAllowed"),
+    ({"resources": {"limits": {"cpu": "0", "memory": "0"}}}, "InvalidSpec"),
+    ({"resources": {"requests": {"memory": "-1Mi"}}}, "InvalidSpec"),
+])
+def test_what_may_never_run_fails_at_admission_without_a_job(setup, spec, reason):
+    kube, sched, loop = setup
+    body = kube.add("a")
+    body["spec"].update(spec)
+    tick(loop, sched, kube)
+    s = status(kube, "a")
+    assert (s["phase"], s["error"]["reason"]) == ("Failed", reason) and not kube.jobs, s
 
 
 def test_an_ended_job_of_an_earlier_run_is_not_adopted(setup):
@@ -411,7 +472,7 @@ def test_run_ticks_until_stopped_and_reports_its_liveness(setup):
 
     async def go():
         task = asyncio.create_task(sched.run(stopped, runtime, *kube.indexes()))
-        while phases(kube)["a"] != "Running":
+        while phases(kube)["a"] != "Running" or not sched.last_tick:  # admitted, and the tick over
             await asyncio.sleep(0.01)
         health = sched.health()
         assert health["active"] and 0 <= health["lastTickAgeSeconds"] < 5

@@ -23,7 +23,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from schedgen.parsejob import LABEL_TENANT, PRIORITIES, ParseJob
 
-from .config import RuntimeConfig
+from .config import OperatorConfig, RuntimeConfig
+from .job_template import parse_quantity
 from .runner_objects import RunnerPod
 
 LABEL_MAX_PRIORITY = "schedgen.io/max-priority"  # on a namespace; absent: normal
@@ -138,4 +139,57 @@ def tenant_mismatch(pj: ParseJob, namespace_labels: Mapping[str, str] | None) ->
     if most not in PRIORITIES or pj.priority not in PRIORITIES or \
             PRIORITIES.index(pj.priority) < PRIORITIES.index(most):
         return f"priority {pj.priority} is not allowed in namespace {pj.namespace} ({LABEL_MAX_PRIORITY}: {most})"
+    return None
+
+
+# --- what may not run at all ----------------------------------------------------------------
+
+UPLOADS = "uploads/"
+
+
+def own_prefix(namespace: str) -> str:
+    """Where a ParseJob made outside the API's namespaces may take its PDF from."""
+    return f"{UPLOADS}namespaces/{namespace}/"
+
+
+def source_refusal(pj: ParseJob, cfg: OperatorConfig) -> str | None:
+    """Why the operator will not presign a GET for this ParseJob's source, or None.
+
+    The operator signs with its own credentials and the URL lands in a Job its creator
+    can read, so `spec.source` may name only an upload: in the upload bucket (or
+    SCHEDGEN_SOURCE_BUCKETS), under `uploads/sha256/` when the ParseJob is in a namespace
+    of the API (SCHEDGEN_API_NAMESPACES: the API picks keys by content), else under
+    `uploads/namespaces/<its namespace>/` (never another tenant's PDF, a result object,
+    another bucket). The chart's ValidatingAdmissionPolicy says the same."""
+    buckets = cfg.source_buckets or (cfg.default_bucket,)
+    bucket = pj.source_bucket or cfg.default_bucket
+    if bucket not in buckets:
+        return f"spec.source.s3.bucket {bucket} is not an upload bucket ({', '.join(buckets)})"
+    key = pj.source_key
+    prefix = f"{UPLOADS}sha256/" if pj.namespace in cfg.api_namespaces else own_prefix(pj.namespace)
+    if not key.startswith(prefix) or "/../" in f"/{key}/" or "//" in key:
+        return f"spec.source.s3.key must be under {prefix} in namespace {pj.namespace}"
+    return None
+
+
+def resources_refusal(pj: ParseJob) -> str | None:
+    """Quantities <= 0 (a BestEffort pod with no limit at all) or not quantities."""
+    for kind, values in (pj.resources or {}).items():
+        for name, value in (values or {}).items() if isinstance(values, Mapping) else ():
+            try:
+                if parse_quantity(value) <= 0:
+                    return f"spec.resources.{kind}.{name} must be more than 0, not {value!r}"
+            except ValueError:
+                return f"spec.resources.{kind}.{name} is not a quantity: {str(value)[:50]!r}"
+    return None
+
+
+def refusal(pj: ParseJob, cfg: OperatorConfig, namespace_labels: Mapping[str, str] | None
+            ) -> tuple[str, str] | None:
+    """(reason, message) when this ParseJob may never run, else None."""
+    for reason, why in (("TenantMismatch", tenant_mismatch(pj, namespace_labels)),
+                        ("SourceNotAllowed", source_refusal(pj, cfg)),
+                        ("InvalidSpec", resources_refusal(pj))):
+        if why:
+            return reason, why
     return None

@@ -135,6 +135,11 @@ class OperatorConfig:
     runner_affinity: dict[str, Any] = field(default_factory=dict)
     # Namespaces the operator serves (comma-separated); empty: all namespaces.
     watch_namespaces: tuple[str, ...] = ()
+    # Where a ParseJob's PDF may come from (admission.source_refusal): these buckets
+    # (empty: default_bucket), any upload (uploads/sha256/) in the API's namespaces, else
+    # only uploads/namespaces/<its namespace>/.
+    source_buckets: tuple[str, ...] = ()
+    api_namespaces: tuple[str, ...] = ()
     metrics_port: int = 9090
     liveness_port: int = 8080
     peering_name: str = "schedgen-operator"
@@ -181,7 +186,7 @@ def _parse_field(f: dataclasses.Field, name: str, raw: str) -> Any:
         return tuple(_parse_json(name, raw, list))
     if f.name == "runner_affinity":
         return _parse_json(name, raw, dict)
-    if f.name == "watch_namespaces":
+    if f.name in ("watch_namespaces", "source_buckets", "api_namespaces"):
         return parse_namespaces(raw)
     return coerce(f.type, raw)
 

@@ -21,7 +21,7 @@ from schedgen.parsejob import ParseJob
 from . import result_document as documents
 from .backoff import Unavailable, report_unavailable
 from .kube import Kube
-from .outcome import Outcome, Parsed, Requeue, conclude, invalid_result, succeeded
+from .outcome import Outcome, Parsed, Requeue, RunFailed, conclude, invalid_result, succeeded
 from .record_store import RecordStore
 from .result_store import ResultStore
 from .rows import row_of
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 JOB_LOST_GRACE_SECONDS = 15.0
 POD_VIEW_GRACE_SECONDS = 5.0
+DEADLINE_GRACE_SECONDS = 60.0
 READ_CONCURRENCY = 16
 READ_WAIT_SECONDS = 0.5
 
@@ -46,13 +47,19 @@ class Snapshot:
     jobs: Mapping[tuple[str, str], list[RunnerJob]] = field(default_factory=dict)  # (ns, ParseJob uid)
     pods: Mapping[tuple[str, str], list[RunnerPod]] = field(default_factory=dict)  # (ns, Job name)
 
-    def job_of(self, pj: ParseJob, name: str | None = None) -> RunnerJob | None:
-        """The ParseJob's Job named `name` (default: the one its status records)."""
-        name = name or pj.status.job_name
+    def job_of(self, pj: ParseJob) -> RunnerJob | None:
+        """The Job of the ParseJob's run: the one its status records (name, and uid when
+        recorded: a Job replaced under the same name is not this run's)."""
         for job in self.jobs.get((pj.namespace, pj.uid), ()):
-            if job.name == name and job.runs(pj.uid):
+            if job.name == pj.status.job_name and job.runs(pj.uid) and pj.status.job_uid in (None, job.uid):
                 return job
         return None
+
+    def orphans_of(self, pj: ParseJob) -> list[RunnerJob]:
+        """Live Jobs of a waiting ParseJob: made for it before the operator stopped short
+        of recording Running, or made by someone else. Never adopted (only a Job whose uid
+        the operator recorded is a run's); runner_jobs decides what goes."""
+        return [job for job in self.jobs.get((pj.namespace, pj.uid), ()) if not job.ended]
 
     def pods_of(self, namespace: str, job: RunnerJob) -> list[RunnerPod]:
         return [p for p in self.pods.get((namespace, job.name), ()) if p.owner == job.uid]
@@ -129,6 +136,8 @@ class JobReconciler:
         job = snap.job_of(pj)
         if job is None:
             return lambda: self._without_job(pj, retry_base)
+        if not job.ended and self._overdue(pj, job):
+            return lambda: self._stop_overdue(pj, job)
         pods = snap.pods_of(pj.namespace, job)
         end = kind_of(job).run_end(pj, job, pods, listed)
         if end is None or (kind_of(job).waits_for_pod_states and not self._pods_seen(pj, pods)):
@@ -136,6 +145,26 @@ class JobReconciler:
         if isinstance(end, Parsed):
             return lambda: self._read(pj, retry_base, job=job, pods=pods)
         return conclude(pj, end, retry_base)
+
+    def _overdue(self, pj: ParseJob, job: RunnerJob | None) -> bool:
+        """The operator's own deadline: the run's deadline (its Job's, a batch's being the
+        sum of its members') plus a grace. The Job controller's activeDeadlineSeconds
+        ends a run first; this ends one whose Job never will (suspended, replaced, pods
+        that never start), so no run holds its slot for ever."""
+        started = epoch_of(pj.status.started_at)
+        if started is None:
+            return False
+        deadline = (job.deadline_seconds if job is not None and job.deadline_seconds else None) or \
+            pj.deadline_seconds * pj.status.batch_size
+        return self.wall() - started > deadline + DEADLINE_GRACE_SECONDS
+
+    async def _stop_overdue(self, pj: ParseJob, job: RunnerJob | None) -> Decision:
+        name = pj.status.job_name
+        if name:
+            await self.kube.delete_job(pj.namespace, name)
+        return conclude(pj, RunFailed("DeadlineExceeded", f"the run did not end within its deadline "
+                                      f"({pj.deadline_seconds} s) and {DEADLINE_GRACE_SECONDS:.0f} s more: "
+                                      f"Job {name} stopped by the operator"))
 
     def _pods_seen(self, pj: ParseJob, pods: list[RunnerPod]) -> bool:
         """A Job over before its pods' final states came through the watch: wait for
@@ -152,8 +181,9 @@ class JobReconciler:
         if started is not None and self.wall() - started < JOB_LOST_GRACE_SECONDS:
             return None
         name = pj.status.job_name or ""
-        if name and await self.kube.job_exists(pj.namespace, name):
-            return None  # the Job exists, the index is lagging
+        uid = await self.kube.job_uid(pj.namespace, name) if name else None
+        if uid is not None and pj.status.job_uid in (None, uid):  # it exists: the index is lagging
+            return await self._stop_overdue(pj, None) if self._overdue(pj, None) else None
         return await self._read(pj, retry_base, lost=f"Job {name} disappeared before it finished")
     async def _read(self, pj: ParseJob, retry_base: float, job: RunnerJob | None = None,
                     pods: list[RunnerPod] | None = None, lost: str | None = None) -> Decision | None:

@@ -71,32 +71,21 @@ class Kube:
 
     # --- Jobs ---------------------------------------------------------------------
 
-    async def create_job(self, job: Mapping[str, Any]) -> bool:
-        """Create; True if created, False if it already existed (idempotent)."""
+    async def create_job(self, job: Mapping[str, Any]) -> str | None:
+        """Create; the new Job's uid, or None if one of that name exists already."""
         try:
-            await self._call("POST", self.batch.create_namespaced_job, job["metadata"]["namespace"], job)
-            return True
+            created = await self._call("POST", self.batch.create_namespaced_job, job["metadata"]["namespace"], job)
         except Conflict:
-            return False
+            return None
+        return created.metadata.uid
 
-    async def job_owner(self, namespace: str, name: str) -> str | None:
-        """The uid of the ParseJob that controls the Job `name` ("" if none does; None if
-        there is no such Job)."""
+    async def job_uid(self, namespace: str, name: str) -> str | None:
+        """The uid of the Job `name`, None if there is none."""
         try:
             job = await self._call("GET", self.batch.read_namespaced_job, name, namespace)
         except NotFound:
             return None
-        for ref in job.metadata.owner_references or []:
-            if ref.controller and ref.kind == KIND and ref.api_version == f"{GROUP}/{VERSION}":
-                return ref.uid
-        return ""
-
-    async def job_exists(self, namespace: str, name: str) -> bool:
-        try:
-            await self._call("GET", self.batch.read_namespaced_job, name, namespace)
-            return True
-        except NotFound:
-            return False
+        return job.metadata.uid
 
     async def delete_job(self, namespace: str, name: str) -> None:
         body = kubernetes.client.V1DeleteOptions(propagation_policy="Background")

@@ -32,6 +32,9 @@ REQUEUED = Counter("schedgen_parsejobs_requeued_total",
                    "ParseJobs put back in the queue (Retrying: a transient failure, an attempt counted; "
                    "BatchEnded: a batch member not reached, Disrupted: a run stopped by an eviction or "
                    "node drain, neither counted)", ["reason"])
+ORPHAN_JOBS_DELETED = Counter("schedgen_orphan_jobs_deleted_total",
+                              "Runner Jobs deleted because no Running ParseJob records them (made before an "
+                              "operator restart cut admission short, or by someone else)")
 BATCHES = Counter("schedgen_batches_started_total", "Batch Jobs created (batch mode)")
 BATCH_MEMBERS = Counter("schedgen_batch_members_total", "ParseJobs admitted into batch Jobs")
 RECORDS_ABANDONED = Counter("schedgen_records_abandoned_total",

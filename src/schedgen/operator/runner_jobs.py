@@ -10,8 +10,10 @@
 Each kind names its Job, builds it, and says how one member's run ended (`run_end`,
 an outcome.RunEnd, or None while it goes on); what that means for the ParseJob (retry,
 attempts) is decided in one place, outcome.conclude. Names are deterministic per
-members and their transitionSeq: a retried create after a crash arrives at the same
-Job (and the operator adopts it), a retry of the ParseJob gets a new one.
+members and their transitionSeq, so a ParseJob's next run never meets an earlier run's
+Job. A Job no Running ParseJob records (made just before the operator stopped, or by
+someone else) is never adopted: the scheduler deletes it (`made_for` tells which
+ParseJob must move to a new transitionSeq for its next Job's name).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class RunnerJobKind(Protocol):
 
     def build(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict: ...
 
-    def adoptable(self, pj: ParseJob, job: RunnerJob) -> bool: ...
+    def made_for(self, pj: ParseJob, job: RunnerJob) -> bool: ...
 
     def run_end(self, pj: ParseJob, job: RunnerJob, pods: Sequence[RunnerPod], listed: Collection[str]
                 ) -> RunEnd | None: ...
@@ -88,10 +90,9 @@ class SingleJob:
             resources=tpl.effective_resources(pj.resources, cfg), deadline_seconds=pj.deadline_seconds,
             priority=pj.priority, cfg=cfg, pod_failure_policy=tpl.SINGLE_RUN_POD_FAILURE_POLICY)
 
-    def adoptable(self, pj: ParseJob, job: RunnerJob) -> bool:
-        """A live Job made for this ParseJob as it waits now (the operator stopped between
-        creating it and recording Running)."""
-        return not job.is_batch and not job.ended and job.name == self.name([pj])
+    def made_for(self, pj: ParseJob, job: RunnerJob) -> bool:
+        """`job` has the name this ParseJob's next run would get (its transitionSeq now)."""
+        return job.name == self.name([pj])
 
     def run_end(self, pj: ParseJob, job: RunnerJob, pods: Sequence[RunnerPod], listed: Collection[str]
                 ) -> RunEnd | None:
@@ -157,10 +158,9 @@ class BatchJob:
         job["metadata"]["annotations"] = {ANN_MEMBERS: json.dumps(seqs, separators=(",", ":"))}
         return job
 
-    def adoptable(self, pj: ParseJob, job: RunnerJob) -> bool:
-        """A live batch Job made for this ParseJob as it waits now (the operator stopped
-        between creating it and recording Running)."""
-        return job.is_batch and not job.ended and job.member_seqs.get(pj.uid) == pj.status.seq
+    def made_for(self, pj: ParseJob, job: RunnerJob) -> bool:
+        """`job` was made for this ParseJob at its transitionSeq now."""
+        return job.member_seqs.get(pj.uid) == pj.status.seq
 
     def run_end(self, pj: ParseJob, job: RunnerJob, pods: Sequence[RunnerPod], listed: Collection[str]
                 ) -> RunEnd | None:

@@ -25,6 +25,7 @@ from schedgen.parsejob import FAILED, ParseJob
 from . import admission, metrics, queue_manager
 from .config import OperatorConfig, RuntimeConfig
 from .job_reconciler import JobReconciler, Snapshot
+from .runner_objects import RunnerJob
 from .kube import Kube
 from .outcome import Outcome, Requeue
 from .record_store import RecordStore
@@ -155,17 +156,11 @@ class Scheduler:
 
     async def admit(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot,
                     runtime: RuntimeConfig) -> set[str]:
-        """Adopt the waiting ParseJobs whose Job exists, start what the queue manager
-        says; the uids now Running."""
+        """Start what the queue manager says; the uids now Running."""
         if not waiting:
             return set()
-        orphans = [(pj, job) for pj in waiting for job in snap.jobs.get((pj.namespace, pj.uid), ())
-                   if kind_of(job).adoptable(pj, job)]
-        adopted = {uid for uid in await self.writer.bounded(
-            self.writer.running(pj, job.name, None, len(job.members) or 1, adopted=True) for pj, job in orphans)
-            if isinstance(uid, str)}
-        running = running + [pj for pj in waiting if pj.uid in adopted]
-        waiting = [pj for pj in waiting if pj.uid not in adopted]
+        replaced = await self.clear_orphans(waiting, running, snap)
+        waiting = [pj for pj in waiting if pj.uid not in replaced]
         guard = admission.capacity_guard_tripped(admission.unschedulable_since(snap.all_pods()), runtime,
                                                  self.wall())
         metrics.CAPACITY_GUARD.set(1 if guard else 0)
@@ -176,7 +171,32 @@ class Scheduler:
         at = {pj.uid: now_rfc3339(decided + i * 1e-6)
               for i, pj in enumerate(pj for group in plan.groups for pj in group)}
         results = await self.writer.bounded(self._start(group, at) for group in plan.groups)
-        return adopted | {uid for uids in results if uids for uid in uids}
+        return {uid for uids in results if uids for uid in uids}
+
+    async def clear_orphans(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot) -> set[str]:
+        """Delete live Jobs no Running ParseJob records (the operator stopped between
+        creating one and recording Running, or someone else made it: only a Job whose uid
+        the operator recorded is a run's). A ParseJob whose next Job would have the
+        orphan's name moves on to a new transitionSeq (JobReplaced); the uids that did."""
+        in_use = {(pj.namespace, pj.status.job_name) for pj in running}
+        stale: dict[tuple[str, str], RunnerJob] = {}
+        replaced: dict[str, ParseJob] = {}
+        for pj in waiting:
+            for job in snap.orphans_of(pj):
+                if (pj.namespace, job.name) not in in_use:
+                    stale[(pj.namespace, job.name)] = job
+                    if kind_of(job).made_for(pj, job):
+                        replaced[pj.uid] = pj
+        if not stale:
+            return set()
+        log.warning("deleting %d runner Jobs no Running ParseJob records: %s", len(stale),
+                    ", ".join(f"{ns}/{name}" for ns, name in sorted(stale))[:500])
+        await self.writer.bounded(self.kube.delete_job(ns, name) for ns, name in stale)
+        metrics.ORPHAN_JOBS_DELETED.inc(len(stale))
+        await self.writer.bounded(self.writer.requeued(pj, Requeue(
+            "JobReplaced", "a Job of this name existed before admission; it was deleted", counted=False))
+            for pj in replaced.values())
+        return set(replaced)
 
     def _note_blocked(self, plan: queue_manager.Plan, waiting: list[ParseJob]) -> None:
         if plan.blocked == "rate":
@@ -191,31 +211,30 @@ class Scheduler:
 
     async def _start(self, group: list[ParseJob], at: Mapping[str, str]) -> list[str]:
         """Create one runner Job for `group`, then mark its ParseJobs Running."""
-        group = [pj for pj in group if await self._tenant_bound(pj)]
+        group = [pj for pj in group if await self._may_run(pj)]
         if not group:
             return []
         kind = SINGLE if len(group) == 1 else BATCH
         job = kind.build(group, self.cfg, {pj.uid: self.results.urls(pj) for pj in group})
         name = job["metadata"]["name"]
-        if not await self.kube.create_job(job) and len(group) == 1 and \
-                await self.kube.job_owner(group[0].namespace, name) not in (group[0].uid, None):
-            # it exists: ours (a retried create) is fine, an impostor's is not
-            await self.writer.finished(group[0], Outcome(FAILED, "JobNameTaken",
-                                                         f"a Job named {name} exists and is not this ParseJob's"))
+        uid = await self.kube.create_job(job)
+        if uid is None:  # the name is taken (orphans are deleted first: someone else's)
+            await self.writer.bounded(self.writer.finished(pj, Outcome(
+                FAILED, "JobNameTaken", f"a Job named {name} exists and is not this ParseJob's")) for pj in group)
             return []
         if kind is BATCH:
             metrics.BATCHES.inc()
             metrics.BATCH_MEMBERS.inc(len(group))
-        return list(await asyncio.gather(*(self.writer.running(pj, name, at[pj.uid], len(group), adopted=False)
+        return list(await asyncio.gather(*(self.writer.running(pj, name, uid, at[pj.uid], len(group))
                                            for pj in group)))
 
-    async def _tenant_bound(self, pj: ParseJob) -> bool:
-        """The namespace's tenant binding (chart templates/tenant-binding.yaml), checked
-        again: False (and the ParseJob Failed) when it may not run there."""
-        why = admission.tenant_mismatch(pj, await self.kube.namespace_labels(pj.namespace))
-        if why:
-            await self.writer.finished(pj, Outcome(FAILED, "TenantMismatch", why))
-        return not why
+    async def _may_run(self, pj: ParseJob) -> bool:
+        """The admission policies' rules checked again (tenant binding, source, resources:
+        admission.refusal): False, and the ParseJob Failed, when it may never run."""
+        refused = admission.refusal(pj, self.cfg, await self.kube.namespace_labels(pj.namespace))
+        if refused:
+            await self.writer.finished(pj, Outcome(FAILED, *refused, code=refused[0]))
+        return not refused
 
     # --- queue status -------------------------------------------------------------------
 

@@ -77,14 +77,17 @@ def queued(pj: ParseJob, at: str | None = None) -> dict[str, Any]:
     ])
 
 
-def running(pj: ParseJob, job_name: str, at: str | None = None, batch_size: int = 1) -> dict[str, Any]:
-    """Admitted: its Job exists. `attempts` counts this run on its way; `priorAttempts`
-    the counted runs before it (outcome.conclude counts from it)."""
+def running(pj: ParseJob, job_name: str, at: str | None = None, batch_size: int = 1,
+            job_uid: str | None = None) -> dict[str, Any]:
+    """Admitted: its Job exists (`job_uid`: only that Job is this run's). `attempts` counts
+    this run on its way; `priorAttempts` the counted runs before it (outcome.conclude
+    counts from it)."""
     at = at or now_rfc3339()
     base = pj if pj.status.phase else pj.with_status(queued(pj, at))
     message = f"Job {job_name} created" + (f" for a batch of {batch_size}" if batch_size > 1 else "")
     prior = base.status.attempts
-    return _transition(base, RUNNING, "Admitted", message, at, startedAt=at, jobName=job_name, queuePosition=None,
+    return _transition(base, RUNNING, "Admitted", message, at, startedAt=at, jobName=job_name, jobUid=job_uid,
+                       queuePosition=None,
                        attempts=prior + 1, priorAttempts=prior, retryAfter=None,
                        batchSize=batch_size if batch_size > 1 else None,
                        conditions=_conditions(base, _condition("Admitted", True, "Admitted", message, at,
@@ -95,10 +98,12 @@ def requeued(pj: ParseJob, requeue: Requeue, at: str | None = None) -> dict[str,
     """Back in the queue (a retry, or a batch member its Job did not reach). It keeps its
     enqueuedAt, so its place; a counted retry may start again after `requeue.delay`."""
     at = at or now_rfc3339()
-    attempts = pj.status.prior_attempts + (1 if requeue.counted else 0)
+    before = pj.status.prior_attempts if pj.phase == RUNNING else pj.status.attempts  # counted runs before
+    attempts = before + (1 if requeue.counted else 0)
     after = now_rfc3339(epoch(at) + requeue.delay) if requeue.delay > 0 else None
     return _transition(pj, QUEUED, requeue.reason, requeue.message, at, attempts=attempts, priorAttempts=None,
-                       jobName=None, startedAt=None, batchSize=None, queuePosition=None, retryAfter=after,
+                       jobName=None, jobUid=None, startedAt=None, batchSize=None, queuePosition=None,
+                       retryAfter=after,
                        conditions=_conditions(pj, _condition("Admitted", False, requeue.reason, requeue.message,
                                                              at, pj.generation)))
 

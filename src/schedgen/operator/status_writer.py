@@ -91,17 +91,16 @@ class StatusWriter:
     def written_position(self, pj: ParseJob) -> int | None:
         return self.positions.get(pj.uid, pj.status.queue_position)
 
-    async def running(self, pj: ParseJob, job_name: str, at: str | None, batch_size: int, adopted: bool) -> str:
-        written = await self._write(pj, st.running(pj, job_name, at, batch_size))
+    async def running(self, pj: ParseJob, job_name: str, job_uid: str, at: str | None, batch_size: int) -> str:
+        written = await self._write(pj, st.running(pj, job_name, at, batch_size, job_uid))
         self.positions.pop(pj.uid, None)
-        if not adopted:
-            if self.freed_slots:
-                metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
-            metrics.ADMITTED.labels(priority=pj.priority).inc()
-            created = epoch_of(pj.created)
-            if created is not None:
-                metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
-        self.kube.emit(written.ref(), "Normal", "Admitted", f"Job {job_name} {'adopted' if adopted else 'created'}"
+        if self.freed_slots:
+            metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
+        metrics.ADMITTED.labels(priority=pj.priority).inc()
+        created = epoch_of(pj.created)
+        if created is not None:
+            metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
+        self.kube.emit(written.ref(), "Normal", "Admitted", f"Job {job_name} created"
                        + (f" (a batch of {batch_size})" if batch_size > 1 else ""))
         return pj.uid
 
