@@ -16,10 +16,10 @@ import datetime as dt
 import logging
 import time
 
-from . import jobs, store
-from .backends import AlreadyExists, NotFound
-from .errors import ApiError
-from .services import Services
+from ..backends import AlreadyExists, NotFound, postgres
+from ..context import ApiContext
+from ..errors import ApiError
+from .lookup import Job, find_job
 
 log = logging.getLogger("schedgen.api")
 
@@ -32,53 +32,53 @@ def result_key(namespace: str, uid: str) -> str:
     return f"results/{namespace}/{uid}.json"
 
 
-async def erase(svc: Services, tenant: str, job_id: str) -> None:
-    job = await jobs.find_job(svc, tenant, job_id)
-    ns = svc.cfg.namespace
-    source = await _source(svc, job)
-    await store.erase_job(svc.pool, job.uid, ns, job.name, tenant)
+async def erase(ctx: ApiContext, tenant: str, job_id: str) -> None:
+    job = await find_job(ctx, tenant, job_id)
+    ns = ctx.cfg.namespace
+    source = await _source(ctx, job)
+    await postgres.erase_job(ctx.pool, job.uid, ns, job.name, tenant)
     if job.status["source"] == "kubernetes":
-        await _delete_object(svc, job)
-    svc.jobs.forget(job.name, job.uid)
-    await store.erase_job(svc.pool, job.uid, ns, job.name, tenant)
-    svc.queue_cache = None
-    await svc.blocking(svc.storage.delete, result_key(ns, job.uid), svc.cfg.results_bucket or svc.cfg.s3_bucket)
-    if source and await _unused(svc, source, job):
-        await svc.blocking(svc.storage.delete, source[1], source[0])
+        await _delete_object(ctx, job)
+    ctx.jobs.forget(job.name, job.uid)
+    await postgres.erase_job(ctx.pool, job.uid, ns, job.name, tenant)
+    ctx.queue_cache = None
+    await ctx.blocking(ctx.storage.delete, result_key(ns, job.uid), ctx.cfg.results_bucket or ctx.cfg.s3_bucket)
+    if source and await _unused(ctx, source, job):
+        await ctx.blocking(ctx.storage.delete, source[1], source[0])
     log.info("erased job %s (uid %s) of tenant %s", job.name, job.uid, tenant)
 
 
-async def _source(svc: Services, job: jobs.Job) -> tuple[str, str] | None:
+async def _source(ctx: ApiContext, job: Job) -> tuple[str, str] | None:
     """The job's PDF (bucket, key) when it is one of the API's content-addressed uploads."""
-    bucket, key = svc.cfg.s3_bucket, None
+    bucket, key = ctx.cfg.s3_bucket, None
     if job.status["source"] == "kubernetes":
-        obj = svc.jobs.cached(job.name) or await _get(svc, job.name)
+        obj = ctx.jobs.cached(job.name) or await _get(ctx, job.name)
         s3 = (((obj or {}).get("spec") or {}).get("source") or {}).get("s3") or {}
         bucket, key = s3.get("bucket") or bucket, s3.get("key")
     else:
-        record = await store.job_record(svc.pool, svc.cfg.namespace, job.name)
+        record = await postgres.job_record(ctx.pool, ctx.cfg.namespace, job.name)
         key = (record or {}).get("source_key")
-    if key and key.startswith(UPLOAD_PREFIX) and bucket == svc.cfg.s3_bucket:
+    if key and key.startswith(UPLOAD_PREFIX) and bucket == ctx.cfg.s3_bucket:
         return bucket, key
     return None
 
 
-async def _get(svc: Services, name: str) -> dict | None:
+async def _get(ctx: ApiContext, name: str) -> dict | None:
     try:
-        return await svc.blocking(svc.jobs.get, name)
+        return await ctx.blocking(ctx.jobs.get, name)
     except NotFound:
         return None
 
 
-async def _delete_object(svc: Services, job: jobs.Job) -> None:
+async def _delete_object(ctx: ApiContext, job: Job) -> None:
     """Delete the ParseJob and wait (bounded) until that object is gone."""
     try:
-        await svc.blocking(svc.jobs.delete, job.name, job.uid)
+        await ctx.blocking(ctx.jobs.delete, job.name, job.uid)
     except (NotFound, AlreadyExists):  # gone already, or the name is another object now
         return
-    deadline = time.monotonic() + svc.cfg.erase_wait_seconds
+    deadline = time.monotonic() + ctx.cfg.erase_wait_seconds
     while time.monotonic() < deadline:
-        obj = await _get(svc, job.name)
+        obj = await _get(ctx, job.name)
         if obj is None or obj["metadata"]["uid"] != job.uid:
             return
         await asyncio.sleep(0.2)
@@ -86,23 +86,23 @@ async def _delete_object(svc: Services, job: jobs.Job) -> None:
                    "Repeat the DELETE to finish erasing it", {"Retry-After": "5"})
 
 
-async def _unused(svc: Services, source: tuple[str, str], job: jobs.Job) -> bool:
+async def _unused(ctx: ApiContext, source: tuple[str, str], job: Job) -> bool:
     """No other job uses the PDF: no record (any tenant, any namespace), no live ParseJob
     of the namespace, and no upload of the same bytes in flight: every upload writes the
     object before it creates its ParseJob, within one request, so a write newer than this
     job and younger than the request timeout may be one."""
     bucket, key = source
-    if await store.source_key_in_use(svc.pool, key, job.uid):
+    if await postgres.source_key_in_use(ctx.pool, key, job.uid):
         return False
-    for obj in await svc.blocking(svc.jobs.list_all):
+    for obj in await ctx.blocking(ctx.jobs.list_all):
         s3 = ((obj.get("spec") or {}).get("source") or {}).get("s3") or {}
         if s3.get("key") == key and obj["metadata"]["uid"] != job.uid:
             return False
-    modified = await svc.blocking(svc.storage.modified, key, bucket)
+    modified = await ctx.blocking(ctx.storage.modified, key, bucket)
     if modified is None:
         return False
     # an upload's put and create happen within one request (request_timeout_seconds)
-    in_flight_window = svc.cfg.request_timeout_seconds + CLOCK_SLACK_SECONDS
+    in_flight_window = ctx.cfg.request_timeout_seconds + CLOCK_SLACK_SECONDS
     return (modified <= _epoch(job.status.get("createdAt")) + CLOCK_SLACK_SECONDS
             or time.time() - modified > in_flight_window)
 
