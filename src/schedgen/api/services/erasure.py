@@ -16,6 +16,8 @@ import datetime as dt
 import logging
 import time
 
+from schedgen.parsejob import ParseJob, result_key
+
 from ..backends import AlreadyExists, NotFound, postgres
 from ..context import ApiContext
 from ..errors import ApiError
@@ -25,11 +27,6 @@ log = logging.getLogger("schedgen.api")
 
 UPLOAD_PREFIX = "uploads/sha256/"  # the API's content-addressed PDFs (uploads.source_key)
 CLOCK_SLACK_SECONDS = 2.0  # S3's and the API server's clocks, whole seconds both
-
-
-def result_key(namespace: str, uid: str) -> str:
-    """Where the operator has the runner put a job's result (operator/results.py)."""
-    return f"results/{namespace}/{uid}.json"
 
 
 async def erase(ctx: ApiContext, tenant: str, job_id: str) -> None:
@@ -52,9 +49,8 @@ async def _source(ctx: ApiContext, job: Job) -> tuple[str, str] | None:
     """The job's PDF (bucket, key) when it is one of the API's content-addressed uploads."""
     bucket, key = ctx.cfg.s3_bucket, None
     if job.status["source"] == "kubernetes":
-        obj = ctx.jobs.cached(job.name) or await _get(ctx, job.name)
-        s3 = (((obj or {}).get("spec") or {}).get("source") or {}).get("s3") or {}
-        bucket, key = s3.get("bucket") or bucket, s3.get("key")
+        obj = ParseJob.of(ctx.jobs.cached(job.name) or await _get(ctx, job.name) or {})
+        bucket, key = obj.source_bucket or bucket, obj.source_key
     else:
         record = await postgres.job_record(ctx.pool, ctx.cfg.namespace, job.name)
         key = (record or {}).get("source_key")
@@ -94,9 +90,8 @@ async def _unused(ctx: ApiContext, source: tuple[str, str], job: Job) -> bool:
     bucket, key = source
     if await postgres.source_key_in_use(ctx.pool, key, job.uid):
         return False
-    for obj in await ctx.blocking(ctx.jobs.list_all):
-        s3 = ((obj.get("spec") or {}).get("source") or {}).get("s3") or {}
-        if s3.get("key") == key and obj["metadata"]["uid"] != job.uid:
+    for other in map(ParseJob.of, await ctx.blocking(ctx.jobs.list_all)):
+        if other.source_key == key and other.uid != job.uid:
             return False
     modified = await ctx.blocking(ctx.storage.modified, key, bucket)
     if modified is None:

@@ -14,15 +14,14 @@ import binascii
 import datetime as dt
 import json
 
+from schedgen.parsejob import ANN_CREATED, tenant_of
+
 from ..backends import postgres
 from ..context import ApiContext
 from ..errors import ApiError
-from .lookup import status_from_object, status_from_record, tenant_of
+from .lookup import status_from_object, status_from_record
 
 MAX_LIMIT = 200
-# creationTimestamp has whole seconds; uploads also note the creation to the microsecond,
-# so a job created in the same second as a page's last item still sorts before it
-ANN_CREATED = "schedgen.io/created-at"
 
 Key = tuple[dt.datetime, str]  # (createdAt, id): the list's order, and the cursor
 

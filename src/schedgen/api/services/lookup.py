@@ -12,7 +12,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 
-from schedgen.parsejob import DEFAULT_SCHEDULE_TYPE, FINAL_PHASES, QUEUED, priority_of
+from schedgen.parsejob import FINAL_PHASES, QUEUED, ParseJob
 
 from ..backends import NotFound, postgres
 from ..context import ApiContext
@@ -34,25 +34,21 @@ class Job:
         return cls(status["id"], status["uid"], status["tenant"], status["phase"], kind, status)
 
 
-def tenant_of(obj: dict) -> str:
-    """A ParseJob's tenant: spec.tenant, else its namespace."""
-    return (obj.get("spec") or {}).get("tenant") or obj["metadata"]["namespace"]
-
-
 def status_from_object(obj: dict) -> dict:
-    """The status document of a ParseJob object (`source: kubernetes`)."""
-    meta, spec, st = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    """The status document of a ParseJob object (`source: kubernetes`): identity and spec
+    through the shared `ParseJob` rules, the status fields as the operator wrote them."""
+    job, st = ParseJob.of(obj), obj.get("status") or {}
     phase = st.get("phase") or QUEUED
     result = st.get("result") or None
     error = st.get("error") or None
     return {
-        "id": meta["name"], "uid": meta["uid"], "tenant": tenant_of(obj), "priority": priority_of(obj),
-        "scheduleType": spec.get("scheduleType") or DEFAULT_SCHEDULE_TYPE, "phase": phase,
+        "id": job.name, "uid": job.uid, "tenant": job.tenant, "priority": job.priority,
+        "scheduleType": job.schedule_type, "phase": phase,
         "queuePosition": st.get("queuePosition") if phase == QUEUED else None,
         "attempts": int(st.get("attempts") or 0),
         "result": {k: result.get(k) for k in ("kind", "events", "pages", "parseSeconds")} if result else None,
         "error": {k: error.get(k) for k in ("reason", "code", "message")} if error else None,
-        "createdAt": meta.get("creationTimestamp"), "startedAt": st.get("startedAt"),
+        "createdAt": job.created or None, "startedAt": st.get("startedAt"),
         "completedAt": st.get("completedAt"), "source": "kubernetes",
     }
 

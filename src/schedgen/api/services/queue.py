@@ -9,11 +9,10 @@ import asyncio
 import datetime as dt
 import time
 
-from schedgen.parsejob import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from schedgen.parsejob import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ParseJob
 
 from ..backends import postgres
 from ..context import ApiContext
-from .lookup import tenant_of
 
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)  # in the order the queue summary counts them
 MAX_POINTS = 720  # a history has at most this many steps (721 points)
@@ -29,13 +28,11 @@ def queue_summary(items: list[dict], finished: dict[str, dict[str, int]], now: d
     tenants: dict[str, dict] = {}
     total = _counts()
     live_finished: dict[str, dict[str, int]] = {}
-    for obj in items:
-        st = obj.get("status") or {}
-        tenant = tenant_of(obj)
-        counts = tenants.setdefault(tenant, _counts())
-        phase = st.get("phase") or QUEUED
+    for job in map(ParseJob.of, items):
+        counts = tenants.setdefault(job.tenant, _counts())
+        phase = job.phase or QUEUED
         if phase == QUEUED:
-            since = st.get("enqueuedAt") or obj["metadata"].get("creationTimestamp")
+            since = job.status.enqueued_at or job.created
             age = _age(since, now) if since else None
             for c in (counts, total):
                 c["waiting"] += 1
@@ -45,7 +42,7 @@ def queue_summary(items: list[dict], finished: dict[str, dict[str, int]], now: d
             counts["running"] += 1
             total["running"] += 1
         elif phase in FINISHED:
-            by_phase = live_finished.setdefault(tenant, {})
+            by_phase = live_finished.setdefault(job.tenant, {})
             by_phase[phase.lower()] = by_phase.get(phase.lower(), 0) + 1
     for tenant in set(finished) | set(live_finished):
         counts = tenants.setdefault(tenant, _counts())

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from schedgen.parsejob import (
     ANN_CONTENT,
+    ANN_CREATED,
     ANN_FILENAME,
     ANN_IDEMPOTENCY,
     API_VERSION,
@@ -32,7 +33,6 @@ from ..config import ApiConfig
 from ..context import ApiContext
 from ..errors import ApiError
 from ..multipart import Upload
-from .listing import ANN_CREATED
 from .lookup import lookup, status_from_object
 
 log = logging.getLogger("schedgen.api")
@@ -110,7 +110,8 @@ def source_key(content_sha: str) -> str:
 
 
 def created_now() -> str:
-    """The `ANN_CREATED` value (the job list's order, listing.py)."""
+    """The `ANN_CREATED` value: creationTimestamp has whole seconds, so a job created in
+    the same second as a list page's last item still sorts before it (listing.py)."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
