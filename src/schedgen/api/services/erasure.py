@@ -1,12 +1,12 @@
-"""Erasing a job (`DELETE /api/v1/jobs/{id}`, the right to erasure).
+"""Erasing a job (`DELETE /api/v1/jobs/{id}`, the right to erasure), in four steps:
 
-1. Tombstone the uid and delete its rows (`schedgen_erase_job`, migration 0006): from
-   then on the operator's writes for that uid are no-ops, so nothing can come back.
-2. Delete the ParseJob (uid precondition) and wait, bounded, until it is gone: the
-   operator's finalizer stops its Job (Cancelled) and lets it go.
-3. Erase the rows again (idempotent: anything that raced step 1 is gone).
-4. Delete the result object and, when no other job (any tenant) uses it, the
-   content-addressed PDF.
+1. `tombstone_rows`: tombstone the uid and delete its rows (`schedgen_erase_job`,
+   migration 0006): from then on the operator's writes for that uid are no-ops.
+2. `delete_parsejob_and_wait`: delete the ParseJob (uid precondition) and wait, bounded,
+   until it is gone: the operator's finalizer stops its Job (Cancelled) and lets it go.
+3. `erase_rows_again`: idempotent: anything that raced step 1 is gone.
+4. `delete_result_and_pdf`: the result object and, when no other job (any tenant) uses
+   it, the content-addressed PDF.
 The Postgres connection is held only for each statement, never while waiting."""
 
 from __future__ import annotations
@@ -28,25 +28,49 @@ log = logging.getLogger("schedgen.api")
 UPLOAD_PREFIX = "uploads/sha256/"  # the API's content-addressed PDFs (uploads.source_key)
 CLOCK_SLACK_SECONDS = 2.0  # S3's and the API server's clocks, whole seconds both
 
+Pdf = tuple[str, str]  # (bucket, key) of an uploaded PDF
+
 
 async def erase(ctx: ApiContext, tenant: str, job_id: str) -> None:
+    """Erase the tenant's job `job_id` (404 if it has none): the steps above, in order."""
     job = await find_job(ctx, tenant, job_id)
-    ns = ctx.cfg.namespace
-    source = await _source(ctx, job)
-    await postgres.erase_job(ctx.pool, job.uid, ns, job.name, tenant)
-    if job.status["source"] == "kubernetes":
-        await _delete_object(ctx, job)
-    ctx.jobs.forget(job.name, job.uid)
-    await postgres.erase_job(ctx.pool, job.uid, ns, job.name, tenant)
-    ctx.queue_cache = None
-    await ctx.blocking(ctx.storage.delete, result_key(ns, job.uid), ctx.cfg.results_bucket or ctx.cfg.s3_bucket)
-    if source and await _unused(ctx, source, job):
-        await ctx.blocking(ctx.storage.delete, source[1], source[0])
+    pdf = await uploaded_pdf(ctx, job)  # read first: steps 1 and 2 remove what names it
+    await tombstone_rows(ctx, job)
+    await delete_parsejob_and_wait(ctx, job)
+    await erase_rows_again(ctx, job)
+    ctx.queue_cache = None  # the cached summary may count the job
+    await delete_result_and_pdf(ctx, job, pdf)
     log.info("erased job %s (uid %s) of tenant %s", job.name, job.uid, tenant)
 
 
-async def _source(ctx: ApiContext, job: Job) -> tuple[str, str] | None:
-    """The job's PDF (bucket, key) when it is one of the API's content-addressed uploads."""
+async def tombstone_rows(ctx: ApiContext, job: Job) -> None:
+    """Step 1: delete the job's rows and tombstone its uid, so the operator's later writes are no-ops."""
+    await postgres.erase_job(ctx.pool, job.uid, ctx.cfg.namespace, job.name, job.tenant)
+
+
+async def delete_parsejob_and_wait(ctx: ApiContext, job: Job) -> None:
+    """Step 2: delete the ParseJob and wait until it is gone, so its run is cancelled (or 503)."""
+    if job.status["source"] == "kubernetes":  # a job known only from its record has no object
+        await _delete_object(ctx, job)
+    ctx.jobs.forget(job.name, job.uid)  # this process's watch cache drops it at once
+
+
+async def erase_rows_again(ctx: ApiContext, job: Job) -> None:
+    """Step 3: erase the rows once more, for an operator write that raced step 1."""
+    await postgres.erase_job(ctx.pool, job.uid, ctx.cfg.namespace, job.name, job.tenant)
+
+
+async def delete_result_and_pdf(ctx: ApiContext, job: Job, pdf: Pdf | None) -> None:
+    """Step 4: delete the result and the PDF (if unused) last, once nothing can write them."""
+    cfg = ctx.cfg
+    await ctx.blocking(ctx.storage.delete, result_key(cfg.namespace, job.uid), cfg.results_bucket or cfg.s3_bucket)
+    if pdf and await pdf_unused(ctx, pdf, job):
+        await ctx.blocking(ctx.storage.delete, pdf[1], pdf[0])
+
+
+async def uploaded_pdf(ctx: ApiContext, job: Job) -> Pdf | None:
+    """The job's PDF when it is one of the API's content-addressed uploads (other sources
+    are not the API's to delete)."""
     bucket, key = ctx.cfg.s3_bucket, None
     if job.status["source"] == "kubernetes":
         obj = ParseJob.of(ctx.jobs.cached(job.name) or await _get(ctx, job.name) or {})
@@ -57,6 +81,26 @@ async def _source(ctx: ApiContext, job: Job) -> tuple[str, str] | None:
     if key and key.startswith(UPLOAD_PREFIX) and bucket == ctx.cfg.s3_bucket:
         return bucket, key
     return None
+
+
+async def pdf_unused(ctx: ApiContext, pdf: Pdf, job: Job) -> bool:
+    """No other job uses the PDF: no record (any tenant, any namespace), no live ParseJob
+    of the namespace, and no upload of the same bytes in flight: every upload writes the
+    object before it creates its ParseJob, within one request, so a write newer than this
+    job and younger than the request timeout may be one."""
+    bucket, key = pdf
+    if await postgres.source_key_in_use(ctx.pool, key, job.uid):
+        return False
+    for other in map(ParseJob.of, await ctx.blocking(ctx.jobs.list_all)):
+        if other.source_key == key and other.uid != job.uid:
+            return False
+    modified = await ctx.blocking(ctx.storage.modified, key, bucket)
+    if modified is None:
+        return False
+    # an upload's put and create happen within one request (request_timeout_seconds)
+    in_flight_window = ctx.cfg.request_timeout_seconds + CLOCK_SLACK_SECONDS
+    return (modified <= _epoch(job.status.get("createdAt")) + CLOCK_SLACK_SECONDS
+            or time.time() - modified > in_flight_window)
 
 
 async def _get(ctx: ApiContext, name: str) -> dict | None:
@@ -80,26 +124,6 @@ async def _delete_object(ctx: ApiContext, job: Job) -> None:
         await asyncio.sleep(0.2)
     raise ApiError(503, "ErasurePending", f"job {job.name} is being cancelled; its rows are erased already. "
                    "Repeat the DELETE to finish erasing it", {"Retry-After": "5"})
-
-
-async def _unused(ctx: ApiContext, source: tuple[str, str], job: Job) -> bool:
-    """No other job uses the PDF: no record (any tenant, any namespace), no live ParseJob
-    of the namespace, and no upload of the same bytes in flight: every upload writes the
-    object before it creates its ParseJob, within one request, so a write newer than this
-    job and younger than the request timeout may be one."""
-    bucket, key = source
-    if await postgres.source_key_in_use(ctx.pool, key, job.uid):
-        return False
-    for other in map(ParseJob.of, await ctx.blocking(ctx.jobs.list_all)):
-        if other.source_key == key and other.uid != job.uid:
-            return False
-    modified = await ctx.blocking(ctx.storage.modified, key, bucket)
-    if modified is None:
-        return False
-    # an upload's put and create happen within one request (request_timeout_seconds)
-    in_flight_window = ctx.cfg.request_timeout_seconds + CLOCK_SLACK_SECONDS
-    return (modified <= _epoch(job.status.get("createdAt")) + CLOCK_SLACK_SECONDS
-            or time.time() - modified > in_flight_window)
 
 
 def _epoch(value: str | None) -> float:
