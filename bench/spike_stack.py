@@ -130,7 +130,7 @@ class Stack:
         import boto3
 
         from schedgen import db
-        from schedgen.api import store
+        from schedgen.api.backends import postgres as api_db
 
         a = self.args
         self.pg = devservices.PostgresServer(self.base / "pg")
@@ -140,7 +140,7 @@ class Stack:
         with db.connect(self.pg.dsn) as conn:
             db.migrate(conn)
             for t in self.tenants:
-                self.keys[t] = store.add_key_sync(conn, t, "bench/spike")
+                self.keys[t] = api_db.add_key_sync(conn, t, "bench/spike")
         boto3.client("s3", endpoint_url=self.s3srv.endpoint_url, region_name="us-east-1",
                      aws_access_key_id=self.s3srv.access_key,
                      aws_secret_access_key=self.s3srv.secret_key).create_bucket(Bucket=BUCKET)

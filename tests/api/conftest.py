@@ -99,9 +99,9 @@ def fresh_limits(pg_conn):
 @pytest.fixture
 def admin_key(pg_conn):
     """An admin API key of tenant `default` that may use any priority."""
-    from schedgen.api import store
+    from schedgen.api.backends import postgres as api_db
 
-    return store.add_key_sync(pg_conn, "default", "tests", admin=True, max_priority="high")
+    return api_db.add_key_sync(pg_conn, "default", "tests", admin=True, max_priority="high")
 
 
 @pytest.fixture

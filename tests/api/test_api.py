@@ -261,12 +261,12 @@ def test_forwarded_for_only_from_trusted_proxies(make_client):
 
 
 def test_api_keys_tenant_and_required(make_client, pg_conn, k8s_api_client, api_namespace):
-    from schedgen.api import store
+    from schedgen.api.backends import postgres as api_db
 
-    key = store.add_key_sync(pg_conn, "team-a", "test")
+    key = api_db.add_key_sync(pg_conn, "team-a", "test")
     stored = pg_conn.execute("SELECT key_hash, tenant, admin, max_priority FROM api_keys WHERE key_prefix = %s",
                              (key[:12],)).fetchone()
-    assert stored == (store.hash_key(key), "team-a", False, "normal") and key not in stored[0]
+    assert stored == (api_db.hash_key(key), "team-a", False, "normal") and key not in stored[0]
     client = make_client(key=None)  # the default configuration: keys required
     r = client.get("/api/v1/queue")
     assert_error(r, 401, "ApiKeyRequired")
@@ -286,7 +286,7 @@ def test_api_keys_tenant_and_required(make_client, pg_conn, k8s_api_client, api_
     other = make_client()
     assert_error(other.get(r.json()["statusUrl"]), 404, "JobNotFound")
     # revoked keys stop working (after the cache: a new app has none)
-    assert store.revoke_key_sync(pg_conn, key[:12]) == 1
+    assert api_db.revoke_key_sync(pg_conn, key[:12]) == 1
     fresh = make_client(key=key)
     assert_error(fresh.get("/api/v1/queue"), 401, "InvalidApiKey")
 
@@ -303,18 +303,18 @@ def test_anonymous_only_when_allowed_explicitly(make_client, k8s_api_client, api
 
 
 def test_key_max_priority(make_client, pg_conn, k8s_api_client, api_namespace):
-    from schedgen.api import store
+    from schedgen.api.backends import postgres as api_db
 
-    low = make_client(key=store.add_key_sync(pg_conn, "team-low", max_priority="low"))
+    low = make_client(key=api_db.add_key_sync(pg_conn, "team-low", max_priority="low"))
     for priority in ("high", "normal"):
         r = upload(low, unique_pdf(), priority=priority)
         assert_error(r, 403, "PriorityNotAllowed")
         assert "low" in r.json()["detail"]
     assert upload(low, unique_pdf(), priority="low").json()["priority"] == "low"
-    normal = make_client(key=store.add_key_sync(pg_conn, "team-normal"))
+    normal = make_client(key=api_db.add_key_sync(pg_conn, "team-normal"))
     assert_error(upload(normal, unique_pdf(), priority="high"), 403, "PriorityNotAllowed")
     assert upload(normal, unique_pdf()).json()["priority"] == "normal"
-    high = make_client(key=store.add_key_sync(pg_conn, "team-high", max_priority="high"))
+    high = make_client(key=api_db.add_key_sync(pg_conn, "team-high", max_priority="high"))
     r = upload(high, unique_pdf(), priority="high")
     assert r.status_code == 202 and parsejob(k8s_api_client, api_namespace, r.json()["id"])["spec"]["priority"] == "high"
     # nothing was created for the refused uploads
@@ -323,42 +323,43 @@ def test_key_max_priority(make_client, pg_conn, k8s_api_client, api_namespace):
 
 
 def test_queue_shows_the_callers_tenant_unless_admin(make_client, pg_conn, api_namespace):
-    from schedgen.api import store
+    from schedgen.api.backends import postgres as api_db
 
-    key_a = store.add_key_sync(pg_conn, "queue-a", max_priority="high")
-    key_b = store.add_key_sync(pg_conn, "queue-b")
+    key_a = api_db.add_key_sync(pg_conn, "queue-a", max_priority="high")
+    key_b = api_db.add_key_sync(pg_conn, "queue-b")
     a, b = make_client(key=key_a, queue_cache_seconds=0), make_client(key=key_b, queue_cache_seconds=0)
     assert upload(a, unique_pdf()).status_code == 202 and upload(a, unique_pdf()).status_code == 202
     assert upload(b, unique_pdf()).status_code == 202
     qa, qb = a.get("/api/v1/queue").json(), b.get("/api/v1/queue").json()
     assert list(qa["tenants"]) == ["queue-a"] and qa["total"]["waiting"] == qa["tenants"]["queue-a"]["waiting"] == 2
     assert list(qb["tenants"]) == ["queue-b"] and qb["total"]["waiting"] == 1
-    nothing = make_client(key=store.add_key_sync(pg_conn, "queue-c")).get("/api/v1/queue").json()
+    nothing = make_client(key=api_db.add_key_sync(pg_conn, "queue-c")).get("/api/v1/queue").json()
     assert nothing["tenants"] == {"queue-c": nothing["total"]} and nothing["total"]["waiting"] == 0
     admin = make_client(queue_cache_seconds=0).get("/api/v1/queue").json()  # the fixture's admin key
     assert {"queue-a", "queue-b"} <= set(admin["tenants"]) and admin["total"]["waiting"] >= 3
 
 
 def test_unknown_keys_are_rate_limited_before_the_lookup(make_client, pg_conn):
-    from schedgen.api import store
+    from schedgen.api.backends import postgres as api_db
 
     client = make_client(key=None, reads_per_minute=3)
     codes = [client.get("/api/v1/queue", headers={"X-API-Key": f"sgk_made-up-{i}"}).status_code for i in range(5)]
     assert codes == [401, 401, 401, 429, 429]  # counted by address, whatever key is sent
     # a valid key from the same address shares that address's budget
-    key = store.add_key_sync(pg_conn, "team-rl")
+    key = api_db.add_key_sync(pg_conn, "team-rl")
     assert_error(client.get("/api/v1/queue", headers={"X-API-Key": key}), 429, "RateLimited")
 
 
 def test_unknown_key_lookups_are_cached_briefly(make_client, pg_conn):
-    from schedgen.api import gate, store
+    from schedgen.api import gate
+    from schedgen.api.backends import postgres as api_db
 
-    key = store.new_key()
+    key = api_db.new_key()
     client = make_client(key=key)
     assert_error(client.get("/api/v1/queue"), 401, "InvalidApiKey")
     # the key appears in the database: the negative answer is remembered a moment ...
     pg_conn.execute("INSERT INTO api_keys (key_hash, key_prefix, tenant) VALUES (%s, %s, 'late')",
-                    (store.hash_key(key), key[:12]))
+                    (api_db.hash_key(key), key[:12]))
     t0 = time.monotonic()
     first = client.get("/api/v1/queue")
     if time.monotonic() - t0 < gate.NEGATIVE_KEY_SECONDS:

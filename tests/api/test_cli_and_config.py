@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from schedgen.api import store
+from schedgen.api.backends import postgres as api_db
 from schedgen.api.config import ApiConfig
 from schedgen.errors import ConfigurationError
 
@@ -26,17 +26,17 @@ def test_add_and_revoke_key(postgres, pg_conn):
     key = done.stdout.strip()
     assert key.startswith("sgk_") and len(key) > 40
     row = pg_conn.execute("SELECT tenant, description, revoked_at, admin, max_priority FROM api_keys"
-                          " WHERE key_hash = %s", (store.hash_key(key),)).fetchone()
+                          " WHERE key_hash = %s", (api_db.hash_key(key),)).fetchone()
     assert row == ("cli-team", "cli test", None, False, "normal")
     done = run("add-key", "--tenant", "cli-ops", "--admin", "--max-priority", "high", dsn=postgres.dsn)
     assert done.returncode == 0, done.stderr
     assert pg_conn.execute("SELECT tenant, admin, max_priority FROM api_keys WHERE key_hash = %s",
-                           (store.hash_key(done.stdout.strip()),)).fetchone() == ("cli-ops", True, "high")
+                           (api_db.hash_key(done.stdout.strip()),)).fetchone() == ("cli-ops", True, "high")
     assert run("add-key", "--tenant", "cli-ops", "--max-priority", "urgent", dsn=postgres.dsn).returncode == 2
     assert run("add-key", "--tenant", "Not A Label", dsn=postgres.dsn).returncode == 2
     assert run("revoke-key", key[:12], dsn=postgres.dsn).returncode == 0
     assert pg_conn.execute("SELECT revoked_at IS NOT NULL FROM api_keys WHERE key_hash = %s",
-                           (store.hash_key(key),)).fetchone()[0]
+                           (api_db.hash_key(key),)).fetchone()[0]
     assert run("revoke-key", key, dsn=postgres.dsn).returncode == 1  # nothing left to revoke
 
 

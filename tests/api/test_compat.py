@@ -50,10 +50,10 @@ def finish_when_created(k8s_api_client, pg_conn, ns, data, tenant, **kw):
 
 @pytest.fixture
 def compat_client(make_client, pg_conn):
-    from schedgen.api import store
+    from schedgen.api.backends import postgres as api_db
 
     def make(tenant="compat-a", **overrides):
-        key = store.add_key_sync(pg_conn, tenant)
+        key = api_db.add_key_sync(pg_conn, tenant)
         return make_client(key=key, compat_routes=True, cors_origins=(ORIGIN,), **overrides)
 
     return make

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 PDF = (Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "up" / "UP_EXAM_SS.pdf").read_bytes()
 # the document needs no backends: the app is built around an empty stand-in for them
-schema = schemathesis.openapi.from_dict(create_app(ApiConfig(), services=types.SimpleNamespace()).openapi())
+schema = schemathesis.openapi.from_dict(create_app(ApiConfig(), context=types.SimpleNamespace()).openapi())
 
 
 @pytest.fixture
@@ -80,9 +80,9 @@ def _valid_idempotency_key(value) -> bool:
     return value is None or (isinstance(value, str) and 1 <= len(value) <= 255)
 
 
-# The ScheduleGenerator web app's routes (compat.py), on in this document and app only.
+# The ScheduleGenerator web app's routes (routers/compat.py), on in this document and app only.
 compat_schema = schemathesis.openapi.from_dict(
-    create_app(ApiConfig(compat_routes=True), services=types.SimpleNamespace()).openapi()
+    create_app(ApiConfig(compat_routes=True), context=types.SimpleNamespace()).openapi()
 ).include(path_regex="^/(api/(upload|jobs)|health)")
 
 

@@ -59,11 +59,11 @@ def finish(k8s_api_client, pg_conn, ns, job, *, events=(LECTURE,), kind="lecture
 @pytest.fixture
 def tenant_client(make_client, pg_conn):
     """Factory: (client, tenant) with a key of a new tenant of its own."""
-    from schedgen.api import store
+    from schedgen.api.backends import postgres as api_db
 
     def make(**overrides):
         tenant = f"t-{uuid.uuid4().hex[:8]}"
-        return make_client(key=store.add_key_sync(pg_conn, tenant, max_priority="high"), **overrides), tenant
+        return make_client(key=api_db.add_key_sync(pg_conn, tenant, max_priority="high"), **overrides), tenant
 
     return make
 

@@ -11,12 +11,13 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from schedgen.api import gate, jobs, uploads
+from schedgen.api import gate
 from schedgen.api.backends import BackendUnavailable
+from schedgen.api.backends.postgres import RateDecision
 from schedgen.api.config import ApiConfig
 from schedgen.api.errors import ApiError, backend_unavailable
 from schedgen.api.multipart import Upload
-from schedgen.api.store import RateDecision
+from schedgen.api.services import lookup, queue, uploads
 from schedgen.errors import DatabaseUnavailable
 
 UTC = dt.timezone.utc
@@ -111,7 +112,7 @@ def test_status_of_a_new_parsejob_fills_the_defaults():
     obj = {"metadata": {"name": "up-1", "uid": "u-1", "namespace": "uploads",
                         "creationTimestamp": "2025-06-01T08:00:00Z"},
            "status": {"queuePosition": 4}}
-    assert jobs.status_from_object(obj) == {
+    assert lookup.status_from_object(obj) == {
         "id": "up-1", "uid": "u-1", "tenant": "uploads", "priority": "normal", "scheduleType": "auto",
         "phase": "Queued", "queuePosition": 4, "attempts": 0, "result": None, "error": None,
         "createdAt": "2025-06-01T08:00:00Z", "startedAt": None, "completedAt": None, "source": "kubernetes"}
@@ -124,13 +125,13 @@ def test_status_of_a_finished_parsejob_keeps_only_documented_fields():
                       "completedAt": "2025-06-01T08:00:09Z",
                       "result": {"kind": "exam", "events": 5, "pages": 1, "parseSeconds": 0.4, "extra": 1},
                       "error": {"reason": "BadInput", "code": "NotAPDF", "message": "no", "exitCode": 2}}}
-    s = jobs.status_from_object(obj)
+    s = lookup.status_from_object(obj)
     assert (s["tenant"], s["priority"], s["scheduleType"], s["phase"]) == ("team-a", "high", "exam", "Failed")
     assert s["queuePosition"] is None and s["attempts"] == 2  # a position only while Queued
     assert s["result"] == {"kind": "exam", "events": 5, "pages": 1, "parseSeconds": 0.4}
     assert s["error"] == {"reason": "BadInput", "code": "NotAPDF", "message": "no"}
     assert (s["startedAt"], s["completedAt"]) == ("2025-06-01T08:00:01Z", "2025-06-01T08:00:09Z")
-    job = jobs.Job.of(s)
+    job = lookup.Job.of(s)
     assert (job.name, job.uid, job.tenant, job.phase, job.kind) == ("up-2", "u-2", "team-a", "Failed", "exam")
 
 
@@ -147,24 +148,24 @@ def record(**overrides) -> dict:
 
 
 def test_status_from_a_record_matches_the_kubernetes_shape():
-    s = jobs.status_from_record("up-3", record())
+    s = lookup.status_from_record("up-3", record())
     assert s == {"id": "up-3", "uid": "0f8e3c1a-0000-4000-8000-000000000001", "tenant": "default",
                  "priority": "low", "scheduleType": "lecture", "phase": "Succeeded", "queuePosition": None,
                  "attempts": 1, "result": {"kind": "lecture", "events": 30, "pages": 2, "parseSeconds": 1.25},
                  "error": None, "createdAt": "2025-06-01T08:00:00Z", "startedAt": "2025-06-01T08:00:05Z",
                  "completedAt": None, "source": "records"}
-    assert set(s) == set(jobs.status_from_object({"metadata": {"name": "x", "uid": "y", "namespace": "z"}}))
+    assert set(s) == set(lookup.status_from_object({"metadata": {"name": "x", "uid": "y", "namespace": "z"}}))
 
 
 def test_status_from_a_record_result_and_error_only_when_known():
-    failed = jobs.status_from_record("up-4", record(
+    failed = lookup.status_from_record("up-4", record(
         phase="Failed", attempts=None, kind=None, event_count=None, pages=None, parse_seconds=None,
         error_reason="BadInput", error_code="CorruptPDF", error_message="broken xref"))
     assert failed["result"] is None and failed["attempts"] == 0
     assert failed["error"] == {"reason": "BadInput", "code": "CorruptPDF", "message": "broken xref"}
-    empty = jobs.status_from_record("up-5", record(kind=None, event_count=0))  # zero events is a result
+    empty = lookup.status_from_record("up-5", record(kind=None, event_count=0))  # zero events is a result
     assert empty["result"] == {"kind": None, "events": 0, "pages": 2, "parseSeconds": 1.25}
-    no_reason = jobs.status_from_record("up-6", record(error_reason=None, error_message="lost"))
+    no_reason = lookup.status_from_record("up-6", record(error_reason=None, error_message="lost"))
     assert no_reason["error"] == {"reason": None, "code": None, "message": "lost"}
 
 
@@ -188,7 +189,7 @@ def test_queue_summary_counts_live_objects_and_records():
              parsejob("e", "team-b", "Succeeded"), parsejob("f", "team-b", "Succeeded"),
              parsejob("g", "team-b", "Cancelled")]
     finished = {"team-b": {"succeeded": 1, "failed": 3}, "team-c": {"cancelled": 2}}
-    q = jobs.queue_summary(items, finished, now)
+    q = queue.queue_summary(items, finished, now)
     assert list(q["tenants"]) == ["team-a", "team-b", "team-c", "uploads"]
     assert q["tenants"]["team-a"] == {"waiting": 2, "running": 1, "succeeded": 0, "failed": 0, "cancelled": 0,
                                       "oldestWaitingSeconds": 60.0}
@@ -202,7 +203,7 @@ def test_queue_summary_counts_live_objects_and_records():
 
 
 def test_queue_summary_of_nothing():
-    q = jobs.queue_summary([], {}, dt.datetime.now(UTC))
+    q = queue.queue_summary([], {}, dt.datetime.now(UTC))
     assert q == {"total": {"waiting": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0,
                            "oldestWaitingSeconds": None}, "tenants": {}}
 

@@ -6,19 +6,20 @@ import datetime as dt
 
 import pytest
 
-from schedgen.api import compat, httpcache, joblist
+from schedgen.api import httpcache
 from schedgen.api.errors import ApiError
+from schedgen.api.services import compat, listing
 from schedgen.models import Event
 
 
 def test_cursor_round_trip_and_refusals():
     key = (dt.datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=dt.timezone.utc), "up-abc")
-    cursor = joblist.encode_cursor(key)
-    assert "=" not in cursor and joblist.decode_cursor(cursor) == key
-    for bad in ("", "!!!", joblist.encode_cursor(key)[:-3], "W10",  # "[]"
+    cursor = listing.encode_cursor(key)
+    assert "=" not in cursor and listing.decode_cursor(cursor) == key
+    for bad in ("", "!!!", listing.encode_cursor(key)[:-3], "W10",  # "[]"
                 "WyIyMDI2LTAzLTAxVDA4OjAwOjAwIiwgInVwIl0"):  # a naive timestamp
         with pytest.raises(ApiError) as err:
-            joblist.decode_cursor(bad)
+            listing.decode_cursor(bad)
         assert (err.value.status, err.value.code) == (422, "InvalidParameters")
 
 
@@ -53,7 +54,7 @@ def test_problem_and_nest_shapes():
 def test_an_erased_job_leaves_the_watch_cache_at_once():
     import types
 
-    from schedgen.api.backends import ParseJobs
+    from schedgen.api.backends.kube import ParseJobs
     from schedgen.api.config import ApiConfig
 
     jobs = ParseJobs(ApiConfig(), client=types.SimpleNamespace())

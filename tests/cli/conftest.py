@@ -29,14 +29,14 @@ class Stack:
 def stack(operator_cluster, postgres, tmp_path_factory):
     """Operator + API (keys required) for one test module; stopped by pid at the end."""
     from schedgen import db
-    from schedgen.api import store
+    from schedgen.api.backends import postgres as api_db
 
     c = operator_cluster
     tenant = f"cli-{uuid.uuid4().hex[:5]}"
     with db.connect(postgres.dsn) as conn:
         conn.execute("TRUNCATE rate_limit_windows")
-        key = store.add_key_sync(conn, tenant, "cli tests", max_priority="high")
-        admin = store.add_key_sync(conn, tenant, "cli tests admin", admin=True)
+        key = api_db.add_key_sync(conn, tenant, "cli tests", max_priority="high")
+        admin = api_db.add_key_sync(conn, tenant, "cli tests admin", admin=True)
     c.set_runtime(maxConcurrent=10, maxPerTenant=10, admissionsPerSecond=50, admissionBurst=50,
                   guardMaxUnschedulable=-1, queuePositionIntervalSeconds=5, queuePositionMaxWrites=50)
     tmp = tmp_path_factory.mktemp("cli-stack")

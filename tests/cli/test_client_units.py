@@ -236,10 +236,10 @@ class ScriptCheck(HTMLParser):
 
 
 def test_web_router_serves_the_page_with_a_strict_policy():
-    from schedgen.api.web import CSP, web
+    from schedgen.api.routers.web import CSP, router
 
     app = FastAPI()
-    app.include_router(web)
+    app.include_router(router)
     with TestClient(app, raise_server_exceptions=False) as http:
         page = http.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

@@ -1,7 +1,8 @@
 """The upload API (FastAPI): PDFs in, ParseJobs created, status and events out.
 
-`create_app` assembles the FastAPI app (routes.py) around one `Services`; `asgi` wraps
-it in the Gate (gate.py), which is what uvicorn serves. See docs/api.md.
+`create_app` assembles the FastAPI app from the routers (routers/) around one
+`ApiContext`; `asgi` wraps it in the Gate (gate.py), which is what uvicorn serves.
+See docs/api.md.
 """
 
 from __future__ import annotations
@@ -15,43 +16,35 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match
 
-from .compat import compat
-from .compat import health as compat_health
 from .config import ApiConfig
+from .context import ApiContext
 from .errors import BACKEND_ERRORS, ApiError, backend_unavailable, error_response
-from .feeds import feed_api, feeds
 from .gate import Gate
-from .routes import api, probes
-from .services import Services
-from .web import web
+from .routers import compat, feeds, jobs, probes, queue, uploads, web
 
 log = logging.getLogger("schedgen.api")
 
 
-def create_app(cfg: ApiConfig | None = None, services: Services | None = None) -> FastAPI:
-    svc = services or Services(cfg or ApiConfig.from_env())
+def create_app(cfg: ApiConfig | None = None, context: ApiContext | None = None) -> FastAPI:
+    ctx = context or ApiContext(cfg or ApiConfig.from_env())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        await svc.start()
+        await ctx.start()
         try:
             yield
         finally:
-            await svc.close()
+            await ctx.close()
 
     app = FastAPI(title="schedgen upload API", version="1.0.0", lifespan=lifespan,
                   description="Upload University of Pretoria schedule PDFs; follow the parse; fetch events "
                               "as JSON or iCalendar. Errors are RFC 9457 problem details (application/problem+json) "
                               "with a stable `code`.")
-    app.state.services = svc
-    app.include_router(probes)
-    app.include_router(api)
-    app.include_router(web)  # the web page at / (docs/web.md)
-    app.include_router(feed_api)
-    app.include_router(feeds)
-    if (cfg or svc.cfg).compat_routes:
-        app.include_router(compat)
-        app.include_router(compat_health)
+    app.state.context = ctx
+    for area in (probes, uploads, jobs, queue, web, feeds):  # web: the page at / (docs/web.md)
+        app.include_router(area.router)
+    if (cfg or ctx.cfg).compat_routes:
+        app.include_router(compat.router)
     _handle_errors(app)
     return app
 
@@ -123,4 +116,4 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
 
 
 def _compat(request: Request) -> bool:
-    return bool(getattr(getattr(request.app.state.services, "cfg", None), "compat_routes", False))
+    return bool(getattr(getattr(request.app.state.context, "cfg", None), "compat_routes", False))

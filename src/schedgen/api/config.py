@@ -47,7 +47,7 @@ class ApiConfig:
     results_bucket: str = ""  # where the operator puts result objects ("": s3_bucket), erased with a job
     public_url: str = ""  # base of feed URLs ("": the request's own scheme and host)
     erase_wait_seconds: float = 10.0  # DELETE waits this long for the ParseJob's finalizer
-    compat_routes: bool = False  # the ScheduleGenerator web app's routes (compat.py)
+    compat_routes: bool = False  # the ScheduleGenerator web app's routes (routers/compat.py)
     compat_upload_wait_seconds: float = 20.0  # POST /api/upload waits this long for the parse
     cors_origins: tuple[str, ...] = ()  # origins allowed to call with credentials (never "*")
 

@@ -1,5 +1,5 @@
 """HTTP errors: RFC 9457 problem details (`application/problem+json`) on the API, the
-NestJS shape `{statusCode, message, error}` on the compatibility routes (compat.py)."""
+NestJS shape `{statusCode, message, error}` on the compatibility routes (routers/compat.py)."""
 
 from __future__ import annotations
 

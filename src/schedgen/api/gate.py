@@ -18,11 +18,12 @@ from fastapi import FastAPI
 
 from schedgen.errors import DatabaseUnavailable
 
-from . import metrics, store
+from . import metrics
+from .backends import postgres
 from .config import ANONYMOUS_MAX_PRIORITY
+from .context import ApiContext
 from .errors import BACKEND_ERRORS, ApiError, backend_unavailable, error_response, unavailable
 from .schemas import FEEDS, PREFIX, is_compat_api_path
-from .services import Services
 
 log = logging.getLogger("schedgen.api")
 
@@ -44,10 +45,10 @@ class Principal:
 class Gate:
     def __init__(self, app: FastAPI):
         self.app = app
-        self.svc: Services = app.state.services
-        self.cfg = self.svc.cfg
+        self.ctx: ApiContext = app.state.context
+        self.cfg = self.ctx.cfg
         # unknown keys apart from known ones: a flood of made-up keys cannot evict valid ones
-        self.unknown_keys = store.KeyCache(min(NEGATIVE_KEY_SECONDS, self.cfg.key_cache_seconds))
+        self.unknown_keys = postgres.KeyCache(min(NEGATIVE_KEY_SECONDS, self.cfg.key_cache_seconds))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -107,13 +108,13 @@ class Gate:
             metrics.REQUESTS.labels(**labels).inc()
             metrics.LATENCY.labels(**labels).observe(time.perf_counter() - start)
 
-    async def _count(self, scope, headers: Mapping[str, str]) -> tuple[str, store.RateDecision]:
+    async def _count(self, scope, headers: Mapping[str, str]) -> tuple[str, postgres.RateDecision]:
         """Count the request in its client address's window, before any key lookup: an
         unknown key costs no more than a rate-limited request."""
         address = client_address(scope, headers, self.cfg.trusted_proxies)
         route_class = "upload" if scope.get("method") == "POST" else "read"
         limit = self.cfg.uploads_per_minute if route_class == "upload" else self.cfg.reads_per_minute
-        return route_class, await store.hit_rate_limit(self.svc.pool, "ip:" + address, route_class, limit)
+        return route_class, await postgres.hit_rate_limit(self.ctx.pool, "ip:" + address, route_class, limit)
 
     async def _authenticate(self, headers: Mapping[str, str]) -> Principal:
         key = api_key(headers)
@@ -127,23 +128,23 @@ class Gate:
                            {"WWW-Authenticate": "Bearer"})
         return Principal(tenant=self.cfg.default_tenant)
 
-    async def _key_info(self, key: str) -> store.KeyInfo | None:
-        key_hash = store.hash_key(key)
-        for cache in (self.svc.keys, self.unknown_keys):
+    async def _key_info(self, key: str) -> postgres.KeyInfo | None:
+        key_hash = postgres.hash_key(key)
+        for cache in (self.ctx.keys, self.unknown_keys):
             known, info = cache.get(key_hash)
             if known:
                 return info
-        info = await store.key_info(self.svc.pool, key_hash)
-        (self.svc.keys if info else self.unknown_keys).put(key_hash, info)
+        info = await postgres.key_info(self.ctx.pool, key_hash)
+        (self.ctx.keys if info else self.unknown_keys).put(key_hash, info)
         return info
 
     async def _maybe_purge(self) -> None:
         now = time.monotonic()
-        if now - self.svc.last_purge < PURGE_SECONDS:
+        if now - self.ctx.last_purge < PURGE_SECONDS:
             return
-        self.svc.last_purge = now
+        self.ctx.last_purge = now
         try:
-            await store.purge(self.svc.pool, self.cfg.idempotency_ttl_seconds)
+            await postgres.purge(self.ctx.pool, self.cfg.idempotency_ttl_seconds)
         except DatabaseUnavailable:
             pass  # the next request's process tries again
 
@@ -196,14 +197,14 @@ def _in(address: str, networks: Sequence[Network]) -> bool:
     return any(ip in net for net in networks)
 
 
-def rate_headers(decision: store.RateDecision) -> list[tuple[bytes, bytes]]:
+def rate_headers(decision: postgres.RateDecision) -> list[tuple[bytes, bytes]]:
     return [(b"ratelimit-limit", str(decision.limit).encode()),
             (b"ratelimit-remaining", str(decision.remaining).encode()),
             (b"ratelimit-reset", str(decision.reset_seconds).encode()),
-            (b"ratelimit-policy", f"{decision.limit};w={store.WINDOW_SECONDS}".encode())]
+            (b"ratelimit-policy", f"{decision.limit};w={postgres.WINDOW_SECONDS}".encode())]
 
 
-def rate_limited(route_class: str, decision: store.RateDecision) -> ApiError:
+def rate_limited(route_class: str, decision: postgres.RateDecision) -> ApiError:
     metrics.RATE_LIMITED.labels(route_class=route_class).inc()
     return ApiError(429, "RateLimited", f"more than {decision.limit} {route_class} requests per minute; retry in "
                     f"{decision.reset_seconds}s", {"Retry-After": str(decision.reset_seconds)})

@@ -69,17 +69,17 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(cfg, args)
         from schedgen import db
 
-        from . import store
+        from .backends import postgres
 
         if args.command == "add-key" and (not TENANT_PATTERN.fullmatch(args.tenant) or len(args.tenant) > 63):
             print("error: the tenant must be a DNS label (a-z, 0-9, -)", file=sys.stderr)
             return 2
         with db.connect(cfg.database_url) as conn:
             if args.command == "add-key":
-                print(store.add_key_sync(conn, args.tenant, args.description, admin=args.admin,
+                print(postgres.add_key_sync(conn, args.tenant, args.description, admin=args.admin,
                                          max_priority=args.max_priority))
                 return 0
-            n = store.revoke_key_sync(conn, args.key)
+            n = postgres.revoke_key_sync(conn, args.key)
             print(f"revoked {n} key(s)")
             return 0 if n else 1
     except SchedgenError as exc:

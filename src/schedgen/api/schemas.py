@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 from schedgen.parsejob import DEFAULT_PRIORITY, DEFAULT_SCHEDULE_TYPE, PRIORITIES, SCHEDULE_TYPES
 
 PREFIX = "/api/v1"
-FEEDS = "/feeds/"  # calendar feeds: a secret token in the path, no API key (feeds.py)
+FEEDS = "/feeds/"  # calendar feeds: a secret token in the path, no API key (routers/feeds.py)
 JOB_ID = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a ParseJob name (DNS label)
 PROBLEM_TYPE = "application/problem+json"
+ICS = "text/calendar; charset=utf-8"  # calendar.ics and the feeds
 PROBLEM_BASE = "https://schedgen.dev/problems/"
-COMPAT_PATHS = ("/api/upload", "/api/jobs")  # the ScheduleGenerator web app's routes (compat.py)
+COMPAT_PATHS = ("/api/upload", "/api/jobs")  # the ScheduleGenerator web app's routes (routers/compat.py)
 
 
 def is_compat_api_path(path: str) -> bool:

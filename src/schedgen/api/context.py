@@ -1,5 +1,6 @@
-"""What request handlers share: configuration, the Postgres pool, S3, the ParseJob
-client and small per-process caches. One per process, started in the app's lifespan."""
+"""The API's context: what request handlers share (configuration, the Postgres pool, the
+S3 and ParseJob clients, small per-process caches). One per process, built by
+`create_app` and started in the app's lifespan; routes get it with `Depends(context)`."""
 
 from __future__ import annotations
 
@@ -7,21 +8,22 @@ import asyncio
 
 import anyio
 
-from . import store
-from .backends import ParseJobs, Storage
+from .backends import postgres
+from .backends.kube import ParseJobs
+from .backends.s3 import Storage
 from .config import ApiConfig
 from .errors import BACKEND_ERRORS
 
 READY_TIMEOUT = 5.0  # seconds each backend has to answer a readiness check
 
 
-class Services:
+class ApiContext:
     def __init__(self, cfg: ApiConfig):
         self.cfg = cfg
-        self.pool = store.new_pool(cfg.database_url, cfg.db_pool_size)
+        self.pool = postgres.new_pool(cfg.database_url, cfg.db_pool_size)
         self.storage = Storage(cfg)
         self.jobs = ParseJobs(cfg)
-        self.keys = store.KeyCache(cfg.key_cache_seconds)
+        self.keys = postgres.KeyCache(cfg.key_cache_seconds)
         # boto3 and the Kubernetes client block: they run in threads, at most this many at once
         self.threads = anyio.CapacityLimiter(48)
         self.queue_cache: tuple[float, dict] | None = None  # (expiry, summary)
@@ -51,6 +53,6 @@ class Services:
                 return name, "timed out"
 
         return dict(await asyncio.gather(
-            check("postgres", store.ping(self.pool)),
+            check("postgres", postgres.ping(self.pool)),
             check("s3", self.blocking(self.storage.ping)),
             check("kubernetes", self.blocking(self.jobs.ping))))

@@ -1,18 +1,18 @@
-"""The upload flow: a streamed PDF becomes an S3 object and a ParseJob (docs/api.md,
+"""The upload flow: a received PDF becomes an S3 object and a ParseJob (docs/api.md,
 "Upload, step by step"), at most once per idempotency key."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
 import secrets
-
-from fastapi import Request
-from fastapi.responses import JSONResponse
+from dataclasses import dataclass
 
 from schedgen.parsejob import (
     ANN_CONTENT,
+    ANN_CREATED,
     ANN_FILENAME,
     ANN_IDEMPOTENCY,
     API_VERSION,
@@ -27,51 +27,51 @@ from schedgen.parsejob import (
     SCHEDULE_TYPES,
 )
 
-from . import metrics, store
-from .backends import AlreadyExists
-from .config import ApiConfig
-from .errors import ApiError
-from .joblist import ANN_CREATED, created_now
-from .jobs import lookup, status_from_object
-from .multipart import Upload, read_upload
-from .schemas import PREFIX
-from .services import Services
+from .. import metrics
+from ..backends import AlreadyExists, postgres
+from ..config import ApiConfig
+from ..context import ApiContext
+from ..errors import ApiError
+from ..multipart import Upload
+from .lookup import lookup, status_from_object
 
 log = logging.getLogger("schedgen.api")
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-async def accept_upload(svc: Services, request: Request, tenant: str, max_priority: str) -> JSONResponse:
-    """Read the form, then create the tenant's ParseJob (or replay the key's job): 202.
+@dataclass(frozen=True)
+class Receipt:
+    """What an accepted upload answers with: its job's status document and the file."""
+    status: dict
+    sha256: str
+    size: int
+    replayed: bool  # an earlier upload with the same idempotency key created the job
+
+
+async def accept(ctx: ApiContext, upload: Upload, tenant: str, max_priority: str,
+                 idempotency_key: str | None) -> Receipt:
+    """Create the tenant's ParseJob for `upload` (or replay the key's job).
     `max_priority`: the most urgent priority the caller's key may ask for (else 403)."""
-    cfg = svc.cfg
-    upload = await read_upload(request.headers.get("content-type", ""), request.headers.get("content-length"),
-                               request.stream(), max_bytes=cfg.max_upload_bytes,
-                               spool_bytes=cfg.spool_memory_bytes)
-    try:
-        priority, schedule_type = form_choices(upload.fields)
-        check_priority(priority, max_priority)
-        idempotency_key = request.headers.get("idempotency-key")
-        if idempotency_key is None:
-            name = job_name(upload.sha256, secrets.token_hex(6))
-            return await _create(svc, tenant, upload, name, priority, schedule_type)
-        key_hash = idempotency_hash(tenant, idempotency_key)
-        claim = await store.claim_idempotency(svc.pool, tenant, key_hash, upload.sha256, cfg.namespace,
-                                              job_name(upload.sha256, key_hash[:12]))
-        if claim.content_sha256 != upload.sha256:
-            raise ApiError(422, "IdempotencyKeyReused", "this Idempotency-Key was used for a different file")
-        if claim.job_uid:  # the job was created: never create it again
-            job = await lookup(svc, claim.job_name, tenant)
-            if job is None:
-                raise ApiError(409, "IdempotentJobGone",
-                               f"this Idempotency-Key created job {claim.job_name}, which no longer exists")
-            metrics.UPLOADS.labels(outcome="replayed").inc()
-            return _accepted(job.status, upload, replayed=True)
-        return await _create(svc, tenant, upload, claim.job_name, priority, schedule_type,
-                             key_hash=key_hash, claimed=claim.new)
-    finally:
-        upload.close()
+    priority, schedule_type = form_choices(upload.fields)
+    check_priority(priority, max_priority)
+    if idempotency_key is None:
+        name = job_name(upload.sha256, secrets.token_hex(6))
+        return await _create(ctx, tenant, upload, name, priority, schedule_type)
+    key_hash = idempotency_hash(tenant, idempotency_key)
+    claim = await postgres.claim_idempotency(ctx.pool, tenant, key_hash, upload.sha256, ctx.cfg.namespace,
+                                             job_name(upload.sha256, key_hash[:12]))
+    if claim.content_sha256 != upload.sha256:
+        raise ApiError(422, "IdempotencyKeyReused", "this Idempotency-Key was used for a different file")
+    if claim.job_uid:  # the job was created: never create it again
+        job = await lookup(ctx, claim.job_name, tenant)
+        if job is None:
+            raise ApiError(409, "IdempotentJobGone",
+                           f"this Idempotency-Key created job {claim.job_name}, which no longer exists")
+        metrics.UPLOADS.labels(outcome="replayed").inc()
+        return Receipt(job.status, upload.sha256, upload.size, replayed=True)
+    return await _create(ctx, tenant, upload, claim.job_name, priority, schedule_type,
+                         key_hash=key_hash, claimed=claim.new)
 
 
 def form_choices(fields: dict[str, str]) -> tuple[str, str]:
@@ -109,6 +109,12 @@ def source_key(content_sha: str) -> str:
     return f"uploads/sha256/{content_sha}.pdf"
 
 
+def created_now() -> str:
+    """The `ANN_CREATED` value: creationTimestamp has whole seconds, so a job created in
+    the same second as a list page's last item still sorts before it (listing.py)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
 def parsejob_body(cfg: ApiConfig, name: str, tenant: str, upload: Upload, priority: str, schedule_type: str,
                   key_hash: str | None) -> dict:
     annotations = {ANN_CONTENT: upload.sha256, ANN_CREATED: created_now()}
@@ -128,45 +134,32 @@ def parsejob_body(cfg: ApiConfig, name: str, tenant: str, upload: Upload, priori
     }
 
 
-async def _create(svc: Services, tenant: str, upload: Upload, name: str, priority: str, schedule_type: str, *,
-                  key_hash: str | None = None, claimed: bool = False) -> JSONResponse:
-    body = parsejob_body(svc.cfg, name, tenant, upload, priority, schedule_type, key_hash)
+async def _create(ctx: ApiContext, tenant: str, upload: Upload, name: str, priority: str, schedule_type: str, *,
+                  key_hash: str | None = None, claimed: bool = False) -> Receipt:
+    body = parsejob_body(ctx.cfg, name, tenant, upload, priority, schedule_type, key_hash)
     replayed = False
     try:
         # Order matters: the PDF first, then the ParseJob (never a job without its file).
         # The object is content-addressed, so a failed create leaves only a harmless
         # object that the next upload of the same file reuses.
-        await svc.blocking(svc.storage.put, source_key(upload.sha256), upload.file, upload.size, upload.sha256)
+        await ctx.blocking(ctx.storage.put, source_key(upload.sha256), upload.file, upload.size, upload.sha256)
         try:
-            created = await svc.blocking(svc.jobs.create, body)
+            created = await ctx.blocking(ctx.jobs.create, body)
         except AlreadyExists:
             # a concurrent retry with the same key created it first
-            created = await svc.blocking(svc.jobs.get, name)
+            created = await ctx.blocking(ctx.jobs.get, name)
             if not key_hash or (created["metadata"].get("annotations") or {}).get(ANN_IDEMPOTENCY) != key_hash:
                 raise ApiError(503, "NameCollision", "job name collision; retry the upload") from None
             replayed = True
     except BaseException:
         if claimed:
-            await _quietly(store.release_idempotency(svc.pool, tenant, key_hash))
+            await _quietly(postgres.release_idempotency(ctx.pool, tenant, key_hash))
         raise
     if key_hash:
-        await _quietly(store.complete_idempotency(svc.pool, tenant, key_hash, created["metadata"]["uid"]))
+        await _quietly(postgres.complete_idempotency(ctx.pool, tenant, key_hash, created["metadata"]["uid"]))
     metrics.UPLOADS.labels(outcome="replayed" if replayed else "created").inc()
     metrics.UPLOAD_BYTES.inc(upload.size)
-    return _accepted(status_from_object(created), upload, replayed=replayed)
-
-
-def _accepted(status: dict, upload: Upload, replayed: bool) -> JSONResponse:
-    name = status["id"]
-    base = f"{PREFIX}/jobs/{name}"
-    body = {"id": name, "uid": status["uid"], "tenant": status["tenant"], "phase": status["phase"],
-            "priority": status["priority"], "scheduleType": status["scheduleType"],
-            "sha256": upload.sha256, "size": upload.size, "replayed": replayed,
-            "statusUrl": base, "eventsUrl": f"{base}/events", "calendarUrl": f"{base}/calendar.ics"}
-    headers = {"Location": base}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(body, status_code=202, headers=headers)
+    return Receipt(status_from_object(created), upload.sha256, upload.size, replayed)
 
 
 async def _quietly(coro) -> None:

@@ -1,95 +1,19 @@
-"""Blocking clients for S3 and the Kubernetes API (called from a thread pool).
-
-Both use short timeouts and at most one retry so an outage turns into a quick 503;
-every failure to reach them becomes `BackendUnavailable`.
-"""
+"""The Kubernetes API: the ParseJob client and its watch-fed cache (blocking, called
+from a thread pool; see the package docstring)."""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
-from typing import Any, BinaryIO
+from typing import Any
 
 from schedgen.parsejob import GROUP, PLURAL, VERSION
 
-from .config import ApiConfig
+from ..config import ApiConfig
+from . import AlreadyExists, BackendUnavailable, NotFound, one_line
 
 K8S_TIMEOUT = (3, 10)  # connect, read
-
-
-class BackendUnavailable(Exception):
-    def __init__(self, backend: str, message: str):
-        super().__init__(message)
-        self.backend = backend
-        self.message = message
-
-
-class AlreadyExists(Exception):
-    pass
-
-
-class NotFound(Exception):
-    pass
-
-
-# --- S3 ---------------------------------------------------------------------------------
-
-
-class Storage:
-    def __init__(self, cfg: ApiConfig):
-        import boto3
-        from botocore.config import Config
-
-        self.bucket = cfg.s3_bucket
-        self.client = boto3.session.Session().client(
-            "s3", endpoint_url=cfg.s3_endpoint_url or None, region_name=cfg.aws_region,
-            config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"},
-                          max_pool_connections=32, request_checksum_calculation="when_required",
-                          response_checksum_validation="when_required"))
-
-    def put(self, key: str, body: BinaryIO, size: int, sha256_hex: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            body.seek(0)
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=size,
-                                   ContentType="application/pdf", Metadata={"sha256": sha256_hex})
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise BackendUnavailable("s3", f"cannot store the upload in S3: {_one_line(exc)}") from None
-
-    def modified(self, key: str, bucket: str | None = None) -> float | None:
-        """The object's LastModified (epoch seconds); None when it does not exist."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return self.client.head_object(Bucket=bucket or self.bucket, Key=key)["LastModified"].timestamp()
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise BackendUnavailable("s3", f"cannot read {key} in S3: {_one_line(exc)}") from None
-        except (BotoCoreError, OSError) as exc:
-            raise BackendUnavailable("s3", f"cannot read {key} in S3: {_one_line(exc)}") from None
-
-    def delete(self, key: str, bucket: str | None = None) -> None:
-        """Delete one object (absent is fine: S3 deletes are idempotent)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.delete_object(Bucket=bucket or self.bucket, Key=key)
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise BackendUnavailable("s3", f"cannot delete {key} in S3: {_one_line(exc)}") from None
-
-    def ping(self) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except (BotoCoreError, ClientError, OSError) as exc:
-            raise BackendUnavailable("s3", f"S3 bucket {self.bucket!r} unreachable: {_one_line(exc)}") from None
-
-
-# --- Kubernetes -----------------------------------------------------------------------
 
 
 def api_client(cfg: ApiConfig):
@@ -209,7 +133,7 @@ class ParseJobs:
             message = _api_message(exc)
             raise BackendUnavailable("kubernetes", f"Kubernetes API error {exc.status}: {message}") from None
         except Exception as exc:  # noqa: BLE001 - urllib3 connection/timeouts errors
-            raise BackendUnavailable("kubernetes", f"Kubernetes API unreachable: {_one_line(exc)}") from None
+            raise BackendUnavailable("kubernetes", f"Kubernetes API unreachable: {one_line(exc)}") from None
 
     def create(self, body: dict) -> dict:
         obj = self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, body)
@@ -263,6 +187,3 @@ def _api_message(exc) -> str:
     except Exception:  # noqa: BLE001
         return str(exc.reason)
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -1,25 +1,19 @@
 """Calendar parameters and rendering, shared by `GET /api/v1/jobs/{id}/calendar.ics` and
-the calendar feeds (feeds.py): same query parameters, same bytes for the same job."""
+the calendar feeds: same parameters, same bytes for the same job."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
-from typing import Annotated
-
-from fastapi import Query
-from pydantic import StringConstraints
-
 from schedgen.ics import CalendarRangeRequired, InvalidExclusion, parse_exclusions, to_ics
 from schedgen.models import ScheduleKind
 
-from . import jobs
-from .errors import ApiError
-from .services import Services
+from ..context import ApiContext
+from ..errors import ApiError
+from .events import succeeded_events
+from .lookup import Job
 
-ICS = "text/calendar; charset=utf-8"
-EXCLUSION = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.\.[0-9]{4}-[0-9]{2}-[0-9]{2})?$"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -55,29 +49,15 @@ class CalendarParams:
                               other.exclude if "exclude" in given else self.exclude)
 
 
-def calendar_params(first_day: dt.date | None = Query(None, alias="from",
-                                                      description="First day of lectures (ISO date)"),
-                    last_day: dt.date | None = Query(None, alias="until",
-                                                     description="Last day of lectures (ISO date)"),
-                    exam_hours: float = Query(3.0, alias="examHours", ge=0.5, le=12,
-                                              description="Assumed length of exams without an end time"),
-                    exclude: list[Annotated[str, StringConstraints(pattern=EXCLUSION)]] = Query(
-                        [], max_length=50,
-                                               description="Skip lectures on a date (YYYY-MM-DD) or inclusive "
-                                                           "range (FROM..UNTIL, ≤366 days); repeatable, ≤50")
-                    ) -> CalendarParams:
-    """The calendar query parameters (a FastAPI dependency)."""
-    return CalendarParams(first_day, last_day, exam_hours, tuple(exclude))
-
-
-def stamp_of(job: jobs.Job) -> dt.datetime:
+def stamp_of(job: Job) -> dt.datetime:
     """DTSTAMP: when the job completed, so the same job renders the same bytes."""
     value = job.status.get("completedAt") or job.status.get("createdAt")
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else EPOCH
 
 
-async def render(svc: Services, job: jobs.Job, params: CalendarParams) -> bytes:
-    kind, events = await jobs.succeeded_events(svc, job)
+async def render(ctx: ApiContext, job: Job, params: CalendarParams) -> bytes:
+    """The job's events as an iCalendar file (409 unless it Succeeded)."""
+    kind, events = await succeeded_events(ctx, job)
     try:
         return to_ics(ScheduleKind(kind), events, first_day=params.first_day, last_day=params.last_day,
                       exam_hours=params.exam_hours, stamp=stamp_of(job), exclude=parse_exclusions(params.exclude))

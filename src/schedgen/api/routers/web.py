@@ -39,7 +39,7 @@ def _load() -> dict[str, tuple[bytes, str]]:
 
 
 FILES = _load()
-web = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False)
 
 
 def serve(name: str, request: Request) -> Response:
@@ -50,12 +50,12 @@ def serve(name: str, request: Request) -> Response:
     return Response(body, media_type=TYPES[name], headers=headers)
 
 
-@web.get("/")
+@router.get("/")
 async def index(request: Request) -> Response:
     return serve("index.html", request)
 
 
-@web.get("/static/{name}")
+@router.get("/static/{name}")
 async def static(name: str, request: Request) -> Response:
     if name not in FILES or name == "index.html":
         raise HTTPException(404, "no such file")

@@ -1,0 +1,59 @@
+"""Calendar feeds over HTTP: `POST/DELETE /api/v1/jobs/{id}/feed` (with the API key) and
+`GET /feeds/{token}.ics` (without: the token in the URL is the secret; the Gate lets
+/feeds/ through). A feed's answer is byte-identical while the job is unchanged (DTSTAMP
+is the job's completion, SEQUENCE 0) and carries an ETag, so polling apps get 304s."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..context import ApiContext
+from ..dependencies import calendar_params, context, tenant
+from ..httpcache import conditional
+from ..schemas import COMMON, ICS, JOB_ID, NOT_MODIFIED, PREFIX, FeedOut, errors
+from ..services import calendars, feeds
+from ..services.calendars import CalendarParams
+
+router = APIRouter(tags=["feeds"])
+JobId = Path(..., min_length=1, max_length=63, pattern=JOB_ID)
+Token = Path(..., min_length=32, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="The feed's secret token")
+CALENDAR_QUERY = {"from", "until", "examHours", "exclude"}  # a feed URL's query overrides these stored ones
+
+
+def feed_urls(request: Request, base: str, token: str) -> dict:
+    """The feed's URLs: under `SCHEDGEN_API_PUBLIC_URL` when set, else this request's."""
+    root = (base or str(request.base_url)).rstrip("/")
+    url = f"{root}/feeds/{token}.ics"
+    parts = urlsplit(url)
+    return {"token": token, "url": url, "webcal": f"webcal://{parts.netloc}{parts.path}"}
+
+
+@router.post(PREFIX + "/jobs/{job_id}/feed", status_code=201, response_model=FeedOut,
+             responses=errors(404, 422, *COMMON),
+             summary="A calendar feed URL for the job (a new one each time; the previous one is revoked)")
+async def create_feed(request: Request, job_id: str = JobId, params: CalendarParams = Depends(calendar_params),
+                      ctx: ApiContext = Depends(context), who: str = Depends(tenant)):
+    token = await feeds.create(ctx, who, job_id, params)
+    return JSONResponse(feed_urls(request, ctx.cfg.public_url, token), status_code=201)
+
+
+@router.delete(PREFIX + "/jobs/{job_id}/feed", status_code=204, response_class=Response,
+               responses=errors(404, 422, *COMMON), summary="Revoke the job's calendar feed")
+async def revoke_feed(job_id: str = JobId, ctx: ApiContext = Depends(context), who: str = Depends(tenant)):
+    await feeds.revoke(ctx, who, job_id)
+    return Response(status_code=204)
+
+
+@router.get("/feeds/{token}.ics", response_class=Response,
+            responses={200: {"content": {"text/calendar": {"schema": {"type": "string"}}},
+                             "description": "The job's iCalendar file"},
+                       **NOT_MODIFIED, **errors(400, 404, 409, 422, 408, 429, 503)},
+            summary="A calendar feed (no API key: the token in the URL is the secret)")
+async def feed(request: Request, token: str = Token, given: CalendarParams = Depends(calendar_params),
+               ctx: ApiContext = Depends(context)):
+    job, stored = await feeds.resolve(ctx, token)
+    params = stored.overridden(given, CALENDAR_QUERY & set(request.query_params))
+    return conditional(request, await calendars.render(ctx, job, params), ICS)
