@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from schedgen.api import metrics
 
 
@@ -15,6 +17,7 @@ def test_method_label_is_a_fixed_set():
         assert metrics.method_label(method) == "other"
 
 
+@pytest.mark.cluster  # the `client` fixture's API talks to the local control plane
 def test_made_up_methods_share_one_series(client):
     for i in range(20):
         client.request(f"MADEUP{i}", "/healthz")
