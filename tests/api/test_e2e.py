@@ -22,9 +22,9 @@ def stack(operator_cluster, start_operator, tmp_path, pg_conn):
     Anonymous access is switched on explicitly (SCHEDGEN_API_ALLOW_ANONYMOUS); the keys
     are tested in test_api.py and test_api_keys_over_http below."""
     pg_conn.execute("TRUNCATE rate_limit_windows")
-    start_operator()
     c = operator_cluster
     ns = c.tenant_namespace("api")
+    start_operator(SCHEDGEN_API_NAMESPACES=ns)  # the API's uploads may be parsed there
     started = []
 
     def api(**overrides) -> ApiProcess:

@@ -10,6 +10,7 @@ with tokens of the release's own ServiceAccounts."""
 from __future__ import annotations
 
 import time
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -479,11 +480,15 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
                                              " AND pid <> pg_backend_pid()", (rel.db.name,)).fetchall()}
         assert logins == set(rel.db.users.values()), logins
 
-    # `kubectl apply -f charts/schedgen/examples/parsejob.yaml` against the installed chart
-    example = yaml.safe_load((CHART / "examples" / "parsejob.yaml").read_text())
-    s3.put(FIXTURES / "up" / "UP_MOD_XLS.pdf", key=example["spec"]["source"]["s3"]["key"])
+    # `kubectl apply -f charts/schedgen/examples/parsejob.yaml` against the installed chart,
+    # its PDF uploaded to the namespace's own prefix as the example says (team-a -> ours)
     tenant = rel.tenant  # any served namespace, by a user with kubectl
-    kubectl(rel.cluster, "apply", "-n", tenant, "-f", str(CHART / "examples" / "parsejob.yaml"))
+    text = (CHART / "examples" / "parsejob.yaml").read_text().replace("namespaces/team-a/", f"namespaces/{tenant}/")
+    example = yaml.safe_load(text)
+    s3.put(FIXTURES / "up" / "UP_MOD_XLS.pdf", key=example["spec"]["source"]["s3"]["key"])
+    manifest = Path(tempfile.mkdtemp(prefix="schedgen-example-")) / "parsejob.yaml"
+    manifest.write_text(text)
+    kubectl(rel.cluster, "apply", "-n", tenant, "-f", str(manifest))
     name = example["metadata"]["name"]
     pj = wait_for(lambda: (lambda p: p if (p.get("status") or {}).get("phase") in FINAL else None)(
         rel.custom.get_namespaced_custom_object(GROUP, VERSION, tenant, PLURAL, name)), 240, what="example ParseJob")

@@ -40,10 +40,10 @@ def stack(operator_cluster, postgres, tmp_path_factory):
     c.set_runtime(maxConcurrent=10, maxPerTenant=10, admissionsPerSecond=50, admissionBurst=50,
                   guardMaxUnschedulable=-1, queuePositionIntervalSeconds=5, queuePositionMaxWrites=50)
     tmp = tmp_path_factory.mktemp("cli-stack")
-    op = OperatorProcess(c.cluster, operator_env(c), tmp / "operator.log").start()
+    ns = c.tenant_namespace("cli")
+    op = OperatorProcess(c.cluster, operator_env(c, SCHEDGEN_API_NAMESPACES=ns), tmp / "operator.log").start()
     api = None
     try:
-        ns = c.tenant_namespace("cli")
         env = api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url,
                       s3_credentials=c.s3.credentials, bucket=c.s3.bucket, namespace=ns,
                       kubeconfig=str(c.cluster.kubeconfig), SCHEDGEN_API_UPLOADS_PER_MINUTE=200,

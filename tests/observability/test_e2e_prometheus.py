@@ -52,8 +52,8 @@ def firing(prom: PrometheusServer) -> set[str]:
 def test_dashboard_and_backlog_alert_on_a_real_prometheus(operator_cluster, start_operator, tmp_path, pg_conn):
     c = operator_cluster
     pg_conn.execute("TRUNCATE rate_limit_windows")
-    op = start_operator()
     ns = c.tenant_namespace("obs")
+    op = start_operator(SCHEDGEN_API_NAMESPACES=ns)  # the API's uploads may be parsed there
     api = ApiProcess(api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url,
                              s3_credentials=c.s3.credentials, bucket=c.s3.bucket, namespace=ns,
                              kubeconfig=str(c.cluster.kubeconfig), SCHEDGEN_API_ALLOW_ANONYMOUS="true",

@@ -113,6 +113,15 @@ class Cluster:
 
     # --- ParseJobs --------------------------------------------------------------------
     def submit(self, ns: str, name: str, key: str, **spec) -> dict:
+        """A ParseJob of `key`'s PDF as a kubectl user makes one: the PDF copied (in S3)
+        to the namespace's own upload prefix first, the only place such a ParseJob may
+        take it from (operator/admission.source_refusal)."""
+        own = f"uploads/namespaces/{ns}/"
+        if not key.startswith(own):
+            copied = own + key.rsplit("/", 1)[-1]
+            self.s3.client.copy_object(Bucket=self.s3.bucket, Key=copied,
+                                       CopySource={"Bucket": self.s3.bucket, "Key": key})
+            key = copied
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob", "metadata": {"name": name},
                 "spec": {"source": {"s3": {"bucket": self.s3.bucket, "key": key}}, **spec}}
         return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
