@@ -501,3 +501,34 @@ def test_a_member_put_back_after_a_counted_run_keeps_counting_in_its_own_job(set
     tick(loop, sched, kube)
     s = status(kube, "member")
     assert (s["phase"], s["attempts"]) == ("Succeeded", 2), s  # 1 before + this run
+
+
+def test_one_parsejob_that_breaks_its_observation_never_stops_the_tick(setup, monkeypatch):
+    """Whatever goes wrong deciding one ParseJob (here: its Job's kind raises), that
+    ParseJob alone fails, typed (ObservationFailed) and counted; the others are decided
+    and admitted in the same tick."""
+    from schedgen.operator import metrics
+    from schedgen.operator import runner_jobs
+
+    kube, sched, loop = setup
+    for name in ("poisoned", "fine"):
+        kube.add(name)
+    kube.add("waiting", t=5)
+    tick(loop, sched, kube)
+    kube.finish_job("poisoned")
+    kube.finish_job("fine")
+    poisoned_uid = kube.parsejobs[("ns", "poisoned")]["metadata"]["uid"]
+    real_run_end = runner_jobs.SingleJob.run_end
+
+    def run_end(self, pj, job, pods, listed):
+        if pj.uid == poisoned_uid:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_run_end(self, pj, job, pods, listed)
+
+    monkeypatch.setattr(runner_jobs.SingleJob, "run_end", run_end)
+    before = metrics.OBSERVATION_ERRORS._value.get()
+    tick(loop, sched, kube)
+    assert status(kube, "poisoned")["error"] == {"reason": "ObservationFailed", "code": "InternalError",
+                                                 "message": "RecursionError: maximum recursion depth exceeded"}
+    assert status(kube, "fine")["phase"] == "Succeeded" and status(kube, "waiting")["phase"] == "Running"
+    assert metrics.OBSERVATION_ERRORS._value.get() == before + 1

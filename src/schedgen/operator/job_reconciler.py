@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Collection, Mapping
 
-from schedgen.parsejob import ParseJob
+from schedgen.parsejob import FAILED, ParseJob
 
+from . import metrics
 from . import result_document as documents
 from .backoff import Unavailable, report_unavailable
 from .kube import Kube
-from .outcome import Outcome, Parsed, Requeue, RunFailed, conclude, invalid_result, succeeded
+from .outcome import Outcome, Parsed, Requeue, RunFailed, conclude, invalid_result, short, succeeded
 from .record_store import RecordStore
 from .result_store import ResultStore
 from .rows import row_of
@@ -102,7 +103,10 @@ class JobReconciler:
         for pj in running:
             if pj.uid in self.reads:
                 continue
-            step = self._step(pj, snap, listed.get(pj.namespace, set()), retry_base)
+            try:
+                step = self._step(pj, snap, listed.get(pj.namespace, set()), retry_base)
+            except Exception as exc:  # noqa: BLE001 - one ParseJob never stops the tick
+                step = observation_failed(pj, exc)
             if isinstance(step, (Outcome, Requeue)):
                 decided.append((pj, step))
             elif step is not None:
@@ -214,7 +218,15 @@ def _result_of(task: asyncio.Task, pj: ParseJob) -> Decision | None:
     if task.cancelled():
         return None
     exc = task.exception()
-    if exc is not None:  # a bug, not the store's absence (that is None): log, retry next tick
-        log.error("deciding %s/%s failed", pj.namespace, pj.name, exc_info=exc)
-        return None
+    if exc is not None:  # not the store's absence (that is None): this ParseJob's own trouble
+        return observation_failed(pj, exc)
     return task.result()
+
+
+def observation_failed(pj: ParseJob, exc: BaseException) -> Outcome:
+    """Something about this ParseJob made deciding it fail (a bug, or input nothing else
+    caught): it fails alone, typed and counted, and the tick goes on for every other."""
+    log.error("deciding %s/%s failed", pj.namespace, pj.name, exc_info=exc)
+    metrics.OBSERVATION_ERRORS.inc()
+    return Outcome(FAILED, "ObservationFailed", short(f"{type(exc).__name__}: {exc}"), code="InternalError",
+                   attempts=pj.status.attempts)

@@ -32,6 +32,9 @@ REQUEUED = Counter("schedgen_parsejobs_requeued_total",
                    "ParseJobs put back in the queue (Retrying: a transient failure, an attempt counted; "
                    "BatchEnded: a batch member not reached, Disrupted: a run stopped by an eviction or "
                    "node drain, neither counted)", ["reason"])
+OBSERVATION_ERRORS = Counter("schedgen_observation_errors_total",
+                             "ParseJobs whose run could not be decided (an unexpected error while observing "
+                             "it): each Failed ObservationFailed, the tick going on for the others")
 ORPHAN_JOBS_DELETED = Counter("schedgen_orphan_jobs_deleted_total",
                               "Runner Jobs deleted because no Running ParseJob records them (made before an "
                               "operator restart cut admission short, or by someone else)")
