@@ -16,7 +16,7 @@ pytestmark = pytest.mark.cluster
 
 
 def parsejob(name: str, tenant: str | None, priority: str | None = None, labels: dict | None = None) -> dict:
-    spec = {"source": {"s3": {"key": "uploads/x.pdf"}}}
+    spec = {"source": {"s3": {"key": "uploads/namespaces/any/x.pdf"}}}
     if tenant:
         spec["tenant"] = tenant
     if priority:
@@ -30,8 +30,8 @@ def tenant_policy(local_cluster):
     """The chart's policy and binding (a release named uniquely: they are cluster-scoped)."""
     release = f"tb{uuid.uuid4().hex[:6]}"
     docs = render({}, name=release)
-    policy = one(docs, "ValidatingAdmissionPolicy")
-    binding = one(docs, "ValidatingAdmissionPolicyBinding")
+    (policy,) = [d for d in find(docs, "ValidatingAdmissionPolicy") if d["metadata"]["name"].endswith("-tenant-binding")]
+    binding = one(docs, "ValidatingAdmissionPolicyBinding", policy["metadata"]["name"])
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     for args in (("apply", "-f", str(REPO_CRDS)),
                  ("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")):

@@ -71,6 +71,40 @@ def test_a_labelled_job_without_owner_reference_does_not_decide_a_parsejob(opera
     assert [(r.kind, r.uid, r.controller) for r in job.metadata.owner_references] == [("ParseJob", uid, True)]
 
 
+def test_a_forged_job_with_the_parsejobs_owner_reference_is_deleted_not_adopted(operator_cluster, start_operator):
+    """Someone with Job rights makes a Job named as the waiting ParseJob's next Job would
+    be, with a hand-written controller ownerReference to it. Before, it was adopted as
+    Running past maxConcurrent, the token bucket and the tenant check; now only a Job whose
+    uid the operator recorded is a run's: the forgery is deleted, the ParseJob moves to a
+    new transitionSeq (JobReplaced) and stays Queued while admission is closed."""
+    from schedgen.operator.runner_jobs import SINGLE
+    from schedgen.parsejob import ParseJob
+
+    c = operator_cluster
+    c.set_runtime(maxConcurrent=0)  # nothing may be admitted
+    start_operator()
+    ns = c.tenant_namespace("forged")
+    body = c.submit(ns, "pj", "uploads/none.pdf")
+    wait_for(lambda: phase(c, ns, "pj") == "Queued", 60, what="Queued")
+    pj = ParseJob.of(c.get(ns, "pj"))
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PARSEJOB_UID: pj.uid, LABEL_PARSEJOB: "pj"}
+    owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob", "name": "pj", "uid": pj.uid,
+             "controller": True, "blockOwnerDeletion": True}
+    forged = SINGLE.name([pj])
+    c.batch.create_namespaced_job(ns, {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": forged, "labels": labels, "ownerReferences": [owner]},
+        "spec": {"suspend": True, "template": {"metadata": {"labels": labels}, "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "runner", "image": c.runner_image, "command": ["true"]}]}}}})
+    wait_for(lambda: not [j for j in c.jobs_of(ns, pj.uid) if not j.metadata.deletion_timestamp],
+             60, what="the forged Job deleted")
+    status = c.get(ns, "pj")["status"]
+    assert status["phase"] == "Queued" and not status.get("jobName"), status
+    assert status["history"][-1]["reason"] == "JobReplaced", status["history"]
+    assert (c.row(body["metadata"]["uid"]) or ("Queued",))[0] == "Queued"
+
+
 def test_the_finalizer_gives_up_on_a_black_holed_postgres(operator_cluster, start_operator):
     c = operator_cluster
     c.set_runtime(maxConcurrent=0)
@@ -124,7 +158,7 @@ def test_a_silent_postgres_never_stops_admission_and_everything_catches_up(opera
     import urllib.parse
 
     from operator_e2e import FIXTURES
-    from test_recorder_blackhole import Hole
+    from test_record_store_blackhole import Hole
 
     c = operator_cluster
     parts = urllib.parse.urlsplit(c.postgres.dsn)

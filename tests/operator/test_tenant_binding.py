@@ -104,19 +104,17 @@ def test_the_scheduler_fails_a_parsejob_of_another_tenant(local_cluster, k8s_api
 
 
 @pytest.mark.cluster
-def test_a_job_of_the_same_name_not_owned_by_the_parsejob_is_not_taken_for_its_own(local_cluster, k8s_api_client,
-                                                                                    monkeypatch):
+def test_a_job_of_the_same_name_is_never_taken_for_the_runs(local_cluster, k8s_api_client, monkeypatch):
     """Job names are deterministic (runner_jobs.SINGLE.name): whoever can create Jobs in
-    the namespace could pre-create one. The operator admits only into a Job it controls:
-    an impostor fails the ParseJob (JobNameTaken) and is left alone; its own Job (a
-    retried admission) is adopted."""
+    the namespace could pre-create one, with or without an ownerReference to the
+    ParseJob. The operator creates the run's Job itself and records its uid: a name that
+    is taken fails the ParseJob (JobNameTaken) and the other Job is left alone. (With the
+    operator running, a pre-made Job that names the ParseJob as its owner is deleted
+    before admission: test_e2e_hygiene.py.)"""
     from kubernetes import client
 
     from schedgen.operator.kube import Kube
     from schedgen.operator.runner_jobs import SINGLE
-
-    def job_name(pj: dict) -> str:
-        return SINGLE.name([ParseJob.of(pj)])
 
     local_cluster.kubectl("apply", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
     local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
@@ -130,7 +128,7 @@ def test_a_job_of_the_same_name_not_owned_by_the_parsejob_is_not_taken_for_its_o
     def parsejob(name: str) -> dict:
         return custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob", "metadata": {"name": name},
-            "spec": {"source": {"s3": {"key": "k.pdf"}}}})
+            "spec": {"source": {"s3": {"key": f"uploads/namespaces/{ns}/k.pdf"}}}})
 
     def suspended_job(name: str, owner: dict | None) -> dict:
         meta: dict = {"name": name}
@@ -141,19 +139,17 @@ def test_a_job_of_the_same_name_not_owned_by_the_parsejob_is_not_taken_for_its_o
             "restartPolicy": "Never", "containers": [{"name": "c", "image": "impostor"}]}}}})
 
     try:
-        victim, retried = parsejob("victim"), parsejob("retried")
-        suspended_job(job_name(victim), None)
-        suspended_job(job_name(retried), retried)
-        scheduler = scheduler_for(Kube(k8s_api_client))
-        at = {pj["metadata"]["uid"]: "2026-01-01T00:00:00.000000Z" for pj in (victim, retried)}
-        assert asyncio.run(outside_kopf(scheduler._start([ParseJob.of(victim)], at))) == []  # not admitted
-        got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "victim")["status"]
-        assert (got["phase"], got["error"]["reason"]) == ("Failed", "JobNameTaken"), got
-        impostor = batch.read_namespaced_job(job_name(victim), ns)
-        assert impostor.spec.suspend is True and not impostor.metadata.owner_references  # untouched
-        assert asyncio.run(outside_kopf(scheduler._start([ParseJob.of(retried)], at))) == [retried["metadata"]["uid"]]
-        got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "retried")["status"]
-        assert got["phase"] == "Running" and got["jobName"] == job_name(retried), got
+        for name, owned in (("victim", False), ("owned", True)):
+            pj = parsejob(name)
+            job_name = SINGLE.name([ParseJob.of(pj)])
+            suspended_job(job_name, pj if owned else None)
+            scheduler = scheduler_for(Kube(k8s_api_client))
+            at = {pj["metadata"]["uid"]: "2026-01-01T00:00:00.000000Z"}
+            assert asyncio.run(outside_kopf(scheduler._start([ParseJob.of(pj)], at))) == []  # not admitted
+            got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)["status"]
+            assert (got["phase"], got["error"]["reason"]) == ("Failed", "JobNameTaken"), got
+            other = batch.read_namespaced_job(job_name, ns)
+            assert other.spec.suspend is True  # untouched
     finally:
         custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
         core.delete_namespace(ns)

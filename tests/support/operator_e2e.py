@@ -119,8 +119,11 @@ class Cluster:
         own = f"uploads/namespaces/{ns}/"
         if not key.startswith(own):
             copied = own + key.rsplit("/", 1)[-1]
-            self.s3.client.copy_object(Bucket=self.s3.bucket, Key=copied,
-                                       CopySource={"Bucket": self.s3.bucket, "Key": key})
+            try:
+                self.s3.client.copy_object(Bucket=self.s3.bucket, Key=copied,
+                                           CopySource={"Bucket": self.s3.bucket, "Key": key})
+            except self.s3.client.exceptions.NoSuchKey:
+                pass  # a missing PDF stays missing (tests of SourceNotFound and the like)
             key = copied
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob", "metadata": {"name": name},
                 "spec": {"source": {"s3": {"bucket": self.s3.bucket, "key": key}}, **spec}}

@@ -1,0 +1,157 @@
+"""The chart's other admission rules on the real kube-apiserver (hack/localkube): where a
+ParseJob may take its PDF from (templates/source-policy.yaml), who may write runner Jobs
+and pods (templates/runner-policy.yaml), and the CRD's own rule on quantities. Requests
+are made as real identities by impersonation (kubectl --as), each with the RBAC a tenant
+or the operator has."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from chartlib import GROUP, PLURAL, REPO_CRDS, VERSION, find, kubectl, render
+
+pytestmark = pytest.mark.cluster
+
+RELEASE_NS = "schedgen-system"
+
+
+def policies(local_cluster, suffix: str, release: str):
+    """Apply the chart's policy (`-<suffix>`) and its binding; the docs applied."""
+    docs = render({"api": {"namespace": "the-api"}}, name=release, namespace=RELEASE_NS)
+    picked = [d for d in find(docs, "ValidatingAdmissionPolicy") + find(docs, "ValidatingAdmissionPolicyBinding")
+              if d["metadata"]["name"].endswith(suffix)]
+    assert len(picked) == 2, [d["metadata"]["name"] for d in picked]
+    for args in (("apply", "-f", str(REPO_CRDS)),
+                 ("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")):
+        kubectl(local_cluster, *args)
+    kubectl(local_cluster, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": picked}))
+    return docs, picked
+
+
+def remove(local_cluster, picked) -> None:
+    for obj in picked:
+        local_cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found",
+                              check=False)
+
+
+@pytest.fixture
+def namespace(local_cluster, k8s_api_client):
+    """A namespace where user `alice` (a tenant) and the operator's ServiceAccount may
+    edit (the built-in `edit` ClusterRole: Jobs, pods, ParseJobs not included)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s_api_client)
+    name = f"ap-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"schedgen.test": "true"}}})
+    rules = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": "parsejobs", "namespace": name},
+             "rules": [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list"]}]}
+    bindings = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": f"{who}-{role}", "namespace": name},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+                 "subjects": [subject]}
+                for who, subject in (("alice", {"kind": "User", "name": "alice"}),
+                                     ("operator", {"kind": "User", "name": operator_user()}))
+                for kind, role in (("ClusterRole", "edit"), ("Role", "parsejobs"))]
+    kubectl(local_cluster, "apply", "-f", "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [rules, *bindings]}))
+    yield name
+    core.delete_namespace(name)
+
+
+def operator_user(release: str = "ap") -> str:
+    return f"system:serviceaccount:{RELEASE_NS}:{release}-schedgen-operator"
+
+
+def as_user(local_cluster, user: str, *args: str, manifest: dict | None = None):
+    return kubectl(local_cluster, f"--as={user}", *args, check=False,
+                   input=json.dumps(manifest) if manifest is not None else None)
+
+
+def parsejob(key: str, bucket: str | None = None, resources: dict | None = None) -> dict:
+    s3 = {"key": key, **({"bucket": bucket} if bucket else {})}
+    spec = {"source": {"s3": s3}, **({"resources": resources} if resources else {})}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ParseJob",
+            "metadata": {"name": f"pj-{uuid.uuid4().hex[:6]}"}, "spec": spec}
+
+
+def test_a_parsejob_takes_its_pdf_only_from_its_own_upload_prefix(local_cluster, namespace):
+    _, picked = policies(local_cluster, "-parsejob-source", "ap")
+    try:
+        ns = namespace
+
+        def create(body: dict):
+            return as_user(local_cluster, "alice", "create", "-n", ns, "-f", "-", manifest=body)
+
+        assert create(parsejob(f"uploads/namespaces/{ns}/x.pdf")).returncode == 0
+        for key, bucket in (("uploads/sha256/0123.pdf", None),  # the API's uploads: another tenant's PDF
+                            ("uploads/namespaces/victim/x.pdf", None),
+                            ("results/victim/uid.json", None),
+                            (f"uploads/namespaces/{ns}/../victim/x.pdf", None),
+                            (f"uploads/namespaces/{ns}/x.pdf", "another-bucket")):
+            done = create(parsejob(key, bucket))
+            assert done.returncode != 0 and "spec.source.s3" in done.stderr, (key, bucket, done.stderr)
+    finally:
+        remove(local_cluster, picked)
+
+
+def test_the_crd_refuses_quantities_that_are_not_more_than_zero(local_cluster, namespace):
+    for args in (("apply", "-f", str(REPO_CRDS)),
+                 ("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")):
+        kubectl(local_cluster, *args)
+    key = f"uploads/namespaces/{namespace}/x.pdf"
+    ok = parsejob(key, resources={"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"memory": 1048576}})
+    assert kubectl(local_cluster, "create", "-n", namespace, "-f", "-", input=json.dumps(ok)).returncode == 0
+    for resources in ({"limits": {"cpu": "0", "memory": "0"}}, {"requests": {"memory": 0}},
+                      {"limits": {"memory": "-1Mi"}}, {"requests": {"cpu": "0m"}}):
+        done = kubectl(local_cluster, "create", "-n", namespace, "-f", "-", check=False,
+                       input=json.dumps(parsejob(key, resources=resources)))
+        assert done.returncode != 0 and "must be more than 0" in done.stderr, (resources, done.stderr)
+
+
+def runner_job(name: str) -> dict:
+    labels = {"app.kubernetes.io/managed-by": "schedgen-operator"}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": labels},
+            "spec": {"suspend": True, "template": {"metadata": {"labels": labels}, "spec": {
+                "restartPolicy": "Never", "containers": [{"name": "runner", "image": "x", "command": ["true"]}]}}}}
+
+
+def test_only_the_operator_and_the_control_plane_write_runner_jobs_and_pods(local_cluster, namespace):
+    _, picked = policies(local_cluster, "-runner-writers", "ap")
+    try:
+        ns = namespace
+        denied = as_user(local_cluster, "alice", "create", "-n", ns, "-f", "-", manifest=runner_job("forged"))
+        assert denied.returncode != 0 and "written only by the schedgen operator" in denied.stderr, denied.stderr
+        # an ordinary Job of the tenant's is none of the policy's business
+        plain = runner_job("plain")
+        plain["metadata"]["labels"] = plain["spec"]["template"]["metadata"]["labels"] = {"app": "mine"}
+        assert as_user(local_cluster, "alice", "create", "-n", ns, "-f", "-", manifest=plain).returncode == 0
+        # the operator's Job; then the tenant may neither change nor delete it, nor relabel its own into one
+        made = as_user(local_cluster, operator_user(), "create", "-n", ns, "-f", "-", manifest=runner_job("runner"))
+        assert made.returncode == 0, made.stderr
+        for args in (("patch", "job", "runner", "-p", '{"spec":{"suspend":false}}'),
+                     ("label", "job", "runner", "app.kubernetes.io/managed-by-"),
+                     ("delete", "job", "runner"),
+                     ("label", "job", "plain", "app.kubernetes.io/managed-by=schedgen-operator")):
+            done = as_user(local_cluster, "alice", *args, "-n", ns)
+            assert done.returncode != 0 and "written only by" in done.stderr, (args, done.stderr)
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "forged-pod",
+               "labels": {"app.kubernetes.io/managed-by": "schedgen-operator"}},
+               "spec": {"restartPolicy": "Never", "containers": [{"name": "runner", "image": "x"}]}}
+        done = as_user(local_cluster, "alice", "create", "-n", ns, "-f", "-", manifest=pod)
+        assert done.returncode != 0 and "written only by" in done.stderr, done.stderr
+        # the control plane still works: the Job controller creates the runner Job's pods
+        # (as system:serviceaccount:kube-system:job-controller) once it is resumed by the operator
+        assert as_user(local_cluster, operator_user(), "patch", "job", "runner", "-n", ns,
+                       "-p", '{"spec":{"suspend":false}}').returncode == 0
+        deadline = time.monotonic() + 60
+        while not json.loads(kubectl(local_cluster, "get", "pods", "-n", ns, "-l", "job-name=runner",
+                                     "-o", "json").stdout)["items"]:
+            assert time.monotonic() < deadline, "the Job controller made no pod for the operator's Job"
+            time.sleep(0.5)
+    finally:
+        remove(local_cluster, picked)
