@@ -37,6 +37,9 @@ Python 3.11, binary wheels only, with hashes:
     runner/requirements.txt     core dependencies (the runner image)
     operator/requirements.txt   core + extras operator, api (the operator/API image)
 
+`runner/` and `operator/` are the images' own folders: each holds its image's lock and a
+README.md saying what the image is (never an `__init__.py`).
+
 The image locks are compiled with requirements-dev.txt as constraints, so the images
 carry exactly the versions the tests run with.
 

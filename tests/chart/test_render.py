@@ -97,6 +97,7 @@ def test_default_objects():
     assert env["SCHEDGEN_STANDALONE"] == "0" and env["SCHEDGEN_PEERING_NAME"] == "schedgen"
     assert "SCHEDGEN_DATABASE_URL" not in env  # no existingSecret by default
     assert "schedgen.io/v1alpha1" in notes() and "kubectl" in notes()
+    assert "create secret" not in notes() and "SCHEDGEN_DATABASE_URL" not in notes()  # the runner holds none
 
 
 def test_values_reach_the_operator_and_the_configmap():

@@ -173,3 +173,14 @@ def test_image_folders_are_not_packages():
     # a top-level operator/__init__.py would shadow the standard library's `operator`
     for folder in ("operator", "runner"):
         assert not (ROOT / folder / "__init__.py").exists()
+
+
+@pytest.mark.parametrize("name", ["runner", "operator"])
+def test_each_image_has_its_own_folder(name):
+    """`runner/` and `operator/` are the images' folders: the lock, and a README that
+    names the Dockerfile and how the lock is made."""
+    img = images.APP_IMAGES[name]
+    assert Path(img.lock).parent == Path(name)
+    readme = (ROOT / name / "README.md").read_text()
+    for fact in (img.dockerfile, "requirements.txt", "hack/images lock", "65532", "read-only root filesystem"):
+        assert fact in readme, f"{name}/README.md does not say {fact!r}"

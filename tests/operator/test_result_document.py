@@ -11,7 +11,7 @@ from hypothesis import strategies as hs
 
 from schedgen.models import Event, ParseResult, ScheduleKind
 from schedgen.operator.result_document import InvalidResult, RunnerFailure, parse, status_result, too_deep
-from schedgen.runner.main import result_document
+from schedgen.runner.run import result_document
 
 LECTURE = Event(module="COS 214", activity="L1", group="G01", day="Monday", start_time="08:30",
                 end_time="09:20", venues=("Centenary 6",), campus="HATFIELD", language="E")

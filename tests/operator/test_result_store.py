@@ -19,7 +19,7 @@ from schedgen.operator.config import OperatorConfig
 from schedgen.operator.result_document import InvalidResult
 from schedgen.operator.result_store import ResultStore
 from schedgen.parsejob import ParseJob, result_key
-from schedgen.runner.main import result_document
+from schedgen.runner.run import result_document
 
 LECTURE = Event(module="COS 214", activity="L1", group="G01", day="Monday", start_time="08:30",
                 end_time="09:20", venues=("Centenary 6",), campus="HATFIELD", language="E")

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
+import schedgen
+
 RUNNER = Path(sys.executable).with_name("schedgen-runner")
+# The runner process imports the schedgen these tests import (a worktree's src/, say),
+# not whichever checkout the venv's editable install points at.
+SRC = str(Path(schedgen.__file__).resolve().parents[1])
 
 
 @dataclass
@@ -38,6 +43,7 @@ def runner_env(tmp_path, s3):
     uid = str(uuid.uuid4())
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": SRC,
         "HOME": str(tmp_path),
         "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),

@@ -77,12 +77,12 @@ def test_config_rejects(name, value):
 
 def test_error_mapping():
     from schedgen.errors import CorruptPDF
-    from schedgen.runner.main import _as_error
+    from schedgen.runner.run import as_error
     from schedgen.runner.parsing import _typed
 
-    unexpected = _as_error(RuntimeError("boom"))
+    unexpected = as_error(RuntimeError("boom"))
     assert (unexpected.code, unexpected.exit_code) == ("InternalError", 1)
-    assert (_as_error(MemoryError()).code, _as_error(MemoryError()).exit_code) == ("MemoryLimitExceeded", 2)
+    assert (as_error(MemoryError()).code, as_error(MemoryError()).exit_code) == ("MemoryLimitExceeded", 2)
     try:
         try:
             raise MemoryError()
@@ -91,4 +91,4 @@ def test_error_mapping():
     except RuntimeError as wrapped:
         mapped = _typed(wrapped, "page 1 cannot be read")
     assert (mapped.code, mapped.exit_code) == ("MemoryLimitExceeded", 2)
-    assert _as_error(CorruptPDF("x")).code == "CorruptPDF"
+    assert as_error(CorruptPDF("x")).code == "CorruptPDF"

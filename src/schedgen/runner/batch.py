@@ -2,12 +2,12 @@
 
 The operator's batch Job (operator/batches.py, job_template.build_batch_job) sets
 `SCHEDGEN_BATCH`: a JSON list with, per ParseJob, the variables of a single run
-(SCHEDGEN_JOB_*, its two presigned URLs, schedule type, parse timeout); the shared
-limits stay in the environment. Each PDF is parsed in a child forked after the imports
-(milliseconds, not an interpreter start) under its own memory limit and deadline, so a
-PDF that crashes, hangs or is OOM-killed fails only its own ParseJob. Every outcome is
-written to that ParseJob's result object as soon as it is known: its events (by the
-child, as a single run does), or a failure document
+(SCHEDGEN_JOB_*, SCHEDGEN_TENANT, its two presigned URLs, schedule type, parse
+timeout); the shared limits stay in the environment. Each PDF is parsed in a child
+forked after the imports (milliseconds, not an interpreter start) under its own memory
+limit and deadline, so a PDF that crashes, hangs or is OOM-killed fails only its own
+ParseJob. Every outcome is written to that ParseJob's result object as soon as it is
+known: its events (by the child, as a single run does), or a failure document
 
     {"ok": false, "code": ..., "message": ..., "retry": bool, "killed": null|"oom"|"deadline"}
 
@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from schedgen.errors import ConfigurationError, Interrupted, SchedgenError
 from schedgen.parsejob import EXIT_TRANSIENT, RunnerSummary
 from schedgen.runner import config as configmod
-from schedgen.runner import storage
+from schedgen.runner import run, storage
 
 log = logging.getLogger("schedgen.runner")
 
@@ -50,6 +50,8 @@ def items_of(env: Mapping[str, str]) -> list[dict[str, str]]:
 
 
 def failure_document(error: SchedgenError | None, killed: str | None = None, message: str = "") -> bytes:
+    """A member's failure for the operator: `error` if the run could say one, else why
+    it was `killed`."""
     doc: dict[str, Any] = {"ok": False, "killed": killed}
     if error is not None:
         doc.update(code=error.code, message=error.message, retry=error.exit_code == EXIT_TRANSIENT)
@@ -60,18 +62,16 @@ def failure_document(error: SchedgenError | None, killed: str | None = None, mes
 
 def _child(env: dict[str, str]) -> None:
     """One member, in the forked child: the single run, plus a failure document."""
-    from schedgen.runner import main as single  # the parent imported it: no cost here
-
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     cfg = None
     try:
         cfg = configmod.load(env)
-        single.limit_memory(cfg.max_memory_mb)
-        single.run(cfg)
+        run.limit_memory(cfg.max_memory_mb)
+        run.run_one(cfg)
         os._exit(0)
-    except (Exception, single._Terminated) as exc:  # noqa: BLE001 - every outcome is written
-        single._lift_memory_limit()
-        error = single._as_error(exc)
+    except (Exception, run.Terminated) as exc:  # noqa: BLE001 - every outcome is written
+        run.lift_memory_limit()
+        error = run.as_error(exc)
         log.warning("member failed: %s", error.message,
                     extra={"fields": {"code": error.code, "job": env.get("SCHEDGEN_JOB_UID")}})
         if cfg is not None:
@@ -83,7 +83,7 @@ def _child(env: dict[str, str]) -> None:
 
 
 class _Stop(Exception):
-    pass
+    """SIGTERM in the parent, between or during members."""
 
 
 def run_batch(env: Mapping[str, str]) -> RunnerSummary:
@@ -103,32 +103,37 @@ def run_batch(env: Mapping[str, str]) -> RunnerSummary:
     done = 0
     try:
         for item in items:
-            member = {**shared, **item}
-            cfg = configmod.load(member)  # checked here: a bad item is the operator's bug
-            started = time.monotonic()
-            child = ctx.Process(target=_child, args=(member,), daemon=True)
-            current["process"] = child
-            current["cfg"] = cfg
-            child.start()
-            child.join(cfg.parse_timeout_seconds + MARGIN_SECONDS)
-            if child.is_alive():
-                child.kill()
-                child.join()
-                _write(cfg, failure_document(None, "deadline", f"no result within {cfg.parse_timeout_seconds:g} s"))
-            elif child.exitcode == -signal.SIGKILL:  # the kernel's OOM killer at the pod's limit
-                _write(cfg, failure_document(None, "oom", "the parse was killed at the memory limit"))
-            elif child.exitcode is not None and child.exitcode < 0:
-                _write(cfg, failure_document(Interrupted(f"the parse died of signal {-child.exitcode}")))
-            current.clear()
+            _run_member(ctx, {**shared, **item}, current)
             done += 1
-            log.info("member done", extra={"fields": {"job": cfg.job_uid, "exit": child.exitcode,
-                                                       "seconds": round(time.monotonic() - started, 3)}})
     except _Stop:
         cfg = current.get("cfg")
         if cfg is not None:
             _write(cfg, failure_document(Interrupted("stopped by SIGTERM (pod deleted or evicted) mid-parse")))
         raise Interrupted(f"stopped by SIGTERM after {done} of {len(items)} members")
     return RunnerSummary(ok=True, kind=None, events=done, pages=None, seconds=None)
+
+
+def _run_member(ctx: Any, member: dict[str, str], current: dict[str, Any]) -> None:
+    """One member in a forked child; its end is written here when the child died unable
+    to write it. `current` tells the SIGTERM handler what is running."""
+    cfg = configmod.load(member)  # checked here: a bad item is the operator's bug
+    started = time.monotonic()
+    child = ctx.Process(target=_child, args=(member,), daemon=True)
+    current["process"] = child
+    current["cfg"] = cfg
+    child.start()
+    child.join(cfg.parse_timeout_seconds + MARGIN_SECONDS)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        _write(cfg, failure_document(None, "deadline", f"no result within {cfg.parse_timeout_seconds:g} s"))
+    elif child.exitcode == -signal.SIGKILL:  # the kernel's OOM killer at the pod's limit
+        _write(cfg, failure_document(None, "oom", "the parse was killed at the memory limit"))
+    elif child.exitcode is not None and child.exitcode < 0:
+        _write(cfg, failure_document(Interrupted(f"the parse died of signal {-child.exitcode}")))
+    current.clear()  # its end is written: SIGTERM from here on must not overwrite it
+    log.info("member done", extra={"fields": {"job": cfg.job_uid, "exit": child.exitcode,
+                                               "seconds": round(time.monotonic() - started, 3)}})
 
 
 def _write(cfg: configmod.RunnerConfig, document: bytes) -> None:

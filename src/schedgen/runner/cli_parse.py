@@ -9,6 +9,7 @@ import sys
 
 from schedgen.errors import BadInput, MemoryLimitExceeded, SchedgenError
 from schedgen.ics import CalendarRangeRequired, InvalidExclusion, parse_exclusions, to_ics
+from schedgen.parsejob import DEFAULT_SCHEDULE_TYPE, SCHEDULE_TYPES
 
 from .parsing import Limits, parse_pdf
 
@@ -16,8 +17,7 @@ from .parsing import Limits, parse_pdf
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="the schedule PDF")
     parser.add_argument("--format", choices=("json", "ics"), default="json")
-    parser.add_argument("--type", dest="schedule_type", default="auto",
-                        choices=("auto", "lecture", "test", "exam"))
+    parser.add_argument("--type", dest="schedule_type", default=DEFAULT_SCHEDULE_TYPE, choices=SCHEDULE_TYPES)
     parser.add_argument("--from", dest="first_day", type=dt.date.fromisoformat,
                         help="first day of the lecture calendar (ISO date; ics for lectures)")
     parser.add_argument("--until", dest="last_day", type=dt.date.fromisoformat,

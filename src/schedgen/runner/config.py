@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from schedgen.errors import ConfigurationError
+from schedgen.parsejob import DEFAULT_SCHEDULE_TYPE, SCHEDULE_TYPES
 
-SCHEDULE_TYPES = ("auto", "lecture", "test", "exam")
 LOG_FORMATS = ("json", "text")
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
@@ -28,18 +28,18 @@ class RunnerConfig:
     job_name: str
     """`SCHEDGEN_JOB_NAME` (required): name of the ParseJob."""
     job_uid: str
-    """`SCHEDGEN_JOB_UID` (required): the ParseJob's metadata.uid (a UUID); key of its rows."""
+    """`SCHEDGEN_JOB_UID` (required): the ParseJob's metadata.uid (a UUID), in every log line."""
     tenant: str
-    """`SCHEDGEN_TENANT` (required): tenant that owns the job, recorded on the parse_jobs row."""
+    """`SCHEDGEN_TENANT` (required): tenant that owns the job, for the logs."""
     source_url: str
     """`SCHEDGEN_SOURCE_URL` (required): presigned GET URL of the uploaded PDF (http/https)."""
     result_url: str
     """`SCHEDGEN_RESULT_URL` (required): presigned PUT URL of the result object; the runner
     writes its summary and events there as one JSON document. The runner holds no
     credentials: these two short-lived URLs are all it can reach."""
-    schedule_type: str = "auto"
-    """`SCHEDGEN_SCHEDULE_TYPE` (`auto`|`lecture`|`test`|`exam`, default `auto`): expected
-    schedule kind; `auto` detects it from the first page."""
+    schedule_type: str = DEFAULT_SCHEDULE_TYPE
+    """`SCHEDGEN_SCHEDULE_TYPE` (one of parsejob.SCHEDULE_TYPES, default `auto`): expected
+    schedule kind; `auto` takes the first table header that names a known kind."""
     max_bytes: int = 10 * 1024 * 1024
     """`SCHEDGEN_MAX_BYTES` (default 10485760 = 10 MiB): larger objects are rejected
     (`TooLarge`) by their Content-Length, and the download is cut off past it."""
@@ -116,7 +116,7 @@ def load(env: Mapping[str, str] | None = None) -> RunnerConfig:
         tenant=text("SCHEDGEN_TENANT"),
         source_url=url("SCHEDGEN_SOURCE_URL"),
         result_url=url("SCHEDGEN_RESULT_URL"),
-        schedule_type=choice("SCHEDGEN_SCHEDULE_TYPE", SCHEDULE_TYPES, "auto"),
+        schedule_type=choice("SCHEDGEN_SCHEDULE_TYPE", SCHEDULE_TYPES, DEFAULT_SCHEDULE_TYPE),
         max_bytes=int(number("SCHEDGEN_MAX_BYTES", 10 * 1024 * 1024, int, 1)),
         max_pages=int(number("SCHEDGEN_MAX_PAGES", 100, int, 1)),
         parse_timeout_seconds=float(number("SCHEDGEN_PARSE_TIMEOUT_SECONDS", 60.0, float, 0.1)),

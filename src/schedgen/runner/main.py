@@ -1,11 +1,11 @@
-"""`schedgen-runner`: the container entrypoint of one ParseJob's Kubernetes Job.
+"""`schedgen-runner`: the container entry point of a ParseJob's Kubernetes Job.
 
-Steps: config -> download the PDF (presigned GET) -> parse (time, page and memory
-bounded) -> PUT the summary and events as one JSON result object (presigned PUT) ->
-JSON summary in the termination-message file. The runner holds no secrets: no S3 keys,
-no DSN, no token; the operator reads the result object and writes Postgres. The exit code tells
-the Job's pod failure policy what to do: 0 ok, 2 bad input (never retry), 1 transient
-(retry), 3 misconfigured.
+It takes no arguments (the operator sets the environment, see ENV_HELP), runs one
+ParseJob (`run`) or a batch of them (`batch`), and reports the outcome twice: a JSON
+summary in the termination-message file, and the exit code the Job's pod failure policy
+acts on: 0 ok, 2 bad input (never retry), 1 transient (retry), 3 misconfigured. The
+runner holds no secrets (no S3 keys, no DSN, no token): it reaches S3 only through two
+presigned URLs, and the operator reads the result object and writes Postgres.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ import argparse
 import json
 import logging
 import os
-import resource
 import signal
 import sys
-import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,18 +27,10 @@ _EARLY_SIGTERM: list[int] = []
 if os.getpid() == 1:
     signal.signal(signal.SIGTERM, lambda signum, _frame: _EARLY_SIGTERM.append(signum))
 
-from schedgen.errors import (
-    ConfigurationError,
-    InternalError,
-    Interrupted,
-    MemoryLimitExceeded,
-    SchedgenError,
-)
-from schedgen.models import ParseResult
+from schedgen.errors import ConfigurationError, InternalError, SchedgenError
 from schedgen.parsejob import RunnerSummary
 from schedgen.runner import config as configmod
-from schedgen.runner import parsing  # before the memory limit: loading code maps memory
-from schedgen.runner import storage
+from schedgen.runner.run import Terminated, as_error, lift_memory_limit, limit_memory, run_one
 
 log = logging.getLogger("schedgen.runner")
 
@@ -85,8 +74,7 @@ def _setup_logging(log_format: str, job_uid: str | None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for noisy in ("botocore", "boto3", "urllib3", "pdfminer", "s3transfer"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("pdfminer").setLevel(logging.WARNING)
 
 
 def _info(msg: str, **fields: object) -> None:
@@ -103,65 +91,13 @@ def write_termination(path: str, summary: RunnerSummary) -> None:
         log.warning("cannot write termination message to %s: %s", path, exc)
 
 
-# --- limits ------------------------------------------------------------------------
-
-
-def limit_memory(max_mb: int) -> None:
-    """Cap the address space (soft limit only, so the error path can lift it again)."""
-    if max_mb <= 0:
-        return
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    soft = max_mb * 1024 * 1024
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
-def _lift_memory_limit() -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
-
-
-# --- the run -----------------------------------------------------------------------
-
-
-def result_document(result: ParseResult) -> dict:
-    """The result object: the summary fields and every event (camelCase, as models.Event
-    serialises them). The operator reads it as untrusted input (operator/results.py)."""
-    summary = result.summary()
-    return {"kind": summary["kind"], "pages": summary["pages"], "seconds": summary["seconds"],
-            "events": [e.to_json() for e in result.events]}
-
-
-def run(cfg: configmod.RunnerConfig) -> ParseResult:
-    # ignore_cleanup_errors: under the memory limit the cleanup itself may fail (ENOMEM)
-    # while a MemoryError unwinds; the pod's emptyDir goes with the pod anyway.
-    with tempfile.TemporaryDirectory(prefix="schedgen-runner-", ignore_cleanup_errors=True) as tmp:
-        pdf = Path(tmp) / "source.pdf"
-        size = storage.download(cfg.source_url, pdf, cfg.max_bytes)
-        _info("downloaded source", source=storage.redact(cfg.source_url), bytes=size)
-
-        limits = parsing.Limits(max_pages=cfg.max_pages, max_seconds=cfg.parse_timeout_seconds)
-        started = time.monotonic()
-        result = parsing.parse_pdf(pdf, cfg.schedule_type, limits)  # bounds its own time
-        if not result.seconds:
-            result.seconds = time.monotonic() - started
-        _info("parsed", **result.summary(), warnings=len(result.warnings))
-
-    storage.upload(cfg.result_url, json.dumps(result_document(result)).encode("utf-8"))
-    _info("result written", result=storage.redact(cfg.result_url), events=len(result.events))
-    return result
-
-
-class _Terminated(BaseException):
-    """Raised by the SIGTERM handler. A BaseException, like KeyboardInterrupt, so that
-    libraries which retry on any Exception (botocore, pdfminer's fallbacks) let it through."""
+# --- the entry point ---------------------------------------------------------------
 
 
 def _on_sigterm(signum: int, _frame: object) -> None:
     # The kubelet sends SIGTERM when the pod is deleted or evicted; raising here unwinds
-    # the run (and its open transaction) so the summary below still gets written.
-    raise _Terminated(f"stopped by {signal.Signals(signum).name} before finishing (pod deleted or evicted)")
+    # the run so the summary still gets written.
+    raise Terminated(f"stopped by {signal.Signals(signum).name} before finishing (pod deleted or evicted)")
 
 
 ENV_HELP = """\
@@ -179,8 +115,9 @@ The runner takes no arguments: the operator configures it through the environmen
                                  /dev/termination-log)
   SCHEDGEN_LOG_FORMAT            json (default) or text
   SCHEDGEN_BATCH                 batch mode: a JSON list with the per-ParseJob variables
-                                 above (SCHEDGEN_JOB_*, the two URLs, type, timeout) for
-                                 each member, parsed one after another (runner/batch.py)
+                                 above (SCHEDGEN_JOB_*, SCHEDGEN_TENANT, the two URLs, type,
+                                 timeout) for each member, parsed one after another
+                                 (runner/batch.py)
 
 Exit codes: 0 success; 1 transient (S3 unreachable, SIGTERM: retried); 2 bad input
 (never retried); 3 misconfiguration (a missing or invalid variable, or an argument).
@@ -200,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     extra = _arguments(argv)
     termination_path = configmod.termination_log_path()
-    cfg: configmod.RunnerConfig | None = None
+    _setup_logging(_env_log_format(), os.environ.get("SCHEDGEN_JOB_UID"))  # until the config is read
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if _EARLY_SIGTERM:
@@ -208,49 +145,46 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             raise ConfigurationError(f"schedgen-runner takes no arguments (got {' '.join(extra)[:200]}); "
                                      "it is configured through the environment (see --help)")
-        if os.environ.get("SCHEDGEN_BATCH"):  # several ParseJobs, one after another
-            from schedgen.runner import batch
-
-            _setup_logging(_env_log_format(), None)
-            summary = batch.run_batch(os.environ)
-            write_termination(termination_path, summary)
-            _info("batch done", members=summary.events)
-            return 0
-        cfg = configmod.load()
-        _setup_logging(cfg.log_format, cfg.job_uid)
-        _info("starting", namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant)
-        limit_memory(cfg.max_memory_mb)
-        result = run(cfg)
-    except (Exception, _Terminated) as exc:  # noqa: BLE001 - every outcome must reach the termination file
-        _lift_memory_limit()
-        if cfg is None:
-            _setup_logging(_env_log_format(), os.environ.get("SCHEDGEN_JOB_UID"))
-        error = _as_error(exc)
-        level = logging.ERROR if isinstance(error, InternalError) else logging.WARNING
-        log.log(level, "failed: %s", error.message, exc_info=isinstance(error, InternalError),
-                extra={"fields": {"code": error.code, "exit_code": error.exit_code}})
+        summary = _batch() if os.environ.get("SCHEDGEN_BATCH") else _single()
+    except (Exception, Terminated) as exc:  # noqa: BLE001 - every outcome must reach the termination file
+        lift_memory_limit()
+        error = as_error(exc)
+        _log_failure(error)
         write_termination(termination_path, RunnerSummary(ok=False, code=error.code, message=error.message))
         return error.exit_code
-    _lift_memory_limit()
-    write_termination(termination_path, RunnerSummary(ok=True, **result.summary()))
-    _info("succeeded", code="OK", **result.summary())
+    write_termination(termination_path, summary)
     return 0
+
+
+def _single() -> RunnerSummary:
+    cfg = configmod.load()
+    _setup_logging(cfg.log_format, cfg.job_uid)
+    _info("starting", namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant)
+    limit_memory(cfg.max_memory_mb)
+    result = run_one(cfg)
+    lift_memory_limit()
+    _info("succeeded", code="OK", **result.summary())
+    return RunnerSummary(ok=True, **result.summary())
+
+
+def _batch() -> RunnerSummary:
+    from schedgen.runner import batch  # only batch mode needs multiprocessing
+
+    _setup_logging(_env_log_format(), None)
+    summary = batch.run_batch(os.environ)
+    _info("batch done", members=summary.events)
+    return summary
+
+
+def _log_failure(error: SchedgenError) -> None:
+    internal = isinstance(error, InternalError)  # a bug: log its traceback
+    log.log(logging.ERROR if internal else logging.WARNING, "failed: %s", error.message, exc_info=internal,
+            extra={"fields": {"code": error.code, "exit_code": error.exit_code}})
 
 
 def _env_log_format() -> str:
     value = os.environ.get("SCHEDGEN_LOG_FORMAT", "").strip().lower()
     return value if value in configmod.LOG_FORMATS else "json"
-
-
-def _as_error(exc: BaseException) -> SchedgenError:
-    if isinstance(exc, SchedgenError):
-        return exc
-    if isinstance(exc, _Terminated):
-        return Interrupted(str(exc))
-    if isinstance(exc, MemoryError):
-        return MemoryLimitExceeded(
-            "the PDF needs more memory than the runner's limit (SCHEDGEN_MAX_MEMORY_MB)")
-    return InternalError(f"unexpected {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

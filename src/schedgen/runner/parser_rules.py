@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from schedgen.errors import MalformedSchedule
 from schedgen.models import Event, ScheduleKind
@@ -302,7 +302,7 @@ def merge_sessions(events: list[Event]) -> list[Event]:
         if key in merged:
             old = merged[key]
             venues = old.venues + tuple(v for v in event.venues if v not in old.venues)
-            merged[key] = _replace(old, venues=venues)
+            merged[key] = replace(old, venues=venues)
         else:
             merged[key] = event
     return list(merged.values())
@@ -311,12 +311,6 @@ def merge_sessions(events: list[Event]) -> list[Event]:
 def session_key(event: Event) -> tuple:
     return (event.module, event.offered, event.group, event.activity, event.day, event.date,
             event.start_time, event.end_time, event.paper)
-
-
-def _replace(event: Event, **changes) -> Event:
-    from dataclasses import replace
-
-    return replace(event, **changes)
 
 
 # --- value normalisation -------------------------------------------------------------
@@ -329,13 +323,6 @@ _MONTHS = {m: i for i, m in enumerate(
 _DATE = re.compile(r"^\s*(\d{1,2})\s*[ \-/]\s*([A-Za-z]{3,9})\.?\s*[ \-/]\s*(\d{4})\s*$")
 _ISO_DATE = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})\s*$")
 _MODULE = re.compile(r"^\s*([A-Za-z]{3})\s*(\d{3})\s*$")
-
-
-def parse_time(text: str) -> str:
-    match = re.fullmatch(rf"\s*{_TIME}\s*", text)
-    if not match:
-        raise MalformedSchedule(f"unreadable time {text!r}")
-    return _hhmm(match.group(1), match.group(2))
 
 
 def parse_time_range(text: str) -> tuple[str | None, str | None]:

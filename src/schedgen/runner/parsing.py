@@ -1,8 +1,8 @@
 """Parse a schedule PDF into events, within limits, or fail with a typed error.
 
 One pass over the document: each page is read once (pdfplumber), its ruled tables are
-found once, and its words are binned into table cells by position (not by filtering
-every character per cell), then released before the next page. The rules that turn
+found once, and its characters are binned into table cells by position (not filtered
+per cell), then released before the next page. The rules that turn
 rows into events live in `parser_rules.py`.
 
 The file is untrusted. Every limit holds while it is read, not after: pages are counted
