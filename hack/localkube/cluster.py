@@ -323,6 +323,31 @@ class LocalCluster:
                 raise ClusterError(f"timed out after {timeout}s waiting for {what}")
             time.sleep(0.1)
 
+    # ------------------------------------------------------------------ processes of add-ons (kwok.py)
+    def save_state(self) -> None:
+        self._save_state()
+
+    def start_process(self, key: str, argv: list[str], env: dict | None = None) -> int:
+        """Start one more process of this cluster (log ``<state-dir>/logs/<key>.log``), recorded in
+        ``state.json`` so that :meth:`stop` (``hack/cluster down``, from any process) stops it."""
+        return self._spawn(key, argv, env=env)
+
+    def process_alive(self, key: str) -> bool:
+        info = self.state.get("processes", {}).get(key)
+        return bool(info and _pid_alive(info["pid"], info.get("create_time")))
+
+    def stop_process(self, key: str, timeout: float = 10.0) -> None:
+        """Stop one recorded process (SIGTERM, SIGKILL after ``timeout``) and forget it."""
+        if key in self.state.get("processes", {}):
+            self._terminate([key], timeout)
+            self.processes.pop(key, None)
+            self._save_state()
+
+    def wait_until(self, what: str, fn, timeout: float, watch: tuple[str, ...] = ()) -> None:
+        """Poll ``fn`` until it is true (exceptions count as false); ClusterError after ``timeout``
+        or as soon as one of the ``watch`` processes (started by this object) has exited."""
+        self._wait(what, fn, timeout, watch)
+
     # ------------------------------------------------------------------ lifecycle
     def is_running(self) -> bool:
         p = self.state.get("processes", {}).get("kube-apiserver")
@@ -744,7 +769,7 @@ class LocalCluster:
     # ------------------------------------------------------------------ stop
     @staticmethod
     def _stop_rank(key: str) -> int:
-        if key.startswith(("node-agent-", "kubelet-")):
+        if key.startswith(("node-agent-", "kubelet-")) or key == "kwok":
             return 0
         return {"kube-proxy": 1, "kube-scheduler": 3, "kube-controller-manager": 4, "kube-apiserver": 5,
                 "etcd": 6}.get(key, 2 if key.startswith("containerd-") else 6)
@@ -846,6 +871,8 @@ class LocalCluster:
             out["processes"][key] = {"pid": info["pid"], "alive": _pid_alive(info["pid"], info.get("create_time"))}
         out["mode"] = self.state.get("mode", "agent")
         out["nodes"] = self.state.get("nodes", {})
+        if self.state.get("kwok"):
+            out["kwok"] = self.state["kwok"]
         if self.state.get("network"):
             out["network"] = self.state["network"]
             out["host_address"] = self.host_address

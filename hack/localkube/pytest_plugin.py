@@ -26,6 +26,16 @@ Fixtures
 ``kubelet_cluster`` / ``agent_cluster`` (session)
     The same, with that kind of node whatever ``SCHEDGEN_NODE_MODE`` says (the one matching it
     *is* ``local_cluster``; asking for the other starts a second cluster in the session).
+``kwok_nodes`` (session)
+    :class:`localkube.kwok.Kwok` running on ``local_cluster`` with three simulated nodes
+    ``kwok-node-1..3`` (cpu 32, memory 256Gi, 110 pods; label and NoSchedule taint
+    ``kwok.x-k8s.io/node=fake``); ``kwok_nodes.nodes`` lists their names. Pods land there only
+    if they select and tolerate them (``localkube.kwok.RUNNER_PLACEMENT_ENV`` for the operator).
+    Stopped with the cluster.
+``runner_executor`` (session)
+    :class:`localkube.executor.Executor` on ``local_cluster``: does the runner's work for the
+    runner pods that run on the simulated nodes (``kwok_nodes``), so they end as the runner
+    would; ``runner_executor.stats()`` has its counts. Stopped at the end of the session.
 ``k8s_api_client`` (session)
     ``kubernetes.client.ApiClient`` for ``local_cluster``, authenticated as cluster admin.
 ``k8s_namespace`` (function)
@@ -106,6 +116,28 @@ def kubelet_cluster(request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def agent_cluster(request, tmp_path_factory):
     return _session_cluster(request, tmp_path_factory, "agent")
+
+
+@pytest.fixture(scope="session")
+def kwok_nodes(local_cluster):
+    """KWOK with three simulated nodes on the session's cluster (stopped with it)."""
+    from .kwok import Kwok
+
+    kwok = Kwok(local_cluster).start()
+    kwok.nodes = kwok.add_fake_nodes(3)
+    yield kwok
+    kwok.close()  # the kwok process stops with the cluster (SCHEDGEN_CLUSTER_KEEP keeps both)
+
+
+@pytest.fixture(scope="session")
+def runner_executor(local_cluster, kwok_nodes):
+    """The executor for runner pods on the simulated nodes, for the whole session."""
+    from .executor import Executor
+
+    executor = Executor(local_cluster.api_client()).start()
+    yield executor
+    executor.stop()
+    print(f"\nexecutor: {executor.report()}")
 
 
 @pytest.fixture(scope="session")
