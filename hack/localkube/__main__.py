@@ -23,18 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--force", action="store_true")
     b.add_argument("-j", "--jobs", type=int, default=2)
     u = sub.add_parser("up", help="start the control plane and nodes")
-    u.add_argument("--mode", choices=("kubelet", "agent"), default=None,
-                   help="real nodes (containerd + kubelet; default) or process agents "
-                        "(default from SCHEDGEN_NODE_MODE, else kubelet)")
-    u.add_argument("--nodes", type=int, default=1, help="nodes to start (node-1..N); 0 for none")
+    u.add_argument("--nodes", type=int, default=1, help="real nodes to start (node-1..N); 0 for none")
     u.add_argument("--node-cpu", default="2")
     u.add_argument("--node-memory", default="4Gi")
     u.add_argument("--kwok-nodes", type=int, default=0,
                    help="simulated nodes to add (kwok-node-1..N, tainted: see kwok-nodes)")
     u.add_argument("--fresh", action="store_true", help="wipe the state dir (etcd data, certs) first")
-    u.add_argument("--image-map", help="agent mode: YAML file merged over the default image map")
     u.add_argument("--image", action="append", default=[], metavar="ARCHIVE",
-                   help="real nodes: image archive (docker-archive/OCI tar, or a directory of *.tar) to "
+                   help="image archive (docker-archive/OCI tar, or a directory of *.tar) to "
                         "import into every node; repeatable")
     d = sub.add_parser("down", help="stop everything started by 'up' (by pid)")
     d.add_argument("--purge", action="store_true", help="also delete the state dir")
@@ -81,15 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         print(pause_archive())
         print(busybox_archive())
         return 0
-    cluster = LocalCluster(state_dir=ns.state_dir, mode=getattr(ns, "mode", None))
+    cluster = LocalCluster(state_dir=ns.state_dir)
     if ns.cmd == "up":
         t0 = time.monotonic()
         _build.build()
         t_build = time.monotonic() - t0
-        if ns.image_map:
-            import yaml
-            with open(ns.image_map) as f:
-                cluster.image_map.update(yaml.safe_load(f) or {})
         cluster.fresh = ns.fresh
         t1 = time.monotonic()
         cluster.start(build=False)
@@ -104,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             Kwok(cluster).start().add_fake_nodes(ns.kwok_nodes)
         print(f"cluster up: control plane ready in {cluster.state['ready_seconds']:.1f}s, "
               f"total {time.monotonic() - t1:.1f}s (+{t_build:.1f}s build check)")
-        if cluster.mode == "kubelet":
-            print(f"pods reach this machine at {cluster.host_address}")
+        print(f"pods reach this machine at {cluster.host_address}")
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0
     if ns.cmd == "down":
