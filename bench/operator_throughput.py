@@ -100,6 +100,8 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=200.0, help="admissionsPerSecond")
     ap.add_argument("--kwok-nodes", type=int, default=4, help="simulated nodes (32 CPU, 256Gi, 110 pods each)")
     ap.add_argument("--workers", type=int, default=8, help="executor threads")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="the operator's batchSize (1: one pod per ParseJob; default: the operator's)")
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running")
     ap.add_argument("--plot", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "img" /
@@ -151,7 +153,7 @@ def main() -> int:
         core.create_namespaced_config_map("schedgen-system", {"metadata": {"name": "schedgen-operator"}, "data": {
             "maxConcurrent": str(args.max_concurrent), "maxPerTenant": str(args.max_concurrent),
             "admissionsPerSecond": str(args.rate), "admissionBurst": str(int(args.rate)),
-            "guardMaxUnschedulable": "-1"}})
+            "guardMaxUnschedulable": "-1", **({"batchSize": str(args.batch_size)} if args.batch_size else {})}})
         tenants = ["bench-a", "bench-b", "bench-c"]
         for ns in tenants:
             core.create_namespace({"metadata": {"name": ns}})
