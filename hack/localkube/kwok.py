@@ -277,7 +277,8 @@ class Kwok:
             self.cluster.wait_until(
                 f"{count} fake node(s) Ready", lambda: want <= {n["name"] for n in self.fake_nodes() if n["ready"]},
                 wait, watch=(PROCESS_KEY,))
-        self.log(f"{count} fake node(s) {names[0]}..{names[-1]} {'Ready' if wait else 'created'} in "
+        span = names[0] if count == 1 else f"{names[0]}..{names[-1]}"
+        self.log(f"{count} fake node(s) {span} {'Ready' if wait else 'created'} in "
                  f"{time.monotonic() - t0:.1f}s (cpu={cpu}, memory={memory}, pods={pods})")
         return names
 
