@@ -281,7 +281,7 @@ class Executor:
     def report(self) -> str:
         s = self.stats()
         keys = ("pods_taken", "pods_done", "in_flight", "members_ok", "members_failed", "parses", "parse_cache_hits",
-                "s3_gets", "s3_puts", "annotate_failures", "watch_restarts")
+                "s3_gets", "s3_puts", "annotate_retries", "annotate_failures", "watch_restarts")
         text = ", ".join(f"{k} {s.get(k, 0)}" for k in keys)
         return (f"{text}; exit codes {s['exit_codes']}" + (f"; member errors {s['member_errors']}"
                                                             if s["member_errors"] else "")
@@ -360,6 +360,7 @@ class Executor:
                                 self._taken.discard((obj.get("metadata") or {}).get("uid"))
                 finally:
                     self._response = None
+                    resp.close()  # a watch left mid-stream: its connection cannot be reused
                     resp.release_conn()
             except ApiException as exc:
                 if self._stopping.is_set():
@@ -423,12 +424,13 @@ class Executor:
             try:
                 resp = self.core.patch_namespaced_pod(meta["name"], meta["namespace"], body, _preload_content=False,
                                                       _content_type="application/merge-patch+json")
-                resp.release_conn()
+                resp.data  # noqa: B018 - read to the end: the connection goes back to the pool
                 break
             except Exception as exc:  # noqa: BLE001
                 if getattr(exc, "status", None) == 404:  # deleted meanwhile
                     self._count("pods_gone")
                     break
+                self._count("annotate_retries")
                 if attempt == 4:
                     self._count("annotate_failures")
                     self.errors.append(f"annotate {meta['namespace']}/{meta['name']}: {exc}")

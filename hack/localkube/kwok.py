@@ -268,7 +268,7 @@ class Kwok:
         t0 = time.monotonic()
 
         def create(name: str) -> None:
-            core.create_node(fake_node(name, cpu, memory, pods, labels, taints), _preload_content=False)
+            core.create_node(fake_node(name, cpu, memory, pods, labels, taints), _preload_content=False).data
 
         with ThreadPoolExecutor(min(8, max(1, count))) as pool:
             list(pool.map(create, names))
@@ -287,7 +287,7 @@ class Kwok:
         core = self._core()
         names = [n["name"] for n in self.fake_nodes()] if names is None else list(names)
         for name in names:
-            core.delete_node(name, _preload_content=False)
+            core.delete_node(name, _preload_content=False).data
         return len(names)
 
     def close(self) -> None:
