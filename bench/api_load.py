@@ -3,8 +3,15 @@
     .venv/bin/python bench/api_load.py [--clients 100] [--seconds 60] [--think 3]
 
 Starts its own stack: Postgres and S3 (hack/devservices), the local control plane
-(hack/localkube), the API as a uvicorn subprocess (`python -m schedgen.api`) with the
-rate limits raised, and the operator with the real runner (tests/support/operator_e2e).
+(hack/localkube) with simulated KWOK nodes (hack/localkube/kwok.py), the API as a uvicorn
+subprocess (`python -m schedgen.api`, a host process: it needs no node) with the rate limits
+raised, and the operator (tests/support/operator_e2e) with its runner pods placed on the
+simulated nodes. **Runner pods run on simulated KWOK nodes and the parse is done by the
+executor** (hack/localkube/executor.py, in this process): it GETs the uploaded PDF through the
+pod's presigned URL, parses it with schedgen's parser, PUTs the result object and ends the pod
+with the runner's exit code and summary. So the end-to-end figures are the API's, the
+operator's and the control plane's, without container start-up (the runner image on a real
+node adds that: tests/operator measure it).
 
 1. End to end: uploads the three real PDFs (../shared/fixtures/up) through HTTP and
    prints, per file, the time from sending the upload to the job being Succeeded
@@ -223,15 +230,17 @@ def main() -> int:
                     help="PNG: latency distribution and throughput over time")
     args = ap.parse_args()
 
-    from localkube.cluster import LocalCluster, default_image_map
+    from localkube.cluster import LocalCluster
+    from localkube.executor import Executor
+    from localkube.kwok import RUNNER_PLACEMENT_ENV, Kwok
     from operator_e2e import OperatorProcess, operator_env
 
     base = Path(tempfile.mkdtemp(prefix="schedgen-api-bench-"))
     os.chmod(base, 0o711)  # Postgres runs as `postgres` when we are root: let it traverse
     pg = devservices.PostgresServer(base / "pg")
     s3srv = devservices.S3Server(base / "s3")
-    # agent nodes: pods are host processes, so the figures are the API's, not container start-up
-    cluster = LocalCluster(state_dir=base / "kube", image_map=default_image_map(), mode="agent")
+    # simulated nodes + the executor: the figures are the API's and the operator's, not container start-up
+    cluster = LocalCluster(state_dir=base / "kube", session=not args.keep)
     procs: list = []
     try:
         pg.start()
@@ -246,7 +255,6 @@ def main() -> int:
         bucket = "schedgen-bench"
         boto3.client("s3", endpoint_url=s3srv.endpoint_url, region_name="us-east-1").create_bucket(Bucket=bucket)
         cluster.start()
-        cluster.add_node("node-1", cpu="2", memory="4Gi", pods=110)
         for a in (("apply", "-f", str(ROOT / "crds")),
                   ("wait", "--for=condition=Established", "--timeout=60s", "crd/parsejobs.schedgen.io")):
             done = cluster.kubectl(*a, check=False)
@@ -269,13 +277,17 @@ def main() -> int:
         if not args.skip_e2e:
             from types import SimpleNamespace
 
-            # what operator_env reads of the tests' Cluster: agent-node pods are host
-            # processes, so they reach S3 at its local address; the image maps to the runner
+            Kwok(cluster, verbosity="WARN").start().add_fake_nodes(2)
+            executor = Executor(cluster.api_client())
+            procs.append(executor)
+            executor.start()
+            # what operator_env reads of the tests' Cluster: the executor (on this machine) does
+            # the runner pods' work, so the presigned URLs are for S3's local address
             shim = SimpleNamespace(cluster=cluster, postgres=pg, pod_s3_endpoint=s3srv.endpoint_url,
-                                   runner_image="schedgen-runner",
+                                   runner_image="localhost/schedgen-runner:kwok",
                                    s3=SimpleNamespace(endpoint_url=s3srv.endpoint_url, bucket=bucket,
                                                       credentials=s3srv.credentials))
-            op = OperatorProcess(cluster, operator_env(shim), base / "operator.log")
+            op = OperatorProcess(cluster, operator_env(shim, **RUNNER_PLACEMENT_ENV), base / "operator.log")
             procs.append(op)
             op.start()
             api = ApiProcess(api_env(namespace="bench-e2e", SCHEDGEN_API_ALLOW_ANONYMOUS="true", **common),
@@ -287,6 +299,8 @@ def main() -> int:
                 print(f"  {pdf:16s} {phase:9s} events={events!s:3s} {seconds:6.2f} s")
             api.stop()
             op.stop()
+            executor.stop()
+            print(f"  (runner pods on simulated KWOK nodes; executor: {executor.report()})")
 
         # Anonymous requests (tenant `default`): the load measures the upload path, not key lookups.
         api = ApiProcess(api_env(namespace="bench-load", SCHEDGEN_API_ALLOW_ANONYMOUS="true",

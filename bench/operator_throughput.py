@@ -1,13 +1,19 @@
-"""Operator throughput on the local control plane (hack/localkube) with a stub runner.
+"""Operator throughput on the local control plane (hack/localkube), runner pods on simulated nodes.
 
-    .venv/bin/python bench/operator_throughput.py [--count 1000] [--max-concurrent 50]
+    .venv/bin/python bench/operator_throughput.py [--count 1000] [--max-concurrent 50] [--kwok-nodes 4]
 
 Starts a local control plane (its own state dir), Postgres and MinIO (hack/devservices),
-and the operator (`python -m schedgen.operator`, standalone) with SCHEDGEN_RUNNER_COMMAND
-set to a stub that PUTs a result object to its presigned URL, writes a success summary to
-the termination-message file and exits. Writes docs/img/operator_throughput.png (--plot):
-the latency distributions and created/admitted/completed per second over time.
-Submits N ParseJobs and prints:
+KWOK with `--kwok-nodes` simulated nodes (hack/localkube/kwok.py) and the operator
+(`python -m schedgen.operator`, standalone) with its runner pods placed on those nodes
+(SCHEDGEN_NODE_SELECTOR / SCHEDGEN_RUNNER_TOLERATIONS). **Runner pods run on simulated KWOK
+nodes, and the parse is done by the executor** (hack/localkube/executor.py, in this process):
+for each runner pod it GETs the real PDF through the pod's presigned URL (the three UP
+fixtures, in turn), parses it with schedgen's parser (once per distinct PDF: the executor
+caches parses by content), PUTs the result object and ends the pod with the runner's exit
+code and summary -- so the figures are the operator's, the control plane's and Postgres'
+(real events are recorded), without container start-up or a parse per pod. Writes
+docs/img/operator_throughput.png (--plot): the latency distributions and
+created/admitted/completed per second over time. Submits N ParseJobs and prints:
 
 * ParseJobs/s completed (first creation to last completion);
 * admission latency once capacity frees, p50/p99: for the k-th admission beyond the
@@ -15,7 +21,8 @@ Submits N ParseJobs and prints:
   completion (the slot it took), from the statuses; plus the operator's own histogram;
 * API requests per ParseJob (the operator's `schedgen_operator_api_requests_total`,
   writes = non-GET), including kopf's watches;
-* the operator's peak RSS and CPU seconds (psutil).
+* the operator's peak RSS and CPU seconds (psutil);
+* what the executor did (pods, members, parses and cache hits, S3 requests).
 
 Targets: p99 admission latency < 1 s, <= 10 API writes per ParseJob, peak RSS < 200 MiB.
 """
@@ -43,19 +50,8 @@ from schedgen.parsejob import GROUP, PLURAL, VERSION
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-# The runner holds no secrets: it PUTs its result object to the presigned SCHEDGEN_RESULT_URL
-# (the operator reads and checks it), and writes its summary as the termination message.
-STUB = """import json, os, urllib.request
-doc = {"kind": "lecture", "pages": 2, "seconds": 0.01, "events": []}
-# batch mode (SCHEDGEN_BATCH: each member's variables): one result object per member
-members = json.loads(os.environ["SCHEDGEN_BATCH"]) if os.environ.get("SCHEDGEN_BATCH") else [os.environ]
-for member in members:
-    request = urllib.request.Request(member["SCHEDGEN_RESULT_URL"], method="PUT", data=json.dumps(doc).encode(),
-                                     headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=30).close()
-with open(os.environ.get("TERMINATION_MESSAGE_PATH", "/dev/termination-log"), "w") as out:
-    json.dump({"ok": True, "kind": "lecture", "events": 0, "pages": 2, "seconds": 0.01}, out)
-"""
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "up"
+PDFS = ["UP_MOD_XLS.pdf", "UP_TST_PDF.pdf", "UP_EXAM_SS.pdf"]  # 30, 12 and 5 events
 
 
 def free_port() -> int:
@@ -102,6 +98,10 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--max-concurrent", type=int, default=50)
     ap.add_argument("--rate", type=float, default=200.0, help="admissionsPerSecond")
+    ap.add_argument("--kwok-nodes", type=int, default=4, help="simulated nodes (32 CPU, 256Gi, 110 pods each)")
+    ap.add_argument("--workers", type=int, default=8, help="executor threads")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="the operator's batchSize (1: one pod per ParseJob; default: the operator's)")
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running")
     ap.add_argument("--plot", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "img" /
@@ -112,24 +112,32 @@ def main() -> int:
     from kubernetes import client
 
     import devservices
-    from localkube.cluster import LocalCluster, default_image_map
+    from localkube.cluster import LocalCluster
+    from localkube.executor import Executor
+    from localkube.kwok import RUNNER_PLACEMENT_ENV, Kwok
 
     base = Path(tempfile.mkdtemp(prefix="schedgen-bench-"))
     base.chmod(0o711)  # Postgres runs as user postgres and must traverse it
-    # agent nodes: the stub runner is a host process, so the figures are the operator's own
-    cluster = LocalCluster(state_dir=base / "cluster", image_map=default_image_map(), mode="agent")
+    # no real node: runner pods go to the simulated (KWOK) nodes, the executor does their work
+    cluster = LocalCluster(state_dir=base / "cluster", session=not args.keep)
     pg = None if args.no_postgres else devservices.PostgresServer(base / "pg")
-    s3 = devservices.S3Server(base / "s3")  # result objects (the stub runner PUTs one per ParseJob)
+    s3 = devservices.S3Server(base / "s3")  # the PDFs, and the result objects the executor PUTs
     op_proc = None
+    executor = None
     try:
         print("starting the local control plane ...", flush=True)
         s3.start()
         import boto3
 
-        boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
-                     aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key).create_bucket(Bucket="bench")
+        bucket = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
+                              aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
+        bucket.create_bucket(Bucket="bench")
+        for pdf in PDFS:
+            bucket.put_object(Bucket="bench", Key=f"fixtures/{pdf}", Body=(FIXTURES / pdf).read_bytes())
         cluster.start()
-        cluster.add_node("bench-1", cpu="8", memory="32Gi", pods=max(110, args.count + 50))
+        kwok = Kwok(cluster, verbosity="WARN").start()
+        kwok.add_fake_nodes(args.kwok_nodes, cpu="32", memory="256Gi", pods=110)
+        executor = Executor(cluster.api_client(), workers=args.workers).start()
         dsn = ""
         if pg:
             pg.start()
@@ -145,24 +153,20 @@ def main() -> int:
         core.create_namespaced_config_map("schedgen-system", {"metadata": {"name": "schedgen-operator"}, "data": {
             "maxConcurrent": str(args.max_concurrent), "maxPerTenant": str(args.max_concurrent),
             "admissionsPerSecond": str(args.rate), "admissionBurst": str(int(args.rate)),
-            "guardMaxUnschedulable": "-1"}})
+            "guardMaxUnschedulable": "-1", **({"batchSize": str(args.batch_size)} if args.batch_size else {})}})
         tenants = ["bench-a", "bench-b", "bench-c"]
         for ns in tenants:
             core.create_namespace({"metadata": {"name": ns}})
             core.create_namespaced_secret(ns, {"metadata": {"name": "schedgen-runner"}, "stringData": {
                 "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "SCHEDGEN_DATABASE_URL": dsn or "unused"}})
 
-        stub = base / "stub_runner.py"
-        stub.write_text(STUB)
-        stub.chmod(0o755)
         metrics_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDGEN_")}
         env.update({"KUBECONFIG": str(cluster.kubeconfig), "SCHEDGEN_STANDALONE": "1",
                     "SCHEDGEN_METRICS_PORT": str(metrics_port), "SCHEDGEN_LIVENESS_PORT": str(free_port()),
-                    "SCHEDGEN_DATABASE_URL": dsn, "SCHEDGEN_RUNNER_IMAGE": "busybox",
-                    "SCHEDGEN_RUNNER_COMMAND": json.dumps([PYTHON, str(stub)]),
-                    "SCHEDGEN_CPU_REQUEST": "10m", "SCHEDGEN_MEMORY_REQUEST": "8Mi",
-                    "SCHEDGEN_MEMORY_LIMIT": "64Mi", "SCHEDGEN_JOB_TTL_SECONDS": "3600",
+                    "SCHEDGEN_DATABASE_URL": dsn, "SCHEDGEN_RUNNER_IMAGE": "localhost/schedgen-runner:kwok",
+                    "SCHEDGEN_IMAGE_PULL_POLICY": "Never", **RUNNER_PLACEMENT_ENV,
+                    "SCHEDGEN_JOB_TTL_SECONDS": "3600",
                     "SCHEDGEN_S3_ENDPOINT_URL": s3.endpoint_url, "SCHEDGEN_DEFAULT_BUCKET": "bench",
                     **s3.credentials})
         log = open(base / "operator.log", "wb")
@@ -202,7 +206,7 @@ def main() -> int:
             ns = tenants[i % len(tenants)]
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
                 "apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob", "metadata": {"name": f"pj-{i:05d}"},
-                "spec": {"source": {"s3": {"bucket": "bench", "key": f"k{i}.pdf"}}}})
+                "spec": {"source": {"s3": {"bucket": "bench", "key": f"fixtures/{PDFS[i % len(PDFS)]}"}}}})
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(submit, range(args.count)))
@@ -256,13 +260,16 @@ def main() -> int:
             "api_requests_by_client_method": {k: int(v) for k, v in sorted(by_method.items())},
             "operator_peak_rss_mib": round(peak_rss[0] / 2**20, 1),
             "operator_cpu_seconds": round(cpu_seconds, 1),
+            "nodes": f"{args.kwok_nodes} simulated (KWOK); runner work by the executor",
+            "executor": {k: v for k, v in executor.stats().items() if k != "member_errors" or v},
         }
         print(json.dumps(result, indent=2))
         from plots import latency_and_throughput
 
         created_at = [ts(pj["metadata"]["creationTimestamp"]) for pj in items]
         print("plot:", latency_and_throughput(
-            args.plot, f"Operator throughput: {n} ParseJobs, maxConcurrent {c}, stub runner (this machine, shared)",
+            args.plot, f"Operator throughput: {n} ParseJobs, maxConcurrent {c}, KWOK nodes + executor "
+                       f"(this machine, shared)",
             {"admission latency (slot freed -> next admitted)": latencies,
              "creation -> completion": [ts(pj["status"]["completedAt"]) - ts(pj["metadata"]["creationTimestamp"])
                                         for pj in items]},
@@ -273,6 +280,9 @@ def main() -> int:
         print("targets met" if ok else "TARGETS MISSED")
         return 0 if ok else 1
     finally:
+        if executor is not None:
+            executor.stop()
+            print("executor:", executor.report())
         if op_proc and op_proc.poll() is None:
             os.killpg(op_proc.pid, signal.SIGTERM)
             try:

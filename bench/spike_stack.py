@@ -156,7 +156,7 @@ class Stack:
 
         a = self.args
         print("starting the control plane and a real node (containerd + kubelet) ...", flush=True)
-        self.cluster = LocalCluster(state_dir=self.base / "kube", mode="kubelet", session=True)
+        self.cluster = LocalCluster(state_dir=self.base / "kube", session=True)
         self.cluster.start()
         for archive in images.save(images.CACHE_DIR / "archives", ["runner"]):
             self.cluster.import_image(archive)

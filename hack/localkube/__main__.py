@@ -19,20 +19,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-dir", default=os.environ.get("SCHEDGEN_CLUSTER_DIR") or str(default_state_dir()),
                     help="where certs, etcd data, logs and state.json live (default %(default)s)")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build or reuse the pinned binaries")
+    b = sub.add_parser("build", help="build or reuse the pinned binaries (Kubernetes, etcd, kwok)")
     b.add_argument("--force", action="store_true")
     b.add_argument("-j", "--jobs", type=int, default=2)
     u = sub.add_parser("up", help="start the control plane and nodes")
-    u.add_argument("--mode", choices=("kubelet", "agent"), default=None,
-                   help="real nodes (containerd + kubelet; default) or process agents "
-                        "(default from SCHEDGEN_NODE_MODE, else kubelet)")
-    u.add_argument("--nodes", type=int, default=1, help="nodes to start (node-1..N); 0 for none")
+    u.add_argument("--nodes", type=int, default=1, help="real nodes to start (node-1..N); 0 for none")
     u.add_argument("--node-cpu", default="2")
     u.add_argument("--node-memory", default="4Gi")
+    u.add_argument("--kwok-nodes", type=int, default=0,
+                   help="simulated nodes to add (kwok-node-1..N, tainted: see kwok-nodes)")
     u.add_argument("--fresh", action="store_true", help="wipe the state dir (etcd data, certs) first")
-    u.add_argument("--image-map", help="agent mode: YAML file merged over the default image map")
     u.add_argument("--image", action="append", default=[], metavar="ARCHIVE",
-                   help="real nodes: image archive (docker-archive/OCI tar, or a directory of *.tar) to "
+                   help="image archive (docker-archive/OCI tar, or a directory of *.tar) to "
                         "import into every node; repeatable")
     d = sub.add_parser("down", help="stop everything started by 'up' (by pid)")
     d.add_argument("--purge", action="store_true", help="also delete the state dir")
@@ -44,6 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--memory", default="4Gi")
     a.add_argument("--pods", type=int, default=110)
     a.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    kw = sub.add_parser("kwok-nodes", help="start kwok if need be and add simulated nodes (label and "
+                        "NoSchedule taint kwok.x-k8s.io/node=fake)")
+    kw.add_argument("count", type=int)
+    kw.add_argument("--cpu", default="32")
+    kw.add_argument("--memory", default="256Gi")
+    kw.add_argument("--pods", type=int, default=110)
+    kw.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    ex = sub.add_parser("executor", help="run the executor (the runner's work for runner pods on simulated "
+                        "nodes) in the foreground until Ctrl-C; prints its counts")
+    ex.add_argument("--workers", type=int, default=8)
     im = sub.add_parser("import-image", help="import image archives into every node (and nodes added later)")
     im.add_argument("archives", nargs="+")
     sub.add_parser("test-images", help="build (or reuse) the pause and busybox test image archives; print paths")
@@ -61,21 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         bdir = _build.build(force=ns.force, jobs=ns.jobs)
         du = sum(f.stat().st_size for f in _build.version_dir().rglob("*") if f.is_file())
         print(f"binaries in {bdir} ({time.monotonic() - t0:.1f}s; cache dir {du / 1e6:.0f} MB)")
+        from . import kwok
+        print(f"kwok: {kwok.build(force=ns.force)}")
         return 0
     if ns.cmd == "test-images":
         from .images import busybox_archive, pause_archive
         print(pause_archive())
         print(busybox_archive())
         return 0
-    cluster = LocalCluster(state_dir=ns.state_dir, mode=getattr(ns, "mode", None))
+    cluster = LocalCluster(state_dir=ns.state_dir)
     if ns.cmd == "up":
         t0 = time.monotonic()
         _build.build()
         t_build = time.monotonic() - t0
-        if ns.image_map:
-            import yaml
-            with open(ns.image_map) as f:
-                cluster.image_map.update(yaml.safe_load(f) or {})
         cluster.fresh = ns.fresh
         t1 = time.monotonic()
         cluster.start(build=False)
@@ -85,10 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                 cluster.import_image(archive)
         for i in range(1, ns.nodes + 1):
             cluster.add_node(f"node-{i}", cpu=ns.node_cpu, memory=ns.node_memory)
+        if ns.kwok_nodes:
+            from .kwok import Kwok
+            Kwok(cluster).start().add_fake_nodes(ns.kwok_nodes)
         print(f"cluster up: control plane ready in {cluster.state['ready_seconds']:.1f}s, "
               f"total {time.monotonic() - t1:.1f}s (+{t_build:.1f}s build check)")
-        if cluster.mode == "kubelet":
-            print(f"pods reach this machine at {cluster.host_address}")
+        print(f"pods reach this machine at {cluster.host_address}")
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0
     if ns.cmd == "down":
@@ -107,6 +115,35 @@ def main(argv: list[str] | None = None) -> int:
     if ns.cmd == "add-node":
         labels = dict(kv.split("=", 1) for kv in ns.label)
         cluster.add_node(ns.name, cpu=ns.cpu, memory=ns.memory, pods=ns.pods, labels=labels)
+        return 0
+    if ns.cmd == "kwok-nodes":
+        from .kwok import RUNNER_PLACEMENT_ENV, Kwok
+        labels = dict(kv.split("=", 1) for kv in ns.label)
+        kwok = Kwok(cluster).start()
+        names = kwok.add_fake_nodes(ns.count, cpu=ns.cpu, memory=ns.memory, pods=ns.pods, labels=labels)
+        print(" ".join(names))
+        print("runner pods land there with the operator's " +
+              " ".join(f"{k}='{v}'" for k, v in RUNNER_PLACEMENT_ENV.items()))
+        return 0
+    if ns.cmd == "executor":
+        import signal
+        import threading
+        from .executor import Executor
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        executor = Executor(cluster.api_client(), workers=ns.workers).start()
+        print("executor running (Ctrl-C stops it)", flush=True)
+        last = ""
+        try:
+            while not stop.wait(10):
+                line = executor.report()
+                if line != last:
+                    print(line, flush=True)
+                    last = line
+        finally:
+            executor.stop()
+            print(executor.report())
         return 0
     if ns.cmd == "import-image":
         for arg in ns.archives:

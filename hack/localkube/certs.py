@@ -130,9 +130,6 @@ def generate_pki(d: Path, service_ip: str = "10.0.0.1", apiserver_ips: tuple[str
         # the apiserver's identity towards kubelets (logs, exec, port-forward); RBAC binds it to
         # system:kubelet-api-admin (cluster.py); it is not in system:masters
         "apiserver-kubelet-client": dict(cn=APISERVER_KUBELET_CLIENT, client=True),
-        # The process agent stands in for kubelet *and* kube-scheduler (it binds pods), which no
-        # single built-in identity may do, so it gets a cluster-admin identity of its own.
-        "node-agent": dict(cn="schedgen:node-agent", orgs=("system:masters",), client=True),
     }
     for name, kw in specs.items():
         if not (d / f"{name}.crt").exists():

@@ -1,13 +1,11 @@
-"""A real local Kubernetes cluster: etcd + kube-apiserver + kube-controller-manager, and nodes.
+"""A real local Kubernetes cluster: etcd + kube-apiserver + kube-controller-manager +
+kube-scheduler, and nodes.
 
-Two kinds of nodes (``mode``, per cluster):
-
-* ``kubelet`` (default): real nodes -- kube-scheduler, kube-proxy and per node its own
-  containerd + kubelet v1.37.2 running pods as containers (runc), in a network namespace of the
-  cluster's own (network.py, node.py). The apiserver listens on the cluster's host address.
-* ``agent``: the process agent (agent.py) stands in for kubelet and kube-scheduler and runs
-  pod containers as host processes mapped from image names; everything on 127.0.0.1. Kept for
-  the end-to-end tests that still rely on its image map.
+Real nodes: kube-proxy and per node its own containerd + kubelet v1.37.2 running pods as
+containers (runc), in a network namespace of the cluster's own (network.py, node.py). The
+apiserver listens on the cluster's host address. Simulated nodes (many, for benchmarks and
+scale tests): KWOK as one more process of the cluster (kwok.py), with the executor
+(executor.py) doing the runner's work for the pods that land on them.
 
 Everything is tracked by pid in ``<state_dir>/state.json`` so that a different process
 (``hack/cluster down``) can stop it.
@@ -38,9 +36,10 @@ HACK_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = HACK_DIR.parent
 SERVICE_CIDR = network.SERVICE_CIDR
 SERVICE_IP = network.SERVICE_IP
-MODES = ("kubelet", "agent")
-
-# Controllers the project needs (canonical names; old aliases also work).
+# Controllers the project needs (canonical names; old aliases also work): Jobs and their
+# clean-up, namespaces and service accounts; Services (EndpointSlices for kube-proxy),
+# Deployments, node health (NotReady when a kubelet stops, taint-based eviction), and
+# finished-pod GC.
 CONTROLLERS = [
     "job-controller",
     "garbage-collector-controller",
@@ -50,10 +49,6 @@ CONTROLLERS = [
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
     "cronjob-controller",
-]
-# With real nodes: Services (EndpointSlices for kube-proxy), Deployments, node health
-# (NotReady when a kubelet stops, taint-based eviction), and finished-pod GC.
-KUBELET_CONTROLLERS = CONTROLLERS + [
     "endpoints-controller",
     "endpointslice-controller",
     "endpointslice-mirroring-controller",
@@ -70,30 +65,8 @@ KUBELET_CONTROLLERS = CONTROLLERS + [
 ]
 
 
-def default_mode() -> str:
-    mode = os.environ.get("SCHEDGEN_NODE_MODE") or "kubelet"
-    if mode not in MODES:
-        raise ValueError(f"SCHEDGEN_NODE_MODE={mode!r}: expected one of {MODES}")
-    return mode
-
-
 def default_state_dir() -> Path:
     return _build.cache_root() / "cluster"
-
-
-def default_image_map() -> dict:
-    """Image -> local command map used by the node agent unless overridden."""
-    venv_bin = REPO_ROOT / ".venv" / "bin"
-    py = str(venv_bin / "python") if (venv_bin / "python").exists() else sys.executable
-    return {
-        "schedgen-runner": {"command": [str(venv_bin / "schedgen-runner")], "path_prepend": [str(venv_bin)]},
-        "schedgen-operator": {"command": [str(venv_bin / "schedgen-operator")],
-                              "path_prepend": [str(venv_bin)]},
-        "schedgen": {"command": [str(venv_bin / "schedgen")], "path_prepend": [str(venv_bin)]},
-        "busybox": {"command": ["sh"]},
-        "alpine": {"command": ["sh"]},
-        "python": {"command": [py], "path_prepend": [str(venv_bin)]},
-    }
 
 
 def free_port() -> int:
@@ -172,7 +145,7 @@ def reclaim_stale_networks(log=_log) -> list[int]:
 
 
 class LocalCluster:
-    """Local control plane + nodes (real kubelets, or process agents in ``mode="agent"``).
+    """Local control plane + real nodes (simulated ones: kwok.Kwok).
 
     >>> c = LocalCluster(state_dir=tmp).start()
     >>> c.import_image("busybox.tar")           # into every node, and nodes added later
@@ -182,14 +155,11 @@ class LocalCluster:
     """
 
     def __init__(self, state_dir: str | os.PathLike | None = None, bin_dir: str | os.PathLike | None = None,
-                 image_map: dict | None = None, log=_log, fresh: bool = False, mode: str | None = None,
-                 session: bool = False):
+                 log=_log, fresh: bool = False, session: bool = False):
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.bin_dir = Path(bin_dir) if bin_dir else _build.bin_dir()
-        self.image_map = dict(default_image_map() if image_map is None else image_map)
         self.log = log
         self.fresh = fresh
-        self._mode = mode
         self.session = session  # lives only as long as this process (a test session)
         self.pki = self.state_dir / "pki"
         self.logs = self.state_dir / "logs"
@@ -217,32 +187,24 @@ class LocalCluster:
         return hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:10]
 
     @property
-    def mode(self) -> str:
-        """``kubelet`` or ``agent``: the running cluster's (from state.json), else the one asked for."""
-        if self.state.get("mode") and self.state.get("processes"):
-            return self.state["mode"]
-        return self._mode or self.state.get("mode") or default_mode()
-
-    @property
     def net_plan(self) -> network.Plan:
         net = self.state.get("network")
         if not net:
-            raise ClusterError("this cluster has no node network (agent mode, or not started)")
+            raise ClusterError("this cluster has no node network (not started)")
         return network.Plan(net["slot"])
 
     @property
     def host_address(self) -> str:
         """The address pods use to reach services on this machine (test Postgres, S3, ...).
 
-        Real nodes: the host end of the cluster's veth pair (``10.200.<slot>.1``); such services
-        must listen there (or on 0.0.0.0) and accept clients from :attr:`host_network`.
-        Agent mode: 127.0.0.1 (pods are host processes)."""
-        return self.net_plan.host_address if self.state.get("network") else "127.0.0.1"
+        The host end of the cluster's veth pair (``10.200.<slot>.1``); such services must listen
+        there (or on 0.0.0.0) and accept clients from :attr:`host_network`."""
+        return self.net_plan.host_address
 
     @property
     def host_network(self) -> str:
         """The network pod traffic to :attr:`host_address` comes from (``10.200.<slot>.0/24``)."""
-        return self.net_plan.host_network if self.state.get("network") else "127.0.0.1/32"
+        return self.net_plan.host_network
 
     @property
     def api_address(self) -> str:
@@ -323,21 +285,43 @@ class LocalCluster:
                 raise ClusterError(f"timed out after {timeout}s waiting for {what}")
             time.sleep(0.1)
 
+    # ------------------------------------------------------------------ processes of add-ons (kwok.py)
+    def save_state(self) -> None:
+        self._save_state()
+
+    def start_process(self, key: str, argv: list[str], env: dict | None = None) -> int:
+        """Start one more process of this cluster (log ``<state-dir>/logs/<key>.log``), recorded in
+        ``state.json`` so that :meth:`stop` (``hack/cluster down``, from any process) stops it."""
+        return self._spawn(key, argv, env=env)
+
+    def process_alive(self, key: str) -> bool:
+        info = self.state.get("processes", {}).get(key)
+        return bool(info and _pid_alive(info["pid"], info.get("create_time")))
+
+    def stop_process(self, key: str, timeout: float = 10.0) -> None:
+        """Stop one recorded process (SIGTERM, SIGKILL after ``timeout``) and forget it."""
+        if key in self.state.get("processes", {}):
+            self._terminate([key], timeout)
+            self.processes.pop(key, None)
+            self._save_state()
+
+    def wait_until(self, what: str, fn, timeout: float, watch: tuple[str, ...] = ()) -> None:
+        """Poll ``fn`` until it is true (exceptions count as false); ClusterError after ``timeout``
+        or as soon as one of the ``watch`` processes (started by this object) has exited."""
+        self._wait(what, fn, timeout, watch)
+
     # ------------------------------------------------------------------ lifecycle
     def is_running(self) -> bool:
         p = self.state.get("processes", {}).get("kube-apiserver")
         return bool(p and _pid_alive(p["pid"], p.get("create_time")))
 
-    def preflight(self, mode: str) -> None:
+    def preflight(self) -> None:
         """Fail early, with the fix, when something real nodes need is missing."""
-        need = ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl"]
-        if mode == "kubelet":
-            need += ["kube-scheduler", "kubelet", "kube-proxy"]
+        need = ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "kube-scheduler", "kubelet",
+                "kube-proxy"]
         for n in need:
             if not (self.bin_dir / n).exists():
                 raise ClusterError(f"missing binary {self.bin_dir / n}; run 'hack/cluster build'")
-        if mode != "kubelet":
-            return
         from . import node as _node
         missing = [p for p in (_node.CONTAINERD, _node.CTR, _node.RUNC, f"{_node.CNI_BIN_DIR}/bridge",
                                f"{_node.CNI_BIN_DIR}/host-local", f"{_node.CNI_BIN_DIR}/loopback")
@@ -355,12 +339,9 @@ class LocalCluster:
         if self.is_running():
             raise ClusterError(f"cluster in {self.state_dir} is already running (pid "
                                f"{self.processes['kube-apiserver']['pid']}); run 'down' first")
-        mode = self._mode or default_mode()
-        if mode not in MODES:
-            raise ClusterError(f"mode {mode!r}: expected one of {MODES}")
         if build:
             _build.build()
-        self.preflight(mode)
+        self.preflight()
         prev_slot = (self.state.get("network") or {}).get("slot") or self.state.get("last_slot")
         if self.state.get("network") or self.state.get("processes"):
             self.stop()  # leftovers of a cluster that was not stopped cleanly
@@ -369,32 +350,24 @@ class LocalCluster:
         self.state = {}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler")}
-        self.state = {"mode": mode, "ports": ports, "processes": {}, "nodes": {}, "images": [],
+        self.state = {"ports": ports, "processes": {}, "nodes": {}, "images": [],
                       "cluster_id": self.cluster_id, "bin_dir": str(self.bin_dir), "started_at": time.time()}
         try:
-            if mode == "kubelet":
-                t1 = time.monotonic()
-                reclaim_stale_networks(self.log)
-                plan = network.setup(self.state_dir, prefer=prev_slot, session=self.session)
-                self.state["network"] = plan.as_dict()
-                self.state["api_address"] = plan.host_address
-                self._save_state()
-                self.log(f"node network {plan.netns}: host address {plan.host_address}, pods {network.POD_CIDR}, "
-                         f"services {SERVICE_CIDR} ({time.monotonic() - t1:.2f}s)")
-                generate_pki(self.pki, SERVICE_IP, (plan.host_address,))
-            else:
-                self._save_state()
-                generate_pki(self.pki, SERVICE_IP)
+            t1 = time.monotonic()
+            reclaim_stale_networks(self.log)
+            plan = network.setup(self.state_dir, prefer=prev_slot, session=self.session)
+            self.state["network"] = plan.as_dict()
+            self.state["api_address"] = plan.host_address
+            self._save_state()
+            self.log(f"node network {plan.netns}: host address {plan.host_address}, pods {network.POD_CIDR}, "
+                     f"services {SERVICE_CIDR} ({time.monotonic() - t1:.2f}s)")
+            generate_pki(self.pki, SERVICE_IP, (plan.host_address,))
             self._write_kubeconfig(self.kubeconfig, "admin", "schedgen-admin")
             self._write_kubeconfig(self.state_dir / "controller-manager.kubeconfig", "controller-manager",
                                    "system:kube-controller-manager")
-            if mode == "kubelet":
-                self._write_kubeconfig(self.state_dir / "scheduler.kubeconfig", "scheduler", "system:kube-scheduler")
-                self._write_kubeconfig(self.state_dir / "kube-proxy.kubeconfig", "kube-proxy", "system:kube-proxy")
-            else:
-                self._write_kubeconfig(self.state_dir / "node-agent.kubeconfig", "node-agent",
-                                       "schedgen:node-agent")
-            self.log(f"state dir {self.state_dir}; mode {mode}; ports {ports}")
+            self._write_kubeconfig(self.state_dir / "scheduler.kubeconfig", "scheduler", "system:kube-scheduler")
+            self._write_kubeconfig(self.state_dir / "kube-proxy.kubeconfig", "kube-proxy", "system:kube-proxy")
+            self.log(f"state dir {self.state_dir}; ports {ports}")
             self._start_etcd(ports)
             t1 = time.monotonic()
             self._wait("etcd", lambda: self._tcp_ok(ports["etcd"]), 30, ("etcd",))
@@ -404,15 +377,12 @@ class LocalCluster:
             self._wait("kube-apiserver /readyz", lambda: self._get("/readyz")[0] == 200, timeout,
                        ("etcd", "kube-apiserver"))
             self.log(f"kube-apiserver ready after {time.monotonic() - t1:.1f}s")
-            if mode == "kubelet":
-                self._bind_apiserver_kubelet_client()
+            self._bind_apiserver_kubelet_client()
             # controller-manager exits if the apiserver is not reachable at startup
             self._start_controller_manager(ports)
-            if mode == "kubelet":
-                self._start_scheduler(ports)
+            self._start_scheduler(ports)
             t1 = time.monotonic()
-            watch = ("etcd", "kube-apiserver", "kube-controller-manager") + (
-                ("kube-scheduler",) if mode == "kubelet" else ())
+            watch = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
             self._wait("default serviceaccount", lambda: self._get(
                 "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, timeout, watch)
             self.log(f"default serviceaccount after {time.monotonic() - t1:.1f}s")
@@ -449,19 +419,14 @@ class LocalCluster:
 
     def _start_apiserver(self, ports: dict) -> None:
         p = self.pki
-        if self.mode == "kubelet":
-            addr = self.api_address
-            # pods reach it through the kubernetes Service (kube-proxy -> the host address); the
-            # apiserver reaches kubelets with a client cert of its own and checks their serving certs
-            net = [f"--bind-address={addr}", f"--advertise-address={addr}",
-                   f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-                   f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-                   f"--kubelet-certificate-authority={p / 'ca.crt'}",
-                   "--kubelet-preferred-address-types=InternalIP"]
-        else:
-            net = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-                   # 127.0.0.1 may not be stored in the kubernetes Endpoints; nothing in-cluster needs it
-                   "--endpoint-reconciler-type=none"]
+        addr = self.api_address
+        # pods reach it through the kubernetes Service (kube-proxy -> the host address); the
+        # apiserver reaches kubelets with a client cert of its own and checks their serving certs
+        net = [f"--bind-address={addr}", f"--advertise-address={addr}",
+               f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+               f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+               f"--kubelet-certificate-authority={p / 'ca.crt'}",
+               "--kubelet-preferred-address-types=InternalIP"]
         self._spawn("kube-apiserver", [
             self.bin("kube-apiserver"),
             f"--etcd-servers=https://127.0.0.1:{ports['etcd']}",
@@ -493,7 +458,7 @@ class LocalCluster:
             "--bind-address=127.0.0.1", f"--secure-port={ports['controller_manager']}",
             f"--tls-cert-file={p / 'controller-manager-serving.crt'}",
             f"--tls-private-key-file={p / 'controller-manager-serving.key'}",
-            f"--controllers={','.join(KUBELET_CONTROLLERS if self.mode == 'kubelet' else CONTROLLERS)}",
+            f"--controllers={','.join(CONTROLLERS)}",
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={p / 'sa.key'}",
             f"--root-ca-file={p / 'ca.crt'}",
@@ -583,8 +548,6 @@ class LocalCluster:
         archive = Path(archive).resolve()
         if not archive.is_file():
             raise ClusterError(f"no image archive {archive}")
-        if self.mode != "kubelet":
-            raise ClusterError("import_image needs real nodes (mode kubelet); agent nodes run host processes")
         images = self.state.setdefault("images", [])
         if str(archive) not in images:
             images.append(str(archive))
@@ -609,16 +572,10 @@ class LocalCluster:
 
     def add_node(self, name: str, cpu: str = "2", memory: str = "4Gi", pods: int = 110,
                  labels: dict | None = None, wait: float = 90.0) -> int:
-        """Start one more node (a real containerd + kubelet, or a process agent in agent mode);
-        returns the kubelet's (agent's) pid. Adding one is how autoscaling is simulated."""
+        """Start one more real node (its own containerd + kubelet); returns the kubelet's pid.
+        Adding one is how autoscaling is simulated (many simulated nodes: kwok.Kwok)."""
         if not self.is_running():
             raise ClusterError("cluster is not running")
-        if self.mode == "agent":
-            return self._add_agent_node(name, cpu=cpu, memory=memory, pods=pods, labels=labels, wait=wait)
-        return self._add_kubelet_node(name, cpu=cpu, memory=memory, pods=pods, labels=labels, wait=wait)
-
-    def _add_kubelet_node(self, name: str, cpu: str, memory: str, pods: int, labels: dict | None,
-                          wait: float) -> int:
         from .node import RealNode
         for key in (f"kubelet-{name}", f"containerd-{name}"):
             info = self.processes.get(key)
@@ -668,67 +625,6 @@ class LocalCluster:
         p = self.processes.get(f"kubelet-{name}")
         return p["pid"] if p else None
 
-    def image_map_file(self) -> Path:
-        """Write ``self.image_map`` to the file all node agents read (they reload it on change)."""
-        f = self.state_dir / "image-map.yaml"
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(self.image_map, sort_keys=True))
-        tmp.replace(f)
-        return f
-
-    def set_image(self, image: str, command: list[str], args: list[str] | None = None,
-                  env: dict | None = None, path_prepend: list[str] | None = None) -> None:
-        """Map ``image`` (with or without tag, or a glob) to a local command, for running agents too."""
-        if self.state.get("mode") == "kubelet" or (not self.state and self.mode == "kubelet"):
-            raise ClusterError("set_image is for agent nodes (SCHEDGEN_NODE_MODE=agent); real nodes run "
-                               "images imported with import_image()")
-        entry: dict = {"command": list(command)}
-        if args:
-            entry["args"] = list(args)
-        if env:
-            entry["env"] = {str(k): str(v) for k, v in env.items()}
-        if path_prepend:
-            entry["path_prepend"] = list(path_prepend)
-        self.image_map[image] = entry
-        if self.state_dir.exists():
-            self.image_map_file()
-
-    def _add_agent_node(self, name: str, cpu: str = "2", memory: str = "4Gi", pods: int = 110,
-                        labels: dict | None = None, wait: float = 30.0) -> int:
-        """Register a Node backed by a new node-agent process; returns the agent's pid."""
-        key = f"node-agent-{name}"
-        if key in self.processes and _pid_alive(self.processes[key]["pid"], self.processes[key].get("create_time")):
-            raise ClusterError(f"node {name} already has a running agent")
-        argv = [sys.executable, "-m", "localkube.agent",
-                f"--kubeconfig={self.state_dir / 'node-agent.kubeconfig'}",
-                f"--node={name}", f"--cpu={cpu}", f"--memory={memory}", f"--pods={pods}",
-                f"--image-map={self.image_map_file()}",
-                f"--work-dir={self.state_dir / 'nodes' / name}",
-                f"--cgroup-parent=schedgen/{self.cluster_id}/{name}",
-                f"--apiserver-port={self.state['ports']['apiserver']}"]
-        for k, v in (labels or {}).items():
-            argv.append(f"--label={k}={v}")
-        env = os.environ.copy()
-        env["PYTHONPATH"] = os.pathsep.join([str(HACK_DIR)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
-        env["PYTHONUNBUFFERED"] = "1"
-        pid = self._spawn(key, argv, env=env)
-        self.state.setdefault("nodes", {})[name] = {"kind": "agent", "cpu": cpu, "memory": memory, "pods": pods}
-        self._save_state()
-        if wait:
-            def node_ready() -> bool:
-                code, body = self._get(f"/api/v1/nodes/{name}")
-                if code != 200:
-                    return False
-                conds = json.loads(body).get("status", {}).get("conditions") or []
-                return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-            self._wait(f"node {name} Ready", node_ready, wait, (key,))
-        self.log(f"node {name} registered (agent pid {pid}, cpu={cpu}, memory={memory}, pods={pods})")
-        return pid
-
-    def agent_pid(self, name: str) -> int | None:
-        p = self.processes.get(f"node-agent-{name}")
-        return p["pid"] if p else None
-
     # ------------------------------------------------------------------ clients
     def api_client(self):
         from kubernetes import client, config
@@ -744,7 +640,7 @@ class LocalCluster:
     # ------------------------------------------------------------------ stop
     @staticmethod
     def _stop_rank(key: str) -> int:
-        if key.startswith(("node-agent-", "kubelet-")):
+        if key.startswith("kubelet-") or key == "kwok":
             return 0
         return {"kube-proxy": 1, "kube-scheduler": 3, "kube-controller-manager": 4, "kube-apiserver": 5,
                 "etcd": 6}.get(key, 2 if key.startswith("containerd-") else 6)
@@ -785,7 +681,7 @@ class LocalCluster:
                     pass
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop everything this cluster started, by recorded pid: kubelets/agents, the pods' container
+        """Stop everything this cluster started, by recorded pid: kubelets and kwok, the pods' container
         processes, kube-proxy, containerds, scheduler, controller-manager, apiserver, etcd; then
         kill what is left in its cgroups (shims), unmount what its nodes mounted, remove its
         cgroups and its network namespace (with the bridge, veth pair and iptables rules)."""
@@ -844,8 +740,9 @@ class LocalCluster:
         out = {"state_dir": str(self.state_dir), "kubeconfig": str(self.kubeconfig), "processes": {}}
         for key, info in self.state.get("processes", {}).items():
             out["processes"][key] = {"pid": info["pid"], "alive": _pid_alive(info["pid"], info.get("create_time"))}
-        out["mode"] = self.state.get("mode", "agent")
         out["nodes"] = self.state.get("nodes", {})
+        if self.state.get("kwok"):
+            out["kwok"] = self.state["kwok"]
         if self.state.get("network"):
             out["network"] = self.state["network"]
             out["host_address"] = self.host_address

@@ -6,26 +6,30 @@ Register from the top-level conftest with ``pytest_plugins = ["localkube.pytest_
 Fixtures
 --------
 ``local_cluster`` (session)
-    A started :class:`localkube.cluster.LocalCluster` with one node ``node-1`` (cpu 2, memory
-    4Gi, 110 pods). Its kind of node comes from ``SCHEDGEN_NODE_MODE``:
+    A started :class:`localkube.cluster.LocalCluster` with one real node ``node-1`` (cpu 2,
+    memory 4Gi, 110 pods): containerd + kubelet v1.37.2, kube-scheduler, kube-proxy, in the
+    cluster's own network namespace. The session imports the pause image, the busybox test
+    image (``localkube.images.BUSYBOX_REF``) and every archive named by
+    ``SCHEDGEN_CLUSTER_IMAGES`` (paths or directories of ``*.tar``, separated by ``:``) into
+    every node, also into nodes added later. Pods reach services on this machine at
+    ``local_cluster.host_address``.
 
-    * ``kubelet`` (default): real nodes -- containerd + kubelet v1.37.2, kube-scheduler,
-      kube-proxy, in the cluster's own network namespace. The session imports the pause image,
-      the busybox test image (``localkube.images.BUSYBOX_REF``) and every archive named by
-      ``SCHEDGEN_CLUSTER_IMAGES`` (paths or directories of ``*.tar``, separated by ``:``) into
-      every node, also into nodes added later. Pods reach services on this machine at
-      ``local_cluster.host_address``.
-    * ``agent``: the process agent runs pods as host processes from an image map
-      (``set_image``, ``image_map``, ``SCHEDGEN_CLUSTER_IMAGE_MAP``). Kept until the end-to-end
-      tests run the runner as a container.
-
-    Attributes: ``kubeconfig`` (Path), ``server``, ``mode``, ``host_address``,
+    Attributes: ``kubeconfig`` (Path), ``server``, ``host_address``,
     ``add_node(name, cpu=, memory=, pods=, labels=)``, ``import_image(archive)``,
     ``api_client()``, ``kubectl(*args)``, ``node_ip(name)``, ``node_kubeconfig(name)``,
-    ``bin(name)``, ``state_dir``; agent mode also ``set_image(...)``, ``agent_pid(node)``.
-``kubelet_cluster`` / ``agent_cluster`` (session)
-    The same, with that kind of node whatever ``SCHEDGEN_NODE_MODE`` says (the one matching it
-    *is* ``local_cluster``; asking for the other starts a second cluster in the session).
+    ``bin(name)``, ``state_dir``.
+``kubelet_cluster`` (session)
+    The same object as ``local_cluster`` (the name the cluster tests use).
+``kwok_nodes`` (session)
+    :class:`localkube.kwok.Kwok` running on ``local_cluster`` with three simulated nodes
+    ``kwok-node-1..3`` (cpu 32, memory 256Gi, 110 pods; label and NoSchedule taint
+    ``kwok.x-k8s.io/node=fake``); ``kwok_nodes.nodes`` lists their names. Pods land there only
+    if they select and tolerate them (``localkube.kwok.RUNNER_PLACEMENT_ENV`` for the operator).
+    Stopped with the cluster.
+``runner_executor`` (session)
+    :class:`localkube.executor.Executor` on ``local_cluster``: does the runner's work for the
+    runner pods that run on the simulated nodes (``kwok_nodes``), so they end as the runner
+    would; ``runner_executor.stats()`` has its counts. Stopped at the end of the session.
 ``k8s_api_client`` (session)
     ``kubernetes.client.ApiClient`` for ``local_cluster``, authenticated as cluster admin.
 ``k8s_namespace`` (function)
@@ -56,56 +60,64 @@ def image_archives_from_env() -> list[Path]:
     return out
 
 
-def _session_cluster(request, tmp_path_factory, mode: str):
-    if mode in _CLUSTERS:
-        return _CLUSTERS[mode]
-    from .cluster import LocalCluster, default_image_map
+def _session_cluster(request, tmp_path_factory):
+    if "cluster" in _CLUSTERS:
+        return _CLUSTERS["cluster"]
+    from .cluster import LocalCluster
 
-    image_map = default_image_map()
-    extra = os.environ.get("SCHEDGEN_CLUSTER_IMAGE_MAP")
-    if extra:
-        import yaml
-        with open(extra) as f:
-            image_map.update(yaml.safe_load(f) or {})
-    state_dir = tmp_path_factory.mktemp(f"localkube-{mode}")
+    state_dir = tmp_path_factory.mktemp("localkube")
     # session=True: if this pytest process is killed, the next cluster start on the machine stops
     # this cluster and cleans up after it (unless SCHEDGEN_CLUSTER_KEEP asks to keep it)
-    cluster = LocalCluster(state_dir=state_dir, image_map=image_map, mode=mode,
-                           session=not os.environ.get("SCHEDGEN_CLUSTER_KEEP"))
+    cluster = LocalCluster(state_dir=state_dir, session=not os.environ.get("SCHEDGEN_CLUSTER_KEEP"))
 
     def stop():
-        _CLUSTERS.pop(mode, None)
+        _CLUSTERS.pop("cluster", None)
         if os.environ.get("SCHEDGEN_CLUSTER_KEEP"):
-            print(f"\nlocal cluster ({mode}) left running: state dir {state_dir}, KUBECONFIG={cluster.kubeconfig}")
+            print(f"\nlocal cluster left running: state dir {state_dir}, KUBECONFIG={cluster.kubeconfig}")
             return
         cluster.stop()
 
     # registered before start() so a half-started cluster is cleaned up too
     request.config.add_cleanup(stop)
     cluster.start()
-    if mode == "kubelet":
-        from .images import busybox_archive
-        for archive in [busybox_archive(), *image_archives_from_env()]:
-            cluster.import_image(archive)
+    from .images import busybox_archive
+    for archive in [busybox_archive(), *image_archives_from_env()]:
+        cluster.import_image(archive)
     cluster.add_node("node-1", cpu="2", memory="4Gi", pods=110)
-    _CLUSTERS[mode] = cluster
+    _CLUSTERS["cluster"] = cluster
     return cluster
 
 
 @pytest.fixture(scope="session")
 def local_cluster(request, tmp_path_factory):
-    from .cluster import default_mode
-    return _session_cluster(request, tmp_path_factory, default_mode())
+    return _session_cluster(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def kubelet_cluster(request, tmp_path_factory):
-    return _session_cluster(request, tmp_path_factory, "kubelet")
+def kubelet_cluster(local_cluster):
+    return local_cluster
 
 
 @pytest.fixture(scope="session")
-def agent_cluster(request, tmp_path_factory):
-    return _session_cluster(request, tmp_path_factory, "agent")
+def kwok_nodes(local_cluster):
+    """KWOK with three simulated nodes on the session's cluster (stopped with it)."""
+    from .kwok import Kwok
+
+    kwok = Kwok(local_cluster).start()
+    kwok.nodes = kwok.add_fake_nodes(3)
+    yield kwok
+    kwok.close()  # the kwok process stops with the cluster (SCHEDGEN_CLUSTER_KEEP keeps both)
+
+
+@pytest.fixture(scope="session")
+def runner_executor(local_cluster, kwok_nodes):
+    """The executor for runner pods on the simulated nodes, for the whole session."""
+    from .executor import Executor
+
+    executor = Executor(local_cluster.api_client()).start()
+    yield executor
+    executor.stop()
+    print(f"\nexecutor: {executor.report()}")
 
 
 @pytest.fixture(scope="session")

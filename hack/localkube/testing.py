@@ -78,11 +78,3 @@ def wait_job_finished(api: client.ApiClient, ns: str, name: str, timeout: float 
 def job_pods(api: client.ApiClient, ns: str, name: str) -> list:
     return client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=f"batch.kubernetes.io/job-name={name}").items
 
-
-def container_pid(pod) -> int | None:
-    """Host pid of the first container, from the node agent's containerID ``local://<pid>``."""
-    for cs in (pod.status.container_statuses or []):
-        cid = cs.container_id or ""
-        if cid.startswith("local://"):
-            return int(cid[len("local://"):])
-    return None

@@ -356,7 +356,7 @@ def test_down_stops_everything_and_cleans_up(tmp_path):
     from localkube import hostfs
     from localkube.cluster import REPO_ROOT, LocalCluster
 
-    c = LocalCluster(state_dir=tmp_path / "c", mode="kubelet")
+    c = LocalCluster(state_dir=tmp_path / "c")
     t0 = time.monotonic()
     try:
         c.start()
@@ -390,7 +390,7 @@ def test_the_cluster_of_a_killed_session_is_stopped_by_the_next_start(tmp_path):
     state = tmp_path / "s"
     script = (f"import sys, time; sys.path.insert(0, {str(HACK_DIR)!r})\n"
               "from localkube.cluster import LocalCluster\n"
-              f"c = LocalCluster(state_dir={str(state)!r}, mode='kubelet', session=True).start()\n"
+              f"c = LocalCluster(state_dir={str(state)!r}, session=True).start()\n"
               "c.add_node('n1', cpu='1', memory='1Gi', pods=10)\n"
               "print('ready', flush=True)\n"
               "time.sleep(600)\n")

@@ -146,9 +146,9 @@ def test_huge_message_fits_termination_limit(runner_env, run_runner):
     assert result.termination["message"].endswith("…")
 
 
-def test_termination_message_path_from_node_agent(runner_env, run_runner, tmp_path):
+def test_termination_message_path_from_termination_message_path(runner_env, run_runner, tmp_path):
     del runner_env["SCHEDGEN_TERMINATION_LOG"]
-    runner_env["TERMINATION_MESSAGE_PATH"] = str(tmp_path / "from-agent")
+    runner_env["TERMINATION_MESSAGE_PATH"] = str(tmp_path / "from-env")
     del runner_env["SCHEDGEN_JOB_UID"]
     result = run_runner(runner_env)
     assert result.termination["code"] == "ConfigurationError"

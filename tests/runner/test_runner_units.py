@@ -59,8 +59,8 @@ def test_config_defaults():
 
 
 def test_termination_path_precedence():
-    env = dict(REQUIRED, TERMINATION_MESSAGE_PATH="/agent")
-    assert config.load(env).termination_log == "/agent"
+    env = dict(REQUIRED, TERMINATION_MESSAGE_PATH="/from-env")
+    assert config.load(env).termination_log == "/from-env"
     assert config.load(dict(env, SCHEDGEN_TERMINATION_LOG="/explicit")).termination_log == "/explicit"
 
 
