@@ -140,7 +140,10 @@ def test_the_policy_binds_tenants_to_namespaces(tenant_policy, namespaces, k8s_a
 
 def test_the_switch_and_the_operator_grant():
     docs = render({"tenantBinding": {"enabled": False}})
-    assert not find(docs, "ValidatingAdmissionPolicy") and not find(docs, "ValidatingAdmissionPolicyBinding")
+    assert not [d for d in find(docs, "ValidatingAdmissionPolicy") + find(docs, "ValidatingAdmissionPolicyBinding")
+                if "tenant-binding" in d["metadata"]["name"]]
+    assert {d["metadata"]["name"] for d in find(docs, "ValidatingAdmissionPolicy")} == {
+        "schedgen-parsejob-source", "schedgen-runner-writers"}  # the other policies stay
     docs = render({})
     role = one(docs, "ClusterRole", "schedgen-tenant-binding-operator")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
