@@ -9,9 +9,9 @@ termination message, so the pod, the Job and the operator see what they would se
 runner:
 
 1. read the runner's inputs from the pod (:func:`runner_inputs`, the one place that knows how
-   they are delivered: today the runner container's ``env`` -- ``SCHEDGEN_SOURCE_URL``,
-   ``SCHEDGEN_RESULT_URL``, ``SCHEDGEN_JOB_*`` for a single run, ``SCHEDGEN_BATCH`` with one such
-   set per member for a batch);
+   they are delivered: the runner container's ``env`` and its run file ``SCHEDGEN_RUN_FILE``, the
+   Secret the operator made for the Job: one run's variables -- ``SCHEDGEN_SOURCE_URL``,
+   ``SCHEDGEN_RESULT_URL``, ``SCHEDGEN_JOB_*`` -- per member);
 2. GET each PDF from its presigned URL (S3/MinIO; a missing object or refused URL is
    ``SourceNotFound``, exit 2; anything larger than ``SCHEDGEN_MAX_BYTES`` is ``TooLarge``);
 3. parse it with schedgen's own parser (``schedgen.runner.parsing.parse_pdf``, the runner's
@@ -42,6 +42,7 @@ did; :meth:`Executor.report` is the same in one line.
 
 from __future__ import annotations
 
+import base64
 import collections
 import hashlib
 import json
@@ -52,7 +53,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from schedgen.errors import (
@@ -105,17 +106,21 @@ class RunnerInputs:
     pod: str = ""  # namespace/name, for messages
 
 
-def runner_inputs(pod: Mapping[str, Any]) -> RunnerInputs:
+def runner_inputs(pod: Mapping[str, Any],
+                  read_secret: Callable[[str, str], Mapping[str, Any] | None] = lambda ns, name: None
+                  ) -> RunnerInputs:
     """The runner's inputs (presigned URLs and the rest) from a runner pod, as a dict from the API.
 
-    The only function that knows how they reach the runner -- the ``runner`` container's literal
-    ``env`` values today; when the URLs move to a mounted Secret, this is what changes.
-    Raises ConfigurationError (the runner's exit 3) when the pod has no runner container, an
-    input comes from ``valueFrom`` (not read here) or ``SCHEDGEN_BATCH`` is malformed."""
+    The only function that knows how they reach the runner: the ``runner`` container's literal
+    ``env`` values, and its run file ``SCHEDGEN_RUN_FILE`` -- a JSON list with each run's
+    variables, in the Secret mounted at that file's directory, read with ``read_secret(namespace,
+    name)`` (the Secret as a dict, base64 ``data``). One run is a single run, several a batch.
+    Raises ConfigurationError (the runner's exit 3) when the pod has no runner container, an input
+    comes from ``valueFrom`` (not read here), or the run file is missing or malformed."""
     meta = pod.get("metadata") or {}
     name = f"{meta.get('namespace')}/{meta.get('name')}"
-    containers = (pod.get("spec") or {}).get("containers") or []
-    container = next((c for c in containers if c.get("name") == RUNNER_CONTAINER), None)
+    spec = pod.get("spec") or {}
+    container = next((c for c in spec.get("containers") or [] if c.get("name") == RUNNER_CONTAINER), None)
     if container is None:
         raise ConfigurationError(f"pod {name} has no container {RUNNER_CONTAINER!r}")
     env: dict[str, str] = {}
@@ -123,18 +128,35 @@ def runner_inputs(pod: Mapping[str, Any]) -> RunnerInputs:
         if "valueFrom" in var and str(var.get("name", "")).startswith("SCHEDGEN_"):
             raise ConfigurationError(f"{var['name']} comes from valueFrom, which the executor does not read")
         env[str(var.get("name"))] = str(var.get("value") or "")
-    if "SCHEDGEN_BATCH" not in env:
+    path = env.pop("SCHEDGEN_RUN_FILE", "")
+    if not path:
         return RunnerInputs(batch=False, members=(env,), pod=name)
+    items = _run_file(pod, container, path, read_secret)
+    return RunnerInputs(batch=len(items) > 1, members=tuple({**env, **item} for item in items), pod=name)
+
+
+def _run_file(pod: Mapping[str, Any], container: Mapping[str, Any], path: str,
+              read_secret: Callable[[str, str], Mapping[str, Any] | None]) -> list[dict[str, str]]:
+    """The runs in the Secret mounted where `path` lies (as the kubelet would mount it)."""
+    directory, _, key = path.rpartition("/")
+    mount = next((m for m in container.get("volumeMounts") or [] if m.get("mountPath") == directory), None)
+    volumes = {v.get("name"): v for v in (pod.get("spec") or {}).get("volumes") or []}
+    source = (volumes.get(mount.get("name")) or {}).get("secret") if mount else None
+    if not source:
+        raise ConfigurationError(f"SCHEDGEN_RUN_FILE {path}: no Secret is mounted at {directory}")
+    secret = read_secret((pod.get("metadata") or {}).get("namespace", ""), source.get("secretName", ""))
+    data = ((secret or {}).get("data") or {}).get(key)
+    if data is None:
+        raise ConfigurationError(f"SCHEDGEN_RUN_FILE {path} cannot be read: no Secret {source.get('secretName')}")
     try:
-        items = json.loads(env["SCHEDGEN_BATCH"])
-    except ValueError as exc:
-        raise ConfigurationError(f"SCHEDGEN_BATCH is not JSON: {exc}") from None
+        items = json.loads(base64.b64decode(data))
+    except (ValueError, RecursionError) as exc:
+        raise ConfigurationError(f"SCHEDGEN_RUN_FILE is not JSON: {exc}") from None
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS or not all(
             isinstance(i, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in i.items())
             for i in items):
-        raise ConfigurationError(f"SCHEDGEN_BATCH must be a list of 1 to {MAX_BATCH_ITEMS} objects of strings")
-    shared = {k: v for k, v in env.items() if k != "SCHEDGEN_BATCH"}
-    return RunnerInputs(batch=True, members=tuple({**shared, **item} for item in items), pod=name)
+        raise ConfigurationError(f"SCHEDGEN_RUN_FILE must hold a list of 1 to {MAX_BATCH_ITEMS} objects of strings")
+    return items
 
 
 def member(env: Mapping[str, str]) -> Member:
@@ -441,11 +463,24 @@ class Executor:
             self._exit_codes[exit_code] += 1
             self._latencies.append(time.monotonic() - taken_at)
 
+    def _read_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A Secret as the kubelet reads it for a volume (the executor holds admin rights)."""
+        try:
+            resp = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            return json.loads(resp.data)
+        finally:
+            resp.release_conn()
+
     def execute(self, pod: Mapping[str, Any]) -> tuple[int, RunnerSummary]:
         """The runner's work for one pod: (exit code, termination summary). Public so a test or a
         script can run it for a pod dict without the watch."""
         try:
-            inputs = runner_inputs(pod)
+            inputs = runner_inputs(pod, self._read_secret)
             if not inputs.batch:
                 run = member(inputs.members[0])
                 try:

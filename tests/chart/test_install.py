@@ -453,8 +453,10 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
             rel.values["runner"]["image"]["tag"]
         assert spec.containers[0].resources.limits["memory"] == "768Mi"
         # no credential of any kind in the runner Job the installed operator made
+        run_secret = rel.admin.sanitize_for_serialization(rel.core.read_namespaced_secret(job.metadata.name, ns))
         assert_no_credentials(rel.admin.sanitize_for_serialization(job),
-                              [s3.credentials["AWS_SECRET_ACCESS_KEY"], rel.db.name, *rel.db.users.values()])
+                              [s3.credentials["AWS_SECRET_ACCESS_KEY"], rel.db.name, *rel.db.users.values()],
+                              run_secret=run_secret)
         pods = rel.core.list_namespaced_pod(ns, label_selector=f"job-name={job.metadata.name}").items
         assert pods, "the runner pod"
         for pod in pods:

@@ -196,13 +196,17 @@ def test_rbac_is_least_privilege(name):
     rules = _rules(docs, "ClusterRole", "schedgen") + _rules(docs, "Role", "schedgen")
     for _, r in rules:
         assert "*" not in r["verbs"] and "*" not in r["resources"] and "*" not in r.get("apiGroups", []), r
-        assert "secrets" not in r["resources"], r
+        # Secrets: never read; only the operator makes each runner Job's run file (create, patch)
+        assert "secrets" not in r["resources"] or (set(r["verbs"]) == {"create", "patch"}
+                                                   and r["resources"] == ["secrets"]), r
         assert not {"escalate", "bind", "impersonate"} & set(r["verbs"]), r
     api_rules = _rules(docs, "ClusterRole", "schedgen-api") + _rules(docs, "Role", "schedgen-api")
     assert api_rules and all(r["resources"] == ["parsejobs"] and set(r["verbs"]) == {"create", "get", "list", "watch", "delete"}
                              for _, r in api_rules)
     # the API works in one namespace: a Role there, never a ClusterRole
     assert not find(docs, "ClusterRole", "schedgen-api-schedgen-system")
+    assert not [(d["metadata"]["name"], r) for d in docs if d["kind"] in ("Role", "ClusterRole")
+                for r in d["rules"] if "secrets" in r["resources"] and "operator" not in d["metadata"]["name"]]
     op_cluster = _rules(docs, "ClusterRole", "schedgen-operator")
     if name == "namespaced":
         # only CRD discovery is cluster-wide; everything else is per served namespace

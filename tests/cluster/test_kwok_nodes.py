@@ -136,17 +136,22 @@ def _member_env(s3, cluster, ns: str, name: str, uid: str, source_key: str) -> d
             "SCHEDGEN_SCHEDULE_TYPE": "auto", "SCHEDGEN_PARSE_TIMEOUT_SECONDS": "60"}
 
 
-def runner_job(name: str, env: dict[str, str], parsejob_uid: str | None = None) -> dict:
-    """A Job shaped like the operator's (job_template.build_job): its labels, the runner
-    container and its env, placement on the fake nodes, the pod failure policy."""
+def runner_job(api, ns: str, name: str, runs: list[dict[str, str]], parsejob_uid: str | None = None) -> dict:
+    """A Job shaped like the operator's (operator/job_template.py): its labels, the runner
+    container reading its runs from a Secret of the Job's name (created here), placement on
+    the fake nodes, the pod failure policy."""
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PARSEJOB: name}
     if parsejob_uid:
         labels[LABEL_PARSEJOB_UID] = parsejob_uid
+    client.CoreV1Api(api).create_namespaced_secret(ns, {"metadata": {"name": name},
+                                                        "stringData": {"run.json": json.dumps(runs)}})
     container = {"name": RUNNER_CONTAINER, "image": "localhost/schedgen-runner:never-pulled",
                  "imagePullPolicy": "Never",
-                 "env": [{"name": k, "value": v} for k, v in {**env, "SCHEDGEN_MAX_BYTES": "10485760",
+                 "env": [{"name": k, "value": v} for k, v in {"SCHEDGEN_RUN_FILE": "/run/schedgen/run.json",
+                                                              "SCHEDGEN_MAX_BYTES": "10485760",
                                                               "SCHEDGEN_MAX_PAGES": "100",
                                                               "SCHEDGEN_MAX_MEMORY_MB": "384"}.items()],
+                 "volumeMounts": [{"name": "run", "mountPath": "/run/schedgen", "readOnly": True}],
                  "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
                                "limits": {"cpu": "1", "memory": "512Mi"}},
                  "terminationMessagePath": "/dev/termination-log",
@@ -159,6 +164,7 @@ def runner_job(name: str, env: dict[str, str], parsejob_uid: str | None = None) 
                      "template": {"metadata": {"labels": labels},
                                   "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
                                            "containers": [container], "nodeSelector": {FAKE_KEY: FAKE_VALUE},
+                                           "volumes": [{"name": "run", "secret": {"secretName": name}}],
                                            "tolerations": [FAKE_TOLERATION]}}}}
 
 
@@ -176,7 +182,7 @@ def test_executor_completes_a_runner_job_with_the_parsed_events_and_the_runner_s
     source = s3.put(FIXTURES / "up" / pdf)
     uid = str(uuid.uuid4())
     env = _member_env(s3, local_cluster, kube_ns, "pj-ok", uid, source)
-    _batch(kube_api).create_namespaced_job(kube_ns, runner_job("pj-ok", env, uid))
+    _batch(kube_api).create_namespaced_job(kube_ns, runner_job(kube_api, kube_ns, "pj-ok", [env], uid))
 
     cond = wait_job_finished(kube_api, kube_ns, "pj-ok", 60)
     assert cond["type"] == "Complete", cond
@@ -205,7 +211,7 @@ def test_executor_ends_a_bad_pdf_with_exit_2_and_the_typed_error(
     source = s3.put(b"this is not a PDF at all\n" * 20)
     uid = str(uuid.uuid4())
     env = _member_env(s3, local_cluster, kube_ns, "pj-bad", uid, source)
-    _batch(kube_api).create_namespaced_job(kube_ns, runner_job("pj-bad", env, uid))
+    _batch(kube_api).create_namespaced_job(kube_ns, runner_job(kube_api, kube_ns, "pj-bad", [env], uid))
 
     cond = wait_job_finished(kube_api, kube_ns, "pj-bad", 60)
     assert cond["type"] == "Failed" and cond["reason"] == "PodFailurePolicy", cond
@@ -229,8 +235,7 @@ def test_executor_runs_a_batch_pod_member_by_member(local_cluster, kwok_nodes, r
         uid = str(uuid.uuid4())
         key = s3.put(data) if data is not None else f"uploads/missing-{uuid.uuid4().hex}.pdf"
         members.append((uid, _member_env(s3, local_cluster, kube_ns, name, uid, key)))
-    shared = {"SCHEDGEN_BATCH": json.dumps([env for _, env in members])}
-    job = runner_job("batch-1", shared)
+    job = runner_job(kube_api, kube_ns, "batch-1", [env for _, env in members])
     job["spec"]["backoffLimit"] = 0
     job["spec"].pop("podFailurePolicy")
     _batch(kube_api).create_namespaced_job(kube_ns, job)

@@ -5,6 +5,7 @@ S3 server (no cluster needed: `Executor.execute` takes a pod as the API returns 
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
@@ -38,29 +39,57 @@ def test_single_run_inputs_come_from_the_runner_containers_env():
     assert run.max_bytes == 10 * 1024 * 1024 and run.parse_timeout_seconds == 60.0  # the runner's defaults
 
 
+def with_run_file(env: dict[str, str], runs, secret: str = "job-x") -> tuple[dict, dict]:
+    """A pod as the operator makes it (its runs in a Secret mounted at /run/schedgen), and
+    that Secret as the API returns it (base64 data)."""
+    spec = pod({**env, "SCHEDGEN_RUN_FILE": "/run/schedgen/run.json"})
+    runner = spec["spec"]["containers"][1]
+    runner["volumeMounts"] = [{"name": "run", "mountPath": "/run/schedgen", "readOnly": True}]
+    spec["spec"]["volumes"] = [{"name": "run", "secret": {"secretName": secret}}]
+    text = runs if isinstance(runs, str) else json.dumps(runs)
+    return spec, {"data": {"run.json": base64.b64encode(text.encode()).decode()}}
+
+
+def reader(secret: dict, name: str = "job-x"):
+    return lambda ns, wanted: secret if (ns, wanted) == ("ns", name) else None
+
+
 def test_batch_inputs_are_one_set_per_member_with_the_shared_variables_merged_in():
     items = [{**IDS, **URLS, "SCHEDGEN_JOB_NAME": f"pj-{i}", "SCHEDGEN_PARSE_TIMEOUT_SECONDS": str(10 + i)}
              for i in range(3)]
-    inputs = runner_inputs(pod({"SCHEDGEN_MAX_BYTES": "1000", "SCHEDGEN_BATCH": json.dumps(items)}))
+    spec, secret = with_run_file({"SCHEDGEN_MAX_BYTES": "1000"}, items)
+    inputs = runner_inputs(spec, reader(secret))
     assert inputs.batch and len(inputs.members) == 3
     runs = [member(m) for m in inputs.members]
     assert [r.parse_timeout_seconds for r in runs] == [10.0, 11.0, 12.0]
     assert {r.max_bytes for r in runs} == {1000}
-    assert all("SCHEDGEN_BATCH" not in m for m in inputs.members)
+    assert all("SCHEDGEN_RUN_FILE" not in m for m in inputs.members)
+
+
+def test_a_run_file_of_one_is_a_single_run():
+    spec, secret = with_run_file({}, [{**IDS, **URLS}])
+    inputs = runner_inputs(spec, reader(secret))
+    assert not inputs.batch and member(inputs.members[0]).source_url == URLS["SCHEDGEN_SOURCE_URL"]
 
 
 @pytest.mark.parametrize("spec, message", [
     (pod({**IDS, **URLS}, container="main"), "has no container 'runner'"),
     (pod(IDS, extra_env=[{"name": "SCHEDGEN_SOURCE_URL", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
      "SCHEDGEN_SOURCE_URL comes from valueFrom"),
-    (pod({"SCHEDGEN_BATCH": "[{"}), "SCHEDGEN_BATCH is not JSON"),
-    (pod({"SCHEDGEN_BATCH": "[]"}), "a list of 1 to 50 objects"),
-    (pod({"SCHEDGEN_BATCH": json.dumps([{"SCHEDGEN_JOB_UID": 1}])}), "a list of 1 to 50 objects"),
-    (pod({"SCHEDGEN_BATCH": json.dumps([IDS] * 51)}), "a list of 1 to 50 objects"),
+    (with_run_file({}, "[{"), "SCHEDGEN_RUN_FILE is not JSON"),
+    (with_run_file({}, "[]"), "a list of 1 to 50 objects"),
+    (with_run_file({}, [{"SCHEDGEN_JOB_UID": 1}]), "a list of 1 to 50 objects"),
+    (with_run_file({}, [IDS] * 51), "a list of 1 to 50 objects"),
+    (with_run_file({}, [IDS], secret="another"), "cannot be read: no Secret another"),
+    ((pod({"SCHEDGEN_RUN_FILE": "/run/schedgen/run.json"}), {}), "no Secret is mounted at /run/schedgen"),
 ])
 def test_unreadable_inputs_are_a_configuration_error(spec, message):
+    if isinstance(spec, tuple):
+        spec, secret = spec
+    else:
+        secret = {}
     with pytest.raises(ConfigurationError, match=message) as caught:
-        runner_inputs(spec)
+        runner_inputs(spec, reader(secret))
     assert caught.value.exit_code == 3
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from credentials import assert_no_credentials
+from credentials import assert_no_credentials, assert_run_file_holds_no_credentials
 from parsejobs import parsejob as typed
 from schedgen.errors import ConfigurationError
 from schedgen.operator.config import OperatorConfig
@@ -35,6 +35,12 @@ def parsejob(**spec) -> ParseJob:
 
 def build(pj: ParseJob, cfg: OperatorConfig | None = None, urls=URLS) -> dict:
     return SINGLE.build([pj], cfg or OperatorConfig(), {pj.uid: urls})
+
+
+def run_of(pj: ParseJob, cfg: OperatorConfig | None = None) -> dict:
+    """The variables of the ParseJob's run, as its run file (the Secret) holds them."""
+    (run,) = assert_run_file_holds_no_credentials(SINGLE.secret([pj], cfg or OperatorConfig(), {pj.uid: URLS}))
+    return run
 
 
 def env_of(job: dict) -> dict:
@@ -76,14 +82,23 @@ def test_job_shape():
     assert pod["priorityClassName"] == "schedgen-high"
     assert c["image"] == cfg.runner_image and "command" not in c
     env = env_of(job)
-    assert env["SCHEDGEN_JOB_UID"]["value"] == UID and env["SCHEDGEN_JOB_NAME"]["value"] == "my.upload"
-    assert env["SCHEDGEN_JOB_NAMESPACE"]["value"] == "team-a"
-    assert env["SCHEDGEN_TENANT"]["value"] == "team-a"  # defaults to the namespace
-    assert env["SCHEDGEN_SCHEDULE_TYPE"]["value"] == "lecture"
-    assert env["SCHEDGEN_SOURCE_URL"]["value"] == URLS["source"]
-    assert env["SCHEDGEN_RESULT_URL"]["value"] == URLS["result"]
+    assert env["SCHEDGEN_RUN_FILE"]["value"] == "/run/schedgen/run.json"
     assert env["SCHEDGEN_MAX_BYTES"]["value"] == str(cfg.max_bytes)
-    assert_no_credentials(job)
+    assert "SCHEDGEN_SOURCE_URL" not in env and "SCHEDGEN_RESULT_URL" not in env  # not in the pod spec
+    # the run file: a Secret of the Job's name, read-only at /run/schedgen, readable by the runner's group
+    volume = next(v for v in pod["volumes"] if v["name"] == "run")
+    assert volume["secret"] == {"secretName": job["metadata"]["name"], "defaultMode": 0o440}
+    assert pod["securityContext"]["fsGroup"] == 65532
+    secret = SINGLE.secret([parsejob()], cfg, {UID: URLS})
+    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == job["metadata"]["name"]
+    assert [(o["uid"], o["controller"]) for o in secret["metadata"]["ownerReferences"]] == [(UID, False)]
+    (run,) = assert_run_file_holds_no_credentials(secret)
+    assert run["SCHEDGEN_JOB_UID"] == UID and run["SCHEDGEN_JOB_NAME"] == "my.upload"
+    assert run["SCHEDGEN_JOB_NAMESPACE"] == "team-a"
+    assert run["SCHEDGEN_TENANT"] == "team-a"  # defaults to the namespace
+    assert run["SCHEDGEN_SCHEDULE_TYPE"] == "lecture"
+    assert (run["SCHEDGEN_SOURCE_URL"], run["SCHEDGEN_RESULT_URL"]) == (URLS["source"], URLS["result"])
+    assert_no_credentials(job, run_secret=secret)
     labels = job["metadata"]["labels"]
     assert labels["schedgen.io/parsejob-uid"] == UID and labels["app.kubernetes.io/managed-by"] == "schedgen-operator"
     assert labels["schedgen.io/parsejob"] == "my.upload" and labels["schedgen.io/tenant"] == "team-a"
@@ -102,10 +117,9 @@ def test_no_pod_retries_whatever_max_retries_says():
 
 def test_the_parse_timeout_is_capped_at_the_deadline():
     cfg = OperatorConfig(parse_timeout_seconds=60)
-    assert env_of(build(parsejob(deadlineSeconds=120), cfg))["SCHEDGEN_PARSE_TIMEOUT_SECONDS"]["value"] == "60"
-    short = build(parsejob(deadlineSeconds=30), cfg)
-    assert env_of(short)["SCHEDGEN_PARSE_TIMEOUT_SECONDS"]["value"] == "30"
-    assert short["spec"]["activeDeadlineSeconds"] == 30
+    assert run_of(parsejob(deadlineSeconds=120), cfg)["SCHEDGEN_PARSE_TIMEOUT_SECONDS"] == "60"
+    assert run_of(parsejob(deadlineSeconds=30), cfg)["SCHEDGEN_PARSE_TIMEOUT_SECONDS"] == "30"
+    assert build(parsejob(deadlineSeconds=30), cfg)["spec"]["activeDeadlineSeconds"] == 30
 
 
 def test_no_priority_class_unless_configured_and_runner_command_override():
@@ -113,7 +127,7 @@ def test_no_priority_class_unless_configured_and_runner_command_override():
     pod = job["spec"]["template"]["spec"]
     assert "priorityClassName" not in pod
     assert pod["containers"][0]["command"] == ["stub", "--ok"]
-    assert env_of(job)["SCHEDGEN_TENANT"]["value"] == "t1"
+    assert run_of(parsejob(priority="low", tenant="t1"))["SCHEDGEN_TENANT"] == "t1"
     assert job["metadata"]["labels"]["schedgen.io/tenant"] == "t1"
 
 
@@ -122,17 +136,18 @@ def test_label_values_are_valid_whatever_the_tenant():
     value = job["metadata"]["labels"]["schedgen.io/tenant"]
     assert len(value) <= 63 and value[0].isalnum() and value[-1].isalnum()
     assert set(value) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-    assert env_of(job)["SCHEDGEN_TENANT"]["value"].startswith("Team A/ünï")  # the runner gets it as it is
+    assert run_of(parsejob(tenant="Team A/ünï" + "x" * 80))["SCHEDGEN_TENANT"].startswith("Team A/ünï")  # as it is
     assert label_value("-a.b_") == "a.b"
 
 
 def test_the_template_without_a_pod_failure_policy():
     cfg = OperatorConfig()
-    job = runner_job(name="j", namespace="n", labels={"l": "v"}, owners=[], env={"A": "1"},
+    job = runner_job(name="j", namespace="n", labels={"l": "v"}, owners=[],
                      resources=effective_resources(None, cfg), deadline_seconds=50, priority="normal", cfg=cfg)
     assert "podFailurePolicy" not in job["spec"] and job["spec"]["backoffLimit"] == 0
     env = [e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]]
-    assert env[0] == "A" and {"SCHEDGEN_MAX_BYTES", "SCHEDGEN_MAX_PAGES", "SCHEDGEN_MAX_MEMORY_MB"} <= set(env)
+    assert env[0] == "SCHEDGEN_RUN_FILE"
+    assert {"SCHEDGEN_MAX_BYTES", "SCHEDGEN_MAX_PAGES", "SCHEDGEN_MAX_MEMORY_MB"} <= set(env)
 
 
 @pytest.mark.parametrize("text,value", [("250m", Decimal("0.25")), ("2", Decimal(2)), ("1Gi", Decimal(2**30)),

@@ -11,7 +11,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from credentials import assert_no_credentials
+from credentials import assert_no_credentials, assert_run_file_holds_no_credentials
 from parsejobs import parsejob
 from schedgen.operator.config import OperatorConfig
 from schedgen.operator.job_template import effective_resources
@@ -104,12 +104,16 @@ def test_the_batch_job_runs_every_member_with_its_own_urls_and_no_credential():
     assert pod["containers"][0]["resources"] == one["containers"][0]["resources"] == effective_resources(None, cfg)
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert "SCHEDGEN_SOURCE_URL" not in env and "SCHEDGEN_JOB_UID" not in env
-    items = json.loads(env["SCHEDGEN_BATCH"])
+    assert env["SCHEDGEN_RUN_FILE"] == "/run/schedgen/run.json"
+    secret = BATCH.secret(members, cfg, urls)
+    assert secret["metadata"]["name"] == job["metadata"]["name"]
+    assert secret["metadata"]["ownerReferences"] == job["metadata"]["ownerReferences"]
+    items = assert_run_file_holds_no_credentials(secret)
     assert [i["SCHEDGEN_JOB_UID"] for i in items] == [m.uid for m in members]
     assert [i["SCHEDGEN_JOB_NAME"] for i in items] == [m.name for m in members]
     assert [i["SCHEDGEN_SOURCE_URL"] for i in items] == [urls[m.uid]["source"] for m in members]
     assert [i["SCHEDGEN_RESULT_URL"] for i in items] == [urls[m.uid]["result"] for m in members]
-    assert_no_credentials(job)
+    assert_no_credentials(job, run_secret=secret)
     again = BATCH.build(list(reversed(members)), cfg, urls)
     assert again["metadata"]["name"].rsplit("-", 1)[1] == job["metadata"]["name"].rsplit("-", 1)[1]
     later = [m.with_status({"phase": "Queued", "transitionSeq": 4}) for m in members]

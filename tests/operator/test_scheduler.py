@@ -28,6 +28,7 @@ class FakeKube:
         self.run = uuid.uuid4().hex[:8]  # S3 outlives the test: uids unique per test
         self.parsejobs: dict[tuple[str, str], dict] = {}
         self.jobs: dict[tuple[str, str], dict] = {}
+        self.secrets: dict[tuple[str, str], dict] = {}
         self.events: list[tuple[str, str, str]] = []
         self.writes = 0
 
@@ -50,6 +51,10 @@ class FakeKube:
         self.jobs[key] = copy.deepcopy(job)
         uid = self.jobs[key]["metadata"]["uid"] = f"job-uid-{key[1]}-{uuid.uuid4().hex[:6]}"  # the API server's
         return uid
+
+    async def put_secret(self, secret: dict) -> None:
+        self.writes += 1
+        self.secrets[(secret["metadata"]["namespace"], secret["metadata"]["name"])] = copy.deepcopy(secret)
 
     async def namespace_labels(self, namespace: str) -> dict:
         return {}  # unbound namespaces (tenant binding: tests/operator/test_tenant_binding.py, real API)

@@ -1,12 +1,14 @@
-"""Batch mode as a process (`schedgen-runner` with SCHEDGEN_BATCH): several members, one
-after another, each with its own result object; a bad member fails only itself."""
+"""Batch mode as a process (`schedgen-runner` with a run file of several members, as the
+operator's Secret mounts it): one after another, each with its own result object; a bad
+member fails only itself."""
 
 from __future__ import annotations
 
 import json
 import signal
-import sys
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,10 +30,18 @@ def member(s3, source_key: str, **extra: str) -> dict[str, str]:
             "SCHEDGEN_RESULT_URL": put_url(s3, result_key(uid)), **extra}
 
 
+def run_file(directory, runs) -> str:
+    """The run file as the operator's Secret mounts it (SCHEDGEN_RUN_FILE)."""
+    path = directory / f"run-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(runs if isinstance(runs, str) else json.dumps(runs))
+    return str(path)
+
+
 def batch_env(runner_env: dict, members: list[dict]) -> dict:
     env = {k: v for k, v in runner_env.items() if not k.startswith(("SCHEDGEN_JOB_", "SCHEDGEN_SOURCE",
                                                                       "SCHEDGEN_RESULT", "SCHEDGEN_TENANT"))}
-    return {**env, "SCHEDGEN_BATCH": json.dumps(members)}
+    directory = Path(env.get("SCHEDGEN_TERMINATION_LOG", tempfile.mkdtemp())).parent
+    return {**env, "SCHEDGEN_RUN_FILE": run_file(directory, members)}
 
 
 def test_a_hostile_member_in_the_middle_fails_only_itself(runner_env, run_runner, s3, tmp_path):
@@ -96,7 +106,19 @@ def test_sigterm_writes_interrupted_for_the_current_member_and_nothing_for_the_r
     assert term["ok"] is False and term["code"] == "Interrupted"
 
 
-def test_a_malformed_batch_is_a_configuration_error(runner_env, run_runner):
-    for bad in ("not json", "[]", json.dumps([{"SCHEDGEN_JOB_UID": 5}]), json.dumps([{}] * 51)):
-        result = run_runner({**runner_env, "SCHEDGEN_BATCH": bad})
-        assert result.returncode == 3 and result.termination["code"] == "ConfigurationError", (bad, result.stderr)
+def test_a_malformed_run_file_is_a_configuration_error(runner_env, run_runner, tmp_path):
+    for bad in ("not json", "[]", json.dumps([{"SCHEDGEN_JOB_UID": 5}]), json.dumps([{}] * 51), "[" * 100_000,
+                " " * (1024 * 1024 + 1)):
+        result = run_runner({**runner_env, "SCHEDGEN_RUN_FILE": run_file(tmp_path, bad)})
+        assert result.returncode == 3 and result.termination["code"] == "ConfigurationError", (bad[:20], result.stderr)
+    result = run_runner({**runner_env, "SCHEDGEN_RUN_FILE": str(tmp_path / "missing.json")})
+    assert result.returncode == 3 and "cannot be read" in result.termination["message"]
+
+
+def test_a_run_file_of_one_is_a_single_run(runner_env, run_runner, s3, tmp_path):
+    """The operator's single Job: its one run in the file, nothing of it in the env."""
+    one = member(s3, s3.put(UP / "UP_EXAM_SS.pdf"))
+    env = batch_env(runner_env, [one])
+    result = run_runner(env)
+    assert result.returncode == 0 and result.termination["ok"] is True, result.stderr
+    assert result.termination["kind"] == "exam" and result.termination["events"] == 5

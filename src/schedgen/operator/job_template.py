@@ -12,6 +12,7 @@ between a single run and a batch is in runner_jobs.py.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping, Sequence
@@ -139,17 +140,35 @@ def member_env(pj: ParseJob, cfg: OperatorConfig, urls: Mapping[str, str]) -> di
     }
 
 
+RUN_DIR = "/run/schedgen"
+RUN_FILE = "run.json"
+
+
+def run_secret(*, name: str, namespace: str, labels: Mapping[str, str], owners: Sequence[Mapping[str, Any]],
+               runs: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """The Secret holding a runner Job's runs (member_env of each: the presigned URLs
+    among them), mounted as the runner's SCHEDGEN_RUN_FILE: whoever may read Jobs and
+    pods (`view`) does not see the URLs; only who may read Secrets in the namespace. Owned
+    by the ParseJobs it serves (the garbage collector deletes it with the last of them)."""
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
+                     "ownerReferences": [dict(o) for o in owners]},
+        "stringData": {RUN_FILE: json.dumps(list(runs), separators=(",", ":"))},
+    }
+
+
 def runner_job(*, name: str, namespace: str, labels: Mapping[str, str], owners: Sequence[Mapping[str, Any]],
-               env: Mapping[str, str], resources: Mapping[str, Mapping[str, str]], deadline_seconds: int,
-               priority: str, cfg: OperatorConfig,
-               pod_failure_policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The Job: one runner container with `env` (plus the shared limits) and `resources`."""
+               resources: Mapping[str, Mapping[str, str]], deadline_seconds: int, priority: str,
+               cfg: OperatorConfig, pod_failure_policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Job: one runner container reading its runs from the Secret of the same name
+    (run_secret), with `resources`."""
     spec: dict[str, Any] = {
         "backoffLimit": 0,  # a retry is a new run, decided by the operator (outcome.conclude)
         "activeDeadlineSeconds": deadline_seconds,
         "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
         "template": {"metadata": {"labels": dict(labels)},
-                     "spec": _pod_spec(_container(env, resources, cfg), priority, cfg)},
+                     "spec": _pod_spec(_container(resources, cfg), name, priority, cfg)},
     }
     if pod_failure_policy:
         spec["podFailurePolicy"] = copy.deepcopy(dict(pod_failure_policy))
@@ -162,14 +181,15 @@ def runner_job(*, name: str, namespace: str, labels: Mapping[str, str], owners: 
     }
 
 
-def _container(env: Mapping[str, str], resources: Mapping[str, Mapping[str, str]],
-               cfg: OperatorConfig) -> dict[str, Any]:
-    """Restricted: no privilege, read-only root, all capabilities dropped, only /tmp."""
+def _container(resources: Mapping[str, Mapping[str, str]], cfg: OperatorConfig) -> dict[str, Any]:
+    """Restricted: no privilege, read-only root, all capabilities dropped, only /tmp
+    writable; its runs read from the mounted Secret."""
     container: dict[str, Any] = {
         "name": RUNNER_CONTAINER,
         "image": cfg.runner_image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "env": [{"name": k, "value": v} for k, v in env.items()] + [
+        "env": [
+            {"name": "SCHEDGEN_RUN_FILE", "value": f"{RUN_DIR}/{RUN_FILE}"},
             {"name": "SCHEDGEN_MAX_BYTES", "value": str(cfg.max_bytes)},
             {"name": "SCHEDGEN_MAX_PAGES", "value": str(cfg.max_pages)},
             {"name": "SCHEDGEN_MAX_MEMORY_MB", "value": str(runner_memory_mb(resources, cfg))},
@@ -185,14 +205,15 @@ def _container(env: Mapping[str, str], resources: Mapping[str, Mapping[str, str]
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "run", "mountPath": RUN_DIR, "readOnly": True}],
     }
     if cfg.runner_command:
         container["command"] = list(cfg.runner_command)
     return container
 
 
-def _pod_spec(container: dict[str, Any], priority: str, cfg: OperatorConfig) -> dict[str, Any]:
+def _pod_spec(container: dict[str, Any], secret: str, priority: str, cfg: OperatorConfig) -> dict[str, Any]:
     """No service-account token, no service links; placement as configured."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -206,7 +227,8 @@ def _pod_spec(container: dict[str, Any], priority: str, cfg: OperatorConfig) -> 
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                    {"name": "run", "secret": {"secretName": secret, "defaultMode": 0o440}}],
     }
     if cfg.node_selector:
         pod_spec["nodeSelector"] = dict(cfg.node_selector)

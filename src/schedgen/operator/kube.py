@@ -79,6 +79,16 @@ class Kube:
             return None
         return created.metadata.uid
 
+    async def put_secret(self, secret: Mapping[str, Any]) -> None:
+        """Create a runner Job's Secret; one of that name left by an earlier try (the
+        operator stopped before creating the Job) gets the new data."""
+        namespace, name = secret["metadata"]["namespace"], secret["metadata"]["name"]
+        try:
+            await self._call("POST", self.core.create_namespaced_secret, namespace, secret)
+        except Conflict:
+            await self._call("PATCH", self.core.patch_namespaced_secret, name, namespace,
+                             {"stringData": secret["stringData"]})
+
     async def job_uid(self, namespace: str, name: str) -> str | None:
         """The uid of the Job `name`, None if there is none."""
         try:

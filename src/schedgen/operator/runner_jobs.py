@@ -49,6 +49,8 @@ class RunnerJobKind(Protocol):
 
     def build(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict: ...
 
+    def secret(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict: ...
+
     def made_for(self, pj: ParseJob, job: RunnerJob) -> bool: ...
 
     def run_end(self, pj: ParseJob, job: RunnerJob, pods: Sequence[RunnerPod], listed: Collection[str]
@@ -81,14 +83,22 @@ class SingleJob:
         (pj,) = members
         return f"{tpl.safe_name(pj.name, 40) or 'pj'}-{_seq_suffix(pj)}"
 
+    def _labels(self, pj: ParseJob) -> dict[str, str]:
+        return {**tpl.labels_of(pj), LABEL_PARSEJOB: tpl.label_value(pj.name), LABEL_PARSEJOB_UID: pj.uid}
+
     def build(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict:
         (pj,) = members
-        labels = {**tpl.labels_of(pj), LABEL_PARSEJOB: tpl.label_value(pj.name), LABEL_PARSEJOB_UID: pj.uid}
         return tpl.runner_job(
-            name=self.name(members), namespace=pj.namespace, labels=labels,
-            owners=[tpl.owner_reference(pj, controller=True)], env=tpl.member_env(pj, cfg, urls[pj.uid]),
+            name=self.name(members), namespace=pj.namespace, labels=self._labels(pj),
+            owners=[tpl.owner_reference(pj, controller=True)],
             resources=tpl.effective_resources(pj.resources, cfg), deadline_seconds=pj.deadline_seconds,
             priority=pj.priority, cfg=cfg, pod_failure_policy=tpl.SINGLE_RUN_POD_FAILURE_POLICY)
+
+    def secret(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict:
+        (pj,) = members
+        return tpl.run_secret(name=self.name(members), namespace=pj.namespace, labels=self._labels(pj),
+                              owners=[tpl.owner_reference(pj, controller=False)],
+                              runs=[tpl.member_env(pj, cfg, urls[pj.uid])])
 
     def made_for(self, pj: ParseJob, job: RunnerJob) -> bool:
         """`job` has the name this ParseJob's next run would get (its transitionSeq now)."""
@@ -146,17 +156,22 @@ class BatchJob:
 
     def build(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict:
         first = members[0]
-        items = [tpl.member_env(pj, cfg, urls[pj.uid]) for pj in members]
         job = tpl.runner_job(
             name=self.name(members), namespace=first.namespace,
             labels={**tpl.labels_of(first), LABEL_BATCH: BATCH_LABEL_VALUE},
             owners=[tpl.owner_reference(pj, controller=False) for pj in members],
-            env={"SCHEDGEN_BATCH": json.dumps(items, separators=(",", ":"))},
             resources=tpl.effective_resources(None, cfg),
             deadline_seconds=sum(pj.deadline_seconds for pj in members), priority=first.priority, cfg=cfg)
         seqs = {pj.uid: pj.status.seq for pj in members}
         job["metadata"]["annotations"] = {ANN_MEMBERS: json.dumps(seqs, separators=(",", ":"))}
         return job
+
+    def secret(self, members: Sequence[ParseJob], cfg: OperatorConfig, urls: Mapping[str, Urls]) -> dict:
+        first = members[0]
+        return tpl.run_secret(name=self.name(members), namespace=first.namespace,
+                              labels={**tpl.labels_of(first), LABEL_BATCH: BATCH_LABEL_VALUE},
+                              owners=[tpl.owner_reference(pj, controller=False) for pj in members],
+                              runs=[tpl.member_env(pj, cfg, urls[pj.uid]) for pj in members])
 
     def made_for(self, pj: ParseJob, job: RunnerJob) -> bool:
         """`job` was made for this ParseJob at its transitionSeq now."""

@@ -215,8 +215,10 @@ class Scheduler:
         if not group:
             return []
         kind = SINGLE if len(group) == 1 else BATCH
-        job = kind.build(group, self.cfg, {pj.uid: self.results.urls(pj) for pj in group})
+        urls = {pj.uid: self.results.urls(pj) for pj in group}
+        job = kind.build(group, self.cfg, urls)
         name = job["metadata"]["name"]
+        await self.kube.put_secret(kind.secret(group, self.cfg, urls))  # its runs, before its pods start
         uid = await self.kube.create_job(job)
         if uid is None:  # the name is taken (orphans are deleted first: someone else's)
             await self.writer.bounded(self.writer.finished(pj, Outcome(

@@ -1,5 +1,6 @@
 """The status writer: every write of a ParseJob's status, and the Event and metrics that
-go with it.
+go with it (one Event per ParseJob in a normal life: how it ended; a retry or a requeue
+adds one).
 
 Writes are conditional on status.transitionSeq (a JSON-patch `test`, kube.py), so a
 stale view or a second replica can never record a transition twice. Until the watch
@@ -92,7 +93,7 @@ class StatusWriter:
         return self.positions.get(pj.uid, pj.status.queue_position)
 
     async def running(self, pj: ParseJob, job_name: str, job_uid: str, at: str | None, batch_size: int) -> str:
-        written = await self._write(pj, st.running(pj, job_name, at, batch_size, job_uid))
+        await self._write(pj, st.running(pj, job_name, at, batch_size, job_uid))
         self.positions.pop(pj.uid, None)
         if self.freed_slots:
             metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
@@ -100,8 +101,8 @@ class StatusWriter:
         created = epoch_of(pj.created)
         if created is not None:
             metrics.QUEUE_WAIT.observe(max(0.0, self.wall() - created))
-        self.kube.emit(written.ref(), "Normal", "Admitted", f"Job {job_name} created"
-                       + (f" (a batch of {batch_size})" if batch_size > 1 else ""))
+        # No Event: admission is in the status (condition Admitted, history), and an Event is
+        # an API write per ParseJob; the final one tells the story (`kubectl describe`).
         return pj.uid
 
     async def requeued(self, pj: ParseJob, requeue: Requeue) -> str:

@@ -1,9 +1,9 @@
 """Batch mode: one runner pod parses several ParseJobs' PDFs, one after another.
 
-The operator's batch Job (operator/batches.py, job_template.build_batch_job) sets
-`SCHEDGEN_BATCH`: a JSON list with, per ParseJob, the variables of a single run
-(SCHEDGEN_JOB_*, SCHEDGEN_TENANT, its two presigned URLs, schedule type, parse
-timeout); the shared limits stay in the environment. Each PDF is parsed in a child
+The operator's batch Job (operator/runner_jobs.py) mounts its run file
+(`SCHEDGEN_RUN_FILE`, config.members): a JSON list with, per ParseJob, the variables of
+a single run (SCHEDGEN_JOB_*, SCHEDGEN_TENANT, its two presigned URLs, schedule type,
+parse timeout); the shared limits stay in the environment. Each PDF is parsed in a child
 forked after the imports (milliseconds, not an interpreter start) under its own memory
 limit and deadline, so a PDF that crashes, hangs or is OOM-killed fails only its own
 ParseJob. Every outcome is written to that ParseJob's result object as soon as it is
@@ -34,19 +34,6 @@ log = logging.getLogger("schedgen.runner")
 
 MAX_ITEMS = 50
 MARGIN_SECONDS = 2 * storage.TIMEOUT_SECONDS + 5  # download and upload around the parse
-
-
-def items_of(env: Mapping[str, str]) -> list[dict[str, str]]:
-    """The members' variables from SCHEDGEN_BATCH; ConfigurationError if malformed."""
-    try:
-        items = json.loads(env["SCHEDGEN_BATCH"])
-    except ValueError as exc:
-        raise ConfigurationError(f"SCHEDGEN_BATCH is not JSON: {exc}") from None
-    if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS or not all(
-            isinstance(i, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in i.items())
-            for i in items):
-        raise ConfigurationError(f"SCHEDGEN_BATCH must be a list of 1 to {MAX_ITEMS} objects of strings")
-    return items
 
 
 def failure_document(error: SchedgenError | None, killed: str | None = None, message: str = "") -> bytes:
@@ -86,10 +73,9 @@ class _Stop(Exception):
     """SIGTERM in the parent, between or during members."""
 
 
-def run_batch(env: Mapping[str, str]) -> RunnerSummary:
-    """Parse every member in turn; SIGTERM stops after writing the current one's end."""
-    items = items_of(env)
-    shared = {k: v for k, v in env.items() if k != "SCHEDGEN_BATCH"}
+def run_batch(shared: Mapping[str, str], items: list[dict[str, str]]) -> RunnerSummary:
+    """Parse every member (`items`, each its run's variables over the `shared`
+    environment) in turn; SIGTERM stops after writing the current one's end."""
     ctx = multiprocessing.get_context("fork")
     current: dict[str, Any] = {}
 

@@ -7,6 +7,7 @@ problem, instead of failing half way through.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
@@ -58,6 +59,39 @@ class RunnerConfig:
     log_format: str = "json"
     """`SCHEDGEN_LOG_FORMAT` (`json`|`text`, default `json`): stderr log format; json is
     one object per line with ts, level, msg, job, code."""
+
+
+RUN_FILE_MAX_BYTES = 1024 * 1024
+MAX_MEMBERS = 50
+
+
+def members(env: Mapping[str, str] | None = None) -> list[dict[str, str]] | None:
+    """The runs of this pod, from `SCHEDGEN_RUN_FILE` (the operator's per-Job Secret,
+    mounted as a file, so reading the Job or pod does not reveal the presigned URLs): a
+    JSON list of 1 to 50 objects of strings, each the per-ParseJob variables of one run
+    (SCHEDGEN_JOB_*, SCHEDGEN_TENANT, the two URLs, type, timeout). None without a run
+    file (a run configured by the environment alone, as `schedgen-runner` by hand).
+    ConfigurationError when the file is missing, too big or malformed."""
+    env = os.environ if env is None else env
+    path = env.get("SCHEDGEN_RUN_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(RUN_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigurationError(f"SCHEDGEN_RUN_FILE {path} cannot be read: {exc.strerror}") from None
+    if len(data) > RUN_FILE_MAX_BYTES:
+        raise ConfigurationError(f"SCHEDGEN_RUN_FILE is over {RUN_FILE_MAX_BYTES} bytes")
+    try:
+        items = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigurationError(f"SCHEDGEN_RUN_FILE is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_MEMBERS or not all(
+            isinstance(i, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in i.items())
+            for i in items):
+        raise ConfigurationError(f"SCHEDGEN_RUN_FILE must hold a list of 1 to {MAX_MEMBERS} objects of strings")
+    return items
 
 
 def termination_log_path(env: Mapping[str, str] | None = None) -> str:

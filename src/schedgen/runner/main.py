@@ -114,9 +114,11 @@ The runner takes no arguments: the operator configures it through the environmen
   SCHEDGEN_TERMINATION_LOG       summary file (default $TERMINATION_MESSAGE_PATH, else
                                  /dev/termination-log)
   SCHEDGEN_LOG_FORMAT            json (default) or text
-  SCHEDGEN_BATCH                 batch mode: a JSON list with the per-ParseJob variables
-                                 above (SCHEDGEN_JOB_*, SCHEDGEN_TENANT, the two URLs, type,
-                                 timeout) for each member, parsed one after another
+  SCHEDGEN_RUN_FILE              the runs of this pod (the operator's Job mounts it from a
+                                 Secret, so the URLs are not in the pod spec): a JSON list
+                                 with the per-ParseJob variables above (SCHEDGEN_JOB_*,
+                                 SCHEDGEN_TENANT, the two URLs, type, timeout) for each; one
+                                 is a single run, several a batch parsed one after another
                                  (runner/batch.py)
 
 Exit codes: 0 success; 1 transient (S3 unreachable, SIGTERM: retried); 2 bad input
@@ -145,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             raise ConfigurationError(f"schedgen-runner takes no arguments (got {' '.join(extra)[:200]}); "
                                      "it is configured through the environment (see --help)")
-        summary = _batch() if os.environ.get("SCHEDGEN_BATCH") else _single()
+        runs = configmod.members()
+        if runs is None or len(runs) == 1:
+            summary = _single({**os.environ, **(runs[0] if runs else {})})
+        else:
+            summary = _batch(runs)
     except (Exception, Terminated) as exc:  # noqa: BLE001 - every outcome must reach the termination file
         lift_memory_limit()
         error = as_error(exc)
@@ -156,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _single() -> RunnerSummary:
-    cfg = configmod.load()
+def _single(env: dict[str, str]) -> RunnerSummary:
+    cfg = configmod.load(env)
     _setup_logging(cfg.log_format, cfg.job_uid)
     _info("starting", namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant)
     limit_memory(cfg.max_memory_mb)
@@ -167,11 +173,11 @@ def _single() -> RunnerSummary:
     return RunnerSummary(ok=True, **result.summary())
 
 
-def _batch() -> RunnerSummary:
+def _batch(runs: list[dict[str, str]]) -> RunnerSummary:
     from schedgen.runner import batch  # only batch mode needs multiprocessing
 
     _setup_logging(_env_log_format(), None)
-    summary = batch.run_batch(os.environ)
+    summary = batch.run_batch(dict(os.environ), runs)
     _info("batch done", members=summary.events)
     return summary
 
