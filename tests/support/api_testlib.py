@@ -40,12 +40,20 @@ class ApiProcess(ChildProcess):
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None):
         self.port = port or free_port()
+        # /metrics has a listener of its own (default 9091): a free port each, so that
+        # several API processes can run at once; SCHEDGEN_API_METRICS_PORT in env wins
+        env = {"SCHEDGEN_API_METRICS_PORT": str(free_port()), **env}
+        self.metrics_port = int(env["SCHEDGEN_API_METRICS_PORT"])
         super().__init__([PYTHON, "-m", "schedgen.api", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                          env, log_path)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self, timeout: float = 30) -> "ApiProcess":
         self.spawn()
