@@ -75,12 +75,12 @@ def test_metrics_and_docs_on_the_public_port(serve_api):
 def test_metrics_are_served_on_their_own_port(postgres, s3, tmp_path, closed_port):
     from api_harness import closed_kubeconfig, free_port
 
-    metrics_port = free_port()
     env = api_env(database_url=postgres.dsn, s3_endpoint_url=s3.endpoint_url, s3_credentials=s3.credentials,
                   bucket=s3.bucket, namespace="api-local",
                   kubeconfig=str(closed_kubeconfig(tmp_path / "closed.kubeconfig", closed_port)),
-                  SCHEDGEN_API_METRICS_PORT=metrics_port, SCHEDGEN_API_WATCH_CACHE="false")
-    api = ApiProcess(env, tmp_path / "api.log").start()
+                  SCHEDGEN_API_WATCH_CACHE="false")
+    metrics_port = free_port()
+    api = ApiProcess(env, tmp_path / "api.log", metrics_port=metrics_port).start()
     try:
         assert httpx.get(api.url + "/healthz").status_code == 200
         assert httpx.get(api.url + "/metrics").status_code == 404
