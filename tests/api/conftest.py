@@ -72,8 +72,9 @@ def api_namespace(local_cluster, k8s_api_client, crds):
 
 
 @pytest.fixture
-def api_config(postgres, s3, local_cluster, api_namespace, monkeypatch):
-    """Factory: an ApiConfig on the session services; keyword overrides."""
+def api_config(postgres, s3, local_cluster, api_namespace, api_role_dsn, monkeypatch):
+    """Factory: an ApiConfig on the session services, logged in to Postgres as a member of
+    role `schedgen_api` (its grants and row-level security apply); keyword overrides."""
     from schedgen.api.config import ApiConfig
 
     for name, value in s3.credentials.items():
@@ -81,7 +82,7 @@ def api_config(postgres, s3, local_cluster, api_namespace, monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
     def make(**overrides) -> ApiConfig:
-        values = dict(database_url=postgres.dsn, s3_endpoint_url=s3.endpoint_url, s3_bucket=s3.bucket,
+        values = dict(database_url=api_role_dsn, s3_endpoint_url=s3.endpoint_url, s3_bucket=s3.bucket,
                       namespace=api_namespace, kubeconfig=str(local_cluster.kubeconfig),
                       uploads_per_minute=1000, reads_per_minute=10000, log_format="text")
         values.update(overrides)
@@ -129,3 +130,62 @@ def make_client(api_config, fresh_limits, admin_key):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+# --- the API without a cluster (api_harness.py) ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def api_role_dsn(postgres):
+    """A login in role `schedgen_api` on the session database: the API's own grants (and
+    row-level security) apply, as in a deployment."""
+    import psycopg
+    from psycopg import conninfo
+
+    user = f"api_login_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE USER "{user}" IN ROLE schedgen_api')
+    yield conninfo.make_conninfo(postgres.dsn, user=user)
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (user,))
+        conn.execute(f'DROP USER "{user}"')
+
+
+@pytest.fixture
+def serve_api(postgres, s3, api_role_dsn, fresh_limits, tmp_path, monkeypatch, closed_port):
+    """Factory: the API over HTTP on a free port without a cluster (ParseJobs in memory),
+    logged in to Postgres as the API's role. `env`: settings as environment variables
+    (read by `ApiConfig.from_env`); keywords override fields. Stopped at teardown."""
+    from api_harness import ApiServer, closed_kubeconfig
+
+    from schedgen.api.config import ApiConfig
+
+    for name, value in s3.credentials.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    kubeconfig = closed_kubeconfig(tmp_path / "closed.kubeconfig", closed_port)
+    servers = []
+
+    def make(env: dict[str, str] | None = None, **overrides) -> ApiServer:
+        values = dict(database_url=api_role_dsn, s3_endpoint_url=s3.endpoint_url, s3_bucket=s3.bucket,
+                      namespace="api-local", kubeconfig=str(kubeconfig), watch_cache=False, log_format="text",
+                      uploads_per_minute=1000, reads_per_minute=10000)
+        values.update(overrides)
+        server = ApiServer(ApiConfig.from_env(env or {}, **values)).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def make_key(pg_conn):
+    """Factory: a new API key of `tenant` (as `schedgen-api add-key` makes them)."""
+    from schedgen.api.backends import postgres as api_db
+
+    def make(tenant: str, **kwargs) -> str:
+        return api_db.add_key_sync(pg_conn, tenant, "tests", **kwargs)
+
+    return make

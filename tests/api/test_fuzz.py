@@ -2,7 +2,8 @@
 response (status, headers, content type, body) conforms to the document.
 
 Runs in-process against the real backends (Postgres, S3, the local control plane), with
-the rate limits raised so the fuzzer is not simply answered 429. The document is built
+the rate limits (and the failed-key budget: unknown feed tokens count in it) raised so
+the fuzzer is not simply answered 429. The document is built
 at import (a bare app, no backends); each test's app runs on schemathesis' own event
 loop, lifespan included (started by the first call, ended at teardown by its pytest
 plugin), so its connection pool and requests share one loop."""
@@ -35,7 +36,8 @@ def api_key(admin_key):
 
 @pytest.fixture
 def live_app(api_config, fresh_limits):
-    return asgi(api_config(uploads_per_minute=100000, reads_per_minute=100000, max_upload_bytes=64 * 1024))
+    return asgi(api_config(uploads_per_minute=100000, reads_per_minute=100000, auth_failures_per_minute=100000,
+                           max_upload_bytes=64 * 1024))
 
 
 @schema.parametrize()
@@ -88,8 +90,8 @@ compat_schema = schemathesis.openapi.from_dict(
 
 @pytest.fixture
 def compat_app(api_config, fresh_limits):
-    return asgi(api_config(uploads_per_minute=100000, reads_per_minute=100000, max_upload_bytes=64 * 1024,
-                           compat_routes=True, compat_upload_wait_seconds=0))
+    return asgi(api_config(uploads_per_minute=100000, reads_per_minute=100000, auth_failures_per_minute=100000,
+                           max_upload_bytes=64 * 1024, compat_routes=True, compat_upload_wait_seconds=0))
 
 
 @compat_schema.parametrize()

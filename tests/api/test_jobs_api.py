@@ -12,6 +12,7 @@ import uuid
 
 import icalendar
 import pytest
+from api_harness import JobRef, write_events
 from test_api import GROUP, PLURAL, VERSION, assert_error, parsejobs, unique_pdf, upload
 
 pytestmark = pytest.mark.cluster
@@ -28,13 +29,12 @@ def custom(k8s_api_client):
 
 def record(pg_conn, ns, tenant, *, name=None, phase="Succeeded", created=None, events=(), kind="lecture"):
     """A job known only from Postgres (retention deleted its ParseJob): its row and events."""
-    from schedgen import db
     from schedgen.models import Event, ParseResult, ScheduleKind
 
     uid = str(uuid.uuid4())
     name = name or f"up-rec-{uid[:8]}"
-    ref = db.JobRef(uid=uid, namespace=ns, name=name, tenant=tenant, source_bucket="b", source_key=f"k/{uid}")
-    db.write_events(pg_conn, ref, ParseResult(ScheduleKind(kind), [Event(**e) for e in events], pages=1))
+    ref = JobRef(uid=uid, namespace=ns, name=name, tenant=tenant, source_bucket="b", source_key=f"k/{uid}")
+    write_events(pg_conn, ref, ParseResult(ScheduleKind(kind), [Event(**e) for e in events], pages=1))
     pg_conn.execute("UPDATE parse_jobs SET phase = %s, completed_at = %s, created_at = %s WHERE uid = %s",
                     (phase, created or dt.datetime.now(dt.timezone.utc), created or dt.datetime.now(dt.timezone.utc),
                      uid))
@@ -43,12 +43,11 @@ def record(pg_conn, ns, tenant, *, name=None, phase="Succeeded", created=None, e
 
 def finish(k8s_api_client, pg_conn, ns, job, *, events=(LECTURE,), kind="lecture"):
     """What the operator does when a job succeeds: events and row, then the status."""
-    from schedgen import db
     from schedgen.models import Event, ParseResult, ScheduleKind
 
-    ref = db.JobRef(uid=job["uid"], namespace=ns, name=job["id"], tenant=job["tenant"], source_bucket="b",
+    ref = JobRef(uid=job["uid"], namespace=ns, name=job["id"], tenant=job["tenant"], source_bucket="b",
                     source_key=f"uploads/sha256/{job['sha256']}.pdf")
-    db.write_events(pg_conn, ref, ParseResult(ScheduleKind(kind), [Event(**e) for e in events], pages=1))
+    write_events(pg_conn, ref, ParseResult(ScheduleKind(kind), [Event(**e) for e in events], pages=1))
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     custom(k8s_api_client).patch_namespaced_custom_object_status(
         GROUP, VERSION, ns, PLURAL, job["id"],
@@ -131,7 +130,6 @@ def s3_has(s3, key) -> bool:
 
 
 def test_delete_erases_the_job_everywhere(tenant_client, make_client, pg_conn, s3, k8s_api_client, api_namespace):
-    from schedgen import db
     from schedgen.models import Event, ParseResult, ScheduleKind
 
     client, tenant = tenant_client()
@@ -159,9 +157,9 @@ def test_delete_erases_the_job_everywhere(tenant_client, make_client, pg_conn, s
     assert_error(client.get(feed["url"].split("testserver")[1]), 404, "FeedNotFound")
     assert job["id"] not in [i["id"] for i in client.get("/api/v1/jobs").json()["items"]]
     # a late write of the operator for the erased job leaves nothing behind
-    ref = db.JobRef(uid=job["uid"], namespace=api_namespace, name=job["id"], tenant=tenant, source_bucket="b",
+    ref = JobRef(uid=job["uid"], namespace=api_namespace, name=job["id"], tenant=tenant, source_bucket="b",
                     source_key=pdf_key)
-    db.write_events(pg_conn, ref, ParseResult(ScheduleKind.LECTURE, [Event(**LECTURE)], pages=1))
+    write_events(pg_conn, ref, ParseResult(ScheduleKind.LECTURE, [Event(**LECTURE)], pages=1))
     assert rows_of(pg_conn, job["uid"], job["id"]) == dict.fromkeys(before, 0)
     assert_error(client.get(f"/api/v1/jobs/{job['id']}"), 404, "JobNotFound")
 

@@ -88,21 +88,28 @@ def test_rate_limit_headers_and_refusal():
 # --- backend errors -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("exc, backend, code", [
-    (DatabaseUnavailable("no Postgres"), "postgres", "DatabaseUnavailable"),
-    (BackendUnavailable("s3", "no S3"), "s3", "StorageUnavailable"),
-    (BackendUnavailable("kubernetes", "no API server"), "kubernetes", "KubernetesUnavailable"),
-    (BackendUnavailable("ldap", "no directory"), "ldap", "Unavailable"),
+@pytest.mark.parametrize("exc, backend, code, text", [
+    (DatabaseUnavailable("no Postgres connection within 5s (api@db.internal:5432/schedgen unreachable)"),
+     "postgres", "DatabaseUnavailable", "the database is unavailable"),
+    (BackendUnavailable("s3", "S3 bucket 'private-uploads' unreachable"), "s3", "StorageUnavailable",
+     "the storage is unavailable"),
+    (BackendUnavailable("kubernetes", "Kubernetes API unreachable: https://10.96.0.1:443"), "kubernetes",
+     "KubernetesUnavailable", "the Kubernetes API is unavailable"),
+    (BackendUnavailable("ldap", "no directory at ldap.internal"), "ldap", "Unavailable", "a backend is unavailable"),
 ])
-def test_backend_errors_map_to_one_503_each(exc, backend, code):
+def test_backend_errors_map_to_one_503_each(exc, backend, code, text, caplog):
+    """One 503 per failure, naming the backend only: the Gate answers with it before any
+    key is checked, so the exception's text (hosts, users, buckets) goes to the log."""
     before = _sample("schedgen_api_backend_errors_total", backend=backend)
-    err = backend_unavailable(exc)
-    assert (err.status, err.code, err.message, err.headers) == (503, code, exc.message, {"Retry-After": "5"})
+    with caplog.at_level("WARNING", logger="schedgen.api"):
+        err = backend_unavailable(exc)
+    assert (err.status, err.code, err.message, err.headers) == (503, code, text, {"Retry-After": "5"})
     assert err.body("/api/v1/queue") == {"type": f"https://schedgen.dev/problems/{code}",
-                                          "title": "Service Unavailable", "status": 503, "detail": exc.message,
+                                          "title": "Service Unavailable", "status": 503, "detail": text,
                                           "code": code, "instance": "/api/v1/queue"}
-    assert err.compat_body() == {"statusCode": 503, "message": exc.message, "error": "Service Unavailable"}
+    assert err.compat_body() == {"statusCode": 503, "message": text, "error": "Service Unavailable"}
     assert _sample("schedgen_api_backend_errors_total", backend=backend) == before + 1
+    assert exc.message in caplog.text
 
 
 # --- job status from the two sources ----------------------------------------------------------

@@ -50,7 +50,7 @@ def test_service_monitors_select_the_metrics_services_and_ports():
         assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
         assert sm["spec"]["namespaceSelector"] == {"matchNames": ["schedgen-system"]}
     api_sm = one(docs, "ServiceMonitor", "schedgen-api")
-    assert api_sm["spec"]["endpoints"][0]["port"] == "http"
+    assert api_sm["spec"]["endpoints"][0]["port"] == "metrics"  # its own listener, not the public port
     no_api = render({"api": {"enabled": False}}, api_versions=MONITORING)
     assert [sm["metadata"]["name"] for sm in find(no_api, "ServiceMonitor")] == ["schedgen-operator"]
 

@@ -52,6 +52,9 @@ BAD_VALUES = [
     ({"postgres": {"password": "hunter2"}}, "password"),  # no credentials in values
     ({"runner": {"s3Secret": "schedgen-runner"}}, "s3Secret"),  # the runner holds no secrets
     ({"networkPolicy": {"postgres": {"ports": [{"port": 5432}]}}}, "postgres"),  # nor reaches Postgres
+    ({"api": {"behindProxy": True}}, "/api/trustedProxies"),  # every client would share the proxy's address
+    ({"api": {"maxUploadBytesInFlight": 1000}}, "/api/maxUploadBytesInFlight"),
+    ({"api": {"metricsPort": 0}}, "/api/metricsPort"),
 ]
 
 
@@ -284,3 +287,65 @@ def test_example_parsejob_matches_the_crd():
     example = yaml.safe_load((CHART / "examples" / "parsejob.yaml").read_text())
     assert example["apiVersion"] == "schedgen.io/v1alpha1" and example["kind"] == "ParseJob"
     assert example["spec"]["source"]["s3"]["key"]
+
+
+def _api_container(docs) -> dict:
+    return one(docs, "Deployment", "schedgen-api")["spec"]["template"]["spec"]["containers"][0]
+
+
+def _api_env(docs) -> dict:
+    return {e["name"]: e.get("value") for e in _api_container(docs)["env"]}
+
+
+def test_behind_a_proxy_trusted_proxies_are_required():
+    """Behind an ingress every client arrives from the proxy's address: without
+    trustedProxies they would all share one address's budget for failed keys."""
+    import helm_python as helm
+
+    for values in ({"api": {"behindProxy": True}}, {"api": {"behindProxy": True, "trustedProxies": []}}):
+        with pytest.raises(helm.HelmValuesError) as err:
+            render(values)
+        assert "/api/trustedProxies" in str(err.value), str(err.value)
+    docs = render({"api": {"behindProxy": True, "trustedProxies": ["10.0.0.0/8", "fd00::/8"]}})
+    assert _api_env(docs)["SCHEDGEN_API_TRUSTED_PROXIES"] == "10.0.0.0/8,fd00::/8"
+    assert _api_env(render({}))["SCHEDGEN_API_TRUSTED_PROXIES"] == ""  # not behind a proxy: none needed
+
+
+def test_api_metrics_have_their_own_port_service_and_policy():
+    docs = render({"serviceMonitor": {"enabled": True}})
+    c = _api_container(docs)
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "metrics": 9091}
+    assert _api_env(docs)["SCHEDGEN_API_METRICS_PORT"] == "9091"
+    public = one(docs, "Service", "schedgen-api")
+    assert [p["name"] for p in public["spec"]["ports"]] == ["http"]  # never the metrics, whatever its type
+    metrics = one(docs, "Service", "schedgen-api-metrics")
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert metrics["spec"]["ports"] == [{"name": "metrics", "port": 9091, "targetPort": "metrics", "protocol": "TCP"}]
+    sm = one(docs, "ServiceMonitor", "schedgen-api")
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    selected = [s["metadata"]["name"] for s in find(docs, "Service")
+                if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    assert selected == ["schedgen-api-metrics"]
+    policy = one(docs, "NetworkPolicy", "schedgen-api")
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]},
+                                         {"ports": [{"port": 9091, "protocol": "TCP"}]}]
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    docs = render({"api": {"metricsPort": 9300}, "networkPolicy": {"metricsFrom": peers}})
+    assert one(docs, "NetworkPolicy", "schedgen-api")["spec"]["ingress"][1] == {
+        "ports": [{"port": 9300, "protocol": "TCP"}], "from": peers}
+    assert _api_env(docs)["SCHEDGEN_API_METRICS_PORT"] == "9300"
+
+
+def test_api_quotas_and_budgets_reach_the_environment():
+    assert {k: v for k, v in _api_env(render({})).items() if k in (
+        "SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE", "SCHEDGEN_API_TENANT_UPLOADS_PER_MINUTE",
+        "SCHEDGEN_API_TENANT_READS_PER_MINUTE", "SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT",
+        "SCHEDGEN_API_FEED_MAX_DAYS")} == {
+        "SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE": "20", "SCHEDGEN_API_TENANT_UPLOADS_PER_MINUTE": "0",
+        "SCHEDGEN_API_TENANT_READS_PER_MINUTE": "0", "SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT": "134217728",
+        "SCHEDGEN_API_FEED_MAX_DAYS": "365"}
+    env = _api_env(render({"api": {"authFailuresPerMinute": 7, "tenantUploadsPerMinute": 9, "tenantReadsPerMinute": 90,
+                                   "maxUploadBytesInFlight": 52428800, "feedMaxDays": 30}}))
+    assert (env["SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE"], env["SCHEDGEN_API_TENANT_UPLOADS_PER_MINUTE"],
+            env["SCHEDGEN_API_TENANT_READS_PER_MINUTE"], env["SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT"],
+            env["SCHEDGEN_API_FEED_MAX_DAYS"]) == ("7", "9", "90", "52428800", "30")

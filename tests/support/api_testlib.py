@@ -38,14 +38,23 @@ def api_env(*, database_url: str, s3_endpoint_url: str, s3_credentials: dict[str
 class ApiProcess(ChildProcess):
     """`python -m schedgen.api serve` in its own session, stopped by its pid."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None):
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None,
+                 metrics_port: int | None = None):
         self.port = port or free_port()
+        # /metrics has a listener of its own (default 9091): a free port of each process's
+        # own (an env copied from another process's must not reuse that one's)
+        self.metrics_port = metrics_port or free_port()
+        env = {**env, "SCHEDGEN_API_METRICS_PORT": str(self.metrics_port)}
         super().__init__([PYTHON, "-m", "schedgen.api", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                          env, log_path)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self, timeout: float = 30) -> "ApiProcess":
         self.spawn()

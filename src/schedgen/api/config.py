@@ -29,8 +29,11 @@ class ApiConfig:
     namespace: str = "default"
     kubeconfig: str = ""  # empty: $KUBECONFIG / ~/.kube/config, else in-cluster
     max_upload_bytes: int = 10 * 1024 * 1024
-    uploads_per_minute: int = 5
-    reads_per_minute: int = 100
+    uploads_per_minute: int = 5  # per API key (anonymous: per client address)
+    reads_per_minute: int = 100  # per API key (anonymous: per client address)
+    tenant_uploads_per_minute: int = 0  # all keys of a tenant together; 0: no tenant quota
+    tenant_reads_per_minute: int = 0
+    auth_failures_per_minute: int = 20  # missing or invalid keys per client address (IPv6: per /64)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     default_tenant: str = "default"
     default_deadline_seconds: int = 300  # spec.deadlineSeconds of uploaded ParseJobs
@@ -50,6 +53,9 @@ class ApiConfig:
     compat_routes: bool = False  # the ScheduleGenerator web app's routes (routers/compat.py)
     compat_upload_wait_seconds: float = 20.0  # POST /api/upload waits this long for the parse
     cors_origins: tuple[str, ...] = ()  # origins allowed to call with credentials (never "*")
+    metrics_port: int = 9091  # /metrics on a listener of its own (0: none); `serve` starts it
+    max_upload_bytes_in_flight: int = 128 * 1024 * 1024  # uploads being received at once, per process
+    feed_max_days: int = 365  # a feed's longest life (expiresInDays); 0: feeds may live forever
 
     ENV = {
         "database_url": "SCHEDGEN_DATABASE_URL",
@@ -61,6 +67,9 @@ class ApiConfig:
         "max_upload_bytes": "SCHEDGEN_API_MAX_UPLOAD_BYTES",
         "uploads_per_minute": "SCHEDGEN_API_UPLOADS_PER_MINUTE",
         "reads_per_minute": "SCHEDGEN_API_READS_PER_MINUTE",
+        "tenant_uploads_per_minute": "SCHEDGEN_API_TENANT_UPLOADS_PER_MINUTE",
+        "tenant_reads_per_minute": "SCHEDGEN_API_TENANT_READS_PER_MINUTE",
+        "auth_failures_per_minute": "SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE",
         "trusted_proxies": "SCHEDGEN_API_TRUSTED_PROXIES",
         "default_tenant": "SCHEDGEN_API_DEFAULT_TENANT",
         "default_deadline_seconds": "SCHEDGEN_API_DEFAULT_DEADLINE_SECONDS",
@@ -79,6 +88,9 @@ class ApiConfig:
         "compat_routes": "SCHEDGEN_API_COMPAT_ROUTES",
         "compat_upload_wait_seconds": "SCHEDGEN_API_COMPAT_UPLOAD_WAIT_SECONDS",
         "cors_origins": "SCHEDGEN_API_CORS_ORIGINS",
+        "metrics_port": "SCHEDGEN_API_METRICS_PORT",
+        "max_upload_bytes_in_flight": "SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT",
+        "feed_max_days": "SCHEDGEN_API_FEED_MAX_DAYS",
     }
 
     @classmethod
@@ -115,8 +127,7 @@ class ApiConfig:
             raise ConfigurationError("SCHEDGEN_API_DEFAULT_TENANT must be a DNS label")
         if self.max_upload_bytes < 1024:
             raise ConfigurationError("SCHEDGEN_API_MAX_UPLOAD_BYTES must be at least 1024")
-        if self.uploads_per_minute < 1 or self.reads_per_minute < 1:
-            raise ConfigurationError("rate limits must be at least 1 per minute")
+        self._validate_limits()
         if self.request_timeout_seconds <= 0:
             raise ConfigurationError("SCHEDGEN_API_REQUEST_TIMEOUT_SECONDS must be positive")
         if not TENANT_PATTERN.match(self.namespace) or len(self.namespace) > 63:
@@ -139,6 +150,22 @@ class ApiConfig:
             raise ConfigurationError("SCHEDGEN_API_COMPAT_UPLOAD_WAIT_SECONDS must be in [0, 60]")
         if self.public_url and not PUBLIC_URL.match(self.public_url):
             raise ConfigurationError("SCHEDGEN_API_PUBLIC_URL must be an http(s) URL without a query")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError("SCHEDGEN_API_METRICS_PORT must be a port (0: no metrics listener)")
+        if not 0 <= self.feed_max_days <= 3650:
+            raise ConfigurationError("SCHEDGEN_API_FEED_MAX_DAYS must be in [0, 3650] (0: no maximum)")
+
+    def _validate_limits(self) -> None:
+        """Quotas and budgets: a typo must not switch protection off."""
+        if self.uploads_per_minute < 1 or self.reads_per_minute < 1 or self.auth_failures_per_minute < 1:
+            raise ConfigurationError("SCHEDGEN_API_UPLOADS_PER_MINUTE, SCHEDGEN_API_READS_PER_MINUTE and "
+                                     "SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE must be at least 1 per minute")
+        if self.tenant_uploads_per_minute < 0 or self.tenant_reads_per_minute < 0:
+            raise ConfigurationError("SCHEDGEN_API_TENANT_UPLOADS_PER_MINUTE and SCHEDGEN_API_TENANT_READS_PER_MINUTE"
+                                     " must not be negative (0: no tenant quota)")
+        if self.max_upload_bytes_in_flight < self.max_upload_bytes:
+            raise ConfigurationError("SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT must be at least "
+                                     "SCHEDGEN_API_MAX_UPLOAD_BYTES (else no upload of the largest size fits)")
 
 
 def parse_networks(raw: str) -> tuple:

@@ -3,6 +3,7 @@ NestJS shape `{statusCode, message, error}` on the compatibility routes (routers
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Mapping
 
@@ -18,6 +19,10 @@ from .schemas import PROBLEM_BASE, PROBLEM_TYPE, is_compat_path
 BACKEND_ERRORS = (DatabaseUnavailable, BackendUnavailable)
 _BACKEND_CODES = {"postgres": "DatabaseUnavailable", "s3": "StorageUnavailable",
                   "kubernetes": "KubernetesUnavailable"}
+# What a caller is told: which backend, never its host, user, bucket or error text (logged).
+_BACKEND_TEXT = {"postgres": "the database is unavailable", "s3": "the storage is unavailable",
+                 "kubernetes": "the Kubernetes API is unavailable"}
+log = logging.getLogger("schedgen.api")
 
 
 class ApiError(Exception):
@@ -54,13 +59,16 @@ def not_found(job_id: str) -> ApiError:
 
 
 def backend_unavailable(exc: DatabaseUnavailable | BackendUnavailable) -> ApiError:
-    """The 503 for a backend failure, counted once per failure.
+    """The 503 for a backend failure, counted once per failure. Its text names the backend
+    only: the exception's message (DSN user and host, bucket, API server address) is logged,
+    never sent, since the Gate answers with this before any key is checked.
 
     Both the app's exception handlers and the Gate (whose rate limit and key lookup run
     before the app) answer with this."""
     backend = "postgres" if isinstance(exc, DatabaseUnavailable) else exc.backend
     metrics.BACKEND_ERRORS.labels(backend=backend).inc()
-    return unavailable(_BACKEND_CODES.get(backend, "Unavailable"), exc.message)
+    log.warning("%s unavailable: %s", backend, exc.message)  # the details stay in the log
+    return unavailable(_BACKEND_CODES.get(backend, "Unavailable"), _BACKEND_TEXT.get(backend, "a backend is unavailable"))
 
 
 def error_response(exc: ApiError, extra_headers: Mapping[str, str] | None = None,

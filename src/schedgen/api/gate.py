@@ -1,8 +1,16 @@
 """The Gate: what every request passes before and around the app.
 
 A pure ASGI middleware (cheaper than BaseHTTPMiddleware and safe for streaming bodies):
-the request timeout, authentication and the shared rate limit for /api/v1, JSON errors
-for whatever fails outside a route, and the request metrics.
+the request timeout; for /api/v1 (and the compatibility routes) authentication, then the
+quota of the caller's key and of its tenant; for calendar feeds the token's lookup, then
+the feed's quota; a budget per client address for failed authentication only; JSON
+errors for whatever fails outside a route; the request metrics.
+
+Quotas are counted after authentication, per key: behind an ingress every client arrives
+from the proxy's address, so a per-address budget would be shared by everyone, and
+anonymous or made-up keys could spend a valid key's. Only failures (a missing, unknown or
+revoked key, an unknown feed token) count per client address (IPv6: per /64, since one
+host gets a /64 and can pick any address in it).
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,14 +33,16 @@ from .config import ANONYMOUS_MAX_PRIORITY
 from .context import ApiContext
 from .errors import BACKEND_ERRORS, ApiError, backend_unavailable, error_response, unavailable
 from .schemas import FEEDS, PREFIX, is_compat_api_path
+from .services.feeds import GONE, token_hash
 
 log = logging.getLogger("schedgen.api")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PURGE_SECONDS = 60  # how often a process purges old rate-limit windows and idempotency keys
-
-
 NEGATIVE_KEY_SECONDS = 5.0  # an unknown key is looked up at most once per this long per process
+KEY_FORMAT = re.compile(r"^sgk_[A-Za-z0-9_-]{43}$")  # what postgres.new_key makes; anything else is no key
+FEED_PATH = re.compile(r"^/feeds/([A-Za-z0-9_-]{32,64})\.ics$")
+IPV6_GROUP = 64  # prefix length an IPv6 client is counted by
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,33 @@ class Principal:
     tenant: str
     admin: bool = False  # sees every tenant's queue
     max_priority: str = ANONYMOUS_MAX_PRIORITY
+    key_hash: str | None = None  # None: anonymous (SCHEDGEN_API_ALLOW_ANONYMOUS)
+
+
+class Exchange:
+    """One request as the Gate sees it: `receive` and `send` wrapped to learn whether the
+    body arrived and the answer started, and headers to add to the answer."""
+
+    def __init__(self, receive, send):
+        self._receive, self._send = receive, send
+        self.started = False
+        self.status = 500
+        self.body_done = False
+        self.headers_out: list[tuple[bytes, bytes]] = []
+
+    async def receive(self):
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self.body_done = True
+        return message
+
+    async def send(self, message):
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            if self.headers_out:
+                message = {**message, "headers": list(message.get("headers", [])) + self.headers_out}
+        await self._send(message)
 
 
 class Gate:
@@ -55,81 +93,116 @@ class Gate:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         method = scope.get("method", "GET")
-        state = {"started": False, "status": 500, "body_done": False}
-        headers_out: list[tuple[bytes, bytes]] = []
-
-        async def guarded_receive():
-            message = await receive()
-            if message["type"] == "http.request" and not message.get("more_body", False):
-                state["body_done"] = True
-            return message
-
-        async def guarded_send(message):
-            if message["type"] == "http.response.start":
-                state["started"] = True
-                state["status"] = message["status"]
-                if headers_out:
-                    message = {**message, "headers": list(message.get("headers", [])) + headers_out}
-            await send(message)
-
-        async def refuse(exc: ApiError) -> None:
-            if not state["started"]:  # else the client already has (part of) an answer
-                await error_response(exc, path=scope.get("path", ""), compat=self.cfg.compat_routes)(
-                    scope, receive, guarded_send)
-
+        exchange = Exchange(receive, send)
         try:
             async with asyncio.timeout(self.cfg.request_timeout_seconds):
                 try:
-                    path = scope.get("path", "")
-                    keyed = is_api_path(path) or (self.cfg.compat_routes and is_compat_api_path(path))
-                    if keyed or path.startswith(FEEDS):  # feeds: limited, but the token is the key
-                        headers = request_headers(scope)
-                        route_class, decision = await self._count(scope, headers)
-                        headers_out.extend(rate_headers(decision))  # on the 429 and 401 too
-                        if not decision.allowed:
-                            raise rate_limited(route_class, decision)
-                        if keyed:
-                            scope.setdefault("state", {})["principal"] = await self._authenticate(headers)
-                        await self._maybe_purge()
-                    await self.app(scope, guarded_receive, guarded_send)
+                    await self._admit(scope, exchange.headers_out)
+                    await self.app(scope, exchange.receive, exchange.send)
                 except BACKEND_ERRORS as exc:
                     raise backend_unavailable(exc) from None
         except ApiError as exc:
-            await refuse(exc)
+            await self._refuse(scope, exchange, exc)
         except TimeoutError:
-            await refuse(self._timeout_error(method, state["body_done"]))
+            await self._refuse(scope, exchange, self._timeout_error(method, exchange.body_done))
         except Exception:
             log.exception("unhandled error on %s %s", method, scope.get("path", ""))
-            await refuse(ApiError(500, "InternalError", "internal error"))
+            await self._refuse(scope, exchange, ApiError(500, "InternalError", "internal error"))
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            status = str(state["status"])
-            labels = {"method": metrics.method_label(method), "route": route, "status": status}
-            metrics.REQUESTS.labels(**labels).inc()
-            metrics.LATENCY.labels(**labels).observe(time.perf_counter() - start)
+            observe(scope, method, exchange.status, start)
 
-    async def _count(self, scope, headers: Mapping[str, str]) -> tuple[str, postgres.RateDecision]:
-        """Count the request in its client address's window, before any key lookup: an
-        unknown key costs no more than a rate-limited request."""
-        address = client_address(scope, headers, self.cfg.trusted_proxies)
+    async def _refuse(self, scope, exchange: Exchange, exc: ApiError) -> None:
+        if not exchange.started:  # else the client already has (part of) an answer
+            await error_response(exc, path=scope.get("path", ""), compat=self.cfg.compat_routes)(
+                scope, exchange.receive, exchange.send)
+
+    async def _admit(self, scope, headers_out: list) -> None:
+        """Who is calling, and whether their quota lets them (an ApiError when not): the
+        principal for keyed paths, the feed for feed URLs, in the request's state."""
+        path = scope.get("path", "")
+        keyed = is_api_path(path) or (self.cfg.compat_routes and is_compat_api_path(path))
+        if not keyed and not path.startswith(FEEDS):
+            return
+        headers = request_headers(scope)
+        state = scope.setdefault("state", {})
+        if keyed:
+            state["principal"] = await self._admit_caller(scope, headers, headers_out)
+        else:
+            state["feed"] = await self._admit_feed(scope, headers, headers_out)
+        await self._maybe_purge()
+
+    async def _admit_caller(self, scope, headers: Mapping[str, str], headers_out: list) -> Principal:
+        """Authenticate, then count the request in the caller's quota. A failed
+        authentication counts in the client address's failure budget instead: it never
+        spends, or waits on, a valid key's quota."""
+        try:
+            principal = await self._authenticate(headers)
+        except ApiError:
+            await self._count_failure(scope, headers, headers_out)
+            raise
         route_class = "upload" if scope.get("method") == "POST" else "read"
-        limit = self.cfg.uploads_per_minute if route_class == "upload" else self.cfg.reads_per_minute
-        return route_class, await postgres.hit_rate_limit(self.ctx.pool, "ip:" + address, route_class, limit)
+        decision = await self._spend_quota(scope, headers, principal, route_class)
+        headers_out.extend(rate_headers(decision))
+        if not decision.allowed:
+            raise rate_limited(route_class, decision)
+        return principal
+
+    async def _admit_feed(self, scope, headers: Mapping[str, str], headers_out: list) -> postgres.Feed | None:
+        """A feed URL's token is its key: a known token counts in its feed's quota, an
+        unknown one (404) in the address's failure budget. Not a feed URL: the app answers."""
+        match = FEED_PATH.match(scope.get("path", ""))
+        found = await postgres.find_feed(self.ctx.pool, token_hash(match.group(1))) if match else None
+        if found is None:
+            await self._count_failure(scope, headers, headers_out)
+            if match:
+                raise ApiError(404, "FeedNotFound", GONE)
+            return None
+        bucket = "feed:" + token_hash(match.group(1))[:32]
+        decision = await postgres.hit_rate_limit(self.ctx.pool, bucket, "read", self.cfg.reads_per_minute)
+        headers_out.extend(rate_headers(decision))
+        if not decision.allowed:
+            raise rate_limited("read", decision)
+        return found
+
+    async def _count_failure(self, scope, headers: Mapping[str, str], headers_out: list) -> None:
+        """One more failed authentication from the client's address: past the budget the
+        answer is 429 instead of 401/404."""
+        address = client_bucket(client_address(scope, headers, self.cfg.trusted_proxies))
+        decision = await postgres.hit_rate_limit(self.ctx.pool, "fail:" + address, "auth",
+                                                 self.cfg.auth_failures_per_minute)
+        headers_out.extend(rate_headers(decision))
+        if not decision.allowed:
+            raise rate_limited("auth", decision)
+
+    async def _spend_quota(self, scope, headers: Mapping[str, str], principal: Principal,
+                           route_class: str) -> postgres.RateDecision:
+        """Count the request for its key (anonymous callers: their address) and, when a
+        tenant quota is set, for its tenant; one statement. The tighter decision."""
+        cfg = self.cfg
+        upload = route_class == "upload"
+        own = ("key:" + principal.key_hash[:32] if principal.key_hash else
+               "anon:" + client_bucket(client_address(scope, headers, cfg.trusted_proxies)))
+        buckets = [(own, route_class, cfg.uploads_per_minute if upload else cfg.reads_per_minute)]
+        tenant_limit = cfg.tenant_uploads_per_minute if upload else cfg.tenant_reads_per_minute
+        if tenant_limit:
+            buckets.append(("tenant:" + principal.tenant, route_class, tenant_limit))
+        decisions = await postgres.hit_rate_limits(self.ctx.pool, buckets)
+        return min(decisions, key=lambda d: (d.allowed, d.remaining))
 
     async def _authenticate(self, headers: Mapping[str, str]) -> Principal:
         key = api_key(headers)
         if key:
-            info = await self._key_info(key) if len(key) <= 200 else None
+            key_hash = postgres.hash_key(key)
+            info = await self._key_info(key_hash) if KEY_FORMAT.fullmatch(key) else None
             if info is None:
                 raise ApiError(401, "InvalidApiKey", "the API key is not valid", {"WWW-Authenticate": "Bearer"})
-            return Principal(tenant=info.tenant, admin=info.admin, max_priority=info.max_priority)
+            return Principal(info.tenant, info.admin, info.max_priority, key_hash)
         if not self.cfg.allow_anonymous:
             raise ApiError(401, "ApiKeyRequired", "an API key is required (Authorization: Bearer ...)",
                            {"WWW-Authenticate": "Bearer"})
         return Principal(tenant=self.cfg.default_tenant)
 
-    async def _key_info(self, key: str) -> postgres.KeyInfo | None:
-        key_hash = postgres.hash_key(key)
+    async def _key_info(self, key_hash: str) -> postgres.KeyInfo | None:
         for cache in (self.ctx.keys, self.unknown_keys):
             known, info = cache.get(key_hash)
             if known:
@@ -154,6 +227,14 @@ class Gate:
         return ApiError(408, "RequestTimeout", "the request body did not arrive in time", {"Connection": "close"})
 
 
+def observe(scope, method: str, status: int, start: float) -> None:
+    """The request metrics (route template, never the raw path: a fixed set of series)."""
+    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    labels = {"method": metrics.method_label(method), "route": route, "status": str(status)}
+    metrics.REQUESTS.labels(**labels).inc()
+    metrics.LATENCY.labels(**labels).observe(time.perf_counter() - start)
+
+
 def is_api_path(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
@@ -172,9 +253,9 @@ def api_key(headers: Mapping[str, str]) -> str | None:
 
 
 def client_address(scope: Mapping, headers: Mapping[str, str], trusted: Sequence[Network]) -> str:
-    """The client's address for rate limiting: the peer, or, when the peer is a trusted
-    proxy, the nearest `X-Forwarded-For` hop that is not itself a trusted proxy (earlier
-    hops are the client's to forge)."""
+    """The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+    `X-Forwarded-For` hop that is not itself a trusted proxy (earlier hops are the
+    client's to forge)."""
     peer = (scope.get("client") or ("unknown", 0))[0]
     if not trusted or not _in(peer, trusted):
         return peer
@@ -187,6 +268,21 @@ def client_address(scope: Mapping, headers: Mapping[str, str], trusted: Sequence
         if not _in(hop, trusted):
             return hop
     return hops[0] if hops else peer
+
+
+def client_bucket(address: str) -> str:
+    """What a client address counts as: an IPv4 address itself, an IPv6 address its /64
+    (a host picks freely within its /64), an IPv4-mapped IPv6 address the IPv4 one."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a test client, a unix socket): as is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        shift = 128 - IPV6_GROUP
+        return str(ipaddress.IPv6Network((int(ip) >> shift << shift, IPV6_GROUP)))
+    return str(ip)
 
 
 def _in(address: str, networks: Sequence[Network]) -> bool:
@@ -206,5 +302,6 @@ def rate_headers(decision: postgres.RateDecision) -> list[tuple[bytes, bytes]]:
 
 def rate_limited(route_class: str, decision: postgres.RateDecision) -> ApiError:
     metrics.RATE_LIMITED.labels(route_class=route_class).inc()
-    return ApiError(429, "RateLimited", f"more than {decision.limit} {route_class} requests per minute; retry in "
+    what = ("failed authentications from this address" if route_class == "auth" else f"{route_class} requests")
+    return ApiError(429, "RateLimited", f"more than {decision.limit} {what} per minute; retry in "
                     f"{decision.reset_seconds}s", {"Retry-After": str(decision.reset_seconds)})

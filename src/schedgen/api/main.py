@@ -7,6 +7,9 @@
 
 Configuration: environment variables (docs/api.md), e.g. SCHEDGEN_DATABASE_URL,
 SCHEDGEN_S3_ENDPOINT_URL, SCHEDGEN_S3_BUCKET, SCHEDGEN_API_NAMESPACE, KUBECONFIG.
+`serve` answers /metrics on a listener of its own (SCHEDGEN_API_METRICS_PORT, 9091).
+`add-key` and `revoke-key` need a login in role schedgen_key_admin (or the schema owner):
+the API's own login (role schedgen_api) may not create or revoke keys.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import json
 import logging
 import sys
 
-from schedgen.errors import SchedgenError
+from schedgen.errors import ConfigurationError, SchedgenError
+from schedgen.parsejob import EXIT_MISCONFIGURED
 
 
 class _JsonFormatter(logging.Formatter):
@@ -67,24 +71,36 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ApiConfig.from_env()
         if args.command == "serve":
             return _serve(cfg, args)
-        from schedgen import db
-
-        from .backends import postgres
-
         if args.command == "add-key" and (not TENANT_PATTERN.fullmatch(args.tenant) or len(args.tenant) > 63):
             print("error: the tenant must be a DNS label (a-z, 0-9, -)", file=sys.stderr)
             return 2
-        with db.connect(cfg.database_url) as conn:
+        return _manage_keys(cfg, args)
+    except SchedgenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _manage_keys(cfg, args) -> int:
+    """`add-key` / `revoke-key` through the key functions of migration 0007."""
+    import psycopg
+
+    from schedgen import db
+
+    from .backends import postgres
+
+    with db.connect(cfg.database_url) as conn:
+        try:
             if args.command == "add-key":
                 print(postgres.add_key_sync(conn, args.tenant, args.description, admin=args.admin,
                                          max_priority=args.max_priority))
                 return 0
             n = postgres.revoke_key_sync(conn, args.key)
-            print(f"revoked {n} key(s)")
-            return 0 if n else 1
-    except SchedgenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        except psycopg.errors.InsufficientPrivilege:
+            print(f"error: {db.describe_dsn(cfg.database_url).split('@')[0]} may not {args.command.replace('-', ' ')}s:"
+                  " log in as a member of role schedgen_key_admin (or as the schema owner)", file=sys.stderr)
+            return EXIT_MISCONFIGURED
+    print(f"revoked {n} key(s)")
+    return 0 if n else 1
 
 
 def _serve(cfg, args) -> int:
@@ -99,10 +115,26 @@ def _serve(cfg, args) -> int:
         with db.connect(cfg.database_url) as conn:
             db.migrate(conn, log=lambda m: logging.getLogger("schedgen.api").info(m))
     app = asgi(cfg)
+    _serve_metrics(cfg, args)
     uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_config=None,
                 h11_max_incomplete_event_size=16 * 1024, limit_concurrency=1000, backlog=1024,
                 timeout_keep_alive=30, lifespan="on", proxy_headers=False, server_header=False)
     return 0
+
+
+def _serve_metrics(cfg, args) -> None:
+    """/metrics on a listener of its own (a thread), never on the public port: the
+    NetworkPolicy lets only Prometheus reach it, and the public Service has no such port."""
+    if not cfg.metrics_port:
+        return
+    if cfg.metrics_port == args.port:
+        raise ConfigurationError(f"SCHEDGEN_API_METRICS_PORT={cfg.metrics_port} is the API's own port")
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(cfg.metrics_port, addr=args.host)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen for metrics on port {cfg.metrics_port}: {exc}") from None
 
 
 if __name__ == "__main__":

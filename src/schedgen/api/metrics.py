@@ -1,4 +1,5 @@
-"""Prometheus metrics of the API (served on GET /metrics). Every name starts schedgen_api_;
+"""Prometheus metrics of the API (served on GET /metrics of a listener of their own,
+`SCHEDGEN_API_METRICS_PORT`, never on the public port). Every name starts schedgen_api_;
 label values come from fixed sets (a client must not be able to create series)."""
 
 from prometheus_client import Counter, Histogram

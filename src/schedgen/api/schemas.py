@@ -107,6 +107,8 @@ class FeedOut(BaseModel):
     token: str = Field(description="The feed's secret (shown once; only its hash is stored)")
     url: str
     webcal: str
+    expiresAt: str | None = Field(description="When the feed stops serving (null: never); revoking the API key "
+                                              "that made it ends it too")
 
 
 class EventOut(BaseModel):

@@ -1,5 +1,10 @@
 """The API's Postgres: its connection pool and statements (rate limits, API keys,
-idempotency keys, job records, erasure, calendar feeds)."""
+idempotency keys, job records, erasure, calendar feeds).
+
+Tables holding a tenant's data (records, events, transitions, feeds, idempotency keys)
+are read and written only through `tenant_connection`: a transaction that first sets the
+tenant whose rows row-level security lets it see (migration 0007), so a statement that
+forgets its `WHERE tenant = ...` still cannot return another tenant's rows."""
 
 from __future__ import annotations
 
@@ -60,6 +65,21 @@ async def connection(pool: AsyncConnectionPool,
         raise DatabaseUnavailable(f"lost the Postgres connection: {scrub(str(exc), pool.conninfo)[:300]}") from None
 
 
+ALL_TENANTS = "*"  # the explicit scope of an admin key's queue views (read only; never a tenant name)
+
+
+@contextlib.asynccontextmanager
+async def tenant_connection(pool: AsyncConnectionPool, tenant: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A pooled connection in a transaction that sees `tenant`'s rows only (`ALL_TENANTS`:
+    every tenant's, for reading). The setting is transaction-local (SET LOCAL), so it ends
+    with the transaction and never carries over to the connection's next user."""
+    if not tenant:
+        raise ValueError("a tenant scope is required")
+    async with connection(pool) as conn, conn.transaction():
+        await conn.execute("SELECT set_config('schedgen.tenant', %s, true)", (tenant,))
+        yield conn
+
+
 async def ping(pool: AsyncConnectionPool) -> None:
     async with connection(pool, PING_TIMEOUT) as conn:
         await conn.execute("SELECT 1")
@@ -85,27 +105,42 @@ class RateDecision:
         return max(0, self.limit - self.count)
 
 
-_RATE = """
+_RATES = """
 INSERT INTO rate_limit_windows AS w (client_key, route_class, window_start, count)
-VALUES (%(client)s, %(cls)s, to_timestamp(floor(extract(epoch FROM clock_timestamp()) / %(win)s) * %(win)s), 1)
+SELECT client, cls, to_timestamp(floor(extract(epoch FROM clock_timestamp()) / %(win)s) * %(win)s), 1
+  FROM unnest(%(clients)s::text[], %(classes)s::text[]) WITH ORDINALITY AS b(client, cls, n) ORDER BY n
 ON CONFLICT (client_key, route_class, window_start) DO UPDATE SET count = w.count + 1
-RETURNING count, extract(epoch FROM (window_start + make_interval(secs => %(win)s) - clock_timestamp()))
+RETURNING client_key, route_class, count,
+          extract(epoch FROM (window_start + make_interval(secs => %(win)s) - clock_timestamp()))
 """
 
 
 async def hit_rate_limit(pool: AsyncConnectionPool, client: str, route_class: str, limit: int) -> RateDecision:
     """Count one request in the client's current fixed window (shared by all replicas)."""
+    return (await hit_rate_limits(pool, [(client, route_class, limit)]))[0]
+
+
+async def hit_rate_limits(pool: AsyncConnectionPool, buckets: list[tuple[str, str, int]]) -> list[RateDecision]:
+    """Count one request in each (client, route class, limit) bucket, in one statement;
+    the decisions in the same order. Rows are locked in the order given, so callers that
+    list a key before its tenant never deadlock each other."""
+    params = {"clients": [b[0] for b in buckets], "classes": [b[1] for b in buckets], "win": WINDOW_SECONDS}
     async with connection(pool) as conn:
-        row = await (await conn.execute(_RATE, {"client": client, "cls": route_class, "win": WINDOW_SECONDS})).fetchone()
-    count, reset = row
-    return RateDecision(limit=limit, count=int(count), reset_seconds=max(1, math.ceil(float(reset))))
+        rows = await (await conn.execute(_RATES, params)).fetchall()
+    found = {(client, cls): (count, reset) for client, cls, count, reset in rows}
+    out = []
+    for client, cls, limit in buckets:
+        count, reset = found[(client, cls)]
+        out.append(RateDecision(limit=limit, count=int(count), reset_seconds=max(1, math.ceil(float(reset)))))
+    return out
 
 
 async def purge(pool: AsyncConnectionPool, idempotency_ttl_seconds: int) -> None:
+    """Old rate-limit windows and expired idempotency keys (every tenant's: through
+    `schedgen_purge_idempotency`, since no tenant is set for maintenance)."""
     async with connection(pool) as conn:
         await conn.execute("DELETE FROM rate_limit_windows WHERE window_start < now() - interval '5 minutes'")
-        await conn.execute("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %s)",
-                           (idempotency_ttl_seconds,))
+        await conn.execute("SELECT schedgen_purge_idempotency(%s)", (idempotency_ttl_seconds,))
 
 
 # --- API keys --------------------------------------------------------------------------
@@ -159,18 +194,18 @@ async def key_info(pool: AsyncConnectionPool, key_hash: str) -> KeyInfo | None:
 
 def add_key_sync(conn: Any, tenant: str, description: str | None = None, *, admin: bool = False,
                  max_priority: str = "normal") -> str:
+    """A new key of `tenant` (shown once; stored as its hash) through `schedgen_add_key`:
+    only members of schedgen_key_admin and the schema owner may (migration 0007)."""
     key = new_key()
-    conn.execute("INSERT INTO api_keys (key_hash, key_prefix, tenant, description, admin, max_priority)"
-                 " VALUES (%s, %s, %s, %s, %s, %s)",
+    conn.execute("SELECT schedgen_add_key(%s, %s, %s, %s, %s, %s)",
                  (hash_key(key), key[:12], tenant, description, admin, max_priority))
     return key
 
 
 def revoke_key_sync(conn: Any, prefix_or_key: str) -> int:
-    cur = conn.execute(
-        "UPDATE api_keys SET revoked_at = now() WHERE revoked_at IS NULL AND (key_hash = %s OR key_prefix = %s)",
-        (hash_key(prefix_or_key), prefix_or_key[:12]))
-    return cur.rowcount
+    """Revoke the key (or the keys of its 12-character prefix): how many were revoked."""
+    row = conn.execute("SELECT schedgen_revoke_key(%s, %s)", (hash_key(prefix_or_key), prefix_or_key[:12])).fetchone()
+    return int(row[0])
 
 
 # --- idempotency keys -----------------------------------------------------------------
@@ -186,7 +221,7 @@ class Claim:
 
 async def claim_idempotency(pool: AsyncConnectionPool, tenant: str, key_hash: str, content_sha256: str,
                             namespace: str, job_name: str) -> Claim:
-    async with connection(pool) as conn:
+    async with tenant_connection(pool, tenant) as conn:
         row = await (await conn.execute(
             "INSERT INTO idempotency_keys (tenant, key_hash, content_sha256, namespace, job_name)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant, key_hash) DO NOTHING RETURNING job_name",
@@ -202,42 +237,50 @@ async def claim_idempotency(pool: AsyncConnectionPool, tenant: str, key_hash: st
 
 
 async def complete_idempotency(pool: AsyncConnectionPool, tenant: str, key_hash: str, uid: str) -> None:
-    async with connection(pool) as conn:
+    async with tenant_connection(pool, tenant) as conn:
         await conn.execute("UPDATE idempotency_keys SET job_uid = %s WHERE tenant = %s AND key_hash = %s",
                            (uid, tenant, key_hash))
 
 
 async def release_idempotency(pool: AsyncConnectionPool, tenant: str, key_hash: str) -> None:
-    async with connection(pool) as conn:
+    async with tenant_connection(pool, tenant) as conn:
         await conn.execute("DELETE FROM idempotency_keys WHERE tenant = %s AND key_hash = %s AND job_uid IS NULL",
                            (tenant, key_hash))
 
 
 # --- job records (written by the operator) and events (by the runner) ------------------
 
+# The API's role reads events only through the view `api_events` (migration 0007: the
+# operator COPYs events, so that table has no row-level security): db.EVENTS_QUERY's
+# columns and order, the rows of the transaction's tenant's jobs only.
+_EVENTS = EVENTS_QUERY.replace(" FROM events ", " FROM api_events ")
+assert _EVENTS != EVENTS_QUERY
+
 _RECORD_COLUMNS = ("uid", "name", "tenant", "priority", "schedule_type", "phase", "attempts", "kind",
                    "event_count", "pages", "parse_seconds", "error_reason", "error_code", "error_message",
                    "created_at", "enqueued_at", "started_at", "completed_at")
 
 
-async def job_record(pool: AsyncConnectionPool, namespace: str, name: str) -> dict | None:
-    async with connection(pool) as conn:
+async def job_record(pool: AsyncConnectionPool, tenant: str, namespace: str, name: str) -> dict | None:
+    """The newest record named `name` that `tenant` may see (None for another tenant's)."""
+    async with tenant_connection(pool, tenant) as conn:
         row = await (await conn.execute(
             f"SELECT {', '.join(_RECORD_COLUMNS)} FROM parse_jobs WHERE namespace = %s AND name = %s"
             " ORDER BY created_at DESC LIMIT 1", (namespace, name))).fetchone()
     return dict(zip(_RECORD_COLUMNS, row)) if row else None
 
 
-async def read_events(pool: AsyncConnectionPool, uid: str) -> list:
-    """The job's events in parse order, as the runner wrote them."""
-    async with connection(pool) as conn:
-        cur = await conn.execute(EVENTS_QUERY, (uid,))
+async def read_events(pool: AsyncConnectionPool, tenant: str, uid: str) -> list:
+    """The job's events in parse order, as the runner wrote them (none of another tenant's job)."""
+    async with tenant_connection(pool, tenant) as conn:
+        cur = await conn.execute(_EVENTS, (uid,))
         return [event_from_row(row) for row in await cur.fetchall()]
 
 
-async def finished_counts(pool: AsyncConnectionPool, namespace: str) -> dict[str, dict[str, int]]:
-    """tenant -> {succeeded, failed, cancelled} from the records (they outlive the objects)."""
-    async with connection(pool) as conn:
+async def finished_counts(pool: AsyncConnectionPool, tenant: str, namespace: str) -> dict[str, dict[str, int]]:
+    """tenant -> {succeeded, failed, cancelled} from the records (they outlive the objects),
+    of `tenant` (`ALL_TENANTS`: of every tenant)."""
+    async with tenant_connection(pool, tenant) as conn:
         rows = await (await conn.execute(
             "SELECT tenant, phase, count(*) FROM parse_jobs WHERE namespace = %s"
             " AND phase IN ('Succeeded', 'Failed', 'Cancelled') GROUP BY tenant, phase", (namespace,))).fetchall()
@@ -263,7 +306,7 @@ async def queue_history(pool: AsyncConnectionPool, namespace: str, tenant: str |
            " LEFT JOIN parse_jobs j ON j.namespace = %(ns)s AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)"
            "   AND j.created_at <= t AND (j.completed_at IS NULL OR j.completed_at > t - make_interval(secs => %(step)s))"
            " GROUP BY t ORDER BY t")
-    async with connection(pool) as conn:
+    async with tenant_connection(pool, tenant or ALL_TENANTS) as conn:
         rows = await (await conn.execute(sql, {"ns": namespace, "tenant": tenant, "minutes": minutes,
                                                "step": step_seconds})).fetchall()
     return [{"at": t.isoformat().replace("+00:00", "Z"), "waiting": int(w), "running": int(r), "finished": int(f)}
@@ -285,7 +328,7 @@ async def list_records(pool: AsyncConnectionPool, namespace: str, tenant: str, p
         sql += " AND (created_at, name) < (%(ts)s, %(name)s)"
         params["ts"], params["name"] = before
     sql += " ORDER BY created_at DESC, name DESC LIMIT %(limit)s"
-    async with connection(pool) as conn:
+    async with tenant_connection(pool, tenant) as conn:
         rows = await (await conn.execute(sql, params)).fetchall()
     return [dict(zip(_RECORD_COLUMNS, row)) for row in rows]
 
@@ -303,11 +346,10 @@ async def erase_job(pool: AsyncConnectionPool, uid: str, namespace: str, name: s
 
 
 async def source_key_in_use(pool: AsyncConnectionPool, key: str, except_uid: str) -> bool:
-    """Whether another recorded job (any tenant, any namespace) uses the object `key`."""
+    """Whether another recorded job (any tenant, any namespace) uses the object `key`: a
+    yes or no through `schedgen_source_key_in_use` (the API's role sees no other tenant's rows)."""
     async with connection(pool) as conn:
-        row = await (await conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM parse_jobs WHERE source_key = %s AND uid <> %s)",
-            (key, except_uid))).fetchone()
+        row = await (await conn.execute("SELECT schedgen_source_key_in_use(%s, %s)", (key, except_uid))).fetchone()
     return bool(row[0])
 
 
@@ -321,6 +363,8 @@ class Feed:
     job_name: str
     job_uid: str
     params: dict
+    created_by_key: str | None = None  # the key's hash: revoking the key ends the feed
+    expires_at: dt.datetime | None = None
 
 
 async def create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) -> None:
@@ -333,25 +377,27 @@ async def create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) ->
 
 
 async def _create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) -> None:
-    async with connection(pool) as conn, conn.transaction():
+    async with tenant_connection(pool, feed.tenant) as conn:
         await conn.execute("UPDATE calendar_feeds SET revoked_at = now() WHERE job_uid = %s AND revoked_at IS NULL",
                            (feed.job_uid,))
-        await conn.execute("INSERT INTO calendar_feeds (token_hash, tenant, namespace, job_name, job_uid, params)"
-                           " VALUES (%s, %s, %s, %s, %s, %s)",
+        await conn.execute("INSERT INTO calendar_feeds (token_hash, tenant, namespace, job_name, job_uid, params,"
+                           " created_by_key, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                            (token_hash, feed.tenant, feed.namespace, feed.job_name, feed.job_uid,
-                            Jsonb(feed.params)))
+                            Jsonb(feed.params), feed.created_by_key, feed.expires_at))
 
 
-async def revoke_feed(pool: AsyncConnectionPool, job_uid: str) -> int:
-    async with connection(pool) as conn:
+async def revoke_feed(pool: AsyncConnectionPool, tenant: str, job_uid: str) -> int:
+    async with tenant_connection(pool, tenant) as conn:
         cur = await conn.execute("UPDATE calendar_feeds SET revoked_at = now() WHERE job_uid = %s"
                                  " AND revoked_at IS NULL", (job_uid,))
     return cur.rowcount
 
 
 async def find_feed(pool: AsyncConnectionPool, token_hash: str) -> Feed | None:
+    """The feed of a token while it serves: not revoked, not expired, its key not revoked
+    (`schedgen_find_feed`: the tenant is known only from the feed itself)."""
     async with connection(pool) as conn:
         row = await (await conn.execute(
-            "SELECT tenant, namespace, job_name, job_uid, params FROM calendar_feeds"
-            " WHERE token_hash = %s AND revoked_at IS NULL", (token_hash,))).fetchone()
+            "SELECT tenant, namespace, job_name, job_uid, params FROM schedgen_find_feed(%s)",
+            (token_hash,))).fetchone()
     return Feed(row[0], row[1], row[2], str(row[3]), dict(row[4] or {})) if row else None

@@ -1,10 +1,11 @@
-"""Probes at the root: liveness, readiness (each backend checked) and the metrics."""
+"""Probes at the root: liveness and readiness (each backend checked). They answer without a
+key, so they say which backend is down and nothing about it (no host, user, bucket or
+error text: those are logged). The metrics have a listener of their own (main.py)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 
 from ..context import ApiContext
 from ..dependencies import context
@@ -24,9 +25,3 @@ async def readyz(ctx: ApiContext = Depends(context)):
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
                         status_code=200 if ready else 503)
-
-
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
-async def metrics_endpoint():
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -16,8 +16,9 @@ router = APIRouter(prefix=PREFIX, tags=["queue"])
 
 @router.get("/queue", response_model=QueueOut, responses=errors(*COMMON))
 async def queue(ctx: ApiContext = Depends(context), who: Principal = Depends(principal)):
-    summary = await cached_summary(ctx)
-    return JSONResponse(summary if who.admin else tenant_view(summary, who.tenant))
+    if who.admin:
+        return JSONResponse(await cached_summary(ctx, None))
+    return JSONResponse(tenant_view(await cached_summary(ctx, who.tenant), who.tenant))
 
 
 @router.get("/queue/history", response_model=QueueHistoryOut, responses=errors(422, *COMMON),

@@ -25,15 +25,30 @@ async def upload(request: Request, ctx: ApiContext = Depends(context), who: Prin
 
 async def receive(request: Request, ctx: ApiContext, who: Principal) -> Receipt:
     """Read the streamed form (413/415 before anything is stored), then accept it for the
-    caller's tenant; the compatibility upload shares this."""
+    caller's tenant; the compatibility upload shares this. The upload's bytes are reserved
+    in the process's budget before the first is read and until its spooled file is gone
+    (503 `UploadCapacityExceeded` when they do not fit: nothing was written)."""
     cfg = ctx.cfg
-    upload = await read_upload(request.headers.get("content-type", ""), request.headers.get("content-length"),
-                               request.stream(), max_bytes=cfg.max_upload_bytes,
-                               spool_bytes=cfg.spool_memory_bytes)
+    length = request.headers.get("content-length")
+    with ctx.uploads.hold(reservation(length, cfg.max_upload_bytes)):
+        upload = await read_upload(request.headers.get("content-type", ""), length, request.stream(),
+                                   max_bytes=cfg.max_upload_bytes, spool_bytes=cfg.spool_memory_bytes)
+        try:
+            return await uploads.accept(ctx, upload, who.tenant, who.max_priority,
+                                        request.headers.get("idempotency-key"))
+        finally:
+            upload.close()
+
+
+def reservation(content_length: str | None, max_bytes: int) -> int:
+    """The most bytes the upload's file can hold: its declared length (the body holds the
+    file and a little more), else (chunked, or a bad length the reader refuses) the
+    largest upload allowed."""
     try:
-        return await uploads.accept(ctx, upload, who.tenant, who.max_priority, request.headers.get("idempotency-key"))
-    finally:
-        upload.close()
+        declared = int(content_length) if content_length is not None else max_bytes
+    except ValueError:
+        declared = max_bytes
+    return max(0, min(declared, max_bytes))
 
 
 def accepted_response(receipt: Receipt) -> JSONResponse:

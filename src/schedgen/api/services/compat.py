@@ -69,7 +69,7 @@ async def upload_outcome(ctx: ApiContext, tenant: str, job_id: str, wait: float)
 
 async def job_counts(ctx: ApiContext, tenant: str) -> dict:
     """The tenant's job counts in the web app's (BullMQ-like) names."""
-    counts = tenant_view(await cached_summary(ctx), tenant)["total"]
+    counts = tenant_view(await cached_summary(ctx, tenant), tenant)["total"]
     out = {"waiting": counts["waiting"], "active": counts["running"], "completed": counts["succeeded"],
            "failed": counts["failed"] + counts["cancelled"], "delayed": 0}
     return {**out, "total": sum(out.values())}

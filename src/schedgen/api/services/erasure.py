@@ -38,7 +38,7 @@ async def erase(ctx: ApiContext, tenant: str, job_id: str) -> None:
     await tombstone_rows(ctx, job)
     await delete_parsejob_and_wait(ctx, job)
     await erase_rows_again(ctx, job)
-    ctx.queue_cache = None  # the cached summary may count the job
+    ctx.queue_cache.clear()  # the cached summaries may count the job
     await delete_result_and_pdf(ctx, job, pdf)
     log.info("erased job %s (uid %s) of tenant %s", job.name, job.uid, tenant)
 
@@ -76,7 +76,7 @@ async def uploaded_pdf(ctx: ApiContext, job: Job) -> Pdf | None:
         obj = ParseJob.of(ctx.jobs.cached(job.name) or await _get(ctx, job.name) or {})
         bucket, key = obj.source_bucket or bucket, obj.source_key
     else:
-        record = await postgres.job_record(ctx.pool, ctx.cfg.namespace, job.name)
+        record = await postgres.job_record(ctx.pool, job.tenant, ctx.cfg.namespace, job.name)
         key = (record or {}).get("source_key")
     if key and key.startswith(UPLOAD_PREFIX) and bucket == ctx.cfg.s3_bucket:
         return bucket, key

@@ -21,10 +21,10 @@ async def succeeded_events(ctx: ApiContext, job: Job) -> tuple[str, list[Event]]
             raise ApiError(409, "JobNotSucceeded", f"job {job.name} is {job.phase}; it has no events")
         raise ApiError(409, "JobNotFinished", f"job {job.name} is {job.phase}; events come when it has Succeeded",
                        NOT_RECORDED)
-    events = await postgres.read_events(ctx.pool, job.uid)
+    events = await postgres.read_events(ctx.pool, job.tenant, job.uid)
     kind = job.kind
     if kind not in SCHEDULE_KINDS:
-        record = await postgres.job_record(ctx.pool, ctx.cfg.namespace, job.name)
+        record = await postgres.job_record(ctx.pool, job.tenant, ctx.cfg.namespace, job.name)
         kind = (record or {}).get("kind")
     if kind not in SCHEDULE_KINDS:
         raise ApiError(409, "JobNotFinished", "the job's result is not recorded yet", NOT_RECORDED)

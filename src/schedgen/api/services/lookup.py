@@ -83,7 +83,7 @@ async def lookup(ctx: ApiContext, name: str, tenant: str) -> Job | None:
         obj = ctx.jobs.cached(name) or await ctx.blocking(ctx.jobs.get, name)
         status = status_from_object(obj)
     except NotFound:
-        record = await postgres.job_record(ctx.pool, ctx.cfg.namespace, name)
+        record = await postgres.job_record(ctx.pool, tenant, ctx.cfg.namespace, name)
         if record is not None:
             status = status_from_record(name, record)
     if status is None or status["tenant"] != tenant:

@@ -16,6 +16,7 @@ from ..context import ApiContext
 
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)  # in the order the queue summary counts them
 MAX_POINTS = 720  # a history has at most this many steps (721 points)
+MAX_CACHED_SCOPES = 1000  # queue summaries cached per process (one per tenant asking, one for admins)
 
 
 def _counts() -> dict:
@@ -67,15 +68,20 @@ def tenant_view(summary: dict, tenant: str) -> dict:
     return {"total": dict(counts), "tenants": {tenant: dict(counts)}}
 
 
-async def cached_summary(ctx: ApiContext) -> dict:
-    """The queue summary, cached a moment per process (pollers ask often)."""
-    cached = ctx.queue_cache
+async def cached_summary(ctx: ApiContext, tenant: str | None) -> dict:
+    """The queue summary with the finished totals of `tenant` (None: of every tenant, for
+    admin keys; the records are read in that scope, row-level security holds the rest
+    back), cached a moment per process and scope (pollers ask often)."""
+    scope = tenant or postgres.ALL_TENANTS
+    cached = ctx.queue_cache.get(scope)
     if cached and cached[0] > time.monotonic():
         return cached[1]
     items, finished = await asyncio.gather(ctx.blocking(ctx.jobs.list_all),
-                                           postgres.finished_counts(ctx.pool, ctx.cfg.namespace))
+                                           postgres.finished_counts(ctx.pool, scope, ctx.cfg.namespace))
     out = queue_summary(items, finished, dt.datetime.now(dt.timezone.utc))
-    ctx.queue_cache = (time.monotonic() + ctx.cfg.queue_cache_seconds, out)
+    if len(ctx.queue_cache) >= MAX_CACHED_SCOPES:
+        ctx.queue_cache.clear()
+    ctx.queue_cache[scope] = (time.monotonic() + ctx.cfg.queue_cache_seconds, out)
     return out
 
 
