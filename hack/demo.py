@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -246,7 +247,7 @@ def up() -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"the API at {api} is not ready")
         time.sleep(0.5)
-    HEADERS["X-API-Key"] = demo_api_key(cluster, api)
+    HEADERS["X-API-Key"] = demo_api_key(api, pg.dsn)
     jobs = upload_all(api)
     show(api, jobs)
     say(f"done in {time.monotonic() - t0:.1f} s; the stack keeps running:")
@@ -260,22 +261,23 @@ def up() -> None:
 
 
 # The API requires a key (api.allowAnonymous stays false): the demo makes one for tenant
-# `demo` with the API's own command in the API pod, which has the database's DSN.
+# `demo` as a key administrator does (`schedgen-api add-key` with the schema owner's login:
+# the API's own role may not make keys, migration 0007).
 HEADERS: dict[str, str] = {}
 
 
-def demo_api_key(cluster: LocalCluster, api: str) -> str:
+def demo_api_key(api: str, owner_dsn: str) -> str:
     """The demo's API key: the one saved by an earlier run while it still works, else a
-    new one (`schedgen-api add-key --tenant demo` run by `kubectl exec` in the API pod)."""
+    new one (`schedgen-api add-key --tenant demo`, as the key administrator)."""
     saved = STATE / "api-key"
     if saved.exists():
         key = saved.read_text().strip()
         if httpx.get(f"{api}/api/v1/queue", headers={"X-API-Key": key}, timeout=10).status_code == 200:
             return key
-    say("creating an API key for tenant demo (schedgen-api add-key in the API pod) ...")
-    done = subprocess.run([cluster.bin("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "exec", "-n", NAMESPACE,
-                           f"deploy/{RELEASE}-api", "--", "schedgen-api", "add-key", "--tenant", "demo",
-                           "--description", "hack/demo.py"], capture_output=True, text=True, timeout=120)
+    say("creating an API key for tenant demo (schedgen-api add-key, as the key administrator) ...")
+    done = subprocess.run([sys.executable, "-m", "schedgen.api", "add-key", "--tenant", "demo",
+                           "--description", "hack/demo.py"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SCHEDGEN_DATABASE_URL": owner_dsn})
     if done.returncode != 0:
         raise SystemExit(f"could not create an API key: {done.stderr.strip()}")
     key = done.stdout.strip().splitlines()[-1]

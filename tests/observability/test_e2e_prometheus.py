@@ -61,7 +61,7 @@ def test_dashboard_and_backlog_alert_on_a_real_prometheus(operator_cluster, star
                      tmp_path / "api.log").start()
     prom = PrometheusServer(tmp_path / "prometheus")
     try:
-        prom.start({"operator": f"127.0.0.1:{op.metrics_port}", "api": f"127.0.0.1:{api.port}"},
+        prom.start({"operator": f"127.0.0.1:{op.metrics_port}", "api": f"127.0.0.1:{api.metrics_port}"},
                    [shortened_rules(tmp_path / "rules.yaml")])
         t0 = time.time()
         wait_for(lambda: prom.targets_up() == {"operator": "up", "api": "up"}, 30, what="both targets up")
