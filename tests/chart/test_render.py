@@ -224,7 +224,7 @@ def test_rbac_is_least_privilege(name):
         assert env["SCHEDGEN_WATCH_NAMESPACES"] == "team-a,team-b,schedgen-system"
     else:
         groups = {g for _, r in op_cluster for g in r["apiGroups"]}
-        assert groups == {"apiextensions.k8s.io", "kopf.dev", "schedgen.io", "batch", ""}
+        assert groups == {"apiextensions.k8s.io", "kopf.dev", "schedgen.io", "batch", "", "networking.k8s.io"}
 
 
 @pytest.mark.parametrize("values,where", BAD_VALUES, ids=[w for _, w in BAD_VALUES])

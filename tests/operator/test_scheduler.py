@@ -537,3 +537,28 @@ def test_one_parsejob_that_breaks_its_observation_never_stops_the_tick(setup, mo
                                                  "message": "RecursionError: maximum recursion depth exceeded"}
     assert status(kube, "fine")["phase"] == "Succeeded" and status(kube, "waiting")["phase"] == "Running"
     assert metrics.OBSERVATION_ERRORS._value.get() == before + 1
+
+
+def test_no_runner_where_its_network_policy_is_missing(s3):
+    """With SCHEDGEN_RUNNER_NETWORK_POLICY set (the chart sets it with its policies), a
+    namespace without that NetworkPolicy gets no runner: the ParseJob fails, no Job."""
+    kube = FakeKube(s3)
+    kube.policies = {("ns", "schedgen-runner")}
+
+    async def network_policy_exists(namespace, name):
+        return (namespace, name) in kube.policies
+
+    kube.network_policy_exists = network_policy_exists
+    cfg = OperatorConfig(default_bucket=s3.bucket, s3_endpoint_url=s3.endpoint_url,
+                         runner_network_policy="schedgen-runner")
+    sched = Scheduler(cfg, kube, ResultStore(cfg, s3.client), records=None)  # type: ignore[arg-type]
+    kube.add("covered", ns="ns")
+    kube.add("bare", ns="elsewhere")
+    loop = asyncio.new_event_loop()
+    try:
+        tick(loop, sched, kube)
+    finally:
+        loop.close()
+    assert status(kube, "covered")["phase"] == "Running"
+    s = status(kube, "bare", ns="elsewhere")
+    assert (s["phase"], s["error"]["reason"]) == ("Failed", "NoNetworkPolicy") and len(kube.jobs) == 1

@@ -140,6 +140,9 @@ class OperatorConfig:
     # only uploads/namespaces/<its namespace>/.
     source_buckets: tuple[str, ...] = ()
     api_namespaces: tuple[str, ...] = ()
+    # The runner pods' NetworkPolicy (the chart's): when set, no runner Job is made in a
+    # namespace without it (the ParseJob fails NoNetworkPolicy).
+    runner_network_policy: str = ""
     metrics_port: int = 9090
     liveness_port: int = 8080
     peering_name: str = "schedgen-operator"

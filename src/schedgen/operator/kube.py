@@ -51,6 +51,7 @@ class Kube:
         self.api_client = api_client or load_client_config()
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
+        self.networking = kubernetes.client.NetworkingV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self._namespaces: dict[str, tuple[float, dict[str, str] | None]] = {}
@@ -161,6 +162,21 @@ class Kube:
             labels = None
         self._namespaces[name] = (time.monotonic() + NAMESPACE_CACHE_SECONDS, labels)
         return labels
+
+    async def network_policy_exists(self, namespace: str, name: str) -> bool:
+        """Whether the NetworkPolicy `name` exists in `namespace` (cached like namespace
+        labels: NAMESPACE_CACHE_SECONDS)."""
+        key = f"netpol:{namespace}/{name}"
+        cached = self._namespaces.get(key)
+        if cached and cached[0] > time.monotonic():
+            return bool(cached[1])
+        try:
+            await self._call("GET", self.networking.read_namespaced_network_policy, name, namespace)
+            found = True
+        except NotFound:
+            found = False
+        self._namespaces[key] = (time.monotonic() + NAMESPACE_CACHE_SECONDS, {"found": "1"} if found else None)
+        return found
 
     # --- the operator's ConfigMap -----------------------------------------------------
 

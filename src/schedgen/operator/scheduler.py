@@ -232,8 +232,14 @@ class Scheduler:
 
     async def _may_run(self, pj: ParseJob) -> bool:
         """The admission policies' rules checked again (tenant binding, source, resources:
-        admission.refusal): False, and the ParseJob Failed, when it may never run."""
+        admission.refusal), and no runner where its NetworkPolicy is missing (when
+        SCHEDGEN_RUNNER_NETWORK_POLICY names it): False, and the ParseJob Failed, when it
+        may not run."""
         refused = admission.refusal(pj, self.cfg, await self.kube.namespace_labels(pj.namespace))
+        policy = self.cfg.runner_network_policy
+        if not refused and policy and not await self.kube.network_policy_exists(pj.namespace, policy):
+            refused = ("NoNetworkPolicy", f"namespace {pj.namespace} has no NetworkPolicy {policy} for runner "
+                                          "pods: no runner runs there without one (docs/deploy.md)")
         if refused:
             await self.writer.finished(pj, Outcome(FAILED, *refused, code=refused[0]))
         return not refused
