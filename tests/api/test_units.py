@@ -116,13 +116,17 @@ def test_backend_errors_map_to_one_503_each(exc, backend, code, text, caplog):
 
 
 def test_status_of_a_new_parsejob_fills_the_defaults():
+    """A waiting job's place comes from the operator's published queue
+    (schedgen.queue_summary), never from its own status (the operator writes none there)."""
     obj = {"metadata": {"name": "up-1", "uid": "u-1", "namespace": "uploads",
                         "creationTimestamp": "2025-06-01T08:00:00Z"},
-           "status": {"queuePosition": 4}}
-    assert lookup.status_from_object(obj) == {
+           "status": {"queuePosition": 9}}
+    queue = {"positions": "other/a\nuploads/x\nuploads/y\nuploads/up-1\n"}
+    assert lookup.status_from_object(obj, queue) == {
         "id": "up-1", "uid": "u-1", "tenant": "uploads", "priority": "normal", "scheduleType": "auto",
         "phase": "Queued", "queuePosition": 4, "attempts": 0, "result": None, "error": None,
         "createdAt": "2025-06-01T08:00:00Z", "startedAt": None, "completedAt": None, "source": "kubernetes"}
+    assert lookup.status_from_object(obj)["queuePosition"] is None  # nothing published: no place shown
 
 
 def test_status_of_a_finished_parsejob_keeps_only_documented_fields():

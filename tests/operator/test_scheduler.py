@@ -15,6 +15,7 @@ from schedgen.operator.kube import Conflict, NotFound
 from schedgen.operator.result_store import ResultStore
 from schedgen.operator.runner_objects import RunnerJob, RunnerPod
 from schedgen.operator.scheduler import Scheduler, Stuck
+from schedgen import queue_summary
 from schedgen.parsejob import ParseJob, result_key
 
 _rv = itertools.count(1)
@@ -29,6 +30,7 @@ class FakeKube:
         self.parsejobs: dict[tuple[str, str], dict] = {}
         self.jobs: dict[tuple[str, str], dict] = {}
         self.secrets: dict[tuple[str, str], dict] = {}
+        self.configmaps: dict[tuple[str, str], dict] = {}
         self.events: list[tuple[str, str, str]] = []
         self.writes = 0
 
@@ -51,6 +53,10 @@ class FakeKube:
         self.jobs[key] = copy.deepcopy(job)
         uid = self.jobs[key]["metadata"]["uid"] = f"job-uid-{key[1]}-{uuid.uuid4().hex[:6]}"  # the API server's
         return uid
+
+    async def patch_configmap(self, namespace: str, name: str, data: dict) -> None:
+        self.writes += 1
+        self.configmaps[(namespace, name)] = dict(data)
 
     async def put_secret(self, secret: dict) -> None:
         self.writes += 1
@@ -143,7 +149,8 @@ def runtime(**kw) -> RuntimeConfig:
 
 
 def phases(kube: FakeKube) -> dict[str, str]:
-    return {k[1]: v["status"].get("phase") for k, v in kube.parsejobs.items()}
+    """As the API server shows them: a ParseJob never written reads Queued (the CRD's default)."""
+    return {k[1]: v["status"].get("phase") or "Queued" for k, v in kube.parsejobs.items()}
 
 
 def status(kube: FakeKube, name: str, ns: str = "ns") -> dict:
@@ -175,7 +182,11 @@ def test_admits_up_to_the_cap_then_follows_to_success(setup):
     tick(loop, sched, kube)
     assert phases(kube) == {"pj0": "Running", "pj1": "Running", "pj2": "Queued", "pj3": "Queued"}
     assert len(kube.jobs) == 2
-    assert status(kube, "pj2")["queuePosition"] == 1
+    # the waiting are not written at all: their places are in the published queue summary
+    assert status(kube, "pj2") == {} and status(kube, "pj3") == {}
+    summary = kube.configmaps[("schedgen-system", "schedgen-operator-queue")]
+    assert queue_summary.position_of(summary, "ns", "pj2") == 1 and queue_summary.position_of(summary, "ns", "pj3") == 2
+    assert json.loads(summary["summary"])["waiting"] == 2 and json.loads(summary["summary"])["running"] == 2
     # admitted straight from nothing: one status write holds both transitions
     assert [h["phase"] for h in status(kube, "pj0")["history"]] == ["Queued", "Running"]
     kube.finish_job("pj0")
@@ -414,7 +425,7 @@ def test_deleting_parsejobs_are_left_to_the_finalizer(setup):
     b = kube.add("a")
     b["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     tick(loop, sched, kube)
-    assert phases(kube)["a"] is None and not kube.jobs
+    assert status(kube, "a") == {} and not kube.jobs
 
 
 def test_write_budget_per_parsejob(setup):

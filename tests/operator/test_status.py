@@ -71,12 +71,17 @@ def test_failure_and_cancel():
 
 
 def test_a_transition_of_a_parsejob_never_queued_queues_it_first():
-    """The operator may see a ParseJob first when it is already due for admission (or
-    deletion): its history still starts with Queued."""
-    for s in (ps.running(fresh(), "j", at=T1), ps.cancelled(fresh(), at=T1),
-              ps.finished(fresh(), Outcome("Failed", "TenantMismatch", "no"), at=T1)):
-        assert s["transitionSeq"] == 2 and s["history"][0]["phase"] == "Queued" and s["enqueuedAt"] == T1
-    assert ps.running(fresh(), "j")["attempts"] == 1
+    """A waiting ParseJob is never written (the CRD defaults its phase to Queued, which is
+    also how the operator reads it): its first write records Queued, as of its creation,
+    and the next phase together, so its history still starts with Queued."""
+    defaulted = fresh().with_status({"phase": "Queued"})  # as the API server returns a new one
+    for pj in (fresh(), defaulted):
+        assert pj.status.waiting
+        for s in (ps.running(pj, "j", at=T1), ps.cancelled(pj, at=T1),
+                  ps.finished(pj, Outcome("Failed", "TenantMismatch", "no"), at=T1)):
+            assert s["transitionSeq"] == 2 and [h["phase"] for h in s["history"]][0] == "Queued", s
+            assert s["enqueuedAt"] == s["history"][0]["at"] == pj.created
+        assert ps.running(pj, "j")["attempts"] == 1
 
 
 def test_a_batch_member_records_its_batch():

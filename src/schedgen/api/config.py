@@ -56,6 +56,9 @@ class ApiConfig:
     metrics_port: int = 9091  # /metrics on a listener of its own (0: none); `serve` starts it
     max_upload_bytes_in_flight: int = 128 * 1024 * 1024  # uploads being received at once, per process
     feed_max_days: int = 365  # a feed's longest life (expiresInDays); 0: feeds may live forever
+    # The operator's queue summary, `namespace/name` of its ConfigMap (schedgen.queue_summary):
+    # where a waiting job's place comes from ("": none is served).
+    queue_configmap: str = ""
 
     ENV = {
         "database_url": "SCHEDGEN_DATABASE_URL",
@@ -63,6 +66,7 @@ class ApiConfig:
         "s3_bucket": "SCHEDGEN_S3_BUCKET",
         "aws_region": "AWS_REGION",
         "namespace": "SCHEDGEN_API_NAMESPACE",
+        "queue_configmap": "SCHEDGEN_API_QUEUE_CONFIGMAP",
         "kubeconfig": "KUBECONFIG",
         "max_upload_bytes": "SCHEDGEN_API_MAX_UPLOAD_BYTES",
         "uploads_per_minute": "SCHEDGEN_API_UPLOADS_PER_MINUTE",

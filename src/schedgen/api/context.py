@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import anyio
 
 from .backends import postgres
-from .backends.kube import ParseJobs
+from .backends.kube import ParseJobs, QueueSummary
 from .backends.s3 import Storage
 from .config import ApiConfig
 from .errors import BACKEND_ERRORS, ApiError
@@ -50,6 +50,7 @@ class ApiContext:
         self.pool = postgres.new_pool(cfg.database_url, cfg.db_pool_size)
         self.storage = Storage(cfg)
         self.jobs = ParseJobs(cfg)
+        self.queue = QueueSummary(cfg, self.jobs.api_client)
         self.keys = postgres.KeyCache(cfg.key_cache_seconds)
         self.uploads = UploadBudget(cfg.max_upload_bytes_in_flight)
         # boto3 and the Kubernetes client block: they run in threads, at most this many at once
@@ -60,6 +61,10 @@ class ApiContext:
 
     async def blocking(self, fn, *args):
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
+
+    async def queue_data(self) -> dict | None:
+        """The operator's published queue (waiting jobs' places), cached a moment."""
+        return await self.blocking(self.queue.data)
 
     async def start(self) -> None:
         await self.pool.open()  # connects in the background: the API starts while Postgres is down

@@ -193,6 +193,16 @@ class Kube:
         except Conflict:
             pass
 
+    async def patch_configmap(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        """Set `data` on a ConfigMap (the queue summary: the chart creates it; created
+        here when missing, where the operator may)."""
+        try:
+            await self._call("PATCH", self.core.patch_namespaced_config_map, name, namespace, {"data": dict(data)})
+        except NotFound:
+            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+                    "data": dict(data)}
+            await self._call("POST", self.core.create_namespaced_config_map, namespace, body)
+
     async def release_configmap(self, namespace: str, name: str, finalizer: str) -> bool:
         """Remove kopf's finalizer from the operator's ConfigMap (at shutdown): its daemons
         are stopped, so nothing is left for the finalizer to wait for, and a `helm

@@ -5,7 +5,7 @@ replica whenever an index changes (or every `SCHEDGEN_TICK_SECONDS`).
        ended, and the status writer (status_writer.py) records those decisions;
     2. the queue manager (queue_manager.py, pure) says what starts now; its runner Jobs
        are created (runner_jobs.py) and the ParseJobs marked Running;
-    3. new ParseJobs are marked Queued, and queue positions refreshed (budgeted).
+    3. the queue summary is published (one object, at most every few seconds).
 
 Level-based: each tick reads the kopf indexes (with the status writer's overlay of its
 own writes), decides from them alone, and writes only what differs. Ends before starts:
@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any, Callable, Mapping
 
+from schedgen import queue_summary
 from schedgen.parsejob import FAILED, ParseJob
 
 from . import admission, metrics, queue_manager
@@ -36,7 +37,6 @@ from .status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
-MARK_QUEUED_PER_TICK = 100
 MIN_TICK_GAP_SECONDS = 0.1
 STUCK_TICK_SECONDS = 60.0
 GAUGES_EVERY_SECONDS = 1.0
@@ -58,6 +58,7 @@ class Scheduler:
         self.changed = asyncio.Event()
         self.last_tick = 0.0
         self.last_positions_publish = float("-inf")
+        self.published: dict[str, str] | None = None  # the queue summary last written
         self.active = False  # while the scheduler daemon runs here (this replica leads)
         self._tick_started = 0.0
         self._gauges_set = float("-inf")
@@ -137,7 +138,8 @@ class Scheduler:
                                   for pj, d in decided)
         running = [pj for pj in running if pj.uid not in ended]
         admitted = await self.admit(waiting, running, snap, runtime)
-        await self.publish_queue([pj for pj in waiting if pj.uid not in admitted], running, runtime)
+        await self.publish_queue([pj for pj in waiting if pj.uid not in admitted],
+                                 running + [pj for pj in waiting if pj.uid in admitted], runtime)
         if started - self._gauges_set >= GAUGES_EVERY_SECONDS:  # not every tick: O(ParseJobs)
             self._gauges_set = started
             metrics.count_parsejobs(snap.parsejobs)
@@ -247,26 +249,23 @@ class Scheduler:
     # --- queue status -------------------------------------------------------------------
 
     async def publish_queue(self, waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig) -> None:
-        """Mark new ParseJobs Queued; refresh queue positions every
-        `queuePositionIntervalSeconds`, at most `queuePositionMaxWrites` of them."""
+        """The queue summary (schedgen.queue_summary), at most every
+        `queuePositionIntervalSeconds` and only when it changed: one write, whatever the
+        backlog. A waiting ParseJob itself is never written (its phase is the CRD's
+        default, Queued; its Queued transition is recorded with its Running one)."""
         now = self.clock()
-        refresh = now - self.last_positions_publish >= runtime.queue_position_interval_seconds
-        if not waiting or not (refresh or any(not pj.phase for pj in waiting)):
-            return  # nothing to write: most ticks at a deep backlog (ordering 1000s is not free)
-        queue = queue_manager.ordered(waiting, running, runtime)
-        position = {pj.uid: i + 1 for i, pj in enumerate(queue)}
-        fresh = [pj for pj in queue if not pj.phase][:MARK_QUEUED_PER_TICK]
-        writes = [self.writer.queued(pj, position[pj.uid]) for pj in fresh]
-        if refresh:
-            self.last_positions_publish = now
-            budget = runtime.queue_position_max_writes
-            for pj in queue:
-                if budget <= 0:
-                    break
-                if pj.phase and self.writer.written_position(pj) != position[pj.uid]:
-                    writes.append(self.writer.position(pj, position[pj.uid]))
-                    budget -= 1
-        await self.writer.bounded(writes)
+        if now - self.last_positions_publish < runtime.queue_position_interval_seconds:
+            return
+        self.last_positions_publish = now
+        data = queue_summary.summary_data(queue_manager.ordered(waiting, running, runtime) if waiting else [],
+                                          running, now_rfc3339(self.wall()))
+        if queue_summary.same_queue(self.published, data):
+            return
+        try:
+            await self.kube.patch_configmap(self.cfg.namespace, queue_summary.configmap_name(self.cfg.configmap), data)
+            self.published = data
+        except Exception as exc:  # noqa: BLE001 - the next interval tries again
+            log.warning("could not publish the queue summary: %s", exc)
 
     # --- cancellation -------------------------------------------------------------------
 

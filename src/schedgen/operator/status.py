@@ -66,6 +66,13 @@ def _conditions(pj: ParseJob, *new: dict[str, Any]) -> list[dict[str, Any]]:
     return conditions
 
 
+def written_queued(pj: ParseJob) -> ParseJob:
+    """The ParseJob with its Queued transition, as of its creation, when none was written
+    yet: a waiting ParseJob is never written (the CRD defaults its phase to Queued), so its
+    first write records Queued and the next phase together."""
+    return pj if pj.status.seq else pj.with_status(queued(pj, pj.created or None))
+
+
 def queued(pj: ParseJob, at: str | None = None) -> dict[str, Any]:
     """A new ParseJob waits for admission."""
     at = at or now_rfc3339()
@@ -83,7 +90,7 @@ def running(pj: ParseJob, job_name: str, at: str | None = None, batch_size: int 
     this run on its way; `priorAttempts` the counted runs before it (outcome.conclude
     counts from it)."""
     at = at or now_rfc3339()
-    base = pj if pj.status.phase else pj.with_status(queued(pj, at))
+    base = written_queued(pj)
     message = f"Job {job_name} created" + (f" for a batch of {batch_size}" if batch_size > 1 else "")
     prior = base.status.attempts
     return _transition(base, RUNNING, "Admitted", message, at, startedAt=at, jobName=job_name, jobUid=job_uid,
@@ -111,7 +118,7 @@ def requeued(pj: ParseJob, requeue: Requeue, at: str | None = None) -> dict[str,
 def finished(pj: ParseJob, outcome: Outcome, at: str | None = None) -> dict[str, Any]:
     at = at or now_rfc3339()
     gen = pj.generation
-    base = pj if pj.status.phase else pj.with_status(queued(pj, at))
+    base = written_queued(pj)
     if outcome.phase == SUCCEEDED:
         condition = _condition("Complete", True, outcome.reason, outcome.message, at, gen)
         return _transition(base, outcome.phase, outcome.reason, outcome.message, at, completedAt=at,
@@ -128,7 +135,7 @@ def finished(pj: ParseJob, outcome: Outcome, at: str | None = None) -> dict[str,
 
 def cancelled(pj: ParseJob, at: str | None = None) -> dict[str, Any]:
     at = at or now_rfc3339()
-    base = pj if pj.status.phase else pj.with_status(queued(pj, at))
+    base = written_queued(pj)
     message = "the ParseJob was deleted before it finished"
     return _transition(base, CANCELLED, "Cancelled", message, at, completedAt=at, queuePosition=None,
                        retryAfter=None, error={"reason": "Cancelled", "message": message},

@@ -36,7 +36,6 @@ class StatusWriter:
                  wall: Callable[[], float] = time.time):
         self.kube, self.clock, self.wall = kube, clock, wall
         self.overlays: dict[str, ParseJob] = {}  # by uid: our last write, until the watch brings it
-        self.positions: dict[str, int] = {}  # by uid: the queuePosition we last wrote
         self.freed_slots: deque[float] = deque(maxlen=10000)  # clock() of runs ending with work waiting
         self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
 
@@ -52,9 +51,8 @@ class StatusWriter:
         return pj
 
     def forget_except(self, uids: set[str]) -> None:
-        for table in (self.overlays, self.positions):
-            for uid in table.keys() - uids:
-                del table[uid]
+        for uid in self.overlays.keys() - uids:
+            del self.overlays[uid]
 
     # --- writes -------------------------------------------------------------------------
 
@@ -77,24 +75,8 @@ class StatusWriter:
         written = self.overlays[pj.uid] = pj.with_status(status)
         return written
 
-    async def queued(self, pj: ParseJob, position: int | None) -> None:
-        status = st.queued(pj)
-        if position is not None:
-            status["queuePosition"] = position
-        await self._write(pj, status)
-        if position is not None:
-            self.positions[pj.uid] = position
-
-    async def position(self, pj: ParseJob, position: int) -> None:
-        await self.kube.set_status_field(pj.namespace, pj.name, pj.status.seq, "queuePosition", position)
-        self.positions[pj.uid] = position
-
-    def written_position(self, pj: ParseJob) -> int | None:
-        return self.positions.get(pj.uid, pj.status.queue_position)
-
     async def running(self, pj: ParseJob, job_name: str, job_uid: str, at: str | None, batch_size: int) -> str:
         await self._write(pj, st.running(pj, job_name, at, batch_size, job_uid))
-        self.positions.pop(pj.uid, None)
         if self.freed_slots:
             metrics.ADMISSION_LATENCY.observe(max(0.0, self.clock() - self.freed_slots.popleft()))
         metrics.ADMITTED.labels(priority=pj.priority).inc()

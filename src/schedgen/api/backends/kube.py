@@ -4,8 +4,10 @@ from a thread pool; see the package docstring)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import time
 from typing import Any
 
 from schedgen.parsejob import GROUP, PLURAL, VERSION
@@ -14,6 +16,7 @@ from ..config import ApiConfig
 from . import AlreadyExists, BackendUnavailable, NotFound, one_line
 
 K8S_TIMEOUT = (3, 10)  # connect, read
+log = logging.getLogger("schedgen.api")
 
 
 def api_client(cfg: ApiConfig):
@@ -187,3 +190,36 @@ def _api_message(exc) -> str:
     except Exception:  # noqa: BLE001
         return str(exc.reason)
 
+
+
+class QueueSummary:
+    """The operator's published queue (schedgen.queue_summary), read at most every
+    `seconds`; None when none is configured, readable or published (no place is shown)."""
+
+    def __init__(self, cfg: ApiConfig, client=None, seconds: float = 2.0):
+        import kubernetes
+
+        namespace, _, name = cfg.queue_configmap.partition("/")
+        self.where = (namespace, name) if name else None
+        self.core = kubernetes.client.CoreV1Api(client or api_client(cfg)) if self.where else None
+        self.seconds = seconds
+        self._cached: tuple[float, dict | None] = (float("-inf"), None)
+        self._lock = threading.Lock()
+
+    def data(self) -> dict | None:
+        import kubernetes
+
+        if self.where is None:
+            return None
+        with self._lock:
+            at, data = self._cached
+            if time.monotonic() - at < self.seconds:
+                return data
+            try:
+                cm = self.core.read_namespaced_config_map(self.where[1], self.where[0])
+                data = dict(cm.data or {})
+            except (kubernetes.client.ApiException, OSError) as exc:
+                log.debug("the queue summary is not readable: %s", exc)
+                data = None
+            self._cached = (time.monotonic(), data)
+            return data

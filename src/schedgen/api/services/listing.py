@@ -50,7 +50,8 @@ def _created(value: str | None) -> dt.datetime:
         return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def _live(items: list[dict], tenant: str, phase: str | None, before: Key | None) -> tuple[list, list[str]]:
+def _live(items: list[dict], tenant: str, phase: str | None, before: Key | None,
+          queue: dict | None = None) -> tuple[list, list[str]]:
     """The tenant's live ParseJobs on this page as (key, status), and the names of all of
     them (their records must not be listed a second time)."""
     page, names = [], []
@@ -59,7 +60,7 @@ def _live(items: list[dict], tenant: str, phase: str | None, before: Key | None)
             continue
         meta = obj["metadata"]
         names.append(meta["name"])
-        status = status_from_object(obj)
+        status = status_from_object(obj, queue)
         key = (_created((meta.get("annotations") or {}).get(ANN_CREATED) or meta.get("creationTimestamp")),
                status["id"])
         if (phase is None or status["phase"] == phase) and (before is None or key < before):
@@ -70,7 +71,7 @@ def _live(items: list[dict], tenant: str, phase: str | None, before: Key | None)
 async def page(ctx: ApiContext, tenant: str, phase: str | None, limit: int, cursor: str | None) -> dict:
     """One page of the list: `{"items", "nextCursor"}` (None on the last page)."""
     before = decode_cursor(cursor) if cursor else None
-    live, live_names = _live(await ctx.blocking(ctx.jobs.list_all), tenant, phase, before)
+    live, live_names = _live(await ctx.blocking(ctx.jobs.list_all), tenant, phase, before, await ctx.queue_data())
     records = await postgres.list_records(ctx.pool, ctx.cfg.namespace, tenant, phase, before, live_names,
                                           limit + 1)
     merged = live + [((r["created_at"], r["name"]), status_from_record(r["name"], r)) for r in records]

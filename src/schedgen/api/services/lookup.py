@@ -12,6 +12,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 
+from schedgen import queue_summary
 from schedgen.parsejob import FINAL_PHASES, QUEUED, ParseJob
 
 from ..backends import NotFound, postgres
@@ -34,9 +35,10 @@ class Job:
         return cls(status["id"], status["uid"], status["tenant"], status["phase"], kind, status)
 
 
-def status_from_object(obj: dict) -> dict:
+def status_from_object(obj: dict, queue: dict | None = None) -> dict:
     """The status document of a ParseJob object (`source: kubernetes`): identity and spec
-    through the shared `ParseJob` rules, the status fields as the operator wrote them."""
+    through the shared `ParseJob` rules, the status fields as the operator wrote them, a
+    waiting job's place from the operator's published queue (`queue`)."""
     job, st = ParseJob.of(obj), obj.get("status") or {}
     phase = st.get("phase") or QUEUED
     result = st.get("result") or None
@@ -44,7 +46,7 @@ def status_from_object(obj: dict) -> dict:
     return {
         "id": job.name, "uid": job.uid, "tenant": job.tenant, "priority": job.priority,
         "scheduleType": job.schedule_type, "phase": phase,
-        "queuePosition": st.get("queuePosition") if phase == QUEUED else None,
+        "queuePosition": queue_summary.position_of(queue, job.namespace, job.name) if phase == QUEUED else None,
         "attempts": int(st.get("attempts") or 0),
         "result": {k: result.get(k) for k in ("kind", "events", "pages", "parseSeconds")} if result else None,
         "error": {k: error.get(k) for k in ("reason", "code", "message")} if error else None,
@@ -81,7 +83,7 @@ async def lookup(ctx: ApiContext, name: str, tenant: str) -> Job | None:
     status = None
     try:
         obj = ctx.jobs.cached(name) or await ctx.blocking(ctx.jobs.get, name)
-        status = status_from_object(obj)
+        status = status_from_object(obj, await ctx.queue_data())
     except NotFound:
         record = await postgres.job_record(ctx.pool, tenant, ctx.cfg.namespace, name)
         if record is not None:
