@@ -30,6 +30,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -116,6 +117,7 @@ def values_for(refs: dict[str, str], s3_endpoint: str) -> dict:
     # The tag stays <version> while the code changes: the image ID in a pod annotation makes
     # `helm upgrade` roll the pods when a rebuilt image was imported.
     rollout = {"schedgen.io/image-id": images.image_id(refs["operator"])[:19]}
+    s3_url = urlsplit(s3_endpoint)
     return {
         "operator": {"image": image_values(refs["operator"]), "replicas": 2, "logFormat": "text",
                      "podAnnotations": rollout},
@@ -132,6 +134,10 @@ def values_for(refs: dict[str, str], s3_endpoint: str) -> dict:
         "jobDefaults": {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
                                       "limits": {"cpu": "1", "memory": "768Mi"}}},
         "queue": {"guardMaxUnschedulable": -1},
+        # the cluster enforces NetworkPolicy: runner pods reach MinIO (its port on this machine's
+        # address on the cluster network) and nothing else
+        "networkPolicy": {"s3": {"ports": [{"port": s3_url.port, "protocol": "TCP"}],
+                                 "to": [{"ipBlock": {"cidr": f"{s3_url.hostname}/32"}}]}},
     }
 
 

@@ -134,6 +134,8 @@ helm --kube-context "kind-$CLUSTER" upgrade --install schedgen charts/schedgen -
   --set s3.endpointUrl="http://minio.$NS.svc:9000" --set s3.existingSecret=schedgen-s3 \
   --set postgres.existingSecret=schedgen-postgres \
   --set networkPolicy.s3.ports[0].port=9000 \
+  --set networkPolicy.s3.to[0].namespaceSelector.matchLabels."kubernetes\.io/metadata\.name"="$NS" \
+  --set networkPolicy.s3.to[0].podSelector.matchLabels.app=minio \
   --set queue.guardMaxUnschedulable=-1
 
 step "submitting the real PDFs as ParseJobs"

@@ -4,8 +4,9 @@
 #      runc, CNI plugins, iptables, conntrack, busybox-static, gcc for the cluster's real nodes.
 #   2. .venv/ with the project and its test dependencies.
 #   3. The local Kubernetes control plane binaries, built once from the Go module
-#      proxy into ~/.cache/schedgen/ (8 to 25 minutes on 2 cores the first time), and kwok
-#      (simulated nodes, about 2 minutes more).
+#      proxy into ~/.cache/schedgen/ (8 to 25 minutes on 2 cores the first time), kwok
+#      (simulated nodes, about 2 minutes more) and kube-network-policies (the NetworkPolicy
+#      enforcer of the real nodes, about 3.5 minutes more).
 #   4. MinIO, the S3 server of the tests and the demo, also from the Go module proxy
 #      (about 2 to 4 minutes the first time); prometheus + promtool likewise (hack/promserver.py,
 #      8 to 15 minutes the first time), for the alert rule tests and the Prometheus e2e.
@@ -63,7 +64,7 @@ if [ ! -f .venv/.installed ] || [ requirements-dev.txt -nt .venv/.installed ] \
   touch .venv/.installed
 fi
 
-step "building or reusing the local Kubernetes binaries and kwok"
+step "building or reusing the local Kubernetes binaries, kwok and kube-network-policies"
 hack/cluster build
 step "building or reusing the S3 server (MinIO, from the Go module proxy)"
 .venv/bin/python hack/devservices.py build

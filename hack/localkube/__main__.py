@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-dir", default=os.environ.get("SCHEDGEN_CLUSTER_DIR") or str(default_state_dir()),
                     help="where certs, etcd data, logs and state.json live (default %(default)s)")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build or reuse the pinned binaries (Kubernetes, etcd, kwok)")
+    b = sub.add_parser("build", help="build or reuse the pinned binaries (Kubernetes, etcd, kwok, "
+                       "kube-network-policies)")
     b.add_argument("--force", action="store_true")
     b.add_argument("-j", "--jobs", type=int, default=2)
     u = sub.add_parser("up", help="start the control plane and nodes")
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--kwok-nodes", type=int, default=0,
                    help="simulated nodes to add (kwok-node-1..N, tainted: see kwok-nodes)")
     u.add_argument("--fresh", action="store_true", help="wipe the state dir (etcd data, certs) first")
+    u.add_argument("--no-network-policy", action="store_true",
+                   help="no NetworkPolicy enforcer on the real nodes (kube-network-policies runs by default)")
     u.add_argument("--image", action="append", default=[], metavar="ARCHIVE",
                    help="image archive (docker-archive/OCI tar, or a directory of *.tar) to "
                         "import into every node; repeatable")
@@ -69,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         bdir = _build.build(force=ns.force, jobs=ns.jobs)
         du = sum(f.stat().st_size for f in _build.version_dir().rglob("*") if f.is_file())
         print(f"binaries in {bdir} ({time.monotonic() - t0:.1f}s; cache dir {du / 1e6:.0f} MB)")
-        from . import kwok
+        from . import kwok, netpol
         print(f"kwok: {kwok.build(force=ns.force)}")
+        print(f"kube-network-policies: {netpol.build(force=ns.force)}")
         return 0
     if ns.cmd == "test-images":
         from .images import busybox_archive, pause_archive
@@ -81,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if ns.cmd == "up":
         t0 = time.monotonic()
         _build.build()
+        cluster.network_policy = not ns.no_network_policy
+        if cluster.network_policy:
+            from . import netpol
+            netpol.build()
         t_build = time.monotonic() - t0
         cluster.fresh = ns.fresh
         t1 = time.monotonic()

@@ -2,8 +2,9 @@
 kube-scheduler, and nodes.
 
 Real nodes: kube-proxy and per node its own containerd + kubelet v1.37.2 running pods as
-containers (runc), in a network namespace of the cluster's own (network.py, node.py). The
-apiserver listens on the cluster's host address. Simulated nodes (many, for benchmarks and
+containers (runc) and a NetworkPolicy enforcer (kube-network-policies, netpol.py), in a network
+namespace of the cluster's own (network.py, node.py). The apiserver listens on the cluster's host
+address. Simulated nodes (many, for benchmarks and
 scale tests): KWOK as one more process of the cluster (kwok.py), with the executor
 (executor.py) doing the runner's work for the pods that land on them.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from . import build as _build
-from . import hostfs, network
+from . import hostfs, netpol, network
 from .certs import APISERVER_KUBELET_CLIENT, generate_pki
 
 HACK_DIR = Path(__file__).resolve().parent.parent
@@ -155,12 +156,15 @@ class LocalCluster:
     """
 
     def __init__(self, state_dir: str | os.PathLike | None = None, bin_dir: str | os.PathLike | None = None,
-                 log=_log, fresh: bool = False, session: bool = False):
+                 log=_log, fresh: bool = False, session: bool = False, network_policy: bool = True):
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.bin_dir = Path(bin_dir) if bin_dir else _build.bin_dir()
         self.log = log
         self.fresh = fresh
         self.session = session  # lives only as long as this process (a test session)
+        # NetworkPolicy enforced on real nodes (netpol.py); a started cluster keeps its setting
+        # in state.json, so nodes added by another process follow it
+        self.network_policy = network_policy
         self.pki = self.state_dir / "pki"
         self.logs = self.state_dir / "logs"
         self.kubeconfig = self.state_dir / "admin.kubeconfig"
@@ -315,6 +319,11 @@ class LocalCluster:
         p = self.state.get("processes", {}).get("kube-apiserver")
         return bool(p and _pid_alive(p["pid"], p.get("create_time")))
 
+    @property
+    def enforces_network_policy(self) -> bool:
+        """Whether real nodes get a NetworkPolicy enforcer (netpol.py): the started cluster's setting."""
+        return bool((self.state.get("network_policy") or {}).get("enabled", self.network_policy))
+
     def preflight(self) -> None:
         """Fail early, with the fix, when something real nodes need is missing."""
         need = ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "kube-scheduler", "kubelet",
@@ -322,11 +331,13 @@ class LocalCluster:
         for n in need:
             if not (self.bin_dir / n).exists():
                 raise ClusterError(f"missing binary {self.bin_dir / n}; run 'hack/cluster build'")
+        if self.network_policy and not netpol.binary().exists():
+            raise ClusterError(f"missing binary {netpol.binary()}; run 'hack/cluster build'")
         from . import node as _node
         missing = [p for p in (_node.CONTAINERD, _node.CTR, _node.RUNC, f"{_node.CNI_BIN_DIR}/bridge",
                                f"{_node.CNI_BIN_DIR}/host-local", f"{_node.CNI_BIN_DIR}/loopback")
                    if not Path(p).exists()]
-        missing += [t for t in ("iptables", "iptables-restore", "conntrack", "nsenter", "ip", "gcc")
+        missing += [t for t in ("iptables", "iptables-restore", "conntrack", "nsenter", "unshare", "ip", "gcc")
                     if shutil.which(t) is None]
         if missing:
             raise ClusterError(f"real nodes need {', '.join(missing)}: run hack/setup.sh (Debian packages "
@@ -341,6 +352,8 @@ class LocalCluster:
                                f"{self.processes['kube-apiserver']['pid']}); run 'down' first")
         if build:
             _build.build()
+            if self.network_policy:
+                netpol.build(log=self.log)
         self.preflight()
         prev_slot = (self.state.get("network") or {}).get("slot") or self.state.get("last_slot")
         if self.state.get("network") or self.state.get("processes"):
@@ -351,7 +364,9 @@ class LocalCluster:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler")}
         self.state = {"ports": ports, "processes": {}, "nodes": {}, "images": [],
-                      "cluster_id": self.cluster_id, "bin_dir": str(self.bin_dir), "started_at": time.time()}
+                      "cluster_id": self.cluster_id, "bin_dir": str(self.bin_dir), "started_at": time.time(),
+                      "network_policy": {"enabled": self.network_policy, "enforcer": netpol.BINARY_NAME,
+                                         "version": netpol.VERSION}}
         try:
             t1 = time.monotonic()
             reclaim_stale_networks(self.log)
@@ -593,6 +608,9 @@ class LocalCluster:
         nodes[name] = {"kind": "kubelet", "index": index, "ip": node.ip, "cpu": cpu, "memory": memory,
                        "pods": pods, "labels": labels or {}}
         self._save_state()
+        enforce = self.enforces_network_policy
+        if enforce:  # starts syncing while containerd starts; bound before the kubelet runs a pod
+            netpol.start(self, name, index, node.ip)
         self._spawn(f"containerd-{name}", node.containerd_argv(), env=node.containerd_env(),
                     cgroup=node.system_cgroup)
         self._wait(f"containerd of {name}", lambda: node.sock.exists() and node.ctr("version", timeout=5),
@@ -601,6 +619,13 @@ class LocalCluster:
         for archive in [str(self.sandbox_archive()), *self.state.get("images", [])]:
             node.import_image(archive)
         t_import = time.monotonic() - t1
+        netpol_note = ""
+        if enforce:
+            waited = netpol.wait_bound(self, name, index)
+            netpol.hook(self.net_plan, index)
+            nodes[name]["nfqueue"] = netpol.queue_id(index)
+            self._save_state()
+            netpol_note = f"; NetworkPolicy enforcer on NFQUEUE {netpol.queue_id(index)} (+{waited:.1f}s wait)"
         pid = self._spawn(f"kubelet-{name}", node.kubelet_argv(labels), cgroup=node.system_cgroup)
         if wait:
             self._wait(f"node {name} Ready", lambda: self._node_ready(name), wait,
@@ -611,7 +636,7 @@ class LocalCluster:
         nodes[name]["ready_seconds"] = round(time.monotonic() - t0, 2)
         self._save_state()
         self.log(f"node {name} Ready in {nodes[name]['ready_seconds']:.1f}s (kubelet pid {pid}, ip {node.ip}, "
-                 f"cpu={cpu}, memory={memory}, pods={pods}; image imports {t_import:.1f}s)")
+                 f"cpu={cpu}, memory={memory}, pods={pods}; image imports {t_import:.1f}s{netpol_note})")
         return pid
 
     def _node_ready(self, name: str) -> bool:
@@ -642,6 +667,8 @@ class LocalCluster:
     def _stop_rank(key: str) -> int:
         if key.startswith("kubelet-") or key == "kwok":
             return 0
+        if key.startswith(netpol.BINARY_NAME + "-"):
+            return 1  # with kube-proxy, once the pods are gone
         return {"kube-proxy": 1, "kube-scheduler": 3, "kube-controller-manager": 4, "kube-apiserver": 5,
                 "etcd": 6}.get(key, 2 if key.startswith("containerd-") else 6)
 
@@ -682,7 +709,7 @@ class LocalCluster:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop everything this cluster started, by recorded pid: kubelets and kwok, the pods' container
-        processes, kube-proxy, containerds, scheduler, controller-manager, apiserver, etcd; then
+        processes, kube-proxy and the NetworkPolicy enforcers, containerds, scheduler, controller-manager, apiserver, etcd; then
         kill what is left in its cgroups (shims), unmount what its nodes mounted, remove its
         cgroups and its network namespace (with the bridge, veth pair and iptables rules)."""
         self._load_state_if_empty()
@@ -743,6 +770,8 @@ class LocalCluster:
         out["nodes"] = self.state.get("nodes", {})
         if self.state.get("kwok"):
             out["kwok"] = self.state["kwok"]
+        if self.state.get("network_policy"):
+            out["network_policy"] = self.state["network_policy"]
         if self.state.get("network"):
             out["network"] = self.state["network"]
             out["host_address"] = self.host_address

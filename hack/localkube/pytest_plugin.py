@@ -7,8 +7,9 @@ Fixtures
 --------
 ``local_cluster`` (session)
     A started :class:`localkube.cluster.LocalCluster` with one real node ``node-1`` (cpu 2,
-    memory 4Gi, 110 pods): containerd + kubelet v1.37.2, kube-scheduler, kube-proxy, in the
-    cluster's own network namespace. The session imports the pause image, the busybox test
+    memory 4Gi, 110 pods): containerd + kubelet v1.37.2, kube-scheduler, kube-proxy and a
+    NetworkPolicy enforcer per node (kube-network-policies, localkube.netpol), in the cluster's
+    own network namespace. The session imports the pause image, the busybox test
     image (``localkube.images.BUSYBOX_REF``) and every archive named by
     ``SCHEDGEN_CLUSTER_IMAGES`` (paths or directories of ``*.tar``, separated by ``:``) into
     every node, also into nodes added later. Pods reach services on this machine at

@@ -22,6 +22,17 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 from schedgen.parsejob import GROUP, PLURAL, VERSION  # noqa: E402,F401
 
 
+# What every install must say and the chart cannot default: the S3 endpoint runner pods may
+# reach (networkPolicy.s3.to; the render fails without it). render() and notes() merge these
+# under the values they are given (an address of TEST-NET-1: nothing real); required=False
+# renders the chart's own defaults alone.
+REQUIRED_VALUES = {"networkPolicy": {"s3": {"to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}]}}}
+
+
+def with_required(values: dict | None) -> dict:
+    return deep_merge(REQUIRED_VALUES, values or {})
+
+
 def chart():
     import helm_python as helm
 
@@ -29,9 +40,13 @@ def chart():
 
 
 def render(values: dict | None = None, *, name: str = "schedgen", namespace: str = "schedgen-system",
-           with_crds: bool = False, api_versions: list[str] | None = None) -> list[dict[str, Any]]:
+           with_crds: bool = False, api_versions: list[str] | None = None,
+           required: bool = True) -> list[dict[str, Any]]:
     """The manifests of a `helm install` with these values, as objects (NOTES.txt left out).
-    api_versions: extra APIs the cluster is said to serve (.Capabilities.APIVersions)."""
+    api_versions: extra APIs the cluster is said to serve (.Capabilities.APIVersions);
+    required: merge REQUIRED_VALUES under ``values`` (False: exactly these values)."""
+    if required:
+        values = with_required(values)
     c = chart()
     if api_versions:
         out = _render_with_api_versions(c, values or {}, name, namespace, api_versions)
@@ -60,7 +75,7 @@ def _render_with_api_versions(c, values: dict, name: str, namespace: str, api_ve
 
 
 def notes(values: dict | None = None, *, name: str = "schedgen", namespace: str = "schedgen-system") -> str:
-    out = chart().render(values or {}, name=name, namespace=namespace, is_install=True)
+    out = chart().render(with_required(values), name=name, namespace=namespace, is_install=True)
     return next(v for k, v in out.items() if k.endswith("NOTES.txt"))
 
 

@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 import tempfile
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -275,6 +276,7 @@ class RoleDatabase:
 
 
 def _base_values(project_images: dict, s3, s3_endpoint: str) -> dict:
+    endpoint = urllib.parse.urlsplit(s3_endpoint)
     return {
         "operator": {"image": image_values(project_images["operator"]), "logFormat": "text"},
         "runner": {"image": image_values(project_images["runner"])},
@@ -285,6 +287,10 @@ def _base_values(project_images: dict, s3, s3_endpoint: str) -> dict:
         "jobDefaults": {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
                                       "limits": {"cpu": "1", "memory": "768Mi"}}},
         "queue": {"guardMaxUnschedulable": -1},
+        # the cluster enforces NetworkPolicy: runner pods reach the test MinIO (its port, on this
+        # machine's address on the cluster network) and nothing else
+        "networkPolicy": {"s3": {"ports": [{"port": endpoint.port, "protocol": "TCP"}],
+                                 "to": [{"ipBlock": {"cidr": f"{endpoint.hostname}/32"}}]}},
     }
 
 
@@ -314,10 +320,8 @@ def cluster_release(local_cluster, k8s_api_client, postgres, s3, project_images,
     _, s3_endpoint = _pod_facing(local_cluster, postgres, s3)
     values = _base_values(project_images, s3, s3_endpoint)
     values["operator"]["replicas"] = 2
-    values.update({
-        "networkPolicy": {"runnerNamespaces": [tenant]},
-        "priorityClasses": {"create": True},
-    })
+    values["networkPolicy"]["runnerNamespaces"] = [tenant]
+    values["priorityClasses"] = {"create": True}
     values["s3"]["existingSecret"] = "sg-s3"
     values["jobDefaults"]["ttlSecondsAfterFinished"] = 600
     rel = Release(local_cluster, k8s_api_client, "sg", values, [tenant, other], workdir)

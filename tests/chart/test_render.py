@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from chartlib import CHART, REPO_CRDS, chart, find, notes, one, pod_specs, render
+from chartlib import CHART, REPO_CRDS, REQUIRED_VALUES, chart, find, notes, one, pod_specs, render, with_required
 
 # Non-default value sets the tests render (and the cluster tests apply).
 VALUE_SETS = {
@@ -55,6 +55,14 @@ BAD_VALUES = [
     ({"api": {"behindProxy": True}}, "/api/trustedProxies"),  # every client would share the proxy's address
     ({"api": {"maxUploadBytesInFlight": 1000}}, "/api/maxUploadBytesInFlight"),
     ({"api": {"metricsPort": 0}}, "/api/metricsPort"),
+    # the peers runner pods reach are NetworkPolicy peers: an ipBlock alone, or selectors
+    ({"networkPolicy": {"s3": {"to": [{"ipBlock": {"cidr": "10.1.2.3"}}]}}}, "/networkPolicy/s3/to/0/ipBlock/cidr"),
+    ({"networkPolicy": {"s3": {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}, "podSelector": {}}]}}},
+     "/networkPolicy/s3/to/0"),
+    ({"networkPolicy": {"s3": {"to": [{}]}}}, "/networkPolicy/s3/to/0"),
+    ({"networkPolicy": {"s3": {"to": [{"host": "minio"}]}}}, "/networkPolicy/s3/to/0"),
+    ({"networkPolicy": {"dns": {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}, "namespaceSelector": {}}]}}},
+     "/networkPolicy/dns/to/0"),
 ]
 
 
@@ -70,7 +78,7 @@ def test_renders_and_lints(name):
     for d in docs:
         assert d["metadata"]["name"], d
         assert d["apiVersion"] and d["kind"]
-    report = helm.lint(str(CHART), values, strict=True, namespace="schedgen-system")
+    report = helm.lint(str(CHART), with_required(values), strict=True, namespace="schedgen-system")
     problems = [m for m in report["messages"] if m["severity"] >= 2] + list(report["errors"])
     assert not problems, problems
 
@@ -138,18 +146,33 @@ def test_values_reach_the_operator_and_the_configmap():
     assert not {"SCHEDGEN_S3_SECRET", "SCHEDGEN_DATABASE_SECRET"} & set(env)
 
 
+KUBE_DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+
+
 def test_runner_pods_reach_dns_and_s3_only():
     docs = render({"networkPolicy": {"s3": {"ports": [{"port": 9000, "protocol": "TCP"}],
                                             "to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]}}})
     policy = one(docs, "NetworkPolicy", "schedgen-runner")
     assert policy["spec"]["ingress"] == [] and set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "schedgen-operator"}}
     egress = policy["spec"]["egress"]
     assert len(egress) == 2
-    assert {p["port"] for p in egress[0]["ports"]} == {53}
+    # DNS only to the cluster DNS (by default kube-system's kube-dns pods), never "anywhere on 53"
+    assert egress[0] == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+                         "to": [KUBE_DNS]}
     assert egress[1] == {"ports": [{"port": 9000, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.1.2.0/24"}}]}
     assert "5432" not in json.dumps(policy)
     default = one(render({}), "NetworkPolicy", "schedgen-runner")
-    assert [p["port"] for p in default["spec"]["egress"][1]["ports"]] == [443]
+    assert default["spec"]["egress"][1] == {"ports": [{"port": 443, "protocol": "TCP"}],
+                                            "to": REQUIRED_VALUES["networkPolicy"]["s3"]["to"]}
+    # every egress rule names its peers: no rule is open to any destination
+    for values in ({}, {"networkPolicy": {"s3": {"to": [KUBE_DNS]}, "dns": {"to": [{"ipBlock": {"cidr": "10.0.0.10/32"}}]}}}):
+        rendered = one(render(values), "NetworkPolicy", "schedgen-runner")
+        assert all(rule.get("to") for rule in rendered["spec"]["egress"]), rendered
+    custom = one(render({"networkPolicy": {"dns": {"to": [{"ipBlock": {"cidr": "10.0.0.10/32"}}]}}}),
+                 "NetworkPolicy", "schedgen-runner")
+    assert custom["spec"]["egress"][0]["to"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}]
     op = one(render({}), "Deployment", "schedgen-operator")
     env = {e["name"] for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "AWS_ACCESS_KEY_ID" not in env  # no existingSecret: the pod's ambient credentials
@@ -228,6 +251,26 @@ def test_rbac_is_least_privilege(name):
     else:
         groups = {g for _, r in op_cluster for g in r["apiGroups"]}
         assert groups == {"apiextensions.k8s.io", "kopf.dev", "schedgen.io", "batch", "", "networking.k8s.io"}
+
+
+@pytest.mark.parametrize("values,needed", [
+    ({}, "networkPolicy.s3.to is required"),  # the chart's defaults alone: S3 is not known
+    ({"networkPolicy": {"s3": {"to": []}}}, "networkPolicy.s3.to is required"),
+    ({"networkPolicy": {"s3": {"to": None}}}, "networkPolicy.s3.to is required"),
+    ({"networkPolicy": {"s3": {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]}, "dns": {"to": []}}},
+     "networkPolicy.dns.to is required"),
+], ids=["defaults", "s3-empty", "s3-null", "dns-empty"])
+def test_runner_egress_peers_are_required_while_policies_are_on(values, needed):
+    """An empty peer list would be "any address on the S3 port / on port 53": the install fails
+    instead, saying what to set; with the policies off nothing is required."""
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError) as err:
+        render(values, required=False)
+    message = str(err.value)
+    assert needed in message and "networkPolicy.enabled" in message, message
+    assert not find(render({"networkPolicy": {"enabled": False, "s3": {"to": []}, "dns": {"to": []}}},
+                           required=False), "NetworkPolicy")
 
 
 @pytest.mark.parametrize("values,where", BAD_VALUES, ids=[w for _, w in BAD_VALUES])
