@@ -288,3 +288,15 @@ def test_more_tokens_never_start_fewer(scenario):
     can only fill up, so no group that started stops starting."""
     w, r, rt, tokens, guard = scenario
     assert plan(w, r, rt, tokens + 1, guard).started >= plan(w, r, rt, tokens, guard).started
+
+
+def test_a_full_batch_grows_with_the_backlog_up_to_batch_max_size():
+    """A deep backlog pays pod start-up less often: a quarter of the tenant's backlog in the
+    namespace, never below batchSize, never above batchMaxSize, never more than half the
+    slots one tenant may hold."""
+    rt = RuntimeConfig(batch_size=10, batch_max_size=50, max_concurrent=1000, max_per_tenant=200)
+    assert [qm.full_batch(rt, depth) for depth in (0, 20, 40, 80, 200, 10_000)] == [10, 10, 10, 20, 50, 50]
+    capped = RuntimeConfig(batch_size=10, batch_max_size=50, max_concurrent=1000, max_per_tenant=40)
+    assert qm.full_batch(capped, 10_000) == 20
+    assert qm.full_batch(RuntimeConfig(batch_size=10, batch_max_size=5), 10_000) == min(10, qm.full_batch(
+        RuntimeConfig(batch_size=10), 0))  # batchMaxSize below batchSize: batchSize

@@ -24,7 +24,7 @@ from schedgen.settings import coerce
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_SIZE = 50  # the batch Job's environment holds two presigned URLs per member
+MAX_BATCH_SIZE = 50  # the runner reads at most 50 runs from its run file (runner/config.py)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class RuntimeConfig:
     # one after another). `batch_size` 1 switches it off.
     batch_threshold: int = 4
     batch_size: int = 10
+    # A full batch grows with the backlog: a quarter of the tenant's waiting ParseJobs in
+    # the namespace, up to this (never below batch_size).
+    batch_max_size: int = 50
     # A transient failure is retried as a new run (outcome.py), after this many seconds,
     # doubling per counted attempt (capped at 5 min); 0: at once.
     retry_backoff_seconds: float = 10.0
@@ -89,6 +92,7 @@ class RuntimeConfig:
             queue_position_interval_seconds=max(0.5, self.queue_position_interval_seconds),
             batch_threshold=max(0, self.batch_threshold),
             batch_size=min(MAX_BATCH_SIZE, max(1, self.batch_size)),
+            batch_max_size=min(MAX_BATCH_SIZE, max(1, self.batch_size, self.batch_max_size)),
             retry_backoff_seconds=max(0.0, self.retry_backoff_seconds),
         )
 

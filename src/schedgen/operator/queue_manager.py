@@ -8,8 +8,9 @@ container, an interpreter, imports, the Job's status churn) thousands of times f
 0.1 s parse. So while more than `batchThreshold` ParseJobs of one tenant wait in one
 namespace (or a batch of it runs: the rest of its burst goes in batches too), that
 tenant's turn in the queue is a full batch (`turn_sizes`) and what is admitted of it
-starts as one Job of up to `batchSize`. A full batch is at most half the slots one tenant
-may hold (so two of its batches overlap) and at most what it has waiting. A smaller
+starts as one Job. A full batch is `batchSize`, grown with the backlog (a quarter of what
+the tenant has waiting there, up to `batchMaxSize`), at most half the slots one tenant may
+hold (so two of its batches overlap) and at most what it has waiting. A smaller
 group waits while anything runs: slots free one by one as members finish, and starting
 each at once would make batches of one or two; the waiting group stands first, so the
 freed slots gather for it. With nothing running it starts as it is. Admission is
@@ -53,10 +54,16 @@ def batching(running: Iterable[ParseJob]) -> set[Where]:
     return {(pj.namespace, pj.tenant) for pj in running if pj.status.batch_size > 1}
 
 
-def full_batch(runtime: RuntimeConfig) -> int:
-    """`batchSize`, but at most half the slots one tenant may hold."""
+GROWTH = 4  # a batch grows to a quarter of its tenant's backlog, up to batchMaxSize
+
+
+def full_batch(runtime: RuntimeConfig, depth: int = 0) -> int:
+    """`batchSize`, grown with the tenant's backlog in the namespace (`depth`: a quarter
+    of it, up to `batchMaxSize`: a deep backlog pays pod start-up less often), but at most
+    half the slots one tenant may hold (so two of its batches overlap)."""
     slots = min(runtime.max_per_tenant, runtime.max_concurrent)
-    return max(1, min(runtime.batch_size, -(-slots // 2)))
+    grown = max(runtime.batch_size, min(runtime.batch_max_size, depth // GROWTH))
+    return max(1, min(grown, -(-slots // 2)))
 
 
 def _depths(waiting: Iterable[ParseJob], runtime: RuntimeConfig, running_batches: Collection[Where]
@@ -71,8 +78,8 @@ def turn_sizes(waiting: Iterable[ParseJob], runtime: RuntimeConfig, running_batc
                ) -> dict[str, int]:
     """How many ParseJobs make one turn of a tenant in the queue: a full batch while it
     is deep (or batching) somewhere, else one (absent)."""
-    _, deep = _depths(waiting, runtime, running_batches)
-    return {tenant: full_batch(runtime) for _, tenant in deep}
+    depth, deep = _depths(waiting, runtime, running_batches)
+    return {tenant: full_batch(runtime, depth[(ns, tenant)]) for ns, tenant in deep}
 
 
 def retry_wait(pj: ParseJob, now: float) -> float:
@@ -123,7 +130,7 @@ def _group(admitted: list[ParseJob], waiting: list[ParseJob], runtime: RuntimeCo
             groups.append([pj])
     held: list[ParseJob] = []
     for where, jobs in pending.items():
-        full = min(full_batch(runtime), depth[where])
+        full = min(full_batch(runtime, depth[where]), depth[where])
         for i in range(0, len(jobs), full):
             chunk = jobs[i:i + full]
             if len(chunk) < full and busy:
