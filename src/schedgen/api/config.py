@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from schedgen.errors import ConfigurationError
-from schedgen.settings import coerce
+from schedgen.strict_values import coerce
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 REMOVED_REQUIRE_KEY = "SCHEDGEN_API_REQUIRE_KEY"  # keys are required unless SCHEDGEN_API_ALLOW_ANONYMOUS

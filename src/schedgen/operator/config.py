@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from schedgen.errors import ConfigurationError
 from schedgen.models import camel_case
-from schedgen.settings import coerce
+from schedgen.strict_values import coerce
 
 log = logging.getLogger(__name__)
 
