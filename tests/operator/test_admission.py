@@ -3,7 +3,7 @@ from, with an injected clock), the capacity guard."""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parsejobs import EPOCH, at, waiting
@@ -12,6 +12,7 @@ from schedgen.operator.admission import (
     capacity_guard_tripped,
     decide,
     every_slot_taken,
+    pod_room,
     unschedulable_since,
 )
 from schedgen.operator.config import RuntimeConfig
@@ -146,7 +147,9 @@ def test_capacity_guard():
     assert capacity_guard_tripped(since, c, now=131)
     assert not capacity_guard_tripped(since[:2], c, now=500)  # not more than N
     assert not capacity_guard_tripped(since, cfg(guard_max_unschedulable=-1), now=10_000)
-    assert capacity_guard_tripped([100.0], cfg(guard_max_unschedulable=0), now=131)  # the default: any one
+    # the default: any one, once it has waited longer than an autoscaler would take (5 min)
+    assert not capacity_guard_tripped([100.0], cfg(guard_max_unschedulable=0), now=131)
+    assert capacity_guard_tripped([100.0], cfg(guard_max_unschedulable=0), now=401)
     d = decide(pjs("ab"), {}, c, 10, guard_tripped=True)
     assert d.admit == [] and d.blocked == "capacity"
     assert decide([], {}, c, 10, guard_tripped=True).blocked is None  # nothing waits: nothing blocked
@@ -207,3 +210,28 @@ def test_runtime_config_from_configmap_overrides_env():
     assert c.max_concurrent == 4 and c.admissions_per_second == 2.5 and c.max_per_tenant == 5
     assert c.retry_backoff_seconds == 4.0
     assert RuntimeConfig.from_sources({}, {"retryBackoffSeconds": "-3"}).retry_backoff_seconds == 0.0
+
+
+def test_the_pending_pod_budget_is_sized_from_the_backlog():
+    """While nodes are provisioned, runner pods waiting for one are bounded: a share of the
+    backlog (10 %), at least 10, at most 100 (the defaults); negative max: no bound."""
+    c = cfg()
+    assert pod_room(0, 0, c) == 10 and pod_room(0, 50, c) == 10  # light load: the floor
+    assert pod_room(0, 500, c) == 50 and pod_room(0, 5000, c) == 100  # a share, capped
+    assert pod_room(30, 500, c) == 20 and pod_room(80, 500, c) == 0  # what already waits counts
+    assert pod_room(0, 10_000, cfg(pending_runners_max=-1)) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 500), st.integers(0, 20_000), st.integers(0, 50), st.integers(-1, 500),
+       st.floats(0, 1))
+def test_pod_room_never_lets_more_wait_than_the_budget(pending, waiting, low, high, share):
+    """Whatever already waits, room plus it never exceeds the bound (the max), and a
+    deeper backlog never gets less room."""
+    c = cfg(pending_runners_min=low, pending_runners_max=high, pending_runners_per_waiting=share)
+    room = pod_room(pending, waiting, c)
+    if high < 0:
+        assert room is None
+        return
+    assert room >= 0 and (room == 0 or pending + room <= high)
+    assert pod_room(pending, waiting + 100, c) >= room

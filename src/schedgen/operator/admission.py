@@ -7,8 +7,10 @@ admits while all of these hold:
 * the job's tenant has fewer than `maxPerTenant` Running (a tenant at its cap is
   skipped, the walk goes on: no head-of-line blocking across tenants);
 * the token bucket (`admissionsPerSecond`, `admissionBurst`) has a token;
-* the capacity guard is not tripped (too many runner pods Pending-Unschedulable for
-  too long: give the cluster autoscaler time instead of a flood).
+* the runner pods waiting for a node stay within a budget sized from the backlog
+  (`pod_room`: while an autoscaler adds nodes it sees enough Pending pods to scale on,
+  never a flood), and the capacity guard is not tripped (runner pods Unschedulable for
+  longer than an autoscaler would take: stop admitting).
 
 Pure: `decide` is given the number of tokens available, and the caller takes from the
 bucket only what it really starts (queue_manager.py).
@@ -16,6 +18,7 @@ bucket only what it really starts (queue_manager.py).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -72,6 +75,19 @@ class TokenBucket:
 def unschedulable_since(pods: Iterable[RunnerPod]) -> list[float]:
     """When each Pending-Unschedulable runner pod became so (epoch seconds)."""
     return [p.unschedulable_since for p in pods if p.unschedulable_since is not None]
+
+
+def pod_room(pending: int, waiting: int, cfg: RuntimeConfig) -> int | None:
+    """How many more runner pods may start now: a bound on those waiting for a node
+    (Pending, not yet placed), sized from the backlog (`pending_runners_per_waiting` of the
+    waiting ParseJobs, between `pending_runners_min` and `pending_runners_max`). A cluster
+    autoscaler scales on Pending pods: with none it would never add a node, with all of a
+    deep backlog at once it would be flooded. None: unbounded."""
+    if cfg.pending_runners_max < 0:
+        return None
+    budget = min(cfg.pending_runners_max,
+                 max(cfg.pending_runners_min, math.ceil(waiting * cfg.pending_runners_per_waiting)))
+    return max(0, budget - pending)
 
 
 def capacity_guard_tripped(since: Iterable[float], cfg: RuntimeConfig, now: float) -> bool:

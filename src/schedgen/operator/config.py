@@ -35,11 +35,19 @@ class RuntimeConfig:
     max_per_tenant: int = 5
     admissions_per_second: float = 20.0
     admission_burst: int = 20
+    # Runner pods waiting for a node (admission.pod_room): while capacity is provisioned
+    # (a cluster autoscaler adds nodes for Pending pods), at most this many runner pods
+    # wait unplaced: a share of the backlog (`pending_runners_per_waiting` of the waiting
+    # ParseJobs), at least `pending_runners_min`, at most `pending_runners_max` (< 0: no
+    # bound). Enough demand for the autoscaler to scale on, never a flood.
+    pending_runners_min: int = 10
+    pending_runners_max: int = 100
+    pending_runners_per_waiting: float = 0.1
     # Capacity guard: stop admitting while more than `guard_max_unschedulable` runner
-    # pods have been Pending-Unschedulable for longer than `guard_unschedulable_seconds`.
-    # A negative `guard_max_unschedulable` disables the guard.
+    # pods have been Pending-Unschedulable for longer than `guard_unschedulable_seconds`
+    # (no autoscaler is adding nodes). A negative `guard_max_unschedulable` disables it.
     guard_max_unschedulable: int = 0
-    guard_unschedulable_seconds: float = 30.0
+    guard_unschedulable_seconds: float = 300.0
     retention_succeeded_seconds: float = 3600.0
     retention_failed_seconds: float = 86400.0
     retention_succeeded_count: int = 1000

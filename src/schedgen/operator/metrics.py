@@ -48,7 +48,8 @@ RATE_LIMITED = Counter("schedgen_admissions_rate_limited_total",
 ADMISSION_BLOCKED = Counter("schedgen_admission_blocked_total",
                             "Ticks with work waiting that could not admit, by reason", ["reason"])
 CAPACITY_GUARD = Gauge("schedgen_capacity_guard_tripped",
-                       "1 while admission is paused because runner pods are unschedulable")
+                       "1 while admission waits for capacity: runner pods waiting for a node fill their "
+                       "budget (admission.pod_room), or are Unschedulable past the guard")
 QUEUE_WAIT = Histogram("schedgen_parsejob_queue_wait_seconds", "Creation to admission", buckets=_TIME_BUCKETS)
 RUN_TIME = Histogram("schedgen_parsejob_run_seconds", "Admission to completion", buckets=_TIME_BUCKETS)
 END_TO_END = Histogram("schedgen_parsejob_end_to_end_seconds", "Creation to completion", buckets=_TIME_BUCKETS)

@@ -99,8 +99,9 @@ def ordered(waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeCo
 
 
 def plan(waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig, tokens: int,
-         guard_tripped: bool, now: float) -> Plan:
-    """What starts now: `running` holds slots, `tokens` bounds the admissions."""
+         guard_tripped: bool, now: float, pod_room: int | None = None) -> Plan:
+    """What starts now: `running` holds slots, `tokens` bounds the admissions, `pod_room`
+    the runner Jobs (pods) that may start (admission.pod_room; None: any number)."""
     ready = [pj for pj in waiting if due(pj, now)]
     per_tenant = Counter(pj.tenant for pj in running)
     if not ready:
@@ -110,6 +111,8 @@ def plan(waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfi
     queue = ordered(ready, running, runtime)
     decision = admission.decide(queue, per_tenant, runtime, tokens, guard_tripped)
     groups, held = _group(decision.admit, ready, runtime, busy=bool(running), running_batches=batching(running))
+    if pod_room is not None and len(groups) > pod_room:  # the rest waits for nodes to take the pending ones
+        return Plan(groups[:pod_room], "capacity", len(held))
     return Plan(groups, decision.blocked, len(held))
 
 

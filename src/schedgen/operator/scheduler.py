@@ -165,8 +165,9 @@ class Scheduler:
         waiting = [pj for pj in waiting if pj.uid not in replaced]
         guard = admission.capacity_guard_tripped(admission.unschedulable_since(snap.all_pods()), runtime,
                                                  self.wall())
-        metrics.CAPACITY_GUARD.set(1 if guard else 0)
-        plan = queue_manager.plan(waiting, running, runtime, self.bucket.available(), guard, self.wall())
+        room = admission.pod_room(self._unplaced(running, snap), len(waiting), runtime)
+        plan = queue_manager.plan(waiting, running, runtime, self.bucket.available(), guard, self.wall(), room)
+        metrics.CAPACITY_GUARD.set(1 if guard or plan.blocked == "capacity" else 0)
         self.bucket.take(plan.started)
         self._note_blocked(plan, waiting)
         decided = self.wall()  # startedAt in admission order, a microsecond apart
@@ -199,6 +200,13 @@ class Scheduler:
             "JobReplaced", "a Job of this name existed before admission; it was deleted", counted=False))
             for pj in replaced.values())
         return set(replaced)
+
+    @staticmethod
+    def _unplaced(running: list[ParseJob], snap: Snapshot) -> int:
+        """Runner Jobs of Running ParseJobs not yet on a node (no pod, or a Pending one
+        without a node): the demand a cluster autoscaler sees, and provisions for."""
+        jobs = {(pj.namespace, job.name): job for pj in running if (job := snap.job_of(pj)) and not job.ended}
+        return sum(1 for (ns, _), job in jobs.items() if not any(p.node for p in snap.pods_of(ns, job)))
 
     def _note_blocked(self, plan: queue_manager.Plan, waiting: list[ParseJob]) -> None:
         if plan.blocked == "rate":
