@@ -227,3 +227,10 @@ def test_no_placement_unless_configured(env):
 def test_invalid_placement_is_a_startup_error(name, raw):
     with pytest.raises(ConfigurationError, match=name):
         OperatorConfig.from_env({name: raw})
+
+
+def test_runner_pods_say_they_are_working_to_autoscalers():
+    """No consolidation or scale-down takes a runner's node away under it."""
+    annotations = build(parsejob())["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"karpenter.sh/do-not-disrupt": "true",
+                           "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}

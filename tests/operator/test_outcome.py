@@ -275,7 +275,7 @@ def test_a_retrys_delay_doubles_and_is_capped(base, attempts):
 def test_not_reached_and_disrupted_runs_never_count(prior, max_retries, base):
     p = pj(prior=prior, max_retries=max_retries)
     disrupted = BATCH.failed({"ok": False, "code": "Interrupted", "message": "SIGTERM", "retry": True},
-                                    [pod(143, disrupted=True)])
+                             [pod(143, disrupted=True)], None)
     for end in (NotReached("Job batch-x ended before this ParseJob's turn"), disrupted):
         out = conclude(p, end, base)
         assert isinstance(out, Requeue) and not out.counted and out.delay == 0

@@ -184,16 +184,23 @@ def runner_pod(disrupted: bool) -> RunnerPod:
 
 
 def test_failure_documents_decide_only_their_member():
-    bad = BATCH.failed({"ok": False, "code": "TooLarge", "message": "big", "retry": False}, [])
+    bad = BATCH.failed({"ok": False, "code": "TooLarge", "message": "big", "retry": False}, [], None)
     assert (bad.reason, bad.code, bad.transient, bad.counted) == ("InvalidPDF", "TooLarge", False, True)
     interrupted = {"ok": False, "code": "Interrupted", "message": "SIGTERM", "retry": True}
-    again = BATCH.failed(interrupted, [runner_pod(False)])
+    again = BATCH.failed(interrupted, [runner_pod(False)], None)
     assert again == RunFailed("BackoffLimitExceeded", "SIGTERM", "Interrupted", transient=True, counted=True)
-    evicted = BATCH.failed(interrupted, [runner_pod(False), runner_pod(True)])
+    evicted = BATCH.failed(interrupted, [runner_pod(False), runner_pod(True)], None)
     assert evicted == RunFailed("BackoffLimitExceeded", "SIGTERM", "Interrupted", transient=True, counted=False)
     # a disruption excuses a transient failure only: bad input stays bad input
-    assert BATCH.failed({"ok": False, "code": "TooLarge", "message": "big"}, [runner_pod(True)]) == bad
-    oom = BATCH.failed({"ok": False, "killed": "oom"}, [runner_pod(True)])
+    assert BATCH.failed({"ok": False, "code": "TooLarge", "message": "big"}, [runner_pod(True)], None) == bad
+    oom = BATCH.failed({"ok": False, "killed": "oom"}, [runner_pod(True)], None)
+    # a transient one waits for its Job to end: the pod's DisruptionTarget comes after the document
+    members = [member(1), member(2)]
+    job = BATCH.build(members, OperatorConfig(), urls_of(members))
+    assert BATCH.failed(interrupted, [runner_pod(False)], RunnerJob.of({**job, "status": {"active": 1}})) is None
+    assert BATCH.failed(interrupted, [runner_pod(True)], ended(job, "Failed")).counted is False
+    assert BATCH.failed(bad_doc := {"ok": False, "code": "TooLarge", "message": "big"}, [],
+                        RunnerJob.of({**job, "status": {"active": 1}})).reason == "InvalidPDF", bad_doc
     assert (oom.reason, oom.counted) == ("OOMKilled", True)
 
 

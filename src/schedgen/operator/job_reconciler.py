@@ -204,7 +204,8 @@ class JobReconciler:
             end = kind.without_result(pj, job, lost)
             return conclude(pj, end, retry_base) if end is not None else None
         if isinstance(found, documents.RunnerFailure):
-            return conclude(pj, kind.failed(found.doc, pods or []), retry_base)
+            end = kind.failed(found.doc, pods or [], job)
+            return conclude(pj, end, retry_base) if end is not None else None
         if self.records is not None:
             try:
                 await self.records.write_result(row_of(pj, self.default_bucket), found)  # type: ignore[arg-type]

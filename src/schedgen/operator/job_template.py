@@ -140,6 +140,12 @@ def member_env(pj: ParseJob, cfg: OperatorConfig, urls: Mapping[str, str]) -> di
     }
 
 
+# A runner pod is working from its start to its end: cluster autoscalers must not take
+# its node away under it (Karpenter's consolidation, the cluster-autoscaler's scale-down).
+# A node that goes anyway (deleted, drained) ends its runs as disruptions: not counted.
+WORKING_POD_ANNOTATIONS = {"karpenter.sh/do-not-disrupt": "true",
+                           "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+
 RUN_DIR = "/run/schedgen"
 RUN_FILE = "run.json"
 
@@ -167,7 +173,7 @@ def runner_job(*, name: str, namespace: str, labels: Mapping[str, str], owners: 
         "backoffLimit": 0,  # a retry is a new run, decided by the operator (outcome.conclude)
         "activeDeadlineSeconds": deadline_seconds,
         "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
-        "template": {"metadata": {"labels": dict(labels)},
+        "template": {"metadata": {"labels": dict(labels), "annotations": dict(WORKING_POD_ANNOTATIONS)},
                      "spec": _pod_spec(_container(resources, cfg), name, priority, cfg)},
     }
     if pod_failure_policy:

@@ -56,7 +56,7 @@ class RunnerJobKind(Protocol):
     def run_end(self, pj: ParseJob, job: RunnerJob, pods: Sequence[RunnerPod], listed: Collection[str]
                 ) -> RunEnd | None: ...
 
-    def failed(self, document: Mapping, pods: Sequence[RunnerPod]) -> RunFailed: ...
+    def failed(self, document: Mapping, pods: Sequence[RunnerPod], job: RunnerJob | None) -> RunFailed | None: ...
 
     def without_result(self, pj: ParseJob, job: RunnerJob | None, lost: str | None) -> RunEnd | None: ...
 
@@ -132,7 +132,7 @@ class SingleJob:
             return RunFailed("BackoffLimitExceeded", short(message), code=code, transient=True)
         return RunFailed(job.failure.reason, short(message), code=code)
 
-    def failed(self, document: Mapping, pods: Sequence[RunnerPod]) -> RunFailed:
+    def failed(self, document: Mapping, pods: Sequence[RunnerPod], job: RunnerJob | None) -> RunFailed | None:
         return from_failure_document(document)  # a single runner writes none; a compromised one might
 
     def without_result(self, pj: ParseJob, job: RunnerJob | None, lost: str | None) -> RunEnd | None:
@@ -186,10 +186,14 @@ class BatchJob:
             return Parsed()
         return None
 
-    def failed(self, document: Mapping, pods: Sequence[RunnerPod]) -> RunFailed:
+    def failed(self, document: Mapping, pods: Sequence[RunnerPod], job: RunnerJob | None) -> RunFailed | None:
         """A member's failure document; a transient failure of a disrupted pod (eviction,
-        node drain: the runner was stopped, not at fault) does not count."""
+        node drain or deletion: the runner was stopped, not at fault) does not count. A
+        transient one waits for its Job to end (None meanwhile): the runner writes it as
+        its pod is stopped, before the pod's DisruptionTarget condition comes."""
         end = from_failure_document(document)
+        if end.transient and job is not None and not job.ended:
+            return None
         if end.transient and any(p.disrupted for p in pods):
             return RunFailed(end.reason, end.message, end.code, transient=True, counted=False)
         return end
