@@ -155,3 +155,58 @@ def test_only_the_operator_and_the_control_plane_write_runner_jobs_and_pods(loca
             time.sleep(0.5)
     finally:
         remove(local_cluster, picked)
+
+
+def operator_job(name: str, image: str, **pod) -> dict:
+    """A runner Job as the operator builds it (runner_jobs.SINGLE), `pod` fields changed."""
+    from schedgen.operator.config import OperatorConfig
+    from schedgen.operator.runner_jobs import SINGLE
+    from schedgen.parsejob import ParseJob
+
+    pj = ParseJob.of({"metadata": {"name": name, "namespace": "x", "uid": str(uuid.uuid4())},
+                      "spec": {"source": {"s3": {"key": "k"}}}})
+    job = SINGLE.build([pj], OperatorConfig(runner_image=image), {pj.uid: {"source": "", "result": ""}})
+    job["metadata"]["name"] = name
+    job["metadata"].pop("namespace")
+    job["metadata"]["ownerReferences"] = []
+    spec = job["spec"]["template"]["spec"]
+    for volume in spec["volumes"]:
+        if "secret" in volume:
+            volume["secret"]["secretName"] = name
+    spec.update(pod)
+    return job
+
+
+def test_the_operator_may_create_runner_jobs_only(local_cluster, namespace):
+    """The operator's `jobs create` reaches every namespace it serves: what its Jobs may
+    hold is pinned (templates/runner-policy.yaml, `-runner-job-shape`)."""
+    docs, picked = policies(local_cluster, "-runner-job-shape", "ap")
+    try:
+        image = next(e["value"] for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("operator")
+                     for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+                     if e["name"] == "SCHEDGEN_RUNNER_IMAGE")
+
+        def create(job: dict):
+            return as_user(local_cluster, operator_user(), "create", "-n", namespace, "-f", "-", manifest=job)
+
+        made = create(operator_job("fine", image))
+        assert made.returncode == 0, made.stderr  # what the operator really builds passes
+        bad = {"another-image": operator_job("a", "evil:latest"),
+               "host-path": operator_job("b", image, volumes=[{"name": "h", "hostPath": {"path": "/"}}]),
+               "another-secret": operator_job("c", image, volumes=[{"name": "run", "secret": {"secretName": "db"}}]),
+               "token": operator_job("d", image, automountServiceAccountToken=True),
+               "host-network": operator_job("e", image, hostNetwork=True)}
+        env_from = operator_job("f", image)
+        env_from["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [{"secretRef": {"name": "db"}}]
+        bad["env-from-secret"] = env_from
+        unlabelled = operator_job("g", image)
+        unlabelled["metadata"]["labels"] = unlabelled["spec"]["template"]["metadata"]["labels"] = {"app": "x"}
+        bad["not-a-runner"] = unlabelled
+        for what, job in bad.items():
+            done = create(job)
+            assert done.returncode != 0 and "denied request" in done.stderr.lower(), (what, done.stderr)
+        # a tenant's own Job (not the operator's) is none of this policy's business
+        assert as_user(local_cluster, "alice", "create", "-n", namespace, "-f", "-",
+                       manifest=operator_job("mine", "anything:1", automountServiceAccountToken=True)).returncode == 0
+    finally:
+        remove(local_cluster, picked)
