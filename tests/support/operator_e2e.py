@@ -164,6 +164,13 @@ class Cluster:
     def events_for(self, ns: str, name: str) -> list:
         return [e for e in self.core.list_namespaced_event(ns).items if e.involved_object.name == name]
 
+    def queue_summary(self) -> dict:
+        """The operator's published queue (schedgen.queue_summary): its ConfigMap's data."""
+        try:
+            return self.core.read_namespaced_config_map(f"{CONFIGMAP}-queue", OPERATOR_NS).data or {}
+        except Exception:  # noqa: BLE001 - not published yet
+            return {}
+
     def set_runtime(self, **data) -> None:
         self.core.patch_namespaced_config_map(CONFIGMAP, OPERATOR_NS, {"data": {k: str(v) for k, v in data.items()}})
 
