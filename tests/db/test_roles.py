@@ -427,9 +427,10 @@ def test_a_login_needs_its_own_password(roles):
     assert stored.startswith("SCRAM-SHA-256$")  # a verifier, never the password itself
 
 
-def test_a_refused_password_is_never_in_a_message(roles):
+def test_a_refused_password_is_never_in_a_message(roles, capsys):
     """A wrong password fails as DatabaseUnavailable whose message names the user and
-    host but not the password (db.scrub), also on the operator's own code path."""
+    host but not the password (db.scrub), also on the operator's own code path and in
+    `schedgen db migrate`'s output (the chart's migration Job log)."""
     from schedgen.errors import DatabaseUnavailable
 
     secret = "hunter2-" + uuid.uuid4().hex
@@ -439,6 +440,9 @@ def test_a_refused_password_is_never_in_a_message(roles):
     message = str(info.value)
     assert "password authentication failed" in message and secret not in message, message
     assert conninfo.conninfo_to_dict(roles["api"])["user"] in message
+    assert db.migrate_command(conninfo.make_conninfo(roles["owner"], password=secret)) != 0
+    out = capsys.readouterr()
+    assert "password authentication failed" in out.err and secret not in out.out + out.err, out
 
     async def operator_write() -> str:
         store = RecordStore(conninfo.make_conninfo(roles["operator"], password=secret))
