@@ -159,7 +159,8 @@ def status(kube: FakeKube, name: str, ns: str = "ns") -> dict:
 
 def make_scheduler(kube: FakeKube) -> Scheduler:
     cfg = OperatorConfig(default_bucket=kube.s3.bucket, s3_endpoint_url=kube.s3.endpoint_url)
-    return Scheduler(cfg, kube, ResultStore(cfg, kube.s3.client), records=None)  # type: ignore[arg-type]
+    # the operator's own S3 user: what it may do is what the real one may (hack/s3iam.py)
+    return Scheduler(cfg, kube, ResultStore(cfg, kube.s3.client_for("operator")), records=None)  # type: ignore[arg-type]
 
 
 @pytest.fixture

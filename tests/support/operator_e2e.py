@@ -206,7 +206,7 @@ def operator_env(operator_cluster: Cluster, **overrides) -> dict[str, str]:
         # presigned URLs are signed for the host the runner pods reach; the operator
         # reaches that address too, for the result objects
         "SCHEDGEN_S3_ENDPOINT_URL": operator_cluster.pod_s3_endpoint,
-        **operator_cluster.s3.credentials,  # the operator's own S3 credentials (it presigns)
+        **operator_cluster.s3.credentials_for("operator"),  # its own S3 user (it presigns), never root
         "SCHEDGEN_RUNNER_IMAGE": operator_cluster.runner_image,
         "SCHEDGEN_IMAGE_PULL_POLICY": "Never",  # nodes never pull: the image is imported
         "SCHEDGEN_DEFAULT_BUCKET": operator_cluster.s3.bucket,
