@@ -359,6 +359,20 @@ def job_event(tracker: Tracker):
     return on
 
 
+def workload_event(tracker: Tracker):
+    """Kueue's Workloads, by their Job's name: running from QuotaReserved+Admitted, final at Finished."""
+    def on(kind: str, obj: dict, now: float) -> None:
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        owner = next((o.get("name") for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"), None)
+        if not owner:
+            return
+        conds = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
+        fields = {"uid": meta.get("uid"), "priority": (obj.get("spec") or {}).get("priorityClassName", "normal"),
+                  "_running": "Admitted" in conds or "Finished" in conds, "_final": "Finished" in conds}
+        tracker.update(owner, meta["namespace"], fields, now)
+    return on
+
+
 class CapSampler(threading.Thread):
     def __init__(self, tracker: Tracker, caps: dict, t0: float):
         super().__init__(daemon=True, name="caps")
@@ -451,7 +465,8 @@ class Stack:
         self.executor_stats = self.base / "executor-stats.json"
         self.executor = ChildProcess([PYTHON, str(Path(__file__).resolve()), "_executor",
                                       str(self.kubeconfigs["executor"]), str(self.executor_stats),
-                                      str(self.args.executor_workers)], env, self.base / "executor.log")
+                                      str(self.args.executor_workers), str(self.args.run_seconds)], env,
+                                     self.base / "executor.log")
         self.executor.spawn()
         self.children.append(self.executor)
         self.meter.add("executor", self.executor.proc.pid)
@@ -1015,6 +1030,12 @@ def run_kueue(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict:
                                                                               **kw), job_event(tracker))
     watch.start()
     watch.synced.wait(30)
+    wl_tracker = Tracker()
+    wl_watch = RawWatch("workloads", lambda **kw: co.list_cluster_custom_object("kueue.x-k8s.io", "v1beta2",
+                                                                                "workloads", **kw),
+                        workload_event(wl_tracker))
+    wl_watch.start()
+    wl_watch.synced.wait(30)
 
     def send(u: sl.Upload) -> str:
         ns, name = f"kq-{u.tenant}", f"kq-{u.index:05d}"
@@ -1055,6 +1076,14 @@ def run_kueue(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict:
     lives = [j for j in lives_from(tracker, created_from, "watch") if j.name in names]
     report = common_report(stack, "kueue", lives, t0, t_end, caps, cpu0, cpu1, audit, writes0, writes1, sampler,
                            "kueue", len(names), etcd0)
+    # Kueue's own view: quota released (Workload Finished) -> next Workload Admitted
+    wl_lives = [j for j in lives_from(wl_tracker, created_from, "watch") if j.name in names]
+    prio = {j.name: j.priority for j in lives}
+    for j in wl_lives:
+        j.priority = prio.get(j.name, j.priority)
+    report["admission_delay_workloads"] = sl.delay_summary(sl.admission_delays(wl_lives, caps["maxConcurrent"]))
+    report["workloads_seen"] = len(wl_lives)
+    wl_watch.stopping.set()
     with tracker.lock:
         phases = Counter(r.get("phase") for n, r in tracker.jobs.items() if n in names)
     report["consistency"] = {"jobs": len(names), "phases": dict(phases),
@@ -1180,7 +1209,7 @@ def plot(path: Path, report: dict) -> Path:
 
 
 # ============================================================================ executor subprocess
-def executor_main(kubeconfig: str, stats: str, workers: int) -> int:
+def executor_main(kubeconfig: str, stats: str, workers: int, hold: float) -> int:
     """The executor as its own process (own identity, own CPU): SIGUSR1 writes its stats,
     SIGTERM stops it."""
     import logging
@@ -1188,7 +1217,8 @@ def executor_main(kubeconfig: str, stats: str, workers: int) -> int:
     from localkube.executor import Executor
 
     logging.basicConfig(level=logging.WARNING)
-    ex = Executor(api_client_for(Path(kubeconfig), pool=workers + 4), workers=workers, cache_by_document=True).start()
+    ex = Executor(api_client_for(Path(kubeconfig), pool=workers + 4), workers=workers, cache_by_document=True,
+                  hold_seconds=hold).start()
     stop = threading.Event()
 
     def dump(*_):
@@ -1209,13 +1239,13 @@ def executor_main(kubeconfig: str, stats: str, workers: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_executor"]:
-        return executor_main(argv[1], argv[2], int(argv[3]))
+        return executor_main(argv[1], argv[2], int(argv[3]), float(argv[4]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--system", choices=("schedgen", "kueue", "both"), default="both")
     ap.add_argument("--count", type=int, default=15000)
     ap.add_argument("--tenants", type=int, default=120)
     ap.add_argument("--nodes", type=int, default=250)
-    ap.add_argument("--slots-per-node", type=int, default=2, help="maxConcurrent = nodes x this")
+    ap.add_argument("--slots-per-node", type=int, default=1, help="maxConcurrent = nodes x this")
     ap.add_argument("--max-concurrent", type=int, default=None)
     ap.add_argument("--max-per-tenant", type=int, default=None, help="default ceil(4 x maxConcurrent / tenants)")
     ap.add_argument("--rate", type=float, default=200.0, help="the operator's admissionsPerSecond (and burst)")
@@ -1226,6 +1256,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=16, help="uploads (Job creations) in flight")
     ap.add_argument("--executor-workers", type=int, default=16)
+    ap.add_argument("--run-seconds", type=float, default=30.0,
+                    help="a runner pod's life on a fake node: the executor ends it no sooner (a real runner "
+                         "pod: container start, interpreter, parse, S3)")
     ap.add_argument("--kwok-parallelism", type=int, default=32)
     ap.add_argument("--kueue-qps", type=int, default=500, help="Kueue's client QPS (burst 2x)")
     ap.add_argument("--timeout", type=float, default=7200.0, help="drain timeout per system")
@@ -1268,6 +1301,7 @@ def write(out: Path, report: dict) -> None:
 
 
 def table(report: dict) -> str:
+    """The figures of every system as a Markdown table (the README's)."""
     systems = report["systems"]
     rows: dict[str, dict[str, str]] = {}
     order: list[str] = []
@@ -1277,10 +1311,9 @@ def table(report: dict) -> str:
             if key not in rows:
                 order.append(key)
             rows.setdefault(key, {})[name] = v
-    width = max(len(k) for k in order) + 2
-    head = "".ljust(width) + "".join(n.ljust(26) for n in systems)
-    return "\n".join([head, "-" * len(head)] + [k.ljust(width) + "".join(rows[k].get(n, "-").ljust(26)
-                                                                          for n in systems) for k in order])
+    lines = ["| | " + " | ".join(systems) + " |", "|---|" + "---|" * len(systems)]
+    lines += ["| " + k + " | " + " | ".join(rows[k].get(n, "-") for n in systems) + " |" for k in order]
+    return "\n".join(lines)
 
 
 def ok(report: dict) -> bool:
