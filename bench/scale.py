@@ -174,9 +174,15 @@ class Meter(threading.Thread):
             self.peak_rss[name] = max(self.peak_rss[name], rss)
 
     def run(self) -> None:
+        self.loads: list[float] = []
         while not self.stopping.wait(1.0):
             for name in list(self.pids):
                 self.sample_one(name)
+            self.loads.append(os.getloadavg()[0])
+
+    def load_summary(self, since: int = 0) -> dict:
+        xs = getattr(self, "loads", [])[since:]
+        return {"min": round(min(xs), 1), "mean": round(sum(xs) / len(xs), 1), "max": round(max(xs), 1)} if xs else {}
 
     def mark(self) -> dict[str, float]:
         for name in list(self.pids):
@@ -640,9 +646,10 @@ def common_report(stack: Stack, system: str, lives: list[sl.Life], t0: float, t_
     starts = sorted(j.started for j in lives if j.started)
     per_sec = Counter(int(s - t0) for s in starts)
     cpu = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 1) for k in cpu1}
+    loads = stack.meter.load_summary(int(getattr(stack, "load_mark", 0)))
     w = delta(writes1, writes0)
     return {
-        "system": system, "jobs": n, "caps": caps,
+        "system": system, "jobs": n, "caps": caps, "machine_load_avg_1m": loads,
         "drain_s": round(t_end - t0, 1),
         "admissions_per_s": round(len(starts) / (starts[-1] - starts[0]), 2) if len(starts) > 1 else None,
         "admissions_per_s_peak": max(per_sec.values(), default=0),
@@ -751,6 +758,7 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
 
     stack.meter.reset_peaks(["schedgen-operator", "schedgen-api"])
     cpu0, writes0, etcd0 = stack.meter.mark(), stack.apiserver_writes(), stack.etcd_db_bytes()
+    stack.load_mark = len(getattr(stack.meter, "loads", []))
     t0 = time.time()
     sampler = CapSampler(tracker, caps, t0)
     sampler.start()
@@ -767,6 +775,8 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
     sampler.stopping.set()
     cpu1, writes1 = stack.meter.mark(), stack.apiserver_writes()
     time.sleep(3)  # the audit log's batches
+    dump_raw(stack, "schedgen", tracker, sent, {"t0": t0, "t_end": t_end, "caps": caps, "cpu0": cpu0, "cpu1": cpu1,
+                                                "cap_samples": sampler.samples.summary()})
     audit = stack.audit(t0, t_end + 5)
 
     # Postgres: rows, events, final transitions; wait a little for the records daemon
@@ -836,6 +846,16 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
         stack.meter.remove(name)
         proc.stop()
     return report
+
+
+def dump_raw(stack: Stack, system: str, tracker: Tracker, sent: dict, extra: dict) -> None:
+    """What was observed, before anything is computed from it (recompute offline if need be)."""
+    with tracker.lock:
+        jobs = {n: {k: (sorted(map(list, v)) if isinstance(v, set) else v) for k, v in r.items()}
+                for n, r in tracker.jobs.items()}
+    path = stack.args.out / f"raw-{system}.json"
+    path.write_text(json.dumps({"jobs": jobs, "sent": sent["sent"], "errors": sent["errors"][:50], **extra},
+                               default=str))
 
 
 def minute_counts(offsets: list[float]) -> list[int]:
@@ -1053,6 +1073,7 @@ def run_kueue(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict:
         return name
 
     cpu0, writes0, etcd0 = stack.meter.mark(), stack.apiserver_writes(), stack.etcd_db_bytes()
+    stack.load_mark = len(getattr(stack.meter, "loads", []))
     t0 = time.time()
     sampler = CapSampler(tracker, caps, t0)
     sampler.start()
@@ -1070,6 +1091,8 @@ def run_kueue(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict:
     sampler.stopping.set()
     cpu1, writes1 = stack.meter.mark(), stack.apiserver_writes()
     time.sleep(3)
+    dump_raw(stack, "kueue", tracker, sent, {"t0": t0, "t_end": t_end, "caps": caps, "cpu0": cpu0, "cpu1": cpu1,
+                                             "cap_samples": sampler.samples.summary()})
     audit = stack.audit(t0, t_end + 5)
     created_from = {v[0]: v[2] for v in sent["sent"].values()}
     names = set(created_from)
@@ -1266,6 +1289,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)
 
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))  # stop() runs
     plan, pdfs = plan_and_pdfs(args)
     report = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "config": {k: (str(v) if isinstance(v, Path) else v)
                                                                     for k, v in vars(args).items()},
@@ -1282,18 +1306,23 @@ def main(argv: list[str] | None = None) -> int:
         report["control_plane"] = {"limits": vars(stack.limits) if hasattr(stack.limits, "__dict__") else
                                    stack.limits.__dict__, "audit_policy": "writes at Metadata level"}
         report["versions"] = versions(stack)
-        if args.system in ("schedgen", "both"):
-            report["systems"]["schedgen"] = run_schedgen(stack, plan, pdfs)
-            write(args.out, report)
-        if args.system in ("kueue", "both"):
-            report["systems"]["kueue"] = run_kueue(stack, plan, pdfs)
-            write(args.out, report)
+        for system, run in (("schedgen", run_schedgen), ("kueue", run_kueue)):
+            if args.system in (system, "both"):
+                try:
+                    report["systems"][system] = run(stack, plan, pdfs)
+                except Exception as exc:  # noqa: BLE001 - the other system still runs; the report says so
+                    import traceback
+
+                    traceback.print_exc()
+                    report.setdefault("failed", {})[system] = f"{type(exc).__name__}: {exc}"[:2000]
+                write(args.out, report)
     finally:
         stack.stop()
     write(args.out, report)
-    print(table(report))
-    print("plot:", plot(args.out / "scale.png", report))
-    return 0 if ok(report) else 1
+    if report["systems"]:
+        print(table(report))
+        print("plot:", plot(args.out / "scale.png", report))
+    return 0 if ok(report) and not report.get("failed") else 1
 
 
 def write(out: Path, report: dict) -> None:
