@@ -178,6 +178,37 @@ def fairness_per_minute(lives: list[Life], start: float, end: float, step: float
     return out
 
 
+def fairness_within_priority(lives: list[Life], start: float, end: float, step: float = 1.0,
+                             minute: float = 60.0) -> list[dict]:
+    """Jain's index per minute within each priority: both products order by priority first
+    (schedgen: priority, then the tenant's turn; Kueue: the WorkloadPriorityClass), so a
+    tenant whose waiting jobs are all low while others' are high is served later by design.
+    Per minute and priority p: the tenants with a job of priority p waiting the whole minute,
+    x_i = slot-seconds held by their priority-p jobs in the minute (as
+    :func:`fairness_per_minute`); a class counts only when its waiting tenants got any slot
+    at all that minute (a class held back whole by a higher one is treated alike: no
+    index). ``jain``: the lowest index over the classes that count (None when none does)."""
+    per_class = {p: fairness_per_minute([j for j in lives if j.priority == p], start, end, step, minute)
+                 for p in PRIORITIES}
+    out = []
+    for i, m in enumerate(per_class[PRIORITIES[0]]):
+        classes = {}
+        for p in PRIORITIES:
+            row = per_class[p][i]
+            if row["jain"] is not None and (row["max_slot_s"] or 0) > 0:
+                classes[p] = {"waiting_tenants": row["waiting_tenants"], "jain": row["jain"]}
+        out.append({"minute": m["minute"], "classes": classes,
+                    "jain": min((c["jain"] for c in classes.values()), default=None)})
+    return out
+
+
+def fairness_summary(minutes: list[dict]) -> dict:
+    xs = [m["jain"] for m in minutes if m["jain"] is not None]
+    return {"minutes": minutes, "minutes_with_index": len(xs), "min": min(xs, default=None),
+            "mean": round(sum(xs) / len(xs), 4) if xs else None,
+            "minutes_below_0.95": sum(1 for x in xs if x < 0.95)}
+
+
 def merged(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
     """The union of intervals [a, b) as disjoint sorted intervals (touching ones joined)."""
     out: list[list[float]] = []

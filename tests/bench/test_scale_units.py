@@ -117,3 +117,17 @@ def test_consistency_finds_lost_duplicated_and_mismatched():
     assert c["examples"]["lost"] == ["u3"] and c["examples"]["duplicated"] == ["u4"]
     ok = sl.consistency({"u1": st["u1"]}, {"u1": ("Succeeded", 5)}, {"u1": 5}, {"u1": 1})
     assert (ok["lost"], ok["duplicated"], ok["events_mismatch"]) == (0, 0, 0)
+
+
+def test_fairness_within_priority_leaves_out_classes_held_back_by_a_higher_one():
+    # high: x and y both wait all minute and share equally; low: z waits but gets nothing (held back)
+    lives = [L("x1", "x", 0, 0, 60, "high"), L("x2", "x", 0, None, None, "high"),
+             L("y1", "y", 0, 0, 60, "high"), L("y2", "y", 0, None, None, "high"),
+             L("z1", "z", 0, None, None, "low"), L("w1", "w", 0, None, None, "low")]
+    [m] = sl.fairness_within_priority(lives, 0, 60)
+    assert m["jain"] == pytest.approx(1.0) and set(m["classes"]) == {"high"}
+    # all waiting tenants alike: z and w got nothing -> (60+60)^2 / (4 * 7200) = 0.5
+    [m] = sl.fairness_per_minute(lives, 0, 60)
+    assert m["jain"] == pytest.approx(0.5)
+    summary = sl.fairness_summary(sl.fairness_within_priority(lives, 0, 60))
+    assert summary["min"] == pytest.approx(1.0) and summary["minutes_with_index"] == 1
