@@ -368,17 +368,20 @@ def consistency(statuses: Mapping[str, Observed], rows: Mapping[str, tuple[str, 
                 final_phases: Iterable[str] = ("Succeeded", "Failed", "Cancelled")) -> dict:
     """Every ParseJob ends exactly once and its row and events agree:
 
-    * lost: no final phase in its status, or no row, or the row not in that final phase;
+    * unfinished: no final phase in its status (yet: a run stopped at its deadline);
+    * lost: a final phase in its status, and no row or the row not in that phase;
     * duplicated: more than one final phase in its history, or more than one final
       transition in Postgres;
     * events_mismatch: events rows != status.result.events (a Succeeded job), or the row's
       event_count differs;
     * rows_without_parsejob: rows of uids the run never saw (another run's, or invented)."""
     finals = set(final_phases)
-    lost, dup, mismatch = [], [], []
+    lost, dup, mismatch, unfinished = [], [], [], []
     for uid, s in statuses.items():
         row = rows.get(uid)
-        if s.phase not in finals or row is None or row[0] != s.phase:
+        if s.phase not in finals:
+            unfinished.append(uid)  # a run stopped at its deadline: not final yet
+        elif row is None or row[0] != s.phase:
             lost.append(uid)
         if s.finals > 1 or final_transitions.get(uid, 0) > 1:
             dup.append(uid)
@@ -387,6 +390,6 @@ def consistency(statuses: Mapping[str, Observed], rows: Mapping[str, tuple[str, 
             if event_rows.get(uid, 0) != want or (row is not None and row[1] is not None and row[1] != want):
                 mismatch.append(uid)
     extra = sorted(set(rows) - set(statuses))
-    return {"parsejobs": len(statuses), "lost": len(lost), "duplicated": len(dup), "events_mismatch": len(mismatch),
+    return {"parsejobs": len(statuses), "unfinished": len(unfinished), "lost": len(lost), "duplicated": len(dup), "events_mismatch": len(mismatch),
             "rows_without_parsejob": len(extra), "examples": {"lost": lost[:5], "duplicated": dup[:5],
                                                                "events_mismatch": mismatch[:5]}}

@@ -29,7 +29,7 @@ def test_semester_start_1500_parsejobs_no_loss_caps_fairness(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--system", "schedgen",
                            "--count", "1500", "--tenants", "12", "--nodes", "5", "--max-concurrent", "30",
-                           "--run-seconds", "3", "--arrival-tau", "30", "--arrival-window", "120", "--timeout", "1500", "--out", str(out)],
+                           "--run-seconds", "3", "--arrival-tau", "30", "--arrival-window", "120", "--deadline", "1500", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=2400)
     print(done.stdout[-6000:], done.stderr[-4000:])
     report = json.loads((out / "report.json").read_text())

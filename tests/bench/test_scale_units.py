@@ -113,8 +113,10 @@ def test_consistency_finds_lost_duplicated_and_mismatched():
     rows = {"u1": ("Succeeded", 5), "u2": ("Succeeded", 3), "u3": ("Running", None), "u4": ("Failed", None),
             "u9": ("Succeeded", 1)}
     c = sl.consistency(st, rows, {"u1": 5, "u2": 2}, {"u1": 1, "u2": 1, "u4": 1})
-    assert (c["lost"], c["duplicated"], c["events_mismatch"], c["rows_without_parsejob"]) == (1, 1, 1, 1)
-    assert c["examples"]["lost"] == ["u3"] and c["examples"]["duplicated"] == ["u4"]
+    assert (c["lost"], c["duplicated"], c["events_mismatch"], c["rows_without_parsejob"]) == (0, 1, 1, 1)
+    assert c["unfinished"] == 1 and c["examples"]["duplicated"] == ["u4"]
+    rows["u2"] = ("Running", None)  # the row behind a final status: lost
+    assert sl.consistency(st, rows, {"u1": 5, "u2": 3}, {})["examples"]["lost"] == ["u2"]
     ok = sl.consistency({"u1": st["u1"]}, {"u1": ("Succeeded", 5)}, {"u1": 5}, {"u1": 1})
     assert (ok["lost"], ok["duplicated"], ok["events_mismatch"]) == (0, 0, 0)
 
