@@ -953,7 +953,7 @@ def start_kueue(stack: Stack, caps: dict):
         "manageJobsWithoutQueueName": False,
         "clientConnection": {"qps": stack.args.kueue_qps, "burst": stack.args.kueue_qps * 2},
         "integrations": {"frameworks": ["batch/job"]},
-        "fairSharing": {"enable": True},
+        "fairSharing": {"preemptionStrategies": ["LessThanOrEqualToFinalShare", "LessThanInitialShare"]},
         "admissionFairSharing": {"usageHalfLifeTime": "5m", "usageSamplingInterval": "5s"},
         "featureGates": {"VisibilityOnDemand": False},
     }, sort_keys=False))
@@ -981,8 +981,10 @@ def start_kueue(stack: Stack, caps: dict):
         "apiVersion": f"{g}/{v}", "kind": "ClusterQueue", "metadata": {"name": "runners"},
         "spec": {"namespaceSelector": {}, "queueingStrategy": "BestEffortFIFO",
                  "admissionScope": {"admissionMode": "UsageBasedAdmissionFairSharing"},
-                 "resourceGroups": [{"coveredResources": ["cpu"], "flavors": [
-                     {"name": "default", "resources": [{"name": "cpu", "nominalQuota": quota}]}]}]}})
+                 "resourceGroups": [{"coveredResources": ["cpu", "memory"], "flavors": [
+                     {"name": "default", "resources": [
+                         {"name": "cpu", "nominalQuota": quota},
+                         {"name": "memory", "nominalQuota": f"{caps['maxConcurrent'] * 256}Mi"}]}]}]}})
     for name, value in (("high", 1000), ("normal", 500), ("low", 100)):
         co.create_cluster_custom_object(g, v, "workloadpriorityclasses", {
             "apiVersion": f"{g}/{v}", "kind": "WorkloadPriorityClass", "metadata": {"name": name}, "value": value})
