@@ -1286,6 +1286,8 @@ def main(argv: list[str] | None = None) -> int:
         return executor_main(argv[1], argv[2], int(argv[3]), float(argv[4]))
     if argv[:1] == ["--recompute"]:
         return recompute(Path(argv[1]))
+    if argv[:1] == ["--merge"]:
+        return merge(Path(argv[1]), [Path(p) for p in argv[2:]])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--system", choices=("schedgen", "kueue", "both"), default="both")
     ap.add_argument("--count", type=int, default=15000)
@@ -1380,6 +1382,29 @@ def recompute(out: Path) -> int:
     write(out, report)
     print(table(report))
     print("plot:", plot(out / "scale.png", report))
+    return 0
+
+
+def merge(out: Path, sources: list[Path]) -> int:
+    """One report of several runs' (e.g. ``--system schedgen`` then ``--system kueue``, each on
+    its own fresh cluster): their systems side by side, each run's date, load and config kept."""
+    out.mkdir(parents=True, exist_ok=True)
+    merged: dict = {}
+    for src in sources:
+        r = json.loads((src / "report.json").read_text())
+        if not merged:
+            merged = {k: v for k, v in r.items() if k not in ("systems", "failed")}
+            merged["systems"], merged["runs"] = {}, []
+        for name, sysr in r["systems"].items():
+            merged["systems"][name] = sysr
+            merged["runs"].append({"system": name, "date": r["date"], "config": r["config"],
+                                   "machine": r["machine"], "from": str(src)})
+            raw = src / f"raw-{name}.json"
+            if raw.exists() and raw.resolve() != (out / raw.name).resolve():
+                shutil.copy(raw, out / raw.name)
+    write(out, merged)
+    print(table(merged))
+    print("plot:", plot(out / "scale.png", merged))
     return 0
 
 
