@@ -121,10 +121,10 @@ def test_a_turn_of_several_stands_together(waiting, turn_sizes):
 
 @given(entries, sizes)
 def test_tenants_take_turns_counted_in_jobs(waiting, turn_sizes):
-    """Turns count jobs, a batch's turn being its first job's: when a tenant's block of
-    `size` jobs (its k-th, starting at its job number s = k x size) comes up, every other
-    tenant of that priority still waiting has already had at least s jobs placed. So a
-    tenant that batches gets no larger share of the order than one that does not."""
+    """Turns count jobs, a block's turn being its last job's (a finish tag): when a
+    tenant's block of jobs s .. s+n-1 comes up, every other tenant of that priority still
+    waiting has had so many placed that its own next block ends no earlier. So a tenant
+    that batches gets no larger share of the order than one that does not."""
     out = order(waiting, {}, turn_sizes)
     for prio in PRIORITY_RANK:
         mine = [pj for pj in out if pj.priority == prio]
@@ -132,21 +132,23 @@ def test_tenants_take_turns_counted_in_jobs(waiting, turn_sizes):
         seen: Counter = Counter()
         for pj in mine:
             size = max(1, turn_sizes.get(pj.tenant, 1))
-            block_start = (seen[pj.tenant] // size) * size
+            start = (seen[pj.tenant] // size) * size
+            finish = start + min(size, total[pj.tenant] - start) - 1
             seen[pj.tenant] += 1
             for t in total:
                 if total[t] > seen[t] and t != pj.tenant:
-                    assert seen[t] >= block_start, (pj.tenant, block_start, t, seen[t])
+                    assert seen[t] + max(1, turn_sizes.get(t, 1)) - 1 >= finish, (pj.tenant, finish, t, seen[t])
 
 
 def test_a_running_batch_counts_its_jobs_in_the_tenants_turn():
-    """Running jobs count in the turns, job by job: a tenant running 3 stands behind
-    another's first 3 jobs; its next 4 (one batch) take turn 3, the 2 after them turn 7."""
+    """Running jobs count in the turns, job by job: a tenant running 3 whose next batch is
+    4 stands where its 7th job would (turn 6): behind another tenant's first 5 jobs."""
     mine = [entry(i, "a") for i in range(6)]
-    other = [entry(100 + i, "b", arrival=50 + i) for i in range(5)]
+    other = [entry(100 + i, "b", arrival=50 + i) for i in range(8)]
     out = [pj.name for pj in order(mine + other, {"a": 3}, {"a": 4})]
-    assert out == ["pj-0100", "pj-0101", "pj-0102", "pj-0000", "pj-0001", "pj-0002", "pj-0003",
-                   "pj-0103", "pj-0104", "pj-0004", "pj-0005"]
+    assert out == ["pj-0100", "pj-0101", "pj-0102", "pj-0103", "pj-0104", "pj-0105",
+                   "pj-0000", "pj-0001", "pj-0002", "pj-0003", "pj-0106",
+                   "pj-0107", "pj-0004", "pj-0005"]
 
 
 FLOOD = [entry(1000 + i, "flood", "normal", 0) for i in range(500)]

@@ -11,10 +11,11 @@ pkg/queue/cluster_queue_strict_fifo.go, which orders by priority, then timestamp
        runs a lot waits behind one that runs nothing: one tenant's 500 uploads do
        not starve another tenant's single one.
        A tenant with a deep backlog in batch mode (`turn_sizes`) takes its turns a
-       batch at a time: its next `size` jobs share the turn of the first of them and
+       batch at a time: its next `size` jobs share the turn of the last of them and
        stand together, so they are admitted together into one Job. Turns count jobs,
-       not batches: a tenant running a batch of 5 stands behind one running 2 singles,
-       so batching tenants get no larger share of the slots than the others;
+       not batches (a finish tag, as in fair queueing): a tenant's next batch of 5 waits
+       until the others run 4 or have nothing waiting, so tenants that batch get no
+       larger share of the slots than those that do not;
     3. arrival (creationTimestamp, then the operator's enqueuedAt), then the name, so
        the order is total and stable.
 
@@ -63,7 +64,7 @@ def order(waiting: Iterable[ParseJob], running_per_tenant: Mapping[str, int] | N
         size = max(1, turn_sizes.get(tenant, 1))
         for start in range(0, len(jobs), size):
             chunk = jobs[start:start + size]
-            for pj in chunk:  # a batch's turn counts its jobs: it stands where its first job would
-                ranked.append(Ranked(pj, base + start, chunk[0]))
+            for pj in chunk:  # a batch's turn counts its jobs: it stands where its last job would
+                ranked.append(Ranked(pj, base + start + len(chunk) - 1, chunk[0]))
     ranked.sort(key=Ranked.sort_key)
     return [r.pj for r in ranked]
