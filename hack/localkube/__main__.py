@@ -92,16 +92,30 @@ def main(argv: list[str] | None = None) -> int:
         t_build = time.monotonic() - t0
         cluster.fresh = ns.fresh
         t1 = time.monotonic()
-        cluster.start(build=False)
-        for arg in ns.image:
-            p = Path(arg)
-            for archive in (sorted(p.glob("*.tar")) if p.is_dir() else [p]):
-                cluster.import_image(archive)
-        for i in range(1, ns.nodes + 1):
-            cluster.add_node(f"node-{i}", cpu=ns.node_cpu, memory=ns.node_memory)
-        if ns.kwok_nodes:
-            from .kwok import Kwok
-            Kwok(cluster).start().add_fake_nodes(ns.kwok_nodes)
+        if cluster.is_running():  # never stopped below: it is not this run's
+            print(f"cluster in {cluster.state_dir} is already running (pid "
+                  f"{cluster.processes['kube-apiserver']['pid']}); run 'down' first", file=sys.stderr)
+            return 1
+        try:
+            cluster.start(build=False)
+            for arg in ns.image:
+                p = Path(arg)
+                for archive in (sorted(p.glob("*.tar")) if p.is_dir() else [p]):
+                    cluster.import_image(archive)
+            for i in range(1, ns.nodes + 1):
+                cluster.add_node(f"node-{i}", cpu=ns.node_cpu, memory=ns.node_memory)
+            if ns.kwok_nodes:
+                from .kwok import Kwok
+                Kwok(cluster).start().add_fake_nodes(ns.kwok_nodes)
+        except Exception as e:
+            # a failed 'up' leaves nothing running: not etcd, the apiserver, a containerd, ...
+            print(f"cluster up failed: {e}\nstopping what it started (logs in {cluster.logs})",
+                  file=sys.stderr, flush=True)
+            cluster.stop()
+            return 1
+        except BaseException:  # Ctrl-C
+            cluster.stop()
+            raise
         print(f"cluster up: control plane ready in {cluster.state['ready_seconds']:.1f}s, "
               f"total {time.monotonic() - t1:.1f}s (+{t_build:.1f}s build check)")
         print(f"pods reach this machine at {cluster.host_address}")
