@@ -110,9 +110,14 @@ def start_services() -> tuple[devservices.PostgresServer, devservices.S3Server]:
 
 def start_cluster() -> LocalCluster:
     cluster = LocalCluster(state_dir=CLUSTER_DIR)
-    if cluster.is_running() and NODE in cluster.kubelet_nodes():
-        say(f"  reusing the running cluster ({CLUSTER_DIR})")
-        return cluster
+    if cluster.is_running():
+        dead = cluster.dead_processes()
+        if NODE in cluster.kubelet_nodes() and not dead:
+            say(f"  reusing the running cluster ({CLUSTER_DIR})")
+            return cluster
+        # e.g. a kubelet that exited: pods would be scheduled to a node nothing runs them on
+        say(f"  the cluster runs only in part ({', '.join(dead) or f'no {NODE}'} not running); restarting it")
+        cluster_cmd("down")
     cluster_cmd("up", "--nodes", "1")
     return LocalCluster(state_dir=CLUSTER_DIR)
 
