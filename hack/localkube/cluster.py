@@ -145,14 +145,20 @@ AUDIT_WRITES_POLICY = {
 }
 
 
-def reclaim_stale_networks(log=_log) -> list[int]:
+def reclaim_stale_networks(log=_log, sessions_only: bool = False) -> list[int]:
     """Clean up after clusters that were not stopped: a slot whose creating process is gone gets
     the full stop + host cleanup (processes, leftovers in its cgroups, mounts, cgroups, network
     namespace) if that process was a test session (the cluster was its own), or if none of the
-    cluster's processes runs any more (a ``hack/cluster up`` cluster that died)."""
+    cluster's processes runs any more (a ``hack/cluster up`` cluster that died).
+
+    ``sessions_only`` (what a test session's start uses): only clusters of test sessions; a
+    ``hack/cluster up`` cluster (the demo's, say) is left alone even when it died -- its own next
+    ``up`` or ``down`` cleans up after it."""
     reclaimed = []
     for slot, owner in sorted(network.slots_with_owners().items()):
         if not owner or network.owner_alive(owner) or not owner.get("state_dir"):
+            continue
+        if sessions_only and not owner.get("session"):
             continue
         other = LocalCluster(state_dir=owner["state_dir"], log=log)
         procs = other.state.get("processes", {})
@@ -413,7 +419,7 @@ class LocalCluster:
                                          "version": netpol.VERSION}}
         try:
             t1 = time.monotonic()
-            reclaim_stale_networks(self.log)
+            reclaim_stale_networks(self.log, sessions_only=self.session)
             plan = network.setup(self.state_dir, prefer=prev_slot, session=self.session)
             self.state["network"] = plan.as_dict()
             self.state["api_address"] = plan.host_address
