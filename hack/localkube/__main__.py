@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                        "kube-network-policies)")
     b.add_argument("--force", action="store_true")
     b.add_argument("-j", "--jobs", type=int, default=2)
+    b.add_argument("--no-kwok", action="store_true", help="skip kwok (simulated nodes: the tests and "
+                   "benchmarks use them, the demo does not)")
     u = sub.add_parser("up", help="start the control plane and nodes")
     u.add_argument("--nodes", type=int, default=1, help="real nodes to start (node-1..N); 0 for none")
     u.add_argument("--node-cpu", default="2")
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         du = sum(f.stat().st_size for f in _build.version_dir().rglob("*") if f.is_file())
         print(f"binaries in {bdir} ({time.monotonic() - t0:.1f}s; cache dir {du / 1e6:.0f} MB)")
         from . import kwok, netpol
-        print(f"kwok: {kwok.build(force=ns.force)}")
+        if not ns.no_kwok:
+            print(f"kwok: {kwok.build(force=ns.force)}")
         print(f"kube-network-policies: {netpol.build(force=ns.force)}")
         return 0
     if ns.cmd == "test-images":
