@@ -231,8 +231,10 @@ def test_rbac_is_least_privilege(name):
     queue = [r for _, r in api_rules if r["resources"] == ["configmaps"]]
     assert queue == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["schedgen-operator-queue"],
                       "verbs": ["get"]}]  # the operator's queue summary, read only
+    events = [r for _, r in api_rules if r["resources"] == ["events"]]
+    assert events == [{"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]  # a job's log, read only
     assert api_rules and all(r["resources"] == ["parsejobs"] and set(r["verbs"]) == {"create", "get", "list", "watch", "delete"}
-                             for _, r in api_rules if r not in queue)
+                             for _, r in api_rules if r not in queue and r not in events)
     # the API works in one namespace: a Role there, never a ClusterRole
     assert not find(docs, "ClusterRole", "schedgen-api-schedgen-system")
     assert not [(d["metadata"]["name"], r) for d in docs if d["kind"] in ("Role", "ClusterRole")
