@@ -386,6 +386,24 @@ def test_behind_a_proxy_trusted_proxies_are_required():
     assert _api_env(render({}))["SCHEDGEN_API_TRUSTED_PROXIES"] == ""  # not behind a proxy: none needed
 
 
+def test_kube_prometheus_stack_release_label_reaches_the_monitoring_objects():
+    """kube-prometheus-stack selects only ServiceMonitors and rules labelled `release:
+    <its release>`; values.yaml says so, and the labels land on every such object."""
+    comments = " ".join(line.strip().lstrip("#").strip() for line in (CHART / "values.yaml").read_text().splitlines())
+    assert "kube-prometheus-stack selects only `release: <its Helm release name>`" in comments
+    release = {"release": "kube-prometheus-stack"}
+    docs = render({"serviceMonitor": {"enabled": True, "labels": release},
+                   "prometheusRule": {"enabled": True, "labels": release}})
+    monitors = find(docs, "ServiceMonitor")
+    assert sorted(m["metadata"]["name"] for m in monitors) == ["schedgen-api", "schedgen-operator"]
+    for obj in monitors + find(docs, "PrometheusRule"):
+        assert release.items() <= obj["metadata"]["labels"].items(), obj["metadata"]
+    assert find(docs, "PrometheusRule")
+    # without it: the chart's own labels only (kube-prometheus-stack would ignore them)
+    assert all("release" not in m["metadata"]["labels"] for m in find(render({"serviceMonitor": {"enabled": True}}),
+                                                                      "ServiceMonitor"))
+
+
 def test_api_metrics_have_their_own_port_service_and_policy():
     docs = render({"serviceMonitor": {"enabled": True}})
     c = _api_container(docs)
