@@ -125,7 +125,7 @@ def test_deep_tenants_take_their_turns_a_batch_at_a_time():
     holds each deep tenant's next batch together, tenants alternating batch by batch,
     and the shallow tenant's one ParseJob goes first: a batch of 10 takes the turn of its
     10th job, so it waits behind tenants with fewer ParseJobs placed."""
-    rt = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=20, max_per_tenant=20)
+    rt = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=30, max_per_tenant=20)
     a = [waiting(f"a{i:02d}", "a", created=2 * i) for i in range(25)]
     b = [waiting(f"b{i:02d}", "b", created=2 * i + 1) for i in range(25)]
     c = [waiting("c00", "c", created=30)]
@@ -301,3 +301,14 @@ def test_a_full_batch_grows_with_the_backlog_up_to_batch_max_size():
     assert qm.full_batch(capped, 10_000) == 20
     assert qm.full_batch(RuntimeConfig(batch_size=10, batch_max_size=5), 10_000) == min(10, qm.full_batch(
         RuntimeConfig(batch_size=10), 0))  # batchMaxSize below batchSize: batchSize
+
+
+def test_a_batch_is_at_most_a_fair_share_of_the_slots_among_waiting_tenants():
+    """12 deep tenants on 30 slots: a batch of 5 (half of maxPerTenant 10) would hold twice
+    a tenant's share; batches are 2 (30 // 12), and grow back as tenants drain."""
+    rt = RuntimeConfig(batch_threshold=4, batch_size=10, max_concurrent=30, max_per_tenant=10)
+    w = [waiting(f"{t}{i:02d}", t, created=i) for t in "abcdefghijkl" for i in range(40)]
+    assert set(qm.turn_sizes(w, rt).values()) == {2}
+    assert set(qm.turn_sizes([pj for pj in w if pj.tenant in "ab"], rt).values()) == {5}
+    p = plan(w, [], rt, tokens=30)
+    assert max(len(g) for g in p.groups) == 2 and sum(len(g) for g in p.groups) == 30

@@ -57,13 +57,20 @@ def batching(running: Iterable[ParseJob]) -> set[Where]:
 GROWTH = 4  # a batch grows to a quarter of its tenant's backlog, up to batchMaxSize
 
 
-def full_batch(runtime: RuntimeConfig, depth: int = 0) -> int:
+def full_batch(runtime: RuntimeConfig, depth: int = 0, tenants: int = 1) -> int:
     """`batchSize`, grown with the tenant's backlog in the namespace (`depth`: a quarter
     of it, up to `batchMaxSize`: a deep backlog pays pod start-up less often), but at most
-    half the slots one tenant may hold (so two of its batches overlap)."""
+    half the slots one tenant may hold (so two of its batches overlap) and at most a fair
+    share of the slots among the `tenants` waiting (a batch holds a slot per member: a
+    larger one would give deep tenants more of the cluster than the others)."""
     slots = min(runtime.max_per_tenant, runtime.max_concurrent)
     grown = max(runtime.batch_size, min(runtime.batch_max_size, depth // GROWTH))
-    return max(1, min(grown, -(-slots // 2)))
+    share = runtime.max_concurrent // max(1, tenants)
+    return max(1, min(grown, -(-slots // 2), share))
+
+
+def _tenants(depth: Counter) -> int:
+    return len({tenant for _, tenant in depth})
 
 
 def _depths(waiting: Iterable[ParseJob], runtime: RuntimeConfig, running_batches: Collection[Where]
@@ -79,7 +86,7 @@ def turn_sizes(waiting: Iterable[ParseJob], runtime: RuntimeConfig, running_batc
     """How many ParseJobs make one turn of a tenant in the queue: a full batch while it
     is deep (or batching) somewhere, else one (absent)."""
     depth, deep = _depths(waiting, runtime, running_batches)
-    return {tenant: full_batch(runtime, depth[(ns, tenant)]) for ns, tenant in deep}
+    return {tenant: full_batch(runtime, depth[(ns, tenant)], _tenants(depth)) for ns, tenant in deep}
 
 
 def retry_wait(pj: ParseJob, now: float) -> float:
@@ -133,7 +140,7 @@ def _group(admitted: list[ParseJob], waiting: list[ParseJob], runtime: RuntimeCo
             groups.append([pj])
     held: list[ParseJob] = []
     for where, jobs in pending.items():
-        full = min(full_batch(runtime, depth[where]), depth[where])
+        full = min(full_batch(runtime, depth[where], _tenants(depth)), depth[where])
         for i in range(0, len(jobs), full):
             chunk = jobs[i:i + full]
             if len(chunk) < full and busy:
