@@ -249,8 +249,29 @@ def test_idempotency_hash_is_per_tenant_and_validated():
         assert (refused.value.status, refused.value.code) == (400, "InvalidIdempotencyKey")
 
 
+def test_the_api_stores_uploads_under_its_namespace_prefix():
+    sha = "cd" * 32
+    assert uploads.upload_prefix("the-api") == "uploads/namespaces/the-api/sha256/"
+    assert uploads.source_key("the-api", sha) == f"uploads/namespaces/the-api/sha256/{sha}.pdf"
+
+
+def test_erasure_deletes_only_the_apis_own_uploads_legacy_included():
+    from schedgen.api.services.erasure import is_api_upload
+
+    sha = "cd" * 32
+    assert is_api_upload(f"uploads/namespaces/the-api/sha256/{sha}.pdf", "the-api")
+    assert is_api_upload(f"uploads/sha256/{sha}.pdf", "the-api")  # an older version's key
+    for key in (f"uploads/namespaces/other/sha256/{sha}.pdf",       # another API's
+                f"uploads/namespaces/the-api/{sha}.pdf",              # a kubectl user's in that namespace
+                f"uploads/namespaces/the-api/sha256/../../other/{sha}.pdf",
+                f"uploads/namespaces/the-api/sha256/{sha}.pdf.bak", f"uploads/sha256/{sha[:-1]}.pdf",
+                f"results/the-api/{sha}.json", "k/uid"):
+        assert not is_api_upload(key, "the-api"), key
+
+
 def test_parsejob_body():
-    cfg = ApiConfig(s3_bucket="uploads-bucket", default_deadline_seconds=120, default_max_retries=1)
+    cfg = ApiConfig(s3_bucket="uploads-bucket", namespace="the-api", default_deadline_seconds=120,
+                    default_max_retries=1)
     sha = "ab" * 32
     upload = Upload(io.BytesIO(b"%PDF-"), 5, sha, "My Schedule.pdf")
     before = dt.datetime.now(dt.timezone.utc)
@@ -265,7 +286,8 @@ def test_parsejob_body():
                                      "schedgen.io/idempotency-key-sha256": "f" * 64,
                                      "schedgen.io/original-filename": "My Schedule.pdf"},
                      "finalizers": ["schedgen.io/record"]},  # the operator's, saving it a write
-        "spec": {"source": {"s3": {"bucket": "uploads-bucket", "key": f"uploads/sha256/{sha}.pdf"}},
+        # under the API namespace's own prefix: the one rule for every namespace's ParseJobs
+        "spec": {"source": {"s3": {"bucket": "uploads-bucket", "key": f"uploads/namespaces/the-api/sha256/{sha}.pdf"}},
                  "scheduleType": "exam", "priority": "high", "tenant": "team-a",
                  "deadlineSeconds": 120, "maxRetries": 1}}
     plain = uploads.parsejob_body(cfg, "up-x", "t", Upload(io.BytesIO(), 0, sha, None), "low", "auto", None)
