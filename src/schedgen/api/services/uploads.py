@@ -28,10 +28,10 @@ from schedgen.parsejob import (
 )
 
 from .. import metrics
-from ..backends import AlreadyExists, postgres
+from ..backends import AlreadyExists, Refused, postgres
 from ..config import ApiConfig
 from ..context import ApiContext
-from ..errors import ApiError
+from ..errors import ApiError, parsejob_refused
 from ..multipart import Upload
 from .lookup import lookup, status_from_object
 
@@ -159,6 +159,8 @@ async def _create(ctx: ApiContext, tenant: str, upload: Upload, name: str, prior
             if not key_hash or (created["metadata"].get("annotations") or {}).get(ANN_IDEMPOTENCY) != key_hash:
                 raise ApiError(503, "NameCollision", "job name collision; retry the upload") from None
             replayed = True
+        except Refused as exc:
+            raise parsejob_refused(exc, ctx.cfg.namespace, name) from None
     except BaseException:
         if claimed:
             await _quietly(postgres.release_idempotency(ctx.pool, tenant, key_hash))
