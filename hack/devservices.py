@@ -12,8 +12,10 @@ for tests and the demo").
 
     python hack/devservices.py build                            # build MinIO once (Go module proxy)
     python hack/devservices.py up --state-dir DIR [--migrate] [--bucket B] [--as api|operator]
+                                  [--api-namespace NS]
                                   # prints the env to export: the owner's DSN, the endpoint,
                                   # the bucket, and with --as that component's own S3 keys
+                                  # (the API's: of the API in namespace NS, default `default`)
     python hack/devservices.py status --state-dir DIR
     python hack/devservices.py down --state-dir DIR
 """
