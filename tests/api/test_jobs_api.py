@@ -28,13 +28,13 @@ def custom(k8s_api_client):
 
 
 def record(pg_conn, ns, tenant, *, name=None, phase="Succeeded", created=None, events=(), kind="lecture",
-           source_key=None):
+           source_key=None, source_bucket="b"):
     """A job known only from Postgres (retention deleted its ParseJob): its row and events."""
     from schedgen.models import Event, ParseResult, ScheduleKind
 
     uid = str(uuid.uuid4())
     name = name or f"up-rec-{uid[:8]}"
-    ref = JobRef(uid=uid, namespace=ns, name=name, tenant=tenant, source_bucket="b",
+    ref = JobRef(uid=uid, namespace=ns, name=name, tenant=tenant, source_bucket=source_bucket,
                  source_key=source_key or f"k/{uid}")
     write_events(pg_conn, ref, ParseResult(ScheduleKind(kind), [Event(**e) for e in events], pages=1))
     pg_conn.execute("UPDATE parse_jobs SET phase = %s, completed_at = %s, created_at = %s WHERE uid = %s",
@@ -182,19 +182,26 @@ def test_delete_keeps_a_pdf_another_job_uses(tenant_client, pg_conn, s3, api_nam
 
 def test_delete_erases_a_legacy_upload_and_only_the_apis_own(tenant_client, pg_conn, s3, api_namespace):
     """A record an older version wrote names `uploads/sha256/<sha>.pdf`: erasing its job
-    deletes that PDF too. A key under another namespace's prefix is not the API's to delete
-    (nor may its S3 user): the job is erased, the object stays."""
+    (known only from its record) deletes that PDF too. A key under another namespace's
+    prefix is not the API's to delete (nor may its S3 user): the job is erased, the object
+    stays; so does the API's own key in another bucket."""
     client, tenant = tenant_client()
     sha = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
     legacy, foreign = f"uploads/sha256/{sha}.pdf", f"uploads/namespaces/someone-else/sha256/{sha}.pdf"
     for key in (legacy, foreign):
         s3.put(b"%PDF-1.4 an older upload", key)  # written before the jobs were created
-    old, _ = record(pg_conn, api_namespace, tenant, source_key=legacy)
-    other, _ = record(pg_conn, api_namespace, tenant, source_key=foreign)
-    for name in (old, other):
+    own = f"uploads/namespaces/{api_namespace}/sha256/{sha}.pdf"
+    s3.put(b"%PDF-1.4 an upload", own)
+    old, _ = record(pg_conn, api_namespace, tenant, source_key=legacy, source_bucket=s3.bucket)
+    other, _ = record(pg_conn, api_namespace, tenant, source_key=foreign, source_bucket=s3.bucket)
+    elsewhere, _ = record(pg_conn, api_namespace, tenant, source_key=own, source_bucket="another-bucket")
+    for name in (old, other, elsewhere):
         r = client.delete(f"/api/v1/jobs/{name}")
         assert r.status_code == 204, r.text
-    assert not s3_has(s3, legacy) and s3_has(s3, foreign)
+    assert not s3_has(s3, legacy) and s3_has(s3, foreign) and s3_has(s3, own)
+    mine, _ = record(pg_conn, api_namespace, tenant, source_key=own, source_bucket=s3.bucket)
+    assert client.delete(f"/api/v1/jobs/{mine}").status_code == 204
+    assert not s3_has(s3, own)  # a record-only job's own upload too
 
 
 def test_delete_of_a_record_only_job(tenant_client, pg_conn, api_namespace):

@@ -81,8 +81,8 @@ async def uploaded_pdf(ctx: ApiContext, job: Job) -> Pdf | None:
         obj = ParseJob.of(ctx.jobs.cached(job.name) or await _get(ctx, job.name) or {})
         bucket, key = obj.source_bucket or bucket, obj.source_key
     else:
-        record = await postgres.job_record(ctx.pool, job.tenant, ctx.cfg.namespace, job.name)
-        key = (record or {}).get("source_key")
+        record = await postgres.job_record(ctx.pool, job.tenant, ctx.cfg.namespace, job.name) or {}
+        bucket, key = record.get("source_bucket") or bucket, record.get("source_key")
     if key and is_api_upload(key, ctx.cfg.namespace) and bucket == ctx.cfg.s3_bucket:
         return bucket, key
     return None
