@@ -270,8 +270,8 @@ def main() -> int:
             "maxConcurrent": "10", "maxPerTenant": "10", "admissionsPerSecond": "50", "admissionBurst": "50",
             "guardMaxUnschedulable": "-1"}})
 
-        common = dict(database_url=pg.dsn, s3_endpoint_url=s3srv.endpoint_url, s3_credentials=s3srv.credentials_for("api"),
-                      bucket=bucket,
+        # each API signs as the S3 user of its namespace (its uploads' prefix, hack/s3iam.py)
+        common = dict(database_url=pg.dsn, s3_endpoint_url=s3srv.endpoint_url, bucket=bucket,
                       kubeconfig=str(cluster.kubeconfig))
         if not args.skip_e2e:
             from types import SimpleNamespace
@@ -289,7 +289,8 @@ def main() -> int:
             op = OperatorProcess(cluster, operator_env(shim, **RUNNER_PLACEMENT_ENV), base / "operator.log")
             procs.append(op)
             op.start()
-            api = ApiProcess(api_env(namespace="bench-e2e", SCHEDGEN_API_ALLOW_ANONYMOUS="true", **common),
+            api = ApiProcess(api_env(namespace="bench-e2e", s3_credentials=s3srv.credentials_for("api", "bench-e2e"),
+                                     SCHEDGEN_API_ALLOW_ANONYMOUS="true", **common),
                              base / "api-e2e.log").start()
             procs.append(api)
             results = asyncio.run(end_to_end(api.url))
@@ -302,7 +303,8 @@ def main() -> int:
             print(f"  (runner pods on simulated KWOK nodes; executor: {executor.report()})")
 
         # Anonymous requests (tenant `default`): the load measures the upload path, not key lookups.
-        api = ApiProcess(api_env(namespace="bench-load", SCHEDGEN_API_ALLOW_ANONYMOUS="true",
+        api = ApiProcess(api_env(namespace="bench-load", s3_credentials=s3srv.credentials_for("api", "bench-load"),
+                                 SCHEDGEN_API_ALLOW_ANONYMOUS="true",
                                  SCHEDGEN_API_UPLOADS_PER_MINUTE=1000000,
                                  SCHEDGEN_API_READS_PER_MINUTE=1000000, SCHEDGEN_API_TRUSTED_PROXIES="127.0.0.1/32",
                                  **common), base / "api-load.log").start()

@@ -719,7 +719,7 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
     stack.children.append(operator)
     stack.meter.add("schedgen-operator", operator.proc.pid)
     api_proc = ApiProcess(api_env(
-        database_url=stack.pg.dsn, s3_endpoint_url=stack.s3srv.endpoint_url, s3_credentials=stack.s3srv.credentials_for("api"),
+        database_url=stack.pg.dsn, s3_endpoint_url=stack.s3srv.endpoint_url, s3_credentials=stack.s3srv.credentials_for("api", API_NS),
         bucket=BUCKET, namespace=API_NS, kubeconfig=str(stack.kubeconfigs["schedgen-api"]),
         SCHEDGEN_API_UPLOADS_PER_MINUTE=10**7, SCHEDGEN_API_READS_PER_MINUTE=10**7,
         SCHEDGEN_API_MAX_UPLOAD_BYTES=1024 * 1024, PYTHONPATH=str(ROOT / "src")), stack.base / "api.log").start()

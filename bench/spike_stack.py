@@ -39,8 +39,8 @@ class S3Shim:
     def endpoint_url(self) -> str:
         return self.server.endpoint_url
 
-    def credentials_for(self, component: str) -> dict[str, str]:
-        return self.server.credentials_for(component)
+    def credentials_for(self, component: str, namespace: str | None = None) -> dict[str, str]:
+        return self.server.credentials_for(component, namespace)
 
 
 @dataclass
@@ -183,7 +183,7 @@ class Stack:
         self.operator = OperatorProcess(self.cluster, env, self.base / "operator.log").start()
         self.procs.append(self.operator)
         self.api = ApiProcess(api_env(
-            database_url=self.pg.dsn, s3_endpoint_url=self.s3srv.endpoint_url, s3_credentials=self.s3srv.credentials_for("api"),
+            database_url=self.pg.dsn, s3_endpoint_url=self.s3srv.endpoint_url, s3_credentials=self.s3srv.credentials_for("api", NAMESPACE),
             bucket=BUCKET, namespace=NAMESPACE, kubeconfig=str(self.cluster.kubeconfig),
             SCHEDGEN_API_UPLOADS_PER_MINUTE=10**7, SCHEDGEN_API_READS_PER_MINUTE=10**7,
             SCHEDGEN_API_MAX_UPLOAD_BYTES=1024 * 1024), self.base / "api.log").start()

@@ -104,7 +104,7 @@ def start_services() -> tuple[devservices.PostgresServer, devservices.S3Server]:
         root.create_bucket(Bucket=BUCKET)
     except (root.exceptions.BucketAlreadyOwnedByYou, root.exceptions.BucketAlreadyExists):
         pass
-    s3.create_component_users(BUCKET)
+    s3.create_component_users(BUCKET, api_namespaces=(NAMESPACE,))  # the API runs in the release namespace
     return pg, s3
 
 
@@ -167,8 +167,9 @@ def pg_secrets(pg: devservices.PostgresServer, host: str) -> dict[str, dict[str,
 
 
 def s3_secrets(s3: devservices.S3Server) -> dict[str, dict[str, str]]:
-    """Each component's own S3 user (the runner Jobs need none: presigned URLs)."""
-    return {f"schedgen-s3-{component}": s3.credentials_for(component) for component in s3.components}
+    """Each component's own S3 user (the runner Jobs need none: presigned URLs); the API's
+    is the one for its namespace (the release namespace: its uploads' prefix)."""
+    return {f"schedgen-s3-{component}": s3.credentials_for(component, NAMESPACE) for component in s3.components}
 
 
 def helm_upgrade(cfg, chart, release: str, values: dict, *, namespace: str, wait: str | None = None,

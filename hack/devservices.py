@@ -12,8 +12,10 @@ for tests and the demo").
 
     python hack/devservices.py build                            # build MinIO once (Go module proxy)
     python hack/devservices.py up --state-dir DIR [--migrate] [--bucket B] [--as api|operator]
+                                  [--api-namespace NS]
                                   # prints the env to export: the owner's DSN, the endpoint,
                                   # the bucket, and with --as that component's own S3 keys
+                                  # (the API's: of the API in namespace NS, default `default`)
     python hack/devservices.py status --state-dir DIR
     python hack/devservices.py down --state-dir DIR
 """
@@ -388,6 +390,9 @@ def build_minio() -> Path:
     return binary
 
 
+API_USER = "schedgen-api-"  # + the API's namespace: S3Server.api_user
+
+
 class S3Server(_Server):
     """MinIO: a real S3 server that checks signatures, credentials, IAM policies and
     presigned URLs.
@@ -395,10 +400,12 @@ class S3Server(_Server):
     Its root credentials are made at first start and kept in the state file, so a
     restart (or `down` then `up`) keeps them, like the port. They are for setting up
     (buckets, users, test fixtures) only: no component ever gets them. Each component
-    gets an IAM user of its own, `schedgen-<component>`, whose policy allows what that
-    component does and nothing else (`create_component_users`, s3iam.policies); their
-    secrets are kept in the state file too. It listens on every interface (pods reach it
-    at their cluster's host address); every request needs a signature.
+    gets an IAM user of its own, whose policy allows what that component does and nothing
+    else (`create_component_users`, s3iam.policies): `schedgen-operator`, and for the API
+    one user per namespace it runs in, `schedgen-api-<namespace>` (its uploads' prefix is
+    its namespace's, as each release's API has a Secret of its own). Their secrets are
+    kept in the state file too. It listens on every interface (pods reach it at their
+    cluster's host address); every request needs a signature.
     """
 
     name = "s3"
@@ -410,6 +417,8 @@ class S3Server(_Server):
         self.access_key: str = state.get("access_key") or f"schedgen-{secrets.token_hex(4)}"
         self.secret_key: str = state.get("secret_key") or secrets.token_urlsafe(24)
         self.users: dict[str, str] = dict(state.get("users") or {})  # access key -> secret key
+        # the buckets create_component_users was given: API users made later name them too
+        self.buckets: list[str | None] = list(state.get("buckets") or [])
 
     @property
     def endpoint_url(self) -> str:
@@ -431,32 +440,60 @@ class S3Server(_Server):
 
         return s3iam.MinioAdmin(self.endpoint_url, self.access_key, self.secret_key)
 
-    def create_component_users(self, bucket: str, results_bucket: str | None = None) -> None:
-        """Each component's IAM user `schedgen-<component>` with its policy of the same
-        name (s3iam.policies for these buckets). Idempotent: a user keeps its secret key
-        (a running component's Secret stays valid); the policies are (re)written."""
-        import s3iam
-
-        admin = self.admin()
-        for component, document in s3iam.policies(bucket, results_bucket).items():
-            name = f"schedgen-{component}"
-            secret = self.users.get(name) or secrets.token_urlsafe(24)
-            admin.put_policy(name, document)
-            admin.put_user(name, secret)
-            admin.attach(name, name)
-            self.users[name] = secret
+    def create_component_users(self, bucket: str, results_bucket: str | None = None,
+                               api_namespaces: tuple[str, ...] = ()) -> None:
+        """The operator's IAM user `schedgen-operator` and, for each of `api_namespaces`,
+        the API's user there (`api_user`), each with its policy of the same name
+        (s3iam.policies for these buckets); an API user for another namespace is made when
+        `credentials_for("api", namespace)` first asks for it. Idempotent: a user keeps its
+        secret key (a running component's Secret stays valid); the policies are (re)written."""
+        self.buckets = [bucket, results_bucket]
+        self._put_user("schedgen-operator", self._policies("default")["operator"])  # names no namespace
+        known = [name.removeprefix(API_USER) for name in self.users if name.startswith(API_USER)]
+        for namespace in dict.fromkeys([*known, *api_namespaces]):
+            self._put_user(API_USER + namespace, self._policies(namespace)["api"])
         self._save()
 
-    def credentials_for(self, component: str) -> dict[str, str]:
-        """The component's own keys (`create_component_users` made them) as AWS_* variables."""
-        name = f"schedgen-{component}"
+    def _policies(self, api_namespace: str) -> dict[str, dict]:
+        import s3iam
+
+        if not self.buckets:
+            raise KeyError("no S3 users yet: call create_component_users first")
+        return s3iam.policies(self.buckets[0], api_namespace, self.buckets[1])
+
+    def _put_user(self, name: str, policy: dict) -> None:
+        admin = self.admin()
+        secret = self.users.get(name) or secrets.token_urlsafe(24)
+        admin.put_policy(name, policy)
+        admin.put_user(name, secret)
+        admin.attach(name, name)
+        self.users[name] = secret
+
+    def api_user(self, namespace: str) -> str:
+        """The IAM user of the API whose namespace is `namespace` (its ParseJobs' and so its
+        uploads' prefix, s3iam.api_uploads): `schedgen-api-<namespace>`, made if new."""
+        name = API_USER + namespace
+        if name not in self.users:
+            self._put_user(name, self._policies(namespace)["api"])
+            self._save()
+        return name
+
+    def credentials_for(self, component: str, namespace: str | None = None) -> dict[str, str]:
+        """The component's own keys as AWS_* variables: the operator's, or the API's in
+        `namespace` (required for the API; its user is made on first use)."""
+        if component == "api":
+            if namespace is None:
+                raise TypeError("the API's S3 user depends on its namespace: credentials_for('api', namespace)")
+            name = self.api_user(namespace)
+        else:
+            name = f"schedgen-{component}"
         if name not in self.users:
             raise KeyError(f"no S3 user for {component!r}: call create_component_users first")
         return {"AWS_ACCESS_KEY_ID": name, "AWS_SECRET_ACCESS_KEY": self.users[name]}
 
     def info(self) -> dict:
         return {"endpoint_url": self.endpoint_url, "access_key": self.access_key, "secret_key": self.secret_key,
-                "users": self.users}
+                "users": self.users, "buckets": self.buckets}
 
     def start(self, timeout: float = 60) -> "S3Server":
         if self.running:
@@ -506,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="up: the bucket to create, and the one the components' policies name")
     parser.add_argument("--as", dest="component", choices=S3Server.components,
                         help="up: print this component's S3 keys (its IAM user) to export")
+    parser.add_argument("--api-namespace", default="default",
+                        help="up: the namespace the API runs in (SCHEDGEN_API_NAMESPACE): its S3 user may "
+                             "write uploads under uploads/namespaces/<it>/sha256/ only")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(build_minio())
@@ -529,12 +569,14 @@ def main(argv: list[str] | None = None) -> int:
             root.create_bucket(Bucket=args.bucket)
         except (root.exceptions.BucketAlreadyOwnedByYou, root.exceptions.BucketAlreadyExists):
             pass
-        s3.create_component_users(args.bucket)
+        s3.create_component_users(args.bucket, api_namespaces=(args.api_namespace,))
         print(f"SCHEDGEN_DATABASE_URL={pg.dsn}")
         print(f"SCHEDGEN_S3_ENDPOINT_URL={s3.endpoint_url}")
         print(f"SCHEDGEN_S3_BUCKET={args.bucket}")
+        if args.component == "api":
+            print(f"SCHEDGEN_API_NAMESPACE={args.api_namespace}")
         if args.component:
-            for name, value in s3.credentials_for(args.component).items():
+            for name, value in s3.credentials_for(args.component, args.api_namespace).items():
                 print(f"{name}={value}")
     elif args.command == "down":
         s3.stop()

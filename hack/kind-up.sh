@@ -124,7 +124,7 @@ step "bucket schedgen-uploads and the real PDFs in MinIO"
   'mc alias set dev http://minio:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null && mc mb -p dev/schedgen-uploads'
 for pdf in "$PDF_DIR"/*.pdf; do
   "${KUBECTL[@]}" -n "$NS" cp "$pdf" "mc:/tmp/$(basename "$pdf")"
-  "${KUBECTL[@]}" -n "$NS" exec mc -- mc cp "/tmp/$(basename "$pdf")" "dev/schedgen-uploads/uploads/$(basename "$pdf")"
+  "${KUBECTL[@]}" -n "$NS" exec mc -- mc cp "/tmp/$(basename "$pdf")" "dev/schedgen-uploads/uploads/namespaces/$NS/$(basename "$pdf")"
 done
 "${KUBECTL[@]}" -n "$NS" delete pod mc --wait=false
 
@@ -138,7 +138,7 @@ helm --kube-context "kind-$CLUSTER" upgrade --install schedgen charts/schedgen -
   --set networkPolicy.s3.to[0].podSelector.matchLabels.app=minio \
   --set queue.guardMaxUnschedulable=-1
 
-step "submitting the real PDFs as ParseJobs"
+step "submitting the real PDFs as ParseJobs (each under its namespace's own prefix: the source policy)"
 for pdf in "$PDF_DIR"/*.pdf; do
   name="$(basename "$pdf" .pdf | tr 'A-Z_' 'a-z-')"
   cat <<YAML | "${KUBECTL[@]}" -n "$NS" apply -f -
@@ -146,7 +146,7 @@ apiVersion: schedgen.io/v1alpha1
 kind: ParseJob
 metadata: {name: $name}
 spec:
-  source: {s3: {key: uploads/$(basename "$pdf")}}
+  source: {s3: {key: uploads/namespaces/$NS/$(basename "$pdf")}}
 YAML
 done
 for pdf in "$PDF_DIR"/*.pdf; do

@@ -1,8 +1,8 @@
 """Least-privilege S3 identities: each component's IAM policy, and a small client of
 MinIO's admin API that creates the users and policies (hack/devservices.py uses it).
 
-    policies(bucket)          # {"api": {...}, "operator": {...}}: the IAM policy documents
-                              # docs/deploy.md shows (tests/security/test_s3_policies.py
+    policies(bucket, api_namespace)  # {"api": {...}, "operator": {...}}: the IAM policy
+                              # documents docs/deploy.md shows (tests/security/test_s3_policies.py
                               # checks that the doc's copies are these)
     MinioAdmin(endpoint, root_access_key, root_secret_key)
         .put_policy(name, document) / .put_user(access_key, secret_key) / .attach(policy, user)
@@ -27,18 +27,29 @@ import urllib.request
 
 # --- the policies -------------------------------------------------------------------------
 
-UPLOADS = "uploads/"           # PDFs: the API's own under uploads/sha256/, kubectl users' under
-API_UPLOADS = "uploads/sha256/"  # uploads/namespaces/<ns>/ (api/services/uploads.source_key)
+UPLOADS = "uploads/"           # PDFs, each under uploads/namespaces/<namespace>/: a kubectl user's
+                               # for their namespace, the API's under <its namespace>/sha256/
+LEGACY_API_UPLOADS = "uploads/sha256/"  # where older APIs stored theirs (still erased)
 RESULTS = "results/"           # runner result objects, results/<namespace>/<uid>.json
 
 
-def policies(bucket: str, results_bucket: str | None = None) -> dict[str, dict]:
-    """The IAM policy of each component, for the uploads bucket and the results bucket
-    (`s3.resultsBucket`; default the same bucket). What each needs, from the code:
+def api_uploads(api_namespace: str) -> str:
+    """The API's content-addressed uploads (api/services/uploads.upload_prefix)."""
+    return f"{UPLOADS}namespaces/{api_namespace}/sha256/"
 
-    - api: PutObject of its uploads (uploads.py); GetObject of them, for HeadObject (the
-      erasure checks an upload's age before it deletes it: erasure.pdf_unused); DeleteObject
-      of its uploads and of result objects (erasure); HeadBucket of the bucket (/readyz).
+
+def policies(bucket: str, api_namespace: str, results_bucket: str | None = None) -> dict[str, dict]:
+    """The IAM policy of each component, for the uploads bucket, the API's namespace
+    (`api.namespace`, default the release namespace: its uploads' prefix) and the results
+    bucket (`s3.resultsBucket`; default the same bucket). What each needs, from the code:
+
+    - api: PutObject of its uploads (uploads.py, under `api_uploads(api_namespace)` only);
+      GetObject of them, for HeadObject (the erasure checks an upload's age before it
+      deletes it: erasure.pdf_unused); DeleteObject of its uploads and of result objects
+      (erasure); HeadBucket of the bucket (/readyz). GetObject and DeleteObject of
+      `uploads/sha256/` too, no PutObject: jobs an older version uploaded there are still
+      erased (erasure.LEGACY_UPLOAD_PREFIX, age check included); nothing new is written
+      there. Drop that statement once no record names such a key.
     - operator: GetObject of uploads (it presigns the runner's GET; a presigned URL
       carries the signer's rights, no more); PutObject of result objects (it presigns the
       runner's PUT), GetObject (reads them), DeleteObject (a retry, a deleted ParseJob),
@@ -53,7 +64,9 @@ def policies(bucket: str, results_bucket: str | None = None) -> dict[str, dict]:
         "api": {"Version": "2012-10-17", "Statement": [
             {"Sid": "StoreAndEraseUploads", "Effect": "Allow",
              "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
-             "Resource": [arn(bucket, API_UPLOADS + "*")]},
+             "Resource": [arn(bucket, api_uploads(api_namespace) + "*")]},
+            {"Sid": "EraseLegacyUploads", "Effect": "Allow", "Action": ["s3:GetObject", "s3:DeleteObject"],
+             "Resource": [arn(bucket, LEGACY_API_UPLOADS + "*")]},
             {"Sid": "EraseResults", "Effect": "Allow", "Action": ["s3:DeleteObject"],
              "Resource": [arn(rb, RESULTS + "*")]},
             {"Sid": "Readiness", "Effect": "Allow", "Action": ["s3:HeadBucket"],

@@ -92,10 +92,11 @@ class S3:
 
     - `client` (the root user): the tests' own setup and checks only (the bucket, PDFs
       uploaded as a kubectl user would, reading what a component wrote);
-    - `credentials_for(component)` / `client_for(component)`: the component's own IAM user
-      (`schedgen-api`, `schedgen-operator`, policies in hack/s3iam.py), for everything
-      that runs as that component: the API and the operator, as processes or in-process,
-      and URLs the operator would presign. Nothing hands the root keys to a component.
+    - `credentials_for(component[, namespace])` / `client_for(component[, namespace=])`: the
+      component's own IAM user (`schedgen-operator`; `schedgen-api-<namespace>` for the API
+      running in that namespace, its uploads' prefix; policies in hack/s3iam.py), for
+      everything that runs as that component: the API and the operator, as processes or
+      in-process, and URLs the operator would presign. Nothing hands the root keys to a component.
     """
 
     def __init__(self, server: devservices.S3Server):
@@ -113,18 +114,19 @@ class S3:
         self.root_credentials = server.root_credentials  # setup only: never a component's
         self._clients: dict[str, object] = {}
 
-    def credentials_for(self, component: str) -> dict[str, str]:
-        """AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of the component's own user."""
-        return self.server.credentials_for(component)
+    def credentials_for(self, component: str, namespace: str | None = None) -> dict[str, str]:
+        """AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of the component's own user (the API's:
+        of the API in `namespace`)."""
+        return self.server.credentials_for(component, namespace)
 
-    def client_for(self, component: str, endpoint_url: str | None = None):
+    def client_for(self, component: str, endpoint_url: str | None = None, namespace: str | None = None):
         """A boto3 client signing as the component's own user (as the component's code makes it)."""
         import boto3
         from botocore.config import Config
 
-        key = (component, endpoint_url)
+        key = (component, endpoint_url, namespace)
         if key not in self._clients:
-            creds = self.credentials_for(component)
+            creds = self.credentials_for(component, namespace)
             self._clients[key] = boto3.client(
                 "s3", endpoint_url=endpoint_url or self.endpoint_url, region_name="us-east-1",
                 aws_access_key_id=creds["AWS_ACCESS_KEY_ID"], aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
@@ -152,7 +154,7 @@ def s3() -> Iterator[S3]:
         server.start()
         store = S3(server)
         store.client.create_bucket(Bucket=TEST_BUCKET)
-        server.create_component_users(TEST_BUCKET)  # schedgen-api, schedgen-operator
+        server.create_component_users(TEST_BUCKET)  # schedgen-operator; schedgen-api-<ns> on first use
         yield store
     finally:
         server.stop()

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from schedgen.api.backends import AlreadyExists, BackendUnavailable, NotFound
+from schedgen.api.backends import AlreadyExists, BackendUnavailable, NotFound, Refused
 
 
 class MemoryParseJobs:
@@ -27,6 +27,8 @@ class MemoryParseJobs:
         self.objects: dict[str, dict] = {}
         self.down: str | None = None  # a message: every call fails as the real client's would
         self.kube_events: list[dict] = []  # core/v1 Event objects, as the API server lists them
+        # (status, the API server's message): creates are refused as an admission policy would
+        self.refuse: tuple[int, str] | None = None
         self._lock = threading.Lock()
 
     def _check(self) -> None:
@@ -56,6 +58,8 @@ class MemoryParseJobs:
 
     def create(self, body: dict) -> dict:
         self._check()
+        if self.refuse:
+            raise Refused("kubernetes", *self.refuse)
         obj = copy.deepcopy(body)
         meta = obj["metadata"]
         meta.update(uid=str(uuid.uuid4()), namespace=self.namespace,

@@ -77,7 +77,7 @@ def api_config(postgres, s3, local_cluster, api_namespace, api_role_dsn, monkeyp
     role `schedgen_api` (its grants and row-level security apply); keyword overrides."""
     from schedgen.api.config import ApiConfig
 
-    for name, value in s3.credentials_for("api").items():  # the API's own S3 user
+    for name, value in s3.credentials_for("api", api_namespace).items():  # the API's own S3 user
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
@@ -154,7 +154,7 @@ def serve_api(postgres, s3, api_role_dsn, fresh_limits, tmp_path, monkeypatch, c
 
     from schedgen.api.config import ApiConfig
 
-    for name, value in s3.credentials_for("api").items():  # the API's own S3 user
+    for name, value in s3.credentials_for("api", "api-local").items():  # the API's own S3 user
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     kubeconfig = closed_kubeconfig(tmp_path / "closed.kubeconfig", closed_port)

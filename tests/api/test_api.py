@@ -58,11 +58,12 @@ def test_upload_stores_pdf_and_creates_parsejob(client, s3, k8s_api_client, api_
     assert body["id"].startswith(f"up-{sha[:10]}-")
     assert body["statusUrl"] == f"/api/v1/jobs/{body['id']}" == r.headers["location"]
     assert body["phase"] == "Queued" and body["priority"] == "high" and body["tenant"] == "default"
-    stored = s3.client.get_object(Bucket=s3.bucket, Key=f"uploads/sha256/{sha}.pdf")["Body"].read()
+    key = f"uploads/namespaces/{api_namespace}/sha256/{sha}.pdf"  # the namespace's own prefix
+    stored = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
     assert stored == data
     pj = parsejob(k8s_api_client, api_namespace, body["id"])
     assert pj["metadata"]["uid"] == body["uid"]
-    assert pj["spec"]["source"]["s3"] == {"bucket": s3.bucket, "key": f"uploads/sha256/{sha}.pdf"}
+    assert pj["spec"]["source"]["s3"] == {"bucket": s3.bucket, "key": key}
     assert pj["spec"]["priority"] == "high" and pj["spec"]["scheduleType"] == "exam"
     assert pj["spec"]["tenant"] == "default"
     assert (pj["spec"]["deadlineSeconds"], pj["spec"]["maxRetries"]) == (300, 3)

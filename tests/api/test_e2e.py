@@ -24,12 +24,12 @@ def stack(operator_cluster, start_operator, tmp_path, pg_conn):
     pg_conn.execute("TRUNCATE rate_limit_windows")
     c = operator_cluster
     ns = c.tenant_namespace("api")
-    start_operator(SCHEDGEN_API_NAMESPACES=ns)  # the API's uploads may be parsed there
+    start_operator()  # no SCHEDGEN_API_NAMESPACES: the API's uploads are under the namespace's own prefix
     started = []
 
     def api(**overrides) -> ApiProcess:
         env = api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url,
-                      s3_credentials=c.s3.credentials_for("api"), bucket=c.s3.bucket,
+                      s3_credentials=c.s3.credentials_for("api", ns), bucket=c.s3.bucket,
                       namespace=ns, kubeconfig=str(c.cluster.kubeconfig),
                       **{"SCHEDGEN_API_ALLOW_ANONYMOUS": "true", **overrides})
         proc = ApiProcess(env, tmp_path / f"api-{len(started)}.log")

@@ -31,7 +31,7 @@ def test_wait_then_erase_a_finished_and_a_running_job(stack):  # noqa: F811
         assert s["phase"] == "Succeeded" and s["result"]["events"] == 12, s
         assert time.monotonic() - t0 < 25
         assert c.event_rows(job["uid"]) == 12 and c.row(job["uid"]) is not None
-        pdf_key = f"uploads/sha256/{job['sha256']}.pdf"
+        pdf_key = f"uploads/namespaces/{ns}/sha256/{job['sha256']}.pdf"
         result_key = f"results/{ns}/{job['uid']}.json"
         c.s3.client.head_object(Bucket=c.s3.bucket, Key=result_key)  # the runner's result is there
         r = http.delete(job["statusUrl"])

@@ -27,13 +27,15 @@ def custom(k8s_api_client):
     return client.CustomObjectsApi(k8s_api_client)
 
 
-def record(pg_conn, ns, tenant, *, name=None, phase="Succeeded", created=None, events=(), kind="lecture"):
+def record(pg_conn, ns, tenant, *, name=None, phase="Succeeded", created=None, events=(), kind="lecture",
+           source_key=None, source_bucket="b"):
     """A job known only from Postgres (retention deleted its ParseJob): its row and events."""
     from schedgen.models import Event, ParseResult, ScheduleKind
 
     uid = str(uuid.uuid4())
     name = name or f"up-rec-{uid[:8]}"
-    ref = JobRef(uid=uid, namespace=ns, name=name, tenant=tenant, source_bucket="b", source_key=f"k/{uid}")
+    ref = JobRef(uid=uid, namespace=ns, name=name, tenant=tenant, source_bucket=source_bucket,
+                 source_key=source_key or f"k/{uid}")
     write_events(pg_conn, ref, ParseResult(ScheduleKind(kind), [Event(**e) for e in events], pages=1))
     pg_conn.execute("UPDATE parse_jobs SET phase = %s, completed_at = %s, created_at = %s WHERE uid = %s",
                     (phase, created or dt.datetime.now(dt.timezone.utc), created or dt.datetime.now(dt.timezone.utc),
@@ -46,7 +48,7 @@ def finish(k8s_api_client, pg_conn, ns, job, *, events=(LECTURE,), kind="lecture
     from schedgen.models import Event, ParseResult, ScheduleKind
 
     ref = JobRef(uid=job["uid"], namespace=ns, name=job["id"], tenant=job["tenant"], source_bucket="b",
-                    source_key=f"uploads/sha256/{job['sha256']}.pdf")
+                    source_key=f"uploads/namespaces/{ns}/sha256/{job['sha256']}.pdf")
     write_events(pg_conn, ref, ParseResult(ScheduleKind(kind), [Event(**e) for e in events], pages=1))
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     custom(k8s_api_client).patch_namespaced_custom_object_status(
@@ -137,7 +139,8 @@ def test_delete_erases_the_job_everywhere(tenant_client, make_client, pg_conn, s
     job = upload(client, data, headers={"Idempotency-Key": f"erase-{uuid.uuid4()}"}).json()
     finish(k8s_api_client, pg_conn, api_namespace, job)
     pg_conn.execute("INSERT INTO parse_job_transitions VALUES (%s, 1, 'Queued', null, null, now())", (job["uid"],))
-    pdf_key, result_key = f"uploads/sha256/{job['sha256']}.pdf", f"results/{api_namespace}/{job['uid']}.json"
+    pdf_key = f"uploads/namespaces/{api_namespace}/sha256/{job['sha256']}.pdf"
+    result_key = f"results/{api_namespace}/{job['uid']}.json"
     s3.put(b"{}", result_key)
     feed = client.post(f"/api/v1/jobs/{job['id']}/feed?from=2026-02-09&until=2026-05-29").json()
     assert client.get(feed["url"].split("testserver")[1]).status_code == 200
@@ -169,12 +172,36 @@ def test_delete_keeps_a_pdf_another_job_uses(tenant_client, pg_conn, s3, api_nam
     b, _ = tenant_client()
     data = unique_pdf()
     first, second = upload(a, data).json(), upload(b, data).json()
-    key = f"uploads/sha256/{first['sha256']}.pdf"
+    key = f"uploads/namespaces/{api_namespace}/sha256/{first['sha256']}.pdf"
     assert a.delete(f"/api/v1/jobs/{first['id']}").status_code == 204
     assert s3_has(s3, key)  # tenant b's job still needs it
     assert b.get(f"/api/v1/jobs/{second['id']}").status_code == 200
     assert b.delete(f"/api/v1/jobs/{second['id']}").status_code == 204
     assert not s3_has(s3, key)
+
+
+def test_delete_erases_a_legacy_upload_and_only_the_apis_own(tenant_client, pg_conn, s3, api_namespace):
+    """A record an older version wrote names `uploads/sha256/<sha>.pdf`: erasing its job
+    (known only from its record) deletes that PDF too. A key under another namespace's
+    prefix is not the API's to delete (nor may its S3 user): the job is erased, the object
+    stays; so does the API's own key in another bucket."""
+    client, tenant = tenant_client()
+    sha = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+    legacy, foreign = f"uploads/sha256/{sha}.pdf", f"uploads/namespaces/someone-else/sha256/{sha}.pdf"
+    for key in (legacy, foreign):
+        s3.put(b"%PDF-1.4 an older upload", key)  # written before the jobs were created
+    own = f"uploads/namespaces/{api_namespace}/sha256/{sha}.pdf"
+    s3.put(b"%PDF-1.4 an upload", own)
+    old, _ = record(pg_conn, api_namespace, tenant, source_key=legacy, source_bucket=s3.bucket)
+    other, _ = record(pg_conn, api_namespace, tenant, source_key=foreign, source_bucket=s3.bucket)
+    elsewhere, _ = record(pg_conn, api_namespace, tenant, source_key=own, source_bucket="another-bucket")
+    for name in (old, other, elsewhere):
+        r = client.delete(f"/api/v1/jobs/{name}")
+        assert r.status_code == 204, r.text
+    assert not s3_has(s3, legacy) and s3_has(s3, foreign) and s3_has(s3, own)
+    mine, _ = record(pg_conn, api_namespace, tenant, source_key=own, source_bucket=s3.bucket)
+    assert client.delete(f"/api/v1/jobs/{mine}").status_code == 204
+    assert not s3_has(s3, own)  # a record-only job's own upload too
 
 
 def test_delete_of_a_record_only_job(tenant_client, pg_conn, api_namespace):

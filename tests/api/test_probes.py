@@ -4,6 +4,7 @@ in generic words only, the metrics on a listener of their own, the OpenAPI docum
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import httpx
@@ -60,6 +61,36 @@ def test_failed_backends_are_named_not_described(serve_api, closed_port):
     assert httpx.get(down.url + "/readyz").json()["checks"]["database"] == "unavailable"
 
 
+def test_a_refused_parsejob_is_its_own_500_not_unavailable(serve_api, make_key, pg_conn, caplog):
+    """The API server answered and refused the upload's ParseJob (here as the chart's source
+    policy would): not `KubernetesUnavailable` (retrying will not help, so no Retry-After),
+    the detail says only that the cluster refused it, the log has the server's message; the
+    idempotency claim is released, so a retry once the cluster is fixed creates the job."""
+    server = serve_api()
+    refusal = ("ValidatingAdmissionPolicy 'sg-schedgen-parsejob-source' with binding 'sg-schedgen-parsejob-source'"
+               f" denied request: spec.source.s3.key must be under uploads/namespaces/{server.ctx.cfg.namespace}/")
+    key = make_key(f"refused-{uuid.uuid4().hex[:6]}")
+    data = b"%PDF-1.4 refused " + uuid.uuid4().hex.encode()
+    for status in (403, 422, 400):
+        server.jobs.refuse = (status, refusal)
+        with caplog.at_level("ERROR", logger="schedgen.api"):
+            r = httpx.post(server.url + "/api/v1/uploads", files={"file": ("s.pdf", data, "application/pdf")},
+                           headers={"X-API-Key": key, "Idempotency-Key": "refused-once"}, timeout=10)
+        assert r.status_code == 500, r.text
+        body = r.json()
+        assert (body["code"], body["status"]) == ("ParseJobRefused", 500) and "retry-after" not in r.headers
+        assert "refused" in body["detail"]
+        assert_says_nothing(r, secrets_of(server, "parsejob-source", "uploads/", "ValidatingAdmissionPolicy"))
+        assert refusal in caplog.text and f"(HTTP {status})" in caplog.text
+        caplog.clear()
+    assert pg_conn.execute("SELECT count(*) FROM idempotency_keys WHERE content_sha256 = %s",
+                           (hashlib.sha256(data).hexdigest(),)).fetchone() == (0,)
+    server.jobs.refuse = None
+    r = httpx.post(server.url + "/api/v1/uploads", files={"file": ("s.pdf", data, "application/pdf")},
+                   headers={"X-API-Key": key, "Idempotency-Key": "refused-once"}, timeout=10)
+    assert r.status_code == 202, r.text
+
+
 def test_metrics_and_docs_on_the_public_port(serve_api):
     server = serve_api(compat_routes=True, public_url="https://calendar.internal.example")
     assert httpx.get(server.url + "/metrics").status_code == 404  # its own listener (below)
@@ -75,7 +106,7 @@ def test_metrics_and_docs_on_the_public_port(serve_api):
 def test_metrics_are_served_on_their_own_port(postgres, s3, tmp_path, closed_port):
     from api_harness import closed_kubeconfig, free_port
 
-    env = api_env(database_url=postgres.dsn, s3_endpoint_url=s3.endpoint_url, s3_credentials=s3.credentials_for("api"),
+    env = api_env(database_url=postgres.dsn, s3_endpoint_url=s3.endpoint_url, s3_credentials=s3.credentials_for("api", "api-local"),
                   bucket=s3.bucket, namespace="api-local",
                   kubeconfig=str(closed_kubeconfig(tmp_path / "closed.kubeconfig", closed_port)),
                   SCHEDGEN_API_WATCH_CACHE="false")

@@ -63,7 +63,7 @@ def test_feeds_erasure_and_purge_under_the_api_role(serve_api, make_key, pg_conn
     ns = server.ctx.cfg.namespace
     tenant = f"iso-{uuid.uuid4().hex[:6]}"
     caller = Caller(server, make_key(tenant))
-    name, uid = exam_record(pg_conn, ns, tenant, source_key=f"uploads/sha256/{'e' * 64}.pdf")
+    name, uid = exam_record(pg_conn, ns, tenant, source_key=f"uploads/namespaces/{ns}/sha256/{'e' * 64}.pdf")
     feed = caller.http.post(f"/api/v1/jobs/{name}/feed")
     assert feed.status_code == 201, feed.text
     assert httpx.get(f"{server.url}/feeds/{feed.json()['token']}.ics").status_code == 200

@@ -249,8 +249,100 @@ def test_idempotency_hash_is_per_tenant_and_validated():
         assert (refused.value.status, refused.value.code) == (400, "InvalidIdempotencyKey")
 
 
+class _Refusing:
+    """CustomObjectsApi's calls, each answering `status` as the API server would."""
+
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+
+    def _answer(self, *args, **kwargs):
+        import json
+
+        from kubernetes.client.rest import ApiException
+
+        exc = ApiException(status=self.status, reason="Refused")
+        exc.body = json.dumps({"kind": "Status", "code": self.status, "message": self.message})
+        raise exc
+
+    create_namespaced_custom_object = get_namespaced_custom_object = _answer
+
+
+POLICY_SAYS = ("admission webhook \"validate.example.com\" denied the request: spec.source.s3.key must be under "
+               "uploads/namespaces/the-api/")
+
+
+@pytest.mark.parametrize("status", [400, 403, 422])
+def test_a_create_the_api_server_refuses_is_refused_not_unavailable(status):
+    """403 (an admission policy or webhook, RBAC), 400/422 (invalid): the server answered,
+    so `Refused` with its message (for the log), never `BackendUnavailable`; a read answered
+    the same way stays an outage of the backend (the API cannot do its job)."""
+    import kubernetes
+
+    from schedgen.api.backends import Refused
+    from schedgen.api.backends.kube import ParseJobs
+
+    jobs = ParseJobs(ApiConfig(namespace="the-api"), client=kubernetes.client.ApiClient())
+    jobs.custom = _Refusing(status, POLICY_SAYS)
+    with pytest.raises(Refused) as info:
+        jobs.create({"metadata": {"name": "up-x"}})
+    assert (info.value.backend, info.value.status, info.value.message) == ("kubernetes", status, POLICY_SAYS)
+    with pytest.raises(BackendUnavailable):
+        jobs.get("up-x")
+
+
+@pytest.mark.parametrize("status", [500, 503, 504, 429])
+def test_a_create_the_api_server_cannot_serve_is_unavailable(status):
+    import kubernetes
+
+    from schedgen.api.backends.kube import ParseJobs
+
+    jobs = ParseJobs(ApiConfig(namespace="the-api"), client=kubernetes.client.ApiClient())
+    jobs.custom = _Refusing(status, "etcdserver: request timed out")
+    with pytest.raises(BackendUnavailable) as info:
+        jobs.create({"metadata": {"name": "up-x"}})
+    assert info.value.backend == "kubernetes"
+
+
+def test_a_refused_parsejob_is_a_typed_500_that_tells_only_the_log(caplog):
+    from schedgen.api.backends import Refused
+    from schedgen.api.errors import parsejob_refused
+
+    before = _sample("schedgen_api_backend_errors_total", backend="kubernetes")
+    with caplog.at_level("ERROR", logger="schedgen.api"):
+        err = parsejob_refused(Refused("kubernetes", 403, POLICY_SAYS), "the-api", "up-x")
+    assert (err.status, err.code, err.headers) == (500, "ParseJobRefused", {})  # no Retry-After: it would not help
+    assert err.message == "the cluster refused the job for this upload; the API's log says why"
+    assert err.body("/api/v1/uploads")["type"] == "https://schedgen.dev/problems/ParseJobRefused"
+    assert err.compat_body() == {"statusCode": 500, "message": err.message, "error": "Internal Server Error"}
+    assert "the-api" not in err.message and "uploads/" not in err.message
+    assert POLICY_SAYS in caplog.text and "the-api/up-x" in caplog.text and "HTTP 403" in caplog.text
+    # not an outage: the backend error count (what the unavailability alerts read) is unchanged
+    assert _sample("schedgen_api_backend_errors_total", backend="kubernetes") == before
+
+
+def test_the_api_stores_uploads_under_its_namespace_prefix():
+    sha = "cd" * 32
+    assert uploads.upload_prefix("the-api") == "uploads/namespaces/the-api/sha256/"
+    assert uploads.source_key("the-api", sha) == f"uploads/namespaces/the-api/sha256/{sha}.pdf"
+
+
+def test_erasure_deletes_only_the_apis_own_uploads_legacy_included():
+    from schedgen.api.services.erasure import is_api_upload
+
+    sha = "cd" * 32
+    assert is_api_upload(f"uploads/namespaces/the-api/sha256/{sha}.pdf", "the-api")
+    assert is_api_upload(f"uploads/sha256/{sha}.pdf", "the-api")  # an older version's key
+    for key in (f"uploads/namespaces/other/sha256/{sha}.pdf",       # another API's
+                f"uploads/namespaces/the-api/{sha}.pdf",              # a kubectl user's in that namespace
+                f"uploads/namespaces/the-api/sha256/../../other/{sha}.pdf",
+                f"uploads/namespaces/the-api/sha256/{sha}.pdf.bak", f"uploads/sha256/{sha[:-1]}.pdf",
+                f"results/the-api/{sha}.json", "k/uid"):
+        assert not is_api_upload(key, "the-api"), key
+
+
 def test_parsejob_body():
-    cfg = ApiConfig(s3_bucket="uploads-bucket", default_deadline_seconds=120, default_max_retries=1)
+    cfg = ApiConfig(s3_bucket="uploads-bucket", namespace="the-api", default_deadline_seconds=120,
+                    default_max_retries=1)
     sha = "ab" * 32
     upload = Upload(io.BytesIO(b"%PDF-"), 5, sha, "My Schedule.pdf")
     before = dt.datetime.now(dt.timezone.utc)
@@ -265,7 +357,8 @@ def test_parsejob_body():
                                      "schedgen.io/idempotency-key-sha256": "f" * 64,
                                      "schedgen.io/original-filename": "My Schedule.pdf"},
                      "finalizers": ["schedgen.io/record"]},  # the operator's, saving it a write
-        "spec": {"source": {"s3": {"bucket": "uploads-bucket", "key": f"uploads/sha256/{sha}.pdf"}},
+        # under the API namespace's own prefix: the one rule for every namespace's ParseJobs
+        "spec": {"source": {"s3": {"bucket": "uploads-bucket", "key": f"uploads/namespaces/the-api/sha256/{sha}.pdf"}},
                  "scheduleType": "exam", "priority": "high", "tenant": "team-a",
                  "deadlineSeconds": 120, "maxRetries": 1}}
     plain = uploads.parsejob_body(cfg, "up-x", "t", Upload(io.BytesIO(), 0, sha, None), "low", "auto", None)

@@ -19,13 +19,13 @@ pytestmark = pytest.mark.cluster
 RELEASE_NS = "schedgen-system"
 
 
-def policies(local_cluster, suffix: str, release: str, refused=None):
+def policies(local_cluster, suffix: str, release: str, refused=None, api_namespace: str = "the-api"):
     """Apply the chart's policy (`-<suffix>`) and its binding; the docs applied.
 
     The kube-apiserver enforces a new policy only once its informer has it (about a
     second): `refused()`, a request the policy denies, is sent as a server dry run until
     it is denied, so what follows is never run against an API server not enforcing yet."""
-    docs = render({"api": {"namespace": "the-api"}}, name=release, namespace=RELEASE_NS)
+    docs = render({"api": {"namespace": api_namespace}}, name=release, namespace=RELEASE_NS)
     picked = [d for d in find(docs, "ValidatingAdmissionPolicy") + find(docs, "ValidatingAdmissionPolicyBinding")
               if d["metadata"]["name"].endswith(suffix)]
     assert len(picked) == 2, [d["metadata"]["name"] for d in picked]
@@ -47,14 +47,32 @@ def remove(local_cluster, picked) -> None:
 
 
 @pytest.fixture
-def namespace(local_cluster, k8s_api_client):
-    """A namespace where user `alice` (a tenant) and the operator's ServiceAccount may
-    edit (the built-in `edit` ClusterRole: Jobs, pods, ParseJobs not included)."""
+def make_namespace(local_cluster, k8s_api_client):
+    """Factory: a namespace where user `alice` (a tenant) and the operator's ServiceAccount
+    may edit (the built-in `edit` ClusterRole: Jobs, pods, ParseJobs not included)."""
     from kubernetes import client
 
     core = client.CoreV1Api(k8s_api_client)
-    name = f"ap-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"schedgen.test": "true"}}})
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"ap-{uuid.uuid4().hex[:6]}"
+        core.create_namespace({"metadata": {"name": name, "labels": {"schedgen.test": "true"}}})
+        made.append(name)
+        grant(local_cluster, name)
+        return name
+
+    yield make
+    for name in made:
+        core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(make_namespace):
+    return make_namespace()
+
+
+def grant(local_cluster, name: str) -> None:
     rules = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
              "metadata": {"name": "parsejobs", "namespace": name},
              "rules": [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list"]}]}
@@ -67,8 +85,6 @@ def namespace(local_cluster, k8s_api_client):
                 for kind, role in (("ClusterRole", "edit"), ("Role", "parsejobs"))]
     kubectl(local_cluster, "apply", "-f", "-",
             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [rules, *bindings]}))
-    yield name
-    core.delete_namespace(name)
 
 
 def operator_user(release: str = "ap") -> str:
@@ -87,24 +103,42 @@ def parsejob(key: str, bucket: str | None = None, resources: dict | None = None)
             "metadata": {"name": f"pj-{uuid.uuid4().hex[:6]}"}, "spec": spec}
 
 
-def test_a_parsejob_takes_its_pdf_only_from_its_own_upload_prefix(local_cluster, namespace):
-    _, picked = policies(local_cluster, "-parsejob-source", "ap", refused=lambda: as_user(
-        local_cluster, "alice", "create", "--dry-run=server", "-n", namespace, "-f", "-",
-        manifest=parsejob("uploads/namespaces/victim/x.pdf")))
+def test_a_parsejob_takes_its_pdf_only_from_its_own_upload_prefix(local_cluster, make_namespace):
+    """One rule in every namespace, the API's included (it stores its uploads under its own
+    prefix): two releases' policies in one cluster (each cluster-wide) admit each other's
+    API's ParseJobs and a tenant's alike, and refuse the same keys everywhere."""
+    tenant, api_a, api_b = make_namespace(), make_namespace(), make_namespace()
+
+    def probe():
+        return as_user(local_cluster, "alice", "create", "--dry-run=server", "-n", tenant, "-f", "-",
+                       manifest=parsejob("uploads/namespaces/victim/x.pdf"))
+
+    picked = [*policies(local_cluster, "-parsejob-source", "ap", refused=probe, api_namespace=api_a)[1],
+              *policies(local_cluster, "-parsejob-source", "ap2", refused=probe, api_namespace=api_b)[1]]
     try:
-        ns = namespace
+        def create(ns: str, key: str, bucket: str | None = None):
+            return as_user(local_cluster, "alice", "create", "-n", ns, "-f", "-", manifest=parsejob(key, bucket))
 
-        def create(body: dict):
-            return as_user(local_cluster, "alice", "create", "-n", ns, "-f", "-", manifest=body)
+        def refused(done) -> bool:
+            return done.returncode != 0 and "spec.source.s3" in done.stderr
 
-        assert create(parsejob(f"uploads/namespaces/{ns}/x.pdf")).returncode == 0
-        for key, bucket in (("uploads/sha256/0123.pdf", None),  # the API's uploads: another tenant's PDF
-                            ("uploads/namespaces/victim/x.pdf", None),
-                            ("results/victim/uid.json", None),
-                            (f"uploads/namespaces/{ns}/../victim/x.pdf", None),
-                            (f"uploads/namespaces/{ns}/x.pdf", "another-bucket")):
-            done = create(parsejob(key, bucket))
-            assert done.returncode != 0 and "spec.source.s3" in done.stderr, (key, bucket, done.stderr)
+        for ns in (tenant, api_a, api_b):
+            for key in (f"uploads/namespaces/{ns}/x.pdf", f"uploads/namespaces/{ns}/sha256/{'ab' * 32}.pdf"):
+                for bucket in (None, "schedgen-uploads"):  # absent: the chart's bucket
+                    done = create(ns, key, bucket)
+                    assert done.returncode == 0, (ns, key, bucket, done.stderr)
+            other = api_a if ns != api_a else tenant
+            for key, bucket in (("uploads/sha256/0123.pdf", None),  # the old shared prefix: anyone's PDF
+                                (f"uploads/sha256/{'ab' * 32}.pdf", None),
+                                (f"uploads/namespaces/{other}/x.pdf", None),  # another namespace's
+                                (f"uploads/namespaces/{other}/sha256/{'ab' * 32}.pdf", None),
+                                ("results/victim/uid.json", None),
+                                (f"uploads/namespaces/{ns}/../{other}/x.pdf", None),
+                                (f"uploads/namespaces/{ns}/..", None),
+                                (f"uploads/namespaces/{ns}//x.pdf", None),
+                                (f"uploads/namespaces/{ns}/x.pdf", "another-bucket")):
+                done = create(ns, key, bucket)
+                assert refused(done), (ns, key, bucket, done.stderr)
     finally:
         remove(local_cluster, picked)
 

@@ -277,10 +277,11 @@ class RoleDatabase:
 
 def s3_secrets(rel: "Release", s3, prefix: str) -> dict[str, str]:
     """One Secret per component with its own S3 user's keys (never the root user's); the
-    chart's s3 values naming them."""
+    chart's s3 values naming them. The API's user is the one for its namespace (the release
+    namespace: api.namespace is not set), whose policy allows its uploads' prefix only."""
     names = {"operatorSecret": f"{prefix}-s3-operator", "apiSecret": f"{prefix}-s3-api"}
     for key, name in names.items():
-        rel.secret(rel.namespace, name, s3.credentials_for(key.removesuffix("Secret")))
+        rel.secret(rel.namespace, name, s3.credentials_for(key.removesuffix("Secret"), rel.namespace))
     return names
 
 

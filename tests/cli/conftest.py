@@ -41,11 +41,11 @@ def stack(operator_cluster, postgres, tmp_path_factory):
                   guardMaxUnschedulable=-1, queuePositionIntervalSeconds=5, queuePositionMaxWrites=50)
     tmp = tmp_path_factory.mktemp("cli-stack")
     ns = c.tenant_namespace("cli")
-    op = OperatorProcess(c.cluster, operator_env(c, SCHEDGEN_API_NAMESPACES=ns), tmp / "operator.log").start()
+    op = OperatorProcess(c.cluster, operator_env(c), tmp / "operator.log").start()
     api = None
     try:
         env = api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url,
-                      s3_credentials=c.s3.credentials_for("api"), bucket=c.s3.bucket, namespace=ns,
+                      s3_credentials=c.s3.credentials_for("api", ns), bucket=c.s3.bucket, namespace=ns,
                       kubeconfig=str(c.cluster.kubeconfig), SCHEDGEN_API_UPLOADS_PER_MINUTE=200,
                       SCHEDGEN_API_READS_PER_MINUTE=5000)
         api = ApiProcess(env, tmp / "api.log").start()

@@ -3,6 +3,7 @@ from, with an injected clock), the capacity guard."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,9 +14,10 @@ from schedgen.operator.admission import (
     decide,
     every_slot_taken,
     pod_room,
+    source_refusal,
     unschedulable_since,
 )
-from schedgen.operator.config import RuntimeConfig
+from schedgen.operator.config import OperatorConfig, RuntimeConfig
 from schedgen.operator.runner_objects import RunnerPod
 from schedgen.parsejob import ParseJob
 
@@ -235,3 +237,47 @@ def test_pod_room_never_lets_more_wait_than_the_budget(pending, waiting, low, hi
         return
     assert room >= 0 and (room == 0 or pending + room <= high)
     assert pod_room(pending, waiting + 100, c) >= room
+
+
+# --- where a ParseJob's PDF may come from ---------------------------------------------------
+
+SHA = "ab" * 32
+
+
+def sourced(namespace: str, key: str, bucket: str | None = None) -> ParseJob:
+    s3 = {"key": key, **({"bucket": bucket} if bucket else {})}
+    return ParseJob.of({"metadata": {"namespace": namespace, "name": "pj", "uid": "u"},
+                        "spec": {"source": {"s3": s3}}})
+
+
+SOURCES = OperatorConfig(default_bucket="uploads", api_namespaces=("the-api",))
+
+
+@pytest.mark.parametrize("namespace", ["team-a", "the-api", "another-api"])
+def test_every_namespace_takes_its_pdf_from_its_own_prefix(namespace):
+    """One rule for all, the API's namespace included (its uploads are under its own prefix)."""
+    for key in (f"uploads/namespaces/{namespace}/x.pdf", f"uploads/namespaces/{namespace}/sha256/{SHA}.pdf"):
+        for bucket in (None, "uploads"):
+            assert source_refusal(sourced(namespace, key, bucket), SOURCES) is None, (key, bucket)
+    other = "team-b"
+    for key, bucket in ((f"uploads/namespaces/{other}/x.pdf", None),
+                        (f"uploads/namespaces/{other}/sha256/{SHA}.pdf", None),
+                        ("results/team-b/uid.json", None),
+                        (f"uploads/namespaces/{namespace}/../{other}/x.pdf", None),
+                        (f"uploads/namespaces/{namespace}/..", None),
+                        (f"uploads/namespaces/{namespace}//x.pdf", None),
+                        (f"uploads/namespaces/{namespace}", None),
+                        (f"uploads/namespaces/{namespace}/x.pdf", "elsewhere")):
+        assert source_refusal(sourced(namespace, key, bucket), SOURCES), (key, bucket)
+
+
+def test_the_legacy_api_prefix_only_in_the_api_namespaces():
+    """ParseJobs an older API queued (uploads/sha256/) still run in the API's namespaces,
+    nowhere else."""
+    legacy = f"uploads/sha256/{SHA}.pdf"
+    assert source_refusal(sourced("the-api", legacy), SOURCES) is None
+    assert source_refusal(sourced("the-api", "uploads/sha256/../namespaces/team-b/x.pdf"), SOURCES)
+    for namespace in ("team-a", "another-api"):
+        why = source_refusal(sourced(namespace, legacy), SOURCES)
+        assert why == f"spec.source.s3.key must be under uploads/namespaces/{namespace}/ in namespace {namespace}"
+    assert source_refusal(sourced("the-api", legacy), OperatorConfig(default_bucket="uploads"))  # none configured

@@ -273,7 +273,8 @@ def test_a_suspended_or_stuck_run_ends_at_the_operators_deadline(setup):
 
 
 @pytest.mark.parametrize("spec,reason", [
-    ({"source": {"s3": {"key": "uploads/sha256/0123.pdf"}}}, "SourceNotAllowed"),  # the API's uploads
+    ({"source": {"s3": {"key": "uploads/sha256/0123.pdf"}}}, "SourceNotAllowed"),  # legacy: API namespaces only
+    ({"source": {"s3": {"key": "uploads/namespaces/other/sha256/0123.pdf"}}}, "SourceNotAllowed"),  # its API's
     ({"source": {"s3": {"key": "uploads/namespaces/other/x.pdf"}}}, "SourceNotAllowed"),  # another namespace's
     ({"source": {"s3": {"key": "results/ns/uid.json"}}}, "SourceNotAllowed"),
     ({"source": {"s3": {"key": "uploads/namespaces/ns/../other/x.pdf"}}}, "SourceNotAllowed"),

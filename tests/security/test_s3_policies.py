@@ -22,6 +22,9 @@ import s3iam
 from schedgen.parsejob import ParseJob, result_key
 
 ROOT = Path(__file__).resolve().parents[2]
+API_NS = "api-ns"  # the namespace of the API under test: its uploads are uploads/namespaces/api-ns/sha256/
+API_UPLOADS = f"uploads/namespaces/{API_NS}/sha256/"
+LEGACY_UPLOADS = "uploads/sha256/"  # where older APIs stored theirs: erased still, never written
 
 
 def status(method: str, url: str, data: bytes | None = None) -> int:
@@ -55,26 +58,31 @@ def fresh(prefix: str, suffix: str = ".pdf") -> str:
 
 def test_each_component_has_a_user_of_its_own_with_only_its_policy(s3):
     root = s3.root_credentials["AWS_ACCESS_KEY_ID"]
-    api, operator = s3.credentials_for("api"), s3.credentials_for("operator")
-    assert api["AWS_ACCESS_KEY_ID"] == "schedgen-api" and operator["AWS_ACCESS_KEY_ID"] == "schedgen-operator"
+    api, operator = s3.credentials_for("api", API_NS), s3.credentials_for("operator")
+    assert api["AWS_ACCESS_KEY_ID"] == f"schedgen-api-{API_NS}" and operator["AWS_ACCESS_KEY_ID"] == "schedgen-operator"
     assert root not in (api["AWS_ACCESS_KEY_ID"], operator["AWS_ACCESS_KEY_ID"])
     assert len({s3.server.secret_key, api["AWS_SECRET_ACCESS_KEY"], operator["AWS_SECRET_ACCESS_KEY"]}) == 3
     admin = s3.server.admin()
-    assert admin.user_policy("schedgen-api") == "schedgen-api"
+    assert admin.user_policy(f"schedgen-api-{API_NS}") == f"schedgen-api-{API_NS}"
     assert admin.user_policy("schedgen-operator") == "schedgen-operator"
     # neither can administer the server (users, policies): the admin API refuses them
     for component in ("api", "operator"):
-        keys = s3.credentials_for(component)
+        keys = s3.credentials_for(component, API_NS)
         as_it = s3iam.MinioAdmin(s3.endpoint_url, keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"])
         with pytest.raises(s3iam.AdminError) as info:
             as_it.put_policy("sneaky", {"Version": "2012-10-17", "Statement": [
                 {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]}]})
         assert info.value.status == 403
-    assert denied(lambda: s3.client_for("api").create_bucket(Bucket=f"sneaky-{uuid.uuid4().hex[:8]}"))
+    assert denied(lambda: api_client(s3).create_bucket(Bucket=f"sneaky-{uuid.uuid4().hex[:8]}"))
     assert denied(lambda: s3.client_for("operator").list_buckets())
 
 
 # --- the API ----------------------------------------------------------------------------------
+
+
+def api_client(s3, namespace: str = API_NS):
+    """A client signing as the S3 user of the API in `namespace`."""
+    return s3.client_for("api", namespace=namespace)
 
 
 @pytest.fixture
@@ -83,7 +91,7 @@ def api_storage(s3, monkeypatch):
     from schedgen.api.backends.s3 import Storage
     from schedgen.api.config import ApiConfig
 
-    for name, value in s3.credentials_for("api").items():
+    for name, value in s3.credentials_for("api", API_NS).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return Storage(ApiConfig(s3_endpoint_url=s3.endpoint_url, s3_bucket=s3.bucket))
@@ -92,22 +100,35 @@ def api_storage(s3, monkeypatch):
 def test_the_api_stores_checks_and_erases_through_its_own_code(s3, api_storage):
     import io
 
-    key = fresh("uploads/sha256/")
+    key = fresh(API_UPLOADS)
     api_storage.put(key, io.BytesIO(b"%PDF-1.4 upload"), 15, "00" * 32)          # an upload
     assert s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read() == b"%PDF-1.4 upload"
     assert api_storage.modified(key) is not None                               # erasure: the PDF's age
-    assert api_storage.modified(fresh("uploads/sha256/")) is None              # a missing one: 404, not 403
+    assert api_storage.modified(fresh(API_UPLOADS)) is None                    # a missing one: 404, not 403
+    legacy = fresh(LEGACY_UPLOADS)                                             # an older version's upload
+    s3.client.put_object(Bucket=s3.bucket, Key=legacy, Body=b"%PDF-1.4 legacy")
+    assert api_storage.modified(legacy) is not None                            # erased too: its age,
+    api_storage.delete(legacy)                                                 # then the delete
+    assert api_storage.modified(fresh(LEGACY_UPLOADS)) is None
     api_storage.ping()                                                         # /readyz (HeadBucket)
     result = result_key("api-ns", str(uuid.uuid4()))
     s3.client.put_object(Bucket=s3.bucket, Key=result, Body=b"{}")             # a runner's result
     api_storage.delete(result)                                                 # erasure
     api_storage.delete(key)
-    for gone in (key, result):
+    for gone in (key, result, legacy):
         with pytest.raises(ClientError):
             s3.client.head_object(Bucket=s3.bucket, Key=gone)
 
 
 API_REFUSED = {
+    "write a legacy upload": lambda c, b, k: c.put_object(Bucket=b, Key=fresh(LEGACY_UPLOADS), Body=b"x"),
+    "overwrite a legacy upload": lambda c, b, k: c.put_object(Bucket=b, Key=k["legacy"], Body=b"x"),
+    "write another API namespace's upload": lambda c, b, k: c.put_object(
+        Bucket=b, Key=fresh("uploads/namespaces/other-api/sha256/"), Body=b"x"),
+    "read another API namespace's upload": lambda c, b, k: c.get_object(Bucket=b, Key=k["other_api"]),
+    "delete another API namespace's upload": lambda c, b, k: c.delete_object(Bucket=b, Key=k["other_api"]),
+    "write its namespace's prefix outside sha256/": lambda c, b, k: c.put_object(
+        Bucket=b, Key=fresh(f"uploads/namespaces/{API_NS}/"), Body=b"x"),
     "read a result object": lambda c, b, k: c.get_object(Bucket=b, Key=k["result"]),
     "write a result object": lambda c, b, k: c.put_object(Bucket=b, Key=k["result"], Body=b"{}"),
     "read a kubectl user's upload": lambda c, b, k: c.get_object(Bucket=b, Key=k["kubectl"]),
@@ -122,9 +143,10 @@ API_REFUSED = {
 }
 
 OPERATOR_REFUSED = {
-    "write an upload": lambda c, b, k: c.put_object(Bucket=b, Key=fresh("uploads/sha256/"), Body=b"x"),
+    "write an upload": lambda c, b, k: c.put_object(Bucket=b, Key=fresh(API_UPLOADS), Body=b"x"),
     "overwrite an upload": lambda c, b, k: c.put_object(Bucket=b, Key=k["upload"], Body=b"x"),
     "delete an upload": lambda c, b, k: c.delete_object(Bucket=b, Key=k["upload"]),
+    "delete a legacy upload": lambda c, b, k: c.delete_object(Bucket=b, Key=k["legacy"]),
     "delete a kubectl user's upload": lambda c, b, k: c.delete_object(Bucket=b, Key=k["kubectl"]),
     "list the uploads": lambda c, b, k: c.list_objects_v2(Bucket=b, Prefix="uploads/"),
     "list the bucket": lambda c, b, k: c.list_objects_v2(Bucket=b),
@@ -139,10 +161,11 @@ OPERATOR_REFUSED = {
 def objects(s3) -> dict[str, str]:
     """One object of each kind, put by the root user (the tests' setup), and a second
     bucket no component's policy names; fresh for each test (root's attempts change them)."""
-    keys = {"upload": fresh("uploads/sha256/"), "kubectl": fresh("uploads/namespaces/team-a/"),
+    keys = {"upload": fresh(API_UPLOADS), "legacy": fresh(LEGACY_UPLOADS),
+            "other_api": fresh("uploads/namespaces/other-api/sha256/"), "kubectl": fresh("uploads/namespaces/team-a/"),
             "result": result_key("team-a", str(uuid.uuid4())), "outside": fresh("other/"),
-            "other_bucket": f"schedgen-other-{uuid.uuid4().hex[:8]}", "other": fresh("uploads/sha256/")}
-    for name in ("upload", "kubectl", "result", "outside"):
+            "other_bucket": f"schedgen-other-{uuid.uuid4().hex[:8]}", "other": fresh(API_UPLOADS)}
+    for name in ("upload", "legacy", "other_api", "kubectl", "result", "outside"):
         s3.client.put_object(Bucket=s3.bucket, Key=keys[name], Body=b"%PDF-1.4 " + name.encode())
     s3.client.create_bucket(Bucket=keys["other_bucket"])
     s3.client.put_object(Bucket=keys["other_bucket"], Key=keys["other"], Body=b"%PDF-1.4 other")
@@ -152,7 +175,7 @@ def objects(s3) -> dict[str, str]:
 @pytest.mark.parametrize("what", sorted(API_REFUSED))
 def test_the_api_is_refused(s3, objects, what):
     attempt = API_REFUSED[what]
-    assert denied(lambda: attempt(s3.client_for("api"), s3.bucket, objects)), what
+    assert denied(lambda: attempt(api_client(s3), s3.bucket, objects)), what
     assert not denied(lambda: attempt(s3.client, s3.bucket, objects))  # root may: the test tells them apart
 
 
@@ -181,7 +204,8 @@ def test_the_operator_presigns_reads_lists_and_deletes_results_through_its_own_c
 
     document = json.dumps(result_document(ParseResult(ScheduleKind.EXAM, [], pages=1, seconds=0.1))).encode()
     store = operator_store(s3)
-    for source in (fresh("uploads/sha256/"), fresh("uploads/namespaces/team-a/")):  # the API's, a kubectl user's
+    # the API's, an older API's, a kubectl user's
+    for source in (fresh(API_UPLOADS), fresh(LEGACY_UPLOADS), fresh("uploads/namespaces/team-a/")):
         s3.put(b"%PDF-1.4 the upload", key=source)
         pj = parsejob(s3, source)
         urls = store.urls(pj)
@@ -228,13 +252,14 @@ def test_the_operator_is_refused(s3, objects, what):
 
 
 def test_the_policies_in_docs_deploy_md_are_the_tested_ones():
-    """docs/deploy.md shows each component's policy for the bucket `schedgen-uploads`; they
-    must be exactly what the tests install (hack/s3iam.policies), so a copy works."""
+    """docs/deploy.md shows each component's policy for the bucket `schedgen-uploads` and the
+    API in namespace `schedgen-system` (the doc's install); they must be exactly what the
+    tests install (hack/s3iam.policies), so a copy works."""
     text = (ROOT / "docs" / "deploy.md").read_text()
     shown = {}
     for component, body in re.findall(r"<!-- s3-policy:(\w+) -->\s*```json\n(.*?)```", text, re.S):
         shown[component] = json.loads(body)
-    assert shown == s3iam.policies("schedgen-uploads"), "docs/deploy.md's S3 policies differ from hack/s3iam.py"
+    assert shown == s3iam.policies("schedgen-uploads", "schedgen-system"), "docs/deploy.md's S3 policies differ from hack/s3iam.py"
 
 
 def test_admin_bodies_round_trip():

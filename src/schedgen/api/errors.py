@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from schedgen.errors import DatabaseUnavailable
 
 from . import metrics
-from .backends import BackendUnavailable
+from .backends import BackendUnavailable, Refused
 from .schemas import PROBLEM_BASE, PROBLEM_TYPE, is_compat_path
 
 # What a handler may raise when Postgres, S3 or Kubernetes cannot be reached.
@@ -69,6 +69,18 @@ def backend_unavailable(exc: DatabaseUnavailable | BackendUnavailable) -> ApiErr
     metrics.BACKEND_ERRORS.labels(backend=backend).inc()
     log.warning("%s unavailable: %s", backend, exc.message)  # the details stay in the log
     return unavailable(_BACKEND_CODES.get(backend, "Unavailable"), _BACKEND_TEXT.get(backend, "a backend is unavailable"))
+
+
+def parsejob_refused(exc: Refused, namespace: str, name: str) -> ApiError:
+    """The answer when the Kubernetes API server refuses the ParseJob of an upload (an
+    admission policy or webhook, RBAC, an invalid object): the cluster answered, so not
+    `KubernetesUnavailable`, and retrying gets the same answer, so 500 without
+    `Retry-After`: the deployment needs fixing. The server's message (policy names,
+    namespaces, keys) is logged, never sent."""
+    log.error("the Kubernetes API server refused ParseJob %s/%s (HTTP %d): %s", namespace, name, exc.status,
+              exc.message)
+    return ApiError(500, "ParseJobRefused",
+                    "the cluster refused the job for this upload; the API's log says why")
 
 
 def error_response(exc: ApiError, extra_headers: Mapping[str, str] | None = None,

@@ -161,10 +161,12 @@ def tenant_mismatch(pj: ParseJob, namespace_labels: Mapping[str, str] | None) ->
 # --- what may not run at all ----------------------------------------------------------------
 
 UPLOADS = "uploads/"
+LEGACY_API_UPLOADS = f"{UPLOADS}sha256/"  # the API's uploads before they moved under its namespace
 
 
 def own_prefix(namespace: str) -> str:
-    """Where a ParseJob made outside the API's namespaces may take its PDF from."""
+    """Where a ParseJob of `namespace` may take its PDF from (the API's uploads included:
+    it stores them under its own namespace's prefix, api/services/uploads.source_key)."""
     return f"{UPLOADS}namespaces/{namespace}/"
 
 
@@ -173,18 +175,21 @@ def source_refusal(pj: ParseJob, cfg: OperatorConfig) -> str | None:
 
     The operator signs with its own credentials and the URL lands in a Job its creator
     can read, so `spec.source` may name only an upload: in the upload bucket (or
-    SCHEDGEN_SOURCE_BUCKETS), under `uploads/sha256/` when the ParseJob is in a namespace
-    of the API (SCHEDGEN_API_NAMESPACES: the API picks keys by content), else under
-    `uploads/namespaces/<its namespace>/` (never another tenant's PDF, a result object,
-    another bucket). The chart's ValidatingAdmissionPolicy says the same."""
+    SCHEDGEN_SOURCE_BUCKETS), under `uploads/namespaces/<its namespace>/` in every
+    namespace (never another tenant's PDF, a result object, another bucket). The chart's
+    ValidatingAdmissionPolicy says the same for every create (the legacy exception below
+    is for objects created before it did)."""
     buckets = cfg.source_buckets or (cfg.default_bucket,)
     bucket = pj.source_bucket or cfg.default_bucket
     if bucket not in buckets:
         return f"spec.source.s3.bucket {bucket} is not an upload bucket ({', '.join(buckets)})"
     key = pj.source_key
-    prefix = f"{UPLOADS}sha256/" if pj.namespace in cfg.api_namespaces else own_prefix(pj.namespace)
-    if not key.startswith(prefix) or "/../" in f"/{key}/" or "//" in key:
-        return f"spec.source.s3.key must be under {prefix} in namespace {pj.namespace}"
+    prefixes = [own_prefix(pj.namespace)]
+    # Legacy: ParseJobs the API queued before an upgrade name uploads/sha256/; still allowed in its namespaces.
+    if pj.namespace in cfg.api_namespaces:
+        prefixes.append(LEGACY_API_UPLOADS)
+    if not key.startswith(tuple(prefixes)) or "/../" in f"/{key}/" or "//" in key:
+        return f"spec.source.s3.key must be under {prefixes[0]} in namespace {pj.namespace}"
     return None
 
 

@@ -148,8 +148,8 @@ class OperatorConfig:
     # Namespaces the operator serves (comma-separated); empty: all namespaces.
     watch_namespaces: tuple[str, ...] = ()
     # Where a ParseJob's PDF may come from (admission.source_refusal): these buckets
-    # (empty: default_bucket), any upload (uploads/sha256/) in the API's namespaces, else
-    # only uploads/namespaces/<its namespace>/.
+    # (empty: default_bucket), under uploads/namespaces/<its namespace>/ only. In the API's
+    # namespaces also the legacy uploads/sha256/ (ParseJobs an older API queued).
     source_buckets: tuple[str, ...] = ()
     api_namespaces: tuple[str, ...] = ()
     # The runner pods' NetworkPolicy (the chart's): when set, no runner Job is made in a

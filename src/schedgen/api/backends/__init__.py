@@ -20,6 +20,19 @@ class AlreadyExists(Exception):
     pass
 
 
+class Refused(Exception):
+    """The backend answered and said no to a write: the Kubernetes API server refused a
+    ParseJob create (403 from an admission policy or webhook, 400/422 invalid). Not an
+    outage: retrying the same write gets the same answer. `message` is the server's (for
+    the log, never for the caller)."""
+
+    def __init__(self, backend: str, status: int, message: str):
+        super().__init__(message)
+        self.backend = backend
+        self.status = status
+        self.message = message
+
+
 class NotFound(Exception):
     pass
 

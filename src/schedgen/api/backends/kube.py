@@ -13,10 +13,14 @@ from typing import Any
 from schedgen.parsejob import GROUP, KIND, PLURAL, VERSION
 
 from ..config import ApiConfig
-from . import AlreadyExists, BackendUnavailable, NotFound, one_line
+from . import AlreadyExists, BackendUnavailable, NotFound, Refused, one_line
 
 K8S_TIMEOUT = (3, 10)  # connect, read
 MAX_EVENTS = 200  # a ParseJob's Events read at most (the operator posts a handful per run)
+# What the API server answers a create it refuses: 403 from a ValidatingAdmissionPolicy or
+# an admission webhook (or RBAC), 400 or 422 for an object it finds invalid (the CRD's schema
+# and CEL rules, a policy's `reason: Invalid`).
+REFUSAL_STATUSES = (400, 403, 422)
 log = logging.getLogger("schedgen.api")
 
 
@@ -125,7 +129,9 @@ class ParseJobs:
                 if current is None or current["metadata"].get("uid") != obj["metadata"].get("uid"):
                     self._cache[obj["metadata"]["name"]] = obj
 
-    def _call(self, fn, *args, **kwargs) -> Any:
+    def _call(self, fn, *args, refusable: bool = False, **kwargs) -> Any:
+        """`fn` with the client's timeouts; `refusable`: a write the API server may refuse
+        (REFUSAL_STATUSES become `Refused`, not `BackendUnavailable`)."""
         from kubernetes.client.rest import ApiException
 
         try:
@@ -136,12 +142,16 @@ class ParseJobs:
             if exc.status == 409:
                 raise AlreadyExists() from None
             message = _api_message(exc)
+            if refusable and exc.status in REFUSAL_STATUSES:
+                raise Refused("kubernetes", exc.status, message) from None
             raise BackendUnavailable("kubernetes", f"Kubernetes API error {exc.status}: {message}") from None
         except Exception as exc:  # noqa: BLE001 - urllib3 connection/timeouts errors
             raise BackendUnavailable("kubernetes", f"Kubernetes API unreachable: {one_line(exc)}") from None
 
     def create(self, body: dict) -> dict:
-        obj = self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, body)
+        """Create the ParseJob (`Refused` when the API server refuses it, `AlreadyExists`)."""
+        obj = self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, body,
+                         refusable=True)
         self._remember(obj)  # read-your-write before the watch event arrives
         return obj
 

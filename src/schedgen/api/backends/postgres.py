@@ -258,7 +258,8 @@ assert _EVENTS != EVENTS_QUERY
 
 _RECORD_COLUMNS = ("uid", "name", "tenant", "priority", "schedule_type", "phase", "attempts", "kind",
                    "event_count", "pages", "parse_seconds", "error_reason", "error_code", "error_message",
-                   "created_at", "enqueued_at", "started_at", "completed_at")
+                   "created_at", "enqueued_at", "started_at", "completed_at",
+                   "source_bucket", "source_key")  # the PDF, for erasure (never in a status document)
 
 
 async def job_record(pool: AsyncConnectionPool, tenant: str, namespace: str, name: str) -> dict | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import time
 
 from schedgen.parsejob import ParseJob, result_key
@@ -22,10 +23,14 @@ from ..backends import AlreadyExists, NotFound, postgres
 from ..context import ApiContext
 from ..errors import ApiError
 from .lookup import Job, find_job
+from .uploads import upload_prefix
 
 log = logging.getLogger("schedgen.api")
 
-UPLOAD_PREFIX = "uploads/sha256/"  # the API's content-addressed PDFs (uploads.source_key)
+# The API's content-addressed PDFs are under uploads.upload_prefix(its namespace); older
+# versions stored them under LEGACY_UPLOAD_PREFIX, which a record may still name.
+LEGACY_UPLOAD_PREFIX = "uploads/sha256/"
+_CONTENT_NAME = r"[0-9a-f]{64}\.pdf"
 CLOCK_SLACK_SECONDS = 2.0  # S3's and the API server's clocks, whole seconds both
 
 Pdf = tuple[str, str]  # (bucket, key) of an uploaded PDF
@@ -76,11 +81,19 @@ async def uploaded_pdf(ctx: ApiContext, job: Job) -> Pdf | None:
         obj = ParseJob.of(ctx.jobs.cached(job.name) or await _get(ctx, job.name) or {})
         bucket, key = obj.source_bucket or bucket, obj.source_key
     else:
-        record = await postgres.job_record(ctx.pool, job.tenant, ctx.cfg.namespace, job.name)
-        key = (record or {}).get("source_key")
-    if key and key.startswith(UPLOAD_PREFIX) and bucket == ctx.cfg.s3_bucket:
+        record = await postgres.job_record(ctx.pool, job.tenant, ctx.cfg.namespace, job.name) or {}
+        bucket, key = record.get("source_bucket") or bucket, record.get("source_key")
+    if key and is_api_upload(key, ctx.cfg.namespace) and bucket == ctx.cfg.s3_bucket:
         return bucket, key
     return None
+
+
+def is_api_upload(key: str, namespace: str) -> bool:
+    """`key` is one of the content-addressed uploads of the API of `namespace`
+    (uploads.source_key), or one that a version before the per-namespace prefix stored
+    (`uploads/sha256/<sha256>.pdf`): both are the API's to delete, nothing else is."""
+    prefixes = (re.escape(upload_prefix(namespace)), re.escape(LEGACY_UPLOAD_PREFIX))
+    return re.fullmatch(f"(?:{'|'.join(prefixes)}){_CONTENT_NAME}", key) is not None
 
 
 async def pdf_unused(ctx: ApiContext, pdf: Pdf, job: Job) -> bool:

@@ -28,10 +28,10 @@ from schedgen.parsejob import (
 )
 
 from .. import metrics
-from ..backends import AlreadyExists, postgres
+from ..backends import AlreadyExists, Refused, postgres
 from ..config import ApiConfig
 from ..context import ApiContext
-from ..errors import ApiError
+from ..errors import ApiError, parsejob_refused
 from ..multipart import Upload
 from .lookup import lookup, status_from_object
 
@@ -104,9 +104,16 @@ def job_name(content_sha: str, suffix: str) -> str:
     return f"up-{content_sha[:10]}-{suffix}"
 
 
-def source_key(content_sha: str) -> str:
-    """Content-addressed: the same file is stored once, whoever uploads it."""
-    return f"uploads/sha256/{content_sha}.pdf"
+def upload_prefix(namespace: str) -> str:
+    """Where the API of `namespace` stores its uploads: under the prefix every ParseJob of
+    that namespace may name (`uploads/namespaces/<namespace>/`, the chart's source policy and
+    the operator's admission), the same rule as for a kubectl user's ParseJob."""
+    return f"uploads/namespaces/{namespace}/sha256/"
+
+
+def source_key(namespace: str, content_sha: str) -> str:
+    """Content-addressed: the same file is stored once per API namespace, whoever uploads it."""
+    return f"{upload_prefix(namespace)}{content_sha}.pdf"
 
 
 def created_now() -> str:
@@ -128,7 +135,7 @@ def parsejob_body(cfg: ApiConfig, name: str, tenant: str, upload: Upload, priori
         # operator adding it (it would anyway, before its first step)
         "metadata": {"name": name, "labels": {LABEL_TENANT: tenant, LABEL_CREATED_BY: CREATED_BY_API},
                      "annotations": annotations, "finalizers": [FINALIZER]},
-        "spec": {"source": {"s3": {"bucket": cfg.s3_bucket, "key": source_key(upload.sha256)}},
+        "spec": {"source": {"s3": {"bucket": cfg.s3_bucket, "key": source_key(cfg.namespace, upload.sha256)}},
                  "scheduleType": schedule_type, "priority": priority, "tenant": tenant,
                  "deadlineSeconds": cfg.default_deadline_seconds, "maxRetries": cfg.default_max_retries},
     }
@@ -142,7 +149,8 @@ async def _create(ctx: ApiContext, tenant: str, upload: Upload, name: str, prior
         # Order matters: the PDF first, then the ParseJob (never a job without its file).
         # The object is content-addressed, so a failed create leaves only a harmless
         # object that the next upload of the same file reuses.
-        await ctx.blocking(ctx.storage.put, source_key(upload.sha256), upload.file, upload.size, upload.sha256)
+        key = source_key(ctx.cfg.namespace, upload.sha256)
+        await ctx.blocking(ctx.storage.put, key, upload.file, upload.size, upload.sha256)
         try:
             created = await ctx.blocking(ctx.jobs.create, body)
         except AlreadyExists:
@@ -151,6 +159,8 @@ async def _create(ctx: ApiContext, tenant: str, upload: Upload, name: str, prior
             if not key_hash or (created["metadata"].get("annotations") or {}).get(ANN_IDEMPOTENCY) != key_hash:
                 raise ApiError(503, "NameCollision", "job name collision; retry the upload") from None
             replayed = True
+        except Refused as exc:
+            raise parsejob_refused(exc, ctx.cfg.namespace, name) from None
     except BaseException:
         if claimed:
             await _quietly(postgres.release_idempotency(ctx.pool, tenant, key_hash))
