@@ -251,9 +251,10 @@ def main() -> int:
             db.migrate(conn)
         import boto3
 
-        os.environ.update(s3srv.credentials)
         bucket = "schedgen-bench"
-        boto3.client("s3", endpoint_url=s3srv.endpoint_url, region_name="us-east-1").create_bucket(Bucket=bucket)
+        boto3.client("s3", endpoint_url=s3srv.endpoint_url, region_name="us-east-1",
+                     **{k.lower(): v for k, v in s3srv.root_credentials.items()}).create_bucket(Bucket=bucket)
+        s3srv.create_component_users(bucket)  # the API and the operator sign as their own users
         cluster.start()
         for a in (("apply", "-f", str(ROOT / "crds")),
                   ("wait", "--for=condition=Established", "--timeout=60s", "crd/parsejobs.schedgen.io")):
@@ -265,13 +266,11 @@ def main() -> int:
         core = k8s.CoreV1Api(api_client)
         for ns in ("bench-e2e", "bench-load", "schedgen-system"):
             core.create_namespace({"metadata": {"name": ns}})
-        core.create_namespaced_secret("bench-e2e", {"metadata": {"name": "schedgen-runner"}, "stringData": {
-            **s3srv.credentials, "SCHEDGEN_DATABASE_URL": pg.dsn}})
         core.create_namespaced_config_map("schedgen-system", {"metadata": {"name": "schedgen-operator"}, "data": {
             "maxConcurrent": "10", "maxPerTenant": "10", "admissionsPerSecond": "50", "admissionBurst": "50",
             "guardMaxUnschedulable": "-1"}})
 
-        common = dict(database_url=pg.dsn, s3_endpoint_url=s3srv.endpoint_url, s3_credentials=s3srv.credentials,
+        common = dict(database_url=pg.dsn, s3_endpoint_url=s3srv.endpoint_url, s3_credentials=s3srv.credentials_for("api"),
                       bucket=bucket,
                       kubeconfig=str(cluster.kubeconfig))
         if not args.skip_e2e:
@@ -286,7 +285,7 @@ def main() -> int:
             shim = SimpleNamespace(cluster=cluster, postgres=pg, pod_s3_endpoint=s3srv.endpoint_url,
                                    runner_image="localhost/schedgen-runner:kwok",
                                    s3=SimpleNamespace(endpoint_url=s3srv.endpoint_url, bucket=bucket,
-                                                      credentials=s3srv.credentials))
+                                                      credentials_for=s3srv.credentials_for))
             op = OperatorProcess(cluster, operator_env(shim, **RUNNER_PLACEMENT_ENV), base / "operator.log")
             procs.append(op)
             op.start()

@@ -129,11 +129,17 @@ def main() -> int:
         s3.start()
         import boto3
 
+        # the root user sets up (the bucket, the PDFs as a kubectl user uploads them, the
+        # operator's own IAM user); the operator signs as that user (hack/s3iam.py)
         bucket = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
                               aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
         bucket.create_bucket(Bucket="bench")
-        for pdf in PDFS:
-            bucket.put_object(Bucket="bench", Key=f"fixtures/{pdf}", Body=(FIXTURES / pdf).read_bytes())
+        s3.create_component_users("bench")
+        tenants = ["bench-a", "bench-b", "bench-c"]
+        for ns in tenants:  # a ParseJob takes its PDF from its namespace's own prefix (operator/admission.py)
+            for pdf in PDFS:
+                bucket.put_object(Bucket="bench", Key=f"uploads/namespaces/{ns}/{pdf}",
+                                  Body=(FIXTURES / pdf).read_bytes())
         cluster.start()
         kwok = Kwok(cluster, verbosity="WARN").start()
         kwok.add_fake_nodes(args.kwok_nodes, cpu="32", memory="256Gi", pods=110)
@@ -154,7 +160,6 @@ def main() -> int:
             "maxConcurrent": str(args.max_concurrent), "maxPerTenant": str(args.max_concurrent),
             "admissionsPerSecond": str(args.rate), "admissionBurst": str(int(args.rate)),
             "guardMaxUnschedulable": "-1", **({"batchSize": str(args.batch_size)} if args.batch_size else {})}})
-        tenants = ["bench-a", "bench-b", "bench-c"]
         for ns in tenants:
             core.create_namespace({"metadata": {"name": ns}})
             core.create_namespaced_secret(ns, {"metadata": {"name": "schedgen-runner"}, "stringData": {
@@ -168,7 +173,7 @@ def main() -> int:
                     "SCHEDGEN_IMAGE_PULL_POLICY": "Never", **RUNNER_PLACEMENT_ENV,
                     "SCHEDGEN_JOB_TTL_SECONDS": "3600",
                     "SCHEDGEN_S3_ENDPOINT_URL": s3.endpoint_url, "SCHEDGEN_DEFAULT_BUCKET": "bench",
-                    **s3.credentials})
+                    **s3.credentials_for("operator")})
         log = open(base / "operator.log", "wb")
         op_proc = subprocess.Popen([PYTHON, "-m", "schedgen.operator"], env=env, stdout=log, stderr=log,
                                    start_new_session=True, cwd=str(ROOT))
@@ -206,7 +211,7 @@ def main() -> int:
             ns = tenants[i % len(tenants)]
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
                 "apiVersion": "schedgen.io/v1alpha1", "kind": "ParseJob", "metadata": {"name": f"pj-{i:05d}"},
-                "spec": {"source": {"s3": {"bucket": "bench", "key": f"fixtures/{PDFS[i % len(PDFS)]}"}}}})
+                "spec": {"source": {"s3": {"bucket": "bench", "key": f"uploads/namespaces/{ns}/{PDFS[i % len(PDFS)]}"}}}})
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(submit, range(args.count)))

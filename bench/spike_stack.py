@@ -39,9 +39,8 @@ class S3Shim:
     def endpoint_url(self) -> str:
         return self.server.endpoint_url
 
-    @property
-    def credentials(self) -> dict[str, str]:
-        return self.server.credentials
+    def credentials_for(self, component: str) -> dict[str, str]:
+        return self.server.credentials_for(component)
 
 
 @dataclass
@@ -144,6 +143,7 @@ class Stack:
         boto3.client("s3", endpoint_url=self.s3srv.endpoint_url, region_name="us-east-1",
                      aws_access_key_id=self.s3srv.access_key,
                      aws_secret_access_key=self.s3srv.secret_key).create_bucket(Bucket=BUCKET)
+        self.s3srv.create_component_users(BUCKET)  # the API and the operator sign as their own users
         self._start_cluster()
         self._start_services()
         return self
@@ -183,7 +183,7 @@ class Stack:
         self.operator = OperatorProcess(self.cluster, env, self.base / "operator.log").start()
         self.procs.append(self.operator)
         self.api = ApiProcess(api_env(
-            database_url=self.pg.dsn, s3_endpoint_url=self.s3srv.endpoint_url, s3_credentials=self.s3srv.credentials,
+            database_url=self.pg.dsn, s3_endpoint_url=self.s3srv.endpoint_url, s3_credentials=self.s3srv.credentials_for("api"),
             bucket=BUCKET, namespace=NAMESPACE, kubeconfig=str(self.cluster.kubeconfig),
             SCHEDGEN_API_UPLOADS_PER_MINUTE=10**7, SCHEDGEN_API_READS_PER_MINUTE=10**7,
             SCHEDGEN_API_MAX_UPLOAD_BYTES=1024 * 1024), self.base / "api.log").start()

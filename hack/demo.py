@@ -11,9 +11,10 @@ local Kubernetes cluster with real nodes, and the real UP schedule PDFs uploaded
   2. starts Postgres and MinIO (hack/devservices.py, state in .local/demo/services) and the
      cluster (`hack/cluster up`, containerd + kubelet nodes, state in .local/demo/cluster);
   3. imports the images into every node's containerd (pullPolicy Never: nodes never pull);
-  4. creates the namespace (Pod Security `restricted`) and the Secrets the chart references
-     (the pod-facing Postgres DSN and S3 credentials: pods reach this machine at the cluster's
-     host address);
+  4. creates the namespace (Pod Security `restricted`) and the Secrets the chart references:
+     a Postgres DSN per role, each login with its own password, and each component's own
+     MinIO user (its policy allows its own work only; the root user only sets up), with the
+     pod-facing addresses (pods reach this machine at the cluster's host address);
   5. installs the chart with Helm's engine (helm-python-sdk), or upgrades the release when it
      exists, and waits for the operator (2 replicas) and API pods to be Ready;
   6. uploads the three PDFs over HTTP to the API's NodePort, waits for the ParseJobs (runner
@@ -95,12 +96,15 @@ def start_services() -> tuple[devservices.PostgresServer, devservices.S3Server]:
         s3.start()
     import boto3
 
-    client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=REGION, **{
-        k.lower(): v for k, v in s3.credentials.items()})
+    # MinIO's root user sets up only: the bucket, and each component's own IAM user with
+    # its policy (hack/s3iam.py); the chart's pods get those users' keys, never root's.
+    root = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=REGION, **{
+        k.lower(): v for k, v in s3.root_credentials.items()})
     try:
-        client.create_bucket(Bucket=BUCKET)
-    except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+        root.create_bucket(Bucket=BUCKET)
+    except (root.exceptions.BucketAlreadyOwnedByYou, root.exceptions.BucketAlreadyExists):
         pass
+    s3.create_component_users(BUCKET)
     return pg, s3
 
 
@@ -127,7 +131,9 @@ def values_for(refs: dict[str, str], s3_endpoint: str) -> dict:
                 "autoscaling": {"enabled": False}, "replicas": 1,
                 "service": {"type": "NodePort", "port": 80},
                 "uploadsPerMinute": UPLOADS_PER_MINUTE},
-        "s3": {"bucket": BUCKET, "endpointUrl": s3_endpoint, "region": REGION, "existingSecret": "schedgen-s3"},
+        # one S3 user per component (least privilege): s3_secrets() makes them
+        "s3": {"bucket": BUCKET, "endpointUrl": s3_endpoint, "region": REGION,
+               "operatorSecret": "schedgen-s3-operator", "apiSecret": "schedgen-s3-api"},
         # one DSN per role (least privilege): pg_secrets() makes them
         "postgres": {"operatorSecret": "schedgen-pg-operator", "apiSecret": "schedgen-pg-api",
                      "migrationSecret": "schedgen-pg-owner"},
@@ -145,21 +151,19 @@ DEMO_LOGINS = {"operator": "schedgen_demo_operator", "api": "schedgen_demo_api"}
 
 
 def pg_secrets(pg: devservices.PostgresServer, host: str) -> dict[str, dict[str, str]]:
-    """The database admin's part (docs/deploy.md "Postgres"): a login per role; the
-    Secrets hold the DSNs as pods reach them. The chart's hook Job migrates as the owner."""
-    import psycopg
-    from psycopg import conninfo
-
-    with psycopg.connect(pg.dsn_for("postgres"), autocommit=True) as conn:
-        for role, user in DEMO_LOGINS.items():
-            conn.execute(f"DO $$ BEGIN CREATE ROLE schedgen_{role} NOLOGIN; "
-                         f"EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone():
-                conn.execute(f'CREATE USER "{user}" IN ROLE schedgen_{role}')
-    owner = pg.dsn_for(pg.database, host=host)
-    return {"schedgen-pg-owner": {"SCHEDGEN_DATABASE_URL": owner},
-            **{f"schedgen-pg-{role}": {"SCHEDGEN_DATABASE_URL": conninfo.make_conninfo(owner, user=user)}
+    """The database admin's part (docs/deploy.md "Postgres"): a login per role with a
+    password of its own (kept in the services' state, so a re-run keeps the Secrets valid);
+    the Secrets hold the DSNs as pods reach them. The chart's hook Job migrates as the owner."""
+    for role, user in DEMO_LOGINS.items():
+        pg.create_login(user, in_role=f"schedgen_{role}")
+    return {"schedgen-pg-owner": {"SCHEDGEN_DATABASE_URL": pg.dsn_for(pg.database, host=host)},
+            **{f"schedgen-pg-{role}": {"SCHEDGEN_DATABASE_URL": pg.dsn_for(pg.database, host=host, user=user)}
                for role, user in DEMO_LOGINS.items()}}
+
+
+def s3_secrets(s3: devservices.S3Server) -> dict[str, dict[str, str]]:
+    """Each component's own S3 user (the runner Jobs need none: presigned URLs)."""
+    return {f"schedgen-s3-{component}": s3.credentials_for(component) for component in s3.components}
 
 
 def install_chart(cluster: LocalCluster, values: dict) -> None:
@@ -233,13 +237,14 @@ def up() -> None:
         cluster.import_image(archive)
     kubectl_apply(cluster, {"apiVersion": "v1", "kind": "Namespace",
                             "metadata": {"name": NAMESPACE, "labels": RESTRICTED}})
-    secrets = {**pg_secrets(pg, host),
-               "schedgen-s3": s3.credentials}  # the runner Jobs need none: presigned URLs
-    for name, data in secrets.items():
+    for name, data in {**pg_secrets(pg, host), **s3_secrets(s3)}.items():
         kubectl_apply(cluster, {"apiVersion": "v1", "kind": "Secret",
                                 "metadata": {"name": name, "namespace": NAMESPACE}, "stringData": data})
     install_chart(cluster, values_for(refs, s3.endpoint_for(host)))
     wait_pods(cluster)
+    # a demo from before per-component S3 users left MinIO's root keys in a shared Secret
+    subprocess.run([cluster.bin("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "delete", "secret", "-n", NAMESPACE,
+                    "schedgen-s3", "--ignore-not-found"], check=True, capture_output=True)
     api = api_url(cluster)
     (STATE / "api-url").write_text(api)
     say(f"the API pod answers at {api} (NodePort)")

@@ -1,11 +1,19 @@
 """Real Postgres and S3 (MinIO) server processes for tests and the local demo.
 
-Each server keeps its state (pid, port) in a JSON file under its base dir, so another
-process (`python hack/devservices.py down`) can stop it later. Ports are picked free at
-first start and reused on restart (so a DSN stays valid); processes are stopped by pid.
+Each server keeps its state (pid, port, and the passwords and keys it made) in a JSON file
+under its base dir (mode 0600), so another process (`python hack/devservices.py down`) can
+stop it later. Ports are picked free at first start and reused on restart (so a DSN stays
+valid); processes are stopped by pid.
+
+Credentials as in production: Postgres logins over TCP need their password (SCRAM-SHA-256);
+MinIO's root user only sets things up, and each component gets an IAM user of its own whose
+policy allows its own work only (hack/s3iam.py; docs/local-cluster.md "Postgres and MinIO
+for tests and the demo").
 
     python hack/devservices.py build                            # build MinIO once (Go module proxy)
-    python hack/devservices.py up --state-dir DIR [--migrate]   # prints the env to export
+    python hack/devservices.py up --state-dir DIR [--migrate] [--bucket B] [--as api|operator]
+                                  # prints the env to export: the owner's DSN, the endpoint,
+                                  # the bucket, and with --as that component's own S3 keys
     python hack/devservices.py status --state-dir DIR
     python hack/devservices.py down --state-dir DIR
 """
@@ -101,7 +109,11 @@ class _Server:
         return pid_alive(self.pid)
 
     def _save(self) -> None:
-        self.state_file.write_text(json.dumps({"pid": self.pid, "port": self.port, **self.info()}))
+        """The state file holds passwords and keys: readable by its owner only."""
+        fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file may have been made with the umask's mode
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps({"pid": self.pid, "port": self.port, **self.info()}))
 
     def info(self) -> dict:
         return {}
@@ -167,7 +179,15 @@ def postgres_bindir() -> Path:
 
 
 class PostgresServer(_Server):
-    """A throw-away Postgres cluster (trust auth, fsync off) with a `schedgen` database."""
+    """A throw-away Postgres cluster (fsync off) with a `schedgen` database, whose TCP
+    logins need a password, as in production (SCRAM-SHA-256).
+
+    The superuser `postgres` gets a password made at first start and kept in the state
+    file (like the port), so its DSN stays valid across restarts. Its Unix socket (a 0700
+    directory of the server's user) admits `postgres` without one: that is how devservices
+    itself sets the password, also on a data directory made before passwords. Logins for
+    the roles (`create_login`) get passwords of their own, also kept in the state file.
+    """
 
     name = "postgres"
     database = "schedgen"
@@ -178,18 +198,27 @@ class PostgresServer(_Server):
         self.socket_dir = self.base_dir / "pgsocket"
         # Postgres refuses to run as root: run it as the `postgres` user when we are root.
         self._user = "postgres" if os.geteuid() == 0 else None
+        state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        self.password: str = state.get("password") or secrets.token_urlsafe(24)
+        self.logins: dict[str, str] = dict(state.get("logins") or {})
 
     @property
     def dsn(self) -> str:
         return self.dsn_for(self.database)
 
-    def dsn_for(self, database: str, host: str = "127.0.0.1") -> str:
-        """The DSN of `database`; `host`: the address the client reaches this machine at
-        (a pod: its cluster's host address)."""
-        return f"postgresql://postgres@{host}:{self.port}/{database}"
+    def dsn_for(self, database: str, host: str = "127.0.0.1", user: str | None = None) -> str:
+        """The DSN of `database` for the superuser, or for a login made by `create_login`,
+        with its password; `host`: the address the client reaches this machine at (a pod:
+        its cluster's host address)."""
+        if user is None:
+            user, password = "postgres", self.password
+        else:
+            password = self.logins[user]
+        return f"postgresql://{user}:{password}@{host}:{self.port}/{database}"
 
     def info(self) -> dict:
-        return {"dsn": self.dsn, "data_dir": str(self.data_dir)}
+        return {"dsn": self.dsn, "data_dir": str(self.data_dir), "password": self.password,
+                "logins": self.logins}
 
     def _as_user(self) -> dict:
         return {"user": self._user, "group": self._user} if self._user else {}
@@ -207,54 +236,128 @@ class PostgresServer(_Server):
                 raise RuntimeError(f"user {self._user} cannot reach {self.data_dir}: every parent "
                                    "directory must be traversable by it")
 
+    HBA = ("# hack/devservices.py: every TCP login needs its password (SCRAM-SHA-256); the socket\n"
+           "# (a 0700 directory of the server's user) admits the superuser for devservices' setup\n"
+           "local all postgres trust\n"
+           "host all all 127.0.0.1/32 scram-sha-256\n"
+           f"host all all {CLUSTER_HOST_NETWORKS} scram-sha-256\n")
+
     def start(self, timeout: float = 60) -> "PostgresServer":
         if self.running:
+            if self.port:  # started by an older devservices, maybe with `trust`: secure it too
+                self._write_hba()
+                self._secure()
             return self
         bindir = postgres_bindir()
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
                 [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
+                 "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C",
+                 "--no-sync"],
                 check=True, capture_output=True, cwd="/", **self._as_user(),
             )
-            (self.data_dir / "pg_hba.conf").write_text(
-                "local all all trust\n"
-                "host all all 127.0.0.1/32 trust\n"
-                f"host all all {CLUSTER_HOST_NETWORKS} trust\n")
+        self._write_hba()  # also over an older data directory's `trust`
         if not (self.port and port_free(self.port)):  # keep the port (and DSN) on restart
             self.port = free_port()
         self._spawn(
             [str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-c", "listen_addresses=*", "-c", f"unix_socket_directories={self.socket_dir}",
+             "-c", "password_encryption=scram-sha-256",
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=50"],
             cwd="/", **self._as_user(),
         )
-        self._wait_ready(lambda: self._connects("postgres"), timeout)
+        self._wait_ready(self._socket_connects, timeout)
+        self._secure()
         self._create_database()
         return self
 
-    def _connects(self, database: str) -> bool:
+    def _write_hba(self) -> None:
+        hba = self.data_dir / "pg_hba.conf"
+        if not hba.exists() or hba.read_text() != self.HBA:
+            hba.write_text(self.HBA)
+            if self._user:
+                shutil.chown(hba, self._user, self._user)
+
+    def _socket_conn(self, database: str = "postgres"):
+        """A superuser connection over the Unix socket (no password: devservices' own setup)."""
+        import psycopg
+
+        return psycopg.connect(host=str(self.socket_dir), port=self.port, user="postgres", dbname=database,
+                               autocommit=True, connect_timeout=2)
+
+    def _socket_connects(self) -> bool:
         import psycopg
 
         try:
-            psycopg.connect(self.dsn_for(database), connect_timeout=1).close()
+            self._socket_conn().close()
             return True
         except psycopg.OperationalError:
             return False
 
+    def _secure(self) -> None:
+        """Set the superuser's password (it may be a data directory from before passwords)
+        and make the server re-read pg_hba.conf."""
+        with self._socket_conn() as conn:
+            _set_password(conn, "postgres", self.password)
+            conn.execute("SELECT pg_reload_conf()")
+        self._save()
+
     def _create_database(self) -> None:
         import psycopg
 
+        # over TCP with the password: the way every client comes in
         with psycopg.connect(self.dsn_for("postgres"), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                 (self.database,)).fetchone():
                 conn.execute(f'CREATE DATABASE "{self.database}"')
 
+    def create_login(self, user: str, *, in_role: str | None = None) -> str:
+        """A login user with a password (a new one, or the one kept from an earlier call),
+        in group role `in_role` if given (created NOLOGIN when the server has none yet);
+        returns its password. Idempotent. `dsn_for(db, user=user)` is its DSN."""
+        import psycopg
+        from psycopg import sql
+
+        password = self.logins.get(user) or secrets.token_urlsafe(24)
+        with psycopg.connect(self.dsn_for("postgres"), autocommit=True) as conn:
+            if in_role:  # group roles are cluster-wide; migration 0004 makes them, if missing
+                conn.execute(sql.SQL("DO $$ BEGIN CREATE ROLE {} NOLOGIN; EXCEPTION WHEN duplicate_object"
+                                     " THEN NULL; END $$").format(sql.Identifier(in_role)))
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user)))
+            _set_password(conn, user, password)
+            if in_role:
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(in_role), sql.Identifier(user)))
+        self.logins[user] = password
+        self._save()
+        return password
+
+    def drop_login(self, user: str) -> None:
+        """End the user's sessions and drop it (and its kept password)."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn_for("postgres"), autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (user,))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
+        self.logins.pop(user, None)
+        self._save()
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> None:
         """SIGINT = Postgres's "fast" shutdown (does not wait for clients to leave)."""
         super().stop(sig, timeout)
+
+
+def _set_password(conn, user: str, password: str) -> None:
+    """ALTER ROLE ... PASSWORD with the SCRAM verifier computed here (libpq's
+    PQencryptPasswordConn): the password itself never reaches the server, its logs or
+    pg_stat_activity."""
+    from psycopg import sql
+
+    verifier = conn.pgconn.encrypt_password(password.encode(), user.encode(), b"scram-sha-256").decode()
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user), sql.Literal(verifier)))
 
 
 MINIO_MODULE = "github.com/minio/minio"
@@ -286,21 +389,27 @@ def build_minio() -> Path:
 
 
 class S3Server(_Server):
-    """MinIO: a real S3 server that checks signatures, credentials and presigned URLs.
+    """MinIO: a real S3 server that checks signatures, credentials, IAM policies and
+    presigned URLs.
 
     Its root credentials are made at first start and kept in the state file, so a
-    restart (or `down` then `up`) keeps them, like the port. It listens on every
-    interface (pods reach it at their cluster's host address); every request needs a
-    signature by its credentials.
+    restart (or `down` then `up`) keeps them, like the port. They are for setting up
+    (buckets, users, test fixtures) only: no component ever gets them. Each component
+    gets an IAM user of its own, `schedgen-<component>`, whose policy allows what that
+    component does and nothing else (`create_component_users`, s3iam.policies); their
+    secrets are kept in the state file too. It listens on every interface (pods reach it
+    at their cluster's host address); every request needs a signature.
     """
 
     name = "s3"
+    components = ("api", "operator")
 
     def __init__(self, base_dir: Path | str):
         super().__init__(base_dir)
         state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
         self.access_key: str = state.get("access_key") or f"schedgen-{secrets.token_hex(4)}"
         self.secret_key: str = state.get("secret_key") or secrets.token_urlsafe(24)
+        self.users: dict[str, str] = dict(state.get("users") or {})  # access key -> secret key
 
     @property
     def endpoint_url(self) -> str:
@@ -312,12 +421,42 @@ class S3Server(_Server):
         return f"http://{host}:{self.port}"
 
     @property
-    def credentials(self) -> dict[str, str]:
-        """The root credentials as the usual AWS_* environment variables."""
+    def root_credentials(self) -> dict[str, str]:
+        """The root user's keys as the usual AWS_* variables: for setup only (buckets,
+        users, test fixtures), never for a component (`credentials_for`)."""
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
+    def admin(self):
+        import s3iam
+
+        return s3iam.MinioAdmin(self.endpoint_url, self.access_key, self.secret_key)
+
+    def create_component_users(self, bucket: str, results_bucket: str | None = None) -> None:
+        """Each component's IAM user `schedgen-<component>` with its policy of the same
+        name (s3iam.policies for these buckets). Idempotent: a user keeps its secret key
+        (a running component's Secret stays valid); the policies are (re)written."""
+        import s3iam
+
+        admin = self.admin()
+        for component, document in s3iam.policies(bucket, results_bucket).items():
+            name = f"schedgen-{component}"
+            secret = self.users.get(name) or secrets.token_urlsafe(24)
+            admin.put_policy(name, document)
+            admin.put_user(name, secret)
+            admin.attach(name, name)
+            self.users[name] = secret
+        self._save()
+
+    def credentials_for(self, component: str) -> dict[str, str]:
+        """The component's own keys (`create_component_users` made them) as AWS_* variables."""
+        name = f"schedgen-{component}"
+        if name not in self.users:
+            raise KeyError(f"no S3 user for {component!r}: call create_component_users first")
+        return {"AWS_ACCESS_KEY_ID": name, "AWS_SECRET_ACCESS_KEY": self.users[name]}
+
     def info(self) -> dict:
-        return {"endpoint_url": self.endpoint_url, "access_key": self.access_key, "secret_key": self.secret_key}
+        return {"endpoint_url": self.endpoint_url, "access_key": self.access_key, "secret_key": self.secret_key,
+                "users": self.users}
 
     def start(self, timeout: float = 60) -> "S3Server":
         if self.running:
@@ -350,11 +489,23 @@ class S3Server(_Server):
             return False
 
 
+def redacted(dsn: str) -> str:
+    """A DSN without its password (for printing)."""
+    head, at, tail = dsn.partition("@")
+    if not at or ":" not in head.split("//", 1)[-1]:
+        return dsn
+    return head.rsplit(":", 1)[0] + ":***@" + tail
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["build", "up", "down", "status"])
     parser.add_argument("--state-dir", type=Path, help="required except for build")
     parser.add_argument("--migrate", action="store_true", help="up: also apply the schema")
+    parser.add_argument("--bucket", default="schedgen-uploads",
+                        help="up: the bucket to create, and the one the components' policies name")
+    parser.add_argument("--as", dest="component", choices=S3Server.components,
+                        help="up: print this component's S3 keys (its IAM user) to export")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(build_minio())
@@ -370,16 +521,28 @@ def main(argv: list[str] | None = None) -> int:
 
             if db.migrate_command(pg.dsn) != 0:
                 return 1
+        import boto3
+
+        root = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
+                            aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
+        try:
+            root.create_bucket(Bucket=args.bucket)
+        except (root.exceptions.BucketAlreadyOwnedByYou, root.exceptions.BucketAlreadyExists):
+            pass
+        s3.create_component_users(args.bucket)
         print(f"SCHEDGEN_DATABASE_URL={pg.dsn}")
         print(f"SCHEDGEN_S3_ENDPOINT_URL={s3.endpoint_url}")
-        for name, value in s3.credentials.items():
-            print(f"{name}={value}")
+        print(f"SCHEDGEN_S3_BUCKET={args.bucket}")
+        if args.component:
+            for name, value in s3.credentials_for(args.component).items():
+                print(f"{name}={value}")
     elif args.command == "down":
         s3.stop()
         pg.stop()
         print("stopped")
     else:
-        for server, where in ((pg, pg.dsn if pg.port else "-"), (s3, s3.endpoint_url if s3.port else "-")):
+        for server, where in ((pg, redacted(pg.dsn) if pg.port else "-"),
+                              (s3, s3.endpoint_url if s3.port else "-")):
             print(f"{server.name}: {'running pid ' + str(server.pid) if server.running else 'stopped'} {where}")
         return 0 if pg.running and s3.running else 1
     return 0

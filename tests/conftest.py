@@ -27,7 +27,9 @@ TEST_BUCKET = "schedgen-test"
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[devservices.PostgresServer]:
-    """A running Postgres with database `schedgen` migrated to the latest schema."""
+    """A running Postgres with database `schedgen` migrated to the latest schema. Every
+    TCP login needs its password (SCRAM-SHA-256): `postgres.dsn` is the superuser's (the
+    schema owner), `login(...)` makes role logins with passwords of their own."""
     from schedgen import db
 
     base = Path(tempfile.mkdtemp(prefix="schedgen-test-pg-"))
@@ -64,8 +66,37 @@ def empty_database(postgres) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def pg_login(postgres):
+    """Factory: `pg_login(prefix, in_role=None, database=None)` makes a login user with a
+    password of its own (in the group role, if given) and returns its DSN (of `database`, a
+    DSN or a name; default the session database). Dropped at teardown."""
+    from psycopg import conninfo
+
+    made: list[str] = []
+
+    def make(prefix: str, in_role: str | None = None, database: str | None = None) -> str:
+        user = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        postgres.create_login(user, in_role=in_role)
+        made.append(user)
+        name = conninfo.conninfo_to_dict(database)["dbname"] if database and "://" in database else database
+        return postgres.dsn_for(name or postgres.database, user=user)
+
+    yield make
+    for user in made:
+        postgres.drop_login(user)
+
+
 class S3:
-    """The running S3 server, a client with its credentials and the test bucket."""
+    """The running S3 server, the test bucket, and two kinds of client:
+
+    - `client` (the root user): the tests' own setup and checks only (the bucket, PDFs
+      uploaded as a kubectl user would, reading what a component wrote);
+    - `credentials_for(component)` / `client_for(component)`: the component's own IAM user
+      (`schedgen-api`, `schedgen-operator`, policies in hack/s3iam.py), for everything
+      that runs as that component: the API and the operator, as processes or in-process,
+      and URLs the operator would presign. Nothing hands the root keys to a component.
+    """
 
     def __init__(self, server: devservices.S3Server):
         import boto3
@@ -79,7 +110,31 @@ class S3:
             aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
             config=Config(signature_version="s3v4"),
         )
-        self.credentials = server.credentials  # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+        self.root_credentials = server.root_credentials  # setup only: never a component's
+        self._clients: dict[str, object] = {}
+
+    def credentials_for(self, component: str) -> dict[str, str]:
+        """AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of the component's own user."""
+        return self.server.credentials_for(component)
+
+    def client_for(self, component: str, endpoint_url: str | None = None):
+        """A boto3 client signing as the component's own user (as the component's code makes it)."""
+        import boto3
+        from botocore.config import Config
+
+        key = (component, endpoint_url)
+        if key not in self._clients:
+            creds = self.credentials_for(component)
+            self._clients[key] = boto3.client(
+                "s3", endpoint_url=endpoint_url or self.endpoint_url, region_name="us-east-1",
+                aws_access_key_id=creds["AWS_ACCESS_KEY_ID"], aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+                config=Config(signature_version="s3v4"))
+        return self._clients[key]
+
+    def secret_keys(self) -> list[str]:
+        """Every secret key this server knows (root's and each component's): none may
+        appear in a runner Job (credentials.assert_no_credentials)."""
+        return [self.server.secret_key, *self.server.users.values()]
 
     def put(self, data: bytes | Path, key: str | None = None) -> str:
         """Upload bytes or a file under a unique key (default) and return the key."""
@@ -97,6 +152,7 @@ def s3() -> Iterator[S3]:
         server.start()
         store = S3(server)
         store.client.create_bucket(Bucket=TEST_BUCKET)
+        server.create_component_users(TEST_BUCKET)  # schedgen-api, schedgen-operator
         yield store
     finally:
         server.stop()

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -111,6 +112,33 @@ class ClusterError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class ControlPlaneLimits:
+    """What a real cluster raises for a large workload (LocalCluster(limits=...)): the
+    apiserver's inflight limits (defaults 400 / 200), the controller-manager's and the
+    scheduler's client QPS/burst (here 200/400 by default), the Job controller's workers
+    (10 here, 5 upstream) and how long Events live (30m here: a long run needs them to the end)."""
+
+    max_requests_inflight: int = 1600
+    max_mutating_requests_inflight: int = 800
+    controller_manager_qps: int = 500
+    controller_manager_burst: int = 1000
+    scheduler_qps: int = 500
+    scheduler_burst: int = 1000
+    concurrent_job_syncs: int = 20
+    event_ttl: str = "4h"
+
+
+AUDIT_WRITES_POLICY = {
+    # one line per finished write (Metadata level: who, verb, resource, code; no bodies);
+    # reads (get/list/watch) are not logged
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [{"level": "None", "verbs": ["get", "list", "watch"]},
+              {"level": "None", "nonResourceURLs": ["/*"]},
+              {"level": "Metadata"}],
+}
+
+
 def reclaim_stale_networks(log=_log) -> list[int]:
     """Clean up after clusters that were not stopped: a slot whose creating process is gone gets
     the full stop + host cleanup (processes, leftovers in its cgroups, mounts, cgroups, network
@@ -156,8 +184,13 @@ class LocalCluster:
     """
 
     def __init__(self, state_dir: str | os.PathLike | None = None, bin_dir: str | os.PathLike | None = None,
-                 log=_log, fresh: bool = False, session: bool = False, network_policy: bool = True):
+                 log=_log, fresh: bool = False, session: bool = False, network_policy: bool = True,
+                 limits: "ControlPlaneLimits | None" = None, audit_policy: str | os.PathLike | None = None):
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        # raised API limits for scale runs (None: the defaults below), and an audit log
+        # (``<state_dir>/audit.log``) written by the apiserver with this policy file
+        self.limits = limits
+        self.audit_policy = Path(audit_policy) if audit_policy else None
         self.bin_dir = Path(bin_dir) if bin_dir else _build.bin_dir()
         self.log = log
         self.fresh = fresh
@@ -462,7 +495,27 @@ class LocalCluster:
             "--profiling=false",
             "--event-ttl=30m",
             "--v=1",
+            *self._apiserver_extra_args(),
         ])
+
+    @property
+    def audit_log(self) -> Path:
+        """The apiserver's audit log (only written when started with ``audit_policy``)."""
+        return self.state_dir / "audit.log"
+
+    def _apiserver_extra_args(self) -> list[str]:
+        args: list[str] = []
+        lim = self.limits
+        if lim is not None:
+            args += [f"--max-requests-inflight={lim.max_requests_inflight}",
+                     f"--max-mutating-requests-inflight={lim.max_mutating_requests_inflight}",
+                     f"--event-ttl={lim.event_ttl}"]
+        if self.audit_policy is not None:
+            # batch mode: requests never wait for the log; no rotation (one file to read)
+            args += [f"--audit-policy-file={self.audit_policy}", f"--audit-log-path={self.audit_log}",
+                     "--audit-log-format=json", "--audit-log-mode=batch", "--audit-log-maxsize=0",
+                     "--audit-log-batch-max-size=1000", "--audit-log-batch-buffer-size=100000"]
+        return args
 
     def _start_controller_manager(self, ports: dict) -> None:
         p = self.pki
@@ -485,7 +538,9 @@ class LocalCluster:
             "--concurrent-namespace-syncs=10",
             "--namespace-sync-period=30s",
             "--min-resync-period=30s",
-            "--kube-api-qps=200", "--kube-api-burst=400",
+            f"--kube-api-qps={self.limits.controller_manager_qps if self.limits else 200}",
+            f"--kube-api-burst={self.limits.controller_manager_burst if self.limits else 400}",
+            *([f"--concurrent-job-syncs={self.limits.concurrent_job_syncs}"] if self.limits else []),
             "--profiling=false",
             "--v=1",
         ])
@@ -496,7 +551,8 @@ class LocalCluster:
         cfg = self.state_dir / "scheduler.yaml"
         cfg.write_text(yaml.safe_dump({
             "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
-            "clientConnection": {"kubeconfig": kc, "qps": 200, "burst": 400},
+            "clientConnection": {"kubeconfig": kc, "qps": self.limits.scheduler_qps if self.limits else 200,
+                                 "burst": self.limits.scheduler_burst if self.limits else 400},
             "leaderElection": {"leaderElect": False},
         }, sort_keys=False))
         self._spawn("kube-scheduler", [

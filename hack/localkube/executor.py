@@ -16,7 +16,8 @@ runner:
    ``SourceNotFound``, exit 2; anything larger than ``SCHEDGEN_MAX_BYTES`` is ``TooLarge``);
 3. parse it with schedgen's own parser (``schedgen.runner.parsing.parse_pdf``, the runner's
    limits ``SCHEDGEN_MAX_PAGES`` / ``SCHEDGEN_PARSE_TIMEOUT_SECONDS``). **Parses are cached per
-   content**: the key is the PDF's sha256, the schedule type and the page limit, and a cached
+   content**: the key is the PDF's sha256 (with ``cache_by_document``: of its bytes up to the
+   last ``%%EOF``), the schedule type and the page limit, and a cached
    outcome (events, or the typed error) is reused, with the ``seconds`` of the parse that made
    it -- a benchmark that uploads the same fixture a thousand times parses it once;
 4. PUT the result object the runner PUTs -- ``{"kind", "pages", "seconds", "events": [...]}``
@@ -62,6 +63,8 @@ from __future__ import annotations
 import base64
 import collections
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import tempfile
@@ -256,7 +259,7 @@ class Executor:
 
     def __init__(self, api_client, workers: int = 8, namespace: str | None = None,
                  node_selector: str = FAKE_SELECTOR, label_selector: str = RUNNER_PODS,
-                 member_seconds: float = 0.0):
+                 cache_by_document: bool = False, hold_seconds: float = 0.0, member_seconds: float = 0.0):
         import urllib3
         from kubernetes import client
 
@@ -266,6 +269,15 @@ class Executor:
         self.namespace = namespace
         self.node_selector = node_selector
         self.label_selector = label_selector
+        # True: the parse cache keys a PDF by its bytes up to its last %%EOF, so copies that
+        # differ only in a trailing comment (bench/scale.py's distinct uploads) parse once
+        self.cache_by_document = cache_by_document
+        # > 0: a pod ends no sooner than this long after it was taken (a real runner pod's life:
+        # container start, interpreter, parse, S3), the work itself done at once
+        self.hold_seconds = hold_seconds
+        self._held: list = []  # heap of (due, seq, pod, exit code, summary, taken_at)
+        self._held_seq = itertools.count()
+        self._held_cv = threading.Condition()
         # > 0: each member takes at least this long (parse to PUT); the pod can be stopped meanwhile
         self.member_seconds = float(member_seconds)
         self._stops: dict[str, threading.Event] = {}  # pod uid -> set when the pod is stopped
@@ -297,6 +309,8 @@ class Executor:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="executor")
         self._thread = threading.Thread(target=self._watch_loop, name="executor-watch", daemon=True)
         self._thread.start()
+        self._releaser = threading.Thread(target=self._release_held, name="executor-held", daemon=True)
+        self._releaser.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -311,6 +325,11 @@ class Executor:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        with self._held_cv:
+            self._held_cv.notify_all()
+        if getattr(self, "_releaser", None) is not None:
+            self._releaser.join(timeout)  # held pods end now
+            self._releaser = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=False)
             self._pool = None
@@ -519,6 +538,31 @@ class Executor:
             exit_code, summary = error.exit_code, RunnerSummary(ok=False, code=error.code, message=error.message)
             self.errors.append(f"{meta.get('namespace')}/{meta.get('name')}: {error.message}")
             log.exception("executor: pod %s/%s", meta.get("namespace"), meta.get("name"))
+        due = taken_at + self.hold_seconds
+        if self.hold_seconds > 0 and due > time.monotonic():
+            with self._held_cv:  # ends later, without a thread per pod
+                heapq.heappush(self._held, (due, next(self._held_seq), pod, exit_code, summary, taken_at))
+                self._held_cv.notify()
+            return
+        self._finish(pod, exit_code, summary, taken_at)
+
+    def _release_held(self) -> None:
+        """Hand each held pod back to the pool when its time has come."""
+        while True:
+            with self._held_cv:
+                while not self._stopping.is_set() and (not self._held or self._held[0][0] > time.monotonic()):
+                    self._held_cv.wait(min(0.5, max(0.0, self._held[0][0] - time.monotonic())) if self._held else 0.5)
+                if self._stopping.is_set() and not self._held:
+                    return
+                items = []
+                while self._held and (self._held[0][0] <= time.monotonic() or self._stopping.is_set()):
+                    items.append(heapq.heappop(self._held))
+            for _, _, pod, exit_code, summary, taken_at in items:
+                if self._pool is not None:
+                    self._pool.submit(self._finish, pod, exit_code, summary, taken_at)
+
+    def _finish(self, pod: dict, exit_code: int, summary: RunnerSummary, taken_at: float) -> None:
+        meta = pod["metadata"]
         self._annotate(meta, exit_code, summary)
         with self._lock:
             self._stops.pop(meta.get("uid"), None)
@@ -684,7 +728,11 @@ class Executor:
 
     # ------------------------------------------------------------------ parsing (cached per content)
     def _parse(self, data: bytes, run: Member) -> _Parsed:
-        key = (hashlib.sha256(data).hexdigest(), run.schedule_type, run.max_pages)
+        content = data
+        if self.cache_by_document:
+            end = data.rfind(b"%%EOF")
+            content = data[:end + 5] if end >= 0 else data
+        key = (hashlib.sha256(content).hexdigest(), run.schedule_type, run.max_pages)
         with self._lock:
             future = self._cache.get(key)
             mine = future is None

@@ -33,6 +33,7 @@ LABEL_TENANT = "schedgen.io/tenant"
 LABEL_PRIORITY = "schedgen.io/priority"
 LABEL_BATCH = "schedgen.io/batch"  # "true" on a Job that runs several ParseJobs (batch mode)
 ANN_MEMBERS = "schedgen.io/members"  # a batch Job's members at admission: {"uid": transitionSeq}
+ANN_SIGNATURE = "schedgen.io/signature"  # the operator's HMAC over a runner Job's name and runs
 
 ANN_IDEMPOTENCY = "schedgen.io/idempotency-key-sha256"
 ANN_CONTENT = "schedgen.io/content-sha256"

@@ -77,7 +77,7 @@ def api_config(postgres, s3, local_cluster, api_namespace, api_role_dsn, monkeyp
     role `schedgen_api` (its grants and row-level security apply); keyword overrides."""
     from schedgen.api.config import ApiConfig
 
-    for name, value in s3.credentials.items():
+    for name, value in s3.credentials_for("api").items():  # the API's own S3 user
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
@@ -139,16 +139,10 @@ def client(make_client):
 def api_role_dsn(postgres):
     """A login in role `schedgen_api` on the session database: the API's own grants (and
     row-level security) apply, as in a deployment."""
-    import psycopg
-    from psycopg import conninfo
-
     user = f"api_login_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE USER "{user}" IN ROLE schedgen_api')
-    yield conninfo.make_conninfo(postgres.dsn, user=user)
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (user,))
-        conn.execute(f'DROP USER "{user}"')
+    postgres.create_login(user, in_role="schedgen_api")  # with a password of its own (SCRAM)
+    yield postgres.dsn_for(postgres.database, user=user)
+    postgres.drop_login(user)
 
 
 @pytest.fixture
@@ -160,7 +154,7 @@ def serve_api(postgres, s3, api_role_dsn, fresh_limits, tmp_path, monkeypatch, c
 
     from schedgen.api.config import ApiConfig
 
-    for name, value in s3.credentials.items():
+    for name, value in s3.credentials_for("api").items():  # the API's own S3 user
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     kubeconfig = closed_kubeconfig(tmp_path / "closed.kubeconfig", closed_port)

@@ -29,7 +29,7 @@ def stack(operator_cluster, start_operator, tmp_path, pg_conn):
 
     def api(**overrides) -> ApiProcess:
         env = api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url,
-                      s3_credentials=c.s3.credentials, bucket=c.s3.bucket,
+                      s3_credentials=c.s3.credentials_for("api"), bucket=c.s3.bucket,
                       namespace=ns, kubeconfig=str(c.cluster.kubeconfig),
                       **{"SCHEDGEN_API_ALLOW_ANONYMOUS": "true", **overrides})
         proc = ApiProcess(env, tmp_path / f"api-{len(started)}.log")

@@ -75,7 +75,7 @@ def test_metrics_and_docs_on_the_public_port(serve_api):
 def test_metrics_are_served_on_their_own_port(postgres, s3, tmp_path, closed_port):
     from api_harness import closed_kubeconfig, free_port
 
-    env = api_env(database_url=postgres.dsn, s3_endpoint_url=s3.endpoint_url, s3_credentials=s3.credentials,
+    env = api_env(database_url=postgres.dsn, s3_endpoint_url=s3.endpoint_url, s3_credentials=s3.credentials_for("api"),
                   bucket=s3.bucket, namespace="api-local",
                   kubeconfig=str(closed_kubeconfig(tmp_path / "closed.kubeconfig", closed_port)),
                   SCHEDGEN_API_WATCH_CACHE="false")

@@ -19,8 +19,12 @@ pytestmark = pytest.mark.cluster
 RELEASE_NS = "schedgen-system"
 
 
-def policies(local_cluster, suffix: str, release: str):
-    """Apply the chart's policy (`-<suffix>`) and its binding; the docs applied."""
+def policies(local_cluster, suffix: str, release: str, refused=None):
+    """Apply the chart's policy (`-<suffix>`) and its binding; the docs applied.
+
+    The kube-apiserver enforces a new policy only once its informer has it (about a
+    second): `refused()`, a request the policy denies, is sent as a server dry run until
+    it is denied, so what follows is never run against an API server not enforcing yet."""
     docs = render({"api": {"namespace": "the-api"}}, name=release, namespace=RELEASE_NS)
     picked = [d for d in find(docs, "ValidatingAdmissionPolicy") + find(docs, "ValidatingAdmissionPolicyBinding")
               if d["metadata"]["name"].endswith(suffix)]
@@ -29,6 +33,10 @@ def policies(local_cluster, suffix: str, release: str):
                  ("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")):
         kubectl(local_cluster, *args)
     kubectl(local_cluster, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": picked}))
+    deadline = time.monotonic() + 30
+    while refused is not None and refused().returncode == 0:
+        assert time.monotonic() < deadline, f"{suffix}: the policy was not enforced within 30 s"
+        time.sleep(0.3)
     return docs, picked
 
 
@@ -80,7 +88,9 @@ def parsejob(key: str, bucket: str | None = None, resources: dict | None = None)
 
 
 def test_a_parsejob_takes_its_pdf_only_from_its_own_upload_prefix(local_cluster, namespace):
-    _, picked = policies(local_cluster, "-parsejob-source", "ap")
+    _, picked = policies(local_cluster, "-parsejob-source", "ap", refused=lambda: as_user(
+        local_cluster, "alice", "create", "--dry-run=server", "-n", namespace, "-f", "-",
+        manifest=parsejob("uploads/namespaces/victim/x.pdf")))
     try:
         ns = namespace
 
@@ -121,7 +131,9 @@ def runner_job(name: str) -> dict:
 
 
 def test_only_the_operator_and_the_control_plane_write_runner_jobs_and_pods(local_cluster, namespace):
-    _, picked = policies(local_cluster, "-runner-writers", "ap")
+    _, picked = policies(local_cluster, "-runner-writers", "ap", refused=lambda: as_user(
+        local_cluster, "alice", "create", "--dry-run=server", "-n", namespace, "-f", "-",
+        manifest=runner_job("probe")))
     try:
         ns = namespace
         denied = as_user(local_cluster, "alice", "create", "-n", ns, "-f", "-", manifest=runner_job("forged"))
@@ -153,5 +165,65 @@ def test_only_the_operator_and_the_control_plane_write_runner_jobs_and_pods(loca
                                      "-o", "json").stdout)["items"]:
             assert time.monotonic() < deadline, "the Job controller made no pod for the operator's Job"
             time.sleep(0.5)
+    finally:
+        remove(local_cluster, picked)
+
+
+def operator_job(name: str, image: str, **pod) -> dict:
+    """A runner Job as the operator builds it (runner_jobs.SINGLE), `pod` fields changed."""
+    from schedgen.operator.config import OperatorConfig
+    from schedgen.operator.runner_jobs import SINGLE
+    from schedgen.parsejob import ParseJob
+
+    pj = ParseJob.of({"metadata": {"name": name, "namespace": "x", "uid": str(uuid.uuid4())},
+                      "spec": {"source": {"s3": {"key": "k"}}}})
+    job = SINGLE.build([pj], OperatorConfig(runner_image=image), {pj.uid: {"source": "", "result": ""}})
+    job["metadata"]["name"] = name
+    job["metadata"].pop("namespace")
+    job["metadata"]["ownerReferences"] = []
+    spec = job["spec"]["template"]["spec"]
+    for volume in spec["volumes"]:
+        if "secret" in volume:
+            volume["secret"]["secretName"] = name
+    spec.update(pod)
+    return job
+
+
+def test_the_operator_may_create_runner_jobs_only(local_cluster, namespace):
+    """The operator's `jobs create` reaches every namespace it serves: what its Jobs may
+    hold is pinned (templates/runner-policy.yaml, `-runner-job-shape`)."""
+    docs, picked = policies(local_cluster, "-runner-job-shape", "ap", refused=lambda: as_user(
+        local_cluster, operator_user(), "create", "--dry-run=server", "-n", namespace, "-f", "-",
+        manifest=operator_job("probe", "evil:latest")))
+    try:
+        image = next(e["value"] for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("operator")
+                     for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+                     if e["name"] == "SCHEDGEN_RUNNER_IMAGE")
+
+        def create(job: dict):
+            return as_user(local_cluster, operator_user(), "create", "-n", namespace, "-f", "-", manifest=job)
+
+        made = create(operator_job("fine", image))
+        assert made.returncode == 0, made.stderr  # what the operator really builds passes
+        volumes = operator_job("v", image)["spec"]["template"]["spec"]["volumes"]
+        # (a Job must stay valid as a Job, else the API server refuses it before any policy)
+        other_secret = [{**v, "secret": {**v["secret"], "secretName": "db"}} if "secret" in v else v for v in volumes]
+        bad = {"another-image": operator_job("a", "evil:latest"),
+               "host-path": operator_job("b", image, volumes=[*volumes, {"name": "h", "hostPath": {"path": "/"}}]),
+               "another-secret": operator_job("c", image, volumes=other_secret),
+               "token": operator_job("d", image, automountServiceAccountToken=True),
+               "host-network": operator_job("e", image, hostNetwork=True)}
+        env_from = operator_job("f", image)
+        env_from["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [{"secretRef": {"name": "db"}}]
+        bad["env-from-secret"] = env_from
+        unlabelled = operator_job("g", image)
+        unlabelled["metadata"]["labels"] = unlabelled["spec"]["template"]["metadata"]["labels"] = {"app": "x"}
+        bad["not-a-runner"] = unlabelled
+        for what, job in bad.items():
+            done = create(job)
+            assert done.returncode != 0 and "denied request" in done.stderr.lower(), (what, done.stderr)
+        # a tenant's own Job (not the operator's) is none of this policy's business
+        assert as_user(local_cluster, "alice", "create", "-n", namespace, "-f", "-",
+                       manifest=operator_job("mine", "anything:1", automountServiceAccountToken=True)).returncode == 0
     finally:
         remove(local_cluster, picked)

@@ -21,7 +21,6 @@ import httpx
 import psycopg
 import pytest
 import yaml
-from psycopg import conninfo
 from credentials import assert_no_credentials
 from localkube.testing import wait_for
 
@@ -236,9 +235,10 @@ def _pod_facing(local_cluster, postgres, s3) -> tuple[str, str]:
 
 
 class RoleDatabase:
-    """A fresh, unmigrated database for one release and a login per role (as the database
-    admin makes them, docs/deploy.md): the chart's migration hook Job migrates it as the
-    owner; the operator and the API log in as members of their roles only."""
+    """A fresh, unmigrated database for one release and a login per role, each with a
+    password of its own (as the database admin makes them, docs/deploy.md; every TCP
+    login is SCRAM-SHA-256): the chart's migration hook Job migrates it as the owner;
+    the operator and the API log in as members of their roles only."""
 
     def __init__(self, postgres, host: str, prefix: str):
         suffix = uuid.uuid4().hex[:8]
@@ -247,17 +247,17 @@ class RoleDatabase:
         self._postgres, self._host = postgres, host
         with psycopg.connect(postgres.dsn_for("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.name}"')
-            for role, user in self.users.items():
-                # the group roles are cluster-wide; a fresh server may not have them yet
-                conn.execute(f"DO $$ BEGIN CREATE ROLE schedgen_{role} NOLOGIN; "
-                             f"EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-                conn.execute(f'CREATE USER "{user}" IN ROLE schedgen_{role}')
+        for role, user in self.users.items():
+            postgres.create_login(user, in_role=f"schedgen_{role}")
         self.dsn = postgres.dsn_for(self.name)  # the owner's, from this machine
 
+    @property
+    def passwords(self) -> list[str]:
+        return [self._postgres.password, *(self._postgres.logins[u] for u in self.users.values())]
+
     def pod_dsn(self, role: str | None = None) -> str:
-        """What a pod reaches: the owner's DSN, or a role's login."""
-        dsn = self._postgres.dsn_for(self.name, host=self._host)
-        return conninfo.make_conninfo(dsn, user=self.users[role]) if role else dsn
+        """What a pod reaches: the owner's DSN, or a role's login (with its password)."""
+        return self._postgres.dsn_for(self.name, host=self._host, user=self.users[role] if role else None)
 
     def secrets(self, rel: "Release", prefix: str) -> dict[str, str]:
         """One Secret per role in the release namespace; the chart's postgres values."""
@@ -271,8 +271,17 @@ class RoleDatabase:
     def drop(self) -> None:
         with psycopg.connect(self._postgres.dsn_for("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            for user in self.users.values():
-                conn.execute(f'DROP USER IF EXISTS "{user}"')
+        for user in self.users.values():
+            self._postgres.drop_login(user)
+
+
+def s3_secrets(rel: "Release", s3, prefix: str) -> dict[str, str]:
+    """One Secret per component with its own S3 user's keys (never the root user's); the
+    chart's s3 values naming them."""
+    names = {"operatorSecret": f"{prefix}-s3-operator", "apiSecret": f"{prefix}-s3-api"}
+    for key, name in names.items():
+        rel.secret(rel.namespace, name, s3.credentials_for(key.removesuffix("Secret")))
+    return names
 
 
 def _base_values(project_images: dict, s3, s3_endpoint: str) -> dict:
@@ -322,16 +331,15 @@ def cluster_release(local_cluster, k8s_api_client, postgres, s3, project_images,
     values["operator"]["replicas"] = 2
     values["networkPolicy"]["runnerNamespaces"] = [tenant]
     values["priorityClasses"] = {"create": True}
-    values["s3"]["existingSecret"] = "sg-s3"
     values["jobDefaults"]["ttlSecondsAfterFinished"] = 600
     rel = Release(local_cluster, k8s_api_client, "sg", values, [tenant, other], workdir)
     rel.create_namespaces([tenant, other])
     # The Secrets the chart references (never contains), with the pod-facing addresses: a
-    # Postgres DSN per role and the S3 credentials in the release namespace. Runner Jobs
-    # need none: the operator hands them presigned URLs.
+    # Postgres DSN per role and each component's own S3 user in the release namespace.
+    # Runner Jobs need none: the operator hands them presigned URLs.
     rel.db = RoleDatabase(postgres, local_cluster.host_address, "sg")
     values["postgres"] = rel.db.secrets(rel, "sg")
-    rel.secret(rel.namespace, "sg-s3", s3.credentials)
+    values["s3"].update(s3_secrets(rel, s3, "sg"))
     rel.tenant, rel.other = tenant, other
     try:
         rel.install()
@@ -470,7 +478,7 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
         # no credential of any kind in the runner Job the installed operator made
         run_secret = rel.admin.sanitize_for_serialization(rel.core.read_namespaced_secret(job.metadata.name, ns))
         assert_no_credentials(rel.admin.sanitize_for_serialization(job),
-                              [s3.credentials["AWS_SECRET_ACCESS_KEY"], rel.db.name, *rel.db.users.values()],
+                              [*s3.secret_keys(), *rel.db.passwords, rel.db.name, *rel.db.users.values()],
                               run_secret=run_secret)
         pods = rel.core.list_namespaced_pod(ns, label_selector=f"job-name={job.metadata.name}").items
         assert pods, "the runner pod"
@@ -525,12 +533,11 @@ def namespaced_release(local_cluster, k8s_api_client, postgres, s3, project_imag
     dsn, s3_endpoint = _pod_facing(local_cluster, postgres, s3)
     values = _base_values(project_images, s3, s3_endpoint)
     values["operator"]["replicas"] = 1
-    values["s3"]["existingSecret"] = "sgns-s3"
     values.update({"watch": {"namespaces": served}, "postgres": {"existingSecret": "sgns-postgres"}})
     rel = Release(local_cluster, k8s_api_client, "sgns", values, served, workdir, extra=[outside])
     rel.create_namespaces([*served, outside])
     rel.secret(rel.namespace, "sgns-postgres", {"SCHEDGEN_DATABASE_URL": dsn})
-    rel.secret(rel.namespace, "sgns-s3", s3.credentials)
+    values["s3"].update(s3_secrets(rel, s3, "sgns"))
     rel.outside = outside
     try:
         rel.install()

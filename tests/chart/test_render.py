@@ -44,6 +44,7 @@ BAD_VALUES = [
     ({"queue": {"maxConcurent": 3}}, "maxConcurent"),  # typo: unknown keys are rejected
     ({"s3": {"bucket": "Not_A_Bucket"}}, "/s3/bucket"),
     ({"s3": {"endpointUrl": "minio:9000"}}, "/s3/endpointUrl"),
+    ({"s3": {"operatorSecret": "Not A Secret"}}, "/s3/operatorSecret"),
     ({"watch": {"namespaces": ["Team_A"]}}, "/watch/namespaces/0"),
     ({"watch": {"namespaces": "team-a"}}, "/watch/namespaces"),
     ({"operator": {"image": {"pullPolicy": "Sometimes"}}}, "/operator/image/pullPolicy"),
@@ -327,6 +328,32 @@ def test_each_component_logs_in_to_postgres_with_its_own_secret():
     assert not find(render({}), "Job", "schedgen-migrate")
     assert not find(render({"postgres": {"existingSecret": "pg", "migrations": {"enabled": False}}}),
                     "Job", "schedgen-migrate")
+
+
+def _s3_secrets(pod_spec: dict) -> set[str]:
+    env = {e["name"]: e for e in pod_spec["containers"][0]["env"]}
+    return {env[k]["valueFrom"]["secretKeyRef"]["name"] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            if k in env}
+
+
+def test_each_component_signs_s3_requests_with_its_own_secret():
+    """Least privilege in S3: the operator and the API each read their own user's keys
+    (s3.operatorSecret, s3.apiSecret; policies in docs/deploy.md); the shared
+    s3.existingSecret fills in only what is not given; none at all: ambient credentials.
+    The migration Job and the runner never get S3 keys."""
+    def secrets(values: dict) -> dict[str, set[str]]:
+        docs = render({"postgres": {"existingSecret": "pg"}, "s3": values})
+        out = {name: _s3_secrets(one(docs, "Deployment", name)["spec"]["template"]["spec"])
+               for name in ("schedgen-operator", "schedgen-api")}
+        assert not _s3_secrets(one(docs, "Job", "schedgen-migrate")["spec"]["template"]["spec"])
+        return out
+
+    assert secrets({"operatorSecret": "s3-operator", "apiSecret": "s3-api", "existingSecret": "s3-shared"}) == {
+        "schedgen-operator": {"s3-operator"}, "schedgen-api": {"s3-api"}}
+    assert secrets({"apiSecret": "s3-api", "existingSecret": "s3-shared"}) == {
+        "schedgen-operator": {"s3-shared"}, "schedgen-api": {"s3-api"}}
+    assert secrets({"operatorSecret": "s3-operator"}) == {"schedgen-operator": {"s3-operator"}, "schedgen-api": set()}
+    assert secrets({}) == {"schedgen-operator": set(), "schedgen-api": set()}
 
 
 def test_example_parsejob_matches_the_crd():

@@ -143,7 +143,7 @@ def test_the_switch_and_the_operator_grant():
     assert not [d for d in find(docs, "ValidatingAdmissionPolicy") + find(docs, "ValidatingAdmissionPolicyBinding")
                 if "tenant-binding" in d["metadata"]["name"]]
     assert {d["metadata"]["name"] for d in find(docs, "ValidatingAdmissionPolicy")} == {
-        "schedgen-parsejob-source", "schedgen-runner-writers"}  # the other policies stay
+        "schedgen-parsejob-source", "schedgen-runner-writers", "schedgen-runner-job-shape"}  # the others stay
     docs = render({})
     role = one(docs, "ClusterRole", "schedgen-tenant-binding-operator")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]

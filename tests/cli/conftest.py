@@ -45,7 +45,7 @@ def stack(operator_cluster, postgres, tmp_path_factory):
     api = None
     try:
         env = api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url,
-                      s3_credentials=c.s3.credentials, bucket=c.s3.bucket, namespace=ns,
+                      s3_credentials=c.s3.credentials_for("api"), bucket=c.s3.bucket, namespace=ns,
                       kubeconfig=str(c.cluster.kubeconfig), SCHEDGEN_API_UPLOADS_PER_MINUTE=200,
                       SCHEDGEN_API_READS_PER_MINUTE=5000)
         api = ApiProcess(env, tmp / "api.log").start()

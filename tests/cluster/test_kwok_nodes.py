@@ -118,13 +118,9 @@ def test_fake_nodes_take_only_pods_that_tolerate_their_taint(kwok_nodes, kube_ap
 
 # ---------------------------------------------------------------------------------------- the executor
 def _presign(s3, cluster, method: str, key: str, **params) -> str:
-    """A presigned URL for the host runner pods reach (the cluster's host address), as the operator makes."""
-    import boto3
-    from botocore.config import Config
-
-    signer = boto3.client("s3", endpoint_url=s3.server.endpoint_for(cluster.host_address), region_name="us-east-1",
-                          aws_access_key_id=s3.server.access_key, aws_secret_access_key=s3.server.secret_key,
-                          config=Config(signature_version="s3v4"))
+    """A presigned URL for the host runner pods reach (the cluster's host address), as the operator
+    makes it: signed by the operator's own S3 user."""
+    signer = s3.client_for("operator", endpoint_url=s3.server.endpoint_for(cluster.host_address))
     return signer.generate_presigned_url(method, Params={"Bucket": s3.bucket, "Key": key, **params}, ExpiresIn=600)
 
 

@@ -163,9 +163,9 @@ def test_fake_node_object():
 def _presigned_env(s3, source_key: str) -> tuple[str, dict[str, str]]:
     uid = str(uuid.uuid4())
     env = {**IDS, "SCHEDGEN_JOB_UID": uid,
-           "SCHEDGEN_SOURCE_URL": s3.client.generate_presigned_url(
+           "SCHEDGEN_SOURCE_URL": s3.client_for("operator").generate_presigned_url(  # as the operator signs
                "get_object", Params={"Bucket": s3.bucket, "Key": source_key}, ExpiresIn=300),
-           "SCHEDGEN_RESULT_URL": s3.client.generate_presigned_url(
+           "SCHEDGEN_RESULT_URL": s3.client_for("operator").generate_presigned_url(
                "put_object", Params={"Bucket": s3.bucket, "Key": result_key("ns", uid),
                                      "ContentType": "application/json"}, ExpiresIn=300)}
     return uid, env

@@ -172,15 +172,11 @@ def test_the_runner_policy_lets_runner_pods_reach_s3_and_dns_only(kubelet_cluste
     s3_endpoint = urllib.parse.urlsplit(s3.server.endpoint_for(host))  # as pods reach the session's MinIO
     s3_port = s3_endpoint.port
 
-    # a real object and the presigned GET a runner would get (signed for the pod-facing endpoint)
-    import boto3
-    from botocore.config import Config
-
+    # a real object and the presigned GET a runner would get (signed for the pod-facing endpoint
+    # by the operator's own S3 user, whose policy reads uploads/)
     body = f"netpol-{uuid.uuid4().hex}"
-    key = s3.put(body.encode(), f"netpol/{uuid.uuid4().hex}.txt")
-    signer = boto3.client("s3", endpoint_url=s3.server.endpoint_for(host), region_name="us-east-1",
-                          config=Config(signature_version="s3v4"),
-                          aws_access_key_id=s3.server.access_key, aws_secret_access_key=s3.server.secret_key)
+    key = s3.put(body.encode(), f"uploads/netpol/{uuid.uuid4().hex}.txt")
+    signer = s3.client_for("operator", endpoint_url=s3.server.endpoint_for(host))
     url = urllib.parse.urlsplit(signer.generate_presigned_url("get_object", Params={"Bucket": s3.bucket, "Key": key},
                                                               ExpiresIn=600))
     target = f"{url.path}?{url.query}".replace("%", "%%")  # a printf format: its percent-escapes doubled

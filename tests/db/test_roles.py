@@ -1,6 +1,7 @@
 """Least privilege (migration 0004): login users in the group roles `schedgen_operator`
 and `schedgen_api` connect to a freshly migrated database and can do their own work,
-and only that. Everything is checked by real statements against the real Postgres."""
+and only that. Everything is checked by real statements against the real Postgres, which
+(as in production) lets a login in over TCP only with its own password (SCRAM-SHA-256)."""
 
 from __future__ import annotations
 
@@ -26,24 +27,16 @@ EVENT = Event(module="COS 214", activity="L1", group="G01", day="Monday", start_
 
 
 @pytest.fixture
-def roles(empty_database):
+def roles(empty_database, pg_login):
     """The database migrated by its owner (the superuser), and one login user per role
-    (as a deployment creates them: `CREATE USER ... IN ROLE ...`); their DSNs."""
+    (as a deployment creates them: `CREATE USER ... PASSWORD ... IN ROLE ...`); their DSNs,
+    each with its own password (every TCP login is SCRAM-SHA-256, hack/devservices.py)."""
     with db.connect(empty_database) as conn:
         db.migrate(conn)
-    suffix = uuid.uuid4().hex[:8]
-    users = {"operator": f"op_{suffix}", "api": f"api_{suffix}", "nobody": f"nobody_{suffix}"}
-    with psycopg.connect(empty_database, autocommit=True) as conn:
-        conn.execute(f'CREATE USER "{users["operator"]}" IN ROLE schedgen_operator')
-        conn.execute(f'CREATE USER "{users["api"]}" IN ROLE schedgen_api')
-        conn.execute(f'CREATE USER "{users["nobody"]}"')
-    yield {role: conninfo.make_conninfo(empty_database, user=user) for role, user in users.items()} | {
-        "owner": empty_database}
-    with psycopg.connect(empty_database, autocommit=True) as conn:
-        conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s)",
-                     (list(users.values()),))
-        for user in users.values():
-            conn.execute(f'DROP USER "{user}"')
+    return {"operator": pg_login("op", "schedgen_operator", empty_database),
+            "api": pg_login("api", "schedgen_api", empty_database),
+            "nobody": pg_login("nobody", None, empty_database),
+            "owner": empty_database}
 
 
 def job_ref() -> ParseJob:
@@ -211,15 +204,9 @@ def test_api_erases_one_job_only_through_the_function(roles):
 
 
 @pytest.fixture
-def key_admin(roles):
-    """A login in role schedgen_key_admin (whoever issues API keys)."""
-    user = f"keys_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(roles["owner"], autocommit=True) as conn:
-        conn.execute(f'CREATE USER "{user}" IN ROLE schedgen_key_admin')
-    yield conninfo.make_conninfo(roles["owner"], user=user)
-    with psycopg.connect(roles["owner"], autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (user,))
-        conn.execute(f'DROP USER "{user}"')
+def key_admin(roles, pg_login):
+    """A login in role schedgen_key_admin (whoever issues API keys), with its own password."""
+    return pg_login("keys", "schedgen_key_admin", roles["owner"])
 
 
 def cli(*args: str, dsn: str):
@@ -408,3 +395,63 @@ def test_the_api_code_reads_through_its_tenant(roles):
             await pool.close()
 
     asyncio.run(main())
+
+
+# --- passwords: the server checks them (SCRAM-SHA-256), as in production ------------------------
+
+
+def refused(dsn: str, **change) -> str:
+    """The server's refusal of `dsn` with `change` applied (password=None: without one)."""
+    params = conninfo.conninfo_to_dict(dsn)
+    params.update(change)
+    params = {k: v for k, v in params.items() if v is not None}
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(**params, connect_timeout=5).close()
+    return str(info.value)
+
+
+def test_a_login_needs_its_own_password(roles):
+    """No role login gets in without its password, with a wrong one, or with another
+    login's: the server checks it (pg_hba.conf says scram-sha-256 for TCP, not trust)."""
+    operator_password = conninfo.conninfo_to_dict(roles["operator"])["password"]
+    for role in ("api", "operator", "owner"):
+        assert "no password supplied" in refused(roles[role], password=None), role
+        assert "password authentication failed" in refused(roles[role], password="not-the-password"), role
+    assert "password authentication failed" in refused(roles["api"], password=operator_password)
+    # the owner is a superuser: not even it comes in over TCP without its password
+    with psycopg.connect(roles["owner"], autocommit=True) as conn:
+        methods = conn.execute("SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'host'").fetchall()
+        assert methods == [("scram-sha-256",)], methods  # every TCP rule (loopback, the clusters' network)
+        stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                              (conninfo.conninfo_to_dict(roles["api"])["user"],)).fetchone()[0]
+    assert stored.startswith("SCRAM-SHA-256$")  # a verifier, never the password itself
+
+
+def test_a_refused_password_is_never_in_a_message(roles, capsys):
+    """A wrong password fails as DatabaseUnavailable whose message names the user and
+    host but not the password (db.scrub), also on the operator's own code path and in
+    `schedgen db migrate`'s output (the chart's migration Job log)."""
+    from schedgen.errors import DatabaseUnavailable
+
+    secret = "hunter2-" + uuid.uuid4().hex
+    wrong = conninfo.make_conninfo(roles["api"], password=secret)
+    with pytest.raises(DatabaseUnavailable) as info:
+        db.connect(wrong, timeout=5)
+    message = str(info.value)
+    assert "password authentication failed" in message and secret not in message, message
+    assert conninfo.conninfo_to_dict(roles["api"])["user"] in message
+    assert db.migrate_command(conninfo.make_conninfo(roles["owner"], password=secret)) != 0
+    out = capsys.readouterr()
+    assert "password authentication failed" in out.err and secret not in out.out + out.err, out
+
+    async def operator_write() -> str:
+        store = RecordStore(conninfo.make_conninfo(roles["operator"], password=secret))
+        try:
+            await store.sync([row_of(job_ref(), "b")])
+        except Exception as exc:  # noqa: BLE001 -- whatever it raises, its text
+            return str(exc)
+        finally:
+            await store.close()
+        return ""
+    text = asyncio.run(operator_write())
+    assert secret not in text, text

@@ -55,7 +55,7 @@ def test_dashboard_and_backlog_alert_on_a_real_prometheus(operator_cluster, star
     ns = c.tenant_namespace("obs")
     op = start_operator(SCHEDGEN_API_NAMESPACES=ns)  # the API's uploads may be parsed there
     api = ApiProcess(api_env(database_url=c.postgres.dsn, s3_endpoint_url=c.s3.endpoint_url,
-                             s3_credentials=c.s3.credentials, bucket=c.s3.bucket, namespace=ns,
+                             s3_credentials=c.s3.credentials_for("api"), bucket=c.s3.bucket, namespace=ns,
                              kubeconfig=str(c.cluster.kubeconfig), SCHEDGEN_API_ALLOW_ANONYMOUS="true",
                              SCHEDGEN_API_UPLOADS_PER_MINUTE=100, SCHEDGEN_API_READS_PER_MINUTE=10000),
                      tmp_path / "api.log").start()

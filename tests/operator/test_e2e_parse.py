@@ -102,10 +102,10 @@ def test_real_pdfs_succeed_with_their_events_in_postgres(operator_cluster, start
         run_secret = c.api.sanitize_for_serialization(c.core.read_namespaced_secret(s["jobName"], ns))
         assert [(o["uid"], o["controller"]) for o in run_secret["metadata"]["ownerReferences"]] == [(uid, False)]
         assert_no_credentials(c.api.sanitize_for_serialization(job),
-                              [c.s3.credentials["AWS_SECRET_ACCESS_KEY"], c.postgres.dsn], run_secret=run_secret)
+                              [*c.s3.secret_keys(), c.postgres.dsn, c.postgres.password], run_secret=run_secret)
         for pod in c.pods_of(ns, s["jobName"]):
             assert_no_credentials({"spec": {"template": c.api.sanitize_for_serialization(pod)}},
-                                  [c.s3.credentials["AWS_SECRET_ACCESS_KEY"]])
+                                  [*c.s3.secret_keys(), c.postgres.password])
     # Deleting a finished ParseJob drops its result object; its row and events stay.
     pj = c.parsejobs(ns)[0]
     uid, key = pj["metadata"]["uid"], result_key(ns, pj["metadata"]["uid"])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
+
+from schedgen import queue_summary
 
 from operator_e2e import FIXTURES, summary, wait_for
 
@@ -20,7 +23,7 @@ def test_sixty_parsejobs_three_tenants_max_four(operator_cluster, start_operator
     c = operator_cluster
     # closed for admission while we submit (set before the operator reads it)
     c.set_runtime(maxConcurrent=0, maxPerTenant=4, admissionsPerSecond=50, admissionBurst=50,
-                  queuePositionIntervalSeconds=1, queuePositionMaxWrites=100)
+                  queuePositionIntervalSeconds=1)
     op = start_operator()
     key = c.s3.put(FIXTURES / "up" / "UP_EXAM_SS.pdf")
     alpha, beta, gamma = (c.tenant_namespace(t) for t in ("alpha", "beta", "gamma"))
@@ -31,20 +34,22 @@ def test_sixty_parsejobs_three_tenants_max_four(operator_cluster, start_operator
         c.submit(ns, name, key, priority=prio, scheduleType="exam")
     namespaces = [alpha, beta, gamma]
 
-    # Nothing may start yet; all are Queued with their place in the queue.
+    # Nothing may start yet; all are Queued, with their place in the operator's published
+    # queue (one ConfigMap; nothing is written into the waiting ParseJobs themselves).
     def queued_with_positions():
         items = [pj for ns in namespaces for pj in c.parsejobs(ns)]
         if len(items) != 60 or not all((pj.get("status") or {}).get("phase") == "Queued" for pj in items):
             return None
-        # positions are refreshed every queuePositionIntervalSeconds: wait until settled
-        return items if sorted(pj["status"].get("queuePosition", 0) for pj in items) == list(range(1, 61)) else None
+        data = c.queue_summary()
+        places = {pj["metadata"]["name"]: queue_summary.position_of(data, pj["metadata"]["namespace"],
+                                                                   pj["metadata"]["name"]) for pj in items}
+        return (items, places) if sorted(p or 0 for p in places.values()) == list(range(1, 61)) else None
     try:
-        items = wait_for(queued_with_positions, 60, what="60 Queued ParseJobs with settled queue positions")
+        items, positions = wait_for(queued_with_positions, 60, what="60 Queued ParseJobs with their places published")
     except TimeoutError:
-        now = [pj for ns in namespaces for pj in c.parsejobs(ns)]
-        raise AssertionError(sorted((str((pj.get("status") or {}).get("queuePosition")), pj["metadata"]["name"],
-                                     str((pj.get("status") or {}).get("phase"))) for pj in now))
-    positions = {pj["metadata"]["name"]: pj["status"]["queuePosition"] for pj in items}
+        raise AssertionError(c.queue_summary())
+    assert all(set(pj["status"]) == {"phase"} for pj in items), "a waiting ParseJob is never written"
+    assert json.loads(c.queue_summary()["summary"])["waiting"] == 60
     assert {n for n, p in positions.items() if p <= 5} == {"bh0", "bh1", "gh0", "gh1", "gh2"}
     assert all(positions[f"b{i:02d}"] > 42 for i in range(18))  # low last
 

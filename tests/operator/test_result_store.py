@@ -32,8 +32,9 @@ def parsejob(s3, key: str = "uploads/x.pdf", deadline: int = 60) -> ParseJob:
 
 
 def store(s3, **kw) -> ResultStore:
+    """The operator's store, signing as the operator's own S3 user (tests/conftest.py)."""
     cfg = OperatorConfig(default_bucket=s3.bucket, s3_endpoint_url=s3.endpoint_url, **kw)
-    return ResultStore(cfg, s3.client)
+    return ResultStore(cfg, s3.client_for("operator"))
 
 
 def valid() -> bytes:
@@ -107,7 +108,7 @@ def test_present_lists_the_namespaces_result_objects(s3):
     """Batch members are decided as their results appear: one listing per namespace, at
     most once a second; a discarded one leaves the listing at once."""
     clock = Clock()
-    results = ResultStore(OperatorConfig(default_bucket=s3.bucket), s3.client, clock=clock)
+    results = ResultStore(OperatorConfig(default_bucket=s3.bucket), s3.client_for("operator"), clock=clock)
     ns = f"ns-{uuid.uuid4().hex[:6]}"
     uids = [str(uuid.uuid4()) for _ in range(3)]
     for uid in uids[:2]:
@@ -155,7 +156,7 @@ def test_an_s3_outage_is_tried_once_per_window_and_the_window_doubles_up_to_30s(
     assert metrics.RESULTS_UNAVAILABLE._value.get() == before + 1
     # S3 back: the next try after the window reads, and a success closes the window
     clock.now = results.backoff.until
-    results._client = s3.client
+    results._client = s3.client_for("operator")
     s3.client.put_object(Bucket=s3.bucket, Key=pj.result_key, Body=valid())
     assert asyncio.run(results.fetch(pj)).events == [LECTURE] * 3
     assert results.backoff.delay == 0

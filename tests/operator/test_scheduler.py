@@ -159,7 +159,8 @@ def status(kube: FakeKube, name: str, ns: str = "ns") -> dict:
 
 def make_scheduler(kube: FakeKube) -> Scheduler:
     cfg = OperatorConfig(default_bucket=kube.s3.bucket, s3_endpoint_url=kube.s3.endpoint_url)
-    return Scheduler(cfg, kube, ResultStore(cfg, kube.s3.client), records=None)  # type: ignore[arg-type]
+    # the operator's own S3 user: what it may do is what the real one may (hack/s3iam.py)
+    return Scheduler(cfg, kube, ResultStore(cfg, kube.s3.client_for("operator")), records=None)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -573,3 +574,30 @@ def test_no_runner_where_its_network_policy_is_missing(s3):
     assert status(kube, "covered")["phase"] == "Running"
     s = status(kube, "bare", ns="elsewhere")
     assert (s["phase"], s["error"]["reason"]) == ("Failed", "NoNetworkPolicy") and len(kube.jobs) == 1
+
+
+def test_an_orphan_the_operator_signed_is_adopted_not_run_twice(setup):
+    """The operator stopped between creating a Job and recording Running: the Job carries
+    its signature for the ParseJob as it waits, so the restarted operator adopts it (its
+    uid recorded, nothing run twice). The same Job unsigned (or signed with another key:
+    someone else's) is deleted instead (test_a_job_no_running_parsejob_records...)."""
+    from schedgen.operator.signing import Signer
+
+    kube, sched, loop = setup
+    sched.signer = Signer(b"the operator's key")
+    kube.add("a")
+    tick(loop, sched, kube)
+    (key, job), = kube.jobs.items()
+    assert job["metadata"]["annotations"]["schedgen.io/signature"]
+    kube.parsejobs[("ns", "a")]["status"] = {}  # the Running write was lost
+    again = make_scheduler(kube)
+    again.signer = Signer(b"the operator's key")
+    tick(loop, again, kube)
+    s = status(kube, "a")
+    assert s["phase"] == "Running" and s["jobName"] == key[1] and s["jobUid"] == job["metadata"]["uid"]
+    assert list(kube.jobs) == [key]  # adopted: no second Job, no second run
+    other = make_scheduler(kube)  # a key that is not the operator's: the Job is not proven its own
+    other.signer = Signer(b"someone else")
+    kube.parsejobs[("ns", "a")]["status"] = {}
+    tick(loop, other, kube)
+    assert key not in kube.jobs and status(kube, "a")["history"][-1]["reason"] == "JobReplaced"

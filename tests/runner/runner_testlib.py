@@ -22,17 +22,19 @@ def job_row(conn, uid: str) -> dict | None:
 
 
 # --- presigned URLs, as the operator hands them to the runner -----------------------
+# Signed by the operator's own S3 user (tests/conftest.py, hack/s3iam.py): a presigned URL
+# carries its signer's rights, so these are the URLs a runner really gets.
 
 
 def get_url(s3, key: str, expires: int = 300) -> str:
-    return s3.client.generate_presigned_url("get_object", Params={"Bucket": s3.bucket, "Key": key},
-                                            ExpiresIn=expires)
+    return s3.client_for("operator").generate_presigned_url(
+        "get_object", Params={"Bucket": s3.bucket, "Key": key}, ExpiresIn=expires)
 
 
 def put_url(s3, key: str, expires: int = 300) -> str:
-    return s3.client.generate_presigned_url("put_object", Params={"Bucket": s3.bucket, "Key": key,
-                                                                   "ContentType": "application/json"},
-                                            ExpiresIn=expires)
+    return s3.client_for("operator").generate_presigned_url(
+        "put_object", Params={"Bucket": s3.bucket, "Key": key, "ContentType": "application/json"},
+        ExpiresIn=expires)
 
 
 def result_key(uid: str) -> str:

@@ -26,7 +26,7 @@ def test_oversized_object_is_refused_by_its_length(s3, tmp_path):
 
 def test_missing_object(s3, tmp_path):
     with pytest.raises(SourceNotFound, match="HTTP 404"):
-        storage.download(get_url(s3, "no/such.pdf"), tmp_path / "out.pdf", max_bytes=100)
+        storage.download(get_url(s3, "uploads/no/such.pdf"), tmp_path / "out.pdf", max_bytes=100)
 
 
 def test_url_for_another_key_is_refused(s3, tmp_path):

@@ -164,6 +164,13 @@ class Cluster:
     def events_for(self, ns: str, name: str) -> list:
         return [e for e in self.core.list_namespaced_event(ns).items if e.involved_object.name == name]
 
+    def queue_summary(self) -> dict:
+        """The operator's published queue (schedgen.queue_summary): its ConfigMap's data."""
+        try:
+            return self.core.read_namespaced_config_map(f"{CONFIGMAP}-queue", OPERATOR_NS).data or {}
+        except Exception:  # noqa: BLE001 - not published yet
+            return {}
+
     def set_runtime(self, **data) -> None:
         self.core.patch_namespaced_config_map(CONFIGMAP, OPERATOR_NS, {"data": {k: str(v) for k, v in data.items()}})
 
@@ -199,7 +206,7 @@ def operator_env(operator_cluster: Cluster, **overrides) -> dict[str, str]:
         # presigned URLs are signed for the host the runner pods reach; the operator
         # reaches that address too, for the result objects
         "SCHEDGEN_S3_ENDPOINT_URL": operator_cluster.pod_s3_endpoint,
-        **operator_cluster.s3.credentials,  # the operator's own S3 credentials (it presigns)
+        **operator_cluster.s3.credentials_for("operator"),  # its own S3 user (it presigns), never root
         "SCHEDGEN_RUNNER_IMAGE": operator_cluster.runner_image,
         "SCHEDGEN_IMAGE_PULL_POLICY": "Never",  # nodes never pull: the image is imported
         "SCHEDGEN_DEFAULT_BUCKET": operator_cluster.s3.bucket,

@@ -176,3 +176,7 @@ seccompProfile:
 {{- define "schedgen.operatorDsnSecret" -}}{{ default .Values.postgres.existingSecret .Values.postgres.operatorSecret }}{{- end -}}
 {{- define "schedgen.apiDsnSecret" -}}{{ default .Values.postgres.existingSecret .Values.postgres.apiSecret }}{{- end -}}
 {{- define "schedgen.migrationDsnSecret" -}}{{ default .Values.postgres.existingSecret .Values.postgres.migrationSecret }}{{- end -}}
+
+{{/* The Secret holding each component's S3 keys ("" = none, ambient credentials): its own, else the shared one. */}}
+{{- define "schedgen.operatorS3Secret" -}}{{ default .Values.s3.existingSecret .Values.s3.operatorSecret }}{{- end -}}
+{{- define "schedgen.apiS3Secret" -}}{{ default .Values.s3.existingSecret .Values.s3.apiSecret }}{{- end -}}

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from schedgen.parsejob import ANN_MEMBERS, KIND, LABEL_BATCH, RUNNER_CONTAINER
+from schedgen.parsejob import ANN_MEMBERS, ANN_SIGNATURE, KIND, LABEL_BATCH, RUNNER_CONTAINER
 
 BATCH_LABEL_VALUE = "true"
 
@@ -69,6 +69,8 @@ class RunnerJob:
     owner: str | None = None  # the controlling ParseJob's uid (a single run)
     members: tuple[str, ...] = ()  # the ParseJobs of a batch Job
     member_seqs: Mapping[str, int] = field(default_factory=dict)  # their transitionSeq at admission
+    signature: str | None = None  # the operator's (signing.py)
+    namespace: str = ""
     active: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -91,6 +93,7 @@ class RunnerJob:
             owner=None if batch else controller_uid(meta, KIND),
             members=_member_uids(meta) if batch else (),
             member_seqs=_member_seqs(meta) if batch else {},
+            signature=(meta.get("annotations") or {}).get(ANN_SIGNATURE), namespace=meta.get("namespace") or "",
             active=status.get("active") or 0, succeeded=status.get("succeeded") or 0,
             failed=status.get("failed") or 0, complete="Complete" in conditions,
             failure=JobCondition(failed.get("reason") or "Failed", failed.get("message") or "") if failed else None,

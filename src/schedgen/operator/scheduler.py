@@ -21,12 +21,13 @@ import time
 from typing import Any, Callable, Mapping
 
 from schedgen import queue_summary
-from schedgen.parsejob import FAILED, ParseJob
+from schedgen.parsejob import ANN_SIGNATURE, FAILED, ParseJob
 
 from . import admission, metrics, queue_manager
 from .config import OperatorConfig, RuntimeConfig
 from .job_reconciler import JobReconciler, Snapshot
 from .runner_objects import RunnerJob
+from .signing import Signer
 from .kube import Kube
 from .outcome import Outcome, Requeue
 from .record_store import RecordStore
@@ -48,11 +49,13 @@ class Stuck(Exception):
 
 class Scheduler:
     def __init__(self, cfg: OperatorConfig, kube: Kube, results: ResultStore, records: RecordStore | None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 signer: Signer | None = None):
         self.cfg, self.kube, self.results = cfg, kube, results
         self.clock, self.wall = clock, wall
         self.bucket = admission.TokenBucket(20.0, 20, clock=clock)
         self.writer = StatusWriter(kube, clock, wall)
+        self.signer = signer or Signer.from_env()
         self.reconciler = JobReconciler(kube, results, records, cfg.default_bucket, clock, wall,
                                         on_ready=self.kick)
         self.changed = asyncio.Event()
@@ -161,8 +164,9 @@ class Scheduler:
         """Start what the queue manager says; the uids now Running."""
         if not waiting:
             return set()
-        replaced = await self.clear_orphans(waiting, running, snap)
-        waiting = [pj for pj in waiting if pj.uid not in replaced]
+        adopted, replaced = await self.clear_orphans(waiting, running, snap)
+        running = running + adopted
+        waiting = [pj for pj in waiting if pj.uid not in replaced and pj not in adopted]
         guard = admission.capacity_guard_tripped(admission.unschedulable_since(snap.all_pods()), runtime,
                                                  self.wall())
         room = admission.pod_room(self._unplaced(running, snap), len(waiting), runtime)
@@ -174,32 +178,44 @@ class Scheduler:
         at = {pj.uid: now_rfc3339(decided + i * 1e-6)
               for i, pj in enumerate(pj for group in plan.groups for pj in group)}
         results = await self.writer.bounded(self._start(group, at) for group in plan.groups)
-        return {uid for uids in results if uids for uid in uids}
+        return {pj.uid for pj in adopted} | {uid for uids in results if uids for uid in uids}
 
-    async def clear_orphans(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot) -> set[str]:
-        """Delete live Jobs no Running ParseJob records (the operator stopped between
-        creating one and recording Running, or someone else made it: only a Job whose uid
-        the operator recorded is a run's). A ParseJob whose next Job would have the
-        orphan's name moves on to a new transitionSeq (JobReplaced); the uids that did."""
+    async def clear_orphans(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot
+                            ) -> tuple[list[ParseJob], set[str]]:
+        """Live Jobs no Running ParseJob records: the operator stopped between creating one
+        and recording Running (its signature proves it: signing.py), or someone else made
+        it. The operator's own are adopted (Running, their uid recorded: no run twice); any
+        other is deleted, and a ParseJob whose next Job would have its name moves on to a
+        new transitionSeq (JobReplaced). (ParseJobs adopted, uids replaced.)"""
         in_use = {(pj.namespace, pj.status.job_name) for pj in running}
         stale: dict[tuple[str, str], RunnerJob] = {}
+        adopt: dict[str, tuple[ParseJob, RunnerJob]] = {}
         replaced: dict[str, ParseJob] = {}
         for pj in waiting:
             for job in snap.orphans_of(pj):
-                if (pj.namespace, job.name) not in in_use:
-                    stale[(pj.namespace, job.name)] = job
-                    if kind_of(job).made_for(pj, job):
-                        replaced[pj.uid] = pj
-        if not stale:
-            return set()
-        log.warning("deleting %d runner Jobs no Running ParseJob records: %s", len(stale),
-                    ", ".join(f"{ns}/{name}" for ns, name in sorted(stale))[:500])
-        await self.writer.bounded(self.kube.delete_job(ns, name) for ns, name in stale)
-        metrics.ORPHAN_JOBS_DELETED.inc(len(stale))
-        await self.writer.bounded(self.writer.requeued(pj, Requeue(
-            "JobReplaced", "a Job of this name existed before admission; it was deleted", counted=False))
-            for pj in replaced.values())
-        return set(replaced)
+                if (pj.namespace, job.name) in in_use:
+                    continue
+                if kind_of(job).made_for(pj, job) and self._signed(pj, job):
+                    adopt[pj.uid] = (pj, job)
+                    continue
+                stale[(pj.namespace, job.name)] = job
+                if kind_of(job).made_for(pj, job):
+                    replaced[pj.uid] = pj
+        adopted = [pj for pj, _ in adopt.values() if pj.uid in set(await self.writer.bounded(
+            self.writer.running(pj, job.name, job.uid, None, len(job.members) or 1) for pj, job in adopt.values()))]
+        if stale:
+            log.warning("deleting %d runner Jobs no Running ParseJob records: %s", len(stale),
+                        ", ".join(f"{ns}/{name}" for ns, name in sorted(stale))[:500])
+            await self.writer.bounded(self.kube.delete_job(ns, name) for ns, name in stale)
+            metrics.ORPHAN_JOBS_DELETED.inc(len(stale))
+            await self.writer.bounded(self.writer.requeued(pj, Requeue(
+                "JobReplaced", "a Job of this name existed before admission; it was deleted", counted=False))
+                for pj in replaced.values())
+        return adopted, set(replaced)
+
+    def _signed(self, pj: ParseJob, job: RunnerJob) -> bool:
+        runs = job.member_seqs.items() if job.is_batch else [(pj.uid, pj.status.seq)]
+        return self.signer.valid(job.signature, pj.namespace, job.name, runs)
 
     @staticmethod
     def _unplaced(running: list[ParseJob], snap: Snapshot) -> int:
@@ -228,6 +244,8 @@ class Scheduler:
         urls = {pj.uid: self.results.urls(pj) for pj in group}
         job = kind.build(group, self.cfg, urls)
         name = job["metadata"]["name"]
+        job["metadata"].setdefault("annotations", {})[ANN_SIGNATURE] = self.signer.sign(
+            group[0].namespace, name, [(pj.uid, pj.status.seq) for pj in group])
         await self.kube.put_secret(kind.secret(group, self.cfg, urls))  # its runs, before its pods start
         uid = await self.kube.create_job(job)
         if uid is None:  # the name is taken (orphans are deleted first: someone else's)
