@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="where certs, etcd data, logs and state.json live (default %(default)s)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build or reuse the pinned binaries (Kubernetes, etcd, kwok, "
-                       "kube-network-policies)")
+                       "kube-network-policies, Karpenter's KWOK provider)")
     b.add_argument("--force", action="store_true")
     b.add_argument("-j", "--jobs", type=int, default=2)
     u = sub.add_parser("up", help="start the control plane and nodes")
@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         bdir = _build.build(force=ns.force, jobs=ns.jobs)
         du = sum(f.stat().st_size for f in _build.version_dir().rglob("*") if f.is_file())
         print(f"binaries in {bdir} ({time.monotonic() - t0:.1f}s; cache dir {du / 1e6:.0f} MB)")
-        from . import kwok, netpol
+        from . import karpenter, kwok, netpol
         print(f"kwok: {kwok.build(force=ns.force)}")
         print(f"kube-network-policies: {netpol.build(force=ns.force)}")
+        print(f"karpenter (KWOK provider): {karpenter.build(force=ns.force)}")
         return 0
     if ns.cmd == "test-images":
         from .images import busybox_archive, pause_archive

@@ -5,9 +5,10 @@ project tests itself with) is built once with ``go install`` from the Go module 
 go.mod asks for Go 1.26.9, so the build runs with ``GOTOOLCHAIN=go1.26.9`` (the proxy serves that
 toolchain) -- and kept as ``~/.cache/schedgen/karpenter-v1.15.0/bin/karpenter-kwok`` (the package
 builds a binary named ``kwok``, renamed so it is not taken for KWOK itself). ``hack/cluster build``
-builds it too; :meth:`Karpenter.start` builds it lazily. Its CRDs (NodePool, NodeClaim,
-NodeOverlay, CapacityBuffer and KWOKNodeClass) come from the same module's source in the Go
-module cache (``go mod download -json``): ``kwok/charts/crds`` and ``kwok/apis/crds``.
+(so ``hack/setup.sh``) builds it; :meth:`Karpenter.start` builds it lazily. Its CRDs (NodePool,
+NodeClaim, NodeOverlay, CapacityBuffer and KWOKNodeClass) come from the same module's source in
+the Go module cache (``go mod download -json``: ``kwok/charts/crds`` and ``kwok/apis/crds``) and
+are kept next to the binary, ``~/.cache/schedgen/karpenter-v1.15.0/crds/``.
 
 It runs as one more process of a :class:`~localkube.cluster.LocalCluster` (``state.json`` key
 ``karpenter``, stopped first with the kubelets and kwok) against the admin kubeconfig, with
@@ -106,8 +107,13 @@ def binary() -> Path:
     return bin_dir() / BINARY_NAME
 
 
+def crd_dir() -> Path:
+    """The CRDs, copied from the module's source next to the binary (no Go needed to use them)."""
+    return bin_dir().parent / "crds"
+
+
 def is_built() -> bool:
-    return (bin_dir() / ".complete").exists() and binary().exists()
+    return (bin_dir() / ".complete").exists() and binary().exists() and any(crd_dir().glob("*.yaml"))
 
 
 def _go_env(**extra: str) -> dict[str, str]:
@@ -134,6 +140,9 @@ def build(force: bool = False, log=_log) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_built() and not force:
             return binary()
+        if (bdir / ".complete").exists() and binary().exists() and not force:
+            _copy_crds()  # a binary built before the CRDs were kept with it
+            return binary()
         (bdir / ".complete").unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(prefix="gobin-", dir=bdir.parent) as gobin:
             env = _go_env(GOBIN=gobin)
@@ -146,6 +155,7 @@ def build(force: bool = False, log=_log) -> Path:
                 raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
                                    f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
             os.replace(Path(gobin) / "kwok", binary())  # the package's binary is named kwok
+        _copy_crds()
         seconds = time.monotonic() - t0
         (bdir / ".complete").write_text(json.dumps({
             "karpenter": KARPENTER_VERSION, "go": GO_TOOLCHAIN, "seconds": round(seconds, 1),
@@ -170,14 +180,33 @@ def module_dir() -> Path:
     return _MODULE_DIR
 
 
-def crd_files() -> list[Path]:
-    """Karpenter's CRDs as its KWOK chart installs them (NodePool and NodeClaim with the
-    karpenter.kwok.sh label rules, NodeOverlay, CapacityBuffer) and the KWOKNodeClass CRD."""
+def _module_crds() -> list[Path]:
     mod = module_dir()
     files = sorted((mod / "kwok" / "charts" / "crds").glob("*.yaml")) + sorted(
         (mod / "kwok" / "apis" / "crds").glob("*.yaml"))
     if not files:
         raise RuntimeError(f"no CRDs found under {mod}/kwok")
+    return files
+
+
+def _copy_crds() -> None:
+    """Keep the module's CRDs in the cache, next to the binary (written whole, then renamed)."""
+    target = crd_dir()
+    tmp = Path(tempfile.mkdtemp(prefix="crds-", dir=target.parent))
+    for i, path in enumerate(_module_crds()):
+        shutil.copyfile(path, tmp / f"{i:02d}-{path.name}")  # the order: Karpenter's, then KWOK's
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def crd_files() -> list[Path]:
+    """Karpenter's CRDs as its KWOK chart installs them (NodePool and NodeClaim with the
+    karpenter.kwok.sh label rules, NodeOverlay, CapacityBuffer) and the KWOKNodeClass CRD, as
+    :func:`build` keeps them in the cache."""
+    files = sorted(crd_dir().glob("*.yaml"))
+    if not files:
+        build()
+        files = sorted(crd_dir().glob("*.yaml"))
     return files
 
 
