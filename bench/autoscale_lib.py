@@ -66,6 +66,10 @@ class NodeLife:
     ready: float | None = None
     gone: float | None = None
     cpu: float = 0.0  # allocatable
+    # first seen leaving: deleting, or tainted karpenter.sh/disrupted (Karpenter's disruption
+    # marks it so before it launches replacements; a node marked so no longer counts towards
+    # the NodePool's limits)
+    leaving: float | None = None
 
 
 @dataclass
@@ -88,6 +92,7 @@ class Sample:
     final: int = 0
     claims: int = 0  # NodeClaims of the pool
     nodes: int = 0  # Nodes of the pool
+    active: int = 0  # of which not leaving (what counts towards the NodePool's limits)
     ready: int = 0  # of which Ready
     pods_pending: int = 0  # runner pods without a node
 
@@ -100,6 +105,7 @@ class Figures:
     first_claim: float | None
     first_node: float | None
     peak_nodes: int
+    peak_active_nodes: int  # not leaving (deleting or disrupted): what the NodePool's limits bound
     node_seconds: float
     node_seconds_registered: float
     ideal_node_seconds: float
@@ -116,7 +122,7 @@ class Figures:
         return [
             f"ParseJobs: {self.succeeded}/{self.count} Succeeded; runner pods: {self.pods}",
             f"time to first NodeClaim: {s(self.first_claim)}; to first node Ready: {s(self.first_node)}",
-            f"peak nodes: {self.peak_nodes} ({self.node_cpu:g} CPU each)",
+            f"peak nodes: {self.peak_nodes} ({self.node_cpu:g} CPU each; {self.peak_active_nodes} not leaving)",
             f"node-seconds used: {self.node_seconds:.0f} (from launch; {self.node_seconds_registered:.0f} from "
             f"registration); ideal {self.ideal_node_seconds:.0f}; efficiency {self.efficiency:.0%}",
             f"drain: {s(self.drain)}; last node gone {s(self.scale_down)} after the drain",
@@ -176,6 +182,8 @@ def figures(start: float, finals: list[float | None], succeeded: int, nodes: lis
         first_claim=min(claims) - start if claims else None,
         first_node=min(readies) - start if readies else None,
         peak_nodes=peak_concurrent(((n.created, n.gone) for n in nodes if n.created is not None), end),
+        peak_active_nodes=peak_concurrent(((n.created, n.leaving if n.leaving is not None else n.gone)
+                                           for n in nodes if n.created is not None), end),
         node_seconds=used, node_seconds_registered=node_seconds(nodes, end, registered=True),
         ideal_node_seconds=ideal, efficiency=(ideal / used) if used > 0 else float("nan"),
         drain=(last_final - start) if last_final is not None else None,
@@ -185,6 +193,13 @@ def figures(start: float, finals: list[float | None], succeeded: int, nodes: lis
 
 def is_pool_node(obj: dict, pool: str) -> bool:
     return ((obj.get("metadata") or {}).get("labels") or {}).get("karpenter.sh/nodepool") == pool
+
+
+def node_is_leaving(obj: dict) -> bool:
+    """Deleting, or marked by Karpenter's disruption (taint karpenter.sh/disrupted)."""
+    taints = (obj.get("spec") or {}).get("taints") or []
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp")) or any(
+        t.get("key") == "karpenter.sh/disrupted" for t in taints)
 
 
 def node_is_ready(obj: dict) -> bool:
@@ -349,6 +364,8 @@ class Recorder:
             life.cpu = cpu(((obj.get("status") or {}).get("allocatable") or {}).get("cpu")) or life.cpu
             if life.ready is None and node_is_ready(obj):
                 life.ready = now
+            if life.leaving is None and (kind == "DELETED" or node_is_leaving(obj)):
+                life.leaving = now
             if kind == "DELETED" and life.gone is None:
                 life.gone = now
 
@@ -401,6 +418,7 @@ class Recorder:
                        final=sum(1 for p in phases if p in FINAL),
                        claims=sum(1 for c in self.claims.values() if c["gone"] is None),
                        nodes=sum(1 for n in self.nodes.values() if n.gone is None),
+                       active=sum(1 for n in self.nodes.values() if n.gone is None and n.leaving is None),
                        ready=sum(1 for n in self.nodes.values() if n.gone is None and n.ready is not None),
                        pods_pending=len(self.pods_pending))
         return s

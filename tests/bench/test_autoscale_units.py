@@ -21,6 +21,7 @@ from autoscale_lib import (  # noqa: E402
     epoch,
     figures,
     ideal_node_seconds,
+    node_is_leaving,
     node_is_ready,
     node_seconds,
     peak_concurrent,
@@ -74,7 +75,13 @@ def test_figures_of_a_burst():
     assert fig.efficiency == pytest.approx(90 / 396)
     assert fig.drain == 110 and fig.scale_down == 40
     lines = "\n".join(fig.lines())
-    assert "peak nodes: 3 (4 CPU each)" in lines and "efficiency 23%" in lines
+    assert "peak nodes: 3 (4 CPU each; 3 not leaving)" in lines and "efficiency 23%" in lines
+    assert fig.peak_active_nodes == 3
+    # a node marked for disruption (taint karpenter.sh/disrupted) while its replacement comes:
+    # both exist, only the replacement counts towards the NodePool's limits
+    moving = [NodeLife("a", created=T, leaving=T + 50, gone=T + 80), NodeLife("b", created=T + 60, gone=None)]
+    moved = figures(T, finals, 3, moving, pods, end=T + 200)
+    assert (moved.peak_nodes, moved.peak_active_nodes) == (2, 1)
     # a ParseJob that never ended: no drain time; a node still there: no scale-down time
     unfinished = figures(T, [T + 60, None], 1, nodes[:1] + [NodeLife("d", claimed=T, created=T + 30)], pods, T + 200)
     assert unfinished.drain is None and unfinished.scale_down is None
@@ -86,6 +93,9 @@ def test_node_readiness_and_pod_lives_from_objects():
     for key in ("node.kubernetes.io/not-ready", "karpenter.sh/unregistered"):
         assert not node_is_ready({**ready, "spec": {"taints": [{"key": key, "effect": "NoSchedule"}]}})
     assert node_is_ready({**ready, "spec": {"taints": [{"key": "schedgen.io/pool", "effect": "NoSchedule"}]}})
+    assert not node_is_leaving(ready)
+    assert node_is_leaving({**ready, "spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}})
+    assert node_is_leaving({**ready, "metadata": {"deletionTimestamp": "2027-01-15T08:00:00Z"}})
     pod = {"metadata": {"name": "p", "creationTimestamp": "2027-01-15T08:00:00Z"},
            "spec": {"nodeName": "n", "containers": [{"resources": {"requests": {"cpu": "1"}}}]},
            "status": {"containerStatuses": [{"state": {"terminated": {
@@ -109,6 +119,7 @@ def test_the_recorder_keeps_lives_transitions_and_samples(tmp_path):
     rec._on_node("MODIFIED", {**node, "spec": {"taints": []}})
     assert rec.nodes["kwok-runners-abc-x-1"].ready == T + 53 and rec.nodes["kwok-runners-abc-x-1"].cpu == 4
     rec._on_claim("MODIFIED", {**claim, "status": {"nodeName": "kwok-runners-abc-x-1"}})
+    assert rec.sample().active == 1
     pending = {"metadata": {"name": "p", "uid": "u1"}, "spec": {"containers": []}, "status": {"phase": "Pending"}}
     rec._on_pod("ADDED", pending)
     pj = {"metadata": {"name": "pj", "namespace": "ns", "uid": "j1", "creationTimestamp": "2027-01-15T08:00:00Z"}}
@@ -132,6 +143,10 @@ def test_the_recorder_keeps_lives_transitions_and_samples(tmp_path):
     assert rec.parsejobs["j1"]["transitions"] == [(2, "Running", "Admitted", 1), (3, "Queued", "Disrupted", 0),
                                                   (5, "Succeeded", "Completed", 1)]
     assert rec.parsejobs["j1"]["final"] == T + 90
+    now[0] = T + 110
+    rec._on_node("MODIFIED", {**node, "spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}})
+    assert rec.nodes["kwok-runners-abc-x-1"].leaving == T + 110
+    assert (rec.sample().nodes, rec.sample().active) == (1, 0)
     now[0] = T + 120
     rec._on_node("DELETED", node)
     rec._on_claim("DELETED", claim)
