@@ -132,7 +132,7 @@ def run(args) -> dict:
         pool = node_pool(POOL, cpu_limit=args.cpu_limit, consolidate_after=args.consolidate_after)
         nclass = node_class(POOL, registration_delay=f"{args.registration_delay}s")
         karpenter.apply(nclass, pool)
-        executor = Executor(cluster.api_client(), workers=args.executor_workers,
+        executor = Executor(_api_client(cluster, pool=args.executor_workers + 8), workers=args.executor_workers,
                             node_selector=f"{FAKE_SELECTOR},{NODEPOOL_LABEL}={POOL}",
                             member_seconds=args.member_seconds).start()
         runtime = dict(maxConcurrent=args.max_concurrent, maxPerTenant=args.max_per_tenant, admissionsPerSecond=100,
@@ -154,6 +154,7 @@ def run(args) -> dict:
         log(f"the pool is empty: {len(karpenter.nodes(POOL))} nodes; burst of {args.count} uploads from "
             f"{args.tenants} tenants")
         recorder = Recorder(c.api, POOL).start()
+        load_at_start = os.getloadavg()
         t0 = time.time()
 
         def submit(job):
@@ -235,7 +236,7 @@ def run(args) -> dict:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
             "commit": _commit(),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "load_average_at_end": os.getloadavg()},
+                        "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()},
             "settings": {"count": args.count, "tenants": args.tenants, "registration_delay_s": args.registration_delay,
                          "cpu_limit": args.cpu_limit, "consolidate_after": args.consolidate_after,
                          "member_seconds": args.member_seconds, "runner_cpu_request": 1, "runtime": runtime,
@@ -267,9 +268,9 @@ def run(args) -> dict:
         plot(args.png, recorder.samples, t0,
              f"{args.count} uploads from zero runner nodes: Karpenter v1.15.0 on simulated (KWOK) nodes, "
              f"c-4x (4 CPU), registration delay {args.registration_delay} s, CPU limit {args.cpu_limit}\n"
-             f"first node Ready {fig.first_node:.0f} s, peak {fig.peak_nodes} nodes, drained {fig.drain:.0f} s, "
+             f"first node Ready {_s(fig.first_node)}, peak {fig.peak_nodes} nodes, drained {_s(fig.drain)}, "
              f"node-seconds {fig.node_seconds:.0f} (ideal {fig.ideal_node_seconds:.0f}), "
-             f"pool empty {fig.scale_down:.0f} s after the drain",
+             f"pool empty {_s(fig.scale_down)} after the drain",
              marks=marks, cpu_limit_nodes=args.cpu_limit / 4)
         return report
     finally:
@@ -299,6 +300,20 @@ def run(args) -> dict:
             log(f"state dir kept: {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _api_client(cluster, pool: int):
+    """An admin ApiClient with a connection pool for `pool` threads (the executor's)."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=cfg)
+    cfg.connection_pool_maxsize = pool
+    return client.ApiClient(cfg)
+
+
+def _s(value) -> str:
+    return "n/a" if value is None else f"{value:.0f} s"
 
 
 def _r(value, digits: int = 1):

@@ -452,7 +452,7 @@ def plot(path, samples: list[Sample], start: float, title: str, marks: dict[str,
     import matplotlib.pyplot as plt
 
     t = [s.t - start for s in samples]
-    fig, ax = plt.subplots(figsize=(11, 4.8))
+    fig, ax = plt.subplots(figsize=(11, 5.4))
     ax.plot(t, [s.waiting for s in samples], label="backlog (ParseJobs waiting)", color="tab:blue")
     ax.plot(t, [s.running for s in samples], label="ParseJobs running", color="tab:cyan", lw=1)
     ax.plot(t, [s.final for s in samples], label="ParseJobs final", color="tab:gray", lw=1, ls="--")
@@ -473,7 +473,8 @@ def plot(path, samples: list[Sample], start: float, title: str, marks: dict[str,
         ax.annotate(label, (at - start, ax.get_ylim()[1]), rotation=90, va="top", ha="right", fontsize=8)
     lines = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right", fontsize=8)
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4,
+              fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
