@@ -137,7 +137,9 @@ def run(args) -> dict:
                             member_seconds=args.member_seconds).start()
         runtime = dict(maxConcurrent=args.max_concurrent, maxPerTenant=args.max_per_tenant, admissionsPerSecond=100,
                        admissionBurst=100, batchThreshold=4, batchSize=args.batch_size,
-                       batchMaxSize=args.batch_max_size, queuePositionIntervalSeconds=10, retryBackoffSeconds=1)
+                       batchMaxSize=args.batch_max_size, queuePositionIntervalSeconds=10, retryBackoffSeconds=1,
+                       # keep every Succeeded ParseJob until it is checked (the default keeps 1,000)
+                       retentionSucceededCount=args.count * 2)
         c.set_runtime(**runtime)
         env = operator_env(c, **RUNNER_PLACEMENT_ENV, SCHEDGEN_CPU_REQUEST="1", SCHEDGEN_CPU_LIMIT="1",
                            SCHEDGEN_MEMORY_REQUEST="256Mi", SCHEDGEN_MEMORY_LIMIT="512Mi",
@@ -199,12 +201,15 @@ def run(args) -> dict:
 
         # ---------------------------------------------------------------- exactly once
         items = [pj for ns in namespaces for pj in c.parsejobs(ns)]
+        by_uid = {pj["metadata"]["uid"]: pj for pj in items}
         phases: dict[str, int] = {}
-        for pj in items:
-            phases[pj["status"].get("phase")] = phases.get(pj["status"].get("phase"), 0) + 1
-        attempts = {}
-        for pj in items:
-            attempts[str(pj["status"].get("attempts"))] = attempts.get(str(pj["status"].get("attempts")), 0) + 1
+        attempts: dict[str, int] = {}
+        for u in uids:  # as the watch saw each ParseJob last (the statuses, for those still listed)
+            status = by_uid[u]["status"] if u in by_uid else {}
+            phase = status.get("phase") or recorder.parsejobs[u]["phase"]
+            phases[phase] = phases.get(phase, 0) + 1
+            n = str(status.get("attempts") or recorder.parsejobs[u]["attempts"])
+            attempts[n] = attempts.get(n, 0) + 1
         succeeded_transitions = {u: [t[1] for t in recorder.parsejobs[u]["transitions"]].count("Succeeded")
                                  for u in uids}
         requeues = {}
@@ -213,10 +218,12 @@ def run(args) -> dict:
                 if t[1] == "Queued" and t[2] not in (None, "Queued"):
                     requeues[t[2]] = requeues.get(t[2], 0) + 1
         kind_of = {name: (kind, events) for name, kind, events in REAL}
+        fixture_of = {pj["metadata"]["uid"]: job[2] for pj, job in zip(created, jobs)}
         rows_disagree = 0
-        for pj in items:
-            kind, events = kind_of[pj["spec"]["source"]["s3"]["key"].rsplit("/", 1)[-1]]
-            if c.row(pj["metadata"]["uid"]) != ("Succeeded", pj["status"]["transitionSeq"], 1, kind, events, None):
+        for u in uids:  # every row, also of a ParseJob the retention might have removed
+            kind, events = kind_of[fixture_of[u]]
+            seq = max(t[0] for t in recorder.parsejobs[u]["transitions"])
+            if c.row(u) != ("Succeeded", seq, 1, kind, events, None):
                 rows_disagree += 1
 
         # ---------------------------------------------------------------- figures
@@ -226,10 +233,10 @@ def run(args) -> dict:
                       end, node_cpu=node_cpu)
         peak_pending = max((s.pods_pending for s in recorder.samples), default=0)
         peak_claims = max((s.claims for s in recorder.samples), default=0)
-        consistency = {"parsejobs": len(items), "phases": phases, "attempts": attempts,
+        consistency = {"parsejobs": len(uids), "listed_at_the_end": len(items), "phases": phases, "attempts": attempts,
                        "succeeded_transitions_not_one": sum(1 for v in succeeded_transitions.values() if v != 1),
                        "requeues": requeues, "postgres_rows_disagree": rows_disagree}
-        ok = (len(items) == args.count and phases == {"Succeeded": args.count} and rows_disagree == 0
+        ok = (len(uids) == args.count and phases == {"Succeeded": args.count} and rows_disagree == 0
               and consistency["succeeded_transitions_not_one"] == 0 and fig.scale_down is not None)
         report = {
             "what": "a burst of uploads from zero runner nodes; simulated (KWOK) nodes with a real Karpenter",
