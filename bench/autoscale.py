@@ -88,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     report = run(args)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    log(f"report: {args.out / 'report.json'}; plot: {args.png}")
     return 0 if report["ok"] else 1
 
 
@@ -279,6 +277,8 @@ def run(args) -> dict:
              f"node-seconds {fig.node_seconds:.0f} (ideal {fig.ideal_node_seconds:.0f}), "
              f"pool empty {_s(fig.scale_down)} after the drain",
              marks=marks, cpu_limit_nodes=args.cpu_limit / 4)
+        (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")  # before the clean-up
+        log(f"report: {args.out / 'report.json'}; plot: {args.png}")
         return report
     finally:
         if recorder is not None:
