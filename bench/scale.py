@@ -421,6 +421,7 @@ class Stack:
         self.s3 = boto3.client("s3", endpoint_url=self.s3srv.endpoint_url, region_name="us-east-1",
                                aws_access_key_id=self.s3srv.access_key, aws_secret_access_key=self.s3srv.secret_key)
         self.s3.create_bucket(Bucket=BUCKET)
+        self.s3srv.create_component_users(BUCKET)  # the operator and the API as their own S3 users
         policy = self.base / "audit-policy.yaml"
         policy.write_text(yaml.safe_dump(AUDIT_WRITES_POLICY, sort_keys=False))
         self.limits = ControlPlaneLimits()
@@ -708,7 +709,7 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDGEN_")}
     env.update({"KUBECONFIG": str(stack.kubeconfigs["schedgen-operator"]), "SCHEDGEN_OPERATOR_NAMESPACE": OPERATOR_NS,
                 "SCHEDGEN_OPERATOR_CONFIGMAP": CONFIGMAP, "SCHEDGEN_DATABASE_URL": stack.pg.dsn,
-                "SCHEDGEN_S3_ENDPOINT_URL": stack.s3srv.endpoint_url, **stack.s3srv.credentials,
+                "SCHEDGEN_S3_ENDPOINT_URL": stack.s3srv.endpoint_url, **stack.s3srv.credentials_for("operator"),
                 "SCHEDGEN_RUNNER_IMAGE": "localhost/schedgen-runner:kwok", "SCHEDGEN_IMAGE_PULL_POLICY": "Never",
                 "SCHEDGEN_DEFAULT_BUCKET": BUCKET, "SCHEDGEN_API_NAMESPACES": API_NS,
                 "SCHEDGEN_METRICS_PORT": str(free_port()), "SCHEDGEN_LIVENESS_PORT": str(free_port()),
@@ -718,7 +719,7 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
     stack.children.append(operator)
     stack.meter.add("schedgen-operator", operator.proc.pid)
     api_proc = ApiProcess(api_env(
-        database_url=stack.pg.dsn, s3_endpoint_url=stack.s3srv.endpoint_url, s3_credentials=stack.s3srv.credentials,
+        database_url=stack.pg.dsn, s3_endpoint_url=stack.s3srv.endpoint_url, s3_credentials=stack.s3srv.credentials_for("api"),
         bucket=BUCKET, namespace=API_NS, kubeconfig=str(stack.kubeconfigs["schedgen-api"]),
         SCHEDGEN_API_UPLOADS_PER_MINUTE=10**7, SCHEDGEN_API_READS_PER_MINUTE=10**7,
         SCHEDGEN_API_MAX_UPLOAD_BYTES=1024 * 1024, PYTHONPATH=str(ROOT / "src")), stack.base / "api.log").start()
@@ -934,7 +935,7 @@ def start_kueue(stack: Stack, caps: dict):
     binary = build_kueue()
     crds = kueue_crds()
     stack.cluster.kubectl("apply", "--server-side", "-f", str(crds), timeout=120)
-    stack.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all", timeout=90)
+    stack.cluster.kubectl("wait", "--for=condition=Established", "--timeout=300s", "crd", "--all", timeout=330)  # slow under load
     stack.core.create_namespace({"metadata": {"name": KUEUE_NS}})
     certs = stack.base / "kueue-certs"
     self_signed(certs)

@@ -110,9 +110,14 @@ def start_services() -> tuple[devservices.PostgresServer, devservices.S3Server]:
 
 def start_cluster() -> LocalCluster:
     cluster = LocalCluster(state_dir=CLUSTER_DIR)
-    if cluster.is_running() and NODE in cluster.kubelet_nodes():
-        say(f"  reusing the running cluster ({CLUSTER_DIR})")
-        return cluster
+    if cluster.is_running():
+        dead = cluster.dead_processes()
+        if NODE in cluster.kubelet_nodes() and not dead:
+            say(f"  reusing the running cluster ({CLUSTER_DIR})")
+            return cluster
+        # e.g. a kubelet that exited: pods would be scheduled to a node nothing runs them on
+        say(f"  the cluster runs only in part ({', '.join(dead) or f'no {NODE}'} not running); restarting it")
+        cluster_cmd("down")
     cluster_cmd("up", "--nodes", "1")
     return LocalCluster(state_dir=CLUSTER_DIR)
 
@@ -166,6 +171,29 @@ def s3_secrets(s3: devservices.S3Server) -> dict[str, dict[str, str]]:
     return {f"schedgen-s3-{component}": s3.credentials_for(component) for component in s3.components}
 
 
+def helm_upgrade(cfg, chart, release: str, values: dict, *, namespace: str, wait: str | None = None,
+                 timeout: int = 300, force_conflicts: bool = True) -> dict:
+    """`helm upgrade --force-conflicts`: Helm 4 upgrades with server-side apply, which refuses to
+    change a field another field manager owns -- any field changed with kubectl since (e.g.
+    `kubectl set image` or `kubectl scale`: "conflict with \"kubectl-set\""). The demo's release
+    is the truth for its objects, so it takes such fields back (docs/deploy.md "Upgrade").
+    helm-python-sdk's Config.upgrade has no such parameter (its native upgrade options do:
+    ``force_conflicts``); while it lacks one, the native call is made with the wrapper's helpers."""
+    import inspect
+
+    if "force_conflicts" in inspect.signature(cfg.upgrade).parameters:
+        return cfg.upgrade(chart, release, values, namespace=namespace, wait=wait, timeout=timeout,
+                           force_conflicts=force_conflicts)
+    from helm_python import _native
+    from helm_python.config import _loads_obj, _opts
+
+    handle, ref = cfg._chart_args(chart)
+    payload = _native.call_string(
+        "helm_upgrade", cfg._raw(), cfg._context_arg(None), handle, ref, release, json.dumps(values),
+        _opts(namespace=namespace, timeout_seconds=timeout, wait=wait, force_conflicts=force_conflicts or None))
+    return _loads_obj(payload)
+
+
 def install_chart(cluster: LocalCluster, values: dict) -> None:
     import helm_python as helm
 
@@ -177,8 +205,8 @@ def install_chart(cluster: LocalCluster, values: dict) -> None:
     except Exception:  # noqa: BLE001 -- no such release
         exists = False
     if exists:
-        say(f"upgrading the Helm release {RELEASE} (waits for the pods) ...")
-        cfg.upgrade(chart, RELEASE, values, namespace=NAMESPACE, wait="watcher", timeout=300)
+        say(f"upgrading the Helm release {RELEASE} (--force-conflicts; waits for the pods) ...")
+        helm_upgrade(cfg, chart, RELEASE, values, namespace=NAMESPACE, wait="watcher", timeout=300)
     else:
         say(f"installing the chart as Helm release {RELEASE} (waits for the pods) ...")
         cfg.install(chart, RELEASE, values, namespace=NAMESPACE, wait="watcher", timeout=300)

@@ -13,7 +13,15 @@
 #      8 to 15 minutes the first time), for the alert rule tests and the Prometheus e2e.
 #   5. The project's images (hack/images build all: runner, operator (+API), pause; podman,
 #      cached by content), which the tests and the demo import into the cluster's nodes.
+# hack/setup.sh --demo (what hack/demo.sh runs) sets up only what the demo runs: no kwok, no
+# prometheus/promtool, no Chromium (those are the tests').
 set -euo pipefail
+DEMO=0
+case "${1:-}" in
+  --demo) DEMO=1 ;;
+  "") ;;
+  *) echo "usage: hack/setup.sh [--demo]" >&2; exit 2 ;;
+esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # Go is preinstalled on these machines, not always on a non-interactive PATH.
@@ -36,7 +44,7 @@ NODE_PKGS="containerd runc containernetworking-plugins iptables conntrack iprout
 # The images (hack/images): podman/buildah, rootless-capable storage, mmdebstrap for the base.
 NODE_PKGS="$NODE_PKGS podman buildah mmdebstrap uidmap fuse-overlayfs"
 # The web page's browser test (tests/cli/test_web_page.py): headless Chromium and its driver.
-NODE_PKGS="$NODE_PKGS chromium chromium-driver"
+[ "$DEMO" = 1 ] || NODE_PKGS="$NODE_PKGS chromium chromium-driver"
 missing=""
 for p in $NODE_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -65,12 +73,19 @@ if [ ! -f .venv/.installed ] || [ requirements-dev.txt -nt .venv/.installed ] \
   touch .venv/.installed
 fi
 
-step "building or reusing the local Kubernetes binaries, kwok, kube-network-policies and Karpenter (KWOK provider)"
-hack/cluster build
+if [ "$DEMO" = 1 ]; then
+  step "building or reusing the local Kubernetes binaries and kube-network-policies"
+  hack/cluster build --no-kwok
+else
+  step "building or reusing the local Kubernetes binaries, kwok, kube-network-policies and Karpenter (KWOK provider)"
+  hack/cluster build
+fi
 step "building or reusing the S3 server (MinIO, from the Go module proxy)"
 .venv/bin/python hack/devservices.py build
-step "building or reusing prometheus and promtool (the observability tests; Go module proxy)"
-.venv/bin/python hack/promserver.py build
+if [ "$DEMO" = 0 ]; then
+  step "building or reusing prometheus and promtool (the observability tests; Go module proxy)"
+  .venv/bin/python hack/promserver.py build
+fi
 step "building or reusing the images (hack/images build all)"
 hack/images build all
 step "setup done"

@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                        "kube-network-policies, Karpenter's KWOK provider)")
     b.add_argument("--force", action="store_true")
     b.add_argument("-j", "--jobs", type=int, default=2)
+    b.add_argument("--no-kwok", action="store_true", help="skip kwok and Karpenter's KWOK provider "
+                   "(simulated nodes: the tests and benchmarks use them, the demo does not)")
     u = sub.add_parser("up", help="start the control plane and nodes")
     u.add_argument("--nodes", type=int, default=1, help="real nodes to start (node-1..N); 0 for none")
     u.add_argument("--node-cpu", default="2")
@@ -73,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         du = sum(f.stat().st_size for f in _build.version_dir().rglob("*") if f.is_file())
         print(f"binaries in {bdir} ({time.monotonic() - t0:.1f}s; cache dir {du / 1e6:.0f} MB)")
         from . import karpenter, kwok, netpol
-        print(f"kwok: {kwok.build(force=ns.force)}")
+        if not ns.no_kwok:
+            print(f"kwok: {kwok.build(force=ns.force)}")
         print(f"kube-network-policies: {netpol.build(force=ns.force)}")
-        print(f"karpenter (KWOK provider): {karpenter.build(force=ns.force)}")
+        if not ns.no_kwok:  # the autoscaler of simulated nodes (docs/autoscaling.md)
+            print(f"karpenter (KWOK provider): {karpenter.build(force=ns.force)}")
         return 0
     if ns.cmd == "test-images":
         from .images import busybox_archive, pause_archive
@@ -93,16 +97,30 @@ def main(argv: list[str] | None = None) -> int:
         t_build = time.monotonic() - t0
         cluster.fresh = ns.fresh
         t1 = time.monotonic()
-        cluster.start(build=False)
-        for arg in ns.image:
-            p = Path(arg)
-            for archive in (sorted(p.glob("*.tar")) if p.is_dir() else [p]):
-                cluster.import_image(archive)
-        for i in range(1, ns.nodes + 1):
-            cluster.add_node(f"node-{i}", cpu=ns.node_cpu, memory=ns.node_memory)
-        if ns.kwok_nodes:
-            from .kwok import Kwok
-            Kwok(cluster).start().add_fake_nodes(ns.kwok_nodes)
+        if cluster.is_running():  # never stopped below: it is not this run's
+            print(f"cluster in {cluster.state_dir} is already running (pid "
+                  f"{cluster.processes['kube-apiserver']['pid']}); run 'down' first", file=sys.stderr)
+            return 1
+        try:
+            cluster.start(build=False)
+            for arg in ns.image:
+                p = Path(arg)
+                for archive in (sorted(p.glob("*.tar")) if p.is_dir() else [p]):
+                    cluster.import_image(archive)
+            for i in range(1, ns.nodes + 1):
+                cluster.add_node(f"node-{i}", cpu=ns.node_cpu, memory=ns.node_memory)
+            if ns.kwok_nodes:
+                from .kwok import Kwok
+                Kwok(cluster).start().add_fake_nodes(ns.kwok_nodes)
+        except Exception as e:
+            # a failed 'up' leaves nothing running: not etcd, the apiserver, a containerd, ...
+            print(f"cluster up failed: {e}\nstopping what it started (logs in {cluster.logs})",
+                  file=sys.stderr, flush=True)
+            cluster.stop()
+            return 1
+        except BaseException:  # Ctrl-C
+            cluster.stop()
+            raise
         print(f"cluster up: control plane ready in {cluster.state['ready_seconds']:.1f}s, "
               f"total {time.monotonic() - t1:.1f}s (+{t_build:.1f}s build check)")
         print(f"pods reach this machine at {cluster.host_address}")

@@ -104,6 +104,12 @@ def _create_time(pid: int) -> float | None:
         return None
 
 
+def _rfc3339(value: str) -> float:
+    """Seconds since the epoch of an API timestamp (``2026-01-02T03:04:05Z``)."""
+    from datetime import datetime
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
 def _log(msg: str) -> None:
     print(f"[localkube] {msg}", file=sys.stderr, flush=True)
 
@@ -139,14 +145,20 @@ AUDIT_WRITES_POLICY = {
 }
 
 
-def reclaim_stale_networks(log=_log) -> list[int]:
+def reclaim_stale_networks(log=_log, sessions_only: bool = False) -> list[int]:
     """Clean up after clusters that were not stopped: a slot whose creating process is gone gets
     the full stop + host cleanup (processes, leftovers in its cgroups, mounts, cgroups, network
     namespace) if that process was a test session (the cluster was its own), or if none of the
-    cluster's processes runs any more (a ``hack/cluster up`` cluster that died)."""
+    cluster's processes runs any more (a ``hack/cluster up`` cluster that died).
+
+    ``sessions_only`` (what a test session's start uses): only clusters of test sessions; a
+    ``hack/cluster up`` cluster (the demo's, say) is left alone even when it died -- its own next
+    ``up`` or ``down`` cleans up after it."""
     reclaimed = []
     for slot, owner in sorted(network.slots_with_owners().items()):
         if not owner or network.owner_alive(owner) or not owner.get("state_dir"):
+            continue
+        if sessions_only and not owner.get("session"):
             continue
         other = LocalCluster(state_dir=owner["state_dir"], log=log)
         procs = other.state.get("processes", {})
@@ -352,6 +364,11 @@ class LocalCluster:
         p = self.state.get("processes", {}).get("kube-apiserver")
         return bool(p and _pid_alive(p["pid"], p.get("create_time")))
 
+    def dead_processes(self) -> list[str]:
+        """The recorded processes that no longer run (a kubelet that exited, ...)."""
+        return [k for k, p in self.state.get("processes", {}).items()
+                if not _pid_alive(p["pid"], p.get("create_time"))]
+
     @property
     def enforces_network_policy(self) -> bool:
         """Whether real nodes get a NetworkPolicy enforcer (netpol.py): the started cluster's setting."""
@@ -402,7 +419,7 @@ class LocalCluster:
                                          "version": netpol.VERSION}}
         try:
             t1 = time.monotonic()
-            reclaim_stale_networks(self.log)
+            reclaim_stale_networks(self.log, sessions_only=self.session)
             plan = network.setup(self.state_dir, prefer=prev_slot, session=self.session)
             self.state["network"] = plan.as_dict()
             self.state["api_address"] = plan.host_address
@@ -647,12 +664,34 @@ class LocalCluster:
         Adding one is how autoscaling is simulated (many simulated nodes: kwok.Kwok)."""
         if not self.is_running():
             raise ClusterError("cluster is not running")
-        from .node import RealNode
         for key in (f"kubelet-{name}", f"containerd-{name}"):
             info = self.processes.get(key)
             if info and _pid_alive(info["pid"], info.get("create_time")):
                 raise ClusterError(f"node {name} is already running ({key} pid {info['pid']})")
         t0 = time.monotonic()
+        spawned = [f"containerd-{name}", f"kubelet-{name}", netpol.process_key(name)]
+        try:
+            return self._add_node(name, cpu, memory, pods, labels, wait, t0)
+        except BaseException:
+            # a node that did not come up leaves nothing running (its pods were never started
+            # by a kubelet of this run; kill_pods covers containers containerd restarted)
+            self.log(f"node {name} did not come up; stopping its processes")
+            keys = [k for k in spawned if k in self.processes]
+            if keys:
+                self._terminate(keys, 10.0)
+                for k in keys:
+                    self.processes.pop(k, None)
+                self._save_state()
+            if name in self.kubelet_nodes():
+                try:
+                    self._real_node(name).kill_pods()
+                except Exception as e:  # noqa: BLE001 - the original error matters more
+                    self.log(f"node {name}: killing pods failed: {e}")
+            raise
+
+    def _add_node(self, name: str, cpu: str, memory: str, pods: int, labels: dict | None, wait: float,
+                  t0: float) -> int:
+        from .node import RealNode
         nodes = self.state.setdefault("nodes", {})
         used = {v.get("index") for k, v in nodes.items() if k != name}
         index = (nodes.get(name) or {}).get("index") or next(i for i in range(1, network.MAX_NODES + 1)
@@ -671,6 +710,7 @@ class LocalCluster:
                     cgroup=node.system_cgroup)
         self._wait(f"containerd of {name}", lambda: node.sock.exists() and node.ctr("version", timeout=5),
                    30, (f"containerd-{name}",))
+        self._wait_cri(node)
         t1 = time.monotonic()
         for archive in [str(self.sandbox_archive()), *self.state.get("images", [])]:
             node.import_image(archive)
@@ -682,9 +722,13 @@ class LocalCluster:
             nodes[name]["nfqueue"] = netpol.queue_id(index)
             self._save_state()
             netpol_note = f"; NetworkPolicy enforcer on NFQUEUE {netpol.queue_id(index)} (+{waited:.1f}s wait)"
+        started = time.time()
         pid = self._spawn(f"kubelet-{name}", node.kubelet_argv(labels), cgroup=node.system_cgroup)
         if wait:
-            self._wait(f"node {name} Ready", lambda: self._node_ready(name), wait,
+            # Ready as reported by this kubelet: a Node kept in etcd from before a restart still
+            # says Ready (with an old heartbeat) while no kubelet runs
+            self._wait(f"node {name} Ready (a heartbeat of the kubelet started now)",
+                       lambda: self._node_ready(name, since=started), wait,
                        (f"containerd-{name}", f"kubelet-{name}"))
         if "kube-proxy" not in self.processes or not _pid_alive(self.processes["kube-proxy"]["pid"],
                                                                 self.processes["kube-proxy"].get("create_time")):
@@ -695,12 +739,55 @@ class LocalCluster:
                  f"cpu={cpu}, memory={memory}, pods={pods}; image imports {t_import:.1f}s{netpol_note})")
         return pid
 
-    def _node_ready(self, name: str) -> bool:
+    def _wait_cri(self, node, timeout: float = 600.0) -> float:
+        """Wait until the node's containerd serves the CRI (RuntimeService/Version answers).
+        containerd listens at once but its CRI plugin first recovers the node's old sandboxes
+        and containers: with hundreds of exited ones, a kubelet started before that exits with
+        ``server is not initialized yet``. Returns the seconds waited."""
+        from . import cri
+        key, t0 = f"containerd-{node.name}", time.monotonic()
+        last: list = [None]
+
+        def answers() -> bool:
+            try:
+                cri.runtime_version(str(node.sock), timeout=5)
+                return True
+            except cri.CRIError as e:
+                last[0] = e
+                return False
+
+        next_note = t0 + 10
+        while not answers():
+            self._check_alive(key)
+            if not self.process_alive(key):
+                raise ClusterError(f"{key} is not running")
+            now = time.monotonic()
+            if now - t0 > timeout:
+                raise ClusterError(f"the CRI of node {node.name} did not answer within {timeout:.0f}s: {last[0]}")
+            if now >= next_note:
+                self.log(f"node {node.name}: waiting for containerd's CRI ({now - t0:.0f}s; it recovers the "
+                         f"node's old containers first): {last[0]}")
+                next_note = now + 10
+            time.sleep(0.2)
+        waited = time.monotonic() - t0
+        if waited > 1:
+            self.log(f"node {node.name}: containerd's CRI answers after {waited:.1f}s")
+        return waited
+
+    def _node_ready(self, name: str, since: float | None = None) -> bool:
+        """The Node's Ready condition is True -- and, with ``since`` (a time.time()), written after
+        it: its lastHeartbeatTime (whole seconds) is not older than ``since``."""
         code, body = self._get(f"/api/v1/nodes/{name}")
         if code != 200:
             return False
         conds = json.loads(body).get("status", {}).get("conditions") or []
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+        ready = next((c for c in conds if c.get("type") == "Ready"), None)
+        if not ready or ready.get("status") != "True":
+            return False
+        if since is None:
+            return True
+        beat = ready.get("lastHeartbeatTime")
+        return bool(beat) and _rfc3339(beat) >= int(since)
 
     def kubelet_pid(self, name: str) -> int | None:
         p = self.processes.get(f"kubelet-{name}")

@@ -26,6 +26,7 @@ class MemoryParseJobs:
         self.namespace = namespace
         self.objects: dict[str, dict] = {}
         self.down: str | None = None  # a message: every call fails as the real client's would
+        self.kube_events: list[dict] = []  # core/v1 Event objects, as the API server lists them
         self._lock = threading.Lock()
 
     def _check(self) -> None:
@@ -75,6 +76,12 @@ class MemoryParseJobs:
 
     def forget(self, name: str, uid: str) -> None:
         pass
+
+    def events(self, uid: str) -> list[dict]:
+        """As the real field selector does: the Events whose involvedObject is that ParseJob."""
+        self._check()
+        return [copy.deepcopy(e) for e in self.kube_events
+                if e["involvedObject"].get("uid") == uid and e["involvedObject"].get("kind") == "ParseJob"]
 
     def list_all(self) -> list[dict]:
         self._check()

@@ -372,3 +372,48 @@ def test_queue_history_counts_from_the_records(tenant_client, make_client, pg_co
     assert coarse["stepSeconds"] == 120 and len(coarse["points"]) <= 721  # a day: one point per 2 min
     refused = client.get("/api/v1/queue/history", params={"minutes": 100000})
     assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
+
+
+# --- a job's log --------------------------------------------------------------------------
+
+
+def post_event(k8s_api_client, ns, *, uid, name, reason, message, type_="Normal", at=None, kind="ParseJob"):
+    """A core/v1 Event about a ParseJob, shaped as kopf posts the operator's."""
+    from kubernetes import client
+
+    when = (at or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    client.CoreV1Api(k8s_api_client).create_namespaced_event(ns, {
+        "metadata": {"generateName": "schedgen-test-"}, "type": type_, "reason": reason, "message": message,
+        "reportingComponent": "schedgen-operator", "reportingInstance": "schedgen-operator",
+        "source": {"component": "schedgen-operator"}, "firstTimestamp": when, "lastTimestamp": when,
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name, "namespace": ns,
+                           "uid": uid}})
+
+
+def test_log_reads_the_parsejobs_events_from_the_api_server(tenant_client, pg_conn, k8s_api_client, api_namespace):
+    client, _ = tenant_client()
+    other, _ = tenant_client()
+    job = upload(client, unique_pdf()).json()
+    log = client.get(f"/api/v1/jobs/{job['id']}/log")
+    assert log.status_code == 200, log.text
+    assert log.json() == {"id": job["id"], "phase": "Queued", "attempts": 0, "source": "kubernetes",
+                          "summary": None, "events": []}
+    early = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=2)
+    post_event(k8s_api_client, api_namespace, uid=job["uid"], name=job["id"], reason="Succeeded",
+               message="parsed lecture schedule: 1 events, 1 pages in 0.1 s")
+    post_event(k8s_api_client, api_namespace, uid=job["uid"], name=job["id"], reason="BackoffLimitExceeded",
+               message="retrying", type_="Warning", at=early)
+    # not this job's: an earlier ParseJob of the same name (another uid), another kind with this uid
+    post_event(k8s_api_client, api_namespace, uid=str(uuid.uuid4()), name=job["id"], reason="Stale", message="x")
+    post_event(k8s_api_client, api_namespace, uid=job["uid"], name=job["id"], reason="NotMine", message="x",
+               kind="Job")
+    finish(k8s_api_client, pg_conn, api_namespace, job)
+    body = client.get(f"/api/v1/jobs/{job['id']}/log").json()
+    assert body["phase"] == "Succeeded" and body["attempts"] == 1
+    assert body["summary"] == {"ok": True, "kind": "lecture", "events": 1, "pages": 1, "seconds": 0.1}
+    assert [(e["type"], e["reason"]) for e in body["events"]] == [("Warning", "BackoffLimitExceeded"),
+                                                                   ("Normal", "Succeeded")]  # oldest first
+    first = body["events"][0]
+    assert first["count"] == 1 and first["from"] == "schedgen-operator" and first["firstTime"] == first["lastTime"]
+    assert first["firstTime"] == early.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert_error(other.get(f"/api/v1/jobs/{job['id']}/log"), 404, "JobNotFound")  # another tenant's job

@@ -422,6 +422,11 @@ def test_api_account_may_only_create_and_read_parsejobs(cluster_release):
     assert not can_i(api, "patch", "parsejobs", group=GROUP, namespace=ns, subresource="status")
     assert not can_i(api, "create", "jobs", group="batch", namespace=ns)
     assert not can_i(api, "get", "secrets", namespace=ns)
+    # a job's log (GET /api/v1/jobs/{id}/log): list Events in its namespace, nothing more
+    assert can_i(api, "list", "events", namespace=ns)
+    assert not can_i(api, "list", "events", namespace=rel.tenant)
+    for verb in ("create", "patch", "delete", "watch"):
+        assert not can_i(api, verb, "events", namespace=ns), verb
     batch, custom = client.BatchV1Api(api), client.CustomObjectsApi(api)
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "nope"},
            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}

@@ -231,8 +231,10 @@ def test_rbac_is_least_privilege(name):
     queue = [r for _, r in api_rules if r["resources"] == ["configmaps"]]
     assert queue == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["schedgen-operator-queue"],
                       "verbs": ["get"]}]  # the operator's queue summary, read only
+    events = [r for _, r in api_rules if r["resources"] == ["events"]]
+    assert events == [{"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]  # a job's log, read only
     assert api_rules and all(r["resources"] == ["parsejobs"] and set(r["verbs"]) == {"create", "get", "list", "watch", "delete"}
-                             for _, r in api_rules if r not in queue)
+                             for _, r in api_rules if r not in queue and r not in events)
     # the API works in one namespace: a Role there, never a ClusterRole
     assert not find(docs, "ClusterRole", "schedgen-api-schedgen-system")
     assert not [(d["metadata"]["name"], r) for d in docs if d["kind"] in ("Role", "ClusterRole")
@@ -382,6 +384,24 @@ def test_behind_a_proxy_trusted_proxies_are_required():
     docs = render({"api": {"behindProxy": True, "trustedProxies": ["10.0.0.0/8", "fd00::/8"]}})
     assert _api_env(docs)["SCHEDGEN_API_TRUSTED_PROXIES"] == "10.0.0.0/8,fd00::/8"
     assert _api_env(render({}))["SCHEDGEN_API_TRUSTED_PROXIES"] == ""  # not behind a proxy: none needed
+
+
+def test_kube_prometheus_stack_release_label_reaches_the_monitoring_objects():
+    """kube-prometheus-stack selects only ServiceMonitors and rules labelled `release:
+    <its release>`; values.yaml says so, and the labels land on every such object."""
+    comments = " ".join(line.strip().lstrip("#").strip() for line in (CHART / "values.yaml").read_text().splitlines())
+    assert "kube-prometheus-stack selects only `release: <its Helm release name>`" in comments
+    release = {"release": "kube-prometheus-stack"}
+    docs = render({"serviceMonitor": {"enabled": True, "labels": release},
+                   "prometheusRule": {"enabled": True, "labels": release}})
+    monitors = find(docs, "ServiceMonitor")
+    assert sorted(m["metadata"]["name"] for m in monitors) == ["schedgen-api", "schedgen-operator"]
+    for obj in monitors + find(docs, "PrometheusRule"):
+        assert release.items() <= obj["metadata"]["labels"].items(), obj["metadata"]
+    assert find(docs, "PrometheusRule")
+    # without it: the chart's own labels only (kube-prometheus-stack would ignore them)
+    assert all("release" not in m["metadata"]["labels"] for m in find(render({"serviceMonitor": {"enabled": True}}),
+                                                                      "ServiceMonitor"))
 
 
 def test_api_metrics_have_their_own_port_service_and_policy():

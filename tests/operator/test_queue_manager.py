@@ -123,7 +123,8 @@ def test_the_rest_of_a_burst_goes_in_batches_while_the_tenant_runs_one():
 def test_deep_tenants_take_their_turns_a_batch_at_a_time():
     """Uploads of two deep tenants arrive interleaved, a shallow one's later: the queue
     holds each deep tenant's next batch together, tenants alternating batch by batch,
-    and the shallow tenant's one ParseJob gets the next turn, not the end of the line."""
+    and the shallow tenant's one ParseJob goes first: a batch of 10 takes the turn of its
+    10th job, so it waits behind tenants with fewer ParseJobs placed."""
     rt = RuntimeConfig(batch_threshold=5, batch_size=10, max_concurrent=20, max_per_tenant=20)
     a = [waiting(f"a{i:02d}", "a", created=2 * i) for i in range(25)]
     b = [waiting(f"b{i:02d}", "b", created=2 * i + 1) for i in range(25)]
@@ -131,11 +132,11 @@ def test_deep_tenants_take_their_turns_a_batch_at_a_time():
     w = a + b + c
     assert qm.turn_sizes(w, rt) == {"a": 10, "b": 10}
     queue = qm.ordered(w, [], rt)
-    assert queue[:21] == a[:10] + b[:10] + c
+    assert queue[:21] == c + a[:10] + b[:10]
     assert queue[21:41] == a[10:20] + b[10:20]
-    # b runs a batch already: a's next batch comes first
+    # b runs a batch already: a's next batch comes before b's (c's one first)
     b_runs = [running(f"b-run{i}", "b", batch_size=10) for i in range(10)]
-    assert qm.ordered(w, b_runs, rt)[:10] == a[:10]
+    assert qm.ordered(w, b_runs, rt)[:21] == c + a[:10] + b[:10]
     # batch mode off: one ParseJob per turn, as before
     assert qm.ordered(w, [], RuntimeConfig(batch_size=1))[:4] == [a[0], b[0], c[0], a[1]]
     # and what starts: two batches and the shallow tenant's single Job

@@ -120,30 +120,35 @@ def test_a_turn_of_several_stands_together(waiting, turn_sizes):
 
 
 @given(entries, sizes)
-def test_tenants_take_turns_a_turn_at_a_time(waiting, turn_sizes):
-    """Counted in turns (a turn: `size` jobs of a tenant), tenants with work still waiting
-    differ by at most one turn in every prefix of one priority's order."""
+def test_tenants_take_turns_counted_in_jobs(waiting, turn_sizes):
+    """Turns count jobs, a block's turn being its last job's (a finish tag): when a
+    tenant's block of jobs s .. s+n-1 comes up, every other tenant of that priority still
+    waiting has had so many placed that its own next block ends no earlier. So a tenant
+    that batches gets no larger share of the order than one that does not."""
     out = order(waiting, {}, turn_sizes)
     for prio in PRIORITY_RANK:
         mine = [pj for pj in out if pj.priority == prio]
         total = Counter(pj.tenant for pj in mine)
         seen: Counter = Counter()
         for pj in mine:
+            size = max(1, turn_sizes.get(pj.tenant, 1))
+            start = (seen[pj.tenant] // size) * size
+            finish = start + min(size, total[pj.tenant] - start) - 1
             seen[pj.tenant] += 1
-            turns = -(-seen[pj.tenant] // turn_sizes.get(pj.tenant, 1))  # turns begun
             for t in total:
-                if total[t] > seen[t]:
-                    done = seen[t] // turn_sizes.get(t, 1)  # turns completed
-                    assert turns - done <= 1, (pj.tenant, t)
+                if total[t] > seen[t] and t != pj.tenant:
+                    assert seen[t] + max(1, turn_sizes.get(t, 1)) - 1 >= finish, (pj.tenant, finish, t, seen[t])
 
 
-def test_a_running_batch_makes_the_tenants_first_turn_the_rest_of_it():
-    """Running jobs count in the turns: with 3 running and turns of 4, a tenant's next
-    job completes its current turn, and the 4 after it are its next one."""
+def test_a_running_batch_counts_its_jobs_in_the_tenants_turn():
+    """Running jobs count in the turns, job by job: a tenant running 3 whose next batch is
+    4 stands where its 7th job would (turn 6): behind another tenant's first 5 jobs."""
     mine = [entry(i, "a") for i in range(6)]
-    other = [entry(100 + i, "b", arrival=50 + i) for i in range(2)]
+    other = [entry(100 + i, "b", arrival=50 + i) for i in range(8)]
     out = [pj.name for pj in order(mine + other, {"a": 3}, {"a": 4})]
-    assert out == ["pj-0000", "pj-0100", "pj-0001", "pj-0002", "pj-0003", "pj-0004", "pj-0101", "pj-0005"]
+    assert out == ["pj-0100", "pj-0101", "pj-0102", "pj-0103", "pj-0104", "pj-0105",
+                   "pj-0000", "pj-0001", "pj-0002", "pj-0003", "pj-0106",
+                   "pj-0107", "pj-0004", "pj-0005"]
 
 
 FLOOD = [entry(1000 + i, "flood", "normal", 0) for i in range(500)]

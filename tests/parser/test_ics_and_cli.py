@@ -67,10 +67,14 @@ def test_cli_json_and_errors(tmp_path):
 
 def test_cli_ics_for_lectures(tmp_path):
     target = tmp_path / "lectures.ics"
-    subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "--format", "ics",
-                               "--from", "2025-07-21", "--until", "2025-10-31", "-o", str(target)], check=True)
+    subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "-o", "ics",
+                               "--from", "2025-07-21", "--until", "2025-10-31", "--output-file", str(target)], check=True)
     assert len(events_of(target.read_bytes())) == 30
-    missing = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "--format", "ics"],
+    # -o is the format (kubectl's convention): the old `-o FILE` is refused with a hint
+    old = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "-o", str(target)],
+                         capture_output=True, text=True)
+    assert old.returncode == 2 and "--output-file FILE writes to a file" in old.stderr
+    missing = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "-o", "ics"],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "CalendarRangeRequired" in missing.stderr
 
@@ -113,11 +117,11 @@ def test_bad_exclusions_are_refused(values):
 
 def test_cli_ics_exclude(tmp_path):
     target = tmp_path / "lectures.ics"
-    subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "--format", "ics",
+    subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "-o", "ics",
                                "--from", "2025-07-21", "--until", "2025-10-31", "--exclude", "2025-09-22..2025-09-26",
-                               "-o", str(target)], check=True)
+                               "--output-file", str(target)], check=True)
     assert all("exdate" in v for v in events_of(target.read_bytes()))
-    bad = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "--format", "ics",
+    bad = subprocess.run(SCHEDGEN + ["parse", str(FIXTURES / "up" / "UP_MOD_XLS.pdf"), "-o", "ics",
                                      "--from", "2025-07-21", "--until", "2025-10-31", "--exclude", "soon"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "InvalidExclusion" in bad.stderr

@@ -170,6 +170,11 @@ seccompProfile:
   # delete: DELETE /api/v1/jobs/{id} (cancel and erase one of the caller's jobs; the
   # operator's finalizer ends it first). No update/patch: spec and status are not the API's.
   verbs: [create, get, list, watch, delete]
+# list: GET /api/v1/jobs/{id}/log (`schedgen logs`) reads the Events about one of the
+# caller's ParseJobs (a field selector on its uid). Read only, this namespace only.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [list]
 {{- end -}}
 
 {{/* The Secret holding each role's Postgres DSN ("" = none): per-role, else the shared one. */}}

@@ -12,6 +12,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match
@@ -19,8 +21,10 @@ from starlette.routing import Match
 from .config import ApiConfig
 from .context import ApiContext
 from .errors import BACKEND_ERRORS, ApiError, backend_unavailable, error_response
-from .gate import Gate
+from .gate import Gate, is_api_path
+from . import schemas
 from .routers import compat, feeds, jobs, probes, queue, uploads, web
+from .schemas import KEY_REQUIRED, SECURITY_SCHEMES, is_compat_api_path
 
 log = logging.getLogger("schedgen.api")
 
@@ -37,16 +41,56 @@ def create_app(cfg: ApiConfig | None = None, context: ApiContext | None = None) 
             await ctx.close()
 
     app = FastAPI(title="schedgen upload API", version="1.0.0", lifespan=lifespan,
+                  generate_unique_id_function=operation_id,
                   description="Upload University of Pretoria schedule PDFs; follow the parse; fetch events "
-                              "as JSON or iCalendar. Errors are RFC 9457 problem details (application/problem+json) "
-                              "with a stable `code`.")
+                              "as JSON or iCalendar. Every `/api/...` operation needs an API key, as "
+                              "`X-API-Key: KEY` or `Authorization: Bearer KEY` (Authorize, above). Errors are "
+                              "RFC 9457 problem details (application/problem+json) with a stable `code`.")
     app.state.context = ctx
     for area in (probes, uploads, jobs, queue, web, feeds):  # web: the page at / (docs/web.md)
         app.include_router(area.router)
     if (cfg or ctx.cfg).compat_routes:
         app.include_router(compat.router)
     _handle_errors(app)
+    _document(app)
     return app
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's operationId when it names none: its handler's name in camelCase
+    (every route here names one; this keeps a new route's readable too)."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _document(app: FastAPI) -> None:
+    """What FastAPI cannot know, added to the OpenAPI document.
+
+    Which operations need an API key and how to send it (the Gate, not FastAPI, checks
+    keys): the two schemes (`/docs` gets its Authorize button) and, per operation, the key
+    requirement on the paths the Gate authenticates (`is_api_path`, the compatibility API
+    paths) or none (probes, calendar feeds: their token is in the path). And the models'
+    examples as written: FastAPI drops their nulls, which would leave out required fields."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = build()
+        components = doc.setdefault("components", {})
+        components["securitySchemes"] = SECURITY_SCHEMES
+        for name, schema in components.get("schemas", {}).items():
+            model = getattr(schemas, name, None)
+            if isinstance(model, type) and issubclass(model, BaseModel) and "examples" in schema:
+                schema["examples"] = model.model_json_schema()["examples"]
+        for path, operations in doc.get("paths", {}).items():
+            keyed = is_api_path(path) or is_compat_api_path(path)
+            for operation in operations.values():
+                operation["security"] = KEY_REQUIRED if keyed else []
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi
 
 
 def asgi(cfg: ApiConfig | None = None):

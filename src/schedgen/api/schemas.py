@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from schedgen.parsejob import DEFAULT_PRIORITY, DEFAULT_SCHEDULE_TYPE, PRIORITIES, SCHEDULE_TYPES
 
@@ -15,6 +15,23 @@ JOB_ID = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a ParseJob name (DNS label)
 PROBLEM_TYPE = "application/problem+json"
 ICS = "text/calendar; charset=utf-8"  # calendar.ics and the feeds
 PROBLEM_BASE = "https://schedgen.dev/problems/"
+# The OpenAPI security schemes (app.py): the Gate reads either header (gate.api_key).
+API_KEY_SCHEME, BEARER_SCHEME = "ApiKeyHeader", "BearerKey"
+SECURITY_SCHEMES = {
+    API_KEY_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                     "description": "An API key (`schedgen-api add-key`), e.g. `sgk_...`"},
+    BEARER_SCHEME: {"type": "http", "scheme": "bearer",
+                    "description": "The same API key as `Authorization: Bearer sgk_...`"},
+}
+KEY_REQUIRED = [{API_KEY_SCHEME: []}, {BEARER_SCHEME: []}]  # either one
+
+EXAMPLE_ID = "up-813964cd21-fe05e155bd15"
+EXAMPLE_UID = "0bd8989b-f228-407e-a11d-9f61bf14eb72"
+
+
+def examples(*values: dict) -> ConfigDict:
+    """A model's examples in the OpenAPI document (shown by /docs)."""
+    return ConfigDict(json_schema_extra={"examples": list(values)})
 COMPAT_PATHS = ("/api/upload", "/api/jobs")  # the ScheduleGenerator web app's routes (routers/compat.py)
 
 
@@ -37,6 +54,10 @@ class Problem(BaseModel):
     code: str
     instance: str | None
 
+    model_config = examples({"type": PROBLEM_BASE + "JobNotFound", "title": "Not Found", "status": 404,
+                             "detail": f"no job '{EXAMPLE_ID}'", "code": "JobNotFound",
+                             "instance": f"/api/v1/jobs/{EXAMPLE_ID}"})
+
 
 class CompatError(BaseModel):
     """The NestJS error shape of the compatibility routes."""
@@ -58,6 +79,12 @@ class Accepted(BaseModel):
     statusUrl: str
     eventsUrl: str
     calendarUrl: str
+
+    model_config = examples({
+        "id": EXAMPLE_ID, "uid": EXAMPLE_UID, "tenant": "cs-department", "phase": "Queued", "priority": "normal",
+        "scheduleType": "auto", "sha256": "813964cd21" + "0" * 54, "size": 48213, "replayed": False,
+        "statusUrl": f"/api/v1/jobs/{EXAMPLE_ID}", "eventsUrl": f"/api/v1/jobs/{EXAMPLE_ID}/events",
+        "calendarUrl": f"/api/v1/jobs/{EXAMPLE_ID}/calendar.ics"})
 
 
 class JobResult(BaseModel):
@@ -89,6 +116,19 @@ class JobStatus(BaseModel):
     completedAt: str | None
     source: str = Field(description="`kubernetes` while the ParseJob exists, `records` after retention")
 
+    model_config = examples(
+        {"id": EXAMPLE_ID, "uid": EXAMPLE_UID, "tenant": "cs-department", "priority": "normal",
+         "scheduleType": "auto", "phase": "Succeeded", "queuePosition": None, "attempts": 1,
+         "result": {"kind": "exam", "events": 5, "pages": 1, "parseSeconds": 0.031}, "error": None,
+         "createdAt": "2026-11-29T13:01:03Z", "startedAt": "2026-11-29T13:01:03.880859Z",
+         "completedAt": "2026-11-29T13:01:07.043771Z", "source": "kubernetes"},
+        {"id": "up-b16cdef587-2061084ebcec", "uid": "5d0c1e3a-6f0b-4a55-9a43-1c2f1f7b9e10", "tenant": "cs-department",
+         "priority": "normal", "scheduleType": "auto", "phase": "Failed", "queuePosition": None, "attempts": 1,
+         "result": None, "error": {"reason": "InvalidPDF", "code": "NoTables",
+                                   "message": "no ruled table was found in the PDF"},
+         "createdAt": "2026-11-29T13:01:31Z", "startedAt": "2026-11-29T13:01:31.880859Z",
+         "completedAt": "2026-11-29T13:01:35.043771Z", "source": "kubernetes"})
+
 
 class Phase(str, enum.Enum):
     Queued = "Queued"
@@ -102,6 +142,9 @@ class JobList(BaseModel):
     items: list[JobStatus]
     nextCursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
 
+    model_config = examples({"items": [JobStatus.model_config["json_schema_extra"]["examples"][0]],
+                             "nextCursor": None})
+
 
 class FeedOut(BaseModel):
     token: str = Field(description="The feed's secret (shown once; only its hash is stored)")
@@ -109,6 +152,12 @@ class FeedOut(BaseModel):
     webcal: str
     expiresAt: str | None = Field(description="When the feed stops serving (null: never); revoking the API key "
                                               "that made it ends it too")
+
+    model_config = examples({
+        "token": "Yx3b0qk2mE9wXn4rT7uVhS1aLcD8fG6jPoQz5iKeN0M",
+        "url": "https://schedgen.example.org/feeds/Yx3b0qk2mE9wXn4rT7uVhS1aLcD8fG6jPoQz5iKeN0M.ics",
+        "webcal": "webcal://schedgen.example.org/feeds/Yx3b0qk2mE9wXn4rT7uVhS1aLcD8fG6jPoQz5iKeN0M.ics",
+        "expiresAt": "2027-06-30T00:00:00Z"})
 
 
 class EventOut(BaseModel):
@@ -135,6 +184,58 @@ class EventsOut(BaseModel):
     kind: str
     events: list[EventOut]
 
+    model_config = examples({"kind": "exam", "events": [{
+        "module": "COS 284", "activity": "Exam Written", "group": None, "day": None, "date": "2025-11-12",
+        "startTime": "07:30", "endTime": None, "venues": ["IT Building CBT Labs 1,2,3"], "campus": None,
+        "offered": None, "language": None, "studyProgramme": None, "paper": "1", "status": "FINAL",
+        "moduleCampus": "HATFIELD", "examCampus": "HATFIELD", "comments": None}]})
+
+
+class RunSummary(BaseModel):
+    """The runner's summary as the operator recorded it (`schedgen.parsejob.RunnerSummary`):
+    `ok` with kind/events/pages/seconds, or not `ok` with reason/code/message."""
+    ok: bool
+    kind: str | None = None
+    events: int | None = None
+    pages: int | None = None
+    seconds: float | None = None
+    reason: str | None = Field(None, description="Why the job failed (status.error.reason), e.g. InvalidPDF")
+    code: str | None = Field(None, description="The runner's stable error code, when it reported one")
+    message: str | None = None
+
+
+class KubeEvent(BaseModel):
+    """A Kubernetes Event about the ParseJob (`kubectl describe parsejob`'s Events)."""
+    type: str = Field(description="Normal or Warning")
+    reason: str
+    message: str
+    count: int
+    firstTime: str | None
+    lastTime: str | None
+    from_: str | None = Field(alias="from", description="The component that reported it")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class JobLog(BaseModel):
+    id: str
+    phase: str
+    attempts: int
+    source: str = Field(description="`kubernetes` while the ParseJob exists, `records` after retention (then "
+                                    "there are no Events)")
+    summary: RunSummary | None = Field(description="null while the job waits or runs")
+    events: list[KubeEvent] = Field(description="The ParseJob's Kubernetes Events, oldest first (the API server "
+                                                "keeps them about an hour)")
+
+    model_config = examples({
+        "id": "up-b16cdef587-2061084ebcec", "phase": "Failed", "attempts": 1, "source": "kubernetes",
+        "summary": {"ok": False, "reason": "InvalidPDF", "code": "NoTables",
+                    "message": "no ruled table was found in the PDF"},
+        "events": [
+            {"type": "Warning", "reason": "InvalidPDF",
+             "message": "InvalidPDF (NoTables): no ruled table was found in the PDF", "count": 1,
+             "firstTime": "2026-11-29T13:01:35Z", "lastTime": "2026-11-29T13:01:35Z", "from": "schedgen-operator"}]})
+
 
 class QueueCounts(BaseModel):
     waiting: int
@@ -148,6 +249,12 @@ class QueueCounts(BaseModel):
 class QueueOut(BaseModel):
     total: QueueCounts
     tenants: dict[str, QueueCounts]
+
+    model_config = examples({
+        "total": {"waiting": 3, "running": 2, "succeeded": 40, "failed": 1, "cancelled": 0,
+                  "oldestWaitingSeconds": 12.5},
+        "tenants": {"cs-department": {"waiting": 3, "running": 2, "succeeded": 40, "failed": 1, "cancelled": 0,
+                                      "oldestWaitingSeconds": 12.5}}})
 
 
 class QueuePoint(BaseModel):

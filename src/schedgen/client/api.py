@@ -172,6 +172,15 @@ class Api:
     def events(self, job_id: str) -> dict:
         return self.json("GET", f"{PREFIX}/jobs/{job_id}/events")
 
+    def logs(self, job_id: str) -> dict:
+        """The runner's summary and the ParseJob's Kubernetes Events."""
+        try:
+            return self.json("GET", f"{PREFIX}/jobs/{job_id}/log")
+        except ApiError as err:
+            if err.status in (404, 405) and err.code in ("NotFound", "MethodNotAllowed"):
+                raise unsupported("job logs (GET /api/v1/jobs/{id}/log)", err) from None
+            raise
+
     def calendar(self, job_id: str, *, first_day: str | None = None, last_day: str | None = None,
                  exclude: Iterable[str] = (), exam_hours: float | None = None) -> str:
         params: list[tuple[str, str]] = [(k, v) for k, v in (("from", first_day), ("until", last_day)) if v]

@@ -1,8 +1,9 @@
 """What each client command does (httpx through `api.Api`, tables through `render`).
 
-Human output goes to stdout as tables; progress and messages go to stderr, so
-`--output json` leaves stdout a single JSON document. On a terminal, progress is a live
-display (rich); otherwise one plain line per change, which reads well in logs.
+Human output goes to stdout as tables (`-o table`, `-o wide`); progress and messages go
+to stderr, so `-o json`/`-o yaml` leave stdout a single document and `-o name` the ids.
+On a terminal, progress is a live display (rich); otherwise one plain line per change,
+which reads well in logs.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import EXIT_API, EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, ClientError, config, render
+from . import EXIT_API, EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, ClientError, ConfigError, config, render
 from .api import FINISHED, Api, ApiError
 
 POLL_SECONDS = 1.0
+LOG_POLL_SECONDS = 2.0  # `logs --follow`
 LONG_POLL_SECONDS = 20
 MAX_PAGES = 1000  # --all stops here (a cursor loop cannot run forever)
 
@@ -33,6 +35,39 @@ def dispatch(args: argparse.Namespace) -> int:
 def emit_json(value) -> None:
     json.dump(value, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def to_yaml(value) -> str:
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError("MissingExtra", "-o yaml needs PyYAML: install it with `pip install 'schedgen[cli]'`") \
+            from None
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def emit_document(value, fmt: str) -> None:
+    """-o json or -o yaml: the one document on stdout."""
+    if fmt == "yaml":
+        sys.stdout.write(to_yaml(value))
+    else:
+        emit_json(value)
+
+
+def emit_names(names) -> None:
+    """-o name: one a line (for xargs and shell loops)."""
+    for name in names:
+        print(name)
+
+
+def show_jobs(items: list[dict], fmt: str, document, *, files: list[str] | None = None) -> None:
+    """A list of job statuses: `document` for json/yaml, the ids for name, else a table."""
+    if fmt in ("json", "yaml"):
+        emit_document(document, fmt)
+    elif fmt == "name":
+        emit_names(s["id"] for s in items)
+    else:
+        render.console().print(render.jobs_table(items, files=files, wide=fmt == "wide"))
 
 
 def failed(status: dict) -> bool:
@@ -132,10 +167,9 @@ def submit(client: Api, args: argparse.Namespace) -> int:
             final = follow(client, [b["id"] for _, b in accepted], reporter, time.monotonic() + args.wait_timeout)
             accepted = [(f, final[b["id"]]) for f, b in accepted]
     statuses = [s for _, s in accepted]
-    if args.output == "json":
-        emit_json([{"file": str(f), **s} for f, s in accepted])
-    elif accepted:
-        render.console().print(render.jobs_table(statuses, files=[f.name for f, _ in accepted]))
+    if accepted or args.output in ("json", "yaml"):
+        show_jobs(statuses, args.output, [{"file": str(f), **s} for f, s in accepted],
+                  files=[f.name for f, _ in accepted])
     if errors:
         return EXIT_API
     return EXIT_JOB_FAILED if args.wait and any(failed(s) for s in statuses) else EXIT_OK
@@ -145,22 +179,23 @@ def watch(client: Api, args: argparse.Namespace) -> int:
     with Reporter() as reporter:
         reporter.add(args.id, args.id)
         status = follow(client, [args.id], reporter, time.monotonic() + args.wait_timeout)[args.id]
-    show_status(status, args)
+    show_status(status, args.output)
     return EXIT_JOB_FAILED if failed(status) else EXIT_OK
 
 
 # --- reads ------------------------------------------------------------------------------
 
 
-def show_status(status: dict, args: argparse.Namespace) -> None:
-    if args.output == "json":
-        emit_json(status)
-    else:
+def show_status(status: dict, fmt: str) -> None:
+    """One job: every field as a two-column table; wide: one row of `jobs list -o wide`."""
+    if fmt == "table":
         render.console().print(render.job_detail(status))
+    else:
+        show_jobs([status], fmt, status)
 
 
 def get(client: Api, args: argparse.Namespace) -> int:
-    show_status(client.job(args.id), args)
+    show_status(client.job(args.id), args.output)
     return EXIT_OK
 
 
@@ -173,17 +208,16 @@ def list_jobs(client: Api, args: argparse.Namespace) -> int:
         items += page.get("items") or []
         pages += 1
     cursor = page.get("nextCursor")
-    if args.output == "json":
-        emit_json({"items": items, "nextCursor": cursor})
-        return EXIT_OK
-    render.console().print(render.jobs_table(items))
-    if cursor:
+    show_jobs(items, args.output, {"items": items, "nextCursor": cursor})
+    if cursor and args.output not in ("json", "yaml"):
         print(f"more jobs: schedgen jobs list --cursor {cursor}  (or --all)", file=sys.stderr)
     return EXIT_OK
 
 
 def events(client: Api, args: argparse.Namespace) -> int:
-    fmt = args.format or args.output
+    fmt = args.output
+    if args.output_file and fmt not in ("json", "yaml", "ics"):
+        raise ClientError("Usage", "--output-file needs -o json, yaml or ics", EXIT_USAGE)
     try:
         if fmt == "ics":
             text = client.calendar(args.id, first_day=args.first_day, last_day=args.last_day,
@@ -198,14 +232,14 @@ def events(client: Api, args: argparse.Namespace) -> int:
         pass
     elif fmt == "json":
         text = json.dumps(body, indent=2) + "\n"
+    elif fmt == "yaml":
+        text = to_yaml(body)
     else:
-        if args.out:
-            raise ClientError("Usage", "-o/--out needs --format json or ics", EXIT_USAGE)
-        render.console().print(render.events_table(body["kind"], body["events"]))
+        render.console().print(render.events_table(body["kind"], body["events"], wide=fmt == "wide"))
         return EXIT_OK
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
-        print(f"wrote {args.out}", file=sys.stderr)
+    if args.output_file:
+        args.output_file.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output_file}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -213,8 +247,11 @@ def events(client: Api, args: argparse.Namespace) -> int:
 
 def queue(client: Api, args: argparse.Namespace) -> int:
     body = client.queue()
-    if args.output == "json":
-        emit_json(body)
+    if args.output in ("json", "yaml"):
+        emit_document(body, args.output)
+        return EXIT_OK
+    if args.output == "name":
+        emit_names(body.get("tenants") or {})
         return EXIT_OK
     table = render.new_table()
     columns = ("waiting", "running", "succeeded", "failed", "cancelled", "oldestWaitingSeconds")
@@ -258,12 +295,52 @@ def _delete(client: Api, args: argparse.Namespace, *, only_unfinished: bool) -> 
     what = "Cancel and erase" if phase not in FINISHED else "Erase"
     _confirm(f"{what} job {args.id} ({phase}) and its events?", args.yes)
     client.delete_job(args.id)
-    if args.output == "json":
-        emit_json({"id": args.id, "deleted": True, "phase": phase})
+    if args.output in ("json", "yaml"):
+        emit_document({"id": args.id, "deleted": True, "phase": phase}, args.output)
+    elif args.output == "name":
+        emit_names([args.id])
     else:
         print(f"{'cancelled and erased' if phase not in FINISHED else 'erased'} job {args.id} (was {phase})")
     return EXIT_OK
 
 
+# --- logs -------------------------------------------------------------------------------
+
+
+def logs(client: Api, args: argparse.Namespace) -> int:
+    """The runner's summary and the ParseJob's Kubernetes Events (`GET .../log`); with
+    --follow, new Events as they come until the job finishes (then the summary)."""
+    if not args.follow:
+        doc = client.logs(args.id)
+        if args.output in ("json", "yaml"):
+            emit_document(doc, args.output)
+        else:
+            out = render.console()
+            out.print(render.log_header(doc))
+            out.print(render.log_events_table(doc.get("events") or [], wide=args.output == "wide"))
+        return EXIT_OK
+    deadline = time.monotonic() + args.wait_timeout
+    seen: set[tuple] = set()
+    streaming = args.output not in ("json", "yaml")
+    while True:
+        doc = client.logs(args.id)
+        if streaming:
+            for event in doc.get("events") or []:
+                key = tuple(event.get(k) for k in ("firstTime", "lastTime", "count", "type", "reason", "message"))
+                if key not in seen:
+                    seen.add(key)
+                    print(render.log_line(event, wide=args.output == "wide"), flush=True)
+        if doc.get("phase") in FINISHED:
+            break
+        if time.monotonic() > deadline:
+            raise ClientError("WaitTimeout", f"job {args.id} is still {doc.get('phase')}", EXIT_API)
+        time.sleep(LOG_POLL_SECONDS)
+    if streaming:
+        render.console().print(render.log_header(doc))
+    else:
+        emit_document(doc, args.output)
+    return EXIT_JOB_FAILED if failed(doc) else EXIT_OK
+
+
 COMMANDS = {"submit": submit, "list": list_jobs, "get": get, "watch": watch, "cancel": cancel, "delete": delete,
-            "events": events, "queue": queue}
+            "events": events, "logs": logs, "queue": queue}

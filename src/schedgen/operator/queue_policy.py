@@ -11,8 +11,11 @@ pkg/queue/cluster_queue_strict_fifo.go, which orders by priority, then timestamp
        runs a lot waits behind one that runs nothing: one tenant's 500 uploads do
        not starve another tenant's single one.
        A tenant with a deep backlog in batch mode (`turn_sizes`) takes its turns a
-       batch at a time: its next `size` jobs share one turn and stand together, ordered
-       by the first of them, so they are admitted together into one Job;
+       batch at a time: its next `size` jobs share the turn of the last of them and
+       stand together, so they are admitted together into one Job. Turns count jobs,
+       not batches (a finish tag, as in fair queueing): a tenant's next batch of 5 waits
+       until the others run 4 or have nothing waiting, so tenants that batch get no
+       larger share of the slots than those that do not;
     3. arrival (creationTimestamp, then the operator's enqueuedAt), then the name, so
        the order is total and stable.
 
@@ -59,8 +62,9 @@ def order(waiting: Iterable[ParseJob], running_per_tenant: Mapping[str, int] | N
         jobs.sort(key=arrival)
         base = running_per_tenant.get(tenant, 0)
         size = max(1, turn_sizes.get(tenant, 1))
-        for i, pj in enumerate(jobs):
-            turn = (base + i) // size
-            ranked.append(Ranked(pj, turn, jobs[max(0, turn * size - base)]))
+        for start in range(0, len(jobs), size):
+            chunk = jobs[start:start + size]
+            for pj in chunk:  # a batch's turn counts its jobs: it stands where its last job would
+                ranked.append(Ranked(pj, base + start + len(chunk) - 1, chunk[0]))
     ranked.sort(key=Ranked.sort_key)
     return [r.pj for r in ranked]

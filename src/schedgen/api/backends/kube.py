@@ -1,5 +1,5 @@
-"""The Kubernetes API: the ParseJob client and its watch-fed cache (blocking, called
-from a thread pool; see the package docstring)."""
+"""The Kubernetes API: the ParseJob client and its watch-fed cache, and a ParseJob's
+Events (blocking, called from a thread pool; see the package docstring)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import threading
 import time
 from typing import Any
 
-from schedgen.parsejob import GROUP, PLURAL, VERSION
+from schedgen.parsejob import GROUP, KIND, PLURAL, VERSION
 
 from ..config import ApiConfig
 from . import AlreadyExists, BackendUnavailable, NotFound, one_line
 
 K8S_TIMEOUT = (3, 10)  # connect, read
+MAX_EVENTS = 200  # a ParseJob's Events read at most (the operator posts a handful per run)
 log = logging.getLogger("schedgen.api")
 
 
@@ -45,6 +46,7 @@ class ParseJobs:
         self.namespace = cfg.namespace
         self.api_client = client or api_client(cfg)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+        self.core = kubernetes.client.CoreV1Api(self.api_client)
         self._cache: dict[str, dict] = {}
         self._gone: set[str] = set()  # uids this process erased: late watch events do not bring them back
         self._synced = False
@@ -172,6 +174,19 @@ class ParseJobs:
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
+
+    def events(self, uid: str) -> list[dict]:
+        """The core/v1 Events about the ParseJob `uid` (a deleted and re-created ParseJob
+        of the same name is another object: its Events are not these), as the API server
+        has them; the caller orders and shapes them. Needs `list` on events in the
+        namespace (the chart's API Role)."""
+        selector = f"involvedObject.uid={uid},involvedObject.kind={KIND}"
+        response = self._call(self.core.list_namespaced_event, self.namespace, field_selector=selector,
+                              limit=MAX_EVENTS, _preload_content=False)
+        try:
+            return list(json.loads(response.data).get("items") or [])
+        except (ValueError, AttributeError) as exc:
+            raise BackendUnavailable("kubernetes", f"Kubernetes API: unreadable Event list: {one_line(exc)}") from None
 
     def ping(self) -> None:
         self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, limit=1)

@@ -28,6 +28,7 @@ UPLOADED = {201: {"description": "The parse ended within the wait: its events (o
 
 
 @router.post("/api/upload", status_code=201, openapi_extra={"requestBody": UPLOAD_REQUEST["requestBody"]},
+             operation_id="compatUpload",
              responses={**UPLOADED, **ERRORS},
              summary="Upload a PDF; answers with its events when the parse ends within the wait")
 async def upload(request: Request, ctx: ApiContext = Depends(context), who: Principal = Depends(principal)):
@@ -39,17 +40,18 @@ async def upload(request: Request, ctx: ApiContext = Depends(context), who: Prin
     return JSONResponse(body, status_code=202 if body["status"] == "processing" else 201)
 
 
-@router.get("/api/jobs/metrics", responses=ERRORS, summary="The caller's tenant's job counts")
+@router.get("/api/jobs/metrics", responses=ERRORS, summary="The caller's tenant's job counts",
+            operation_id="compatJobCounts")
 async def metrics(ctx: ApiContext = Depends(context), who: str = Depends(tenant)):
     return JSONResponse(await compat.job_counts(ctx, who))
 
 
-@router.get("/api/jobs/{job_id}", responses=ERRORS)
+@router.get("/api/jobs/{job_id}", responses=ERRORS, operation_id="compatGetJob")
 async def job(job_id: str = JobId, ctx: ApiContext = Depends(context), who: str = Depends(tenant)):
     return JSONResponse(compat.compat_job(await find_job(ctx, who, job_id)))
 
 
-@router.get("/api/jobs/{job_id}/result", responses=ERRORS)
+@router.get("/api/jobs/{job_id}/result", responses=ERRORS, operation_id="compatGetJobResult")
 async def result(job_id: str = JobId, ctx: ApiContext = Depends(context), who: str = Depends(tenant)):
     job = await find_job(ctx, who, job_id)
     return JSONResponse({"id": job.name, "events": await compat.job_events(ctx, job)})
@@ -64,12 +66,12 @@ def _terminus(checks: dict[str, str]) -> JSONResponse:
                         status_code=503 if down else 200)
 
 
-@router.get("/health", summary="All backends (terminus shape)")
+@router.get("/health", summary="All backends (terminus shape)", operation_id="compatHealth")
 async def health_all(ctx: ApiContext = Depends(context)):
     return _terminus(await ctx.readiness())
 
 
-@router.get("/health/db", summary="Postgres (terminus shape)")
+@router.get("/health/db", summary="Postgres (terminus shape)", operation_id="compatHealthDb")
 async def health_db(ctx: ApiContext = Depends(context)):
     checks = await ctx.readiness()
     return _terminus({"database": checks["database"]})

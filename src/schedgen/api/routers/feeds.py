@@ -36,7 +36,7 @@ def feed_urls(request: Request, base: str, token: str, expires_at: dt.datetime |
     return {"token": token, "url": url, "webcal": f"webcal://{parts.netloc}{parts.path}", "expiresAt": expires}
 
 
-@router.post(PREFIX + "/jobs/{job_id}/feed", status_code=201, response_model=FeedOut,
+@router.post(PREFIX + "/jobs/{job_id}/feed", status_code=201, response_model=FeedOut, operation_id="createFeed",
              responses=errors(404, 422, *COMMON),
              summary="A calendar feed URL for the job (a new one each time; the previous one is revoked)")
 async def create_feed(request: Request, job_id: str = JobId, params: CalendarParams = Depends(calendar_params),
@@ -49,14 +49,14 @@ async def create_feed(request: Request, job_id: str = JobId, params: CalendarPar
     return JSONResponse(feed_urls(request, ctx.cfg.public_url, made.token, made.expires_at), status_code=201)
 
 
-@router.delete(PREFIX + "/jobs/{job_id}/feed", status_code=204, response_class=Response,
+@router.delete(PREFIX + "/jobs/{job_id}/feed", status_code=204, response_class=Response, operation_id="revokeFeed",
                responses=errors(404, 422, *COMMON), summary="Revoke the job's calendar feed")
 async def revoke_feed(job_id: str = JobId, ctx: ApiContext = Depends(context), who: str = Depends(tenant)):
     await feeds.revoke(ctx, who, job_id)
     return Response(status_code=204)
 
 
-@router.get("/feeds/{token}.ics", response_class=Response,
+@router.get("/feeds/{token}.ics", response_class=Response, operation_id="getFeedCalendar",
             responses={200: {"content": {"text/calendar": {"schema": {"type": "string"}}},
                              "description": "The job's iCalendar file"},
                        **NOT_MODIFIED, **errors(400, 404, 409, 422, 408, 429, 503)},

@@ -14,12 +14,12 @@ from ..schemas import Health, Ready
 router = APIRouter(tags=["probes"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, operation_id="checkLiveness")
 async def healthz():
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
+@router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}}, operation_id="checkReadiness")
 async def readyz(ctx: ApiContext = Depends(context)):
     checks = await ctx.readiness()
     ready = all(v == "ok" for v in checks.values())

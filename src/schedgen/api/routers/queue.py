@@ -14,7 +14,8 @@ from ..services.queue import cached_summary, history, tenant_view
 router = APIRouter(prefix=PREFIX, tags=["queue"])
 
 
-@router.get("/queue", response_model=QueueOut, responses=errors(*COMMON))
+@router.get("/queue", response_model=QueueOut, responses=errors(*COMMON), operation_id="getQueue",
+            summary="Waiting, running and finished counts of the caller's tenant (an admin key: every tenant's)")
 async def queue(ctx: ApiContext = Depends(context), who: Principal = Depends(principal)):
     if who.admin:
         return JSONResponse(await cached_summary(ctx, None))
@@ -22,6 +23,7 @@ async def queue(ctx: ApiContext = Depends(context), who: Principal = Depends(pri
 
 
 @router.get("/queue/history", response_model=QueueHistoryOut, responses=errors(422, *COMMON),
+            operation_id="getQueueHistory",
             summary="Waiting, running and finished ParseJobs over the last minutes (the web page's chart)")
 async def queue_history(ctx: ApiContext = Depends(context), who: Principal = Depends(principal),
                         minutes: int = Query(60, ge=5, le=1440, description="How far back"),

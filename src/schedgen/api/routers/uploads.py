@@ -17,6 +17,7 @@ router = APIRouter(prefix=PREFIX)
 
 
 @router.post("/uploads", status_code=202, response_model=Accepted, tags=["jobs"], openapi_extra=UPLOAD_REQUEST,
+             operation_id="uploadSchedule",
              responses=errors(400, 403, 409, 413, 415, 422, *COMMON),
              summary="Upload a schedule PDF; creates a ParseJob")
 async def upload(request: Request, ctx: ApiContext = Depends(context), who: Principal = Depends(principal)):

@@ -4,6 +4,7 @@ requests into those calls and the results into responses.
 
     lookup     a tenant's job, from its ParseJob or its Postgres record; waiting for it
     events     the events of a Succeeded job
+    joblog     a job's log: its run's summary and the ParseJob's Kubernetes Events
     listing    a tenant's jobs, newest first, one page at a time
     queue      the queue summary and its history
     uploads    an upload becomes an S3 object and a ParseJob (idempotency keys)
