@@ -11,15 +11,17 @@ checkout's code) puts its runner pods on the NodePool's nodes only (label and ta
 * a burst of 300 ParseJobs from zero runner nodes: Karpenter launches nodes (after the
   KWOKNodeClass's registration delay, a cloud's boot time), the pods bind as they turn Ready, every
   ParseJob ends Succeeded exactly once (the status and the Postgres row agree, one attempt each:
-  consolidation never stopped a working runner), the CPU limit holds, and consolidation removes
-  every node afterwards;
+  consolidation never stopped a working runner), the CPU limit bounds the pool (within what
+  Karpenter's lagging view of a registering pool lets through), and consolidation removes every
+  node afterwards;
 * a node taken away under a running batch -- its NodeClaim deleted (Karpenter's forced
   termination: the do-not-disrupt pod is deleted when the NodePool's terminationGracePeriod runs
   out), or the node drained (the eviction API): the member in hand and the members not reached go
   back to the queue without counting an attempt (``Disrupted``, ``BatchEnded``), and every
   ParseJob still ends Succeeded exactly once.
 
-About 5 minutes in all on the 2-core machine (most of it the registration delay and the runs).
+5 to 7 minutes in all on the 2-core machine under load (the cluster's start, the registration
+delays, the runs and consolidation).
 """
 
 from __future__ import annotations
