@@ -20,11 +20,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="where certs, etcd data, logs and state.json live (default %(default)s)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build or reuse the pinned binaries (Kubernetes, etcd, kwok, "
-                       "kube-network-policies)")
+                       "kube-network-policies, Karpenter's KWOK provider)")
     b.add_argument("--force", action="store_true")
     b.add_argument("-j", "--jobs", type=int, default=2)
-    b.add_argument("--no-kwok", action="store_true", help="skip kwok (simulated nodes: the tests and "
-                   "benchmarks use them, the demo does not)")
+    b.add_argument("--no-kwok", action="store_true", help="skip kwok and Karpenter's KWOK provider "
+                   "(simulated nodes: the tests and benchmarks use them, the demo does not)")
     u = sub.add_parser("up", help="start the control plane and nodes")
     u.add_argument("--nodes", type=int, default=1, help="real nodes to start (node-1..N); 0 for none")
     u.add_argument("--node-cpu", default="2")
@@ -74,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         bdir = _build.build(force=ns.force, jobs=ns.jobs)
         du = sum(f.stat().st_size for f in _build.version_dir().rglob("*") if f.is_file())
         print(f"binaries in {bdir} ({time.monotonic() - t0:.1f}s; cache dir {du / 1e6:.0f} MB)")
-        from . import kwok, netpol
+        from . import karpenter, kwok, netpol
         if not ns.no_kwok:
             print(f"kwok: {kwok.build(force=ns.force)}")
         print(f"kube-network-policies: {netpol.build(force=ns.force)}")
+        if not ns.no_kwok:  # the autoscaler of simulated nodes (docs/autoscaling.md)
+            print(f"karpenter (KWOK provider): {karpenter.build(force=ns.force)}")
         return 0
     if ns.cmd == "test-images":
         from .images import busybox_archive, pause_archive

@@ -808,8 +808,8 @@ class LocalCluster:
     # ------------------------------------------------------------------ stop
     @staticmethod
     def _stop_rank(key: str) -> int:
-        if key.startswith("kubelet-") or key == "kwok":
-            return 0
+        if key.startswith("kubelet-") or key in ("kwok", "karpenter"):
+            return 0  # the simulated nodes' controller and their autoscaler go first, with the kubelets
         if key.startswith(netpol.BINARY_NAME + "-"):
             return 1  # with kube-proxy, once the pods are gone
         return {"kube-proxy": 1, "kube-scheduler": 3, "kube-controller-manager": 4, "kube-apiserver": 5,

@@ -27,9 +27,23 @@ runner:
    success; a bad PDF exits 2 (a storage failure 1, a misconfigured pod 3) with the typed error's
    summary, as the runner does. A batch exits 0 with ``{"ok": true, "events": <members done>}``.
 
+**Slow runs** (``member_seconds``): each member -- a single run is one -- takes at least that
+long, between its parse and its PUT (a parse that takes time: a benchmark's parse time, or a test
+that takes a node away mid-batch). While a pod waits, the executor stops it as its node would:
+
+* the pod is being deleted (evicted, drained, deleted by Karpenter or by hand; deletionTimestamp
+  set) or has ended: the runner's **SIGTERM** -- the member in hand gets the failure document
+  runner/batch.py writes then (``Interrupted``, retry; a single run writes nothing), and the pod
+  is annotated with exit code 1 and the runner's ``Interrupted`` summary, which ends it
+  (kwok-stages.yaml, ``pod-terminate-runner``; without an executor a deleted runner pod ends at
+  the end of its grace period, ``pod-terminate-grace``);
+* its Node is gone (the machine went away): the runner is **killed** -- nothing is written,
+  nothing annotated; the pod garbage collector ends the pod.
+
+Members not reached get no object in either case, as with the runner.
+
 What it does not do: the runner's memory limit (RLIMIT_AS) and its SIGALRM guard (parses run
-in worker threads, so only the per-page deadline applies), logs, and SIGTERM handling (a pod
-deleted while it runs is ended by the ``pod-terminate`` stage, not by the executor).
+in worker threads, so only the per-page deadline applies), logs.
 
 It scales to thousands of pods: one watch on the runner pods (raw JSON, no model
 deserialisation), a thread pool doing the work, one pooled HTTP client for S3 and the API
@@ -39,6 +53,9 @@ did; :meth:`Executor.report` is the same in one line.
     >>> executor = Executor(cluster.api_client(), workers=8).start()
     >>> ...                                   # runner pods on fake nodes end as the runner's would
     >>> executor.stop(); print(executor.report())
+
+With ``member_seconds`` every pod holds a worker thread for its whole run: give it as many
+``workers`` as runner pods may run at once.
 """
 
 from __future__ import annotations
@@ -62,6 +79,7 @@ from urllib.parse import urlsplit
 from schedgen.errors import (
     ConfigurationError,
     InternalError,
+    Interrupted,
     MemoryLimitExceeded,
     SchedgenError,
     SourceNotFound,
@@ -71,6 +89,11 @@ from schedgen.errors import (
 from schedgen.parsejob import EXIT_OK, EXIT_TRANSIENT, LABEL_MANAGED_BY, MANAGED_BY, RUNNER_CONTAINER, RunnerSummary
 
 from .kwok import ANN_EXIT_CODE, ANN_TERMINATION_MESSAGE, FAKE_SELECTOR
+
+# What the runner's SIGTERM handler writes (runner/batch.py, runner/main.py): the member in hand's
+# failure document, and the pod's termination summary.
+SIGTERM_MEMBER = "stopped by SIGTERM (pod deleted or evicted) mid-parse"
+SIGTERM_SUMMARY = "stopped by SIGTERM before finishing (pod deleted or evicted)"
 
 log = logging.getLogger("localkube.executor")
 
@@ -206,6 +229,15 @@ def redact(url: str) -> str:
 
 
 # ------------------------------------------------------------------------------ the executor
+class _Stopped(Exception):
+    """The pod was stopped while it ran: ``how`` is "sigterm" (deleted, evicted, ended) or
+    "killed" (its node is gone)."""
+
+    def __init__(self, how: str, done: int = 0):
+        super().__init__(how)
+        self.how, self.done = how, done
+
+
 @dataclass
 class _Parsed:
     """A cached parse: the result document and summary, or the typed error."""
@@ -220,12 +252,14 @@ class Executor:
 
     ``api_client``: a ``kubernetes.client.ApiClient`` (e.g. ``LocalCluster.api_client()``; its
     pool should hold ``workers`` + 1 connections); ``workers``: threads doing pods at once;
-    ``namespace``: watch one namespace instead of all. Start with :meth:`start`, stop with
-    :meth:`stop` (or use it as a context manager)."""
+    ``namespace``: watch one namespace instead of all; ``node_selector``: the nodes whose pods it
+    runs (label selector); ``member_seconds``: how long each member takes at least (slow runs, see
+    the module doc). Start with :meth:`start`, stop with :meth:`stop` (or use it as a context
+    manager)."""
 
     def __init__(self, api_client, workers: int = 8, namespace: str | None = None,
                  node_selector: str = FAKE_SELECTOR, label_selector: str = RUNNER_PODS,
-                 cache_by_document: bool = False, hold_seconds: float = 0.0):
+                 cache_by_document: bool = False, hold_seconds: float = 0.0, member_seconds: float = 0.0):
         import urllib3
         from kubernetes import client
 
@@ -244,6 +278,10 @@ class Executor:
         self._held: list = []  # heap of (due, seq, pod, exit code, summary, taken_at)
         self._held_seq = itertools.count()
         self._held_cv = threading.Condition()
+        # > 0: each member takes at least this long (parse to PUT); the pod can be stopped meanwhile
+        self.member_seconds = float(member_seconds)
+        self._stops: dict[str, threading.Event] = {}  # pod uid -> set when the pod is stopped
+        self._node_lists = 0.0
         self.http = urllib3.PoolManager(num_pools=8, maxsize=max(4, workers), retries=False,
                                         timeout=urllib3.Timeout(connect=5, read=HTTP_TIMEOUT_SECONDS))
         self._pool: ThreadPoolExecutor | None = None
@@ -324,6 +362,7 @@ class Executor:
         s = self.stats()
         keys = ("pods_taken", "pods_done", "in_flight", "members_ok", "members_failed", "parses", "parse_cache_hits",
                 "s3_gets", "s3_puts", "annotate_retries", "annotate_failures", "watch_restarts")
+        keys += tuple(k for k in ("pods_sigterm", "pods_killed", "members_interrupted") if s.get(k))
         text = ", ".join(f"{k} {s.get(k, 0)}" for k in keys)
         return (f"{text}; exit codes {s['exit_codes']}" + (f"; member errors {s['member_errors']}"
                                                             if s["member_errors"] else "")
@@ -398,8 +437,12 @@ class Executor:
                         if kind in ("ADDED", "MODIFIED"):
                             self._consider(obj)
                         elif kind == "DELETED":
+                            uid = (obj.get("metadata") or {}).get("uid")
                             with self._lock:
-                                self._taken.discard((obj.get("metadata") or {}).get("uid"))
+                                self._taken.discard(uid)
+                                stop = self._stops.get(uid)
+                            if stop is not None:
+                                stop.set()
                 finally:
                     self._response = None
                     resp.close()  # a watch left mid-stream: its connection cannot be reused
@@ -433,9 +476,31 @@ class Executor:
             resp.release_conn()
         return node in self._fake_nodes
 
+    def _node_gone(self, node: str) -> bool:
+        """The pod's node no longer exists (listed again at most once a second)."""
+        now = time.monotonic()
+        if now - self._node_lists >= 1.0:
+            self._node_lists = now
+            try:
+                resp = self.core.list_node(label_selector=self.node_selector, _preload_content=False)
+                try:
+                    names = {n["metadata"]["name"] for n in json.loads(resp.data)["items"]}
+                finally:
+                    resp.release_conn()
+            except Exception:  # noqa: BLE001 - the API away a moment: the node is not known gone
+                return False
+            with self._lock:
+                self._fake_nodes = names
+        return node not in self._fake_nodes
+
     def _consider(self, pod: dict) -> None:
         meta, status = pod.get("metadata") or {}, pod.get("status") or {}
         uid = meta.get("uid")
+        if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
+            with self._lock:
+                stop = self._stops.get(uid)
+            if stop is not None:  # a pod in hand is being deleted, or ended: the runner's SIGTERM
+                stop.set()
         if (status.get("phase") != "Running" or meta.get("deletionTimestamp")
                 or ANN_EXIT_CODE in (meta.get("annotations") or {})):
             return
@@ -447,14 +512,27 @@ class Executor:
                 return
             self._taken.add(uid)
             self._counts["pods_taken"] += 1
+            self._stops[uid] = threading.Event()
         if self._pool is not None:
             self._pool.submit(self._run_pod, pod, time.monotonic())
 
     # ------------------------------------------------------------------ a pod
     def _run_pod(self, pod: dict, taken_at: float) -> None:
         meta = pod["metadata"]
+        with self._lock:
+            stop = self._stops.get(meta.get("uid")) or threading.Event()
         try:
-            exit_code, summary = self.execute(pod)
+            exit_code, summary = self.execute(pod, stop)
+        except _Stopped as stopped:
+            with self._lock:
+                self._stops.pop(meta.get("uid"), None)
+                self._counts["pods_done"] += 1
+                self._counts["pods_" + stopped.how] += 1
+                self._latencies.append(time.monotonic() - taken_at)
+            if stopped.how == "sigterm":  # the runner exits 1 with its summary; the pod ends (pod-terminate-runner)
+                self._annotate(meta, EXIT_TRANSIENT, RunnerSummary(ok=False, code=Interrupted.code,
+                                                                   message=SIGTERM_SUMMARY))
+            return
         except Exception as exc:  # noqa: BLE001 - a bug here must not lose the pod
             error = InternalError(f"unexpected {type(exc).__name__}: {exc}")
             exit_code, summary = error.exit_code, RunnerSummary(ok=False, code=error.code, message=error.message)
@@ -485,6 +563,15 @@ class Executor:
 
     def _finish(self, pod: dict, exit_code: int, summary: RunnerSummary, taken_at: float) -> None:
         meta = pod["metadata"]
+        self._annotate(meta, exit_code, summary)
+        with self._lock:
+            self._stops.pop(meta.get("uid"), None)
+            self._counts["pods_done"] += 1
+            self._exit_codes[exit_code] += 1
+            self._latencies.append(time.monotonic() - taken_at)
+
+    def _annotate(self, meta: Mapping[str, Any], exit_code: int, summary: RunnerSummary) -> None:
+        """The runner's exit code and termination message, which end the pod (kwok-stages.yaml)."""
         body = {"metadata": {"annotations": {ANN_EXIT_CODE: str(exit_code),
                                              ANN_TERMINATION_MESSAGE: summary.to_json()}}}
         for attempt in range(5):
@@ -503,10 +590,6 @@ class Executor:
                     self.errors.append(f"annotate {meta['namespace']}/{meta['name']}: {exc}")
                     break
                 time.sleep(0.2 * (attempt + 1))
-        with self._lock:
-            self._counts["pods_done"] += 1
-            self._exit_codes[exit_code] += 1
-            self._latencies.append(time.monotonic() - taken_at)
 
     def _read_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """A Secret as the kubelet reads it for a volume (the executor holds admin rights)."""
@@ -521,15 +604,18 @@ class Executor:
         finally:
             resp.release_conn()
 
-    def execute(self, pod: Mapping[str, Any]) -> tuple[int, RunnerSummary]:
+    def execute(self, pod: Mapping[str, Any], stop: threading.Event | None = None) -> tuple[int, RunnerSummary]:
         """The runner's work for one pod: (exit code, termination summary). Public so a test or a
-        script can run it for a pod dict without the watch."""
+        script can run it for a pod dict without the watch. Raises _Stopped when ``stop`` is set
+        (or the pod's node goes) while a member is in hand (``member_seconds``)."""
+        stop = stop or threading.Event()
+        node = (pod.get("spec") or {}).get("nodeName") or ""
         try:
             inputs = runner_inputs(pod, self._read_secret)
             if not inputs.batch:
                 run = member(inputs.members[0])
                 try:
-                    summary = self._run_member(run)
+                    summary = self._run_member(run, stop, node)
                 except SchedgenError as error:
                     self._member_failed(error)
                     return error.exit_code, RunnerSummary(ok=False, code=error.code, message=error.message)
@@ -538,7 +624,10 @@ class Executor:
             for env in inputs.members:
                 run = member(env)  # checked as it is reached, as runner/batch.py does
                 try:
-                    self._run_member(run)
+                    self._run_member(run, stop, node, batch=True)
+                except _Stopped as stopped:
+                    stopped.done = done
+                    raise
                 except SchedgenError as error:
                     self._member_failed(error)
                     try:
@@ -556,15 +645,42 @@ class Executor:
             self._counts["members_failed"] += 1
             self._error_codes[error.code] += 1
 
-    def _run_member(self, run: Member) -> dict:
-        """GET, parse (cached), PUT; returns the summary; raises the runner's typed errors."""
+    def _run_member(self, run: Member, stop: threading.Event | None = None, node: str = "",
+                    batch: bool = False) -> dict:
+        """GET, parse (cached), hold ``member_seconds``, PUT; returns the summary; raises the
+        runner's typed errors, or _Stopped when the pod is stopped before the PUT."""
+        stop = stop or threading.Event()
+        if stop.is_set():
+            raise _Stopped("killed" if node and self._node_gone(node) else "sigterm")
         data = self._get(run.source_url, run.max_bytes)
         parsed = self._parse(data, run)
+        self._hold(run, stop, node, batch)
         if parsed.error is not None:  # a fresh instance: the cached one may be raised in other threads
             raise type(parsed.error)(parsed.error.message)
         self._put(run.result_url, parsed.document)
         self._count("members_ok")
         return dict(parsed.summary)
+
+    def _hold(self, run: Member, stop: threading.Event, node: str, batch: bool) -> None:
+        """The rest of the member's ``member_seconds``, unless the pod is stopped: its node gone
+        (killed: nothing written) or the pod deleted or ended (SIGTERM: a batch member in hand
+        gets the runner's ``Interrupted`` failure document, as runner/batch.py writes it)."""
+        due = time.monotonic() + self.member_seconds
+        while True:
+            left = due - time.monotonic()
+            if node and self.member_seconds > 0 and self._node_gone(node):
+                raise _Stopped("killed")
+            if stop.is_set():
+                if batch:
+                    try:
+                        self._put(run.result_url, failure_document(Interrupted(SIGTERM_MEMBER)))
+                        self._count("members_interrupted")
+                    except SchedgenError as error:  # S3 away: no object, the operator requeues the member
+                        log.warning("could not write the interruption of %s: %s", run.job_uid, error.message)
+                raise _Stopped("sigterm")
+            if left <= 0:
+                return
+            stop.wait(min(left, 0.5))
 
     # ------------------------------------------------------------------ S3 (presigned URLs)
     def _get(self, url: str, max_bytes: int) -> bytes:

@@ -29,8 +29,10 @@ Fixtures
     Stopped with the cluster.
 ``runner_executor`` (session)
     :class:`localkube.executor.Executor` on ``local_cluster``: does the runner's work for the
-    runner pods that run on the simulated nodes (``kwok_nodes``), so they end as the runner
-    would; ``runner_executor.stats()`` has its counts. Stopped at the end of the session.
+    runner pods that run on the simulated nodes (``kwok_nodes``; not on the nodes of a Karpenter
+    NodePool, which tests/cluster/test_autoscaling.py gives an executor of its own), so they end
+    as the runner would; ``runner_executor.stats()`` has its counts. Stopped at the end of the
+    session.
 ``k8s_api_client`` (session)
     ``kubernetes.client.ApiClient`` for ``local_cluster``, authenticated as cluster admin.
 ``k8s_namespace`` (function)
@@ -115,7 +117,10 @@ def runner_executor(local_cluster, kwok_nodes):
     """The executor for runner pods on the simulated nodes, for the whole session."""
     from .executor import Executor
 
-    executor = Executor(local_cluster.api_client()).start()
+    from .kwok import FAKE_SELECTOR
+
+    # not the nodes of a Karpenter NodePool: an autoscaling test runs its own executor there
+    executor = Executor(local_cluster.api_client(), node_selector=f"{FAKE_SELECTOR},!karpenter.sh/nodepool").start()
     yield executor
     executor.stop()
     print(f"\nexecutor: {executor.report()}")

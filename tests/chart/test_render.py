@@ -442,3 +442,27 @@ def test_api_quotas_and_budgets_reach_the_environment():
     assert (env["SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE"], env["SCHEDGEN_API_TENANT_UPLOADS_PER_MINUTE"],
             env["SCHEDGEN_API_TENANT_READS_PER_MINUTE"], env["SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT"],
             env["SCHEDGEN_API_FEED_MAX_DAYS"]) == ("7", "9", "90", "52428800", "30")
+
+
+def test_the_autoscaled_runners_example_points_runners_at_the_nodepools_nodes():
+    """examples/autoscaled-runners-values.yaml with examples/karpenter-nodepool.yaml
+    (docs/autoscaling.md): the runners select the pool's label and tolerate its taint, each
+    asks one CPU, and the caps fit the pool's CPU limit."""
+    values = yaml.safe_load((CHART / "examples" / "autoscaled-runners-values.yaml").read_text())
+    pool = yaml.safe_load((CHART / "examples" / "karpenter-nodepool.yaml").read_text())
+    assert (pool["apiVersion"], pool["kind"]) == ("karpenter.sh/v1", "NodePool")
+    template = pool["spec"]["template"]
+    assert pool["spec"]["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+    docs = render(values)
+    op = one(docs, "Deployment", "schedgen-operator")
+    env = {e["name"]: e.get("value") for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+    selector = dict(pair.split("=", 1) for pair in env["SCHEDGEN_NODE_SELECTOR"].split(","))
+    assert selector.items() <= template["metadata"]["labels"].items()
+    tolerations = json.loads(env["SCHEDGEN_RUNNER_TOLERATIONS"])
+    for taint in template["spec"]["taints"]:  # every taint of the pool is tolerated
+        assert any(t["key"] == taint["key"] and t.get("value") == taint.get("value")
+                   and t["effect"] == taint["effect"] for t in tolerations), (taint, tolerations)
+    assert env["SCHEDGEN_CPU_REQUEST"] == "1"
+    config = one(docs, "ConfigMap", "schedgen-operator")["data"]
+    assert int(config["maxConcurrent"]) * 1 <= int(pool["spec"]["limits"]["cpu"])
+    assert (config["pendingRunnersMin"], config["pendingRunnersMax"]) == ("10", "100")

@@ -12,7 +12,7 @@ import uuid
 import pytest
 import yaml
 from localkube import kwok
-from localkube.executor import Executor, failure_document, member, runner_inputs
+from localkube.executor import SIGTERM_SUMMARY, Executor, _Stopped, failure_document, member, runner_inputs
 
 from schedgen.errors import ConfigurationError, SourceNotFound
 from schedgen.parsejob import RUNNER_CONTAINER, RunnerSummary, result_key
@@ -111,23 +111,40 @@ def test_stages_file_has_the_stages_and_reads_the_executors_annotations():
     docs = list(yaml.safe_load_all(kwok.STAGES_FILE.read_text()))
     assert all(d["apiVersion"] == "kwok.x-k8s.io/v1alpha1" and d["kind"] == "Stage" for d in docs)
     by_name = {d["metadata"]["name"]: d["spec"] for d in docs}
+    terminating = ("pod-terminate", "pod-terminate-other", "pod-terminate-runner", "pod-terminate-grace")
     assert set(by_name) == {"node-initialize", "node-heartbeat-with-lease", "pod-ready", "pod-complete",
-                            "pod-terminate", "pod-delete"}
+                            *terminating, "pod-delete"}
     assert {n: s["resourceRef"]["kind"] for n, s in by_name.items()} == {
         "node-initialize": "Node", "node-heartbeat-with-lease": "Node", "pod-ready": "Pod",
-        "pod-complete": "Pod", "pod-terminate": "Pod", "pod-delete": "Pod"}
+        "pod-complete": "Pod", "pod-delete": "Pod", **{n: "Pod" for n in terminating}}
+    # a Running runner pod being deleted ends when the executor has annotated it (after the
+    # runner's SIGTERM work) or at the end of its grace period; the others at once
+    def selector(name):
+        return {e["key"]: (e["operator"], tuple(e.get("values") or ())) for e in by_name[name]["selector"]["matchExpressions"]}
+
+    managed = '.metadata.labels["app.kubernetes.io/managed-by"]'
+    exit_code = f'.metadata.annotations["{kwok.ANN_EXIT_CODE}"]'
+    assert selector("pod-terminate")[".status.phase"] == ("In", ("Pending",))
+    assert selector("pod-terminate-other")[managed] == ("NotIn", ("schedgen-operator",))
+    assert selector("pod-terminate-runner")[managed] == ("In", ("schedgen-operator",))
+    assert selector("pod-terminate-runner")[exit_code] == ("Exists", ())
+    assert selector("pod-terminate-grace")[exit_code] == ("DoesNotExist", ())
+    assert by_name["pod-terminate-grace"]["delay"] == {"durationFrom": {"expressionFrom": ".metadata.deletionTimestamp"}}
+    runner_end = by_name["pod-terminate-runner"]["next"]["statusTemplate"]
+    assert f'"{kwok.ANN_EXIT_CODE}"' in runner_end and f'"{kwok.ANN_TERMINATION_MESSAGE}"' in runner_end
+    assert all("delay" not in by_name[n] for n in ("pod-terminate", "pod-terminate-other", "pod-terminate-runner"))
     complete = by_name["pod-complete"]
     keys = [e["key"] for e in complete["selector"]["matchExpressions"]]
     assert f'.metadata.annotations["{kwok.ANN_EXIT_CODE}"]' in keys
     template = complete["next"]["statusTemplate"]
     assert f'"{kwok.ANN_EXIT_CODE}"' in template and f'"{kwok.ANN_TERMINATION_MESSAGE}"' in template
     assert by_name["pod-delete"]["next"] == {"delete": True}
-    # the message pod-terminate writes is the runner's own summary on SIGTERM
-    terminate = by_name["pod-terminate"]["next"]["statusTemplate"]
-    line = next(x for x in terminate.splitlines() if "message:" in x)
-    summary = RunnerSummary.from_message(yaml.safe_load(line.strip())["message"])
-    assert summary == RunnerSummary(ok=False, code="Interrupted",
-                                    message="stopped by SIGTERM before finishing (pod deleted or evicted)")
+    # the message pod-terminate writes is the runner's own summary on SIGTERM (the executor's too)
+    for name in ("pod-terminate", "pod-terminate-other", "pod-terminate-grace"):
+        terminate = by_name[name]["next"]["statusTemplate"]
+        line = next(x for x in terminate.splitlines() if "message:" in x)
+        summary = RunnerSummary.from_message(yaml.safe_load(line.strip())["message"])
+        assert summary == RunnerSummary(ok=False, code="Interrupted", message=SIGTERM_SUMMARY)
 
 
 def test_fake_node_object():
@@ -189,3 +206,83 @@ def test_execute_gets_parses_once_per_content_and_puts_the_result(s3):
     assert code == 3 and summary.code == "ConfigurationError"
     assert executor.stats()["member_errors"] == {"SourceNotFound": 1, "TooLarge": 1, "StorageUnavailable": 1,
                                                  "ConfigurationError": 1}
+
+
+# ------------------------------------------------------------------------- slow runs, stopped mid-way
+def _batch_pod(s3, pdf: bytes, count: int, node: str = "") -> tuple[dict, dict, list[str]]:
+    uids, items = [], []
+    for _ in range(count):
+        uid, env = _presigned_env(s3, s3.put(pdf))
+        uids.append(uid)
+        items.append(env)
+    spec, secret = with_run_file({}, items)
+    if node:
+        spec["spec"]["nodeName"] = node
+    return spec, secret, uids
+
+
+def _result(s3, uid: str):
+    try:
+        return json.loads(s3.client.get_object(Bucket=s3.bucket, Key=result_key("ns", uid))["Body"].read())
+    except s3.client.exceptions.NoSuchKey:
+        return None
+
+
+def test_a_slow_batch_stopped_mid_way_ends_as_the_runner_on_sigterm(s3):
+    import threading
+    import time
+
+    from api_testlib import FIXTURES
+
+    executor = Executor(api_client=None, workers=2, member_seconds=0.6)
+    spec, secret, uids = _batch_pod(s3, (FIXTURES / "up" / "UP_EXAM_SS.pdf").read_bytes(), 3)
+    executor._read_secret = reader(secret)
+    stop = threading.Event()
+    stopped_at = []
+
+    def delete_after_the_first_member():  # the pod is deleted while its second member is in hand
+        while executor.stats().get("s3_puts", 0) < 1:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        stopped_at.append(time.monotonic())
+        stop.set()
+
+    threading.Thread(target=delete_after_the_first_member, daemon=True).start()
+    with pytest.raises(_Stopped) as stopped:
+        executor.execute(spec, stop)
+    assert stopped.value.how == "sigterm" and stopped.value.done == 1
+    assert time.monotonic() - stopped_at[0] < 0.5  # it stopped at once, not at the member's end
+    first, second, third = (_result(s3, uid) for uid in uids)
+    assert first["kind"] == "exam" and len(first["events"]) == 5
+    # the member in hand: the document runner/batch.py writes on SIGTERM (a transient failure)
+    assert second == {"ok": False, "killed": None, "code": "Interrupted", "retry": True,
+                      "message": "stopped by SIGTERM (pod deleted or evicted) mid-parse"}
+    assert third is None  # not reached: no object, the operator puts it back in the queue
+    assert executor.stats()["members_interrupted"] == 1
+
+
+def test_a_slow_single_run_stopped_writes_nothing_and_a_killed_pod_writes_nothing(s3):
+    from api_testlib import FIXTURES
+
+    import threading
+
+    pdf = (FIXTURES / "up" / "UP_EXAM_SS.pdf").read_bytes()
+    executor = Executor(api_client=None, workers=2, member_seconds=5)
+    uid, env = _presigned_env(s3, s3.put(pdf))
+    stop = threading.Event()
+    stop.set()  # deleted before it began
+    with pytest.raises(_Stopped) as stopped:
+        executor.execute(pod(env), stop)
+    assert stopped.value.how == "sigterm" and _result(s3, uid) is None
+    # its node gone mid-batch: the machine went, nothing is written
+    spec, secret, uids = _batch_pod(s3, pdf, 2, node="kwok-gone")
+    executor._read_secret = reader(secret)
+    executor._node_gone = lambda node: node == "kwok-gone"
+    with pytest.raises(_Stopped) as stopped:
+        executor.execute(spec, threading.Event())
+    assert stopped.value.how == "killed" and [_result(s3, u) for u in uids] == [None, None]
+    # not slow, not stopped: as before
+    executor.member_seconds = 0
+    uid, env = _presigned_env(s3, s3.put(pdf))
+    code, summary = executor.execute(pod(env), threading.Event())
+    assert code == 0 and summary.events == 5

@@ -4,6 +4,7 @@ the typed view of a runner Job (runner_objects.RunnerJob)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -202,6 +203,67 @@ def test_failure_documents_decide_only_their_member():
     assert BATCH.failed(bad_doc := {"ok": False, "code": "TooLarge", "message": "big"}, [],
                         RunnerJob.of({**job, "status": {"active": 1}})).reason == "InvalidPDF", bad_doc
     assert (oom.reason, oom.counted) == ("OOMKilled", True)
+
+
+def deleted_pod(phase: str, finished: str | None, deletion: str = "2026-01-01T00:01:30Z", grace: int = 30,
+                owner: str = "j1") -> RunnerPod:
+    """A runner pod whose deletion was asked for at 00:01:00 (deletionTimestamp less its grace)."""
+    status: dict = {"phase": phase}
+    if finished:
+        status["containerStatuses"] = [{"name": "runner", "state": {"terminated": {
+            "exitCode": 1, "reason": "Error", "message": "", "finishedAt": finished}}}]
+    return RunnerPod.of({"metadata": {"name": "p", "deletionTimestamp": deletion, "deletionGracePeriodSeconds": grace,
+                                      "ownerReferences": [{"kind": "Job", "uid": owner, "controller": True}]},
+                         "status": status})
+
+
+def test_a_pod_deleted_while_it_ran_was_stopped_from_outside():
+    # deleted while Running (Karpenter's forced termination deletes a do-not-disrupt pod, no condition)
+    assert deleted_pod("Running", None).stopped and deleted_pod("Pending", None).deleted
+    # ended after its deletion was asked for: its SIGTERM (the intermediate event may be skipped)
+    assert deleted_pod("Failed", "2026-01-01T00:01:02Z").deleted
+    assert deleted_pod("Failed", "2026-01-01T00:01:00Z", deletion="2026-01-01T00:01:00Z", grace=0).deleted
+    # ended by itself, deleted afterwards (a clean-up): not stopped
+    assert not deleted_pod("Failed", "2026-01-01T00:00:40Z").deleted
+    assert not deleted_pod("Succeeded", "2026-01-01T00:00:58Z").stopped
+    assert not runner_pod(False).stopped and runner_pod(True).stopped  # DisruptionTarget
+
+
+def test_a_batch_member_stopped_by_its_pods_deletion_is_not_counted_unless_its_deadline_did_it():
+    interrupted = {"ok": False, "code": "Interrupted", "message": "SIGTERM", "retry": True}
+    members = [member(1), member(2)]
+    body = BATCH.build(members, OperatorConfig(), urls_of(members))
+    failed = RunnerJob.of({**body, "metadata": {**body["metadata"], "uid": "j1"}, "status": {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}})
+    stopped = BATCH.failed(interrupted, [deleted_pod("Failed", "2026-01-01T00:01:02Z")], failed)
+    assert (stopped.transient, stopped.counted) == (True, False)
+    # the pod already gone from the index: the Job remembered as disrupted (Scheduler.note_pod)
+    assert BATCH.failed(interrupted, [], failed).counted is True
+    assert BATCH.failed(interrupted, [], dataclasses.replace(failed, disrupted=True)).counted is False
+    # the Job's own deadline deleted the pod: the run took too long, it counts
+    past = RunnerJob.of({**body, "status": failed_status("DeadlineExceeded")})
+    assert BATCH.failed(interrupted, [deleted_pod("Running", None)], past).counted is True
+    assert BATCH.failed(interrupted, [runner_pod(True)], dataclasses.replace(past, disrupted=True)).counted is True
+
+
+def failed_status(reason: str) -> dict:
+    return {"conditions": [{"type": "Failed", "status": "True", "reason": reason}]}
+
+
+def test_a_single_run_whose_pod_was_deleted_while_it_ran_is_not_counted():
+    pj = member(1).with_status({"phase": "Running", "priorAttempts": 0, "attempts": 1})
+    body = SINGLE.build([pj], OperatorConfig(), urls_of([pj]))
+    job = RunnerJob.of({**body, "metadata": {**body["metadata"], "uid": "j1"},
+                        "status": failed_status("BackoffLimitExceeded")})
+    end = SINGLE.run_end(pj, job, [deleted_pod("Failed", "2026-01-01T00:01:02Z")], ())
+    assert (end.reason, end.transient, end.counted) == ("BackoffLimitExceeded", True, False)
+    assert conclude(pj, end, 10).reason == "Disrupted"
+    failed_alone = RunnerPod.of({"metadata": {"name": "p", "ownerReferences": [{"kind": "Job", "uid": "j1",
+                                                                                 "controller": True}]},
+                                 "status": {"phase": "Failed", "containerStatuses": [{"name": "runner", "state": {
+                                     "terminated": {"exitCode": 1, "finishedAt": "2026-01-01T00:01:02Z"}}}]}})
+    assert SINGLE.run_end(pj, job, [failed_alone], ()).counted is True
+    assert SINGLE.run_end(pj, dataclasses.replace(job, disrupted=True), [], ()).counted is False
 
 
 # --- the typed runner Job -------------------------------------------------------------------

@@ -521,6 +521,34 @@ def test_a_member_put_back_after_a_counted_run_keeps_counting_in_its_own_job(set
     assert (s["phase"], s["attempts"]) == ("Succeeded", 2), s  # 1 before + this run
 
 
+def test_a_run_whose_pod_was_deleted_under_it_goes_back_uncounted_even_once_the_pod_is_gone(setup):
+    """A node taken away by an autoscaler: Karpenter's forced termination deletes the
+    do-not-disrupt runner pod with a plain DELETE (no DisruptionTarget). The pod index saw it
+    deleted while it ran (Scheduler.note_pod); by the time its Job's end is decided the pod may
+    be gone: the run is still a disruption, not an attempt."""
+    kube, sched, loop = setup
+    kube.add("moved")
+    tick(loop, sched, kube)
+    assert (status(kube, "moved")["phase"], status(kube, "moved")["attempts"]) == ("Running", 1)
+    key, job = kube.job_of("moved")
+    pod = {"metadata": {"name": f"{key[1]}-p", "labels": {"batch.kubernetes.io/job-name": key[1]},
+                        "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"], "controller": True}],
+                        "deletionTimestamp": "2026-01-01T00:00:31Z", "deletionGracePeriodSeconds": 1},
+           "status": {"phase": "Running"}}
+    sched.note_pod(RunnerPod.of(pod))  # the pod index's event; the pod is gone before the next tick
+    job["status"] = {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                                                  "reason": "BackoffLimitExceeded", "message": ""}]}
+    tick(loop, sched, kube)
+    s = status(kube, "moved")
+    assert (s["phase"], s["attempts"], s["history"][-1]["reason"]) == ("Queued", 0, "Disrupted"), s
+    # a pod that failed by itself is counted as before
+    tick(loop, sched, kube)
+    kube.finish_job("moved", 1, json.dumps({"ok": False, "code": "StorageUnavailable", "message": "S3 away"}))
+    tick(loop, sched, kube)
+    s = status(kube, "moved")
+    assert (s["phase"], s["attempts"], s["history"][-1]["reason"]) == ("Queued", 1, "Retrying"), s
+
+
 def test_one_parsejob_that_breaks_its_observation_never_stops_the_tick(setup, monkeypatch):
     """Whatever goes wrong deciding one ParseJob (here: its Job's kind raises), that
     ParseJob alone fails, typed (ObservationFailed) and counted; the others are decided

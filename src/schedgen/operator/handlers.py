@@ -115,6 +115,7 @@ async def runner_job_index(body: kopf.Body, namespace: str, memo: kopf.Memo, **_
 async def runner_pod_index(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> dict:
     memo.scheduler.kick()
     pod = RunnerPod.of(body)
+    memo.scheduler.note_pod(pod)
     return {(namespace, pod.job or ""): pod}
 
 

@@ -83,12 +83,15 @@ class JobReconciler:
         self.default_bucket = default_bucket
         self.clock, self.wall, self.on_ready = clock, wall, on_ready
         self.finish_seen: dict[str, float] = {}  # by uid: clock() when its Job was first seen over
+        self.stop_seen: dict[tuple[str, str], float] = {}  # (uid, Job uid): a batch's end, as finish_seen
         self.reads: dict[str, asyncio.Task] = {}  # by uid: a result being read and recorded
         self._sem = asyncio.Semaphore(READ_CONCURRENCY)
 
     def forget_except(self, uids: set[str]) -> None:
         for uid in self.finish_seen.keys() - uids:
             del self.finish_seen[uid]
+        for key in [key for key in self.stop_seen if key[0] not in uids]:
+            del self.stop_seen[key]
         for uid in self.reads.keys() - uids:
             self.reads.pop(uid).cancel()
 
@@ -144,7 +147,7 @@ class JobReconciler:
             return lambda: self._stop_overdue(pj, job)
         pods = snap.pods_of(pj.namespace, job)
         end = kind_of(job).run_end(pj, job, pods, listed)
-        if end is None or (kind_of(job).waits_for_pod_states and not self._pods_seen(pj, pods)):
+        if end is None or (kind_of(job).waits_for_pod_states and not job.disrupted and not self._pods_seen(pj, pods)):
             return None
         if isinstance(end, Parsed):
             return lambda: self._read(pj, retry_base, job=job, pods=pods)
@@ -178,6 +181,12 @@ class JobReconciler:
         seen = self.finish_seen.setdefault(pj.uid, self.clock())
         return self.clock() - seen >= POD_VIEW_GRACE_SECONDS
 
+    def _stop_seen(self, pj: ParseJob, job: RunnerJob) -> bool:
+        """A batch member's transient failure once its Job ended: wait a moment for the pod
+        events that tell whether the pod was stopped from outside (they may trail the Job's)."""
+        seen = self.stop_seen.setdefault((pj.uid, job.uid), self.clock())
+        return self.clock() - seen >= POD_VIEW_GRACE_SECONDS
+
     async def _without_job(self, pj: ParseJob, retry_base: float) -> Decision | None:
         """Its Job is not in the index: lagging (a moment), or gone. Gone, the result
         object still tells a finished parse; a batch member without one goes back."""
@@ -205,6 +214,9 @@ class JobReconciler:
             return conclude(pj, end, retry_base) if end is not None else None
         if isinstance(found, documents.RunnerFailure):
             end = kind.failed(found.doc, pods or [], job)
+            if end is not None and end.transient and end.counted and job is not None and job.is_batch \
+                    and not self._stop_seen(pj, job):
+                return None  # its Job ended: the pod's last state (stopped from outside?) a moment behind
             return conclude(pj, end, retry_base) if end is not None else None
         if self.records is not None:
             try:

@@ -129,7 +129,10 @@ class SingleJob:
         if by_policy or (last and last.exit_code == EXIT_BAD_INPUT):
             return RunFailed("InvalidPDF", short(message), code=code or "BadInput")
         if job.failure.reason == "BackoffLimitExceeded":
-            return RunFailed("BackoffLimitExceeded", short(message), code=code, transient=True)
+            # a pod stopped from outside without a DisruptionTarget (the policy ignores those):
+            # deleted while it ran -- a node taken away by an autoscaler, or by hand
+            stopped = any(p.deleted for p in pods) or job.disrupted
+            return RunFailed("BackoffLimitExceeded", short(message), code=code, transient=True, counted=not stopped)
         return RunFailed(job.failure.reason, short(message), code=code)
 
     def failed(self, document: Mapping, pods: Sequence[RunnerPod], job: RunnerJob | None) -> RunFailed | None:
@@ -187,14 +190,17 @@ class BatchJob:
         return None
 
     def failed(self, document: Mapping, pods: Sequence[RunnerPod], job: RunnerJob | None) -> RunFailed | None:
-        """A member's failure document; a transient failure of a disrupted pod (eviction,
-        node drain or deletion: the runner was stopped, not at fault) does not count. A
-        transient one waits for its Job to end (None meanwhile): the runner writes it as
-        its pod is stopped, before the pod's DisruptionTarget condition comes."""
+        """A member's failure document; a transient failure of a pod stopped from outside
+        (eviction, node drain, a node taken away by an autoscaler, a deletion: the runner was
+        stopped, not at fault) does not count -- unless the Job's own deadline stopped it
+        (DeadlineExceeded: the Job controller deletes its pod). A transient one waits for its
+        Job to end (None meanwhile): the runner writes it as its pod is stopped, before the
+        pod's DisruptionTarget condition or its end comes."""
         end = from_failure_document(document)
         if end.transient and job is not None and not job.ended:
             return None
-        if end.transient and any(p.disrupted for p in pods):
+        deadline = job is not None and job.failure is not None and job.failure.reason == "DeadlineExceeded"
+        if end.transient and not deadline and (any(p.stopped for p in pods) or (job is not None and job.disrupted)):
             return RunFailed(end.reason, end.message, end.code, transient=True, counted=False)
         return end
 

@@ -80,6 +80,9 @@ class RunnerJob:
     suspended: bool = False
     deadline_seconds: int | None = None  # spec.activeDeadlineSeconds
     created: str = ""
+    # a pod of it was stopped from outside (RunnerPod.stopped), remembered by the scheduler
+    # after the pod itself is gone (Scheduler.note_pod)
+    disrupted: bool = False
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> "RunnerJob":
@@ -141,6 +144,14 @@ class RunnerPod:
     unschedulable_since: float | None = None  # epoch seconds, while Pending-Unschedulable
     disrupted: bool = False  # condition DisruptionTarget=True (eviction, preemption, drain)
     terminated: Terminated | None = None
+    deleted: bool = False  # stopped by its deletion: deleted while it ran (see `of`)
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped from outside, not by its own end: evicted or preempted (DisruptionTarget),
+        or deleted while it ran -- a node taken away (Karpenter's forced termination deletes a
+        do-not-disrupt pod with a plain DELETE, no condition), or by hand."""
+        return self.disrupted or self.deleted
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> "RunnerPod":
@@ -166,4 +177,20 @@ class RunnerPod:
             owner=controller_uid(meta, "Job"), phase=phase, created=meta.get("creationTimestamp") or "",
             node=(body.get("spec") or {}).get("nodeName"),
             unschedulable_since=unschedulable if phase == "Pending" else None, disrupted=disrupted,
-            terminated=terminated)
+            terminated=terminated, deleted=_deleted_while_running(meta, phase, terminated))
+
+
+def _deleted_while_running(meta: Mapping[str, Any], phase: str, terminated: Terminated | None) -> bool:
+    """The pod was deleted before it ended by itself: its deletion asked for while it was
+    still Pending or Running, or its container ended after the deletion was asked for (its
+    SIGTERM: the deletionTimestamp less the grace period; one second of slack, the
+    timestamps being whole seconds). Read from the state alone, so a watch that skipped the
+    intermediate events still tells it. A pod deleted after it ended by itself is not."""
+    deadline = epoch_of(meta.get("deletionTimestamp"))
+    if deadline is None:
+        return False
+    if phase in ("Pending", "Running"):
+        return True
+    asked = deadline - float(meta.get("deletionGracePeriodSeconds") or 0)
+    finished = epoch_of(terminated.finished_at) if terminated else None
+    return finished is not None and finished >= asked - 1.0

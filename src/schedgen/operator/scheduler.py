@@ -16,6 +16,7 @@ ParseJobs Running for a moment. `cancel` is the other way out (the finalizer).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any, Callable, Mapping
@@ -26,7 +27,7 @@ from schedgen.parsejob import ANN_SIGNATURE, FAILED, ParseJob
 from . import admission, metrics, queue_manager
 from .config import OperatorConfig, RuntimeConfig
 from .job_reconciler import JobReconciler, Snapshot
-from .runner_objects import RunnerJob
+from .runner_objects import RunnerJob, RunnerPod
 from .signing import Signer
 from .kube import Kube
 from .outcome import Outcome, Requeue
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 MIN_TICK_GAP_SECONDS = 0.1
 STUCK_TICK_SECONDS = 60.0
 GAUGES_EVERY_SECONDS = 1.0
+STOPPED_JOB_MEMORY_SECONDS = 600.0  # how long a stopped pod's Job is remembered once the Job is gone
 
 
 class Stuck(Exception):
@@ -65,6 +67,9 @@ class Scheduler:
         self.active = False  # while the scheduler daemon runs here (this replica leads)
         self._tick_started = 0.0
         self._gauges_set = float("-inf")
+        # Jobs (uid) a pod of which was stopped from outside, with when it was seen: a pod
+        # deleted under a batch may be gone from the index before its Job's end is decided
+        self.stopped_jobs: dict[str, float] = {}
 
     # --- the daemon's loop --------------------------------------------------------------
 
@@ -114,6 +119,12 @@ class Scheduler:
             raise Stuck(f"scheduler has not ticked for {age:.0f}s")
         return {"active": self.active, "lastTickAgeSeconds": age}
 
+    def note_pod(self, pod: RunnerPod) -> None:
+        """Every runner pod event (the pod index): remember a Job whose pod was stopped from
+        outside (RunnerPod.stopped) after the pod is gone."""
+        if pod.stopped and pod.owner and pod.owner not in self.stopped_jobs:
+            self.stopped_jobs[pod.owner] = self.wall()
+
     def snapshot(self, pj_index: Mapping, job_index: Mapping, pod_index: Mapping) -> Snapshot:
         """The indexes as plain lists (they may change while a tick awaits), with our own
         writes on top."""
@@ -123,6 +134,14 @@ class Scheduler:
         self.reconciler.forget_except(uids)
         jobs = {key: list(store) for key, store in list(job_index.items())}
         pods = {key: list(store) for key, store in list(pod_index.items())}
+        if self.stopped_jobs:
+            live = {job.uid for store in jobs.values() for job in store}
+            cutoff = self.wall() - STOPPED_JOB_MEMORY_SECONDS
+            for uid, seen in list(self.stopped_jobs.items()):
+                if uid not in live and seen < cutoff:
+                    del self.stopped_jobs[uid]
+            jobs = {key: [dataclasses.replace(job, disrupted=True) if job.uid in self.stopped_jobs else job
+                          for job in store] for key, store in jobs.items()}
         return Snapshot(parsejobs, jobs, pods)
 
     # --- the tick -----------------------------------------------------------------------
