@@ -115,6 +115,9 @@ def test_the_finalizer_gives_up_on_a_black_holed_postgres(operator_cluster, star
         ns = c.tenant_namespace("abandon")
         c.submit(ns, "pj", "uploads/none.pdf")
         wait_for(lambda: phase(c, ns, "pj") == "Queued", 60, what="Queued (the scheduler never waits on Postgres)")
+        # Queued is the CRD's default status, there at once: wait for the operator's finalizer
+        wait_for(lambda: "schedgen.io/record" in (c.get(ns, "pj")["metadata"].get("finalizers") or []), 60,
+                 what="the operator's finalizer")
         t0 = time.monotonic()
         c.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pj")
         wait_for(lambda: not c.parsejobs(ns), 90, what="the ParseJob to go")

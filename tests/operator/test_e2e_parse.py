@@ -245,7 +245,9 @@ def test_invalid_specs_are_rejected_by_the_api_server(operator_cluster):
 
 def test_runner_pod_deleted_mid_run_says_why_and_is_retried(operator_cluster, start_operator):
     """A runner container gets SIGTERM when its pod is deleted: it writes an `Interrupted`
-    summary, exits 1 (retry), and the next pod finishes the ParseJob."""
+    summary and exits 1; a pod deleted while it ran is a disruption (as Karpenter's node
+    termination deletes one), so the run goes back to the queue as Disrupted with no
+    attempt counted, and the next pod finishes the ParseJob."""
     import json
 
     from kubernetes import watch
@@ -280,5 +282,6 @@ def test_runner_pod_deleted_mid_run_says_why_and_is_retried(operator_cluster, st
     finally:
         hole.close()
     s = pj["status"]
-    assert s["phase"] == "Succeeded" and s["attempts"] == 2, s
+    assert s["phase"] == "Succeeded" and s["attempts"] == 1, s
+    assert [h["reason"] for h in s["history"] if h["phase"] == "Queued"][-1] == "Disrupted", s["history"]
     assert c.event_rows(uid) == 5

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from schedgen.operator.admission import tenant_mismatch
+from schedgen.operator.scheduler import NAME_TAKEN_TICKS
 from schedgen.parsejob import ParseJob
 
 GROUP, VERSION, PLURAL = "schedgen.io", "v1alpha1", "parsejobs"
@@ -108,7 +109,7 @@ def test_a_job_of_the_same_name_is_never_taken_for_the_runs(local_cluster, k8s_a
     """Job names are deterministic (runner_jobs.SINGLE.name): whoever can create Jobs in
     the namespace could pre-create one, with or without an ownerReference to the
     ParseJob. The operator creates the run's Job itself and records its uid: a name that
-    is taken fails the ParseJob (JobNameTaken) and the other Job is left alone. (With the
+    still taken after a few ticks fails the ParseJob (JobNameTaken); the other Job is left alone. (With the
     operator running, a pre-made Job that names the ParseJob as its owner is deleted
     before admission: test_e2e_hygiene.py.)"""
     from kubernetes import client
@@ -145,8 +146,13 @@ def test_a_job_of_the_same_name_is_never_taken_for_the_runs(local_cluster, k8s_a
             suspended_job(job_name, pj if owned else None)
             scheduler = scheduler_for(Kube(k8s_api_client))
             at = {pj["metadata"]["uid"]: "2026-01-01T00:00:00.000000Z"}
-            assert asyncio.run(outside_kopf(scheduler._start([ParseJob.of(pj)], at))) == []  # not admitted
-            got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)["status"]
+            # a taken name may be an orphan this replica's watch has not seen yet: the ParseJob
+            # waits a few ticks (clear_orphans adopts or deletes what it sees), then fails
+            for tick in range(NAME_TAKEN_TICKS):
+                assert asyncio.run(outside_kopf(scheduler._start([ParseJob.of(pj)], at))) == []  # not admitted
+                got = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)["status"]
+                if tick < NAME_TAKEN_TICKS - 1:
+                    assert got.get("phase") == "Queued" and not got.get("error"), got
             assert (got["phase"], got["error"]["reason"]) == ("Failed", "JobNameTaken"), got
             other = batch.read_namespaced_job(job_name, ns)
             assert other.spec.suspend is True  # untouched

@@ -43,6 +43,7 @@ MIN_TICK_GAP_SECONDS = 0.1
 STUCK_TICK_SECONDS = 60.0
 GAUGES_EVERY_SECONDS = 1.0
 STOPPED_JOB_MEMORY_SECONDS = 600.0  # how long a stopped pod's Job is remembered once the Job is gone
+NAME_TAKEN_TICKS = 5  # creates refused for a taken name before a ParseJob fails JobNameTaken
 
 
 class Stuck(Exception):
@@ -58,6 +59,7 @@ class Scheduler:
         self.bucket = admission.TokenBucket(20.0, 20, clock=clock)
         self.writer = StatusWriter(kube, clock, wall)
         self.signer = signer or Signer.from_env()
+        self._name_taken: dict[tuple[str, str], int] = {}  # (namespace, Job name) -> refused creates
         self.reconciler = JobReconciler(kube, results, records, cfg.default_bucket, clock, wall,
                                         on_ready=self.kick)
         self.changed = asyncio.Event()
@@ -267,10 +269,15 @@ class Scheduler:
             group[0].namespace, name, [(pj.uid, pj.status.seq) for pj in group])
         await self.kube.put_secret(kind.secret(group, self.cfg, urls))  # its runs, before its pods start
         uid = await self.kube.create_job(job)
-        if uid is None:  # the name is taken (orphans are deleted first: someone else's)
-            await self.writer.bounded(self.writer.finished(pj, Outcome(
-                FAILED, "JobNameTaken", f"a Job named {name} exists and is not this ParseJob's")) for pj in group)
+        if uid is None:  # the name is taken: an orphan this replica's watch has not seen yet
+            # (a leader made it just before it stopped), adopted or deleted by clear_orphans
+            # once seen; the ParseJobs wait. Still taken after a few ticks: someone else's.
+            seen = self._name_taken[(group[0].namespace, name)] = self._name_taken.get((group[0].namespace, name), 0) + 1
+            if seen >= NAME_TAKEN_TICKS:
+                await self.writer.bounded(self.writer.finished(pj, Outcome(
+                    FAILED, "JobNameTaken", f"a Job named {name} exists and is not this ParseJob's")) for pj in group)
             return []
+        self._name_taken.pop((group[0].namespace, name), None)
         if kind is BATCH:
             metrics.BATCHES.inc()
             metrics.BATCH_MEMBERS.inc(len(group))
