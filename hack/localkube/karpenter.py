@@ -338,11 +338,8 @@ class Karpenter:
                                            "health_port": health_port}
         self.cluster.save_state()
 
-        def ready() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=2) as r:
-                return r.status == 200
-
-        self.cluster.wait_until("Karpenter /readyz", ready, timeout, watch=(PROCESS_KEY,))
+        self.cluster.wait_until("Karpenter /readyz", lambda: _kwok.local_http_ok(health_port, "/readyz"), timeout,
+                                watch=(PROCESS_KEY,))
         self.log(f"Karpenter {KARPENTER_VERSION} (KWOK provider) running (pid {pid}) after "
                  f"{time.monotonic() - t0:.1f}s; metrics :{metrics_port}, log {self.log_path}")
         return self

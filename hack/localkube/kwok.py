@@ -73,6 +73,14 @@ def _log(msg: str) -> None:
     print(f"[localkube] {msg}", file=sys.stderr, flush=True)
 
 
+def local_http_ok(port: int, path: str, timeout: float = 2.0) -> bool:
+    """A local process's probe (kwok's /healthz, Karpenter's /readyz) answers 200."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return r.status == 200
+
+
 # ------------------------------------------------------------------------------------- build
 def bin_dir() -> Path:
     return _build.cache_root() / f"kwok-{KWOK_VERSION}" / "bin"
@@ -221,12 +229,8 @@ class Kwok:
                                       "stages": str(self.stages)}
         self.cluster.save_state()
 
-        def healthy() -> bool:
-            import urllib.request
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                return r.status == 200
-
-        self.cluster.wait_until("kwok /healthz", healthy, timeout, watch=(PROCESS_KEY,))
+        self.cluster.wait_until("kwok /healthz", lambda: local_http_ok(port, "/healthz"), timeout,
+                                watch=(PROCESS_KEY,))
         self.log(f"kwok running (pid {pid}) after {time.monotonic() - t0:.1f}s: fake nodes {FAKE_SELECTOR}, "
                  f"pod CIDR {self.cidr}, node IP {self.node_ip}, stages {self.stages.name}")
         return self
