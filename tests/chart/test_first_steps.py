@@ -12,7 +12,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from chartlib import CHART, REPO_CRDS, find, notes, one, render
 from noteslib import commands, one_starting, starting
 
@@ -59,7 +58,7 @@ def test_notes_commands_are_valid_shell_naming_real_objects(name):
     cmds = commands(text)
     assert cmds and all(c.startswith(("kubectl", "helm", "curl", "export", "aws", "cat")) for c in cmds), cmds
     for cmd in cmds:
-        done = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+        done = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True, check=False)
         assert done.returncode == 0, (cmd, done.stderr)
     # nothing the runner no longer needs; no blank names (a value that no longer exists)
     for stale in ("s3Secret", "databaseSecret", "AWS_SECRET_ACCESS_KEY", "runner.s3", "<no value>"):
