@@ -1,7 +1,7 @@
 """Run pytest the way the Python-only loop does (README "Python-only loop"): as an ordinary
-user (uid 65534), in a copy of the checkout that user owns, with a PATH that has no Go,
-no podman, buildah, runc or kubectl, an empty HOME and an empty build cache (so no MinIO
-or Kubernetes binary built earlier on this machine can be found).
+user (uid 65534), in a copy of the checkout that user owns, with a PATH of the venv and
+the system less Go, podman, buildah, runc and kubectl, an empty HOME and an empty build
+cache (so no MinIO or Kubernetes binary built earlier on this machine can be found).
 
 One allowance: the test venv's interpreter lives under /root (pyenv), which an ordinary
 user cannot read, so the process keeps CAP_DAC_READ_SEARCH (read and search only: it
@@ -24,8 +24,6 @@ NEEDS_BEYOND_PYTHON = ("kube", "minio", "go", "containers", "root")  # the full 
 USER = 65534  # nobody
 BEYOND_PYTHON = {"go", "gofmt", "podman", "buildah", "runc", "crun", "ctr", "containerd", "kubectl",
                  "mmdebstrap", "minio"}
-COPIED = ("pyproject.toml", "src", "tests", "hack", "crds", "charts", "docs", "README.md", "runner", "operator",
-          "requirements-dev.txt", "requirements-build.txt", "Dockerfile.runner", "Dockerfile.operator", "bench")
 
 
 def mark_needs(item) -> None:
@@ -54,17 +52,16 @@ def bin_without_tools(where: Path) -> Path:
 
 
 def checkout_copy(base: Path) -> Path:
-    """The files a checkout has (no .git, caches or venvs), owned by the test user; the
-    fixtures are beside it as in the workspace (../shared)."""
+    """The checkout's files (tracked and new, not ignored: what `git ls-files` lists),
+    without .git, caches or venvs; the fixtures beside it as in the workspace (../shared)."""
     repo = base / "repo"
-    repo.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache", ".hypothesis", "*.pyc", ".local")
-    for name in COPIED:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
         source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, symlinks=True, ignore=ignore)
-        elif source.exists():
-            shutil.copy2(source, repo / name)
+        if source.is_file() or source.is_symlink():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name, follow_symlinks=False)
     (base / "shared").symlink_to(ROOT.parent / "shared")
     return repo
 
@@ -78,7 +75,8 @@ def run_as_user(base: Path, pytest_args: list[str], timeout: float = 300) -> sub
     path = bin_without_tools(base / "bin")
     for owned in (base, repo, home, cache):
         subprocess.run(["chown", "-R", f"{USER}:{USER}", str(owned)], check=True)
-    env = {"HOME": str(home), "PATH": str(path), "SCHEDGEN_K8S_CACHE": str(cache), "LANG": "C.UTF-8",
+    venv_bin = Path(sys.executable).parent  # first on PATH, as in an activated venv
+    env = {"HOME": str(home), "PATH": f"{venv_bin}:{path}", "SCHEDGEN_K8S_CACHE": str(cache), "LANG": "C.UTF-8",
            "PYTHONPATH": str(repo / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
     argv = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups",
             "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
