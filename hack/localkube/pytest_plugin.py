@@ -39,7 +39,7 @@ Fixtures
     Name of a fresh namespace in ``local_cluster`` (its default ServiceAccount exists); deleted
     afterwards. ``localkube.testing.make_namespace`` does the same for any api client.
 
-Run without the cluster: ``pytest -m "not cluster"``. ``SCHEDGEN_CLUSTER_KEEP=1`` leaves the
+Run without the cluster: ``pytest -m "not kube"`` (``-m "not cluster"``: the Python-only loop). ``SCHEDGEN_CLUSTER_KEEP=1`` leaves the
 clusters running after the session (state dirs printed) for debugging.
 """
 

@@ -58,9 +58,26 @@ def parse_exclusions(values: list[str] | tuple[str, ...]) -> list[DateRange]:
     return ranges
 
 
+def calendar_name(kind: ScheduleKind, events: list[Event], first_day: dt.date | None = None,
+                  last_day: dt.date | None = None, owner: str | None = None) -> str:
+    """What a calendar app shows for the calendar, e.g. "UP exams 2026 (tenant)": the
+    kind, the year(s) its events fall in (lectures: the term's), the owner if given."""
+    if kind is ScheduleKind.LECTURE:
+        years = {d.year for d in (first_day, last_day) if d}
+    else:
+        years = {int(e.date[:4]) for e in events if e.date and e.date[:4].isdigit()}
+    name = f"UP {kind.value}s"
+    if years:
+        name += f" {min(years)}" if len(years) == 1 else f" {min(years)}-{max(years)}"
+    return f"{name} ({owner})" if owner else name
+
+
 def to_ics(kind: ScheduleKind, events: list[Event], *, first_day: dt.date | None = None,
            last_day: dt.date | None = None, exam_hours: float = 3.0,
-           stamp: dt.datetime | None = None, exclude: list[DateRange] | tuple = ()) -> bytes:
+           stamp: dt.datetime | None = None, exclude: list[DateRange] | tuple = (),
+           name: str | None = None, refresh: dt.timedelta | None = None) -> bytes:
+    """The calendar; `name`: NAME (RFC 7986) and X-WR-CALNAME; `refresh`: how often a
+    subscriber should poll, REFRESH-INTERVAL (RFC 7986) and X-PUBLISHED-TTL (Outlook, Apple)."""
     if kind is ScheduleKind.LECTURE and (first_day is None or last_day is None):
         raise CalendarRangeRequired("lecture calendars need a first and last day (--from/--until)")
     if first_day and last_day and last_day < first_day:
@@ -70,6 +87,7 @@ def to_ics(kind: ScheduleKind, events: list[Event], *, first_day: dt.date | None
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
     calendar.add("x-wr-timezone", str(TIMEZONE))
+    _describe(calendar, name, refresh)
     for event in events:
         component = _component(kind, event, first_day, last_day, exam_hours, exclude)
         if component is not None:
@@ -78,6 +96,15 @@ def to_ics(kind: ScheduleKind, events: list[Event], *, first_day: dt.date | None
             calendar.add_component(component)
     calendar.add_missing_timezones()
     return calendar.to_ical()
+
+
+def _describe(calendar: icalendar.Calendar, name: str | None, refresh: dt.timedelta | None) -> None:
+    if name:
+        calendar.add("name", name)
+        calendar.add("x-wr-calname", name)
+    if refresh:
+        calendar.add("refresh-interval", refresh, parameters={"VALUE": "DURATION"})
+        calendar.add("x-published-ttl", icalendar.vDuration(refresh).to_ical().decode())
 
 
 def _component(kind, event: Event, first_day, last_day, exam_hours, exclude=()) -> icalendar.Event | None:

@@ -102,3 +102,12 @@ def test_invalid_settings_stop_the_start_naming_the_variable(env, named):
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("SCHEDGEN_")},
                                "SCHEDGEN_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", **env})
     assert done.returncode == 3 and named in done.stderr, done.stderr
+
+
+def test_feed_refresh_minutes():
+    assert ApiConfig.from_env({}).feed_refresh_minutes == 360
+    assert ApiConfig.from_env({"SCHEDGEN_API_FEED_REFRESH_MINUTES": "0"}).feed_refresh_minutes == 0
+    assert ApiConfig.from_env({"SCHEDGEN_API_FEED_REFRESH_MINUTES": "15"}).feed_refresh_minutes == 15
+    for bad in ("14", "10081", "-1", "six hours"):
+        with pytest.raises(ConfigurationError, match="SCHEDGEN_API_FEED_REFRESH_MINUTES"):
+            ApiConfig.from_env({"SCHEDGEN_API_FEED_REFRESH_MINUTES": bad})

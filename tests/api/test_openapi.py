@@ -79,7 +79,8 @@ def test_security_schemes_and_each_operations_requirement():
 
 
 def fill(path: str) -> str:
-    return path.replace("{job_id}", "up-0000000000-000000000000").replace("{token}", "t" * 43)
+    return (path.replace("{job_id}", "up-0000000000-000000000000").replace("{token}", "t" * 43)
+            .replace("{feed_id}", schemas.EXAMPLE_FEED_ID))
 
 
 def test_the_gate_enforces_what_the_document_says(serve_api, make_key):
@@ -110,7 +111,8 @@ def test_the_gate_enforces_what_the_document_says(serve_api, make_key):
 
 
 @pytest.mark.parametrize("model", [schemas.Accepted, schemas.JobStatus, schemas.JobList, schemas.EventsOut,
-                                   schemas.JobLog, schemas.QueueOut, schemas.FeedOut, schemas.Problem])
+                                   schemas.JobLog, schemas.QueueOut, schemas.FeedOut, schemas.FeedInfo,
+                                   schemas.Problem])
 def test_main_models_carry_valid_examples(model):
     doc = document()
     examples = model.model_json_schema()["examples"]

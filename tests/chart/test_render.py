@@ -35,6 +35,8 @@ VALUE_SETS = {
 }
 
 BAD_VALUES = [
+    ({"api": {"feedRefreshMinutes": 5}}, "/api/feedRefreshMinutes"),  # 0 or 15..10080
+    ({"api": {"feedRefreshMinutes": 20000}}, "/api/feedRefreshMinutes"),
     ({"operator": {"replicas": 0}}, "/operator/replicas"),
     ({"operator": {"replicas": "two"}}, "/operator/replicas"),
     ({"operator": {"standalone": True}}, "/operator/replicas"),  # standalone with 2 replicas
@@ -435,15 +437,16 @@ def test_api_quotas_and_budgets_reach_the_environment():
     assert {k: v for k, v in _api_env(render({})).items() if k in (
         "SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE", "SCHEDGEN_API_TENANT_UPLOADS_PER_MINUTE",
         "SCHEDGEN_API_TENANT_READS_PER_MINUTE", "SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT",
-        "SCHEDGEN_API_FEED_MAX_DAYS")} == {
+        "SCHEDGEN_API_FEED_MAX_DAYS", "SCHEDGEN_API_FEED_REFRESH_MINUTES")} == {
         "SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE": "20", "SCHEDGEN_API_TENANT_UPLOADS_PER_MINUTE": "0",
         "SCHEDGEN_API_TENANT_READS_PER_MINUTE": "0", "SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT": "134217728",
-        "SCHEDGEN_API_FEED_MAX_DAYS": "365"}
+        "SCHEDGEN_API_FEED_MAX_DAYS": "365", "SCHEDGEN_API_FEED_REFRESH_MINUTES": "360"}
     env = _api_env(render({"api": {"authFailuresPerMinute": 7, "tenantUploadsPerMinute": 9, "tenantReadsPerMinute": 90,
-                                   "maxUploadBytesInFlight": 52428800, "feedMaxDays": 30}}))
+                                   "maxUploadBytesInFlight": 52428800, "feedMaxDays": 30, "feedRefreshMinutes": 60}}))
     assert (env["SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE"], env["SCHEDGEN_API_TENANT_UPLOADS_PER_MINUTE"],
             env["SCHEDGEN_API_TENANT_READS_PER_MINUTE"], env["SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT"],
-            env["SCHEDGEN_API_FEED_MAX_DAYS"]) == ("7", "9", "90", "52428800", "30")
+            env["SCHEDGEN_API_FEED_MAX_DAYS"], env["SCHEDGEN_API_FEED_REFRESH_MINUTES"]) == (
+        "7", "9", "90", "52428800", "30", "60")
 
 
 def test_the_autoscaled_runners_example_points_runners_at_the_nodepools_nodes():

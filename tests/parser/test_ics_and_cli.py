@@ -10,7 +10,8 @@ import icalendar
 import pytest
 
 from schedule_pdfs import FIXTURES
-from schedgen.ics import CalendarRangeRequired, to_ics
+from schedgen.ics import CalendarRangeRequired, calendar_name, to_ics
+from schedgen.models import Event, ScheduleKind
 from schedgen.runner.parsing import parse_pdf
 
 SCHEDGEN = [str(Path(sys.executable).with_name("schedgen"))]
@@ -125,3 +126,20 @@ def test_cli_ics_exclude(tmp_path):
                                      "--from", "2025-07-21", "--until", "2025-10-31", "--exclude", "soon"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "InvalidExclusion" in bad.stderr
+
+
+def test_calendar_name_says_kind_years_and_owner():
+    exam = lambda day: Event(module="COS 301", activity="Exam", date=day, start_time="08:30")  # noqa: E731
+    assert calendar_name(ScheduleKind.EXAM, [exam("2026-06-02")], owner="cs") == "UP exams 2026 (cs)"
+    assert calendar_name(ScheduleKind.TEST, [exam("2025-11-30"), exam("2026-01-10")]) == "UP tests 2025-2026"
+    assert calendar_name(ScheduleKind.EXAM, []) == "UP exams"
+    assert calendar_name(ScheduleKind.LECTURE, [], dt.date(2026, 2, 9), dt.date(2026, 5, 29)) == "UP lectures 2026"
+
+
+def test_name_and_refresh_interval_are_calendar_properties():
+    events = [Event(module="COS 301", activity="Exam", date="2026-06-02", start_time="08:30")]
+    raw = to_ics(ScheduleKind.EXAM, events, name="UP exams 2026", refresh=dt.timedelta(hours=6)).decode()
+    cal = icalendar.Calendar.from_ical(raw)
+    assert str(cal["name"]) == str(cal["x-wr-calname"]) == "UP exams 2026"
+    assert "REFRESH-INTERVAL;VALUE=DURATION:PT6H\r\n" in raw and str(cal["x-published-ttl"]) == "PT6H"
+    assert "\nNAME:" not in to_ics(ScheduleKind.EXAM, events).decode()  # `schedgen parse -o ics`: as before

@@ -56,6 +56,7 @@ class ApiConfig:
     metrics_port: int = 9091  # /metrics on a listener of its own (0: none); `serve` starts it
     max_upload_bytes_in_flight: int = 128 * 1024 * 1024  # uploads being received at once, per process
     feed_max_days: int = 365  # a feed's longest life (expiresInDays); 0: feeds may live forever
+    feed_refresh_minutes: int = 360  # calendars' REFRESH-INTERVAL and X-PUBLISHED-TTL; 0: none
     # The operator's queue summary, `namespace/name` of its ConfigMap (schedgen.queue_summary):
     # where a waiting job's place comes from ("": none is served).
     queue_configmap: str = ""
@@ -95,6 +96,7 @@ class ApiConfig:
         "metrics_port": "SCHEDGEN_API_METRICS_PORT",
         "max_upload_bytes_in_flight": "SCHEDGEN_API_MAX_UPLOAD_BYTES_IN_FLIGHT",
         "feed_max_days": "SCHEDGEN_API_FEED_MAX_DAYS",
+        "feed_refresh_minutes": "SCHEDGEN_API_FEED_REFRESH_MINUTES",
     }
 
     @classmethod
@@ -158,6 +160,8 @@ class ApiConfig:
             raise ConfigurationError("SCHEDGEN_API_METRICS_PORT must be a port (0: no metrics listener)")
         if not 0 <= self.feed_max_days <= 3650:
             raise ConfigurationError("SCHEDGEN_API_FEED_MAX_DAYS must be in [0, 3650] (0: no maximum)")
+        if not (self.feed_refresh_minutes == 0 or 15 <= self.feed_refresh_minutes <= 10080):
+            raise ConfigurationError("SCHEDGEN_API_FEED_REFRESH_MINUTES must be 0 (none) or in [15, 10080]")
 
     def _validate_limits(self) -> None:
         """Quotas and budgets: a typo must not switch protection off."""

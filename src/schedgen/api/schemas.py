@@ -4,8 +4,9 @@ built as dicts, so a handler never pays for model validation)."""
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schedgen.parsejob import DEFAULT_PRIORITY, DEFAULT_SCHEDULE_TYPE, PRIORITIES, SCHEDULE_TYPES
 
@@ -146,18 +147,68 @@ class JobList(BaseModel):
                              "nextCursor": None})
 
 
+FEED_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+EXAMPLE_FEED_ID = "5b0e7c1e-2f4d-4c7a-9a51-0c3f6d2b8e41"
+
+
+class Follow(BaseModel):
+    scheduleType: Literal["lecture", "test", "exam"] = Field(
+        description="The feed serves the tenant's newest Succeeded job whose result is this kind "
+                    "(uploaded as `auto` or forced)")
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeedTarget(BaseModel):
+    """What a feed serves: exactly one of `jobId` (pinned) and `follow` (the newest job of a kind)."""
+    jobId: str | None = Field(None, min_length=1, max_length=63, pattern=JOB_ID,
+                              description="One job of the caller's tenant")
+    follow: Follow | None = None
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"follow": {"scheduleType": "exam"}}, {"jobId": EXAMPLE_ID}]})
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "FeedTarget":
+        if (self.jobId is None) == (self.follow is None):
+            raise ValueError("give exactly one of jobId and follow")
+        return self
+
+
 class FeedOut(BaseModel):
     token: str = Field(description="The feed's secret (shown once; only its hash is stored)")
     url: str
     webcal: str
     expiresAt: str | None = Field(description="When the feed stops serving (null: never); revoking the API key "
                                               "that made it ends it too")
+    id: str = Field(description="The feed's handle for PUT/DELETE /api/v1/feeds/{id} (not a secret)")
+    jobId: str | None = Field(description="The job a pinned feed serves (null: the feed follows a kind)")
+    follow: Follow | None = Field(description="What a following feed serves (null: pinned)")
 
     model_config = examples({
         "token": "Yx3b0qk2mE9wXn4rT7uVhS1aLcD8fG6jPoQz5iKeN0M",
         "url": "https://schedgen.example.org/feeds/Yx3b0qk2mE9wXn4rT7uVhS1aLcD8fG6jPoQz5iKeN0M.ics",
         "webcal": "webcal://schedgen.example.org/feeds/Yx3b0qk2mE9wXn4rT7uVhS1aLcD8fG6jPoQz5iKeN0M.ics",
-        "expiresAt": "2027-06-30T00:00:00Z"})
+        "expiresAt": "2027-06-30T00:00:00Z", "id": EXAMPLE_FEED_ID, "jobId": None,
+        "follow": {"scheduleType": "exam"}})
+
+
+class FeedInfo(BaseModel):
+    """A feed without its token (only the token's hash is kept: its URL is shown once)."""
+    id: str
+    jobId: str | None = Field(description="The job a pinned feed serves (null: the feed follows a kind)")
+    follow: Follow | None
+    params: dict = Field(description="The stored calendar parameters (from, until, examHours, exclude)")
+    createdAt: str
+    expiresAt: str | None
+
+    model_config = examples({"id": EXAMPLE_FEED_ID, "jobId": EXAMPLE_ID, "follow": None,
+                             "params": {"from": None, "until": None, "examHours": 3.0, "exclude": []},
+                             "createdAt": "2026-05-02T08:00:00Z", "expiresAt": "2027-05-02T08:00:00Z"})
+
+
+class FeedList(BaseModel):
+    items: list[FeedInfo]
 
 
 class EventOut(BaseModel):

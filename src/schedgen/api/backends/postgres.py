@@ -14,6 +14,7 @@ import hashlib
 import math
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -354,37 +355,54 @@ async def source_key_in_use(pool: AsyncConnectionPool, key: str, except_uid: str
     return bool(row[0])
 
 
-# --- calendar feeds ----------------------------------------------------------------------
+# --- calendar feeds (migrations 0006, 0007, 0008) -------------------------------------------
 
 
 @dataclass(frozen=True)
 class Feed:
     tenant: str
     namespace: str
-    job_name: str
+    job_name: str  # a following feed: a placeholder of no job (migration 0008)
     job_uid: str
     params: dict
     created_by_key: str | None = None  # the key's hash: revoking the key ends the feed
     expires_at: dt.datetime | None = None
+    follow: str | None = None  # a schedule kind: the feed serves the tenant's newest Succeeded job of it
+    id: str | None = None  # the feed's public handle (PUT/DELETE /api/v1/feeds/{id}); set by the database
 
 
-async def create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) -> None:
-    """The job's new feed; a previous one is revoked in the same transaction (a concurrent
-    create of the same job's feed makes the unique index refuse one: it tries again)."""
+class FeedTaken(Exception):
+    """The job has a current feed of its own already (one per job: calendar_feeds_current)."""
+
+
+def following_placeholder(kind: str) -> tuple[str, str]:
+    """(job_name, job_uid) of a following feed: a random uuid of no job, so it never holds
+    a job's one current feed and the previous release answers it 404 (migration 0008)."""
+    return f"follows-{kind}", str(uuid.uuid4())
+
+
+async def create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) -> str:
+    """The new feed's id. A pinned feed revokes its job's previous one in the same
+    transaction (a concurrent create of the same job's feed makes the unique index refuse
+    one: it tries again)."""
     try:
-        await _create_feed(pool, token_hash, feed)
+        return await _create_feed(pool, token_hash, feed)
     except psycopg.errors.UniqueViolation:
-        await _create_feed(pool, token_hash, feed)
+        return await _create_feed(pool, token_hash, feed)
 
 
-async def _create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) -> None:
+async def _create_feed(pool: AsyncConnectionPool, token_hash: str, feed: Feed) -> str:
     async with tenant_connection(pool, feed.tenant) as conn:
-        await conn.execute("UPDATE calendar_feeds SET revoked_at = now() WHERE job_uid = %s AND revoked_at IS NULL",
-                           (feed.job_uid,))
-        await conn.execute("INSERT INTO calendar_feeds (token_hash, tenant, namespace, job_name, job_uid, params,"
-                           " created_by_key, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                           (token_hash, feed.tenant, feed.namespace, feed.job_name, feed.job_uid,
-                            Jsonb(feed.params), feed.created_by_key, feed.expires_at))
+        if feed.follow is None:
+            await conn.execute("UPDATE calendar_feeds SET revoked_at = now() WHERE job_uid = %s"
+                               " AND revoked_at IS NULL", (feed.job_uid,))
+        row = await (await conn.execute(
+            "INSERT INTO calendar_feeds (token_hash, tenant, namespace, job_name, job_uid, params,"
+            " created_by_key, expires_at, follow_schedule_type) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING id",
+            (token_hash, feed.tenant, feed.namespace, feed.job_name, feed.job_uid, Jsonb(feed.params),
+             feed.created_by_key, feed.expires_at, feed.follow))).fetchone()
+    return str(row[0])
 
 
 async def revoke_feed(pool: AsyncConnectionPool, tenant: str, job_uid: str) -> int:
@@ -394,11 +412,78 @@ async def revoke_feed(pool: AsyncConnectionPool, tenant: str, job_uid: str) -> i
     return cur.rowcount
 
 
+async def revoke_feed_by_id(pool: AsyncConnectionPool, tenant: str, namespace: str, feed_id: str) -> int:
+    async with tenant_connection(pool, tenant) as conn:
+        cur = await conn.execute("UPDATE calendar_feeds SET revoked_at = now() WHERE id = %s AND namespace = %s"
+                                 " AND revoked_at IS NULL", (feed_id, namespace))
+    return cur.rowcount
+
+
+_FEED_COLUMNS = ("id", "job_name", "follow", "params", "created_at", "expires_at")
+_FEED_SELECT = "f.id, f.job_name, f.follow_schedule_type, f.params, f.created_at, f.expires_at"
+
+
+def _feed_row(row) -> dict:
+    return dict(zip(_FEED_COLUMNS, row)) | {"id": str(row[0]), "params": dict(row[3] or {})}
+
+
+_POINT_FEED = f"""
+UPDATE calendar_feeds f SET job_name = %s, job_uid = %s, follow_schedule_type = %s, params = f.params || %s
+ WHERE f.id = %s AND f.namespace = %s AND f.revoked_at IS NULL AND (f.expires_at IS NULL OR f.expires_at > now())
+RETURNING {_FEED_SELECT}
+"""
+
+
+async def point_feed(pool: AsyncConnectionPool, tenant: str, namespace: str, feed_id: str,
+                     target: tuple[str, str, str | None], params: dict) -> dict | None:
+    """Point the tenant's current feed `feed_id` at `target` (job_name, job_uid, follow)
+    with `params` merged into its stored ones: the feed afterwards, its token unchanged.
+    None when the tenant has no such feed; `FeedTaken` when the job has a feed of its own."""
+    job_name, job_uid, follow = target
+    try:
+        async with tenant_connection(pool, tenant) as conn:
+            row = await (await conn.execute(_POINT_FEED, (job_name, job_uid, follow, Jsonb(params), feed_id,
+                                                          namespace))).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise FeedTaken() from None
+    return _feed_row(row) if row else None
+
+
+_LIVE_FEEDS = f"""
+SELECT {_FEED_SELECT}
+  FROM calendar_feeds f
+ WHERE f.namespace = %s AND f.revoked_at IS NULL AND (f.expires_at IS NULL OR f.expires_at > now())
+   AND (f.created_by_key IS NULL OR EXISTS (
+            SELECT 1 FROM api_keys k WHERE k.key_hash = f.created_by_key AND k.revoked_at IS NULL))
+ ORDER BY f.created_at DESC, f.id
+"""
+
+
+async def list_feeds(pool: AsyncConnectionPool, tenant: str, namespace: str) -> list[dict]:
+    """The tenant's feeds that serve (row-level security: its own only), newest first."""
+    async with tenant_connection(pool, tenant) as conn:
+        rows = await (await conn.execute(_LIVE_FEEDS, (namespace,))).fetchall()
+    return [_feed_row(row) for row in rows]
+
+
 async def find_feed(pool: AsyncConnectionPool, token_hash: str) -> Feed | None:
     """The feed of a token while it serves: not revoked, not expired, its key not revoked
-    (`schedgen_find_feed`: the tenant is known only from the feed itself)."""
+    (`schedgen_open_feed`: the tenant is known only from the feed itself)."""
     async with connection(pool) as conn:
         row = await (await conn.execute(
-            "SELECT tenant, namespace, job_name, job_uid, params FROM schedgen_find_feed(%s)",
-            (token_hash,))).fetchone()
-    return Feed(row[0], row[1], row[2], str(row[3]), dict(row[4] or {})) if row else None
+            "SELECT tenant, namespace, job_name, job_uid, params, id, follow_schedule_type"
+            " FROM schedgen_open_feed(%s)", (token_hash,))).fetchone()
+    if row is None:
+        return None
+    return Feed(row[0], row[1], row[2], str(row[3]), dict(row[4] or {}), follow=row[6], id=str(row[5]))
+
+
+async def newest_succeeded(pool: AsyncConnectionPool, tenant: str, namespace: str, kind: str) -> str | None:
+    """The name of the tenant's newest (by creation) Succeeded job whose result is `kind`,
+    as recorded (records outlive the ParseJobs; an erased job has none)."""
+    async with tenant_connection(pool, tenant) as conn:
+        row = await (await conn.execute(
+            "SELECT name FROM parse_jobs WHERE tenant = %s AND namespace = %s AND kind = %s"
+            " AND phase = 'Succeeded' ORDER BY created_at DESC, name DESC LIMIT 1",
+            (tenant, namespace, kind))).fetchone()
+    return row[0] if row else None

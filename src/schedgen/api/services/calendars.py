@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from schedgen.ics import CalendarRangeRequired, InvalidExclusion, parse_exclusions, to_ics
-from schedgen.models import ScheduleKind
+from schedgen.ics import CalendarRangeRequired, InvalidExclusion, calendar_name, parse_exclusions, to_ics
+from schedgen.models import Event, ScheduleKind
 
 from ..context import ApiContext
 from ..errors import ApiError
@@ -58,8 +58,22 @@ def stamp_of(job: Job) -> dt.datetime:
 async def render(ctx: ApiContext, job: Job, params: CalendarParams) -> bytes:
     """The job's events as an iCalendar file (409 unless it Succeeded)."""
     kind, events = await succeeded_events(ctx, job)
+    return _ics(ctx, ScheduleKind(kind), events, params, stamp_of(job), job.tenant)
+
+
+def render_empty(ctx: ApiContext, kind: str, tenant: str, params: CalendarParams) -> bytes:
+    """A named calendar without events: a following feed before its first job succeeded
+    (or after the last one was erased), so subscribers keep a valid calendar."""
+    return _ics(ctx, ScheduleKind(kind), [], params, EPOCH, tenant)
+
+
+def _ics(ctx: ApiContext, kind: ScheduleKind, events: list[Event], params: CalendarParams, stamp: dt.datetime,
+         tenant: str) -> bytes:
+    minutes = ctx.cfg.feed_refresh_minutes
     try:
-        return to_ics(ScheduleKind(kind), events, first_day=params.first_day, last_day=params.last_day,
-                      exam_hours=params.exam_hours, stamp=stamp_of(job), exclude=parse_exclusions(params.exclude))
+        return to_ics(kind, events, first_day=params.first_day, last_day=params.last_day,
+                      exam_hours=params.exam_hours, stamp=stamp, exclude=parse_exclusions(params.exclude),
+                      name=calendar_name(kind, events, params.first_day, params.last_day, tenant),
+                      refresh=dt.timedelta(minutes=minutes) if minutes else None)
     except CalendarRangeRequired as exc:
         raise ApiError(400, "CalendarRangeRequired", str(exc).replace("--from/--until", "from/until")) from None
