@@ -317,7 +317,7 @@ def test_rollback_to_the_previous_release_keeps_working(release):
     crd_before = parsejob_crd(rel.ext)
     rel.rollback(1)
     status = rel.helm.status(NAME)
-    assert status["revision"] == 4 and status["status"] == "deployed", status
+    assert status["revision"] == 3 and status["status"] == "deployed", status
     configmap = rel.core.read_namespaced_config_map(f"{NAME}-schedgen-operator", rel.namespace)
     assert "pendingRunnersMin" not in configmap.data  # the previous chart's ConfigMap again
     assert "maxConcurrent" in configmap.data
@@ -345,8 +345,11 @@ def test_uninstall_leaves_no_parsejob_on_the_finalizer(release):
     wait_for(lambda: not rel.core.list_namespaced_config_map(
         rel.namespace, label_selector="app.kubernetes.io/component=operator").items, 60, interval=1,
         what="the operator's ConfigMaps gone (no finalizer left on them)")
-    assert not [r for r in rel.rbac.list_cluster_role().items if r.metadata.name.startswith(f"{NAME}-schedgen-")]
-    assert not rel.batch.list_namespaced_job(rel.namespace).items  # the hook Job went with its success
+    wait_for(lambda: not [r for r in rel.rbac.list_cluster_role().items
+                          if r.metadata.name.startswith(f"{NAME}-schedgen-")], 60, interval=1,
+             what="the release's ClusterRoles gone, the hook's with its success")
+    wait_for(lambda: not rel.batch.list_namespaced_job(rel.namespace).items, 60, interval=1,
+             what="the hook Jobs gone with their success")
     left = {n: rel.get(n) for n in rel.created if n not in rel.deleted}  # uninstall keeps ParseJobs
     assert not [n for n, o in left.items() if FINALIZER in (o["metadata"].get("finalizers") or [])]
     rel.ext.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
