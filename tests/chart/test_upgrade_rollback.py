@@ -23,9 +23,10 @@ One module, in order (each test builds on the one before, as a cluster's life do
    and each Postgres row agrees.
 2. helm rollback to revision 1: the previous chart runs again on HEAD's CRD (kept: a
    rollback does not touch CRDs) and database; ParseJobs made after it complete.
-3. helm upgrade to HEAD again (the previous chart has no uninstall hook), then helm
-   uninstall with a ParseJob running and two waiting: the pre-delete hook leaves none on
-   the finalizer; deleting one, and then their namespace, completes; the CRD stays.
+3. helm upgrade to HEAD again (the previous chart has no uninstall hook), with the API, then
+   helm uninstall with a ParseJob running and two waiting: the pre-delete hook stops the
+   operator and the API and leaves no ParseJob on the finalizer; deleting one, and then their
+   namespace, completes; the CRD stays.
 """
 
 from __future__ import annotations
@@ -144,6 +145,13 @@ class Cluster:
                               "s3": {"ports": [{"port": url.port, "protocol": "TCP"}],
                                      "to": [{"ipBlock": {"cidr": f"{url.hostname}/32"}}]}},
         }
+
+    def with_api(self) -> dict:
+        """HEAD's values with one API pod, signing S3 requests as its own user (a value the
+        previous chart does not know)."""
+        self.secret(self.namespace, f"{NAME}-s3-api", self.s3.credentials_for("api", self.namespace))
+        return {**self.values, "api": {"enabled": True, "replicas": 1, "autoscaling": {"enabled": False}},
+                "s3": {**self.values["s3"], "apiSecret": f"{NAME}-s3-api"}}
 
     # --- Helm -----------------------------------------------------------------------------
 
@@ -330,7 +338,11 @@ def test_rollback_to_the_previous_release_keeps_working(release):
 
 def test_uninstall_leaves_no_parsejob_on_the_finalizer(release):
     rel = release
-    rel.upgrade(rel.values)  # the previous chart has no uninstall hook (docs/deploy.md "Uninstall")
+    # HEAD again (the previous chart has no uninstall hook, docs/deploy.md "Uninstall"), now
+    # with the API too: the hook stops both Deployments before it releases the finalizers
+    rel.upgrade(rel.with_api())
+    assert {d.metadata.name for d in rel.apps.list_namespaced_deployment(rel.namespace).items} == \
+        {f"{NAME}-schedgen-operator", f"{NAME}-schedgen-api"}
     names = [rel.hold_the_slot("held"), *rel.create(2, "at-uninstall")]
     wait_for(lambda: all(FINALIZER in (rel.get(n)["metadata"].get("finalizers") or []) for n in names), 120,
              interval=1, what="the operator's finalizer on every ParseJob")
