@@ -55,8 +55,11 @@ PDF = ("UP_EXAM_SS.pdf", 5)  # the smallest real PDF: 5 exam events
 
 def previous_chart(directory: Path) -> Path:
     """charts/schedgen and crds/ of PREVIOUS (the chart's crds link resolves inside)."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS, "charts/schedgen", "crds"],
-                             capture_output=True, check=True, timeout=60).stdout
+    done = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS, "charts/schedgen", "crds"],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, (f"the previous chart needs the git history with commit {PREVIOUS} "
+                                  f"(a shallow clone: git fetch --unshallow): {done.stderr.decode()}")
+    archive = done.stdout
     subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True, timeout=60)
     return directory / "charts" / "schedgen"
 
