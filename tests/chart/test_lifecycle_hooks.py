@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from chartlib import REPO_CRDS, find, one, render
 
 HOOK = "helm.sh/hook"

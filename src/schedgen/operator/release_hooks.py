@@ -175,11 +175,14 @@ def release_parsejobs(custom: kubernetes.client.CustomObjectsApi, namespaces: li
     for item in parsejobs(custom, namespaces):
         if FINALIZER not in (item["metadata"].get("finalizers") or []):
             continue
-        ns, name = item["metadata"]["namespace"], item["metadata"]["name"]
-        released += release_one(
-            item, lambda: custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name),
-            lambda body: custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body))
+        released += release_parsejob(custom, item)
     return released
+
+
+def release_parsejob(custom: kubernetes.client.CustomObjectsApi, item: dict[str, Any]) -> bool:
+    ns, name = item["metadata"]["namespace"], item["metadata"]["name"]
+    return release_one(item, lambda: custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name),
+                       lambda body: custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body))
 
 
 def release_configmap(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> bool:
