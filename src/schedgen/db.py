@@ -172,6 +172,11 @@ def migrate_command(dsn: str | None = None) -> int:
         print(f"applied {len(applied)} migration(s); schema at version {version:04d}")
     else:
         print(f"nothing to do: schema already at version {version:04d}")
+    known = max((m.version for m in migrations()), default=0)
+    if version > known:
+        # A rollback: a newer release migrated this database. Migrations only add, and
+        # each stays compatible with the release before it, so this one runs on it as is.
+        print(f"the schema is newer than this release's ({known:04d}): kept as it is (forward-only migrations)")
     return 0
 
 

@@ -91,3 +91,22 @@ def test_error_code_migration_splits_legacy_messages(empty_database):
         conn.execute(by_version[3].sql)
         rows = conn.execute("SELECT error_code, error_message FROM parse_jobs ORDER BY uid").fetchall()
     assert rows == [("NoTables", "no table on any page"), (None, "the Job disappeared: gone")]
+
+
+def test_a_database_migrated_by_a_newer_release_is_kept(empty_database, capsys):
+    """`helm rollback` runs the older release's migration hook on a database a newer release
+    migrated: versions it does not know are no error and nothing is undone (migrations are
+    forward-only and each stays compatible with the release before it)."""
+    assert db.migrate_command(empty_database) == 0
+    known = db.migrations()[-1].version
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, 'from_a_newer_release')", (known + 1,))
+        conn.execute("CREATE TABLE from_a_newer_release (id int)")
+    capsys.readouterr()
+    assert db.migrate_command(empty_database) == 0
+    out = capsys.readouterr().out
+    assert f"nothing to do: schema already at version {known + 1:04d}" in out
+    assert f"newer than this release's ({known:04d})" in out and "applying" not in out
+    with psycopg.connect(empty_database) as conn:
+        assert db.applied_versions(conn) == [*(m.version for m in db.migrations()), known + 1]
+        assert conn.execute("SELECT to_regclass('from_a_newer_release')").fetchone()[0] is not None
