@@ -555,25 +555,30 @@ def registry_repository(registry: str, name: str) -> str:
 def push(names: Sequence[str], registry: str, *, tag: str | None = None, authfile: Path | None = None,
          cert_dir: Path | None = None, **build_opts) -> dict[str, str]:
     """Push the named images (built or reused) to `registry` as schedgen-<name>:<tag> and return
-    name -> `repository@sha256:...`, the digest the registry stored (podman --digestfile): what a
-    chart should reference. TLS is always verified (`cert_dir`: extra CAs, *.crt); credentials
-    come from `authfile` (a docker config.json), never the command line."""
+    name -> `repository@sha256:...`, the digest the registry stored: what a chart should
+    reference."""
     built = build([n for n in names if n in APP_IMAGES or n == "pause"], **build_opts)
-    out: dict[str, str] = {}
+    return {name: push_ref(ref, registry_repository(registry, name), tag or version(), authfile=authfile,
+                           cert_dir=cert_dir) for name, ref in built.items()}
+
+
+def push_ref(ref: str, repository: str, tag: str, *, authfile: Path | None = None,
+             cert_dir: Path | None = None) -> str:
+    """`podman push ref repository:tag`; returns `repository@sha256:...` (podman --digestfile).
+    TLS is always verified (`cert_dir`: extra CAs, *.crt); credentials come from `authfile` (a
+    docker config.json), never the command line."""
     with tempfile.TemporaryDirectory(prefix="schedgen-push-") as tmp:
-        for name, ref in built.items():
-            repository = registry_repository(registry, name)
-            digestfile = Path(tmp) / f"{name}.digest"
-            args = ["push", "--quiet", "--tls-verify=true", "--digestfile", str(digestfile)]
-            if authfile:
-                args += ["--authfile", str(authfile)]
-            if cert_dir:
-                args += ["--cert-dir", str(cert_dir)]
-            with timed(f"pushing {ref} -> {repository}:{tag or version()}"):
-                podman(*args, ref, f"docker://{repository}:{tag or version()}", capture=True)
-            out[name] = f"{repository}@{digestfile.read_text().strip()}"
-            note(out[name])
-    return out
+        digestfile = Path(tmp) / "digest"
+        args = ["push", "--quiet", "--tls-verify=true", "--digestfile", str(digestfile)]
+        if authfile:
+            args += ["--authfile", str(authfile)]
+        if cert_dir:
+            args += ["--cert-dir", str(cert_dir)]
+        with timed(f"pushing {ref} -> {repository}:{tag}"):
+            podman(*args, ref, f"docker://{repository}:{tag}", capture=True)
+        pushed = f"{repository}@{digestfile.read_text().strip()}"
+    note(pushed)
+    return pushed
 
 
 # --------------------------------------------------------------------------- locks

@@ -148,6 +148,13 @@ class Registry:
     def docker_config_json(self) -> str:
         return docker_config_json(self.address, *self.credentials)
 
+    def authfile(self) -> Path:
+        """The credentials as a docker config.json file (mode 0600), for ``podman push --authfile``."""
+        path = self.dir / "auth.json"
+        path.write_text(self.docker_config_json())
+        path.chmod(0o600)
+        return path
+
     def pull_secret(self, namespace: str, name: str) -> dict:
         """The ``kubernetes.io/dockerconfigjson`` Secret for pulls from this registry."""
         return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",

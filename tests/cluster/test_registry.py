@@ -1,0 +1,79 @@
+"""The cluster's OCI registry (hack/localkube/registry.py): the kubelet pulls an image by digest
+from it over TLS (the cluster CA, through containerd's hosts.toml) and only with the
+registry's login in an imagePullSecret; without one the pull is refused (ErrImagePull /
+ImagePullBackOff, 401 from the registry)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes import client
+from localkube.images import BUSYBOX_REF, busybox_archive
+from localkube.testing import wait_for
+
+pytestmark = pytest.mark.cluster
+
+PULL_REFUSED = ("ErrImagePull", "ImagePullBackOff")
+
+
+@pytest.fixture(scope="module")
+def pushed_busybox(local_registry) -> str:
+    """The busybox test image in the registry, as `repository@sha256:...` (never imported by
+    that name into a node: the kubelet has to pull it)."""
+    import images
+
+    images.podman("load", "--quiet", "--input", str(busybox_archive()), capture=True)
+    return images.push_ref(BUSYBOX_REF, f"{local_registry.address}/test/busybox", "1.35",
+                           authfile=local_registry.authfile(), cert_dir=local_registry.cert_dir)
+
+
+def pod(name: str, image: str, secrets: list[str] = ()) -> dict:
+    spec = {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
+                            "command": ["sh", "-c", "echo pulled"]}]}
+    if secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in secrets]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def waiting_reason(core, ns: str, name: str) -> str | None:
+    statuses = core.read_namespaced_pod(name, ns).status.container_statuses or []
+    return next((s.state.waiting.reason for s in statuses if s.state.waiting), None)
+
+
+def test_the_registry_wants_a_login_and_serves_what_was_pushed(local_registry, pushed_busybox):
+    repository, digest = pushed_busybox.split("@")
+    assert repository == f"{local_registry.address}/test/busybox" and digest.startswith("sha256:")
+    assert local_registry.get("/v2/test/busybox/tags/list", auth=False)[0] == 401
+    status, body = local_registry.get("/v2/test/busybox/tags/list")
+    assert status == 200 and json.loads(body)["tags"] == ["1.35"]
+    status, _ = local_registry.get(f"/v2/test/busybox/manifests/{digest}",
+                                   accept="application/vnd.oci.image.manifest.v1+json,"
+                                          "application/vnd.docker.distribution.manifest.v2+json")
+    assert status == 200
+
+
+def test_a_pod_pulls_from_the_registry_only_with_its_pull_secret(local_cluster, local_registry, pushed_busybox,
+                                                                 k8s_api_client, k8s_namespace):
+    core, ns = client.CoreV1Api(k8s_api_client), k8s_namespace
+    # no secret: the registry refuses the kubelet's pull
+    core.create_namespaced_pod(ns, pod("no-secret", pushed_busybox))
+    reason = wait_for(lambda: waiting_reason(core, ns, "no-secret") in PULL_REFUSED
+                      and waiting_reason(core, ns, "no-secret"), 120, what="the refused pull")
+    assert reason in PULL_REFUSED
+    events = core.list_namespaced_event(ns, field_selector="involvedObject.name=no-secret").items
+    failed = " ".join(e.message or "" for e in events if e.reason == "Failed")
+    assert "401" in failed or "nauthorized" in failed, failed
+    # the registry's login in a dockerconfigjson Secret of the pod's namespace: pulled, ran
+    core.create_namespaced_secret(ns, local_registry.pull_secret(ns, "regcred"))
+    core.create_namespaced_pod(ns, pod("with-secret", pushed_busybox, ["regcred"]))
+    wait_for(lambda: core.read_namespaced_pod("with-secret", ns).status.phase == "Succeeded", 120,
+             what="the pod pulled with its secret")
+    log = core.read_namespaced_pod_log("with-secret", ns, _preload_content=False).data.decode()
+    assert log.strip() == "pulled"
+    status = core.read_namespaced_pod("with-secret", ns).status.container_statuses[0]
+    assert status.image_id.endswith(pushed_busybox.split("@")[1]), status.image_id  # the pushed digest
+    node = core.read_namespaced_pod("with-secret", ns).spec.node_name
+    listed = local_cluster._real_node(node).images()
+    assert any(ref.startswith(local_registry.address + "/test/busybox") for ref in listed), listed
