@@ -129,8 +129,12 @@ def _host(ref: str) -> str:
 def _run_child(op: str, args: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="schedgen-helm-") as tmp:
         if op == "push":
-            _, client = _client(_host(args["remote"]), args["credentials"], tmp)
-            return dict(client.push(args["archive"], f"oci://{args['remote'].removeprefix('oci://')}"))
+            helm, client = _client(_host(args["remote"]), args["credentials"], tmp)
+            remote = args["remote"].removeprefix("oci://").rstrip("/")
+            client.push(args["archive"], f"oci://{remote}")
+            chart = helm.Chart.load_archive(Path(args["archive"]).read_bytes())
+            ref = f"{remote}/{chart.name}:{chart.version}"
+            return {"ref": ref, "digest": client.resolve(f"oci://{ref}")["digest"]}
         if op == "tags":
             _, client = _client(_host(args["ref"]), args["credentials"], tmp)
             return {"tags": client.tags(f"oci://{args['ref'].removeprefix('oci://')}")}

@@ -77,3 +77,20 @@ def test_a_pod_pulls_from_the_registry_only_with_its_pull_secret(local_cluster, 
     node = core.read_namespaced_pod("with-secret", ns).spec.node_name
     listed = local_cluster._real_node(node).images()
     assert any(ref.startswith(local_registry.address + "/test/busybox") for ref in listed), listed
+
+
+def test_the_chart_is_an_oci_artifact_in_the_registry(local_registry, tmp_path):
+    """hack/chart_oci.py against the registry: the push needs the login and the CA (TLS is
+    verified, never skipped); the pushed version is listed at oci://<registry>/charts/schedgen."""
+    import chart_oci
+
+    archive = chart_oci.package(tmp_path, version="0.0.1-registry-test")
+    remote = f"{local_registry.address}/charts"
+    with pytest.raises(chart_oci.ChartError, match="(?i)x509|certificate"):
+        chart_oci.push(archive, remote, local_registry.credentials)  # the system CAs only
+    with pytest.raises(chart_oci.ChartError, match="(?i)401|unauthori|denied|credential|login"):
+        chart_oci.push(archive, remote, None, env=local_registry.trust_env())
+    pushed = chart_oci.push(archive, remote, local_registry.credentials, env=local_registry.trust_env())
+    assert pushed["ref"] == f"{remote}/schedgen:0.0.1-registry-test" and pushed["digest"].startswith("sha256:")
+    assert "0.0.1-registry-test" in chart_oci.tags(f"{remote}/schedgen", local_registry.credentials,
+                                                   env=local_registry.trust_env())
