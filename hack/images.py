@@ -558,8 +558,10 @@ def push(names: Sequence[str], registry: str, *, tag: str | None = None, authfil
     name -> `repository@sha256:...`, the digest the registry stored: what a chart should
     reference."""
     built = build([n for n in names if n in APP_IMAGES or n == "pause"], **build_opts)
-    return {name: push_ref(ref, registry_repository(registry, name), tag or version(), authfile=authfile,
-                           cert_dir=cert_dir) for name, ref in built.items()}
+    # by image id, taken at once: another checkout sharing the storage may re-tag the ref meanwhile
+    ids = {name: image_id(ref) for name, ref in built.items()}
+    return {name: push_ref(ids[name], registry_repository(registry, name), tag or version(), authfile=authfile,
+                           cert_dir=cert_dir) for name in built}
 
 
 def push_ref(ref: str, repository: str, tag: str, *, authfile: Path | None = None,

@@ -86,7 +86,8 @@ def release_images(version: str, reuse: bool) -> dict[str, str]:
             raise ReleaseError(f"--reuse: no image {', '.join(missing)} (run hack/images build)")
     else:
         refs = images.build(NAMES)
-    return {name: _versioned(ref, name, version) for name, ref in refs.items()}
+    # by image id, taken at once: another checkout sharing the storage may re-tag the ref meanwhile
+    return {name: _versioned(images.image_id(ref), name, version) for name, ref in refs.items()}
 
 
 def _versioned(ref: str, name: str, version: str) -> str:

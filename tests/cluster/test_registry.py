@@ -94,3 +94,48 @@ def test_the_chart_is_an_oci_artifact_in_the_registry(local_registry, tmp_path):
     assert pushed["ref"] == f"{remote}/schedgen:0.0.1-registry-test" and pushed["digest"].startswith("sha256:")
     assert "0.0.1-registry-test" in chart_oci.tags(f"{remote}/schedgen", local_registry.credentials,
                                                    env=local_registry.trust_env())
+
+
+@pytest.mark.slow
+def test_a_release_pushes_images_by_digest_and_the_chart_with_them(local_registry, tmp_path):
+    """hack/release --push: the images and the chart land in the registry; the packaged chart
+    and the SBOMs name the digests the registry stored."""
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    import chart_oci
+    import images
+    import release
+    import yaml
+
+    root, version = Path(release.ROOT), "0.0.3-registry-test"
+    images.build(list(release.NAMES))
+    changelog = tmp_path / "CHANGELOG.md"
+    changelog.write_text((root / "CHANGELOG.md").read_text())
+    done = subprocess.run([sys.executable, str(root / "hack" / "release.py"), version, "--reuse",
+                           "--out", str(tmp_path / "dist"), "--changelog", str(changelog),
+                           "--push", local_registry.address, "--authfile", str(local_registry.authfile()),
+                           "--cert-dir", str(local_registry.cert_dir)], capture_output=True, text=True, timeout=1200)
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads((tmp_path / "dist" / "release.json").read_text())
+        with tarfile.open(tmp_path / "dist" / f"schedgen-{version}.tgz") as tar:
+            values = yaml.safe_load(tar.extractfile("schedgen/values.yaml"))
+        for name in release.NAMES:
+            pushed = summary["images"][name]["pushed"]
+            repository, digest = pushed.split("@")
+            assert repository == f"{local_registry.address}/schedgen-{name}" and pushed in done.stdout
+            assert values[name]["image"]["repository"] == repository and values[name]["image"]["digest"] == digest
+            path = repository.split("/", 1)[1]
+            assert local_registry.get(f"/v2/{path}/manifests/{digest}", accept=(
+                "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json"))[0] == 200
+            sbom = json.loads(Path(summary["sboms"][name]).read_text())
+            assert digest.replace(":", "%3A") in sbom["metadata"]["component"]["purl"]
+        assert summary["chart"]["ref"] == f"{local_registry.address}/charts/schedgen:{version}"
+        assert version in chart_oci.tags(f"{local_registry.address}/charts/schedgen", local_registry.credentials,
+                                         env=local_registry.trust_env())
+    finally:
+        for name in release.NAMES:
+            images.podman("rmi", f"localhost/schedgen-{name}:{version}", capture=True, check=False)
