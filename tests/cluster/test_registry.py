@@ -132,7 +132,7 @@ def test_a_release_pushes_images_by_digest_and_the_chart_with_them(local_registr
             assert local_registry.get(f"/v2/{path}/manifests/{digest}", accept=(
                 "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json"))[0] == 200
             sbom = json.loads(Path(summary["sboms"][name]).read_text())
-            assert digest.replace(":", "%3A") in sbom["metadata"]["component"]["purl"]
+            assert sbom["metadata"]["component"]["purl"].startswith(f"pkg:oci/schedgen-{name}@{digest}")
         assert summary["chart"]["ref"] == f"{local_registry.address}/charts/schedgen:{version}"
         assert version in chart_oci.tags(f"{local_registry.address}/charts/schedgen", local_registry.credentials,
                                          env=local_registry.trust_env())
