@@ -885,29 +885,13 @@ def free_port() -> int:
 
 
 # ============================================================================ Kueue
-def kueue_dir() -> Path:
-    from localkube import build as _build
-
-    return _build.cache_root() / f"kueue-{KUEUE_VERSION}"
-
-
 def build_kueue() -> Path:
-    """``go install sigs.k8s.io/kueue/cmd/kueue@v0.17.0`` once (about 3 min); the binary and
-    the module's CRDs (GOMODCACHE)."""
-    d = kueue_dir()
-    binary = d / "bin" / "kueue"
-    if binary.exists():  # go install writes it whole, at the end
-        return binary
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    (d / "bin").mkdir(parents=True, exist_ok=True)
-    (d / "src").mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, CGO_ENABLED="0", GOBIN=str(d / "bin"), GOFLAGS="")
-    env["PATH"] = f"{Path(go).parent}:{env.get('PATH', '')}"
-    log(f"building kueue {KUEUE_VERSION} from the Go module proxy (about 3 min) ...")
-    subprocess.run([go, "install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kueue/cmd/kueue@{KUEUE_VERSION}"],
-                   cwd=d / "src", env=env, check=True)
-    (d / "bin" / ".complete").write_text(KUEUE_VERSION + "\n")
-    return binary
+    """``go install sigs.k8s.io/kueue/cmd/kueue@v0.17.0`` once (about 3 min); its CRDs are the
+    module's own (GOMODCACHE, :func:`kueue_crds`)."""
+    from localkube.gotool import GoTool
+
+    return GoTool("kueue", "sigs.k8s.io/kueue/cmd/kueue", KUEUE_VERSION, "kueue", toolchain=None,
+                  minutes=3).build(log=log)
 
 
 def kueue_crds() -> Path:

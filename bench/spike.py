@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 import threading
@@ -302,6 +303,10 @@ def plot(path: Path, results: list[dict], title: str) -> Path:
     return plots.save(fig, path, title, 10)
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     from schedgen.operator.config import RuntimeConfig
 
@@ -342,6 +347,7 @@ def main() -> int:
     tenants = [f"spike-{i}" for i in range(args.tenants)]
     stack = spike_stack.Stack(spike_stack.make_base(), tenants, args)
     results = []
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `finally` stops the stack (`kill` left it running)
     try:
         stack.start()
         warm = asyncio.run(upload_all(stack.api.url, stack.keys, [sources[0] + b"% warm-up\n"], 1))

@@ -55,19 +55,17 @@ Runner pods reach the pool with the operator's placement: :data:`RUNNER_PLACEMEN
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import build as _build
+from .gotool import GoTool, go_env, log_stderr
 from . import kwok as _kwok
 
 KARPENTER_VERSION = "v1.15.0"
@@ -94,74 +92,18 @@ RUNNER_PLACEMENT_ENV = {"SCHEDGEN_NODE_SELECTOR": POOL_SELECTOR,
 DEFAULT_INSTANCE = {"family": "c", "cpu": ("4",)}  # c-4x-amd64-linux: 4 CPU, 8Gi, 64 pods
 
 
-def _log(msg: str) -> None:
-    print(f"[localkube] {msg}", file=sys.stderr, flush=True)
+_log = log_stderr
 
 
 # ------------------------------------------------------------------------------------- build
-def bin_dir() -> Path:
-    return _build.cache_root() / f"karpenter-{KARPENTER_VERSION}" / "bin"
-
-
-def binary() -> Path:
-    return bin_dir() / BINARY_NAME
+TOOL = GoTool("karpenter", KARPENTER_PACKAGE, KARPENTER_VERSION, BINARY_NAME, toolchain=GO_TOOLCHAIN, minutes=2,
+              after_build=lambda: _copy_crds(), extra_ready=lambda: any(crd_dir().glob("*.yaml")))
+bin_dir, binary, is_built, build = TOOL.bin_dir, TOOL.binary, TOOL.is_built, TOOL.build
 
 
 def crd_dir() -> Path:
     """The CRDs, copied from the module's source next to the binary (no Go needed to use them)."""
     return bin_dir().parent / "crds"
-
-
-def is_built() -> bool:
-    return (bin_dir() / ".complete").exists() and binary().exists() and any(crd_dir().glob("*.yaml"))
-
-
-def _go_env(**extra: str) -> dict[str, str]:
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    if not Path(go).exists():
-        raise RuntimeError("Go toolchain not found (neither on PATH nor /usr/local/go/bin)")
-    env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN=GO_TOOLCHAIN, **extra)
-    env.pop("GOFLAGS", None)  # `go install pkg@version` takes no -mod
-    env.setdefault("GOPROXY", "https://proxy.golang.org,direct")
-    env["PATH"] = f"{Path(go).parent}:{env.get('PATH', '')}"
-    return env
-
-
-def build(force: bool = False, log=_log) -> Path:
-    """Build (once) Karpenter's KWOK provider from the Go module proxy; return the binary.
-
-    About 2 min on 2 cores with warm Go caches (the first time also downloads Go 1.26.9 and the
-    modules). Concurrent callers serialise on a lock file; the later ones reuse the binary."""
-    if is_built() and not force:
-        return binary()
-    bdir = bin_dir()
-    bdir.mkdir(parents=True, exist_ok=True)
-    with open(bdir.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_built() and not force:
-            return binary()
-        if (bdir / ".complete").exists() and binary().exists() and not force:
-            _copy_crds()  # a binary built before the CRDs were kept with it
-            return binary()
-        (bdir / ".complete").unlink(missing_ok=True)
-        with tempfile.TemporaryDirectory(prefix="gobin-", dir=bdir.parent) as gobin:
-            env = _go_env(GOBIN=gobin)
-            t0 = time.monotonic()
-            log(f"building Karpenter {KARPENTER_VERSION} (KWOK provider) from the Go module proxy "
-                f"with {GO_TOOLCHAIN} (about 2 min)")
-            cmd = ["go", "install", "-trimpath", "-ldflags", "-s -w", f"{KARPENTER_PACKAGE}@{KARPENTER_VERSION}"]
-            done = subprocess.run(cmd, cwd=bdir.parent, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
-                                   f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
-            os.replace(Path(gobin) / "kwok", binary())  # the package's binary is named kwok
-        _copy_crds()
-        seconds = time.monotonic() - t0
-        (bdir / ".complete").write_text(json.dumps({
-            "karpenter": KARPENTER_VERSION, "go": GO_TOOLCHAIN, "seconds": round(seconds, 1),
-            "size": binary().stat().st_size, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
-        log(f"Karpenter built in {seconds:.0f}s: {binary()} ({binary().stat().st_size / 1e6:.0f} MB)")
-        return binary()
 
 
 _MODULE_DIR: Path | None = None
@@ -172,7 +114,7 @@ def module_dir() -> Path:
     global _MODULE_DIR
     if _MODULE_DIR is None or not _MODULE_DIR.is_dir():
         done = subprocess.run(["go", "mod", "download", "-json", f"{KARPENTER_MODULE}@{KARPENTER_VERSION}"],
-                              env=_go_env(), cwd=str(Path.home()), capture_output=True, text=True)
+                              env=go_env(GO_TOOLCHAIN), cwd=str(Path.home()), capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"go mod download {KARPENTER_MODULE}@{KARPENTER_VERSION} failed:\n"
                                f"{done.stdout[-2000:]}{done.stderr[-2000:]}")

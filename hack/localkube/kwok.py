@@ -32,19 +32,15 @@ Addresses: fake nodes get the InternalIP ``127.0.0.1`` (nothing is ever sent to 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
-from . import build as _build
+from .gotool import GoTool, log_stderr
 
 KWOK_VERSION = "v0.8.0"
 KWOK_PACKAGE = "sigs.k8s.io/kwok/cmd/kwok"
@@ -69,8 +65,7 @@ PROCESS_KEY = "kwok"
 NODE_LEASE_SECONDS = 40  # like a kubelet's; kwok renews the Lease (the node-lifecycle controller reads it)
 
 
-def _log(msg: str) -> None:
-    print(f"[localkube] {msg}", file=sys.stderr, flush=True)
+_log = log_stderr
 
 
 def local_http_ok(port: int, path: str, timeout: float = 2.0) -> bool:
@@ -82,57 +77,8 @@ def local_http_ok(port: int, path: str, timeout: float = 2.0) -> bool:
 
 
 # ------------------------------------------------------------------------------------- build
-def bin_dir() -> Path:
-    return _build.cache_root() / f"kwok-{KWOK_VERSION}" / "bin"
-
-
-def binary() -> Path:
-    return bin_dir() / "kwok"
-
-
-def is_built() -> bool:
-    return (bin_dir() / ".complete").exists() and binary().exists()
-
-
-def _go() -> str:
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    if not Path(go).exists():
-        raise RuntimeError("Go toolchain not found (neither on PATH nor /usr/local/go/bin)")
-    return go
-
-
-def build(force: bool = False, log=_log) -> Path:
-    """Build (once) ``kwok`` from the Go module proxy; return the binary. About 2 min on 2 cores.
-
-    Concurrent callers serialise on a lock file; the later ones reuse the first one's binary."""
-    if is_built() and not force:
-        return binary()
-    bdir = bin_dir()
-    bdir.mkdir(parents=True, exist_ok=True)
-    with open(bdir.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_built() and not force:
-            return binary()
-        (bdir / ".complete").unlink(missing_ok=True)
-        go = _go()
-        env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOBIN=str(bdir))
-        env.pop("GOFLAGS", None)  # `go install pkg@version` takes no -mod
-        env.setdefault("GOPROXY", "https://proxy.golang.org,direct")
-        env["PATH"] = f"{Path(go).parent}:{env.get('PATH', '')}"
-        work = bdir.parent / "src"
-        work.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        log(f"building kwok {KWOK_VERSION} from the Go module proxy (about 2 min the first time)")
-        cmd = [go, "install", "-trimpath", "-ldflags", "-s -w", f"{KWOK_PACKAGE}@{KWOK_VERSION}"]
-        done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-        seconds = time.monotonic() - t0
-        (bdir / ".complete").write_text(json.dumps({
-            "kwok": KWOK_VERSION, "seconds": round(seconds, 1), "size": binary().stat().st_size,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
-        log(f"kwok built in {seconds:.0f}s: {binary()} ({binary().stat().st_size / 1e6:.0f} MB)")
-        return binary()
+TOOL = GoTool("kwok", KWOK_PACKAGE, KWOK_VERSION, "kwok", minutes=2)
+bin_dir, binary, is_built, build = TOOL.bin_dir, TOOL.binary, TOOL.is_built, TOOL.build
 
 
 # ------------------------------------------------------------------------------------- nodes

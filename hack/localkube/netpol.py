@@ -48,16 +48,13 @@ dropped, never let through unjudged. The rules go in only once the enforcer has 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from . import build as _build
+from .gotool import GoTool, log_stderr
 from . import network
 
 VERSION = "v0.8.0"
@@ -77,59 +74,12 @@ RULES = [
 ]
 
 
-def _log(msg: str) -> None:
-    print(f"[localkube] {msg}", file=sys.stderr, flush=True)
+_log = log_stderr
 
 
 # ------------------------------------------------------------------------------------- build
-def bin_dir() -> Path:
-    return _build.cache_root() / f"kube-network-policies-{VERSION}" / "bin"
-
-
-def binary() -> Path:
-    return bin_dir() / BINARY_NAME
-
-
-def is_built() -> bool:
-    return (bin_dir() / ".complete").exists() and binary().exists()
-
-
-def build(force: bool = False, log=_log) -> Path:
-    """Build (once) kube-network-policies from the Go module proxy; return the binary (about
-    3.5 min on 2 cores, most of it client-go). Concurrent callers wait for the first one."""
-    if is_built() and not force:
-        return binary()
-    bdir = bin_dir()
-    bdir.mkdir(parents=True, exist_ok=True)
-    with open(bdir.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if is_built() and not force:
-            return binary()
-        (bdir / ".complete").unlink(missing_ok=True)
-        go = shutil.which("go") or "/usr/local/go/bin/go"
-        if not Path(go).exists():
-            raise RuntimeError("Go toolchain not found (neither on PATH nor /usr/local/go/bin)")
-        gobin = bdir.parent / "gobin"  # `go install` names the binary after its package: "cmd"
-        shutil.rmtree(gobin, ignore_errors=True)
-        gobin.mkdir()
-        env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOBIN=str(gobin))
-        env.pop("GOFLAGS", None)  # `go install pkg@version` takes no -mod
-        env.setdefault("GOPROXY", "https://proxy.golang.org,direct")
-        env["PATH"] = f"{Path(go).parent}:{env.get('PATH', '')}"
-        t0 = time.monotonic()
-        log(f"building kube-network-policies {VERSION} from the Go module proxy (about 3.5 min the first time)")
-        cmd = [go, "install", "-trimpath", "-ldflags", "-s -w", f"{PACKAGE}@{VERSION}"]
-        done = subprocess.run(cmd, cwd=bdir.parent, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-        (gobin / "cmd").replace(binary())
-        shutil.rmtree(gobin, ignore_errors=True)
-        seconds = time.monotonic() - t0
-        (bdir / ".complete").write_text(json.dumps({
-            "kube-network-policies": VERSION, "seconds": round(seconds, 1), "size": binary().stat().st_size,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
-        log(f"kube-network-policies built in {seconds:.0f}s: {binary()} ({binary().stat().st_size / 1e6:.0f} MB)")
-        return binary()
+TOOL = GoTool("kube-network-policies", PACKAGE, VERSION, BINARY_NAME, minutes=3.5)  # most of it client-go
+bin_dir, binary, is_built, build = TOOL.bin_dir, TOOL.binary, TOOL.is_built, TOOL.build
 
 
 # ------------------------------------------------------------------------------------- per node

@@ -195,6 +195,7 @@ class ParseJobStatus:
     seq: int = 0  # transitionSeq: phase changes so far (status writes are conditional on it)
     attempts: int = 0  # counted runs, the current one included while Running
     prior_attempts: int = 0  # counted runs before the current one (fixed at admission)
+    disruptions: int = 0  # runs stopped from outside (eviction, node gone, pod deleted): not attempts
     job_name: str | None = None
     job_uid: str | None = None  # the uid of the Job the operator created for this run
     batch_size: int = 1
@@ -210,7 +211,8 @@ class ParseJobStatus:
         s = dict(status or {})
         return cls(
             phase=_str(s.get("phase")), seq=_int(s.get("transitionSeq")), attempts=_int(s.get("attempts")),
-            prior_attempts=_int(s.get("priorAttempts")), job_name=_str(s.get("jobName")),
+            prior_attempts=_int(s.get("priorAttempts")), disruptions=_int(s.get("disruptions")),
+            job_name=_str(s.get("jobName")),
             job_uid=_str(s.get("jobUid")),
             batch_size=max(1, _int(s.get("batchSize"), 1)), enqueued_at=_str(s.get("enqueuedAt")),
             started_at=_str(s.get("startedAt")), completed_at=_str(s.get("completedAt")),

@@ -12,7 +12,9 @@ with tokens of the release's own ServiceAccounts."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import time
 import tempfile
@@ -39,11 +41,15 @@ from chartlib import (
     VERSION,
     api_client_for,
     can_i,
+    clean_env,
     find,
     kubectl,
+    notes,
+    render,
     service_account_kubeconfig,
     whoami,
 )
+from noteslib import commands, one_starting, starting, substitute
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -572,3 +578,170 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
         rel.custom.get_namespaced_custom_object(GROUP, VERSION, tenant, PLURAL, name)), 240, what="example ParseJob")
     assert pj["status"]["phase"] == "Succeeded" and pj["status"]["result"]["events"] == 30, pj["status"]
     assert "Succeeded" in kubectl(rel.cluster, "get", "pj", "-n", tenant, name).stdout
+
+
+# --- NOTES.txt and `helm test` against the installed release (tests/chart/test_first_steps.py
+# checks them offline for every main value set) --------------------------------------------
+
+
+def _notes_env(rel, home: Path) -> dict[str, str]:
+    """A user's shell: kubectl on PATH and the cluster's kubeconfig, no schedgen variables."""
+    kubectl_dir = str(Path(rel.cluster.bin("kubectl")).parent)
+    return {**clean_env(), "KUBECONFIG": str(rel.cluster.kubeconfig), "HOME": str(home),
+            "PATH": f"{kubectl_dir}:{os.environ['PATH']}"}
+
+
+def _sh(command: str, env: dict, cwd: Path, timeout: float = 400) -> str:
+    done = subprocess.run(["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert done.returncode == 0, f"NOTES command failed ({done.returncode}):\n{command}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_forward(command: str, env: dict, cwd: Path) -> tuple[subprocess.Popen, int]:
+    """NOTES' port-forward on a free local port (8080 may be taken here), until it answers."""
+    port = _free_port()
+    proc = subprocess.Popen(["bash", "-c", "exec " + substitute(command, {"8080": str(port)})], env=env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+    wait_for(answers, 60, what="the API through kubectl port-forward")
+    return proc, port
+
+
+def _notes_upload(cmds: list[str], env: dict, cwd: Path) -> None:
+    """Step 3: the three curl commands, the job followed to its end."""
+    upload, follow, events = starting(cmds, "curl")
+    made = json.loads(_sh(upload, env, cwd))
+    assert made["id"] and made["tenant"].startswith("notes-"), made
+    words = {"JOB_ID": made["id"]}
+    def finished() -> dict | None:
+        job = json.loads(_sh(substitute(follow, words), env, cwd))
+        return job if job["phase"] in FINAL else None
+    job = wait_for(finished, 300, what="the NOTES upload's job")
+    assert job["phase"] == "Succeeded", job
+    got = json.loads(_sh(substitute(events, words), env, cwd))
+    assert got["kind"] == "lecture" and len(got["events"]) == 30, got
+
+
+def _notes_s3_copy(command: str, rel, s3, cwd: Path) -> None:
+    """`aws s3 cp FILE s3://BUCKET/KEY [--endpoint-url URL]` done with the test's S3 client
+    (the aws CLI is no dependency of the project): the bucket and endpoint NOTES names."""
+    import shlex
+
+    args = shlex.split(command)
+    assert args[:3] == ["aws", "s3", "cp"], args
+    bucket, key = args[4].removeprefix("s3://").split("/", 1)
+    assert bucket == rel.values["s3"]["bucket"] == s3.bucket
+    assert args[5:] == ["--endpoint-url", rel.values["s3"]["endpointUrl"]], args
+    s3.put(cwd / args[3], key=key)
+
+
+def _kubectl_path(cmds: list[str], rel, s3, env: dict, cwd: Path) -> None:
+    """NOTES' kubectl-only path in a served namespace: the PDF to the namespace's prefix,
+    the ParseJob applied, waited for, listed and described."""
+    words = {"NAMESPACE": rel.tenant}
+    # the example test may have made a week-12 there already: start from none
+    kubectl(rel.cluster, "-n", rel.tenant, "delete", "pj", "week-12", "--ignore-not-found", "--wait", "--timeout=120s")
+    _notes_s3_copy(substitute(one_starting(cmds, "aws s3 cp"), words), rel, s3, cwd)
+    assert "created" in _sh(substitute(one_starting(cmds, "cat <<'YAML'"), words), env, cwd)
+    assert "condition met" in _sh(substitute(one_starting(cmds, "kubectl -n NAMESPACE wait"), words), env, cwd)
+    listed = _sh(substitute(one_starting(cmds, "kubectl -n NAMESPACE get parsejobs"), words), env, cwd)
+    assert re.search(r"^week-12\s+Succeeded\s+lecture\s+30\b", listed, re.MULTILINE), listed
+    assert "Succeeded" in _sh(substitute(one_starting(cmds, "kubectl -n NAMESPACE describe pj week-12"), words), env, cwd)
+
+
+def test_notes_commands_work_against_the_release(cluster_release, s3, tmp_path):
+    """Every command NOTES prints for this release, run as printed (UPPERCASE words filled
+    in) by a user's shell: kubectl, curl; the API key made by the one-off pod; the API
+    through the port-forward; the kubectl-only path. `helm test` runs in the next test;
+    `aws s3 cp` is done with the test's S3 client."""
+    rel = cluster_release
+    cmds = commands(notes(rel.values, name=rel.name, namespace=rel.namespace))
+    env, ns = _notes_env(rel, tmp_path), rel.namespace
+    (tmp_path / "week-12.pdf").write_bytes((FIXTURES / "up" / "UP_MOD_XLS.pdf").read_bytes())
+    running = _sh(one_starting(cmds, f"kubectl -n {ns} get deploy,pods"), env, tmp_path)
+    assert f"deployment.apps/{rel.operator_sa}" in running and f"deployment.apps/{rel.api_sa}" in running
+    words = {"TENANT": f"notes-{uuid.uuid4().hex[:6]}"}
+    key = _sh(substitute(one_starting(cmds, f"kubectl -n {ns} run "), words), env, tmp_path).split()[-1]
+    assert key.startswith("sgk_"), key
+    words["KEY"] = key
+    _sh(substitute(one_starting(cmds, f"kubectl -n {ns} create secret generic"), words), env, tmp_path)
+    assert rel.core.read_namespaced_secret(f"{rel.name}-schedgen-test-api-key", ns).data["api-key"]
+    forward, port = _port_forward(one_starting(cmds, f"kubectl -n {ns} port-forward"), env, tmp_path)
+    try:
+        export = substitute(one_starting(cmds, "export "), {**words, "8080": str(port)})
+        env.update(pair.split("=", 1) for pair in export.split()[1:])
+        _notes_upload(cmds, env, tmp_path)
+    finally:
+        forward.terminate()
+        forward.wait(timeout=30)
+    _kubectl_path(cmds, rel, s3, env, tmp_path)
+    done = {c for c in cmds if c.startswith(("kubectl", "curl", "export", "aws", "cat", f"helm test {rel.name}"))}
+    assert done == set(cmds), set(cmds) - done  # nothing NOTES prints went unchecked
+
+
+def test_notes_ingress_is_accepted_by_the_api_server(cluster_release, tmp_path):
+    """The Ingress the chart renders for this release passes the real API server's
+    validation (server-side dry run; no ingress controller needed for that)."""
+    rel = cluster_release
+    values = {**rel.values, "api": {**rel.values["api"], "trustedProxies": ["10.0.0.0/8"],
+                                    "ingress": {"enabled": True, "host": "schedule.example.org",
+                                                "className": "nginx", "tls": {"secretName": "schedule-tls"}}}}
+    ingress = [d for d in render(values, name=rel.name, namespace=rel.namespace) if d["kind"] == "Ingress"]
+    assert len(ingress) == 1
+    out = kubectl(rel.cluster, "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(ingress[0])).stdout
+    assert f"ingress.networking.k8s.io/{rel.api_sa} created (server dry run)" in out, out
+
+
+def _helm_test(rel) -> str:
+    """`helm test <release> --logs` (helm-python-sdk); the test pod's log."""
+    result = rel.helm.test(rel.name, timeout=420, logs=True)
+    return result.get("logs") or ""
+
+
+def _scale_api(rel, replicas: int) -> None:
+    kubectl(rel.cluster, "-n", rel.namespace, "scale", f"deploy/{rel.api_sa}", f"--replicas={replicas}")
+    if replicas:
+        rel.api_url()  # Ready and reachable again
+    else:
+        wait_for(lambda: not rel.pods("api"), 120, what="no API pod")
+
+
+def test_helm_test_checks_readyz_and_one_upload(cluster_release):
+    """`helm test` on the real release: with the key Secret, /readyz and one upload through
+    to Succeeded (then erased); without it, /readyz and the 401 only, saying so; with the API
+    down, the test fails."""
+    import helm_python as helm
+
+    rel = cluster_release
+    secret = f"{rel.name}-schedgen-test-api-key"
+    kubectl(rel.cluster, "-n", rel.namespace, "delete", "secret", secret, "--ignore-not-found")
+    rel.secret(rel.namespace, secret, {"api-key": rel.add_api_key("helm-test")})
+    logs = _helm_test(rel)
+    for line in ("ok: /readyz", "ok: upload accepted", "Succeeded: 3 lecture events", "erased", "PASS"):
+        assert line in logs, logs
+    kubectl(rel.cluster, "-n", rel.namespace, "delete", "secret", secret)
+    logs = _helm_test(rel)
+    assert "refused (401 ApiKeyRequired)" in logs and "NOT TESTED: an upload" in logs and "PASS" in logs, logs
+    _scale_api(rel, 0)
+    try:
+        with pytest.raises(helm.HelmError) as failed:
+            _helm_test(rel)
+        pod_log = kubectl(rel.cluster, "-n", rel.namespace, "logs", f"{rel.api_sa}-test", check=False)
+        assert "FAIL: GET /readyz did not answer 200" in str(failed.value) + pod_log.stdout, \
+            (str(failed.value), pod_log.stdout, pod_log.stderr)
+    finally:
+        _scale_api(rel, 1)

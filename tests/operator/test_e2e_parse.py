@@ -282,6 +282,6 @@ def test_runner_pod_deleted_mid_run_says_why_and_is_retried(operator_cluster, st
     finally:
         hole.close()
     s = pj["status"]
-    assert s["phase"] == "Succeeded" and s["attempts"] == 1, s
+    assert s["phase"] == "Succeeded" and s["attempts"] == 1 and s["disruptions"] == 1, s
     assert [h["reason"] for h in s["history"] if h["phase"] == "Queued"][-1] == "Disrupted", s["history"]
     assert c.event_rows(uid) == 5

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from parsejobs import parsejob
 from schedgen.operator import status as ps
 from schedgen.operator.outcome import (
+    MAX_DISRUPTIONS,
     RETRY_DELAY_CAP_SECONDS,
     NotReached,
     Outcome,
@@ -248,7 +249,7 @@ def test_conclude_the_retry_scheme():
         "BatchEnded", "Job batch-x ended before this ParseJob's turn", counted=False)
     disrupted = RunFailed("BackoffLimitExceeded", "SIGTERM", code="Interrupted", transient=True, counted=False)
     assert conclude(pj(prior=3, max_retries=3), disrupted, 10) == Requeue(
-        "Disrupted", "SIGTERM", counted=False)  # attempts spent, but this run does not count
+        "Disrupted", "SIGTERM", counted=False, disruption=True)  # attempts spent, but this run does not count
     lost = conclude(pj(prior=1), RunFailed("JobLost", "Job pj-1 disappeared"), 10)
     assert (lost.phase, lost.reason, lost.attempts) == ("Failed", "JobLost", 2)
     event = lost.event()
@@ -298,29 +299,50 @@ def test_a_parsejobs_life_of_runs(ends, max_retries, base):
     exactly when its counted transient failures pass maxRetries."""
     p = parsejob("life", maxRetries=max_retries)
     p = p.with_status(ps.queued(p))
-    counted = 0
+    counted = disruptions = 0
     for kind in ends:
         p = p.with_status(ps.running(p, "j"))
         end = ENDS[kind]
         decision = conclude(p, end, base)
         counts = kind in ("transient", "final")
         counted += counts
-        assert counted <= max_retries + 1
+        disruptions += kind == "disrupted"
+        assert counted <= max_retries + 1 and disruptions <= MAX_DISRUPTIONS + 1
         if isinstance(decision, Requeue):
             assert kind != "final" and decision.counted == counts
             assert decision.delay == (retry_delay(counted, base) if counts else 0)
             p = p.with_status(ps.requeued(p, decision))
-            assert p.status.attempts == counted
+            assert p.status.attempts == counted and p.status.disruptions == disruptions
             if counts and base > 0:
                 assert epoch_of(p.status.retry_after) is not None
             continue
-        assert kind == "final" or (kind == "transient" and counted == max_retries + 1)
-        assert decision.reason == ("InvalidPDF" if kind == "final" else "BackoffLimitExceeded")
+        expected = {"final": "InvalidPDF", "transient": "BackoffLimitExceeded", "disrupted": "TooManyDisruptions"}
+        assert decision.reason == expected[kind]
+        assert kind == "final" or (kind == "transient" and counted == max_retries + 1) or (
+            kind == "disrupted" and disruptions == MAX_DISRUPTIONS + 1)
         p = p.with_status(ps.finished(p, decision))
         assert p.status.attempts == decision.attempts == counted
         break
     else:
         assert p.status.attempts == counted and p.phase == "Queued"
+
+
+def test_a_parsejob_whose_runs_are_stopped_from_outside_over_and_over_fails():
+    """A pod deleted in a loop (by a tenant, or a broken node) must not keep a ParseJob
+    in the queue forever: the 21st disruption fails it, with no attempt counted."""
+    disrupted = RunFailed("BackoffLimitExceeded", "its pod was deleted", transient=True, counted=False)
+    p = parsejob("loop", maxRetries=3)
+    p = p.with_status(ps.queued(p))
+    for n in range(1, MAX_DISRUPTIONS + 1):
+        p = p.with_status(ps.running(p, "j"))
+        p = p.with_status(ps.requeued(p, conclude(p, disrupted)))
+        assert (p.phase, p.status.disruptions, p.status.attempts) == ("Queued", n, 0)
+    p = p.with_status(ps.running(p, "j"))
+    final = conclude(p, disrupted)
+    assert (final.phase, final.reason, final.attempts) == ("Failed", "TooManyDisruptions", 0)
+    assert final.message.startswith(f"{MAX_DISRUPTIONS + 1} runs stopped from outside (limit {MAX_DISRUPTIONS})")
+    done = p.with_status(ps.finished(p, final))
+    assert done.status.raw["error"]["reason"] == "TooManyDisruptions" and done.status.disruptions == MAX_DISRUPTIONS
 
 
 def test_pod_view_unschedulable_and_time_parsing():

@@ -192,3 +192,51 @@ seccompProfile:
 {{/* The Secret holding each component's S3 keys ("" = none, ambient credentials): its own, else the shared one. */}}
 {{- define "schedgen.operatorS3Secret" -}}{{ default .Values.s3.existingSecret .Values.s3.operatorSecret }}{{- end -}}
 {{- define "schedgen.apiS3Secret" -}}{{ default .Values.s3.existingSecret .Values.s3.apiSecret }}{{- end -}}
+
+{{/* Getting started: the public address, spread, keys -------------------------------- */}}
+{{/* Base of the API's feed URLs: api.publicUrl, else the Ingress host (https with TLS),
+     else the HTTPRoute's first hostname (https: TLS is the Gateway's), else "" (each
+     request's own scheme and host). */}}
+{{- define "schedgen.apiPublicUrl" -}}
+{{- $a := .Values.api -}}
+{{- if $a.publicUrl -}}
+{{- $a.publicUrl -}}
+{{- else if and $a.ingress.enabled $a.ingress.host -}}
+{{- ternary "https" "http" (not (empty $a.ingress.tls.secretName)) }}://{{ $a.ingress.host -}}
+{{- else if and $a.httpRoute.enabled $a.httpRoute.hostnames -}}
+https://{{ first $a.httpRoute.hostnames -}}
+{{- end -}}
+{{- end -}}
+
+{{/* topologySpreadConstraints with the component's labelSelector where one has none.
+     Args: root, component, constraints. */}}
+{{- define "schedgen.topologySpread" -}}
+{{- $selector := include "schedgen.selectorLabels" (dict "root" .root "component" .component) | fromYaml -}}
+{{- $out := list -}}
+{{- range .constraints -}}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "labelSelector") -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* The Secret with a key administrator's DSN for `schedgen-api add-key` ("" = none). */}}
+{{- define "schedgen.keyAdminDsnSecret" -}}{{ default (include "schedgen.migrationDsnSecret" .) .Values.postgres.keyAdminSecret }}{{- end -}}
+
+{{/* The Secret holding the API key `helm test` uploads with (never created by the chart). */}}
+{{- define "schedgen.testKeySecret" -}}{{ default (printf "%s-test-api-key" (include "schedgen.fullname" . | trunc 50 | trimSuffix "-")) .Values.tests.apiKeySecret }}{{- end -}}
+
+{{/* NOTES: the pod `kubectl run ... add-key` overrides (strategic merge): restricted, no
+     token, the key administrator's DSN by reference. Args: root, secret. */}}
+{{- define "schedgen.notes.addKeyOverrides" -}}
+{{- $root := .root -}}
+{{- $name := printf "%s-add-key" (include "schedgen.fullname" $root | trunc 50 | trimSuffix "-") -}}
+{{- $env := list (dict "name" "SCHEDGEN_DATABASE_URL" "valueFrom" (dict "secretKeyRef" (dict "name" .secret "key" $root.Values.postgres.dsnKey))) -}}
+{{- $container := dict "name" $name "env" $env "securityContext" (include "schedgen.containerSecurityContext" $root | fromYaml) -}}
+{{- $spec := dict "automountServiceAccountToken" false "enableServiceLinks" false "securityContext" (include "schedgen.podSecurityContext" $root | fromYaml) "containers" (list $container) -}}
+{{- with $root.Values.operator.imagePullSecrets }}{{ $_ := set $spec "imagePullSecrets" . }}{{ end -}}
+{{- dict "apiVersion" "v1" "spec" $spec | toJson -}}
+{{- end -}}

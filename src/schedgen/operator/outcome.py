@@ -9,8 +9,9 @@ whether the run counted as an attempt:
     RunFailed     final (bad input, OOM, deadline, misconfigured, lost, invalid result),
                   or transient: back to the queue while attempts <= maxRetries, each
                   retry after a growing delay (status.retryAfter), then Failed
-                  BackoffLimitExceeded; a disrupted run (eviction, node drain) is
-                  retried without counting
+                  BackoffLimitExceeded; a disrupted run (eviction, node drain, its
+                  pod deleted) is retried without counting, up to MAX_DISRUPTIONS
+                  times, then Failed TooManyDisruptions
     NotReached    a batch member its Job never got to: back to the queue, not counted
 
 `status.attempts` is `priorAttempts` (counted runs before this one, fixed at admission)
@@ -21,7 +22,9 @@ Reasons (status.error.reason): InvalidPDF (runner exit 2, bad input), Misconfigu
 (exit 3), OOMKilled (killed at the memory limit: code MemoryLimitExceeded),
 DeadlineExceeded, BackoffLimitExceeded (transient failures past maxRetries), JobLost
 (the Job vanished before it finished and left no result object), InvalidResult (the
-result object is missing, too big or fails the schema check), Cancelled, TenantMismatch.
+result object is missing, too big or fails the schema check), TooManyDisruptions (its
+runs were stopped from outside more than MAX_DISRUPTIONS times: a pod deleted in a loop
+must not hold a ParseJob in the queue forever), Cancelled, TenantMismatch.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ from schedgen.parsejob import FAILED, SUCCEEDED, ParseJob
 
 MAX_TEXT = 512
 RETRY_DELAY_CAP_SECONDS = 300.0
+# Runs a ParseJob may lose to disruptions. A node going under a parse now and then is
+# normal (consolidation is kept off working pods, spot nodes are not); twenty in a row is
+# somebody deleting its pods.
+MAX_DISRUPTIONS = 20
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Requeue:
     message: str
     counted: bool
     delay: float = 0.0
+    disruption: bool = False  # stopped from outside: status.disruptions goes up by one
 
 
 # --- how a run ends -----------------------------------------------------------------------
@@ -138,7 +146,11 @@ def conclude(pj: ParseJob, end: RunFailed | NotReached, retry_base: float = 0.0)
         return Requeue("BatchEnded", end.message, counted=False)
     attempts = pj.status.prior_attempts + (1 if end.counted else 0)
     if end.transient and not end.counted:
-        return Requeue("Disrupted", short(end.message), counted=False)
+        if pj.status.disruptions >= MAX_DISRUPTIONS:
+            return Outcome(FAILED, "TooManyDisruptions", short(
+                f"{pj.status.disruptions + 1} runs stopped from outside (limit {MAX_DISRUPTIONS}); the last: "
+                f"{end.message}"), attempts=pj.status.prior_attempts)
+        return Requeue("Disrupted", short(end.message), counted=False, disruption=True)
     if end.transient and attempts <= pj.max_retries:
         return Requeue("Retrying", short(f"{end.code or end.reason}: {end.message}"), counted=True,
                        delay=retry_delay(attempts, retry_base))

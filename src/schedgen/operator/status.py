@@ -108,7 +108,9 @@ def requeued(pj: ParseJob, requeue: Requeue, at: str | None = None) -> dict[str,
     before = pj.status.prior_attempts if pj.phase == RUNNING else pj.status.attempts  # counted runs before
     attempts = before + (1 if requeue.counted else 0)
     after = now_rfc3339(epoch(at) + requeue.delay) if requeue.delay > 0 else None
+    disruptions = {"disruptions": pj.status.disruptions + 1} if requeue.disruption else {}
     return _transition(pj, QUEUED, requeue.reason, requeue.message, at, attempts=attempts, priorAttempts=None,
+                       **disruptions,
                        jobName=None, jobUid=None, startedAt=None, batchSize=None, queuePosition=None,
                        retryAfter=after,
                        conditions=_conditions(pj, _condition("Admitted", False, requeue.reason, requeue.message,
