@@ -220,54 +220,6 @@ def _build_locked(steps: "_Steps", version: str, etcd_version: str, jobs: int) -
     return bdir
 
 
-def go_install_tool(tool: str, package: str, version: str, binary_name: str, minutes: str = "a few",
-                    log=None) -> Path:
-    """``go install package@version`` (once) into ``<cache>/<tool>-<version>/bin/<binary_name>``;
-    return the binary. A ``.complete`` stamp marks a finished build; concurrent callers wait on a
-    lock file and reuse the first one's binary. For single-binary tools (the registry, ...)."""
-    import fcntl
-    log = log or (lambda msg: print(f"[localkube] {msg}", file=sys.stderr, flush=True))
-    bdir = cache_root() / f"{tool}-{version}" / "bin"
-    binary = bdir / binary_name
-    if (bdir / ".complete").exists() and binary.exists():
-        return binary
-    bdir.mkdir(parents=True, exist_ok=True)
-    with open(bdir.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (bdir / ".complete").exists() and binary.exists():
-            return binary
-        return _go_install_locked(tool, package, version, binary, minutes, log)
-
-
-def _go_install_locked(tool: str, package: str, version: str, binary: Path, minutes: str, log) -> Path:
-    bdir = binary.parent
-    (bdir / ".complete").unlink(missing_ok=True)
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    if not Path(go).exists():
-        raise RuntimeError("Go toolchain not found (neither on PATH nor /usr/local/go/bin)")
-    gobin = bdir.parent / "gobin"  # `go install` names the binary after its package
-    shutil.rmtree(gobin, ignore_errors=True)
-    gobin.mkdir()
-    env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOBIN=str(gobin))
-    env.pop("GOFLAGS", None)  # `go install pkg@version` takes no -mod
-    env.setdefault("GOPROXY", "https://proxy.golang.org,direct")
-    env["PATH"] = f"{Path(go).parent}:{env.get('PATH', '')}"
-    t0 = time.monotonic()
-    log(f"building {tool} {version} from the Go module proxy ({minutes} minutes the first time)")
-    cmd = [go, "install", "-trimpath", "-ldflags", "-s -w", f"{package}@{version}"]
-    done = subprocess.run(cmd, cwd=bdir.parent, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-    (gobin / package.rstrip("/").rsplit("/", 1)[1]).replace(binary)
-    shutil.rmtree(gobin, ignore_errors=True)
-    seconds = time.monotonic() - t0
-    (bdir / ".complete").write_text(json.dumps({
-        tool: version, "package": package, "seconds": round(seconds, 1), "size": binary.stat().st_size,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
-    log(f"{tool} built in {seconds:.0f}s: {binary} ({binary.stat().st_size / 1e6:.0f} MB)")
-    return binary
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
     ap = argparse.ArgumentParser(description="build or reuse local Kubernetes binaries")

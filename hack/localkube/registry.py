@@ -37,7 +37,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import build as _build
+from .gotool import GoTool
 from .node import registry_hosts_dir
 
 REGISTRY_VERSION = "v3.1.2"
@@ -58,11 +58,12 @@ class RegistryError(RuntimeError):
     pass
 
 
+TOOL = GoTool("registry", REGISTRY_PACKAGE, REGISTRY_VERSION, "registry", minutes=2)
+
+
 def build(force: bool = False, log=_log) -> Path:
-    """Build (once) the registry from the Go module proxy; return the binary (about 2 min)."""
-    if force:
-        (_build.cache_root() / f"registry-{REGISTRY_VERSION}" / "bin" / ".complete").unlink(missing_ok=True)
-    return _build.go_install_tool("registry", REGISTRY_PACKAGE, REGISTRY_VERSION, "registry", "about 2", log)
+    """Build (once) the registry from the Go module proxy; return the binary (2 to 7 min cold)."""
+    return TOOL.build(force=force, log=log)
 
 
 def config(address: str, root: Path, htpasswd: Path, cert: Path, key: Path, http_secret: str) -> dict:
