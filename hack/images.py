@@ -3,6 +3,7 @@
     hack/images build [runner|operator|pause|base|all ...] [--base auto|registry|debian]
                       [--refresh-base] [--force]
     hack/images save DIR [runner|operator|pause|all ...] [--format docker-archive|oci-archive]
+    hack/images push REGISTRY [runner|operator|pause|all ...] [--tag T] [--authfile F] [--cert-dir D]
     hack/images list
     hack/images lock [--upgrade] [--check]
     hack/images podman ARGS...        podman with this project's engine settings
@@ -12,6 +13,10 @@ Images (tags `localhost/...`, so containerd and the kubelet never try a registry
     runner    localhost/schedgen-runner:<version>     Dockerfile.runner, runner/requirements.txt
     operator  localhost/schedgen-operator:<version>   Dockerfile.operator, operator/requirements.txt
     pause     localhost/schedgen-pause:3.10           hack/pause/ (static C binary, FROM scratch)
+
+`push` puts them in a registry as REGISTRY/schedgen-<name>:<version> and prints each as
+`REGISTRY/schedgen-<name>@sha256:...` (the digest the registry stored), what the chart's
+`image.repository` + `image.digest` take (docs/deploy.md, "Images and the registry").
 
 Base image: `python:3.11-slim-bookworm` from Docker Hub when it is present or can be pulled;
 otherwise (this project's machines reach package registries only) a Debian bookworm root
@@ -542,6 +547,42 @@ def save(directory: Path, names: Sequence[str], fmt: str = "docker-archive", **b
     return files
 
 
+def registry_repository(registry: str, name: str) -> str:
+    """Where image `name` goes in a registry: REGISTRY/schedgen-<name> (REGISTRY may hold a path)."""
+    return f"{registry.rstrip('/')}/schedgen-{name}"
+
+
+def push(names: Sequence[str], registry: str, *, tag: str | None = None, authfile: Path | None = None,
+         cert_dir: Path | None = None, **build_opts) -> dict[str, str]:
+    """Push the named images (built or reused) to `registry` as schedgen-<name>:<tag> and return
+    name -> `repository@sha256:...`, the digest the registry stored: what a chart should
+    reference."""
+    built = build([n for n in names if n in APP_IMAGES or n == "pause"], **build_opts)
+    # by image id, taken at once: another checkout sharing the storage may re-tag the ref meanwhile
+    ids = {name: image_id(ref) for name, ref in built.items()}
+    return {name: push_ref(ids[name], registry_repository(registry, name), tag or version(), authfile=authfile,
+                           cert_dir=cert_dir) for name in built}
+
+
+def push_ref(ref: str, repository: str, tag: str, *, authfile: Path | None = None,
+             cert_dir: Path | None = None) -> str:
+    """`podman push ref repository:tag`; returns `repository@sha256:...` (podman --digestfile).
+    TLS is always verified (`cert_dir`: extra CAs, *.crt); credentials come from `authfile` (a
+    docker config.json), never the command line."""
+    with tempfile.TemporaryDirectory(prefix="schedgen-push-") as tmp:
+        digestfile = Path(tmp) / "digest"
+        args = ["push", "--quiet", "--tls-verify=true", "--digestfile", str(digestfile)]
+        if authfile:
+            args += ["--authfile", str(authfile)]
+        if cert_dir:
+            args += ["--cert-dir", str(cert_dir)]
+        with timed(f"pushing {ref} -> {repository}:{tag}"):
+            podman(*args, ref, f"docker://{repository}:{tag}", capture=True)
+        pushed = f"{repository}@{digestfile.read_text().strip()}"
+    note(pushed)
+    return pushed
+
+
 # --------------------------------------------------------------------------- locks
 
 @dataclasses.dataclass(frozen=True)
@@ -684,6 +725,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="auto: the registry python image if it can be pulled, else a Debian base")
         p.add_argument("--refresh-base", action="store_true", help="rebuild the Debian base")
         p.add_argument("--force", action="store_true", help="build even when the content key matches")
+    pu = sub.add_parser("push", help="push images to a registry; print their refs by digest")
+    pu.add_argument("registry", help="host[:port][/path] of the registry")
+    pu.add_argument("images", nargs="*", metavar="runner|operator|pause|all")
+    pu.add_argument("--tag", help="the tag to push (default: the project version)")
+    pu.add_argument("--authfile", type=Path, help="credentials (docker config.json; `podman login --authfile`)")
+    pu.add_argument("--cert-dir", type=Path, help="a directory of extra CA certificates (*.crt)")
     sub.add_parser("list", help="the images and their sizes")
     lk = sub.add_parser("lock", help="compile the lock files from pyproject.toml")
     lk.add_argument("--upgrade", action="store_true", help="newest versions allowed by pyproject.toml")
@@ -700,6 +747,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             save(args.dir, _names(args.images, ALL), args.format, base_mode=args.base,
                  refresh_base=args.refresh_base, force=args.force)
             print_timings()
+        elif args.command == "push":
+            pushed = push(_names(args.images, ALL), args.registry, tag=args.tag, authfile=args.authfile,
+                          cert_dir=args.cert_dir)
+            print_timings()
+            print("\n".join(f"{n}\t{r}" for n, r in pushed.items()))
         elif args.command == "list":
             report({n: r for n, r in refs(ALL).items() if image_exists(r)})
         elif args.command == "lock":

@@ -7,7 +7,8 @@
 #      proxy into ~/.cache/schedgen/ (8 to 25 minutes on 2 cores the first time), kwok
 #      (simulated nodes, about 2 minutes more), kube-network-policies (the NetworkPolicy
 #      enforcer of the real nodes, about 3.5 minutes more) and Karpenter v1.15.0's KWOK provider
-#      (the autoscaler of docs/autoscaling.md; Go 1.26.9 via GOTOOLCHAIN, about 2 minutes more).
+#      (the autoscaler of docs/autoscaling.md; Go 1.26.9 via GOTOOLCHAIN, about 2 minutes more) and
+#      the OCI registry CNCF distribution v3.1.2 (hack/localkube/registry.py, 2 to 7 minutes more).
 #   4. MinIO, the S3 server of the tests and the demo, also from the Go module proxy
 #      (about 2 to 4 minutes the first time); prometheus + promtool likewise (hack/promserver.py,
 #      8 to 15 minutes the first time), for the alert rule tests and the Prometheus e2e.
@@ -77,7 +78,7 @@ if [ "$DEMO" = 1 ]; then
   step "building or reusing the local Kubernetes binaries and kube-network-policies"
   hack/cluster build --no-kwok
 else
-  step "building or reusing the local Kubernetes binaries, kwok, kube-network-policies and Karpenter (KWOK provider)"
+  step "building or reusing the local Kubernetes binaries, kwok, kube-network-policies, Karpenter (KWOK provider) and the registry"
   hack/cluster build
 fi
 step "building or reusing the S3 server (MinIO, from the Go module proxy)"

@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                        "kube-network-policies, Karpenter's KWOK provider)")
     b.add_argument("--force", action="store_true")
     b.add_argument("-j", "--jobs", type=int, default=2)
-    b.add_argument("--no-kwok", action="store_true", help="skip kwok and Karpenter's KWOK provider "
-                   "(simulated nodes: the tests and benchmarks use them, the demo does not)")
+    b.add_argument("--no-kwok", action="store_true", help="skip kwok, Karpenter's KWOK provider and the "
+                   "registry (the tests and benchmarks use them, the demo does not)")
     u = sub.add_parser("up", help="start the control plane and nodes")
     u.add_argument("--nodes", type=int, default=1, help="real nodes to start (node-1..N); 0 for none")
     u.add_argument("--node-cpu", default="2")
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     im = sub.add_parser("import-image", help="import image archives into every node (and nodes added later)")
     im.add_argument("archives", nargs="+")
     sub.add_parser("test-images", help="build (or reuse) the pause and busybox test image archives; print paths")
+    rg = sub.add_parser("registry", help="start (or reuse) the cluster's OCI registry (TLS with the cluster CA, "
+                        "a login); print its address and how to push and pull")
+    rg.add_argument("--pull-secret", metavar="NAMESPACE/NAME",
+                    help="also create this kubernetes.io/dockerconfigjson Secret with the registry's login")
     k = sub.add_parser("kubectl", help="run kubectl against the cluster")
     k.add_argument("args", nargs=argparse.REMAINDER)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -80,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kube-network-policies: {netpol.build(force=ns.force)}")
         if not ns.no_kwok:  # the autoscaler of simulated nodes (docs/autoscaling.md)
             print(f"karpenter (KWOK provider): {karpenter.build(force=ns.force)}")
+        if not ns.no_kwok:  # the tests' registry (registry.py); the demo imports its images
+            from . import registry
+            print(f"registry (CNCF distribution): {registry.build(force=ns.force)}")
         return 0
     if ns.cmd == "test-images":
         from .images import busybox_archive, pause_archive
@@ -179,11 +186,33 @@ def main(argv: list[str] | None = None) -> int:
                 for node, out in cluster.import_image(archive).items():
                     print(f"{node}: {out.strip()}")
         return 0
+    if ns.cmd == "registry":
+        return _registry(cluster, ns.pull_secret)
     if ns.cmd == "kubectl":
         args = kubectl_args[1:] if kubectl_args[:1] == ["--"] else kubectl_args
         os.execv(cluster.bin("kubectl"), [cluster.bin("kubectl"), f"--kubeconfig={cluster.kubeconfig}", *args])
     return 2
 
+
+def _registry(cluster, pull_secret: str | None) -> int:
+    import json as _json
+
+    from .registry import Registry
+
+    reg = Registry(cluster).start()
+    if pull_secret:
+        namespace, name = pull_secret.split("/", 1)
+        path = reg.dir / f"pull-secret-{namespace}-{name}.json"  # the login: root-only, beside the registry's
+        path.write_text(_json.dumps(reg.pull_secret(namespace, name)))
+        path.chmod(0o600)
+        done = cluster.kubectl("apply", "-f", str(path), check=False)
+        print((done.stdout + done.stderr).strip())
+    user, _ = reg.credentials
+    print(f"registry https://{reg.address} (user {user}; CA {reg.ca_file})")
+    print(f"push:  hack/images push {reg.address} --authfile {reg.authfile()} --cert-dir {reg.cert_dir}")
+    print(f"pull:  image {reg.address}/schedgen-runner@sha256:... with an imagePullSecret "
+          f"(hack/cluster registry --pull-secret NAMESPACE/NAME)")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

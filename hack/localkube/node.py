@@ -40,6 +40,11 @@ CNI_BIN_DIR = "/usr/lib/cni"
 NO_PROXY_TRAP = "http://127.0.0.1:9"
 K8S_NS = "k8s.io"
 
+
+def registry_hosts_dir(state_dir: Path) -> Path:
+    """containerd's ``config_path`` of every node of the cluster in ``state_dir``."""
+    return Path(state_dir) / "registry-hosts"
+
 _SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
            "": 1}
 
@@ -120,7 +125,8 @@ class RealNode:
     def prepare(self, cpu: str, memory: str, pods: int) -> list[str]:
         """Write certs, kubeconfig, containerd/CNI/kubelet configs and cgroups; returns warnings."""
         from .certs import node_certs
-        for d in (self.dir, self.run, self.dir / "cni", self.dir / "kubelet", self.dir / "pod-logs"):
+        for d in (self.dir, self.run, self.dir / "cni", self.dir / "kubelet", self.dir / "pod-logs",
+                  registry_hosts_dir(self.cluster.state_dir)):
             d.mkdir(parents=True, exist_ok=True)
         pki = self.cluster.pki
         node_certs(pki, self.name, self.ip)
@@ -182,6 +188,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{self.dir / 'cni'}"
     max_conf_num = 1
+
+  # registries: one <host:port>/hosts.toml each (registry.py writes the local registry's,
+  # with the cluster CA); read at every pull, so a registry started later needs no restart
+  [{cri}.registry]
+    config_path = "{registry_hosts_dir(self.cluster.state_dir)}"
 """
 
     def _cni_conf(self) -> dict:
@@ -255,11 +266,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         return [*network.ns_exec(self.plan), CONTAINERD, f"--config={self.dir / 'containerd.toml'}",
                 "--log-level=warn"]
 
-    @staticmethod
-    def containerd_env() -> dict:
+    def containerd_env(self) -> dict:
+        """No pull leaves this machine (a dead proxy for everything), except from the cluster's
+        local registry on the host address (registry.py)."""
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         env.update({"HTTP_PROXY": NO_PROXY_TRAP, "HTTPS_PROXY": NO_PROXY_TRAP,
-                    "http_proxy": NO_PROXY_TRAP, "https_proxy": NO_PROXY_TRAP})
+                    "http_proxy": NO_PROXY_TRAP, "https_proxy": NO_PROXY_TRAP,
+                    "NO_PROXY": self.plan.host_address, "no_proxy": self.plan.host_address})
         return env
 
     def kubelet_argv(self, labels: dict | None = None) -> list[str]:

@@ -33,6 +33,11 @@ Fixtures
     NodePool, which tests/cluster/test_autoscaling.py gives an executor of its own), so they end
     as the runner would; ``runner_executor.stats()`` has its counts. Stopped at the end of the
     session.
+``local_registry`` (session)
+    :class:`localkube.registry.Registry` on ``local_cluster``: an OCI registry (distribution
+    v3.1.2) on the host address, TLS with the cluster CA (trusted by every node's containerd),
+    htpasswd login (``credentials``, ``pull_secret(ns, name)``, ``authfile()``, ``cert_dir``,
+    ``trust_env()``). Stopped with the cluster.
 ``k8s_api_client`` (session)
     ``kubernetes.client.ApiClient`` for ``local_cluster``, authenticated as cluster admin.
 ``k8s_namespace`` (function)
@@ -124,6 +129,14 @@ def runner_executor(local_cluster, kwok_nodes):
     yield executor
     executor.stop()
     print(f"\nexecutor: {executor.report()}")
+
+
+@pytest.fixture(scope="session")
+def local_registry(local_cluster):
+    """The cluster's OCI registry (TLS with the cluster CA, a login); stopped with the cluster."""
+    from .registry import Registry
+
+    return Registry(local_cluster).start()
 
 
 @pytest.fixture(scope="session")

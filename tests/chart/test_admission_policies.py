@@ -246,7 +246,9 @@ def test_the_operator_may_create_runner_jobs_only(local_cluster, namespace):
                "host-path": operator_job("b", image, volumes=[*volumes, {"name": "h", "hostPath": {"path": "/"}}]),
                "another-secret": operator_job("c", image, volumes=other_secret),
                "token": operator_job("d", image, automountServiceAccountToken=True),
-               "host-network": operator_job("e", image, hostNetwork=True)}
+               "host-network": operator_job("e", image, hostNetwork=True),
+               # runner.imagePullSecrets is empty here: no borrowing a pull credential of the namespace
+               "another-pull-secret": operator_job("h", image, imagePullSecrets=[{"name": "regcred"}])}
         env_from = operator_job("f", image)
         env_from["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [{"secretRef": {"name": "db"}}]
         bad["env-from-secret"] = env_from

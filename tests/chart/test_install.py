@@ -1,6 +1,9 @@
 """The chart installed the way users deploy it: Helm's engine (helm-python-sdk) installs the
-release onto the local cluster with real nodes (hack/localkube), from the project's images
-imported into every node's containerd (pullPolicy Never). The operator (2 replicas, kopf
+release onto the local cluster with real nodes (hack/localkube). The cluster-wide release is
+installed as users install it: the chart from `oci://<registry>/charts/schedgen`, the images
+by digest from the cluster's registry (TLS, a login; the kubelet pulls them with the
+release's imagePullSecrets, IfNotPresent); the namespaced release (test_install_namespaced.py)
+runs the images imported into every node (pullPolicy Never). The operator (2 replicas, kopf
 peering) and the API run as pods with their own ServiceAccount tokens, in a namespace
 enforcing the `restricted` Pod Security Standard; runner Jobs run as containers. The real
 PDFs go over HTTP to the API pod (NodePort) -> ParseJob -> runner container -> events in
@@ -19,6 +22,7 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
+import chart_oci
 import httpx
 import psycopg
 import pytest
@@ -67,8 +71,12 @@ def status_of(exc_call) -> int | None:
 
 
 def image_values(ref: str) -> dict:
+    """`repository@sha256:...`: pulled from a registry; `repository:tag`: imported, never pulled."""
+    if "@" in ref:
+        repository, digest = ref.split("@", 1)
+        return {"repository": repository, "tag": "", "digest": digest, "pullPolicy": "IfNotPresent"}
     repository, tag = ref.rsplit(":", 1)
-    return {"repository": repository, "tag": tag, "pullPolicy": "Never"}  # imported, never pulled
+    return {"repository": repository, "tag": tag, "pullPolicy": "Never"}
 
 
 class Release:
@@ -111,16 +119,23 @@ class Release:
     def secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
         self.core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": data})
 
-    def install(self, timeout: int = 300) -> dict:
-        """`helm install --wait` (the watcher waits for the Deployments' pods to be Ready)."""
+    def install(self, timeout: int = 300, oci: dict | None = None) -> dict:
+        """`helm install --wait` (the watcher waits for the Deployments' pods to be Ready), of
+        the chart in this checkout or, with `oci` (ref, version, registry), from the registry."""
         import helm_python as helm
 
         self.helm = helm.Config(kubeconfig_path=str(self.cluster.kubeconfig), namespace=self.namespace)
-        chart = helm.Chart.load(str(CHART))
         started = time.monotonic()
         try:
-            release = self.helm.install(chart, self.name, self.values, namespace=self.namespace,
-                                        wait="watcher", timeout=timeout)
+            if oci:
+                registry = oci["registry"]
+                release = chart_oci.install(oci["ref"], oci["version"], name=self.name, namespace=self.namespace,
+                                            values=self.values, kubeconfig=self.cluster.kubeconfig,
+                                            credentials=registry.credentials, env=registry.trust_env(),
+                                            timeout=timeout)
+            else:
+                release = self.helm.install(helm.Chart.load(str(CHART)), self.name, self.values,
+                                            namespace=self.namespace, wait="watcher", timeout=timeout)
         except Exception as exc:
             raise AssertionError(f"helm install {self.name} failed: {exc}\n{self.diagnose()}") from exc
         self.installed = True
@@ -328,13 +343,35 @@ def _wait_job(api: str, job_id: str, key: str, timeout: float = 240) -> dict:
 # --- cluster-wide install (the default watch scope) -----------------------------------------
 
 
+PULL_SECRET = "regcred"
+
+
+def from_the_registry(values: dict) -> dict:
+    """The values of an install from the registry: no image values (the packaged chart has
+    the digests), the registry's login as imagePullSecrets of every pod and runner Job."""
+    for component in ("operator", "runner", "api"):
+        values[component].pop("image", None)
+    values["operator"]["imagePullSecrets"] = [{"name": PULL_SECRET}]
+    values["runner"]["imagePullSecrets"] = [{"name": PULL_SECRET}]
+    return values
+
+
+def push_chart(registry, registry_images: dict, workdir: Path) -> dict:
+    """The chart packaged with the pushed images' digests in its values, pushed to the
+    registry; what Release.install(oci=...) takes."""
+    archive = chart_oci.package(workdir / "package", images=registry_images)
+    pushed = chart_oci.push(archive, f"{registry.address}/charts", registry.credentials, env=registry.trust_env())
+    ref, version = pushed["ref"].rsplit(":", 1)
+    return {"ref": ref, "version": version, "registry": registry}
+
+
 @pytest.fixture(scope="module")
-def cluster_release(local_cluster, k8s_api_client, postgres, s3, project_images, tmp_path_factory):
+def cluster_release(local_cluster, k8s_api_client, postgres, s3, local_registry, registry_images, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("chart-cluster")
     tenant = f"tenant-{uuid.uuid4().hex[:5]}"
     other = f"other-{uuid.uuid4().hex[:5]}"
     _, s3_endpoint = _pod_facing(local_cluster, postgres, s3)
-    values = _base_values(project_images, s3, s3_endpoint)
+    values = from_the_registry(_base_values(registry_images, s3, s3_endpoint))
     values["operator"]["replicas"] = 2
     values["networkPolicy"]["runnerNamespaces"] = [tenant]
     values["priorityClasses"] = {"create": True}
@@ -348,8 +385,13 @@ def cluster_release(local_cluster, k8s_api_client, postgres, s3, project_images,
     values["postgres"] = rel.db.secrets(rel, "sg")
     values["s3"].update(s3_secrets(rel, s3, "sg"))
     rel.tenant, rel.other = tenant, other
+    # the registry's login, by reference: a Secret in the release namespace (operator, API and
+    # migration pods) and in each tenant namespace (runner pods), made by the user
+    for ns in (rel.namespace, tenant, other):
+        rel.core.create_namespaced_secret(ns, local_registry.pull_secret(ns, PULL_SECRET))
+    rel.images = registry_images
     try:
-        rel.install()
+        rel.install(oci=push_chart(local_registry, registry_images, workdir))
         yield rel
     finally:
         _cleanup_parsejobs(rel.custom, [rel.namespace, tenant, other])
@@ -375,7 +417,11 @@ def test_the_release_runs_in_a_restricted_namespace(cluster_release, k8s_api_cli
     for pod in [*operators, *apis]:
         spec = pod.spec
         assert spec.service_account_name in (rel.operator_sa, rel.api_sa)
-        assert spec.containers[0].image_pull_policy == "Never"
+        # pulled by the kubelet from the registry, by digest, with the release's pull secret
+        assert spec.containers[0].image == rel.images["operator"]
+        assert spec.containers[0].image_pull_policy == "IfNotPresent"
+        assert [s.name for s in spec.image_pull_secrets] == [PULL_SECRET]
+        assert pod.status.container_statuses[0].image_id.endswith(rel.images["operator"].split("@")[1])
         assert spec.security_context.run_as_non_root is True
         assert any(v.projected for v in spec.volumes or []), "its own ServiceAccount token"
     assert {p.spec.service_account_name for p in operators} == {rel.operator_sa}
@@ -484,8 +530,9 @@ def test_real_pdfs_uploaded_to_the_api_pod_end_to_end(cluster_release, postgres,
         assert spec.automount_service_account_token is False     # runner pods get no token
         assert spec.priority_class_name == "sg-schedgen-high"    # the chart's PriorityClass
         assert job.spec.ttl_seconds_after_finished == 600        # jobDefaults
-        assert spec.containers[0].image == rel.values["runner"]["image"]["repository"] + ":" + \
-            rel.values["runner"]["image"]["tag"]
+        assert spec.containers[0].image == rel.images["runner"]      # by digest, from the registry
+        assert spec.containers[0].image_pull_policy == "IfNotPresent"
+        assert [s.name for s in spec.image_pull_secrets] == [PULL_SECRET]  # runner.imagePullSecrets
         assert spec.containers[0].resources.limits["memory"] == "768Mi"
         # no credential of any kind in the runner Job the installed operator made
         run_secret = rel.admin.sanitize_for_serialization(rel.core.read_namespaced_secret(job.metadata.name, ns))

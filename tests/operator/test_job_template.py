@@ -220,6 +220,25 @@ def test_no_placement_unless_configured(env):
     assert not {"nodeSelector", "tolerations", "affinity"} & set(pod)
 
 
+def test_image_pull_secrets_reach_single_and_batch_jobs_by_name():
+    """The chart's runner.imagePullSecrets (SCHEDGEN_RUNNER_IMAGE_PULL_SECRETS): every runner
+    pod names them, in order, once each; none by default; the Job holds names, no secret data."""
+    from schedgen.operator.runner_jobs import BATCH
+
+    cfg = OperatorConfig.from_env({"SCHEDGEN_RUNNER_IMAGE_PULL_SECRETS": " regcred, mirror-cred ,regcred,"})
+    assert cfg.runner_image_pull_secrets == ("regcred", "mirror-cred")
+    single = build(parsejob(), cfg)["spec"]["template"]["spec"]
+    assert single["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror-cred"}]
+    members = [parsejob(), typed("other.upload", namespace="team-a", uid=UID.replace("0b5c", "1b5c"),
+                                 status={"phase": "Queued", "transitionSeq": 1}, scheduleType="lecture",
+                                 priority="high", deadlineSeconds=120, maxRetries=2)]
+    batch = BATCH.build(members, cfg, {m.uid: URLS for m in members})["spec"]["template"]["spec"]
+    assert batch["imagePullSecrets"] == single["imagePullSecrets"]
+    assert "imagePullSecrets" not in build(parsejob())["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in build(parsejob(), OperatorConfig.from_env(
+        {"SCHEDGEN_RUNNER_IMAGE_PULL_SECRETS": ""}))["spec"]["template"]["spec"]
+
+
 @pytest.mark.parametrize("name,raw", [("SCHEDGEN_RUNNER_TOLERATIONS", "{not json"),
                                       ("SCHEDGEN_RUNNER_TOLERATIONS", '{"key": "pool"}'),
                                       ("SCHEDGEN_RUNNER_TOLERATIONS", '["pool"]'),

@@ -31,6 +31,16 @@ def project_images(local_cluster) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def registry_images(local_registry) -> dict[str, str]:
+    """The runner and operator images of this checkout (built or reused) pushed to the cluster's
+    registry, as users deploy them: name -> `repository@sha256:...` (the kubelet pulls them)."""
+    import images
+
+    return images.push(["runner", "operator"], local_registry.address, authfile=local_registry.authfile(),
+                       cert_dir=local_registry.cert_dir)
+
+
+@pytest.fixture(scope="session")
 def operator_cluster(local_cluster, k8s_api_client, postgres, s3, project_images):
     """The control plane with the CRDs, the operator namespace and ConfigMap."""
     from kubernetes import client

@@ -56,6 +56,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "schedgen.runnerImage" -}}
 {{- include "schedgen.image" (dict "image" .Values.runner.image "root" .) -}}
 {{- end -}}
+{{- /* runner.imagePullSecrets as a JSON list of names (the operator's environment, the
+       runner Job policy): ["regcred"] */ -}}
+{{- define "schedgen.runnerPullSecretNames" -}}
+{{- $names := list -}}
+{{- range .Values.runner.imagePullSecrets }}{{ $names = append $names .name }}{{ end -}}
+{{- $names | toJson -}}
+{{- end -}}
 {{- define "schedgen.apiImage" -}}
 {{- if .Values.api.image.repository -}}
 {{- include "schedgen.image" (dict "image" .Values.api.image "root" .) -}}

@@ -145,6 +145,10 @@ class OperatorConfig:
     # passes them): a list of tolerations and an affinity object, copied verbatim.
     runner_tolerations: tuple[dict[str, Any], ...] = ()
     runner_affinity: dict[str, Any] = field(default_factory=dict)
+    # Secrets (names, comma-separated) the kubelet pulls the runner image with: referenced by
+    # every runner pod, so each must exist in the ParseJob's namespace (the user makes them;
+    # the operator never reads or copies a Secret).
+    runner_image_pull_secrets: tuple[str, ...] = ()
     # Namespaces the operator serves (comma-separated); empty: all namespaces.
     watch_namespaces: tuple[str, ...] = ()
     # Where a ParseJob's PDF may come from (admission.source_refusal): these buckets
@@ -201,7 +205,7 @@ def _parse_field(f: dataclasses.Field, name: str, raw: str) -> Any:
         return tuple(_parse_json(name, raw, list))
     if f.name == "runner_affinity":
         return _parse_json(name, raw, dict)
-    if f.name in ("watch_namespaces", "source_buckets", "api_namespaces"):
+    if f.name in ("watch_namespaces", "source_buckets", "api_namespaces", "runner_image_pull_secrets"):
         return parse_namespaces(raw)
     return coerce(f.type, raw)
 

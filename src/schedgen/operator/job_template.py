@@ -5,7 +5,8 @@ labels, owner references, resources (defaults, a spec may ask less, never more t
 operator's maximum), deadline, no pod retries (retries are the operator's: outcome.py),
 pod failure policy, TTL, restricted security context, no service-account token and no
 credential of any kind (the runner gets two short-lived presigned URLs: presign.py),
-optional PriorityClass and placement (nodeSelector, tolerations, affinity). What differs
+optional PriorityClass, placement (nodeSelector, tolerations, affinity) and imagePullSecrets
+(by name). What differs
 between a single run and a batch is in runner_jobs.py.
 """
 
@@ -236,14 +237,22 @@ def _pod_spec(container: dict[str, Any], secret: str, priority: str, cfg: Operat
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
                     {"name": "run", "secret": {"secretName": secret, "defaultMode": 0o440}}],
     }
+    if priority in cfg.priority_classes:
+        pod_spec["priorityClassName"] = cfg.priority_classes[priority]
+    return _placed(pod_spec, cfg)
+
+
+def _placed(pod_spec: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
+    """Where the pod may run and how its node pulls the image: nodeSelector, tolerations,
+    affinity, and imagePullSecrets (names only: Secrets in the ParseJob's namespace, by reference)."""
     if cfg.node_selector:
         pod_spec["nodeSelector"] = dict(cfg.node_selector)
     if cfg.runner_tolerations:
         pod_spec["tolerations"] = copy.deepcopy(list(cfg.runner_tolerations))
     if cfg.runner_affinity:
         pod_spec["affinity"] = copy.deepcopy(dict(cfg.runner_affinity))
-    if priority in cfg.priority_classes:
-        pod_spec["priorityClassName"] = cfg.priority_classes[priority]
+    if cfg.runner_image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in cfg.runner_image_pull_secrets]
     return pod_spec
 
 
