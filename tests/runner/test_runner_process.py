@@ -50,8 +50,9 @@ def test_real_pdfs(pdf, kind, count, first, runner_env, run_runner, s3):
     if kind == "exam":
         assert e["status"] == "FINAL" and e["paper"] == "1"
     logs = result.logs
-    assert all({"ts", "level", "msg", "job"} <= set(line) for line in logs)
-    assert logs[-1]["msg"] == "succeeded" and logs[-1]["job"] == result.uid
+    assert all({"ts", "level", "logger", "msg", "component", "parsejob_uid"} <= set(line) for line in logs)
+    assert logs[-1]["msg"] == "succeeded" and logs[-1]["parsejob_uid"] == result.uid
+    assert {line["component"] for line in logs} == {"runner"} and logs[-1]["tenant"]
     # the presigned URLs' signatures never reach the logs
     assert "Signature" not in result.stderr
 
