@@ -217,7 +217,8 @@ def test_text_logs(runner_env, run_runner, s3):
     runner_env["SCHEDGEN_LOG_FORMAT"] = "text"
     result = run_runner(runner_env)
     assert result.returncode == 0
-    assert "INFO succeeded" in result.stderr and "code=OK" in result.stderr
+    assert "INFO schedgen.runner: succeeded [" in result.stderr and "code=OK" in result.stderr
+    assert "tenant=tenant-a" in result.stderr and f"parsejob_uid={result.uid}" in result.stderr
     assert not result.stderr.lstrip().startswith("{")
 
 
