@@ -322,9 +322,9 @@ def main() -> int:
                     help="a deep backlog: at least this many uploads not yet final (CPU per PDF measured "
                          "from the last upload until fewer are left)")
     ap.add_argument("--admissions-per-second", type=float, default=50.0)
-    ap.add_argument("--batch-size", type=int, default=RuntimeConfig.batch_size,
+    ap.add_argument("--batch-size", type=int, default=RuntimeConfig().batch_size,
                     help="batchSize with batch mode on (default: the operator's)")
-    ap.add_argument("--batch-threshold", type=int, default=RuntimeConfig.batch_threshold,
+    ap.add_argument("--batch-threshold", type=int, default=RuntimeConfig().batch_threshold,
                     help="batchThreshold, both modes (default: the operator's)")
     ap.add_argument("--cpu-request", default="100m", help="runner pods' CPU request")
     ap.add_argument("--node-cpu", default="4", help="the node's declared CPU (the machine has 2 cores)")

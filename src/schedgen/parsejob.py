@@ -275,6 +275,10 @@ class ParseJob:
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
+    def log_context(self) -> dict[str, str]:
+        """Its fields in a log line (schedgen.logs)."""
+        return {"parsejob_uid": self.uid, "parsejob": f"{self.namespace}/{self.name}", "tenant": self.tenant}
+
     @property
     def phase(self) -> str | None:
         return self.status.phase

@@ -18,7 +18,7 @@ def secrets_of(server, *more: str) -> list[str]:
     """What must never reach an unauthenticated caller: the DSN's user, host and port,
     the bucket, the namespace, the S3 endpoint's host."""
     cfg = server.ctx.cfg
-    dsn = conninfo.conninfo_to_dict(cfg.database_url)
+    dsn = conninfo.conninfo_to_dict(cfg.database_url.get_secret_value())
     return [dsn["user"], f"{dsn.get('host')}:{dsn.get('port')}", cfg.s3_bucket, cfg.namespace,
             cfg.s3_endpoint_url.split("//", 1)[1], *more]
 

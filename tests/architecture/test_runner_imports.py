@@ -76,3 +76,17 @@ def test_the_checks_see_a_violation():
     text = ("from schedgen.runner import main as single\nfrom .run import _hidden\n"
             "def f():\n    return single._Terminated, single.__name__\n")
     assert private_uses(RUNNER / "probe.py", text) == {"_hidden", "single._Terminated"}
+
+
+def test_the_runner_loads_no_pydantic():
+    """The runner image has no pydantic (tests/images/test_locks.py): its modules, and the
+    shared ones they import (schedgen.logs, not schedgen.settings), must not need it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, schedgen.runner.main, schedgen.runner.batch, schedgen.runner.cli_parse, schedgen.cli\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_settings', 'fastapi')"
+             " or m == 'schedgen.settings'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

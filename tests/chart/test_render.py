@@ -59,6 +59,8 @@ BAD_VALUES = [
     ({"api": {"behindProxy": True}}, "/api/trustedProxies"),  # every client would share the proxy's address
     ({"api": {"maxUploadBytesInFlight": 1000}}, "/api/maxUploadBytesInFlight"),
     ({"api": {"metricsPort": 0}}, "/api/metricsPort"),
+    ({"logLevel": "verbose"}, "/logLevel"),
+    ({"runner": {"logLevel": "trace"}}, "/runner/logLevel"),
     # the peers runner pods reach are NetworkPolicy peers: an ipBlock alone, or selectors
     ({"networkPolicy": {"s3": {"to": [{"ipBlock": {"cidr": "10.1.2.3"}}]}}}, "/networkPolicy/s3/to/0/ipBlock/cidr"),
     ({"networkPolicy": {"s3": {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}, "podSelector": {}}]}}},
@@ -471,3 +473,21 @@ def test_the_autoscaled_runners_example_points_runners_at_the_nodepools_nodes():
     config = one(docs, "ConfigMap", "schedgen-operator")["data"]
     assert int(config["maxConcurrent"]) * 1 <= int(pool["spec"]["limits"]["cpu"])
     assert (config["pendingRunnersMin"], config["pendingRunnersMax"]) == ("10", "100")
+
+
+def test_log_levels_reach_every_component():
+    """The top-level logLevel for all three (the runner's through the operator, which sets
+    its Jobs' SCHEDGEN_LOG_LEVEL); each component's own logLevel wins over it."""
+
+    def levels(values: dict) -> tuple[str, str, str]:
+        docs = render(values)
+        op = {e["name"]: e.get("value") for e in
+              one(docs, "Deployment", "schedgen-operator")["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return op["SCHEDGEN_LOG_LEVEL"], _api_env(docs)["SCHEDGEN_LOG_LEVEL"], op["SCHEDGEN_RUNNER_LOG_LEVEL"]
+
+    assert levels({}) == ("info", "info", "info")
+    assert levels({"logLevel": "warning"}) == ("warning", "warning", "warning")
+    assert levels({"logLevel": "warning", "operator": {"logLevel": "debug"}, "runner": {"logLevel": "error"}}) == (
+        "debug", "warning", "error")
+    assert levels({"api": {"logLevel": "debug"}}) == ("info", "debug", "info")
+    assert _api_env(render({"operator": {"logFormat": "text"}}))["SCHEDGEN_LOG_FORMAT"] == "text"

@@ -91,12 +91,12 @@ def test_runner_entrypoint_reports_missing_configuration(refs):
 def test_runner_has_no_operator_api_or_pip(refs):
     mods = ["schedgen.runner.main", "boto3", "pdfplumber", "psycopg", "icalendar",
             "kopf", "kubernetes", "fastapi", "starlette", "uvicorn", "aiohttp", "psycopg_pool",
-            "prometheus_client", "pip", "setuptools", "ensurepip"]
+            "prometheus_client", "pip", "setuptools", "ensurepip", "pydantic", "pydantic_settings", "pythonjsonlogger"]
     proc = python_in(refs["runner"], FIND % mods)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     present = {m for m, found in out["found"].items() if found}
-    assert present == {"schedgen.runner.main", "boto3", "pdfplumber", "psycopg", "icalendar"}, present
+    assert present == {"schedgen.runner.main", "boto3", "pdfplumber", "psycopg", "icalendar", "pythonjsonlogger"}, present
     assert out["pip_on_path"] == []
     assert (out["uid"], out["gid"], out["tmpdir"]) == (65532, 65532, "/tmp")
 
@@ -104,11 +104,12 @@ def test_runner_has_no_operator_api_or_pip(refs):
 def test_operator_image_runs_the_operator_and_the_api(refs):
     ref = refs["operator"]
     code = ("import schedgen.operator.main, schedgen.operator.handlers, schedgen.api.main, "
-            "schedgen.api.app, schedgen.runner.main; " + FIND % ["kopf", "fastapi", "pip", "setuptools"])
+            "schedgen.api.app, schedgen.runner.main; " + FIND % ["kopf", "fastapi", "pydantic_settings", "pip",
+                                                                 "setuptools"])
     proc = python_in(ref, code)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["found"] == {"kopf": True, "fastapi": True, "pip": False, "setuptools": False}
+    assert out["found"] == {"kopf": True, "fastapi": True, "pydantic_settings": True, "pip": False, "setuptools": False}
     assert out["pip_on_path"] == [] and out["uid"] == 65532
     for command in ("schedgen-operator", "schedgen-api"):
         proc = podman(*RUN, ref, command, "--help", check=False)

@@ -135,6 +135,8 @@ def _root_line(capsys, message: str) -> str:
 
 
 def test_json_log_format_gives_one_object_per_line(capsys):
+    """The operator's lines (kopf's too) in the schema of schedgen.logs; tests/settings
+    test_log_schema.py checks the schema itself."""
     import json
 
     root = logging.getLogger()
@@ -142,7 +144,8 @@ def test_json_log_format_gives_one_object_per_line(capsys):
     try:
         op_main.configure_logging("json")
         entry = json.loads(_root_line(capsys, "admitted 3 ParseJobs"))
-        assert entry["message"] == "admitted 3 ParseJobs" and entry["severity"] == "info"
+        assert entry["msg"] == "admitted 3 ParseJobs" and entry["level"] == "info"
+        assert entry["component"] == "operator"
         op_main.configure_logging("text")
         line = _root_line(capsys, "admitted 4 ParseJobs")
         assert line.endswith("admitted 4 ParseJobs") and not line.startswith("{")

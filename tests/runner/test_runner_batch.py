@@ -94,9 +94,11 @@ def test_sigterm_writes_interrupted_for_the_current_member_and_nothing_for_the_r
     rest = member(s3, s3.put(UP / "UP_EXAM_SS.pdf"))
     env = batch_env(runner_env, [stuck, rest])
     proc = subprocess.Popen([str(RUNNER)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # the first member's child is waiting on the silent source
+    hole.settimeout(60)
+    waiting, _ = hole.accept()  # the first member's child is waiting on the silent source (no fixed sleep)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
+    waiting.close()
     hole.close()
     assert proc.returncode == 1, stderr  # transient: the batch did not finish
     doc = read_result(s3, stuck["SCHEDGEN_JOB_UID"])

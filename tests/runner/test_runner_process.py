@@ -50,8 +50,9 @@ def test_real_pdfs(pdf, kind, count, first, runner_env, run_runner, s3):
     if kind == "exam":
         assert e["status"] == "FINAL" and e["paper"] == "1"
     logs = result.logs
-    assert all({"ts", "level", "msg", "job"} <= set(line) for line in logs)
-    assert logs[-1]["msg"] == "succeeded" and logs[-1]["job"] == result.uid
+    assert all({"ts", "level", "logger", "msg", "component", "parsejob_uid"} <= set(line) for line in logs)
+    assert logs[-1]["msg"] == "succeeded" and logs[-1]["parsejob_uid"] == result.uid
+    assert {line["component"] for line in logs} == {"runner"} and logs[-1]["tenant"]
     # the presigned URLs' signatures never reach the logs
     assert "Signature" not in result.stderr
 
@@ -216,7 +217,8 @@ def test_text_logs(runner_env, run_runner, s3):
     runner_env["SCHEDGEN_LOG_FORMAT"] = "text"
     result = run_runner(runner_env)
     assert result.returncode == 0
-    assert "INFO succeeded" in result.stderr and "code=OK" in result.stderr
+    assert "INFO schedgen.runner: succeeded [" in result.stderr and "code=OK" in result.stderr
+    assert "tenant=tenant-a" in result.stderr and f"parsejob_uid={result.uid}" in result.stderr
     assert not result.stderr.lstrip().startswith("{")
 
 

@@ -13,7 +13,7 @@ import pytest
 from schedgen.api.config import ApiConfig
 from schedgen.errors import ConfigurationError
 from schedgen.operator.config import OperatorConfig
-from schedgen.strict_values import parse_bool
+from schedgen.settings import parse_bool
 
 BIN = Path(sys.executable).parent
 

@@ -105,9 +105,9 @@ def asgi(cfg: ApiConfig | None = None):
     return CORSMiddleware(gate, allow_origins=list(origins), allow_credentials=True,
                           allow_methods=["GET", "POST", "DELETE"],
                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key",
-                                         "If-None-Match"],
+                                         "If-None-Match", "X-Request-ID"],
                           expose_headers=["ETag", "Location", "Retry-After", "RateLimit-Limit",
-                                          "RateLimit-Remaining", "RateLimit-Reset", "Idempotent-Replayed"],
+                                          "RateLimit-Remaining", "RateLimit-Reset", "Idempotent-Replayed", "X-Request-ID"],
                           max_age=600)
 
 

@@ -47,7 +47,7 @@ class UploadBudget:
 class ApiContext:
     def __init__(self, cfg: ApiConfig):
         self.cfg = cfg
-        self.pool = postgres.new_pool(cfg.database_url, cfg.db_pool_size)
+        self.pool = postgres.new_pool(cfg.database_url.get_secret_value(), cfg.db_pool_size)
         self.storage = Storage(cfg)
         self.jobs = ParseJobs(cfg)
         self.queue = QueueSummary(cfg, self.jobs.api_client)

@@ -20,11 +20,13 @@ import ipaddress
 import logging
 import re
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from schedgen import logs
 from schedgen.errors import DatabaseUnavailable
 
 from . import metrics
@@ -42,6 +44,7 @@ PURGE_SECONDS = 60  # how often a process purges old rate-limit windows and idem
 NEGATIVE_KEY_SECONDS = 5.0  # an unknown key is looked up at most once per this long per process
 KEY_FORMAT = re.compile(r"^sgk_[A-Za-z0-9_-]{43}$")  # what postgres.new_key makes; anything else is no key
 FEED_PATH = re.compile(r"^/feeds/([A-Za-z0-9_-]{32,64})\.ics$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # anything else in X-Request-ID is replaced
 IPV6_GROUP = 64  # prefix length an IPv6 client is counted by
 
 
@@ -91,9 +94,15 @@ class Gate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        exchange = Exchange(receive, send)
+        request_id = request_id_of(request_headers(scope))
+        exchange.headers_out.append((b"x-request-id", request_id.encode()))
+        with logs.context(request_id=request_id):
+            await self._handle(scope, exchange)
+
+    async def _handle(self, scope, exchange: Exchange) -> None:
         start = time.perf_counter()
         method = scope.get("method", "GET")
-        exchange = Exchange(receive, send)
         try:
             async with asyncio.timeout(self.cfg.request_timeout_seconds):
                 try:
@@ -140,6 +149,7 @@ class Gate:
         except ApiError:
             await self._count_failure(scope, headers, headers_out)
             raise
+        logs.bind(tenant=principal.tenant)  # until the request's context ends (__call__)
         route_class = "upload" if scope.get("method") == "POST" else "read"
         decision = await self._spend_quota(scope, headers, principal, route_class)
         headers_out.extend(rate_headers(decision))
@@ -237,6 +247,13 @@ def observe(scope, method: str, status: int, start: float) -> None:
 
 def is_api_path(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def request_id_of(headers: Mapping[str, str]) -> str:
+    """The caller's `X-Request-ID` when it is a sane token, else a new one: it is in every
+    log line of the request and in the answer's `X-Request-ID`."""
+    given = headers.get("x-request-id", "")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def request_headers(scope) -> dict[str, str]:

@@ -15,32 +15,18 @@ the API's own login (role schedgen_api) may not create or revoke keys.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
+from schedgen import logs
 from schedgen.errors import ConfigurationError, SchedgenError
 from schedgen.parsejob import EXIT_MISCONFIGURED
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"time": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name,
-               "message": record.getMessage()}
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def setup_logging(fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    # the pool logs every checkout at INFO; its warnings (failed connects) still show
-    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
+def setup_logging(cfg) -> None:  # type: ignore[no-untyped-def]
+    """The schema of schedgen.logs; the pool logs every checkout at INFO (its warnings,
+    failed connects, still show)."""
+    logs.configure("api", cfg.log_format, cfg.log_level, quiet={"psycopg.pool": logging.WARNING})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +74,8 @@ def _manage_keys(cfg, args) -> int:
 
     from .backends import postgres
 
-    with db.connect(cfg.database_url) as conn:
+    dsn = cfg.database_url.get_secret_value()
+    with db.connect(dsn) as conn:
         try:
             if args.command == "add-key":
                 print(postgres.add_key_sync(conn, args.tenant, args.description, admin=args.admin,
@@ -96,7 +83,7 @@ def _manage_keys(cfg, args) -> int:
                 return 0
             n = postgres.revoke_key_sync(conn, args.key)
         except psycopg.errors.InsufficientPrivilege:
-            print(f"error: {db.describe_dsn(cfg.database_url).split('@')[0]} may not {args.command.replace('-', ' ')}s:"
+            print(f"error: {db.describe_dsn(dsn).split('@')[0]} may not {args.command.replace('-', ' ')}s:"
                   " log in as a member of role schedgen_key_admin (or as the schema owner)", file=sys.stderr)
             return EXIT_MISCONFIGURED
     print(f"revoked {n} key(s)")
@@ -108,11 +95,11 @@ def _serve(cfg, args) -> int:
 
     from .app import asgi
 
-    setup_logging(cfg.log_format)
+    setup_logging(cfg)
     if args.migrate:
         from schedgen import db
 
-        with db.connect(cfg.database_url) as conn:
+        with db.connect(cfg.database_url.get_secret_value()) as conn:
             db.migrate(conn, log=lambda m: logging.getLogger("schedgen.api").info(m))
     app = asgi(cfg)
     _serve_metrics(cfg, args)

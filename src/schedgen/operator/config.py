@@ -1,40 +1,48 @@
-"""Operator configuration: static settings from the environment, runtime settings
-from the environment overridden by the operator's ConfigMap.
+"""Operator settings: static ones from the environment (`OperatorConfig`, `SCHEDGEN_<FIELD>`),
+runtime ones from the environment overridden by the operator's ConfigMap (`RuntimeConfig`).
 
-Static settings (image, credentials, resource defaults) need a restart to change.
-Runtime settings (`RuntimeConfig`: concurrency, rate, capacity guard, retention) are
-re-read on every scheduling tick from the ConfigMap `SCHEDGEN_OPERATOR_CONFIGMAP` in
-`SCHEDGEN_OPERATOR_NAMESPACE`, so `kubectl edit configmap` takes effect within a tick.
-See docs/operator.md for the table of settings.
+Static settings (image, credentials, resource defaults) need a restart to change; an
+invalid one stops the start (ConfigurationError naming it). Runtime settings
+(concurrency, rate, capacity guard, retention) are re-read on every scheduling tick from
+the ConfigMap `SCHEDGEN_OPERATOR_CONFIGMAP` in `SCHEDGEN_OPERATOR_NAMESPACE` (keys: the
+camelCase field names), so `kubectl edit configmap` takes effect within a tick; there an
+invalid value is logged and ignored (the operator keeps running) and values are clamped
+to what works. See docs/operator.md for the table of settings.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import shlex
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
-from schedgen.errors import ConfigurationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, \
+    field_validator
+from pydantic_settings import SettingsConfigDict
+
 from schedgen.models import camel_case
-from schedgen.strict_values import coerce
+from schedgen.settings import Flag, LogLevel, Settings, split_list
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_SIZE = 50  # the runner reads at most 50 runs from its run file (runner/config.py)
 
 
-@dataclass(frozen=True)
-class RuntimeConfig:
+def at_least(low: float, high: float | None = None) -> AfterValidator:
+    return AfterValidator(lambda v: max(low, v) if high is None else min(high, max(low, v)))
+
+
+class RuntimeConfig(BaseModel):
     """Settings read on every tick (ConfigMap keys are the camelCase field names)."""
 
-    max_concurrent: int = 10
-    max_per_tenant: int = 5
-    admissions_per_second: float = 20.0
-    admission_burst: int = 20
+    model_config = ConfigDict(frozen=True, alias_generator=camel_case, validate_by_name=True, allow_inf_nan=False)
+
+    max_concurrent: Annotated[int, at_least(0)] = 10
+    max_per_tenant: Annotated[int, at_least(0)] = 5
+    admissions_per_second: Annotated[float, at_least(0.0)] = 20.0
+    admission_burst: Annotated[int, at_least(1)] = 20
     # Runner pods waiting for a node (admission.pod_room): while capacity is provisioned
     # (a cluster autoscaler adds nodes for Pending pods), at most this many runner pods
     # wait unplaced: a share of the backlog (`pending_runners_per_waiting` of the waiting
@@ -54,76 +62,97 @@ class RuntimeConfig:
     retention_failed_count: int = 5000
     # status.queuePosition is refreshed at most this often, and only for this many
     # objects per refresh (writes are the operator's scarcest resource).
-    queue_position_interval_seconds: float = 10.0
+    queue_position_interval_seconds: Annotated[float, at_least(0.5)] = 10.0
     queue_position_max_writes: int = 20
     # Batch mode (batches.py): while more than `batch_threshold` ParseJobs of one tenant
     # wait in one namespace, up to `batch_size` of them share one Job (one pod parses them
     # one after another). `batch_size` 1 switches it off.
-    batch_threshold: int = 4
-    batch_size: int = 10
+    batch_threshold: Annotated[int, at_least(0)] = 4
+    batch_size: Annotated[int, at_least(1, MAX_BATCH_SIZE)] = 10
     # A full batch grows with the backlog: a quarter of the tenant's waiting ParseJobs in
     # the namespace, up to this (never below batch_size).
     batch_max_size: int = 50
     # A transient failure is retried as a new run (outcome.py), after this many seconds,
     # doubling per counted attempt (capped at 5 min); 0: at once.
-    retry_backoff_seconds: float = 10.0
+    retry_backoff_seconds: Annotated[float, at_least(0.0)] = 10.0
+
+    @field_validator("batch_max_size")
+    @classmethod
+    def _not_below_batch_size(cls, value: int, info: ValidationInfo) -> int:
+        return min(MAX_BATCH_SIZE, max(1, info.data.get("batch_size", 1), value))
 
     @classmethod
     def from_sources(cls, env: Mapping[str, str], data: Mapping[str, str] | None = None) -> "RuntimeConfig":
-        values: dict[str, Any] = {}
+        """`data` (the ConfigMap's) over `env` (`SCHEDGEN_<FIELD>`); invalid values are
+        logged and left at their defaults."""
         data = data or {}
-        for f in dataclasses.fields(cls):
-            env_name = "SCHEDGEN_" + f.name.upper()
-            cm_name = camel_case(f.name)
-            raw = data.get(cm_name, env.get(env_name))
-            if raw is None or raw == "":
-                continue
-            try:
-                values[f.name] = coerce(f.type, raw)
-            except ValueError:
-                log.warning("ignoring invalid setting %s=%r", cm_name, raw)
-        cfg = cls(**values)
-        return cfg.clamped()
+        raw = {name: data.get(camel_case(name), env.get("SCHEDGEN_" + name.upper())) for name in cls.model_fields}
+        raw = {name: value for name, value in raw.items() if value not in (None, "")}
+        try:
+            return cls(**raw)
+        except ValidationError as exc:
+            bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+            for name in sorted(bad):
+                log.warning("ignoring invalid setting %s=%r", camel_case(name), raw.get(name))
+            return cls(**{name: value for name, value in raw.items() if name not in bad})
 
     @classmethod
     def of_configmap(cls, body: Mapping[str, Any]) -> "RuntimeConfig":
         """The operator's ConfigMap (its `data`) over the environment."""
         return cls.from_sources(os.environ, dict(body.get("data") or {}))
 
-    def clamped(self) -> "RuntimeConfig":
-        return dataclasses.replace(
-            self,
-            max_concurrent=max(0, self.max_concurrent),
-            max_per_tenant=max(0, self.max_per_tenant),
-            admissions_per_second=max(0.0, self.admissions_per_second),
-            admission_burst=max(1, self.admission_burst),
-            queue_position_interval_seconds=max(0.5, self.queue_position_interval_seconds),
-            batch_threshold=max(0, self.batch_threshold),
-            batch_size=min(MAX_BATCH_SIZE, max(1, self.batch_size)),
-            batch_max_size=min(MAX_BATCH_SIZE, max(1, self.batch_size, self.batch_max_size)),
-            retry_backoff_seconds=max(0.0, self.retry_backoff_seconds),
-        )
+
+def parse_command(raw: Any) -> Any:
+    """A JSON list, or a shell-quoted string."""
+    if not isinstance(raw, str):
+        return raw
+    raw = raw.strip()
+    return json.loads(raw) if raw.startswith("[") else shlex.split(raw)
 
 
-@dataclass(frozen=True)
-class OperatorConfig:
+def parse_pairs(raw: Any) -> Any:
+    """`high=schedgen-high,low=schedgen-low` -> dict (blank keys or values skipped)."""
+    if not isinstance(raw, str):
+        return raw
+    pairs = (part.split("=", 1) for part in raw.split(",") if "=" in part)
+    return {k.strip(): v.strip() for k, v in pairs if k.strip() and v.strip()}
+
+
+def parse_namespaces(raw: Any) -> Any:
+    """`team-a, team-b` -> ("team-a", "team-b"): order kept, blanks and repeats dropped."""
+    return tuple(dict.fromkeys(p for p in split_list(raw) if p)) if isinstance(raw, str) else raw
+
+
+def json_setting(empty: Any) -> BeforeValidator:
+    """A JSON setting (tolerations, affinity); `null` means `empty`."""
+
+    def parse(raw: Any) -> Any:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        return empty if value is None else value
+
+    return BeforeValidator(parse)
+
+
+Namespaces = Annotated[tuple[str, ...], BeforeValidator(parse_namespaces)]
+Pairs = Annotated[dict[str, str], BeforeValidator(parse_pairs)]
+
+
+class OperatorConfig(Settings):
     """Static settings (environment only)."""
 
-    namespace: str = "schedgen-system"
-    configmap: str = "schedgen-operator"
+    model_config = SettingsConfigDict(env_prefix="SCHEDGEN_")
+
+    namespace: str = Field("schedgen-system", validation_alias="SCHEDGEN_OPERATOR_NAMESPACE")
+    configmap: str = Field("schedgen-operator", validation_alias="SCHEDGEN_OPERATOR_CONFIGMAP")
     runner_image: str = "schedgen-runner:0.1.0"
-    runner_command: tuple[str, ...] = ()  # empty: the image's default command
+    runner_command: Annotated[tuple[str, ...], BeforeValidator(parse_command)] = ()  # (): the image's default
     image_pull_policy: str = "IfNotPresent"
     default_bucket: str = "schedgen-uploads"
-    s3_endpoint_url: str = ""
-    aws_region: str = "us-east-1"
     # The runner holds no secrets: it gets two presigned URLs (operator/results.py).
-    # Result objects go to results/<namespace>/<uid>.json here (empty: default_bucket).
-    results_bucket: str = ""
+    # Result objects go to results/<namespace>/<uid>.json in results_bucket ("": default_bucket).
     result_max_bytes: int = 4 * 1024 * 1024  # a result object's size cap
     result_max_events: int = 5000  # a result object's event-count cap
-    database_url: str = ""  # the operator's own DSN (records)
-    log_format: str = "json"
+    runner_log_level: LogLevel | None = None  # the runner Jobs' SCHEDGEN_LOG_LEVEL (None: log_level)
     max_bytes: int = 10 * 1024 * 1024
     max_pages: int = 100
     parse_timeout_seconds: float = 60.0  # capped to the ParseJob's deadlineSeconds
@@ -139,23 +168,23 @@ class OperatorConfig:
     memory_limit: str = "512Mi"
     max_cpu: str = "2"
     max_memory: str = "2Gi"
-    priority_classes: dict[str, str] = field(default_factory=dict)
-    node_selector: dict[str, str] = field(default_factory=dict)  # e.g. a dedicated runner pool
+    priority_classes: Pairs = {}
+    node_selector: Pairs = {}  # e.g. a dedicated runner pool
     # Runner pod placement next to node_selector (JSON in the environment, as the chart
     # passes them): a list of tolerations and an affinity object, copied verbatim.
-    runner_tolerations: tuple[dict[str, Any], ...] = ()
-    runner_affinity: dict[str, Any] = field(default_factory=dict)
+    runner_tolerations: Annotated[tuple[dict[str, Any], ...], json_setting(())] = ()
+    runner_affinity: Annotated[dict[str, Any], json_setting({})] = {}
     # Secrets (names, comma-separated) the kubelet pulls the runner image with: referenced by
     # every runner pod, so each must exist in the ParseJob's namespace (the user makes them;
     # the operator never reads or copies a Secret).
-    runner_image_pull_secrets: tuple[str, ...] = ()
+    runner_image_pull_secrets: Namespaces = ()
     # Namespaces the operator serves (comma-separated); empty: all namespaces.
-    watch_namespaces: tuple[str, ...] = ()
+    watch_namespaces: Namespaces = ()
     # Where a ParseJob's PDF may come from (admission.source_refusal): these buckets
     # (empty: default_bucket), under uploads/namespaces/<its namespace>/ only. In the API's
     # namespaces also the legacy uploads/sha256/ (ParseJobs an older API queued).
-    source_buckets: tuple[str, ...] = ()
-    api_namespaces: tuple[str, ...] = ()
+    source_buckets: Namespaces = ()
+    api_namespaces: Namespaces = ()
     # The runner pods' NetworkPolicy (the chart's): when set, no runner Job is made in a
     # namespace without it (the ParseJob fails NoNetworkPolicy).
     runner_network_policy: str = ""
@@ -163,84 +192,10 @@ class OperatorConfig:
     liveness_port: int = 8080
     peering_name: str = "schedgen-operator"
     peering_lifetime: int = 15
-    standalone: bool = False
+    standalone: Flag = False
     tick_seconds: float = 0.5
     records_interval_seconds: float = 1.0
     retention_interval_seconds: float = 10.0
     # How long the finalizer retries writing a deleted ParseJob's last row while Postgres
     # is unavailable before it lets the object go anyway (Warning Event RecordAbandoned).
     finalize_record_timeout_seconds: float = 300.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        special = {
-            "namespace": "SCHEDGEN_OPERATOR_NAMESPACE",
-            "configmap": "SCHEDGEN_OPERATOR_CONFIGMAP",
-            "s3_endpoint_url": "SCHEDGEN_S3_ENDPOINT_URL",
-            "aws_region": "AWS_REGION",
-            "database_url": "SCHEDGEN_DATABASE_URL",
-            "log_format": "SCHEDGEN_LOG_FORMAT",
-        }
-        for f in dataclasses.fields(cls):
-            name = special.get(f.name, "SCHEDGEN_" + f.name.upper())
-            raw = env.get(name)
-            if raw is None or raw == "":
-                continue
-            try:
-                values[f.name] = _parse_field(f, name, raw)
-            except ValueError as exc:  # a typo must stop the start, not switch a feature off
-                raise ConfigurationError(f"{name}={raw[:200]!r} is invalid: {exc}") from None
-        return cls(**values)
-
-
-def _parse_field(f: dataclasses.Field, name: str, raw: str) -> Any:
-    if f.name == "runner_command":
-        raw = raw.strip()
-        return tuple(json.loads(raw) if raw.startswith("[") else shlex.split(raw))
-    if f.name in ("priority_classes", "node_selector"):
-        return _parse_pairs(raw)
-    if f.name == "runner_tolerations":
-        return tuple(_parse_json(name, raw, list))
-    if f.name == "runner_affinity":
-        return _parse_json(name, raw, dict)
-    if f.name in ("watch_namespaces", "source_buckets", "api_namespaces", "runner_image_pull_secrets"):
-        return parse_namespaces(raw)
-    return coerce(f.type, raw)
-
-
-
-def parse_namespaces(raw: str) -> tuple[str, ...]:
-    """`team-a, team-b` -> ("team-a", "team-b"): order kept, blanks and repeats dropped."""
-    out: list[str] = []
-    for part in raw.split(","):
-        ns = part.strip()
-        if ns and ns not in out:
-            out.append(ns)
-    return tuple(out)
-
-
-def _parse_json(name: str, raw: str, kind: type) -> Any:
-    """A JSON list/object setting (tolerations, affinity); `null` means unset."""
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} is not valid JSON: {exc}") from None
-    if value is None:
-        return kind()
-    if not isinstance(value, kind) or (kind is list and not all(isinstance(v, dict) for v in value)):
-        expected = "a JSON list of objects" if kind is list else "a JSON object"
-        raise ValueError(f"{name} must be {expected}, got {raw[:200]!r}")
-    return value
-
-
-def _parse_pairs(raw: str) -> dict[str, str]:
-    """`high=schedgen-high,low=schedgen-low` -> dict."""
-    out: dict[str, str] = {}
-    for part in raw.split(","):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            if k.strip() and v.strip():
-                out[k.strip()] = v.strip()
-    return out

@@ -29,6 +29,7 @@ from typing import Any
 
 import kopf
 
+from schedgen import logs
 from schedgen.parsejob import FINALIZER, GROUP, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION, ParseJob
 
 from . import kopf_settings, metrics, retention
@@ -55,7 +56,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     kopf_settings.apply(settings, cfg)
     memo.kube = Kube()
     memo.results = ResultStore(cfg)
-    memo.records = RecordStore(cfg.database_url) if cfg.database_url else None
+    dsn = cfg.database_url.get_secret_value()
+    memo.records = RecordStore(dsn) if dsn else None
     memo.catchup = (RowCatchUp(memo.records, cfg.default_bucket, cfg.records_interval_seconds)
                     if memo.records else None)
     memo.scheduler = Scheduler(cfg, memo.kube, memo.results, memo.records)
@@ -164,6 +166,11 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, runtim
     the handler first ran, kept across restarts) the object goes without its last row,
     with a Warning Event and `schedgen_records_abandoned_total`."""
     pj = ParseJob.of(body)
+    with logs.context(**pj.log_context()):  # kopf's own lines carry the uid; ours the tenant too
+        await _finalize(pj, memo, logger, runtime)
+
+
+async def _finalize(pj: ParseJob, memo: kopf.Memo, logger: kopf.Logger, runtime: datetime.timedelta) -> None:
     try:
         final = await memo.scheduler.cancel(pj)
     except Conflict:

@@ -239,7 +239,7 @@ def _result_of(task: asyncio.Task, pj: ParseJob) -> Decision | None:
 def observation_failed(pj: ParseJob, exc: BaseException) -> Outcome:
     """Something about this ParseJob made deciding it fail (a bug, or input nothing else
     caught): it fails alone, typed and counted, and the tick goes on for every other."""
-    log.error("deciding %s/%s failed", pj.namespace, pj.name, exc_info=exc)
+    log.error("deciding %s/%s failed", pj.namespace, pj.name, exc_info=exc, extra={"fields": pj.log_context()})
     metrics.OBSERVATION_ERRORS.inc()
     return Outcome(FAILED, "ObservationFailed", short(f"{type(exc).__name__}: {exc}"), code="InternalError",
                    attempts=pj.status.attempts)

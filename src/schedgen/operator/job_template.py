@@ -201,6 +201,7 @@ def _container(resources: Mapping[str, Mapping[str, str]], cfg: OperatorConfig) 
             {"name": "SCHEDGEN_MAX_PAGES", "value": str(cfg.max_pages)},
             {"name": "SCHEDGEN_MAX_MEMORY_MB", "value": str(runner_memory_mb(resources, cfg))},
             {"name": "SCHEDGEN_LOG_FORMAT", "value": cfg.log_format},
+            {"name": "SCHEDGEN_LOG_LEVEL", "value": cfg.runner_log_level or cfg.log_level},
         ],
         "resources": copy.deepcopy(dict(resources)),
         "terminationMessagePath": "/dev/termination-log",

@@ -20,6 +20,7 @@ import random
 import sys
 import time
 
+from schedgen import logs
 from schedgen.errors import ConfigurationError
 
 
@@ -85,15 +86,14 @@ def _ensure_peering_object(name: str, namespaces: list[str] | None = None, api=N
                lambda body, ns=ns: api.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", body))
 
 
-def configure_logging(log_format: str, verbose: bool = False) -> None:
-    """kopf's logging setup, as one JSON object per line when `log_format` is "json"
-    (SCHEDGEN_LOG_FORMAT, the chart's operator.logFormat), else kopf's text lines."""
-    import kopf
+QUIET_LOGGERS = {"kubernetes": logging.WARNING, "urllib3": logging.WARNING, "aiohttp.access": logging.WARNING,
+                 "asyncio": logging.WARNING}
 
-    if log_format == "json":
-        kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON, log_refkey="k8s")
-    else:
-        kopf.configure(verbose=verbose, log_format=kopf.LogFormat.FULL)
+
+def configure_logging(log_format: str, level: str = "info", verbose: bool = False) -> None:
+    """kopf's lines and ours in the schema of schedgen.logs (kopf's ParseJob reference
+    becomes `parsejob_uid` and `parsejob`); `--verbose` is debug."""
+    logs.configure("operator", log_format, "debug" if verbose else level, quiet=QUIET_LOGGERS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,9 +105,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="peering priority (default: older replicas rank higher)")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
-
-    for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     import kopf
 
@@ -125,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     priority = args.priority if args.priority is not None else (
         2**52 - (int(time.time() * 1000) * 1000 + random.randrange(1000)))
     namespaces = watch_namespaces(cfg)
-    configure_logging(cfg.log_format, verbose=args.verbose)
+    configure_logging(cfg.log_format, cfg.log_level, verbose=args.verbose)
     if not standalone:
         _ensure_peering_object(cfg.peering_name, namespaces)
     liveness = f"http://0.0.0.0:{cfg.liveness_port}/healthz" if cfg.liveness_port else None

@@ -107,4 +107,5 @@ class ResultStore:
         try:
             await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=pj.result_key)
         except (ClientError, BotoCoreError) as exc:
-            log.warning("could not delete the result object %s: %s", pj.result_key, exc)
+            log.warning("could not delete the result object %s: %s", pj.result_key, exc,
+                        extra={"fields": pj.log_context()})

@@ -25,6 +25,7 @@ import signal
 import time
 from typing import Any, Mapping
 
+from schedgen import logs
 from schedgen.errors import ConfigurationError, Interrupted, SchedgenError
 from schedgen.parsejob import EXIT_TRANSIENT, RunnerSummary
 from schedgen.runner import config as configmod
@@ -59,8 +60,7 @@ def _child(env: dict[str, str]) -> None:
     except (Exception, run.Terminated) as exc:  # noqa: BLE001 - every outcome is written
         run.lift_memory_limit()
         error = run.as_error(exc)
-        log.warning("member failed: %s", error.message,
-                    extra={"fields": {"code": error.code, "job": env.get("SCHEDGEN_JOB_UID")}})
+        log.warning("member failed: %s", error.message, extra={"fields": {"code": error.code}})
         if cfg is not None:
             try:
                 storage.upload(cfg.result_url, failure_document(error))
@@ -103,6 +103,11 @@ def _run_member(ctx: Any, member: dict[str, str], current: dict[str, Any]) -> No
     """One member in a forked child; its end is written here when the child died unable
     to write it. `current` tells the SIGTERM handler what is running."""
     cfg = configmod.load(member)  # checked here: a bad item is the operator's bug
+    with logs.context(**cfg.log_context()):  # the forked child's lines too
+        _run_child(ctx, cfg, member, current)
+
+
+def _run_child(ctx: Any, cfg: configmod.RunnerConfig, member: dict[str, str], current: dict[str, Any]) -> None:
     started = time.monotonic()
     child = ctx.Process(target=_child, args=(member,), daemon=True)
     current["process"] = child
@@ -118,8 +123,7 @@ def _run_member(ctx: Any, member: dict[str, str], current: dict[str, Any]) -> No
     elif child.exitcode is not None and child.exitcode < 0:
         _write(cfg, failure_document(Interrupted(f"the parse died of signal {-child.exitcode}")))
     current.clear()  # its end is written: SIGTERM from here on must not overwrite it
-    log.info("member done", extra={"fields": {"job": cfg.job_uid, "exit": child.exitcode,
-                                               "seconds": round(time.monotonic() - started, 3)}})
+    log.info("member done", extra={"fields": {"exit": child.exitcode, "seconds": round(time.monotonic() - started, 3)}})
 
 
 def _write(cfg: configmod.RunnerConfig, document: bytes) -> None:

@@ -2,7 +2,9 @@
 
 The operator sets these on the Job's container. Everything is validated up front so a
 misconfigured Job fails at once with `ConfigurationError` (exit 3) listing every
-problem, instead of failing half way through.
+problem, instead of failing half way through. Plain Python, not the pydantic-settings
+models of the API and the operator (schedgen.settings): the runner image carries no
+pydantic (a third more start-up time and memory per runner pod for a dozen variables).
 """
 
 from __future__ import annotations
@@ -11,54 +13,43 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from schedgen.errors import ConfigurationError
+from schedgen.logs import LOG_FORMATS, LOG_LEVELS
 from schedgen.parsejob import DEFAULT_SCHEDULE_TYPE, SCHEDULE_TYPES
 
-LOG_FORMATS = ("json", "text")
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    job_namespace: str
-    """`SCHEDGEN_JOB_NAMESPACE` (required): namespace of the ParseJob."""
-    job_name: str
-    """`SCHEDGEN_JOB_NAME` (required): name of the ParseJob."""
-    job_uid: str
-    """`SCHEDGEN_JOB_UID` (required): the ParseJob's metadata.uid (a UUID), in every log line."""
-    tenant: str
-    """`SCHEDGEN_TENANT` (required): tenant that owns the job, for the logs."""
+    """One run's settings; `ENV_HELP` in runner/main.py documents each variable."""
+
+    job_namespace: str  # SCHEDGEN_JOB_NAMESPACE (required), the ParseJob's
+    job_name: str  # SCHEDGEN_JOB_NAME (required)
+    job_uid: str  # SCHEDGEN_JOB_UID (required): its metadata.uid (a UUID), in every log line
+    tenant: str  # SCHEDGEN_TENANT (required), for the logs
+    # SCHEDGEN_SOURCE_URL, SCHEDGEN_RESULT_URL (required, http/https): presigned GET of the
+    # PDF, presigned PUT of the result object; the runner holds no other credential.
     source_url: str
-    """`SCHEDGEN_SOURCE_URL` (required): presigned GET URL of the uploaded PDF (http/https)."""
     result_url: str
-    """`SCHEDGEN_RESULT_URL` (required): presigned PUT URL of the result object; the runner
-    writes its summary and events there as one JSON document. The runner holds no
-    credentials: these two short-lived URLs are all it can reach."""
-    schedule_type: str = DEFAULT_SCHEDULE_TYPE
-    """`SCHEDGEN_SCHEDULE_TYPE` (one of parsejob.SCHEDULE_TYPES, default `auto`): expected
-    schedule kind; `auto` takes the first table header that names a known kind."""
-    max_bytes: int = 10 * 1024 * 1024
-    """`SCHEDGEN_MAX_BYTES` (default 10485760 = 10 MiB): larger objects are rejected
-    (`TooLarge`) by their Content-Length, and the download is cut off past it."""
-    max_pages: int = 100
-    """`SCHEDGEN_MAX_PAGES` (default 100): more pages fail with `TooManyPages`."""
-    parse_timeout_seconds: float = 60.0
-    """`SCHEDGEN_PARSE_TIMEOUT_SECONDS` (default 60): parse time budget (`ParseTimeout`);
-    also enforced by a hard SIGALRM guard in case the PDF library hangs in one page."""
-    max_memory_mb: int = 512
-    """`SCHEDGEN_MAX_MEMORY_MB` (default 512, 0 disables): address-space limit (RLIMIT_AS)
-    of the runner process, so a pathological PDF fails with `MemoryLimitExceeded`
-    instead of pushing the node into OOM."""
-    termination_log: str = DEFAULT_TERMINATION_LOG
-    """`SCHEDGEN_TERMINATION_LOG`, else `TERMINATION_MESSAGE_PATH`, else
-    `/dev/termination-log`: file receiving the JSON result summary (at most 4096 bytes)."""
-    log_format: str = "json"
-    """`SCHEDGEN_LOG_FORMAT` (`json`|`text`, default `json`): stderr log format; json is
-    one object per line with ts, level, msg, job, code."""
+    schedule_type: str = DEFAULT_SCHEDULE_TYPE  # SCHEDGEN_SCHEDULE_TYPE: parsejob.SCHEDULE_TYPES
+    max_bytes: int = 10 * 1024 * 1024  # SCHEDGEN_MAX_BYTES: larger fail TooLarge
+    max_pages: int = 100  # SCHEDGEN_MAX_PAGES: more fail TooManyPages
+    parse_timeout_seconds: float = 60.0  # SCHEDGEN_PARSE_TIMEOUT_SECONDS: ParseTimeout (+ a SIGALRM guard)
+    max_memory_mb: int = 512  # SCHEDGEN_MAX_MEMORY_MB (0 disables): RLIMIT_AS, MemoryLimitExceeded
+    termination_log: str = DEFAULT_TERMINATION_LOG  # see termination_log_path
+    log_format: str = "json"  # SCHEDGEN_LOG_FORMAT: json | text (schedgen.logs)
+    log_level: str = "info"  # SCHEDGEN_LOG_LEVEL: debug | info | warning | error
+
+    def log_context(self) -> dict[str, str]:
+        """This run's fields in every log line (schedgen.logs)."""
+        return {"parsejob_uid": self.job_uid, "parsejob": f"{self.job_namespace}/{self.job_name}",
+                "tenant": self.tenant}
 
 
 RUN_FILE_MAX_BYTES = 1024 * 1024
@@ -101,63 +92,77 @@ def termination_log_path(env: Mapping[str, str] | None = None) -> str:
             or DEFAULT_TERMINATION_LOG)
 
 
-def load(env: Mapping[str, str] | None = None) -> RunnerConfig:
-    """Build the config from `env` (default: os.environ); raises ConfigurationError."""
-    env = os.environ if env is None else env
-    problems: list[str] = []
+def _text(name: str, raw: str) -> str:
+    if not raw:
+        raise ValueError(f"{name} is required")
+    return raw
 
-    def text(name: str, required: bool = True) -> str:
-        value = env.get(name, "").strip()
-        if required and not value:
-            problems.append(f"{name} is required")
-        return value
 
-    def number(name: str, default: float, kind: type, minimum: float) -> float:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return default
+def _url(name: str, raw: str) -> str:
+    if urlsplit(_text(name, raw)).scheme not in ("http", "https"):
+        raise ValueError(f"{name} must be an http(s) URL")
+    return raw
+
+
+def _uuid(name: str, raw: str) -> str:
+    try:
+        return str(uuid.UUID(_text(name, raw)))
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a UUID") from None
+
+
+def _number(kind: type, minimum: float) -> Callable[[str, str], Any]:
+    def parse(name: str, raw: str) -> Any:
         try:
             value = kind(raw)
         except ValueError:
-            problems.append(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number")
-            return default
+            raise ValueError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number") from None
         if not math.isfinite(value) or value < minimum:
-            problems.append(f"{name}={raw!r} must be >= {minimum}")
+            raise ValueError(f"{name}={raw!r} must be >= {minimum}")
         return value
+    return parse
 
-    def choice(name: str, options: tuple[str, ...], default: str) -> str:
-        value = env.get(name, "").strip().lower() or default
-        if value not in options:
-            problems.append(f"{name}={value!r} must be one of {', '.join(options)}")
-        return value
 
-    def url(name: str) -> str:
-        value = text(name)
-        if value and urlsplit(value).scheme not in ("http", "https"):
-            problems.append(f"{name} must be an http(s) URL")
-        return value
+def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw.lower() not in options:
+            raise ValueError(f"{name}={raw.lower()!r} must be one of {', '.join(options)}")
+        return raw.lower()
+    return parse
 
-    uid = text("SCHEDGEN_JOB_UID")
-    if uid:
-        try:
-            uid = str(uuid.UUID(uid))
-        except ValueError:
-            problems.append(f"SCHEDGEN_JOB_UID={uid!r} is not a UUID")
-    config = RunnerConfig(
-        job_namespace=text("SCHEDGEN_JOB_NAMESPACE"),
-        job_name=text("SCHEDGEN_JOB_NAME"),
-        job_uid=uid,
-        tenant=text("SCHEDGEN_TENANT"),
-        source_url=url("SCHEDGEN_SOURCE_URL"),
-        result_url=url("SCHEDGEN_RESULT_URL"),
-        schedule_type=choice("SCHEDGEN_SCHEDULE_TYPE", SCHEDULE_TYPES, DEFAULT_SCHEDULE_TYPE),
-        max_bytes=int(number("SCHEDGEN_MAX_BYTES", 10 * 1024 * 1024, int, 1)),
-        max_pages=int(number("SCHEDGEN_MAX_PAGES", 100, int, 1)),
-        parse_timeout_seconds=float(number("SCHEDGEN_PARSE_TIMEOUT_SECONDS", 60.0, float, 0.1)),
-        max_memory_mb=int(number("SCHEDGEN_MAX_MEMORY_MB", 512, int, 0)),
-        termination_log=termination_log_path(env),
-        log_format=choice("SCHEDGEN_LOG_FORMAT", LOG_FORMATS, "json"),
-    )
+
+# field -> (variable, parser); an optional field's empty variable keeps its default
+RULES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "job_namespace": ("SCHEDGEN_JOB_NAMESPACE", _text),
+    "job_name": ("SCHEDGEN_JOB_NAME", _text),
+    "job_uid": ("SCHEDGEN_JOB_UID", _uuid),
+    "tenant": ("SCHEDGEN_TENANT", _text),
+    "source_url": ("SCHEDGEN_SOURCE_URL", _url),
+    "result_url": ("SCHEDGEN_RESULT_URL", _url),
+    "schedule_type": ("SCHEDGEN_SCHEDULE_TYPE", _choice(SCHEDULE_TYPES)),
+    "max_bytes": ("SCHEDGEN_MAX_BYTES", _number(int, 1)),
+    "max_pages": ("SCHEDGEN_MAX_PAGES", _number(int, 1)),
+    "parse_timeout_seconds": ("SCHEDGEN_PARSE_TIMEOUT_SECONDS", _number(float, 0.1)),
+    "max_memory_mb": ("SCHEDGEN_MAX_MEMORY_MB", _number(int, 0)),
+    "log_format": ("SCHEDGEN_LOG_FORMAT", _choice(LOG_FORMATS)),
+    "log_level": ("SCHEDGEN_LOG_LEVEL", _choice(LOG_LEVELS)),
+}
+REQUIRED = ("job_namespace", "job_name", "job_uid", "tenant", "source_url", "result_url")
+
+
+def load(env: Mapping[str, str] | None = None) -> RunnerConfig:
+    """Build the config from `env` (default: os.environ); a ConfigurationError lists
+    every problem."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {"termination_log": termination_log_path(env)}
+    problems: list[str] = []
+    for field, (name, parse) in RULES.items():
+        raw = env.get(name, "").strip()
+        if raw or field in REQUIRED:
+            try:
+                values[field] = parse(name, raw)
+            except ValueError as exc:
+                problems.append(str(exc))
     if problems:
         raise ConfigurationError("invalid runner configuration: " + "; ".join(problems))
-    return config
+    return RunnerConfig(**values)

@@ -11,12 +11,10 @@ presigned URLs, and the operator reads the result object and writes Postgres.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 # A pod deleted as it starts gets its SIGTERM while the imports below run. The kernel
@@ -27,6 +25,7 @@ _EARLY_SIGTERM: list[int] = []
 if os.getpid() == 1:
     signal.signal(signal.SIGTERM, lambda signum, _frame: _EARLY_SIGTERM.append(signum))
 
+from schedgen import logs
 from schedgen.errors import ConfigurationError, InternalError, SchedgenError
 from schedgen.parsejob import RunnerSummary
 from schedgen.runner import config as configmod
@@ -35,46 +34,11 @@ from schedgen.runner.run import Terminated, as_error, lift_memory_limit, limit_m
 log = logging.getLogger("schedgen.runner")
 
 
-# --- logging -----------------------------------------------------------------------
+# --- logging (schedgen.logs: the schema the API and the operator write too) -----------
 
 
-class _JsonFormatter(logging.Formatter):
-    def __init__(self, job_uid: str | None):
-        super().__init__()
-        self.job_uid = job_uid
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "msg": record.getMessage(),
-            "job": self.job_uid,
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-class _TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
-        return super().format(record) + (f" [{fields}]" if fields else "")
-
-
-def _setup_logging(log_format: str, job_uid: str | None) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "text":
-        handler.setFormatter(_TextFormatter())
-    else:
-        handler.setFormatter(_JsonFormatter(job_uid))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("pdfminer").setLevel(logging.WARNING)
+def _setup_logging(log_format: str, log_level: str = "info") -> None:
+    logs.configure("runner", log_format, log_level, quiet={"pdfminer": logging.WARNING})
 
 
 def _info(msg: str, **fields: object) -> None:
@@ -114,6 +78,7 @@ The runner takes no arguments: the operator configures it through the environmen
   SCHEDGEN_TERMINATION_LOG       summary file (default $TERMINATION_MESSAGE_PATH, else
                                  /dev/termination-log)
   SCHEDGEN_LOG_FORMAT            json (default) or text
+  SCHEDGEN_LOG_LEVEL             info (default), debug, warning or error
   SCHEDGEN_RUN_FILE              the runs of this pod (the operator's Job mounts it from a
                                  Secret, so the URLs are not in the pod spec): a JSON list
                                  with the per-ParseJob variables above (SCHEDGEN_JOB_*,
@@ -139,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     extra = _arguments(argv)
     termination_path = configmod.termination_log_path()
-    _setup_logging(_env_log_format(), os.environ.get("SCHEDGEN_JOB_UID"))  # until the config is read
+    _setup_logging(*_env_logging())  # until the config is read
+    logs.bind(parsejob_uid=os.environ.get("SCHEDGEN_JOB_UID"))
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if _EARLY_SIGTERM:
@@ -164,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _single(env: dict[str, str]) -> RunnerSummary:
     cfg = configmod.load(env)
-    _setup_logging(cfg.log_format, cfg.job_uid)
-    _info("starting", namespace=cfg.job_namespace, name=cfg.job_name, tenant=cfg.tenant)
+    _setup_logging(cfg.log_format, cfg.log_level)
+    logs.bind(**cfg.log_context())
+    _info("starting")
     limit_memory(cfg.max_memory_mb)
     result = run_one(cfg)
     lift_memory_limit()
@@ -176,7 +143,7 @@ def _single(env: dict[str, str]) -> RunnerSummary:
 def _batch(runs: list[dict[str, str]]) -> RunnerSummary:
     from schedgen.runner import batch  # only batch mode needs multiprocessing
 
-    _setup_logging(_env_log_format(), None)
+    _setup_logging(*_env_logging())
     summary = batch.run_batch(dict(os.environ), runs)
     _info("batch done", members=summary.events)
     return summary
@@ -188,9 +155,12 @@ def _log_failure(error: SchedgenError) -> None:
             extra={"fields": {"code": error.code, "exit_code": error.exit_code}})
 
 
-def _env_log_format() -> str:
-    value = os.environ.get("SCHEDGEN_LOG_FORMAT", "").strip().lower()
-    return value if value in configmod.LOG_FORMATS else "json"
+def _env_logging() -> tuple[str, str]:
+    """Format and level before (or without) a valid config: invalid ones fall back here,
+    the config's check reports them."""
+    fmt = os.environ.get("SCHEDGEN_LOG_FORMAT", "").strip().lower()
+    level = os.environ.get("SCHEDGEN_LOG_LEVEL", "").strip().lower()
+    return (fmt if fmt in logs.LOG_FORMATS else "json", level if level in logs.LOG_LEVELS else "info")
 
 
 if __name__ == "__main__":
