@@ -491,20 +491,25 @@ def build_pause(force: bool = False) -> str:
 def build(names: Sequence[str], *, base_mode: str = "auto", refresh_base: bool = False,
           force: bool = False) -> dict[str, str]:
     """Build (or reuse) the named images; returns name -> ref."""
-    out: dict[str, str] = {}
     with cache_lock():
-        base = None
-        if "base" in names or any(n in APP_IMAGES for n in names):
-            base = resolve_base(base_mode, refresh_base)
-            if "base" in names:
-                out.update({"base": base.runtime, "base-build": base.build})
-        for name in names:
-            if name in APP_IMAGES:
-                with timed(f"image {name}"):
-                    out[name] = build_app(APP_IMAGES[name], base, force)
-            elif name == "pause":
-                with timed("image pause"):
-                    out[name] = build_pause(force)
+        return _build_locked(names, base_mode=base_mode, refresh_base=refresh_base, force=force)
+
+
+def _build_locked(names: Sequence[str], *, base_mode: str = "auto", refresh_base: bool = False,
+                  force: bool = False) -> dict[str, str]:
+    out: dict[str, str] = {}
+    base = None
+    if "base" in names or any(n in APP_IMAGES for n in names):
+        base = resolve_base(base_mode, refresh_base)
+        if "base" in names:
+            out.update({"base": base.runtime, "base-build": base.build})
+    for name in names:
+        if name in APP_IMAGES:
+            with timed(f"image {name}"):
+                out[name] = build_app(APP_IMAGES[name], base, force)
+        elif name == "pause":
+            with timed("image pause"):
+                out[name] = build_pause(force)
     return out
 
 
@@ -517,12 +522,15 @@ def report(refs_: dict[str, str]) -> None:
 
 
 def save(directory: Path, names: Sequence[str], fmt: str = "docker-archive", **build_opts) -> list[Path]:
-    """Save images as archives `ctr -n k8s.io images import FILE` accepts (built if needed)."""
-    built = build(names, **build_opts)
+    """Save images as archives `ctr -n k8s.io images import FILE` accepts (built if needed).
+
+    One lock over the build and the save: another checkout building the same tag in
+    between must not have its image saved under this one's name."""
     directory.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     index_lines = []
     with cache_lock():
+        built = _build_locked(names, **build_opts)
         for name, ref in built.items():
             repo, tag = ref.rsplit(":", 1)
             out = directory / f"{repo.rsplit('/', 1)[1]}_{tag}.{fmt}.tar"
