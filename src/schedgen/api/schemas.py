@@ -161,12 +161,15 @@ class Follow(BaseModel):
 
 class FeedTarget(BaseModel):
     """What a feed serves: exactly one of `jobId` (pinned) and `follow` (the newest job of a kind)."""
-    jobId: str | None = Field(None, min_length=1, max_length=63, pattern=JOB_ID,
-                              description="One job of the caller's tenant")
-    follow: Follow | None = None
+    # Not nullable and exactly one present, in the schema too (`oneOf` of the two `required`):
+    # a client generated from the OpenAPI document cannot send `{}` or both.
+    jobId: str = Field(None, min_length=1, max_length=63, pattern=JOB_ID,  # type: ignore[assignment]
+                       description="One job of the caller's tenant")
+    follow: Follow = None  # type: ignore[assignment]
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"follow": {"scheduleType": "exam"}}, {"jobId": EXAMPLE_ID}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["jobId"]}, {"required": ["follow"]}],
+        "examples": [{"follow": {"scheduleType": "exam"}}, {"jobId": EXAMPLE_ID}]})
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "FeedTarget":

@@ -94,7 +94,7 @@ async def list_feeds(ctx: ApiContext = Depends(context), who: str = Depends(tena
 
 
 @router.put(PREFIX + "/feeds/{feed_id}", response_model=FeedInfo, operation_id="pointFeed",
-            responses=errors(404, 409, 422, *COMMON),
+            responses=errors(400, 404, 409, 422, *COMMON),
             summary="Point a feed at another job of the tenant, or make it follow a kind; its URL stays")
 async def point_feed(request: Request, feed_id: str = FeedId, target: FeedTarget = Body(...),
                      params: CalendarParams = Depends(calendar_params),
