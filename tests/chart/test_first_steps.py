@@ -130,6 +130,15 @@ def test_notes_name_the_namespaces_a_parsejob_may_run_in(values, namespaces):
            "--endpoint-url http://minio.storage:9000" in s3
 
 
+def test_notes_say_runner_pull_secrets_belong_in_the_parsejobs_namespace():
+    """A runner pod pulls in its ParseJob's namespace: without the Secret there it waits in
+    ImagePullBackOff until the deadline, so NOTES names the Secrets where users look."""
+    assert "runner.imagePullSecrets" not in notes()
+    text = " ".join(notes({"runner": {"imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}]}}).split())
+    assert "Runner pods pull their image with Secret(s) regcred, mirror (runner.imagePullSecrets): " \
+           "make them in NAMESPACE too" in text
+
+
 def test_example_parsejob_follows_the_crd_and_the_source_rule():
     text = (CHART / "examples" / "parsejob.yaml").read_text()
     example = yaml.safe_load(text)
