@@ -245,6 +245,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             # images come only from imported archives: never garbage-collect them
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
+            # The nodes hold imported images (never pulled, no credentials) and the same builds
+            # pulled from the test registry with a login: one image ID. Under the default policy
+            # (NeverVerifyPreloadedImages) a pod without that login may then not use the imported
+            # copy, and with pullPolicy Never it fails ErrImageNeverPull. Pulls by a ref not on
+            # the node still need their Secret (tests/cluster/test_registry.py).
+            "imagePullCredentialsVerificationPolicy": "NeverVerify",
             "maxPods": int(pods),
             "podLogsDir": str(self.dir / "pod-logs"),
             "resolvConf": "",  # pods get no nameserver: there is none to reach from here
