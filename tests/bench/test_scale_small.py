@@ -30,11 +30,22 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 def test_semester_start_1500_parsejobs_no_loss_caps_fairness(tmp_path):
     out = tmp_path / "scale"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--system", "schedgen",
-                           "--count", "1500", "--tenants", "12", "--nodes", "5", "--max-concurrent", "30",
-                           "--run-seconds", "3", "--arrival-tau", "30", "--arrival-window", "120", "--deadline", "1500", "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=2400)
-    print(done.stdout[-6000:], done.stderr[-4000:])
+    # Admissions capped at 6/s (admissionsPerSecond), below the ~11 uploads/s the API takes
+    # here, so the deeper tenants wait through minutes 1 and 2 whatever the machine's speed.
+    # Uncapped, the operator kept up with the uploads (8.8 to 10.5 admissions/s) and one CI
+    # run had no minute in which two tenants waited throughout: no index to judge.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "scale.py"), "--system", "schedgen",
+                             "--count", "1500", "--tenants", "12", "--nodes", "5", "--max-concurrent", "30",
+                             "--run-seconds", "3", "--rate", "6", "--arrival-tau", "30", "--arrival-window", "120",
+                             "--deadline", "1500", "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=2400)
+    finally:
+        if proc.poll() is None:  # interrupted or timed out: SIGTERM makes it stop its stack
+            proc.terminate()
+            proc.communicate(timeout=120)
+    print(stdout[-6000:], stderr[-4000:])
     report = json.loads((out / "report.json").read_text())
     s = report["systems"]["schedgen"]
     c = s["consistency"]
@@ -47,8 +58,8 @@ def test_semester_start_1500_parsejobs_no_loss_caps_fairness(tmp_path):
     assert sampled["samples"] > 0 and sampled["samples_over_maxConcurrent"] == 0, sampled
     assert sampled["samples_over_maxPerTenant"] == 0, sampled
     fair = s["fairness"]
-    assert fair["minutes_with_index"] >= 1, fair
+    assert fair["minutes_with_index"] >= 2, fair
     starved = [m for m in fair["minutes"] if m["jain"] is not None and not m["min_slot_s"] > 0]
     assert not starved, starved
     assert (out / "scale.png").stat().st_size > 10_000
-    assert done.returncode == 0
+    assert proc.returncode == 0

@@ -630,3 +630,42 @@ def test_an_orphan_the_operator_signed_is_adopted_not_run_twice(setup):
     kube.parsejobs[("ns", "a")]["status"] = {}
     tick(loop, other, kube)
     assert key not in kube.jobs and status(kube, "a")["history"][-1]["reason"] == "JobReplaced"
+
+
+def test_an_orphan_that_ran_to_the_end_without_an_operator_is_adopted(setup):
+    """The operator stopped between creating a Job and recording Running, and the Job ran
+    to its end before a new operator started (CI found this: the ParseJob failed
+    JobNameTaken, its own finished Job holding the name). The ended Job, signed for the
+    run now, is adopted and its result recorded: Succeeded, one Job, run once."""
+    from schedgen.operator.signing import Signer
+
+    kube, sched, loop = setup
+    sched.signer = Signer(b"the operator's key")
+    kube.add("a")
+    tick(loop, sched, kube)
+    (key, job), = kube.jobs.items()
+    kube.finish_job("a")  # the Job ran to its end ...
+    kube.parsejobs[("ns", "a")]["status"] = {}  # ... and the Running write was lost
+    again = make_scheduler(kube)
+    again.signer = Signer(b"the operator's key")
+    for _ in range(3):
+        tick(loop, again, kube)
+    s = status(kube, "a")
+    assert s["phase"] == "Succeeded" and s["jobUid"] == job["metadata"]["uid"] and s["attempts"] == 1, s
+    assert list(kube.jobs) == [key]
+
+
+def test_an_ended_job_of_an_earlier_run_is_not_an_orphan(setup):
+    """A waiting ParseJob's ended Job of an earlier run (another transitionSeq, so another
+    name) is history: neither adopted nor deleted, and the next run gets a new Job."""
+    kube, sched, loop = setup
+    kube.add("a")
+    tick(loop, sched, kube)
+    (old_key, _), = kube.jobs.items()
+    kube.finish_job("a")
+    pj = kube.parsejobs[("ns", "a")]
+    pj["status"] = {**pj["status"], "phase": "Queued", "transitionSeq": pj["status"]["transitionSeq"] + 1,
+                    "jobName": None, "jobUid": None}  # put back to the queue after that run
+    tick(loop, sched, kube)
+    assert old_key in kube.jobs and len(kube.jobs) == 2, list(kube.jobs)
+    assert status(kube, "a")["phase"] == "Running" and status(kube, "a")["jobName"] != old_key[1]

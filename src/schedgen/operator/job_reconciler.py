@@ -57,10 +57,13 @@ class Snapshot:
         return None
 
     def orphans_of(self, pj: ParseJob) -> list[RunnerJob]:
-        """Live Jobs of a waiting ParseJob: made for it before the operator stopped short
-        of recording Running, or made by someone else. Never adopted (only a Job whose uid
-        the operator recorded is a run's); runner_jobs decides what goes."""
-        return [job for job in self.jobs.get((pj.namespace, pj.uid), ()) if not job.ended]
+        """Jobs of a waiting ParseJob no status records: made for it before the operator
+        stopped short of recording Running, or by someone else. Live ones, and an ended one
+        made for its run now (it ran while no operator watched: its name is the one the
+        next Job would take). Ended Jobs of earlier runs are history, not orphans.
+        The scheduler decides (signature) which are adopted and which go."""
+        return [job for job in self.jobs.get((pj.namespace, pj.uid), ())
+                if not job.ended or kind_of(job).made_for(pj, job)]
 
     def pods_of(self, namespace: str, job: RunnerJob) -> list[RunnerPod]:
         return [p for p in self.pods.get((namespace, job.name), ()) if p.owner == job.uid]
