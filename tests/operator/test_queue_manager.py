@@ -312,3 +312,50 @@ def test_a_batch_is_at_most_a_fair_share_of_the_slots_among_waiting_tenants():
     assert set(qm.turn_sizes([pj for pj in w if pj.tenant in "ab"], rt).values()) == {5}
     p = plan(w, [], rt, tokens=30)
     assert max(len(g) for g in p.groups) == 2 and sum(len(g) for g in p.groups) == 30
+
+
+def finished(name: str, tenant: str, started: float, phase: str = "Succeeded") -> ParseJob:
+    return parsejob(name, tenant=tenant, status={"phase": phase, "transitionSeq": 3, "startedAt": at(started),
+                                                 "completedAt": at(started + 1)})
+
+
+def test_recent_starts_count_the_finished_that_started_within_the_window():
+    jobs = [finished("a1", "a", 90), finished("a2", "a", 50), finished("a3", "a", 10),  # 10 s, 50 s, 90 s ago
+            finished("b1", "b", 95, phase="Failed"), running("b2", "b"),  # Running: counted as running, not here
+            parsejob("c1", tenant="c", status={"phase": "Failed", "transitionSeq": 2})]  # never started
+    assert qm.recent_starts(jobs, NOW) == {"a": 2, "b": 1}
+    assert qm.recent_starts(jobs, NOW, window=5) == {"b": 1}
+
+
+def test_a_tenant_that_used_the_slots_lately_waits_behind_one_that_did_not():
+    """Nothing runs (short jobs, admission the bottleneck): without the recent use both
+    tenants' first jobs tie on turn 0 and arrival decides, so the older backlog would
+    take every token, minute after minute."""
+    w = [entry(i, "a") for i in range(5)] + [entry(10 + i, "b") for i in range(5)]
+    recent = qm.recent_starts([finished(f"a-done-{i}", "a", 80) for i in range(3)], NOW)
+    assert [pj.tenant for g in plan(w, tokens=4).groups for pj in g] == ["a", "b", "a", "b"]  # no history: a first
+    p = qm.plan(w, [], RT, 4, False, NOW, recent=recent)
+    assert [pj.tenant for g in p.groups for pj in g] == ["b", "b", "b", "a"]  # b catches up: turns 0, 1, 2, then 3 ties
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from("abcd"), min_size=8, max_size=40), st.integers(1, 4))
+def test_under_a_rate_cap_backlogged_tenants_get_equal_admissions(arrivals, per_tick):
+    """Every tenant waits throughout, the k-th arrived k+1 times slower (by arrival order
+    alone the first would get most admissions); jobs end within the tick they start;
+    `per_tick` tokens a tick. Admissions per tenant over the ticks differ by at most one."""
+    tenants = sorted(set(arrivals))
+    backlog = {t: [waiting(f"pj-{t}-{i:03d}", t, created=i * (k + 1)) for i in range(100)]
+               for k, t in enumerate(tenants)}
+    done: list[ParseJob] = []
+    admitted = {t: 0 for t in tenants}
+    for tick in range(30):
+        now = NOW + tick
+        queue = [pj for t in tenants for pj in backlog[t]]
+        p = qm.plan(queue, [], RuntimeConfig(batch_size=1, max_concurrent=20, max_per_tenant=20), per_tick, False,
+                    now, recent=qm.recent_starts(done, now))
+        for pj in (pj for g in p.groups for pj in g):
+            backlog[pj.tenant].remove(pj)
+            admitted[pj.tenant] += 1
+            done.append(finished(f"done-{pj.name}", pj.tenant, now))
+    assert max(admitted.values()) - min(admitted.values()) <= 1, admitted

@@ -99,23 +99,38 @@ def due(pj: ParseJob, now: float) -> bool:
     return retry_wait(pj, now) == 0.0
 
 
-def ordered(waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig) -> list[ParseJob]:
-    """The queue: every waiting ParseJob in admission order (also for queue positions)."""
-    per_tenant = Counter(pj.tenant for pj in running)
-    return queue_policy.order(waiting, per_tenant, turn_sizes(waiting, runtime, batching(running)))
+def recent_starts(parsejobs: Iterable[ParseJob], now: float,
+                  window: float = queue_policy.USAGE_WINDOW_SECONDS) -> Counter:
+    """Per tenant, its finished ParseJobs that started within `window` seconds of `now`:
+    with its Running ones, the tenant's recent use that sets its turn (queue_policy)."""
+    out: Counter = Counter()
+    for pj in parsejobs:
+        started = epoch_of(pj.status.started_at) if pj.status.final else None
+        if started is not None and now - started <= window:
+            out[pj.tenant] += 1
+    return out
+
+
+def ordered(waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig,
+            recent: Counter | None = None) -> list[ParseJob]:
+    """The queue: every waiting ParseJob in admission order (also for queue positions);
+    `recent`: recent_starts of the finished ones."""
+    used = Counter(pj.tenant for pj in running) + (recent or Counter())
+    return queue_policy.order(waiting, used, turn_sizes(waiting, runtime, batching(running)))
 
 
 def plan(waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig, tokens: int,
-         guard_tripped: bool, now: float, pod_room: int | None = None) -> Plan:
+         guard_tripped: bool, now: float, pod_room: int | None = None, recent: Counter | None = None) -> Plan:
     """What starts now: `running` holds slots, `tokens` bounds the admissions, `pod_room`
-    the runner Jobs (pods) that may start (admission.pod_room; None: any number)."""
+    the runner Jobs (pods) that may start (admission.pod_room; None: any number),
+    `recent` (recent_starts) orders the tenants' turns with `running`."""
     ready = [pj for pj in waiting if due(pj, now)]
     per_tenant = Counter(pj.tenant for pj in running)
     if not ready:
         return Plan()
     if admission.every_slot_taken(per_tenant, runtime) and not guard_tripped:
         return Plan(blocked="concurrency")  # most ticks at a deep backlog: no need to sort 1000s
-    queue = ordered(ready, running, runtime)
+    queue = ordered(ready, running, runtime, recent)
     decision = admission.decide(queue, per_tenant, runtime, tokens, guard_tripped)
     groups, held = _group(decision.admit, ready, runtime, busy=bool(running), running_batches=batching(running))
     if pod_room is not None and len(groups) > pod_room:  # the rest waits for nodes to take the pending ones

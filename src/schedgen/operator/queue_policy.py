@@ -4,12 +4,17 @@ One comparison decides the order (compare with Kueue's `byPriority` in
 pkg/queue/cluster_queue_strict_fifo.go, which orders by priority, then timestamp):
 
     1. priority: high before normal before low;
-    2. the tenant's turn: within a priority, tenants take turns. A job's turn is the
-       number of jobs its tenant already has Running plus the number of its tenant's
-       jobs of the same priority that wait ahead of it. So every tenant's first
-       waiting job comes before any tenant's second one, and a tenant that already
-       runs a lot waits behind one that runs nothing: one tenant's 500 uploads do
-       not starve another tenant's single one.
+    2. the tenant's turn: within a priority, tenants take turns. A job's turn is its
+       tenant's recent use -- the jobs it has Running plus those it started within the
+       last `USAGE_WINDOW_SECONDS` that have finished since (queue_manager.recent_starts)
+       -- plus the number of its tenant's jobs of the same priority that wait ahead of
+       it. So every tenant's first waiting job comes before any tenant's second one, and
+       a tenant that already runs a lot waits behind one that runs nothing: one tenant's
+       500 uploads do not starve another tenant's single one. Counting what finished
+       recently matters when jobs are short and admission is the bottleneck (the rate
+       cap): Running alone is near 0 for everyone between ticks, and the turns would
+       fall back to arrival order, i.e. shares in proportion to the backlogs (measured:
+       108 vs 15 admissions in a minute between two tenants that both waited throughout).
        A tenant with a deep backlog in batch mode (`turn_sizes`) takes its turns a
        batch at a time: its next `size` jobs share the turn of the last of them and
        stand together, so they are admitted together into one Job. Turns count jobs,
@@ -33,6 +38,7 @@ from typing import Iterable, Mapping
 from schedgen.parsejob import PRIORITIES, ParseJob
 
 PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
+USAGE_WINDOW_SECONDS = 60.0  # how far back a tenant's finished jobs still count as its use
 
 
 def arrival(pj: ParseJob) -> tuple:
@@ -49,10 +55,11 @@ class Ranked:
         return (PRIORITY_RANK.get(self.pj.priority, 1), self.turn, arrival(self.head), arrival(self.pj))
 
 
-def order(waiting: Iterable[ParseJob], running_per_tenant: Mapping[str, int] | None = None,
+def order(waiting: Iterable[ParseJob], used_per_tenant: Mapping[str, int] | None = None,
           turn_sizes: Mapping[str, int] | None = None) -> list[ParseJob]:
-    """The waiting ParseJobs in the order they should be admitted."""
-    running_per_tenant = running_per_tenant or {}
+    """The waiting ParseJobs in the order they should be admitted (`used_per_tenant`:
+    each tenant's recent use, its Running jobs and those it started in the window)."""
+    used_per_tenant = used_per_tenant or {}
     turn_sizes = turn_sizes or {}
     by_group: dict[tuple[str, str], list[ParseJob]] = defaultdict(list)
     for pj in waiting:
@@ -60,7 +67,7 @@ def order(waiting: Iterable[ParseJob], running_per_tenant: Mapping[str, int] | N
     ranked: list[Ranked] = []
     for (_, tenant), jobs in by_group.items():
         jobs.sort(key=arrival)
-        base = running_per_tenant.get(tenant, 0)
+        base = used_per_tenant.get(tenant, 0)
         size = max(1, turn_sizes.get(tenant, 1))
         for start in range(0, len(jobs), size):
             chunk = jobs[start:start + size]

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import Counter
 from typing import Any, Callable, Mapping
 
 from schedgen import queue_summary
@@ -161,9 +162,11 @@ class Scheduler:
         await self.writer.bounded(self.writer.finished(pj, d) if isinstance(d, Outcome) else self._requeue(pj, d)
                                   for pj, d in decided)
         running = [pj for pj in running if pj.uid not in ended]
-        admitted = await self.admit(waiting, running, snap, runtime)
+        recent = (queue_manager.recent_starts(snap.parsejobs, self.wall())  # the snapshot's finished,
+                  + Counter(pj.tenant for pj, _ in decided)) if waiting else Counter()  # and those just ended
+        admitted = await self.admit(waiting, running, snap, runtime, recent)
         await self.publish_queue([pj for pj in waiting if pj.uid not in admitted],
-                                 running + [pj for pj in waiting if pj.uid in admitted], runtime)
+                                 running + [pj for pj in waiting if pj.uid in admitted], runtime, recent)
         if started - self._gauges_set >= GAUGES_EVERY_SECONDS:  # not every tick: O(ParseJobs)
             self._gauges_set = started
             metrics.count_parsejobs(snap.parsejobs)
@@ -181,8 +184,9 @@ class Scheduler:
     # --- admission ----------------------------------------------------------------------
 
     async def admit(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot,
-                    runtime: RuntimeConfig) -> set[str]:
-        """Start what the queue manager says; the uids now Running."""
+                    runtime: RuntimeConfig, recent: Counter | None = None) -> set[str]:
+        """Start what the queue manager says; the uids now Running (`recent`: the tenants'
+        recently started, finished ParseJobs, queue_manager.recent_starts)."""
         if not waiting:
             return set()
         adopted, replaced = await self.clear_orphans(waiting, running, snap)
@@ -191,7 +195,8 @@ class Scheduler:
         guard = admission.capacity_guard_tripped(admission.unschedulable_since(snap.all_pods()), runtime,
                                                  self.wall())
         room = admission.pod_room(self._unplaced(running, snap), len(waiting), runtime)
-        plan = queue_manager.plan(waiting, running, runtime, self.bucket.available(), guard, self.wall(), room)
+        plan = queue_manager.plan(waiting, running, runtime, self.bucket.available(), guard, self.wall(), room,
+                                  recent=recent)
         metrics.CAPACITY_GUARD.set(1 if guard or plan.blocked == "capacity" else 0)
         self.bucket.take(plan.started)
         self._note_blocked(plan, waiting)
@@ -300,7 +305,8 @@ class Scheduler:
 
     # --- queue status -------------------------------------------------------------------
 
-    async def publish_queue(self, waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig) -> None:
+    async def publish_queue(self, waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfig,
+                            recent: Counter | None = None) -> None:
         """The queue summary (schedgen.queue_summary), at most every
         `queuePositionIntervalSeconds` and only when it changed: one write, whatever the
         backlog. A waiting ParseJob itself is never written (its phase is the CRD's
@@ -309,7 +315,7 @@ class Scheduler:
         if now - self.last_positions_publish < runtime.queue_position_interval_seconds:
             return
         self.last_positions_publish = now
-        data = queue_summary.summary_data(queue_manager.ordered(waiting, running, runtime) if waiting else [],
+        data = queue_summary.summary_data(queue_manager.ordered(waiting, running, runtime, recent) if waiting else [],
                                           running, now_rfc3339(self.wall()))
         if queue_summary.same_queue(self.published, data):
             return
