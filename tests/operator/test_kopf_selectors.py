@@ -29,3 +29,28 @@ def test_server_side_selectors():
     assert selectors(settings, "schedgen.io", "v1alpha1", "parsejobs") == ("", "")
     assert selectors(settings, "", "v1", "namespaces") == ("", "")
     assert selectors(settings, "kopf.dev", "v1", "clusterkopfpeerings") == ("", "")
+
+
+def _progress(storage: kopf.AnnotationsProgressStorage, purge: bool) -> dict:
+    body = kopf.Body({"metadata": {"name": "pj", "namespace": "ns", "annotations": {}}})
+    patch = kopf.Patch()
+    storage.store(key=kopf.HandlerId("finalize"), record={"started": "2026-12-07T10:00:00.000000Z",
+                                                         "success": True, "retries": 1}, body=body, patch=patch)
+    if purge:
+        storage.purge(key=kopf.HandlerId("finalize"), body=body, patch=patch)
+    return dict(patch)
+
+
+def test_a_deletion_handled_at_once_costs_no_merge_patch():
+    """kopf stores the finalizer's progress and purges it in the same patch when the
+    handler succeeds at once: nothing is left to write but the finalizer's removal. kopf's
+    own storage adds its `<prefix>/kopf-managed` marker there, a merge patch of every
+    ParseJob on deletion (the audit log of bench/scale.py showed two writes, not one)."""
+    settings = kopf.OperatorSettings()
+    kopf_settings.apply(settings, OperatorConfig())
+    ours = settings.persistence.progress_storage
+    assert _progress(ours, purge=True) == {}
+    kopfs = kopf.AnnotationsProgressStorage(prefix=ours.prefix)
+    assert _progress(kopfs, purge=True) == {"metadata": {"annotations": {f"{ours.prefix}/kopf-managed": "yes"}}}
+    stored = _progress(ours, purge=False)  # a handler that will retry keeps its progress (its runtime)
+    assert list(stored["metadata"]["annotations"]) == [f"{ours.prefix}/finalize"]
