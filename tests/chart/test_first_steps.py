@@ -132,7 +132,8 @@ def test_notes_name_the_namespaces_a_parsejob_may_run_in(values, namespaces):
 
 def test_notes_say_runner_pull_secrets_belong_in_the_parsejobs_namespace():
     """A runner pod pulls in its ParseJob's namespace: without the Secret there it waits in
-    ImagePullBackOff until the deadline, so NOTES names the Secrets where users look."""
+    ImagePullBackOff and its run fails ImagePullFailed, so NOTES names the Secrets where
+    users look."""
     assert "runner.imagePullSecrets" not in notes()
     text = " ".join(notes({"runner": {"imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}]}}).split())
     assert "Runner pods pull their image with Secret(s) regcred, mirror (runner.imagePullSecrets): " \

@@ -669,3 +669,41 @@ def test_an_ended_job_of_an_earlier_run_is_not_an_orphan(setup):
     tick(loop, sched, kube)
     assert old_key in kube.jobs and len(kube.jobs) == 2, list(kube.jobs)
     assert status(kube, "a")["phase"] == "Running" and status(kube, "a")["jobName"] != old_key[1]
+
+
+def test_a_runner_image_that_cannot_be_pulled_fails_the_run_with_the_kubelets_words(setup):
+    """A pod whose runner image the kubelet cannot get (wrong tag, no pull Secret) would
+    wait in ImagePullBackOff until the Job's deadline and end DeadlineExceeded. A moment of
+    it is a registry's hiccup (the kubelet retries); IMAGE_PULL_GRACE_SECONDS of it fails
+    the run, with the kubelet's message, and deletes its Job."""
+    import datetime as dt
+
+    from schedgen.operator.job_reconciler import IMAGE_PULL_GRACE_SECONDS
+
+    kube, sched, loop = setup
+    kube.add("a")
+    tick(loop, sched, kube)
+    key, job = kube.job_of("a")
+
+    def pod(age: float) -> dict:
+        created = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=age)
+        return {"metadata": {"name": f"{key[1]}-p", "labels": {"batch.kubernetes.io/job-name": key[1]},
+                             "ownerReferences": [{"kind": "Job", "name": key[1], "uid": job["metadata"]["uid"],
+                                                  "controller": True}],
+                             "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                "spec": {"nodeName": "node-1"},
+                "status": {"phase": "Pending", "containerStatuses": [{"name": "runner", "state": {"waiting": {
+                    "reason": "ImagePullBackOff",
+                    "message": 'Back-off pulling image "registry.example/schedgen-runner:0.9"'}}}]}}
+
+    job["_pods"] = [pod(10)]
+    tick(loop, sched, kube)
+    assert phases(kube)["a"] == "Running"  # the kubelet still retries
+    job["_pods"] = [pod(IMAGE_PULL_GRACE_SECONDS + 5)]
+    tick(loop, sched, kube)
+    tick(loop, sched, kube)
+    s = status(kube, "a")
+    assert (s["phase"], s["error"]["reason"], s["error"]["code"]) == ("Failed", "ImagePullFailed",
+                                                                     "RunnerImageUnavailable"), s
+    assert 'Back-off pulling image "registry.example/schedgen-runner:0.9"' in s["error"]["message"]
+    assert "node-1" in s["error"]["message"] and key not in kube.jobs

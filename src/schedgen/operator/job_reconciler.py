@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 JOB_LOST_GRACE_SECONDS = 15.0
 POD_VIEW_GRACE_SECONDS = 5.0
 DEADLINE_GRACE_SECONDS = 60.0
+IMAGE_PULL_GRACE_SECONDS = 120.0  # a runner pod's image unavailable this long: the run fails
 READ_CONCURRENCY = 16
 READ_WAIT_SECONDS = 0.5
 
@@ -149,6 +150,8 @@ class JobReconciler:
         if not job.ended and self._overdue(pj, job):
             return lambda: self._stop_overdue(pj, job)
         pods = snap.pods_of(pj.namespace, job)
+        if not job.ended and (stuck := self._image_unavailable(pods)) is not None:
+            return lambda: self._stop_image_unavailable(pj, stuck)
         end = kind_of(job).run_end(pj, job, pods, listed)
         if end is None or (kind_of(job).waits_for_pod_states and not job.disrupted and not self._pods_seen(pj, pods)):
             return None
@@ -175,6 +178,29 @@ class JobReconciler:
         return conclude(pj, RunFailed("DeadlineExceeded", f"the run did not end within its deadline "
                                       f"({pj.deadline_seconds} s) and {DEADLINE_GRACE_SECONDS:.0f} s more: "
                                       f"Job {name} stopped by the operator"))
+
+    def _image_unavailable(self, pods: list[RunnerPod]) -> RunnerPod | None:
+        """A pod whose runner image the kubelet has not got for IMAGE_PULL_GRACE_SECONDS
+        (it retries meanwhile: a registry's hiccup passes)."""
+        now = self.wall()
+        for pod in pods:
+            created = epoch_of(pod.created)
+            if pod.image_unavailable and created is not None and now - created > IMAGE_PULL_GRACE_SECONDS:
+                return pod
+        return None
+
+    async def _stop_image_unavailable(self, pj: ParseJob, pod: RunnerPod) -> Decision:
+        """Stop the Job and fail the run with the kubelet's words, not at the Job's
+        deadline as DeadlineExceeded: the cause is the cluster's set-up (image, tag, pull
+        Secret), which a retry does not mend (docs/troubleshooting.md)."""
+        name = pj.status.job_name
+        if name:
+            await self.kube.delete_job(pj.namespace, name)
+        reason, message = pod.waiting or ("", "")
+        return conclude(pj, RunFailed("ImagePullFailed", short(
+            f"the runner image could not be pulled for {IMAGE_PULL_GRACE_SECONDS:.0f} s (pod {pod.name}"
+            f"{' on ' + pod.node if pod.node else ''}: {reason}: {message}); check runner.image and "
+            f"runner.imagePullSecrets"), code="RunnerImageUnavailable"))
 
     def _pods_seen(self, pj: ParseJob, pods: list[RunnerPod]) -> bool:
         """A Job over before its pods' final states came through the watch: wait for

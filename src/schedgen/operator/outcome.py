@@ -24,7 +24,9 @@ DeadlineExceeded, BackoffLimitExceeded (transient failures past maxRetries), Job
 (the Job vanished before it finished and left no result object), InvalidResult (the
 result object is missing, too big or fails the schema check), TooManyDisruptions (its
 runs were stopped from outside more than MAX_DISRUPTIONS times: a pod deleted in a loop
-must not hold a ParseJob in the queue forever), Cancelled, TenantMismatch.
+must not hold a ParseJob in the queue forever), ImagePullFailed (the runner image not
+pulled for IMAGE_PULL_GRACE_SECONDS: code RunnerImageUnavailable), Cancelled,
+TenantMismatch.
 """
 
 from __future__ import annotations

@@ -133,6 +133,9 @@ class Terminated:
     finished_at: str = ""
 
 
+IMAGE_UNAVAILABLE = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+
+
 @dataclass(frozen=True)
 class RunnerPod:
     name: str
@@ -145,6 +148,14 @@ class RunnerPod:
     disrupted: bool = False  # condition DisruptionTarget=True (eviction, preemption, drain)
     terminated: Terminated | None = None
     deleted: bool = False  # stopped by its deletion: deleted while it ran (see `of`)
+    waiting: tuple[str, str] | None = None  # the runner container's (reason, message) while it waits
+
+    @property
+    def image_unavailable(self) -> bool:
+        """The kubelet cannot get the runner's image (a wrong image or tag, a registry that
+        refuses: no pull Secret, ...): it retries with a backoff, and the pod would wait
+        until the Job's deadline."""
+        return self.waiting is not None and self.waiting[0] in IMAGE_UNAVAILABLE
 
     @property
     def stopped(self) -> bool:
@@ -163,7 +174,7 @@ class RunnerPod:
                 unschedulable = epoch_of(c.get("lastTransitionTime")) or time.time()
             if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
                 disrupted = True
-        terminated = None
+        terminated, waiting = None, None
         for cs in status.get("containerStatuses") or []:
             if cs.get("name") != RUNNER_CONTAINER:
                 continue
@@ -171,13 +182,16 @@ class RunnerPod:
             if state:
                 terminated = Terminated(state.get("exitCode"), state.get("reason") or "", state.get("message") or "",
                                         state.get("finishedAt") or "")
+            if wait := (cs.get("state") or {}).get("waiting"):
+                waiting = (wait.get("reason") or "", wait.get("message") or "")
         labels = meta.get("labels") or {}
         return cls(
             name=meta.get("name") or "", job=labels.get("batch.kubernetes.io/job-name") or labels.get("job-name"),
             owner=controller_uid(meta, "Job"), phase=phase, created=meta.get("creationTimestamp") or "",
             node=(body.get("spec") or {}).get("nodeName"),
             unschedulable_since=unschedulable if phase == "Pending" else None, disrupted=disrupted,
-            terminated=terminated, deleted=_deleted_while_running(meta, phase, terminated))
+            terminated=terminated, deleted=_deleted_while_running(meta, phase, terminated),
+            waiting=waiting if phase == "Pending" else None)
 
 
 def _deleted_while_running(meta: Mapping[str, Any], phase: str, terminated: Terminated | None) -> bool:
