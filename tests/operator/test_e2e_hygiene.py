@@ -187,3 +187,20 @@ def test_a_silent_postgres_never_stops_admission_and_everything_catches_up(opera
             assert c.transitions(uid) == [(1, "Queued"), (2, "Running"), (3, "Succeeded")]
     finally:
         hole.close()
+
+
+def test_a_runner_image_the_node_cannot_get_fails_the_run_with_the_kubelets_words(operator_cluster, start_operator):
+    """A runner image that is on no node (pullPolicy Never: the kubelet says
+    ErrImageNeverPull) would hold the run until its deadline. After the grace the run
+    fails ImagePullFailed with the kubelet's message, its Job deleted."""
+    c = operator_cluster
+    c.set_runtime(maxConcurrent=2)
+    start_operator(SCHEDGEN_RUNNER_IMAGE="localhost/schedgen-runner:not-on-any-node",
+                   SCHEDGEN_IMAGE_PULL_GRACE_SECONDS="5")
+    ns = c.tenant_namespace("noimage")
+    c.submit(ns, "pj", "uploads/none.pdf")
+    wait_for(lambda: phase(c, ns, "pj") == "Failed", 180, what="Failed")
+    status = c.get(ns, "pj")["status"]
+    assert (status["error"]["reason"], status["error"]["code"]) == ("ImagePullFailed", "RunnerImageUnavailable")
+    assert "not-on-any-node" in status["error"]["message"] and "ErrImageNeverPull" in status["error"]["message"]
+    wait_for(lambda: not c.batch.list_namespaced_job(ns).items, 60, what="its Job deleted")

@@ -199,3 +199,6 @@ class OperatorConfig(Settings):
     # How long the finalizer retries writing a deleted ParseJob's last row while Postgres
     # is unavailable before it lets the object go anyway (Warning Event RecordAbandoned).
     finalize_record_timeout_seconds: float = 300.0
+    # How long a runner pod may wait for its image (ErrImagePull, ImagePullBackOff, ...)
+    # before its run fails ImagePullFailed: the kubelet retries, a registry's hiccup passes.
+    image_pull_grace_seconds: float = Field(120.0, gt=0)

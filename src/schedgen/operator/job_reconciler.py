@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 JOB_LOST_GRACE_SECONDS = 15.0
 POD_VIEW_GRACE_SECONDS = 5.0
 DEADLINE_GRACE_SECONDS = 60.0
-IMAGE_PULL_GRACE_SECONDS = 120.0  # a runner pod's image unavailable this long: the run fails
+IMAGE_PULL_GRACE_SECONDS = 120.0  # a runner pod's image unavailable this long: the run fails (the default)
 READ_CONCURRENCY = 16
 READ_WAIT_SECONDS = 0.5
 
@@ -82,8 +82,9 @@ class JobReconciler:
 
     def __init__(self, kube: Kube, results: ResultStore, records: RecordStore | None, default_bucket: str,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 on_ready: Callable[[], None] = lambda: None):
+                 on_ready: Callable[[], None] = lambda: None, image_pull_grace: float = IMAGE_PULL_GRACE_SECONDS):
         self.kube, self.results, self.records = kube, results, records
+        self.image_pull_grace = image_pull_grace
         self.default_bucket = default_bucket
         self.clock, self.wall, self.on_ready = clock, wall, on_ready
         self.finish_seen: dict[str, float] = {}  # by uid: clock() when its Job was first seen over
@@ -180,12 +181,12 @@ class JobReconciler:
                                       f"Job {name} stopped by the operator"))
 
     def _image_unavailable(self, pods: list[RunnerPod]) -> RunnerPod | None:
-        """A pod whose runner image the kubelet has not got for IMAGE_PULL_GRACE_SECONDS
-        (it retries meanwhile: a registry's hiccup passes)."""
+        """A pod whose runner image the kubelet has not got for `image_pull_grace` seconds
+        (SCHEDGEN_IMAGE_PULL_GRACE_SECONDS; it retries meanwhile: a registry's hiccup passes)."""
         now = self.wall()
         for pod in pods:
             created = epoch_of(pod.created)
-            if pod.image_unavailable and created is not None and now - created > IMAGE_PULL_GRACE_SECONDS:
+            if pod.image_unavailable and created is not None and now - created > self.image_pull_grace:
                 return pod
         return None
 
@@ -198,7 +199,7 @@ class JobReconciler:
             await self.kube.delete_job(pj.namespace, name)
         reason, message = pod.waiting or ("", "")
         return conclude(pj, RunFailed("ImagePullFailed", short(
-            f"the runner image could not be pulled for {IMAGE_PULL_GRACE_SECONDS:.0f} s (pod {pod.name}"
+            f"the runner image could not be pulled for {self.image_pull_grace:.0f} s (pod {pod.name}"
             f"{' on ' + pod.node if pod.node else ''}: {reason}: {message}); check runner.image and "
             f"runner.imagePullSecrets"), code="RunnerImageUnavailable"))
 

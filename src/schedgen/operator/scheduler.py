@@ -62,7 +62,7 @@ class Scheduler:
         self.signer = signer or Signer.from_env()
         self._name_taken: dict[tuple[str, str], int] = {}  # (namespace, Job name) -> refused creates
         self.reconciler = JobReconciler(kube, results, records, cfg.default_bucket, clock, wall,
-                                        on_ready=self.kick)
+                                        on_ready=self.kick, image_pull_grace=cfg.image_pull_grace_seconds)
         self.changed = asyncio.Event()
         self.last_tick = 0.0
         self.last_positions_publish = float("-inf")
