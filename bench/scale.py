@@ -52,7 +52,7 @@ minute, 87 % in four. An upload is sent at its time or as soon as one of the
 ``--concurrency`` clients is free. The three fixtures of ../shared/fixtures/up, each copy with
 a unique comment after %%EOF.
 
-Caps sized to the nodes: maxConcurrent = nodes x ``--slots-per-node`` (2: 500 runner slots
+Caps sized to the nodes: maxConcurrent = nodes x ``--slots-per-node`` (1: 250 runner slots
 on 250 nodes), maxPerTenant = ceil(4 x maxConcurrent / tenants); admissionsPerSecond
 ``--rate`` (200). Batch mode at the operator's defaults (batchSize 10, threshold 4).
 
