@@ -678,7 +678,7 @@ def test_a_runner_image_that_cannot_be_pulled_fails_the_run_with_the_kubelets_wo
     the run, with the kubelet's message, and deletes its Job."""
     import datetime as dt
 
-    from schedgen.operator.job_reconciler import IMAGE_PULL_GRACE_SECONDS
+    from schedgen.operator.config import IMAGE_PULL_GRACE_SECONDS
 
     kube, sched, loop = setup
     kube.add("a")

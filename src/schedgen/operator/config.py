@@ -137,6 +137,9 @@ Namespaces = Annotated[tuple[str, ...], BeforeValidator(parse_namespaces)]
 Pairs = Annotated[dict[str, str], BeforeValidator(parse_pairs)]
 
 
+IMAGE_PULL_GRACE_SECONDS = 120.0  # a runner pod's image unavailable this long: the run fails
+
+
 class OperatorConfig(Settings):
     """Static settings (environment only)."""
 
@@ -201,4 +204,4 @@ class OperatorConfig(Settings):
     finalize_record_timeout_seconds: float = 300.0
     # How long a runner pod may wait for its image (ErrImagePull, ImagePullBackOff, ...)
     # before its run fails ImagePullFailed: the kubelet retries, a registry's hiccup passes.
-    image_pull_grace_seconds: float = Field(120.0, gt=0)
+    image_pull_grace_seconds: float = Field(IMAGE_PULL_GRACE_SECONDS, gt=0)

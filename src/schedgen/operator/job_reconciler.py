@@ -21,6 +21,7 @@ from schedgen.parsejob import FAILED, ParseJob
 from . import metrics
 from . import result_document as documents
 from .backoff import Unavailable, report_unavailable
+from .config import IMAGE_PULL_GRACE_SECONDS
 from .kube import Kube
 from .outcome import Outcome, Parsed, Requeue, RunFailed, conclude, invalid_result, short, succeeded
 from .record_store import RecordStore
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 JOB_LOST_GRACE_SECONDS = 15.0
 POD_VIEW_GRACE_SECONDS = 5.0
 DEADLINE_GRACE_SECONDS = 60.0
-IMAGE_PULL_GRACE_SECONDS = 120.0  # a runner pod's image unavailable this long: the run fails (the default)
 READ_CONCURRENCY = 16
 READ_WAIT_SECONDS = 0.5
 
