@@ -19,6 +19,7 @@ unchanged by batching: caps count ParseJobs, and only what starts spends tokens.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Collection, Iterable
@@ -102,11 +103,18 @@ def due(pj: ParseJob, now: float) -> bool:
 def recent_starts(parsejobs: Iterable[ParseJob], now: float,
                   window: float = queue_policy.USAGE_WINDOW_SECONDS) -> Counter:
     """Per tenant, its finished ParseJobs that started within `window` seconds of `now`:
-    with its Running ones, the tenant's recent use that sets its turn (queue_policy)."""
+    with its Running ones, the tenant's recent use that sets its turn (queue_policy).
+    Every tick, over every ParseJob kept: RFC 3339 UTC stamps compare as text to the
+    second, so only those in the window's last second or later are parsed."""
+    cutoff = now - window
+    earliest = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(cutoff))
     out: Counter = Counter()
     for pj in parsejobs:
-        started = epoch_of(pj.status.started_at) if pj.status.final else None
-        if started is not None and now - started <= window:
+        stamp = pj.status.started_at
+        if not stamp or not pj.status.final or stamp[:19] < earliest:
+            continue
+        started = epoch_of(stamp)
+        if started is not None and started >= cutoff:
             out[pj.tenant] += 1
     return out
 
