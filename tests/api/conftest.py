@@ -5,6 +5,7 @@ uvicorn subprocess, and the operator with the real runner (tests/support)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -95,6 +96,21 @@ def api_config(postgres, s3, local_cluster, api_namespace, api_role_dsn, monkeyp
 def fresh_limits(pg_conn):
     pg_conn.execute("TRUNCATE rate_limit_windows")
     pg_conn.execute("TRUNCATE idempotency_keys")
+
+
+RATE_TEST_SECONDS = 20  # more than any rate-limit test takes, on a loaded CI machine
+
+
+@pytest.fixture
+def one_rate_window():
+    """Start the test early enough in a fixed rate window that all of its requests count
+    in that one window: a window that ends midway resets the counts (the limiter's design)
+    and a test expecting a 429 would then see a 200."""
+    from schedgen.api.backends.postgres import WINDOW_SECONDS
+
+    left = WINDOW_SECONDS - time.time() % WINDOW_SECONDS  # windows start at epoch multiples (the SQL's floor)
+    if left < RATE_TEST_SECONDS:
+        time.sleep(left + 0.2)
 
 
 @pytest.fixture

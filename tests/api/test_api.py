@@ -224,6 +224,7 @@ def test_idempotency_after_the_parsejob_is_gone(client, k8s_api_client, api_name
     assert first["id"] not in names
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_rate_limits_headers_and_429(make_client):
     client = make_client(uploads_per_minute=2, reads_per_minute=3)
     seen = []
@@ -244,6 +245,7 @@ def test_rate_limits_headers_and_429(make_client):
     assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_rate_limit_is_shared_between_replicas(make_client):
     """Two app instances (two replicas) count in the same Postgres window."""
     a = make_client(reads_per_minute=4)
@@ -252,6 +254,7 @@ def test_rate_limit_is_shared_between_replicas(make_client):
     assert codes == [200, 200, 200, 200, 429]
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_forwarded_for_only_from_trusted_proxies(make_client):
     # the TestClient's peer is "testclient" (not an IP): never trusted; failed keys count per address
     untrusted = make_client(key=None, auth_failures_per_minute=2)
@@ -339,6 +342,7 @@ def test_queue_shows_the_callers_tenant_unless_admin(make_client, pg_conn, api_n
     assert {"queue-a", "queue-b"} <= set(admin["tenants"]) and admin["total"]["waiting"] >= 3
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_unknown_keys_spend_the_address_failure_budget_not_a_keys(make_client, pg_conn):
     from schedgen.api.backends import postgres as api_db
 

@@ -117,6 +117,7 @@ def test_upload_that_does_not_finish_in_time_is_202(compat_client, api_namespace
     assert metrics == {"waiting": 1, "active": 0, "completed": 0, "failed": 0, "delayed": 0, "total": 1}
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_failed_job_and_errors_in_the_nest_shape(compat_client, make_client, k8s_api_client, api_namespace):
     client = compat_client(tenant="compat-fail", compat_upload_wait_seconds=0)
     job_id = compat_upload(client, unique_pdf()).json()["jobId"]

@@ -83,6 +83,7 @@ def test_real_pdfs_through_http(stack):
         assert q["total"]["succeeded"] >= 3 and q["total"]["waiting"] == 0
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_http_error_paths(stack):
     c, ns, api = stack
     server = api(SCHEDGEN_API_UPLOADS_PER_MINUTE=2, SCHEDGEN_API_MAX_UPLOAD_BYTES=8192)

@@ -349,6 +349,7 @@ def test_feeds(tenant_client, make_client, pg_conn, api_namespace):
     assert_error(anonymous.post(f"/api/v1/jobs/{name}/feed"), 401, "ApiKeyRequired")
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_feeds_are_rate_limited_like_reads(tenant_client, make_client, pg_conn, api_namespace):
     client, tenant = tenant_client()
     name, _ = record(pg_conn, api_namespace, tenant, events=(LECTURE,))

@@ -30,6 +30,7 @@ def assert_limited(r: httpx.Response, limit: int) -> None:
     assert 1 <= int(r.headers["retry-after"]) <= 60 and r.headers["ratelimit-limit"] == str(limit)
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_failed_authentication_does_not_spend_a_valid_keys_budget(serve_api, make_key):
     server = serve_api({"SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE": "3"}, reads_per_minute=5)
     bad = [get(server), get(server, "sgk_made-up"), get(server, "sgk_" + "A" * 43)]
@@ -43,6 +44,7 @@ def test_failed_authentication_does_not_spend_a_valid_keys_budget(serve_api, mak
     assert get(server).status_code == 429  # and the key's use gave the failures nothing back
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_each_key_has_its_own_quota_from_one_address(serve_api, make_key):
     server = serve_api(uploads_per_minute=2, reads_per_minute=3)
     a, b = make_key("rl-a"), make_key("rl-b")
@@ -54,6 +56,7 @@ def test_each_key_has_its_own_quota_from_one_address(serve_api, make_key):
     assert [r.headers["ratelimit-remaining"] for r in reads] == ["2", "1", "0", "0"]
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_a_tenant_quota_spans_its_keys(serve_api, make_key):
     server = serve_api({"SCHEDGEN_API_TENANT_READS_PER_MINUTE": "3"})
     one, two, other = make_key("rl-tenant"), make_key("rl-tenant"), make_key("rl-other")
@@ -62,6 +65,7 @@ def test_a_tenant_quota_spans_its_keys(serve_api, make_key):
     assert get(server, other).status_code == 200
 
 
+@pytest.mark.usefixtures("one_rate_window")
 def test_ipv6_clients_count_per_64_and_ipv4_per_address(serve_api):
     server = serve_api({"SCHEDGEN_API_AUTH_FAILURES_PER_MINUTE": "2"}, trusted_proxies="127.0.0.1/32")
 
