@@ -851,6 +851,10 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
                                      if n_ == "schedgen_admission_latency_seconds_bucket"},
             "api_requests": {f"{dict(lab).get('client')}:{dict(lab).get('method')}": v for (n_, lab), v in m.items()
                              if n_ == "schedgen_operator_api_requests_total"},
+            "tick_seconds_le": {dict(lab)["le"]: v for (n_, lab), v in m.items()
+                                if n_ == "schedgen_scheduler_tick_seconds_bucket"},
+            "tick_seconds_sum": m.get(("schedgen_scheduler_tick_seconds_sum", ()), None),
+            "ticks": m.get(("schedgen_scheduler_tick_seconds_count", ()), None),
             "batches_started": m.get(("schedgen_batches_started_total", ()), None),
             "retention_deleted": sum(v for (n_, _), v in m.items() if n_ == "schedgen_retention_deleted_total")}
     except OSError:
