@@ -294,6 +294,17 @@ class Tracker:
         self.running_by_tenant: Counter = Counter()
         self.waiting = 0
         self.final = 0
+        self.ignored: set[str] = set()  # the warm-up's: a later event of it (retention's delete) is no job
+
+    def restart(self, ignore: str) -> dict | None:
+        """Forget everything seen so far and ignore ``ignore`` from now on (the warm-up);
+        its record. Counting it again would end the drain one job early."""
+        with self.lock:
+            self.ignored.add(ignore)
+            rec = self.jobs.pop(ignore, None)
+            self.final = self.waiting = 0
+            self.running_by_tenant.clear()
+            return rec
 
     def _state(self, rec: dict) -> str:
         if rec.get("seen_final") is not None:
@@ -304,6 +315,8 @@ class Tracker:
 
     def update(self, name: str, tenant: str, fields: dict, now: float) -> None:
         with self.lock:
+            if name in self.ignored:
+                return
             rec = self.jobs.get(name)
             if rec is None:
                 rec = self.jobs[name] = {"tenant": tenant, "finals": set(), "first_seen": now}
@@ -763,11 +776,7 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
     while time.monotonic() < deadline and tracker.jobs.get(warm, {}).get("seen_final") is None:
         time.sleep(0.2)
     time.sleep(2)
-    with tracker.lock:
-        warm_uid = (tracker.jobs.pop(warm, None) or {}).get("uid")
-        tracker.final = 0
-        tracker.waiting = 0
-        tracker.running_by_tenant.clear()
+    warm_uid = (tracker.restart(ignore=warm) or {}).get("uid")
 
     stack.meter.reset_peaks(["schedgen-operator", "schedgen-api"])
     cpu0, writes0, etcd0 = stack.meter.mark(), stack.apiserver_writes(), stack.etcd_db_bytes()

@@ -133,3 +133,18 @@ def test_fairness_within_priority_leaves_out_classes_held_back_by_a_higher_one()
     assert m["jain"] == pytest.approx(0.5)
     summary = sl.fairness_summary(sl.fairness_within_priority(lives, 0, 60))
     assert summary["min"] == pytest.approx(1.0) and summary["minutes_with_index"] == 1
+
+
+def test_the_warm_up_does_not_count_once_forgotten():
+    """Retention deleting the warm-up ParseJob mid-run sends an event with its final phase:
+    counted, it ended the drain one job early (a 15,000 run measured with one still Running)."""
+    import scale
+
+    tracker = scale.Tracker()
+    tracker.update("warm", "t1", {"phase": "Succeeded", "_final": True}, 1.0)
+    assert tracker.restart(ignore="warm")["phase"] == "Succeeded"
+    tracker.update("pj-1", "t1", {"phase": "Running", "_running": True}, 2.0)
+    tracker.update("warm", "t1", {"phase": "Succeeded", "_final": True}, 3.0)  # its deletion, later
+    assert tracker.snapshot() == ({"t1": 1}, 0, 0) and "warm" not in tracker.jobs
+    tracker.update("pj-1", "t1", {"phase": "Succeeded", "_final": True}, 4.0)
+    assert tracker.snapshot() == ({}, 0, 1)
