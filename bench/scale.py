@@ -862,6 +862,8 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
                              if n_ == "schedgen_operator_api_requests_total"},
             "tick_seconds_le": {dict(lab)["le"]: v for (n_, lab), v in m.items()
                                 if n_ == "schedgen_scheduler_tick_seconds_bucket"},
+            "tick_phase_seconds_sum": {dict(lab)["phase"]: v for (n_, lab), v in m.items()
+                                       if n_ == "schedgen_scheduler_tick_phase_seconds_sum"},
             "tick_seconds_sum": m.get(("schedgen_scheduler_tick_seconds_sum", ()), None),
             "ticks": m.get(("schedgen_scheduler_tick_seconds_count", ()), None),
             "batches_started": m.get(("schedgen_batches_started_total", ()), None),

@@ -707,3 +707,40 @@ def test_a_runner_image_that_cannot_be_pulled_fails_the_run_with_the_kubelets_wo
                                                                      "RunnerImageUnavailable"), s
     assert 'Back-off pulling image "registry.example/schedgen-runner:0.9"' in s["error"]["message"]
     assert "node-1" in s["error"]["message"] and key not in kube.jobs
+
+
+def test_the_next_runs_job_is_created_while_the_ended_runs_status_is_written(setup):
+    """Admission does not wait for the ended runs' final statuses to create the next
+    Jobs (each a round trip to a busy apiserver at a backlog); only the Running writes
+    wait for them, so the statuses never show more Running than the cap, and the new
+    run's startedAt is not before the ended run's completedAt."""
+    kube, sched, loop = setup
+    kube.add("a", t=0)
+    kube.add("b", t=1)
+    tick(loop, sched, kube, runtime(max_concurrent=1))
+    kube.finish_job("a")
+    created, order = asyncio.Event(), []
+    create_job, replace_status = kube.create_job, kube.replace_status
+
+    async def creating(job):
+        order.append(("create", job["metadata"]["name"]))
+        created.set()
+        return await create_job(job)
+
+    async def writing(namespace, name, status, expect_seq):
+        if status["phase"] == "Succeeded":  # the slow final write: the next Job is created meanwhile
+            try:
+                await asyncio.wait_for(created.wait(), 2)
+            except asyncio.TimeoutError:
+                order.append(("no create while the final status was written", name))
+        order.append((status["phase"], name))
+        return await replace_status(namespace, name, status, expect_seq)
+
+    kube.create_job, kube.replace_status = creating, writing
+    for _ in range(3):  # the first reads a's result object, within the tick or in the next
+        if phases(kube)["b"] == "Running":
+            break
+        tick(loop, sched, kube, runtime(max_concurrent=1))
+    assert [step for step in order if step[0] != "create"] == [("Succeeded", "a"), ("Running", "b")], order
+    assert order[0][0] == "create", order
+    assert status(kube, "a")["completedAt"] <= status(kube, "b")["startedAt"]

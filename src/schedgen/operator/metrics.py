@@ -68,6 +68,11 @@ API_REQUESTS = Counter("schedgen_operator_api_requests_total", "Kubernetes API r
                        ["client", "method"])
 TICK_SECONDS = Histogram("schedgen_scheduler_tick_seconds", "Duration of one scheduling tick",
                          buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+TICK_PHASE_SECONDS = Histogram("schedgen_scheduler_tick_phase_seconds",
+                               "Time a scheduling tick spends in each of its steps (observe: ended runs decided; "
+                               "admit: Jobs created and ParseJobs marked Running, the ended runs' statuses "
+                               "written meanwhile; end: what those writes took longer; publish: the queue summary)", ["phase"],
+                               buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
 ACTIVE = Gauge("schedgen_operator_active", "1 while this replica runs the scheduler (holds the peering lead)")
 
 # Counters with known label values start at 0 (exported before the first event): rate()

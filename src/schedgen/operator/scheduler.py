@@ -8,9 +8,13 @@ replica whenever an index changes (or every `SCHEDGEN_TICK_SECONDS`).
     3. the queue summary is published (one object, at most every few seconds).
 
 Level-based: each tick reads the kopf indexes (with the status writer's overlay of its
-own writes), decides from them alone, and writes only what differs. Ends before starts:
-a Running status written before a finishing one would show more than maxConcurrent
-ParseJobs Running for a moment. `cancel` is the other way out (the finalizer).
+own writes), decides from them alone, and writes only what differs. Ends before starts,
+in the statuses: a Running status written before a finishing one would show more than
+maxConcurrent ParseJobs Running for a moment. The new runs' Secrets and Jobs need not
+wait, though: they are created while the ended runs' statuses are written, and only
+the Running writes wait for those (at a deep backlog each step is a round trip to a busy
+apiserver, and the tick is admission's delay). `cancel` is the other way out (the
+finalizer).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from schedgen import queue_summary
 from schedgen.parsejob import ANN_SIGNATURE, FAILED, ParseJob
@@ -36,7 +40,7 @@ from .record_store import RecordStore
 from .result_store import ResultStore
 from .runner_jobs import BATCH, SINGLE, kind_for, kind_of
 from .status import now_rfc3339
-from .status_writer import StatusWriter
+from .status_writer import Bounded, StatusWriter
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class Scheduler:
         self.writer = StatusWriter(kube, clock, wall)
         self.signer = signer or Signer.from_env()
         self._name_taken: dict[tuple[str, str], int] = {}  # (namespace, Job name) -> refused creates
+        self.starts = Bounded()  # not the writer's: a start waits for the writer's writes
         self.reconciler = JobReconciler(kube, results, records, cfg.default_bucket, clock, wall,
                                         on_ready=self.kick, image_pull_grace=cfg.image_pull_grace_seconds)
         self.changed = asyncio.Event()
@@ -155,41 +160,63 @@ class Scheduler:
         live = [pj for pj in snap.parsejobs if not pj.deleting]
         waiting = [pj for pj in live if pj.status.waiting]
         running = [pj for pj in live if pj.phase == "Running"]
+        lap = self._lap(started)
         decided = await self.reconciler.observe(running, snap, runtime.retry_backoff_seconds)
+        lap("observe")
         ended = {pj.uid for pj, _ in decided}
         if waiting:
             self.writer.freed_slots.extend(self.clock() for _ in ended)
-        await self.writer.bounded(self.writer.finished(pj, d) if isinstance(d, Outcome) else self._requeue(pj, d)
-                                  for pj, d in decided)
-        running = [pj for pj in running if pj.uid not in ended]
-        recent = (queue_manager.recent_starts(snap.parsejobs, self.wall())  # the snapshot's finished,
-                  + Counter(pj.tenant for pj, _ in decided)) if waiting else Counter()  # and those just ended
-        admitted = await self.admit(waiting, running, snap, runtime, recent)
+        at = now_rfc3339(self.wall())  # before any startedAt of this tick: the writes run alongside admission
+        ends = asyncio.ensure_future(self.writer.bounded(
+            self.writer.finished(pj, d, at) if isinstance(d, Outcome) else self._requeue(pj, d, at)
+            for pj, d in decided))
+        try:
+            running = [pj for pj in running if pj.uid not in ended]
+            recent = (queue_manager.recent_starts(snap.parsejobs, self.wall())  # the snapshot's finished,
+                      + Counter(pj.tenant for pj, _ in decided)) if waiting else Counter()  # and those just ended
+            admitted = await self.admit(waiting, running, snap, runtime, recent, after=ends)
+            lap("admit")
+        finally:
+            await ends  # the next tick decides from these writes (the overlay)
+            lap("end")
         await self.publish_queue([pj for pj in waiting if pj.uid not in admitted],
                                  running + [pj for pj in waiting if pj.uid in admitted], runtime, recent)
+        lap("publish")
         if started - self._gauges_set >= GAUGES_EVERY_SECONDS:  # not every tick: O(ParseJobs)
             self._gauges_set = started
             metrics.count_parsejobs(snap.parsejobs)
         self.last_tick = self.wall()
         metrics.TICK_SECONDS.observe(self.clock() - started)
 
-    async def _requeue(self, pj: ParseJob, requeue: Requeue) -> str:
+    def _lap(self, since: float) -> Callable[[str], None]:
+        """Observe the time since the last lap under `phase` (TICK_PHASE_SECONDS)."""
+        last = [since]
+
+        def lap(phase: str) -> None:
+            now = self.clock()
+            metrics.TICK_PHASE_SECONDS.labels(phase=phase).observe(now - last[0])
+            last[0] = now
+        return lap
+
+    async def _requeue(self, pj: ParseJob, requeue: Requeue, at: str | None = None) -> str:
         # This run's failure document must go first: the next run writes the same key,
         # and a stale one would decide that run before it even starts.
         await self.results.discard(pj)
-        uid = await self.writer.requeued(pj, requeue)
+        uid = await self.writer.requeued(pj, requeue, at)
         self.kick_at(requeue.delay)
         return uid
 
     # --- admission ----------------------------------------------------------------------
 
     async def admit(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot,
-                    runtime: RuntimeConfig, recent: Counter | None = None) -> set[str]:
+                    runtime: RuntimeConfig, recent: Counter | None = None, after: Awaitable | None = None
+                    ) -> set[str]:
         """Start what the queue manager says; the uids now Running (`recent`: the tenants'
-        recently started, finished ParseJobs, queue_manager.recent_starts)."""
+        recently started, finished ParseJobs, queue_manager.recent_starts; `after`: the
+        ended runs' status writes, which every Running write waits for)."""
         if not waiting:
             return set()
-        adopted, replaced = await self.clear_orphans(waiting, running, snap)
+        adopted, replaced = await self.clear_orphans(waiting, running, snap, after)
         running = running + adopted
         waiting = [pj for pj in waiting if pj.uid not in replaced and pj not in adopted]
         guard = admission.capacity_guard_tripped(admission.unschedulable_since(snap.all_pods()), runtime,
@@ -203,11 +230,11 @@ class Scheduler:
         decided = self.wall()  # startedAt in admission order, a microsecond apart
         at = {pj.uid: now_rfc3339(decided + i * 1e-6)
               for i, pj in enumerate(pj for group in plan.groups for pj in group)}
-        results = await self.writer.bounded(self._start(group, at) for group in plan.groups)
+        results = await self.starts(self._start(group, at, after) for group in plan.groups)
         return {pj.uid for pj in adopted} | {uid for uids in results if uids for uid in uids}
 
-    async def clear_orphans(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot
-                            ) -> tuple[list[ParseJob], set[str]]:
+    async def clear_orphans(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot,
+                            after: Awaitable | None = None) -> tuple[list[ParseJob], set[str]]:
         """Live Jobs no Running ParseJob records: the operator stopped between creating one
         and recording Running (its signature proves it: signing.py), or someone else made
         it. The operator's own are adopted (Running, their uid recorded: no run twice); any
@@ -227,6 +254,8 @@ class Scheduler:
                 stale[(pj.namespace, job.name)] = job
                 if kind_of(job).made_for(pj, job):
                     replaced[pj.uid] = pj
+        if adopt and after is not None:
+            await after
         adopted = [pj for pj, _ in adopt.values() if pj.uid in set(await self.writer.bounded(
             self.writer.running(pj, job.name, job.uid, None, len(job.members) or 1) for pj, job in adopt.values()))]
         if stale:
@@ -261,8 +290,10 @@ class Scheduler:
         if later:
             self.kick_at(min(later))
 
-    async def _start(self, group: list[ParseJob], at: Mapping[str, str]) -> list[str]:
-        """Create one runner Job for `group`, then mark its ParseJobs Running."""
+    async def _start(self, group: list[ParseJob], at: Mapping[str, str], after: Awaitable | None = None
+                     ) -> list[str]:
+        """Create one runner Job for `group`, then (once `after` is done: the ended runs'
+        statuses) mark its ParseJobs Running."""
         group = [pj for pj in group if await self._may_run(pj)]
         if not group:
             return []
@@ -286,6 +317,8 @@ class Scheduler:
         if kind is BATCH:
             metrics.BATCHES.inc()
             metrics.BATCH_MEMBERS.inc(len(group))
+        if after is not None:
+            await after
         return list(await asyncio.gather(*(self.writer.running(pj, name, uid, at[pj.uid], len(group))
                                            for pj in group)))
 

@@ -31,13 +31,34 @@ log = logging.getLogger(__name__)
 WRITE_CONCURRENCY = 16
 
 
+class Bounded:
+    """Runs writes a few at a time; a failed one is None (the next tick retries). Writes
+    that wait for other writes take their turns from another Bounded (a deadlock else)."""
+
+    def __init__(self, limit: int = WRITE_CONCURRENCY):
+        self._sem = asyncio.Semaphore(limit)
+
+    async def __call__(self, writes: Iterable[Awaitable[Any]]) -> list[Any]:
+        async def run(write: Awaitable[Any]) -> Any:
+            async with self._sem:
+                try:
+                    return await write
+                except (Conflict, NotFound) as exc:
+                    log.debug("write skipped: %s", exc)
+                except Exception:  # noqa: BLE001 - level-based: the next tick tries again
+                    log.exception("write failed")
+                return None
+
+        return list(await asyncio.gather(*(run(w) for w in writes)))
+
+
 class StatusWriter:
     def __init__(self, kube: Kube, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time):
         self.kube, self.clock, self.wall = kube, clock, wall
         self.overlays: dict[str, ParseJob] = {}  # by uid: our last write, until the watch brings it
         self.freed_slots: deque[float] = deque(maxlen=10000)  # clock() of runs ending with work waiting
-        self._sem = asyncio.Semaphore(WRITE_CONCURRENCY)
+        self.bounded = Bounded()
 
     # --- what the index says, with our writes on top -------------------------------------
 
@@ -56,20 +77,6 @@ class StatusWriter:
 
     # --- writes -------------------------------------------------------------------------
 
-    async def bounded(self, writes: Iterable[Awaitable[Any]]) -> list[Any]:
-        """Run `writes` a few at a time; a failed one is None (the next tick retries)."""
-        async def run(write: Awaitable[Any]) -> Any:
-            async with self._sem:
-                try:
-                    return await write
-                except (Conflict, NotFound) as exc:
-                    log.debug("write skipped: %s", exc)
-                except Exception:  # noqa: BLE001 - level-based: the next tick tries again
-                    log.exception("write failed")
-                return None
-
-        return list(await asyncio.gather(*(run(w) for w in writes)))
-
     async def _write(self, pj: ParseJob, status: dict[str, Any]) -> ParseJob:
         await self.kube.replace_status(pj.namespace, pj.name, status, pj.status.seq)
         written = self.overlays[pj.uid] = pj.with_status(status)
@@ -87,14 +94,15 @@ class StatusWriter:
         # an API write per ParseJob; the final one tells the story (`kubectl describe`).
         return pj.uid
 
-    async def requeued(self, pj: ParseJob, requeue: Requeue) -> str:
-        await self._write(pj, st.requeued(pj, requeue))
+    async def requeued(self, pj: ParseJob, requeue: Requeue, at: str | None = None) -> str:
+        await self._write(pj, st.requeued(pj, requeue, at))
         metrics.REQUEUED.labels(reason=requeue.reason).inc()
         self.kube.emit(pj.ref(), "Normal", requeue.reason, requeue.message)
         return pj.uid
 
-    async def finished(self, pj: ParseJob, outcome: Outcome) -> str:
-        written = await self._write(pj, st.finished(pj, outcome))
+    async def finished(self, pj: ParseJob, outcome: Outcome, at: str | None = None) -> str:
+        """`at`: when it was decided (default now)."""
+        written = await self._write(pj, st.finished(pj, outcome, at))
         now = self.wall()
         kind = (written.status.raw.get("result") or {}).get("kind") or "unknown"
         metrics.COMPLETED.labels(kind=kind, outcome=outcome.phase, reason=outcome.reason).inc()
