@@ -663,6 +663,9 @@ def derived(lives: list[sl.Life], t0: float, t_end: float, caps: dict) -> dict:
     """What is computed from the jobs' lives alone (also by --recompute, from raw-*.json)."""
     return {
         "admission_delay": sl.delay_summary(sl.admission_delays(lives, caps["maxConcurrent"])),
+        # a slot the job may take: also below its tenant's cap (schedgen's maxPerTenant; Kueue's run has none)
+        "admission_delay_own_slot": sl.delay_summary(sl.admission_delays(lives, caps["maxConcurrent"],
+                                                                         caps.get("maxPerTenant"))),
         "fairness_within_priority": sl.fairness_summary(sl.fairness_within_priority(lives, t0, t_end)),
         "fairness": sl.fairness_summary(sl.fairness_per_minute(lives, t0, t_end)),
         "caps_exact": sl.cap_check(lives, caps["maxConcurrent"], caps.get("maxPerTenant", 10**9), t_end),
@@ -1197,9 +1200,13 @@ def summary_rows(r: dict) -> list[tuple[str, str]]:
             ("lost / duplicated", f"{c.get('lost', c.get('not_finished', '-'))} / {c.get('duplicated', '-')}"),
             ("drain time", f"{r['drain_s']:.0f} s"),
             ("admissions/s (mean, peak)", f"{r['admissions_per_s']} / {r['admissions_per_s_peak']}")]
+    own = r.get("admission_delay_own_slot") or {}
     for p in ("high", "normal", "low"):
         if p in d:
             rows.append((f"admission delay p50/p99 {p}", f"{d[p]['p50_s']:.3f} / {d[p]['p99_s']:.3f} s"))
+        if p in own and "maxPerTenant" in r["caps"]:
+            rows.append((f"  ... after a slot its tenant may take, {p}",
+                         f"{own[p]['p50_s']:.3f} / {own[p]['p99_s']:.3f} s"))
     fp = r.get("fairness_within_priority") or {}
     rows += [("Jain per minute within a priority (min / mean; minutes)",
               f"{fp.get('min')} / {fp.get('mean')} ({fp.get('minutes_with_index')})"),

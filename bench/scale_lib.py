@@ -111,7 +111,7 @@ class Life:
     done: float | None = None
 
 
-def admission_delays(lives: list[Life], cap: int) -> dict[str, list[float]]:
+def admission_delays(lives: list[Life], cap: int, tenant_cap: int | None = None) -> dict[str, list[float]]:
     """Admission delay after a slot frees, per priority (and ``all``).
 
     Admissions in start order: the k-th admission with k >= ``cap`` took the slot freed by
@@ -119,14 +119,31 @@ def admission_delays(lives: list[Life], cap: int) -> dict[str, list[float]]:
     start needs a completion). Its delay is start - max(that completion, its creation): a job
     created after the slot freed waits from its creation. Negative values (a start seen
     before the completion, i.e. clock or observation noise) count as 0. Jobs that never
-    started are left out. As bench/operator_throughput.py, plus the creation bound."""
+    started are left out. As bench/operator_throughput.py, plus the creation bound.
+
+    With ``tenant_cap`` (a cap per tenant, schedgen's maxPerTenant) the slot must be one the
+    job may take: the m-th start of a tenant with m >= ``tenant_cap`` also needed its
+    tenant's (m - tenant_cap)-th completion, and counts from the later of the two. Without
+    it, a cluster slot left free while every waiting tenant holds its own cap counts as
+    delay, which is the cap at work, not admission."""
     started = sorted((j for j in lives if j.started is not None), key=lambda j: j.started)
     completions = sorted(j.done for j in lives if j.done is not None and j.started is not None)
+    tenant_done: dict[str, list[float]] = defaultdict(list)
+    for j in lives:
+        if j.done is not None and j.started is not None:
+            tenant_done[j.tenant].append(j.done)
+    for done in tenant_done.values():
+        done.sort()
+    nth: Counter = Counter()
     out: dict[str, list[float]] = defaultdict(list)
     for k, job in enumerate(started):
+        m = nth[job.tenant]
+        nth[job.tenant] += 1
         if k < cap or k - cap >= len(completions):
             continue
         freed = completions[k - cap]
+        if tenant_cap is not None and m >= tenant_cap and m - tenant_cap < len(tenant_done[job.tenant]):
+            freed = max(freed, tenant_done[job.tenant][m - tenant_cap])
         delay = max(0.0, job.started - max(freed, job.created))
         out[job.priority].append(delay)
         out["all"].append(delay)

@@ -56,6 +56,17 @@ def test_admission_delay_counts_from_the_freed_slot_or_the_creation():
     assert sl.admission_delays([L("a", "x", 0, 0, 1), L("b", "x", 0, 0.9, 2)], 1)["low"] == [0.0]
 
 
+def test_admission_delay_with_a_tenant_cap_counts_from_a_slot_the_tenant_may_take():
+    # cap 2, 1 per tenant: y's slot frees at 1 while x holds its one; x2 may start only
+    # once x1 ends (at 4), and starts at 4.5
+    lives = [L("x1", "x", 0, 0, 4), L("y1", "y", 0, 0, 1), L("x2", "x", 0, 4.5, 6)]
+    assert sl.admission_delays(lives, 2)["all"] == [pytest.approx(3.5)]  # from the cluster's slot
+    assert sl.admission_delays(lives, 2, 1)["all"] == [pytest.approx(0.5)]  # from its tenant's
+    # a tenant below its cap: the cluster's slot decides
+    lives = [L("x1", "x", 0, 0, 4), L("y1", "y", 0, 0, 1), L("z1", "z", 0, 1.5, 6)]
+    assert sl.admission_delays(lives, 2, 1)["all"] == [pytest.approx(0.5)]
+
+
 def test_fairness_counts_only_tenants_waiting_the_whole_minute():
     # x and y both backlogged all minute; x holds 60 slot-s, y 30: Jain = 90^2 / (2 (3600 + 900)) = 0.9
     lives = [L("x1", "x", 0, 0, 60), L("x2", "x", 0, None, None),
