@@ -744,3 +744,36 @@ def test_the_next_runs_job_is_created_while_the_ended_runs_status_is_written(set
     assert [step for step in order if step[0] != "create"] == [("Succeeded", "a"), ("Running", "b")], order
     assert order[0][0] == "create", order
     assert status(kube, "a")["completedAt"] <= status(kube, "b")["startedAt"]
+
+
+@pytest.mark.parametrize("ended,waits", [(1, True), (17, False)])
+def test_the_tick_waits_for_result_reads_only_while_they_can_all_run_at_once(setup, monkeypatch, ended, waits):
+    """A moment's wait lets a tick decide the runs it saw end; with more reads going than
+    run at once (READ_CONCURRENCY, 16) they queue behind each other, and the wait would
+    only hold admission up: the tick goes on, and each read's end kicks the next."""
+    kube, sched, loop = setup
+    rt = runtime(max_concurrent=ended, max_per_tenant=ended, pending_runners_max=-1)
+    for i in range(ended):
+        kube.add(f"pj{i}", t=i)
+    tick(loop, sched, kube, rt)
+    for i in range(ended):
+        kube.finish_job(f"pj{i}")
+    never = asyncio.Event()
+
+    async def stuck_read(pj):
+        await never.wait()
+
+    waited = []
+    wait = asyncio.wait
+
+    async def recording_wait(tasks, timeout=None, **kw):
+        waited.append(len(tasks))
+        return await wait(tasks, timeout=timeout, **kw)
+
+    monkeypatch.setattr(sched.results, "fetch", stuck_read)
+    monkeypatch.setattr(asyncio, "wait", recording_wait)
+    tick(loop, sched, kube, rt)
+    assert len(sched.reconciler.reads) == ended and all(p == "Running" for p in phases(kube).values())
+    assert waited == ([ended] if waits else [])
+    sched.reconciler.forget_except(set())  # cancels the reads
+    loop.run_until_complete(asyncio.sleep(0))

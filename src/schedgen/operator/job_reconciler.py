@@ -78,7 +78,9 @@ class JobReconciler:
     (Postgres) run as tasks, a few at a time: the tick waits for them a moment
     (`READ_WAIT_SECONDS`, most finish within it) and never longer; one still going is
     collected by a later tick (its end kicks the scheduler), so a slow or absent store
-    never holds admission up."""
+    never holds admission up. With more reads going than run at once (a burst's ends),
+    the tick does not wait at all: they queue behind each other, and it would wait out
+    the whole moment every tick while admission could go on."""
 
     def __init__(self, kube: Kube, results: ResultStore, records: RecordStore | None, default_bucket: str,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
@@ -119,7 +121,7 @@ class JobReconciler:
                 decided.append((pj, step))
             elif step is not None:
                 started.append(self._start(pj, step))
-        if started:
+        if started and len(self.reads) <= READ_CONCURRENCY:  # more queue behind each other: no wait
             await asyncio.wait(started, timeout=READ_WAIT_SECONDS)
         running_uids = {pj.uid for pj in running}
         for pj in running:

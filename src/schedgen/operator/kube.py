@@ -42,12 +42,16 @@ def load_client_config() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
     conf = kubernetes.client.Configuration.get_default_copy()
-    conf.connection_pool_maxsize = 24
+    conf.connection_pool_maxsize = API_CONNECTIONS
     return kubernetes.client.ApiClient(conf)
 
 
+API_WORKERS = 32  # requests in flight: at a burst they wait on a busy apiserver, not on this process's CPU
+API_CONNECTIONS = API_WORKERS + 8  # one per worker, some to spare: urllib3 drops any beyond (a TLS handshake each)
+
+
 class Kube:
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None, workers: int = 16):
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None, workers: int = API_WORKERS):
         self.api_client = api_client or load_client_config()
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
