@@ -858,15 +858,16 @@ def run_schedgen(stack: Stack, plan: list[sl.Upload], pdfs: list[bytes]) -> dict
     report["batches"] = dict(Counter(r.get("batch") or 1 for r in seen.values()))
     try:
         m = operator.metrics()
+
+        def by(name: str, label: str) -> dict:
+            return {dict(lab)[label]: v for (n_, lab), v in m.items() if n_ == name}
+
         report["operator_metrics"] = {
-            "admission_latency_le": {dict(lab)["le"]: v for (n_, lab), v in m.items()
-                                     if n_ == "schedgen_admission_latency_seconds_bucket"},
+            "admission_latency_le": by("schedgen_admission_latency_seconds_bucket", "le"),
             "api_requests": {f"{dict(lab).get('client')}:{dict(lab).get('method')}": v for (n_, lab), v in m.items()
                              if n_ == "schedgen_operator_api_requests_total"},
-            "tick_seconds_le": {dict(lab)["le"]: v for (n_, lab), v in m.items()
-                                if n_ == "schedgen_scheduler_tick_seconds_bucket"},
-            "tick_phase_seconds_sum": {dict(lab)["phase"]: v for (n_, lab), v in m.items()
-                                       if n_ == "schedgen_scheduler_tick_phase_seconds_sum"},
+            "tick_seconds_le": by("schedgen_scheduler_tick_seconds_bucket", "le"),
+            "tick_phase_seconds_sum": by("schedgen_scheduler_tick_phase_seconds_sum", "phase"),
             "tick_seconds_sum": m.get(("schedgen_scheduler_tick_seconds_sum", ()), None),
             "ticks": m.get(("schedgen_scheduler_tick_seconds_count", ()), None),
             "batches_started": m.get(("schedgen_batches_started_total", ()), None),

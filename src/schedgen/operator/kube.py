@@ -1,6 +1,6 @@
 """The few Kubernetes API calls the operator makes itself (kopf makes the watches).
 
-A thin async facade over the official client (run in a small thread pool), so the
+A thin async facade over the official client (run in a thread pool, `API_WORKERS` at once), so the
 reconcilers read as "create this Job", "replace this status". Every API request of
 the operator is counted in `schedgen_operator_api_requests_total`: ours here
 (client="operator"), kopf's through the aiohttp session `counted_session` gives it
@@ -26,6 +26,8 @@ from . import metrics
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 NAMESPACE_CACHE_SECONDS = 10.0  # namespace labels (tenant binding) read at most this often
+API_WORKERS = 32  # requests in flight: at a burst they wait on a busy apiserver, not on this process's CPU
+API_CONNECTIONS = API_WORKERS + 8  # one per worker, some to spare: urllib3 drops any beyond (a TLS handshake each)
 
 
 class Conflict(Exception):
@@ -44,10 +46,6 @@ def load_client_config() -> kubernetes.client.ApiClient:
     conf = kubernetes.client.Configuration.get_default_copy()
     conf.connection_pool_maxsize = API_CONNECTIONS
     return kubernetes.client.ApiClient(conf)
-
-
-API_WORKERS = 32  # requests in flight: at a burst they wait on a busy apiserver, not on this process's CPU
-API_CONNECTIONS = API_WORKERS + 8  # one per worker, some to spare: urllib3 drops any beyond (a TLS handshake each)
 
 
 class Kube:
