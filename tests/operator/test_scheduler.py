@@ -169,11 +169,19 @@ def setup(s3):
     loop = asyncio.new_event_loop()
     sched = make_scheduler(kube)
     yield kube, sched, loop
+    for task in sched.in_flight.tasks:  # held at a gate of a test that failed
+        task.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
     loop.close()
 
 
-def tick(loop, sched, kube, rt=None, stale=None):
+def tick(loop, sched, kube, rt=None, stale=None, settle=True):
+    """One tick, and (`settle`) the writes it decided: a tick returns before they are done."""
     loop.run_until_complete(sched.tick(rt or runtime(), sched.snapshot(*kube.indexes(stale))))
+    if settle:
+        loop.run_until_complete(sched.settle())
+    else:  # the writes go on as far as they can (to a gate of the test's)
+        loop.run_until_complete(asyncio.sleep(0.05))
 
 
 def test_admits_up_to_the_cap_then_follows_to_success(setup):
@@ -777,3 +785,107 @@ def test_the_tick_waits_for_result_reads_only_while_they_can_all_run_at_once(set
     assert waited == ([ended] if waits else [])
     sched.reconciler.forget_except(set())  # cancels the reads
     loop.run_until_complete(asyncio.sleep(0))
+
+
+# --- the pipeline: a tick does not wait for the writes it decided ----------------------
+
+
+def gated(kube: FakeKube, method: str, when=lambda *a: True):
+    """Hold `kube.<method>` calls for which `when(*args)` until the returned Event is set;
+    the calls made, in order."""
+    gate, calls, real = asyncio.Event(), [], getattr(kube, method)
+
+    async def held(*args, **kw):
+        calls.append(args)
+        if when(*args):
+            await gate.wait()
+        return await real(*args, **kw)
+
+    setattr(kube, method, held)
+    return gate, calls
+
+
+def test_a_tick_returns_before_its_starts_are_written_and_the_next_does_not_start_them_again(setup):
+    """The next tick decides while the Jobs are still being created: what is starting
+    holds its slot (the cap counts it) and is not admitted a second time."""
+    kube, sched, loop = setup
+    for i in range(3):
+        kube.add(f"pj{i}", t=i)
+    gate, creates = gated(kube, "create_job")
+    tick(loop, sched, kube, settle=False)  # returns although no Job is created yet
+    assert len(creates) == 2 and not kube.jobs and sched.in_flight.tasks
+    for _ in range(2):
+        tick(loop, sched, kube, settle=False)
+    assert len(creates) == 2, creates  # pj0 and pj1 still starting: not again, and pj2 waits for a slot
+    assert phases(kube) == {"pj0": "Queued", "pj1": "Queued", "pj2": "Queued"}
+    gate.set()
+    loop.run_until_complete(sched.settle())
+    assert phases(kube) == {"pj0": "Running", "pj1": "Running", "pj2": "Queued"} and len(kube.jobs) == 2
+    tick(loop, sched, kube)
+    assert len(creates) == 2 and not sched.in_flight.pending  # seen written: forgotten
+
+
+def test_a_slot_freed_while_a_start_is_in_flight_is_taken_by_the_next_tick(setup):
+    """A start held up (a slow apiserver) no longer holds up admission into other slots."""
+    kube, sched, loop = setup
+    rt = runtime(max_concurrent=2, max_per_tenant=2)
+    kube.add("a", t=0)
+    tick(loop, sched, kube, rt)
+    kube.add("b", t=1)
+    kube.add("c", t=2)
+    b_uid = kube.parsejobs[("ns", "b")]["metadata"]["uid"]
+    gate, creates = gated(kube, "create_job", lambda job: b_uid in json.dumps(job))
+    tick(loop, sched, kube, rt, settle=False)  # b starts (held); the cap is full
+    assert len(creates) == 1 and b_uid in json.dumps(creates[0]) and len(kube.jobs) == 1
+    kube.finish_job("a")
+    for _ in range(3):  # a's end (its result read within a tick or the next), then c into a's slot
+        tick(loop, sched, kube, rt, settle=False)
+        if phases(kube)["c"] == "Running":
+            break
+    assert phases(kube)["a"] == "Succeeded" and phases(kube)["c"] == "Running", phases(kube)
+    assert phases(kube)["b"] == "Queued"  # still held
+    gate.set()
+    loop.run_until_complete(sched.settle())
+    assert phases(kube) == {"a": "Succeeded", "b": "Running", "c": "Running"}
+
+
+def test_an_end_in_flight_is_decided_once_and_the_next_running_waits_for_it(setup):
+    """While a's final status is on its way the next tick neither decides a again nor
+    shows b Running before a has ended (the statuses never exceed the cap)."""
+    kube, sched, loop = setup
+    rt = runtime(max_concurrent=1)
+    kube.add("a", t=0)
+    kube.add("b", t=1)
+    tick(loop, sched, kube, rt)
+    kube.finish_job("a")
+    gate, writes = gated(kube, "replace_status", lambda ns, name, status, seq: status["phase"] == "Succeeded")
+    for _ in range(4):
+        tick(loop, sched, kube, rt, settle=False)
+    finals = [w for w in writes if w[2]["phase"] == "Succeeded"]
+    assert len(finals) == 1, writes  # decided once
+    assert phases(kube) == {"a": "Running", "b": "Queued"}  # b's Job may exist; its Running waits for a
+    assert len(kube.jobs) == 2
+    gate.set()
+    loop.run_until_complete(sched.settle())
+    assert phases(kube) == {"a": "Succeeded", "b": "Running"}
+    assert [w[2]["phase"] for w in writes] == ["Succeeded", "Running"]
+    assert status(kube, "a")["completedAt"] <= status(kube, "b")["startedAt"]
+
+
+def test_a_start_that_fails_is_decided_again_by_the_next_tick(setup):
+    kube, sched, loop = setup
+    kube.add("a")
+    create_job, calls = kube.create_job, []
+
+    async def refused_once(job):
+        calls.append(job["metadata"]["name"])
+        if len(calls) == 1:
+            raise RuntimeError("apiserver: 503")
+        return await create_job(job)
+
+    kube.create_job = refused_once
+    tick(loop, sched, kube)
+    assert phases(kube)["a"] == "Queued" and not sched.in_flight.pending  # failed: forgotten at once
+    assert sched.changed.is_set()  # and the scheduler kicked
+    tick(loop, sched, kube)
+    assert phases(kube)["a"] == "Running" and len(calls) == 2

@@ -70,9 +70,12 @@ TICK_SECONDS = Histogram("schedgen_scheduler_tick_seconds", "Duration of one sch
                          buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
 TICK_PHASE_SECONDS = Histogram("schedgen_scheduler_tick_phase_seconds",
                                "Time a scheduling tick spends in each of its steps (observe: ended runs decided; "
-                               "admit: Jobs created and ParseJobs marked Running, the ended runs' statuses "
-                               "written meanwhile; end: what those writes took longer; publish: the queue summary)", ["phase"],
+                               "admit: what starts now decided, orphans cleared; publish: the queue summary; the writes "
+                               "decided run after the tick: schedgen_scheduler_in_flight)", ["phase"],
                                buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+IN_FLIGHT = Gauge("schedgen_scheduler_in_flight",
+                  "ParseJobs whose start (kind=start: Job and Running status) or end (kind=end: final status) "
+                  "a tick decided and no tick has yet seen written", ["kind"])
 ACTIVE = Gauge("schedgen_operator_active", "1 while this replica runs the scheduler (holds the peering lead)")
 
 # Counters with known label values start at 0 (exported before the first event): rate()

@@ -8,13 +8,15 @@ replica whenever an index changes (or every `SCHEDGEN_TICK_SECONDS`).
     3. the queue summary is published (one object, at most every few seconds).
 
 Level-based: each tick reads the kopf indexes (with the status writer's overlay of its
-own writes), decides from them alone, and writes only what differs. Ends before starts,
-in the statuses: a Running status written before a finishing one would show more than
-maxConcurrent ParseJobs Running for a moment. The new runs' Secrets and Jobs need not
-wait, though: they are created while the ended runs' statuses are written, and only
-the Running writes wait for those (at a deep backlog each step is a round trip to a busy
-apiserver, and the tick is admission's delay). `cancel` is the other way out (the
-finalizer).
+own writes), decides from them alone, and writes only what differs. Pipelined: the
+writes a tick decides run as tasks after it returns, and the next tick decides around
+them (in_flight.py: a start in flight holds its slot, an end in flight is not decided
+again); at a deep backlog each write is a round trip to a busy apiserver, and a tick
+that waited for them was admission's delay for every slot freed meanwhile. Ends before
+starts, in the statuses: a Running status written before a finishing one would show
+more than maxConcurrent ParseJobs Running for a moment, so a start's Running writes
+wait for the ends in flight when it was decided (its Secret and Job need not).
+`cancel` is the other way out (the finalizer).
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from schedgen.parsejob import ANN_SIGNATURE, FAILED, ParseJob
 
 from . import admission, metrics, queue_manager
 from .config import OperatorConfig, RuntimeConfig
+from .in_flight import InFlight
 from .job_reconciler import JobReconciler, Snapshot
 from .runner_objects import RunnerJob, RunnerPod
 from .signing import Signer
-from .kube import Kube
+from .kube import Conflict, Kube, NotFound
 from .outcome import Outcome, Requeue
 from .record_store import RecordStore
 from .result_store import ResultStore
@@ -66,6 +69,7 @@ class Scheduler:
         self.signer = signer or Signer.from_env()
         self._name_taken: dict[tuple[str, str], int] = {}  # (namespace, Job name) -> refused creates
         self.starts = Bounded()  # not the writer's: a start waits for the writer's writes
+        self.in_flight = InFlight(on_failed=self.kick)
         self.reconciler = JobReconciler(kube, results, records, cfg.default_bucket, clock, wall,
                                         on_ready=self.kick, image_pull_grace=cfg.image_pull_grace_seconds)
         self.changed = asyncio.Event()
@@ -117,6 +121,7 @@ class Scheduler:
                     await asyncio.sleep(1)
                 await self.wait(self.cfg.tick_seconds)
         finally:
+            await self.settle()
             self.active = False
             metrics.ACTIVE.set(0)
 
@@ -140,6 +145,7 @@ class Scheduler:
         uids = {pj.uid for pj in parsejobs}
         self.writer.forget_except(uids)
         self.reconciler.forget_except(uids)
+        self.in_flight.forget_except(uids)
         jobs = {key: list(store) for key, store in list(job_index.items())}
         pods = {key: list(store) for key, store in list(pod_index.items())}
         if self.stopped_jobs:
@@ -155,30 +161,29 @@ class Scheduler:
     # --- the tick -----------------------------------------------------------------------
 
     async def tick(self, runtime: RuntimeConfig, snap: Snapshot) -> None:
+        """Decide from `snap` and start the writes; returns before they are done (`settle`)."""
         started = self._tick_started = self.clock()
         self.bucket.configure(runtime.admissions_per_second, runtime.admission_burst)
-        live = [pj for pj in snap.parsejobs if not pj.deleting]
-        waiting = [pj for pj in live if pj.status.waiting]
-        running = [pj for pj in live if pj.phase == "Running"]
+        view = self.in_flight.sort(pj for pj in snap.parsejobs if not pj.deleting)  # before any await
+        waiting = [pj for pj in view.settled if pj.status.waiting]
+        running = [pj for pj in view.settled if pj.phase == "Running"]
         lap = self._lap(started)
         decided = await self.reconciler.observe(running, snap, runtime.retry_backoff_seconds)
         lap("observe")
         ended = {pj.uid for pj, _ in decided}
         if waiting:
             self.writer.freed_slots.extend(self.clock() for _ in ended)
-        at = now_rfc3339(self.wall())  # before any startedAt of this tick: the writes run alongside admission
-        ends = asyncio.ensure_future(self.writer.bounded(
-            self.writer.finished(pj, d, at) if isinstance(d, Outcome) else self._requeue(pj, d, at)
-            for pj, d in decided))
-        try:
-            running = [pj for pj in running if pj.uid not in ended]
-            recent = (queue_manager.recent_starts(snap.parsejobs, self.wall())  # the snapshot's finished,
-                      + Counter(pj.tenant for pj, _ in decided)) if waiting else Counter()  # and those just ended
-            admitted = await self.admit(waiting, running, snap, runtime, recent, after=ends)
-            lap("admit")
-        finally:
-            await ends  # the next tick decides from these writes (the overlay)
-            lap("end")
+        if decided:
+            at = now_rfc3339(self.wall())  # before any startedAt of this tick's admissions
+            self.in_flight.ending((pj for pj, _ in decided), self.writer.bounded(
+                self.writer.finished(pj, d, at) if isinstance(d, Outcome) else self._requeue(pj, d, at)
+                for pj, d in decided))
+        running = [pj for pj in running if pj.uid not in ended] + view.starting
+        recent = (queue_manager.recent_starts(snap.parsejobs, self.wall())  # the snapshot's finished,
+                  + Counter(pj.tenant for pj in view.ending)  # those ending,
+                  + Counter(pj.tenant for pj, _ in decided)) if waiting else Counter()  # and those just ended
+        admitted = await self.admit(waiting, running, snap, runtime, recent, unplaced=view.starting_groups)
+        lap("admit")
         await self.publish_queue([pj for pj in waiting if pj.uid not in admitted],
                                  running + [pj for pj in waiting if pj.uid in admitted], runtime, recent)
         lap("publish")
@@ -187,6 +192,10 @@ class Scheduler:
             metrics.count_parsejobs(snap.parsejobs)
         self.last_tick = self.wall()
         metrics.TICK_SECONDS.observe(self.clock() - started)
+
+    async def settle(self) -> None:
+        """Until the writes of the ticks so far are done."""
+        await self.in_flight.settle()
 
     def _lap(self, since: float) -> Callable[[str], None]:
         """Observe the time since the last lap under `phase` (TICK_PHASE_SECONDS)."""
@@ -209,19 +218,21 @@ class Scheduler:
     # --- admission ----------------------------------------------------------------------
 
     async def admit(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot,
-                    runtime: RuntimeConfig, recent: Counter | None = None, after: Awaitable | None = None
-                    ) -> set[str]:
-        """Start what the queue manager says; the uids now Running (`recent`: the tenants'
-        recently started, finished ParseJobs, queue_manager.recent_starts; `after`: the
-        ended runs' status writes, which every Running write waits for)."""
+                    runtime: RuntimeConfig, recent: Counter | None = None, unplaced: int = 0) -> set[str]:
+        """Decide what starts (the queue manager) and start it (in flight); the uids
+        admitted (`running`: with those starting, as Running; `recent`: the tenants'
+        recently started, finished ParseJobs, queue_manager.recent_starts; `unplaced`: the
+        runner Jobs on their way, not yet on a node). Every Running write waits for the
+        end writes in flight now."""
         if not waiting:
             return set()
+        after = self.in_flight.ends_landed()
         adopted, replaced = await self.clear_orphans(waiting, running, snap, after)
         running = running + adopted
         waiting = [pj for pj in waiting if pj.uid not in replaced and pj not in adopted]
         guard = admission.capacity_guard_tripped(admission.unschedulable_since(snap.all_pods()), runtime,
                                                  self.wall())
-        room = admission.pod_room(self._unplaced(running, snap), len(waiting), runtime)
+        room = admission.pod_room(self._unplaced(running, snap) + unplaced, len(waiting), runtime)
         plan = queue_manager.plan(waiting, running, runtime, self.bucket.available(), guard, self.wall(), room,
                                   recent=recent)
         metrics.CAPACITY_GUARD.set(1 if guard or plan.blocked == "capacity" else 0)
@@ -230,8 +241,10 @@ class Scheduler:
         decided = self.wall()  # startedAt in admission order, a microsecond apart
         at = {pj.uid: now_rfc3339(decided + i * 1e-6)
               for i, pj in enumerate(pj for group in plan.groups for pj in group)}
-        results = await self.starts(self._start(group, at, after) for group in plan.groups)
-        return {pj.uid for pj in adopted} | {uid for uids in results if uids for uid in uids}
+        if plan.groups:
+            self.in_flight.starting(plan.groups, at, self.starts(self._start(group, at, after)
+                                                                 for group in plan.groups))
+        return {pj.uid for pj in adopted} | set(at)
 
     async def clear_orphans(self, waiting: list[ParseJob], running: list[ParseJob], snap: Snapshot,
                             after: Awaitable | None = None) -> tuple[list[ParseJob], set[str]]:
@@ -319,8 +332,13 @@ class Scheduler:
             metrics.BATCH_MEMBERS.inc(len(group))
         if after is not None:
             await after
-        return list(await asyncio.gather(*(self.writer.running(pj, name, uid, at[pj.uid], len(group))
-                                           for pj in group)))
+        marked = await asyncio.gather(*(self.writer.running(pj, name, uid, at[pj.uid], len(group)) for pj in group),
+                                      return_exceptions=True)
+        for pj, r in zip(group, marked):  # a member not marked is an orphan's: clear_orphans adopts it
+            if isinstance(r, BaseException):
+                log.log(logging.DEBUG if isinstance(r, (Conflict, NotFound)) else logging.WARNING,
+                        "could not mark %s/%s Running: %s", pj.namespace, pj.name, r)
+        return [r for r in marked if isinstance(r, str)]
 
     async def _may_run(self, pj: ParseJob) -> bool:
         """The admission policies' rules checked again (tenant binding, source, resources:
