@@ -13,6 +13,7 @@ from schedgen.operator.admission import (
     capacity_guard_tripped,
     decide,
     every_slot_taken,
+    every_tenant_capped,
     pod_room,
     source_refusal,
     unschedulable_since,
@@ -203,6 +204,18 @@ def test_every_slot_taken_means_decide_admits_none(tenants, running, max_concurr
     assert every_slot_taken(running, c) == (sum(running.values()) >= max_concurrent)
     if every_slot_taken(running, c):
         assert d.admit == [] and d.blocked == "concurrency"
+
+
+@given(st.text(alphabet="abc", min_size=1, max_size=20), running_counts, st.integers(0, 6), st.integers(0, 6))
+def test_every_tenant_capped_means_decide_admits_none(tenants, running, max_concurrent, max_per_tenant):
+    """The queue manager skips ordering the queue when each waiting tenant holds its cap:
+    only sound if decide would admit nothing then, whatever the order."""
+    c = cfg(max_concurrent=max_concurrent, max_per_tenant=max_per_tenant)
+    queue = pjs(tenants)
+    capped = every_tenant_capped({pj.tenant for pj in queue}, running, c)
+    assert capped == all(running.get(t, 0) >= max_per_tenant for t in set(tenants))
+    if capped:
+        assert decide(queue, running, c, PLENTY).admit == []
 
 
 def test_runtime_config_from_configmap_overrides_env():

@@ -110,6 +110,12 @@ def every_slot_taken(running_per_tenant: Mapping[str, int], cfg: RuntimeConfig) 
     return sum(running_per_tenant.values()) >= cfg.max_concurrent
 
 
+def every_tenant_capped(tenants: Iterable[str], running_per_tenant: Mapping[str, int], cfg: RuntimeConfig) -> bool:
+    """Each of the waiting `tenants` runs its `maxPerTenant`: `decide` would admit none of
+    theirs, whatever the order (a backlog's tail, one or two tenants left)."""
+    return all(running_per_tenant.get(t, 0) >= cfg.max_per_tenant for t in tenants)
+
+
 def decide(ordered: Sequence[ParseJob], running_per_tenant: Mapping[str, int], cfg: RuntimeConfig,
            tokens: int, guard_tripped: bool = False) -> Decision:
     """The first ParseJobs of `ordered` that fit the caps, at most `tokens` of them."""

@@ -138,6 +138,8 @@ def plan(waiting: list[ParseJob], running: list[ParseJob], runtime: RuntimeConfi
         return Plan()
     if admission.every_slot_taken(per_tenant, runtime) and not guard_tripped:
         return Plan(blocked="concurrency")  # most ticks at a deep backlog: no need to sort 1000s
+    if admission.every_tenant_capped({pj.tenant for pj in ready}, per_tenant, runtime) and not guard_tripped:
+        return Plan()  # the tail: each tenant left holds its cap; sorting its 1000s changes nothing
     queue = ordered(ready, running, runtime, recent)
     decision = admission.decide(queue, per_tenant, runtime, tokens, guard_tripped)
     groups, held = _group(decision.admit, ready, runtime, busy=bool(running), running_batches=batching(running))
