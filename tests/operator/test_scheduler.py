@@ -889,3 +889,29 @@ def test_a_start_that_fails_is_decided_again_by_the_next_tick(setup):
     assert sched.changed.is_set()  # and the scheduler kicked
     tick(loop, sched, kube)
     assert phases(kube)["a"] == "Running" and len(calls) == 2
+
+
+def test_the_next_tick_waits_in_proportion_to_the_loop_time_the_last_one_took(setup, monkeypatch):
+    """Ticks no longer wait for their writes, and each reads every ParseJob: after a tick
+    that spanned 0.05 s of the event loop's CPU the next waits 5 times that from its end;
+    after a cheap one, only the minimum gap from its start."""
+    from schedgen.operator import scheduler as scheduler_module
+
+    kube, sched, loop = setup
+    slept = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay, *a, **kw):
+        slept.append(delay)
+        return await real_sleep(0)
+
+    monkeypatch.setattr(scheduler_module.asyncio, "sleep", recording_sleep)
+    now = 100.0
+    sched.clock = lambda: now
+    sched._tick_started, sched._tick_ended, sched._tick_cpu = now - 0.2, now, 0.05
+    sched.kick()
+    loop.run_until_complete(sched.wait(timeout=1))
+    sched._tick_started, sched._tick_ended, sched._tick_cpu = now - 0.02, now, 0.001
+    sched.kick()
+    loop.run_until_complete(sched.wait(timeout=1))
+    assert slept == [pytest.approx(0.25), pytest.approx(0.08)]
