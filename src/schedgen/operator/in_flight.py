@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Pending:
     seq: int  # the ParseJob's transitionSeq when decided: a larger one in a snapshot means written
-    tenant: str
     as_running: ParseJob | None = None  # a start: the ParseJob as it will be once Running; None: an end
     group: int = 0  # a start: its runner Job (members share one)
 
@@ -91,7 +90,7 @@ class InFlight:
         where it failed)."""
         decided = list(decided)
         for pj in decided:
-            self.pending[pj.uid] = Pending(pj.status.seq, pj.tenant)
+            self.pending[pj.uid] = Pending(pj.status.seq)
         task = self._spawn(self._settle(decided, writes))
         self.end_tasks.add(task)
         task.add_done_callback(self.end_tasks.discard)
@@ -105,7 +104,7 @@ class InFlight:
             n = next(self._groups)
             for pj in group:
                 as_running = pj.with_status(st.running(pj, "", at.get(pj.uid), len(group)))
-                self.pending[pj.uid] = Pending(pj.status.seq, pj.tenant, as_running, n)
+                self.pending[pj.uid] = Pending(pj.status.seq, as_running, n)
         self._spawn(self._settle([pj for g in groups for pj in g], self._flat(writes)))
 
     def ends_landed(self) -> Awaitable | None:
