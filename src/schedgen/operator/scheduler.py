@@ -37,7 +37,7 @@ from .in_flight import InFlight
 from .job_reconciler import JobReconciler, Snapshot
 from .runner_objects import RunnerJob, RunnerPod
 from .signing import Signer
-from .kube import Conflict, Kube, NotFound
+from .kube import Kube
 from .outcome import Outcome, Requeue
 from .record_store import RecordStore
 from .result_store import ResultStore
@@ -343,13 +343,9 @@ class Scheduler:
             metrics.BATCH_MEMBERS.inc(len(group))
         if after is not None:
             await after
-        marked = await asyncio.gather(*(self.writer.running(pj, name, uid, at[pj.uid], len(group)) for pj in group),
-                                      return_exceptions=True)
-        for pj, r in zip(group, marked):  # a member not marked is an orphan's: clear_orphans adopts it
-            if isinstance(r, BaseException):
-                log.log(logging.DEBUG if isinstance(r, (Conflict, NotFound)) else logging.WARNING,
-                        "could not mark %s/%s Running: %s", pj.namespace, pj.name, r)
-        return [r for r in marked if isinstance(r, str)]
+        # a member not marked (None: Bounded logged why) is an orphan's: clear_orphans adopts it
+        marked = await self.writer.bounded(self.writer.running(pj, name, uid, at[pj.uid], len(group)) for pj in group)
+        return [uid for uid in marked if uid]
 
     async def _may_run(self, pj: ParseJob) -> bool:
         """The admission policies' rules checked again (tenant binding, source, resources:
